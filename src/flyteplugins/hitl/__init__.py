@@ -1,0 +1,65 @@
+"""Human-in-the-loop events for Flyte 2.
+
+Pause a task until a person answers through a web form, or a program answers through a JSON
+endpoint; answers are typed (int, float, str, bool) and kept in storage, so a re-run task finds
+its question and any answer given meanwhile.
+
+Example:
+    >>> import flyteplugins.hitl as hitl
+    >>> event = hitl.new_event("approve", data_type=bool, prompt="Ship it?")
+    >>> approved = event.wait()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._errors import (
+    AlreadyAnsweredError,
+    EventExpiredError,
+    EventNotFoundError,
+    EventTimeoutError,
+    HitlError,
+    InvalidEventError,
+    InvalidRequestIdError,
+    InvalidTokenError,
+    InvalidValueError,
+    StorageError,
+    UnsupportedTypeError,
+)
+from .hitl import Event, EventScope, new_event
+
+if TYPE_CHECKING:
+    import flyte
+    import flyte.app
+
+    env: flyte.TaskEnvironment
+    app_env: flyte.app.AppEnvironment
+
+__all__ = [
+    "AlreadyAnsweredError",
+    "Event",
+    "EventExpiredError",
+    "EventNotFoundError",
+    "EventScope",
+    "EventTimeoutError",
+    "HitlError",
+    "InvalidEventError",
+    "InvalidRequestIdError",
+    "InvalidTokenError",
+    "InvalidValueError",
+    "StorageError",
+    "UnsupportedTypeError",
+    "app_env",
+    "env",
+    "new_event",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The Flyte environments import flyte.app (a quarter of a second): build them on first use only.
+    if name in ("env", "app_env"):
+        from . import _deploy
+
+        return getattr(_deploy, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,76 @@
+"""Blocking callables with an ``.aio`` twin.
+
+``f(...)`` blocks; ``await f.aio(...)`` runs the same blocking call in ``asyncio.to_thread``
+(which copies context variables, so Flyte's task context stays visible in the worker thread),
+unless a native coroutine twin was given for a call that mostly waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Literal, TypeVar
+
+from typing_extensions import ParamSpec
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Blocking(Generic[P, R]):
+    """A blocking callable whose `.aio` runs it without blocking the event loop.
+
+    Example:
+        >>> @blocking()
+        ... def add(x: int) -> int:
+        ...     return x + 1
+        >>> add(1)
+        2
+        >>> import asyncio; asyncio.run(add.aio(1))
+        2
+    """
+
+    def __init__(
+        self,
+        func: Callable[P, R],
+        aio: Callable[P, Awaitable[R]] | None = None,
+        bind: Literal["instance", "class"] | None = None,
+    ) -> None:
+        functools.update_wrapper(self, func)
+        self._func = func
+        self._aio = aio
+        self._bind = bind
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._func(*args, **kwargs)
+
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the call without blocking the event loop and return its result."""
+        if self._aio is not None:
+            return await self._aio(*args, **kwargs)
+        return await asyncio.to_thread(self._func, *args, **kwargs)
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Any:
+        if self._bind == "class":
+            owner: object = objtype if objtype is not None else type(obj)
+        elif self._bind == "instance" and obj is not None:
+            owner = obj
+        else:
+            return self
+        aio = functools.partial(self._aio, owner) if self._aio is not None else None
+        return Blocking(functools.partial(self._func, owner), aio)
+
+    def __repr__(self) -> str:
+        return f"<blocking {getattr(self, '__qualname__', self._func)!r} with .aio>"
+
+
+def blocking(
+    aio: Callable[..., Awaitable[Any]] | None = None, bind: Literal["instance", "class"] | None = None
+) -> Callable[[Callable[P, R]], Blocking[P, R]]:
+    """Decorate a blocking function so that it also has an ``.aio`` variant."""
+
+    def wrap(func: Callable[P, R]) -> Blocking[P, R]:
+        return Blocking(func, aio, bind)
+
+    return wrap

@@ -1,0 +1,92 @@
+"""The exception hierarchy: every error this package raises is a `HitlError`.
+
+Each specific error also subclasses the matching builtin, so callers can catch either
+`hitl.HitlError` or the builtin they already know (`TimeoutError`, `ValueError`, ...).
+"""
+
+from __future__ import annotations
+
+
+class HitlError(Exception):
+    """Base class of every error raised by flyteplugins.hitl."""
+
+
+class InvalidEventError(HitlError, ValueError):
+    """An event was declared with a bad argument (empty name, bad scope, non-positive timeout...)."""
+
+
+class UnsupportedTypeError(HitlError, TypeError):
+    """An event was declared with a `data_type` other than int, float, str or bool."""
+
+
+class InvalidRequestIdError(HitlError, ValueError):
+    """A request id does not have the shape this package gives ids; it is never used as a path."""
+
+    def __init__(self, request_id: object) -> None:
+        shown = request_id if not isinstance(request_id, str) or len(request_id) <= 80 else request_id[:80] + "..."
+        super().__init__(f"invalid request_id {shown!r}: expected 1-128 characters of A-Z, a-z, 0-9, '-' or '_'")
+        self.request_id = request_id
+
+
+class InvalidValueError(HitlError, ValueError):
+    """An answer does not fit the event's type (or its allowed choices)."""
+
+    def __init__(self, message: str, value: object = None) -> None:
+        super().__init__(message)
+        self.value = value
+
+
+class EventNotFoundError(HitlError, LookupError):
+    """No event with this request id exists under the storage root."""
+
+    def __init__(self, request_id: str, root: str) -> None:
+        super().__init__(f"no event with request_id {request_id!r} under {root!r}")
+        self.request_id = request_id
+        self.root = root
+
+
+class InvalidTokenError(HitlError, PermissionError):
+    """The token presented with an answer or a status query is missing or wrong."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"missing or wrong token for request_id {request_id!r}")
+        self.request_id = request_id
+
+
+class AlreadyAnsweredError(HitlError):
+    """The event already has an answer: the first answer wins and later ones change nothing."""
+
+    def __init__(self, request_id: str, response: dict[str, object]) -> None:
+        super().__init__(
+            f"event with request_id {request_id!r} was already answered with {response.get('value')!r}; "
+            "the first answer wins"
+        )
+        self.request_id = request_id
+        self.response = response
+
+
+class EventExpiredError(HitlError):
+    """The event's timeout passed, so it no longer takes answers."""
+
+    def __init__(self, request_id: str, expires_at: str) -> None:
+        super().__init__(f"event with request_id {request_id!r} expired at {expires_at}; it takes no more answers")
+        self.request_id = request_id
+        self.expires_at = expires_at
+
+
+class EventTimeoutError(HitlError, TimeoutError):
+    """`Event.wait()` saw no answer within the event's timeout."""
+
+    def __init__(self, name: str, request_id: str, timeout_seconds: float) -> None:
+        super().__init__(f"event {name!r} (request_id {request_id!r}) got no answer within {timeout_seconds:g} seconds")
+        self.name = name
+        self.request_id = request_id
+        self.timeout_seconds = timeout_seconds
+
+
+class StorageError(HitlError, OSError):
+    """The storage root could not be read or written, even after retries."""
+
+    def __init__(self, message: str, root: str) -> None:
+        super().__init__(message)
+        self.root = root

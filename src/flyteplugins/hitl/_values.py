@@ -1,0 +1,98 @@
+"""The four answer types, their names on the wire, and strict checking of answers.
+
+Both sides use this module: `hitl.py` to declare an event's type, `server.py` (and any other
+writer) to check an answer before it is stored. An answer that does not fit is an error,
+never a silent guess: "ture" is not False and "4.5" is not 4.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ._errors import InvalidValueError, UnsupportedTypeError
+
+Value = int | float | str | bool
+
+TYPE_NAMES: dict[type, str] = {int: "int", float: "float", str: "str", bool: "bool"}
+TYPES_BY_NAME: dict[str, type] = {name: tp for tp, name in TYPE_NAMES.items()}
+
+_TRUE = frozenset({"true", "yes", "1", "on"})
+_FALSE = frozenset({"false", "no", "0", "off"})
+_INT_RE = re.compile(r"[+-]?[0-9]{1,4000}")
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_EXAMPLES = {"int": "42", "float": "0.5", "str": "any text", "bool": "true or false"}
+
+
+def type_name(data_type: object) -> str:
+    """Return the wire name of `data_type`, raising `UnsupportedTypeError` for anything but the four types."""
+    if isinstance(data_type, type) and data_type in TYPE_NAMES:
+        return TYPE_NAMES[data_type]
+    raise UnsupportedTypeError(f"unsupported data_type {data_type!r}: use int, float, str or bool")
+
+
+def example(name: str) -> str:
+    """A short example of a valid answer for type `name`, for messages and forms."""
+    return _EXAMPLES[name]
+
+
+def parse_value(raw: object, name: str, *, choices: list[Value] | None = None) -> Value:
+    """Check an answer and return it as the event's type.
+
+    `raw` is what the client sent: a string from a form, or any JSON value.
+
+    Example:
+        >>> parse_value("42", "int")
+        42
+        >>> parse_value("Yes", "bool")
+        True
+    """
+    value = _PARSERS[name](raw)
+    if choices is not None and value not in choices:
+        raise InvalidValueError(f"value {raw!r} is not one of the allowed choices {choices!r}", raw)
+    return value
+
+
+def _fail(raw: object, name: str) -> InvalidValueError:
+    shown = raw if not isinstance(raw, str) or len(raw) <= 80 else raw[:80] + "..."
+    return InvalidValueError(f"invalid value {shown!r}: expected {name} (for example {_EXAMPLES[name]})", raw)
+
+
+def _parse_int(raw: object) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and _INT_RE.fullmatch(raw.strip()):
+        return int(raw.strip())
+    raise _fail(raw, "int")
+
+
+def _parse_float(raw: object) -> float:
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str) and _FLOAT_RE.fullmatch(raw.strip()):
+        value = float(raw.strip())
+    else:
+        raise _fail(raw, "float")
+    if not math.isfinite(value):
+        raise _fail(raw, "float")
+    return value
+
+
+def _parse_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower() if isinstance(raw, (str, int)) else None
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise InvalidValueError(f"invalid value {raw!r}: expected bool (true/false, yes/no, 1/0 or on/off)", raw)
+
+
+def _parse_str(raw: object) -> str:
+    if isinstance(raw, str):
+        return raw
+    raise InvalidValueError(f"invalid value {raw!r}: expected str (a JSON string)", raw)
+
+
+_PARSERS = {"int": _parse_int, "float": _parse_float, "bool": _parse_bool, "str": _parse_str}

@@ -1,0 +1,445 @@
+"""Events that pause a task until a person or a program answers, and the wait loop.
+
+Data flows one way. `Event.create` writes the question through `_store`. The form server
+(`server.py`, embedded in this process unless ``FLYTE_HITL_ENDPOINT`` names another one) checks
+and stores the answer, then calls `_waiters.notify`, which wakes the waiting call at once.
+Answers stored by anything else (another server replica, the CLI) are found by polling the
+root: one storage read per poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import math
+import os
+import re
+import secrets
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any, Generic, Literal, TypeVar, cast
+from urllib.parse import quote
+
+from . import _html
+from ._aio import Blocking, blocking
+from ._errors import EventTimeoutError, InvalidEventError
+from ._store import Record, Store, default_root
+from ._values import parse_value, type_name
+
+T = TypeVar("T")
+
+EventScope = Literal["run"]
+"""Where an event lives. Only "run" exists: an event belongs to the run (and action) that created it."""
+
+ENDPOINT_ENV = "FLYTE_HITL_ENDPOINT"
+
+_MAX_NAME = 200
+
+
+class _Waiters:
+    """In-process wake-ups, keyed by request id.
+
+    The embedded server calls `notify` after it has stored an answer and sent the reply, so a
+    waiting call returns within milliseconds instead of at its next poll.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wakers: dict[str, set[Callable[[], None]]] = {}
+
+    @contextlib.contextmanager
+    def registered(self, request_id: str, waker: Callable[[], None]) -> Iterator[None]:
+        with self._lock:
+            self._wakers.setdefault(request_id, set()).add(waker)
+        try:
+            yield
+        finally:
+            with self._lock:
+                wakers = self._wakers.get(request_id)
+                if wakers is not None:
+                    wakers.discard(waker)
+                    if not wakers:
+                        del self._wakers[request_id]
+
+    def notify(self, request_id: str) -> None:
+        with self._lock:
+            wakers = list(self._wakers.get(request_id, ()))
+        for wake in wakers:
+            wake()
+
+
+_waiters = _Waiters()
+_stores: dict[str, Store] = {}
+_occurrences: dict[tuple[str, ...], int] = {}
+_state_lock = threading.Lock()
+
+
+def _store_for(root: str) -> Store:
+    with _state_lock:
+        store = _stores.get(root)
+        if store is None:
+            store = _stores[root] = Store(root)
+        return store
+
+
+def _endpoint_for(store: Store) -> tuple[str, bool]:
+    """The form server's base URL, and whether it runs in this process (so answers wake us at once)."""
+    endpoint = os.environ.get(ENDPOINT_ENV)
+    if endpoint:
+        return endpoint.rstrip("/"), False
+    from . import server
+
+    return server.embedded_server(store, _waiters.notify), True
+
+
+def _new_request_id(name: str) -> str:
+    """A request id that a re-run of the same task finds again.
+
+    Inside a Flyte task it is derived from the run, the action, the event name and how many events
+    of that name this action created before; elsewhere it is random.
+    """
+    import flyte
+
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:48] or "event"
+    tctx = flyte.ctx()
+    if not tctx:
+        return f"{slug}-{uuid.uuid4().hex[:24]}"
+    action = tctx.action
+    key = tuple(str(p or "") for p in (action.org, action.project, action.domain, action.run_name, action.name, name))
+    with _state_lock:
+        occurrence = _occurrences[key] = _occurrences.get(key, 0) + 1
+    digest = hashlib.sha256("\x1f".join((*key, str(occurrence))).encode()).hexdigest()
+    return f"{slug}-{digest[:24]}"
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_utc(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _check_seconds(label: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InvalidEventError(f"{label} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_args(name: object, data_type: object, scope: object, prompt: object, timeout: object, poll: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidEventError(f"event name must be a non-empty string, got {name!r}")
+    if len(name) > _MAX_NAME:
+        raise InvalidEventError(f"event name is {len(name)} characters long; the limit is {_MAX_NAME}")
+    if scope != "run":
+        raise InvalidEventError(f"scope must be 'run', got {scope!r}")
+    if not isinstance(prompt, str):
+        raise InvalidEventError(f"prompt must be a string, got {prompt!r}")
+    _check_seconds("timeout_seconds", timeout)
+    _check_seconds("poll_interval_seconds", poll)
+    return type_name(data_type)
+
+
+class Event(Generic[T]):
+    """A question waiting for one typed answer from a person (web form) or a program (JSON).
+
+    Create events with `new_event` (or `Event.create`); both have an ``.aio`` variant.
+
+    Example:
+        >>> event = new_event("approve", data_type=bool, prompt="Ship it?")
+        >>> approved = event.wait()  # blocks until someone answers
+    """
+
+    #: Seconds between the "waiting for ... left" lines on the console.
+    note_every_seconds: float = 60.0
+    #: The clock that deadlines are measured on; tests may replace it.
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    def __init__(
+        self,
+        request: Record,
+        data_type: type[T],
+        poll_interval_seconds: float,
+        store: Store,
+        endpoint: str,
+        woken: bool,
+    ) -> None:
+        self._request = request
+        self._data_type = data_type
+        self._poll = poll_interval_seconds
+        self._store = store
+        self._endpoint = endpoint
+        self._woken_in_process = woken
+        self._announced = False
+
+    @property
+    def name(self) -> str:
+        """The event's name, as given to `new_event`."""
+        return cast(str, self._request["event_name"])
+
+    @property
+    def scope(self) -> EventScope:
+        """Always "run"."""
+        return cast(EventScope, self._request["scope"])
+
+    @property
+    def data_type(self) -> type[T]:
+        """The Python type of the answer: int, float, str or bool."""
+        return self._data_type
+
+    @property
+    def prompt(self) -> str:
+        """The question shown to the person."""
+        return cast(str, self._request["prompt"])
+
+    @property
+    def request_id(self) -> str:
+        """The id of the stored event; stable across re-runs of the same task."""
+        return cast(str, self._request["request_id"])
+
+    @property
+    def timeout_seconds(self) -> float:
+        """Seconds the event waits for an answer, counted from its creation."""
+        return cast(float, self._request["timeout_seconds"])
+
+    @property
+    def poll_interval_seconds(self) -> float:
+        """Seconds between storage reads while waiting."""
+        return self._poll
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL of the form server."""
+        return self._endpoint
+
+    @property
+    def token(self) -> str:
+        """The event's secret token: whoever holds it may answer. Share the form URL, not your logs."""
+        return cast(str, self._request["token"])
+
+    @property
+    def form_url(self) -> str:
+        """The web form's URL, carrying the token."""
+        return f"{self._endpoint}/form/{self.request_id}?token={quote(self.token, safe='')}"
+
+    @property
+    def api_url(self) -> str:
+        """The JSON endpoint that programs POST answers to."""
+        return f"{self._endpoint}/submit/json"
+
+    @property
+    def expires_at(self) -> str:
+        """When the event stops taking answers (UTC, ISO 8601)."""
+        return cast(str, self._request["expires_at"])
+
+    @property
+    def curl_command(self) -> str:
+        """A one-line curl command that answers the event (replace the value placeholder)."""
+        return _html.curl_command(self.api_url, self.request_id, self.token, type_name(self._data_type))
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(name={self.name!r}, scope={self.scope!r}, data_type={type_name(self._data_type)}, "
+            f"request_id={self.request_id!r}, endpoint={self._endpoint!r})"
+        )
+
+    def _create(
+        cls,
+        name: str,
+        data_type: type[T],
+        scope: EventScope = "run",
+        prompt: str = "Please provide a value",
+        timeout_seconds: float = 3600,
+        poll_interval_seconds: float = 5,
+    ) -> Event[T]:
+        type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
+        store = _store_for(default_root())
+        endpoint, woken = _endpoint_for(store)
+        request_id = _new_request_id(name)
+        request = store.read_request(request_id)
+        if request is None:
+            now = time.time()
+            fresh = {
+                "request_id": request_id,
+                "event_name": name,
+                "scope": scope,
+                "prompt": prompt,
+                "data_type": type_str,
+                "token": secrets.token_urlsafe(24),
+                "created_at": _utc(now),
+                "expires_at": _utc(now + float(timeout_seconds)),
+                "timeout_seconds": timeout_seconds,
+                "endpoint": endpoint,
+            }
+            # Losing this create-only race means another process made the event first: use theirs.
+            request = fresh if store.create_request(fresh) else store.read_request(request_id)
+        if request is None or request.get("event_name") != name or request.get("data_type") != type_str:
+            raise InvalidEventError(
+                f"request_id {request_id!r} already holds event {request and request.get('event_name')!r} "
+                f"of type {request and request.get('data_type')!r}, not {name!r} of type {type_str!r}"
+            )
+        return cls(request, data_type, float(poll_interval_seconds), store, endpoint, woken)
+
+    create = Blocking(_create, bind="class")
+
+    def _wait(self) -> T:
+        loop = _WaitLoop(self)
+        wake = threading.Event()
+        with _waiters.registered(self.request_id, wake.set):
+            woken = True  # the first pass always reads storage
+            while True:
+                wake.clear()
+                done, value = loop.step(woken)
+                if done:
+                    return cast(T, value)
+                woken = wake.wait(loop.sleep_seconds())
+
+    async def _wait_aio(self) -> T:
+        # Between polls the coroutine awaits an asyncio.Event, so it holds no thread; only the
+        # storage reads go through asyncio.to_thread. Thousands of waits share a handful of threads.
+        loop = _WaitLoop(self)
+        running = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def waker() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+                running.call_soon_threadsafe(wake.set)
+
+        with _waiters.registered(self.request_id, waker):
+            woken = True
+            while True:
+                wake.clear()
+                done, value = await asyncio.to_thread(loop.step, woken)
+                if done:
+                    return cast(T, value)
+                try:
+                    await asyncio.wait_for(wake.wait(), loop.sleep_seconds())
+                    woken = True
+                except asyncio.TimeoutError:
+                    woken = False
+
+    wait = Blocking(_wait, _wait_aio, bind="instance")
+    """Block until the event is answered and return the answer as `data_type`.
+
+    Raises `EventTimeoutError` (a `TimeoutError`) once `timeout_seconds` have passed since the
+    event was created; the stored event is then marked expired so late answers are refused.
+    ``await event.wait.aio()`` does the same without blocking the event loop.
+    """
+
+
+class _WaitLoop:
+    """The state of one wait: when to read storage next, when to print, when to give up."""
+
+    def __init__(self, event: Event[Any]) -> None:
+        self._event = event
+        self._clock = event.clock
+        now = self._clock()
+        remaining = _parse_utc(event.expires_at) - time.time()
+        self._deadline = now + remaining
+        self._next_poll = now
+        self._next_note = now + event.note_every_seconds
+
+    def sleep_seconds(self) -> float:
+        return max(0.0, min(self._next_poll, self._next_note, self._deadline) - self._clock())
+
+    def step(self, woken: bool) -> tuple[bool, Any]:
+        """One pass: read storage if woken or due, expire if past the deadline. Returns (done, value)."""
+        event, now = self._event, self._clock()
+        if not event._announced:
+            event._announced = True
+            _announce(event)
+        if woken or now >= self._next_poll or now >= self._deadline:
+            self._next_poll = now + event.poll_interval_seconds
+            response = event._store.read_response(event.request_id)
+            if response is not None:
+                return True, _outcome(event, response)
+        if now >= self._deadline:
+            expired = {"request_id": event.request_id, "status": "expired", "expired_at": _utc(time.time())}
+            if event._store.create_response(event.request_id, expired):
+                response = expired
+            else:  # an answer landed between our read and the expiry mark: it wins
+                response = event._store.read_response(event.request_id) or expired
+            return True, _outcome(event, response)
+        if now >= self._next_note:
+            self._next_note = now + event.note_every_seconds
+            left = max(0, int(self._deadline - now))
+            _say(f"waiting for {event.name!r} ({event.request_id}) … {left // 60}m {left % 60:02d}s left")
+        return False, None
+
+
+def _outcome(event: Event[Any], response: Record) -> Any:
+    if response.get("status") != "completed":
+        raise EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
+    value = parse_value(response.get("value"), type_name(event.data_type))
+    source = " ".join(str(response[k]) for k in ("via", "client") if response.get(k))
+    _say(f"{event.name!r} answered: {value!r}" + (f" (via {source})" if source else ""))
+    _update_report(event, response)
+    return value
+
+
+def _say(line: str) -> None:
+    print(f"[hitl] {line}", file=sys.stdout, flush=True)
+
+
+def _announce(event: Event[Any]) -> None:
+    _say(f"waiting for {event.name!r} ({type_name(event.data_type)}): {event.prompt}")
+    _say(f"form: {event.form_url}")
+    _say(f"curl: {event.curl_command}")
+    _update_report(event, None)
+
+
+def _update_report(event: Event[Any], response: Record | None) -> None:
+    """Show the event (and its answer, once there is one) in the task's Flyte report, if it has one."""
+    import flyte
+
+    if not flyte.ctx():
+        return
+    from flyte._context import internal_ctx
+
+    report = internal_ctx().get_report()
+    if report is None:
+        return
+    report.get_tab(f"HITL: {event.name}").replace(_html.report_section(event, response))
+    import flyte.report
+
+    # flush is async; run it on a private loop in a thread that carries this thread's context,
+    # which works whether or not the caller is itself inside an event loop.
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(asyncio.run, flyte.report.flush.aio()), daemon=True)
+    thread.start()
+    thread.join()
+
+
+@blocking()
+def new_event(
+    name: str,
+    data_type: type[T],
+    scope: EventScope = "run",
+    prompt: str = "Please provide a value",
+    timeout_seconds: float = 3600,
+    poll_interval_seconds: float = 5,
+) -> Event[T]:
+    """Create a human-in-the-loop event (or re-attach to it when a task is re-run).
+
+    Args:
+        name: A descriptive name for the event, shown in logs and on the form.
+        data_type: The type of the answer: int, float, str or bool.
+        scope: Where the event lives; only "run" is supported.
+        prompt: The question shown to the person.
+        timeout_seconds: How long to wait for an answer, from creation (default: one hour).
+        poll_interval_seconds: How often to read storage for answers from other servers (default: 5).
+
+    Returns:
+        The `Event`; call ``event.wait()`` (or ``await event.wait.aio()``) for the answer.
+
+    Example:
+        >>> event = new_event("approve", data_type=bool, prompt="Ship it?")
+        >>> event = await new_event.aio("x", data_type=int, prompt="What should I add to x?")
+    """
+    return Event.create(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)

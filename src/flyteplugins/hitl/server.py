@@ -1,0 +1,453 @@
+"""The form server: an HTTP handler, a `ThreadingHTTPServer` around it, and starting and stopping it.
+
+Endpoints (every one answers a client's mistake with a clear 4xx and writes nothing):
+
+- ``GET /health``: ``{"status": "healthy"}``
+- ``GET /``: an HTML index of events, without tokens or links
+- ``GET /form/<request_id>?token=…``: the answer form (or the event's state once answered/expired)
+- ``POST /submit``: a form-encoded answer (``request_id``, ``token``, ``value``) → an HTML page
+- ``POST /submit/json``: a JSON answer ``{"request_id", "token", "value"[, "data_type"]}`` → JSON
+- ``GET /status/<request_id>?token=…``: the event and its outcome as JSON (never the token)
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from email.utils import formatdate
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from . import _html
+from ._errors import HitlError, InvalidValueError, StorageError
+from ._store import REQUEST_ID_RE, Record, Store
+from ._values import parse_value
+
+logger = logging.getLogger("flyteplugins.hitl.server")
+
+HOST_ENV = "FLYTE_HITL_HOST"
+PORT_ENV = "FLYTE_HITL_PORT"
+
+JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+
+
+class _Reply(Exception):
+    """Raised inside a handler to answer the client at once (used for 4xx outcomes)."""
+
+    def __init__(self, status: int, detail: str, *, html: str | None = None, headers: Iterable[tuple[str, str]] = ()):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.html = html
+        self.headers = tuple(headers)
+
+
+def _now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _seconds_left(request: Record) -> float:
+    expires = datetime.fromisoformat(str(request["expires_at"]).replace("Z", "+00:00")).timestamp()
+    return expires - time.time()
+
+
+class HitlServer(ThreadingHTTPServer):
+    """Serves every event under one storage root.
+
+    Example:
+        >>> httpd = make_server(Store("/tmp/flyte/hitl"), port=0)
+        >>> port = httpd.server_address[1]
+    """
+
+    # Handler threads are daemons so that one slow or idle client never keeps a finished
+    # program alive; answers are stored before they are acknowledged, so none is lost.
+    daemon_threads = True
+    # The default backlog of 5 resets bursts of simultaneous connections.
+    request_queue_size = 256
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        store: Store,
+        on_answer: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.on_answer = on_answer
+        super().__init__(address, HitlHandler)
+
+    @property
+    def url(self) -> str:
+        """The base URL clients should use (the wildcard address shown as 127.0.0.1)."""
+        host, port = self.server_address[:2]
+        host = str(host)
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that vanished mid-reply is routine; anything else is our bug and deserves a traceback.
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            logger.info("%s: connection ended: %s", client_address[0], exc)
+        else:
+            logger.exception("internal error while serving %s", client_address[0])
+
+
+class HitlHandler(BaseHTTPRequestHandler):
+    """Routes requests to the endpoints above; one instance per connection."""
+
+    server: HitlServer
+    protocol_version = "HTTP/1.1"
+    server_version = "flyteplugins-hitl"
+    sys_version = ""
+    #: Seconds an idle or slow connection may hold a thread before it is closed.
+    timeout = 30
+    #: Largest accepted request body, in bytes; larger ones get 413.
+    max_body_bytes = 1 << 20
+    # Replies are written in one send; without NODELAY, a small reply can still sit in Nagle's buffer.
+    disable_nagle_algorithm = True
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def _routes(self, path: str) -> tuple[dict[str, Callable[[str], None]], str] | None:
+        """The handlers by method for `path`, and the path parameter (a request id) if any."""
+        if path == "/health":
+            return {"GET": self._get_health}, ""
+        if path == "/":
+            return {"GET": self._get_index}, ""
+        if path == "/submit":
+            return {"POST": self._post_form}, ""
+        if path == "/submit/json":
+            return {"POST": self._post_json}, ""
+        for prefix, handler in (("/form/", self._get_form), ("/status/", self._get_status)):
+            if path.startswith(prefix):
+                return {"GET": handler}, path[len(prefix) :]
+        return None
+
+    def _dispatch(self) -> None:
+        method = self.command
+        head = method == "HEAD"
+        try:
+            routes = self._routes(urlsplit(self.path).path)
+            if routes is None:
+                raise _Reply(404, f"no such path: {urlsplit(self.path).path[:200]!r}")
+            handlers, param = routes
+            handler = handlers.get("GET" if head else method)
+            if handler is None:
+                allow = ", ".join(sorted({*handlers, *(["HEAD"] if "GET" in handlers else [])}))
+                raise _Reply(405, f"method {method} not allowed here; allowed: {allow}", headers=[("Allow", allow)])
+            self._head_only = head
+            handler(param)
+        except _Reply as r:
+            if r.html is not None:
+                self._send(r.status, r.html.encode(), HTML, r.headers)
+            else:
+                self._send_json(r.status, {"detail": r.detail}, r.headers)
+        except StorageError as e:
+            logger.error("storage error: %s", e)
+            self._send_json(503, {"detail": "storage is unavailable; try again later"}, [("Retry-After", "5")])
+        except (ConnectionError, TimeoutError):
+            raise  # the client went away; handle_error logs one line
+        except Exception:
+            # A bug of ours, not the client's: log it with context, answer 500 without details.
+            logger.exception("internal error on %s %s", method, self.path[:200])
+            self.close_connection = True
+            self._send_json(500, {"detail": "internal server error"})
+
+    def __getattr__(self, name: str) -> Any:
+        # Every method, known or not, goes through _dispatch, which answers 405 with Allow.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
+
+    # -- responses -----------------------------------------------------------------------------
+
+    _head_only = False
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        """Write status line, headers and body in one send."""
+        self.log_request(status)
+        phrase = HTTPStatus(status).phrase
+        lines = [
+            f"{self.protocol_version} {status} {phrase}",
+            f"Server: {self.server_version}",
+            f"Date: {formatdate(usegmt=True)}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+            "Cache-Control: no-store",
+            "X-Content-Type-Options: nosniff",
+            "Referrer-Policy: no-referrer",
+        ]
+        if content_type == HTML:
+            lines += [f"Content-Security-Policy: {_html.csp()}", "X-Frame-Options: DENY"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head if self._head_only else head + body)
+
+    def _send_json(self, status: int, payload: object, headers: Iterable[tuple[str, str]] = ()) -> None:
+        self._send(status, json.dumps(payload, ensure_ascii=False).encode(), JSON, headers)
+
+    def _send_html(self, status: int, document: str) -> None:
+        self._send(status, document.encode(), HTML)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # The stdlib calls this for malformed requests (bad request line, 414, 431, ...): answer in JSON.
+        self.close_connection = True
+        self._send_json(code, {"detail": message or HTTPStatus(code).phrase})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Client-controlled text is escaped so a request line cannot forge log lines.
+        text = (format % args).encode("unicode_escape").decode("ascii")
+        logger.info("%s %s", self.address_string(), text)
+
+    # -- request helpers -----------------------------------------------------------------------
+
+    def _query(self) -> dict[str, str]:
+        try:
+            return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query, max_num_fields=20).items()}
+        except ValueError as e:
+            raise _Reply(400, f"malformed query string: {e}") from None
+
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise _Reply(411, "chunked bodies are not supported; send Content-Length")
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            self.close_connection = True
+            raise _Reply(411, "Content-Length is required")
+        try:
+            length = int(length_text)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            raise _Reply(400, f"invalid Content-Length {length_text[:40]!r}") from None
+        if length > self.max_body_bytes:
+            self.close_connection = True
+            raise _Reply(413, f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            raise _Reply(400, f"request body ended after {len(body)} of {length} bytes")
+        return body
+
+    def _event(self, request_id: object, token: object) -> Record:
+        """The stored request for `request_id`, after checking the id's shape and the token."""
+        if not isinstance(request_id, str) or not REQUEST_ID_RE.fullmatch(request_id):
+            shown = request_id[:80] if isinstance(request_id, str) else request_id
+            raise _Reply(400, f"invalid request_id {shown!r}")
+        request = self.server.store.read_request(request_id)
+        if request is None:
+            raise _Reply(404, f"not_found: no event with request_id {request_id!r}")
+        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), str(request["token"]).encode()):
+            raise _Reply(403, f"missing or wrong token for request_id {request_id!r}")
+        return request
+
+    def _answer(self, request: Record, raw: object, via: str) -> tuple[int, Record]:
+        """Check and store an answer. Returns (status, response): 200 stored, 409 answered, 410 expired."""
+        store, request_id = self.server.store, request["request_id"]
+        value = parse_value(raw, request["data_type"])
+        if _seconds_left(request) <= 0:
+            store.create_response(request_id, {"request_id": request_id, "status": "expired", "expired_at": _now_utc()})
+        else:
+            response = {
+                "request_id": request_id,
+                "status": "completed",
+                "value": value,
+                "data_type": request["data_type"],
+                "answered_at": _now_utc(),
+                "via": via,
+                "client": self.client_address[0],
+            }
+            if store.create_response(request_id, response):
+                return 200, response
+        existing = store.read_response(request_id) or {"status": "expired"}
+        return (409 if existing.get("status") == "completed" else 410), existing
+
+    def _answered(self, request_id: str) -> None:
+        """Tell an in-process waiter, after the reply is on its way, so it can never outrun the reply."""
+        if self.server.on_answer is not None:
+            self.wfile.flush()
+            self.server.on_answer(request_id)
+
+    # -- endpoints -----------------------------------------------------------------------------
+
+    def _get_health(self, _: str) -> None:
+        self._send_json(200, {"status": "healthy"})
+
+    def _get_index(self, _: str) -> None:
+        store, rows = self.server.store, []
+        for request_id in sorted(store.list_ids())[:500]:
+            request = store.read_request(request_id)
+            if request is None:
+                continue
+            response = store.read_response(request_id)
+            left = _seconds_left(request)
+            status = "pending" if response is None and left > 0 else (response or {}).get("status", "expired")
+            rows.append((request, str(status), left))
+        rows.sort(key=lambda row: str(row[0].get("created_at", "")), reverse=True)
+        self._send_html(200, _html.index_page(rows))
+
+    def _page_for(self, request: Record, *, value: str = "", error: str = "") -> tuple[int, str]:
+        response = self.server.store.read_response(request["request_id"])
+        left = _seconds_left(request)
+        if response is not None and response.get("status") == "completed":
+            return 200, _html.answered_page(request, response, just_now=False)
+        if response is not None or left <= 0:
+            return 200, _html.expired_page(request)
+        return (400 if error else 200), _html.form_page(request, left, value, error)
+
+    def _get_form(self, request_id: str) -> None:
+        try:
+            request = self._event(request_id, self._query().get("token"))
+        except _Reply as r:
+            raise _Reply(r.status, r.detail, html=_html.message_page("Cannot open this event", r.detail)) from None
+        self._send_html(*self._page_for(request))
+
+    def _get_status(self, request_id: str) -> None:
+        request = self._event(request_id, self._query().get("token"))
+        response = self.server.store.read_response(request_id)
+        if response is not None:
+            status = str(response.get("status", "completed"))
+        else:
+            status = "pending" if _seconds_left(request) > 0 else "expired"
+        public = {k: v for k, v in request.items() if k != "token"}
+        self._send_json(200, {"request_id": request_id, "status": status, "request": public, "response": response})
+
+    def _post_form(self, _: str) -> None:
+        def fail(status: int, detail: str) -> _Reply:
+            return _Reply(status, detail, html=_html.message_page("Answer not accepted", detail))
+
+        try:
+            ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if ctype != "application/x-www-form-urlencoded":
+                raise fail(415, f"expected a form (application/x-www-form-urlencoded), got {ctype or 'nothing'!r}")
+            fields = parse_qs(self._body().decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+            form = {k: v[0] for k, v in fields.items()}
+            request = self._event(form.get("request_id"), form.get("token"))
+        except UnicodeDecodeError:
+            raise fail(400, "the form is not valid UTF-8") from None
+        except ValueError as e:  # parse_qs: too many fields
+            raise fail(400, f"malformed form: {e}") from None
+        except _Reply as r:
+            raise fail(r.status, r.detail) from None
+        value = form.get("value", "")
+        try:
+            status, response = self._answer(request, value, "form")
+        except InvalidValueError as e:
+            self._send_html(*self._page_for(request, value=value, error=str(e)))
+            return
+        if status == 200:
+            self._send_html(200, _html.answered_page(request, response, just_now=True))
+            self._answered(request["request_id"])
+        elif status == 409:
+            self._send_html(409, _html.answered_page(request, response, just_now=False))
+        else:
+            self._send_html(410, _html.expired_page(request))
+
+    def _post_json(self, _: str) -> None:
+        body = self._body()
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as e:
+            raise _Reply(400, f"malformed JSON body: {e}") from None
+        if not isinstance(payload, dict):
+            raise _Reply(400, f"expected a JSON object, got {type(payload).__name__}")
+        if "value" not in payload:
+            raise _Reply(400, "missing field 'value'")
+        request = self._event(payload.get("request_id"), payload.get("token"))
+        claimed = payload.get("data_type")
+        if claimed is not None and claimed != request["data_type"]:
+            raise _Reply(400, f"data_type {claimed!r} does not match the event's type {request['data_type']!r}")
+        try:
+            status, response = self._answer(request, payload["value"], "json")
+        except InvalidValueError as e:
+            raise _Reply(400, str(e)) from None
+        request_id = request["request_id"]
+        if status == 200:
+            self._send_json(
+                200,
+                {
+                    "status": "submitted",
+                    "request_id": request_id,
+                    "value": response["value"],
+                    "data_type": request["data_type"],
+                    "message": f"answer for {request['event_name']!r} accepted",
+                },
+            )
+            self._answered(request_id)
+        elif status == 409:
+            raise _Reply(409, f"event {request_id!r} was already answered; the first answer wins")
+        else:
+            raise _Reply(410, f"event {request_id!r} expired at {request['expires_at']}; it takes no more answers")
+
+
+def make_server(
+    store: Store, host: str = "127.0.0.1", port: int = 0, on_answer: Callable[[str], None] | None = None
+) -> HitlServer:
+    """Bind a server for `store` (port 0 picks a free port); call `serve_forever` or use `start_server`."""
+    return HitlServer((host, port), store, on_answer)
+
+
+def start_server(
+    store: Store, host: str = "127.0.0.1", port: int = 0, on_answer: Callable[[str], None] | None = None
+) -> tuple[HitlServer, threading.Thread]:
+    """Start a server in a daemon thread; returns ``(httpd, thread)`` for `stop_server`.
+
+    Example:
+        >>> httpd, thread = start_server(Store("/tmp/flyte/hitl"))
+        >>> stop_server(httpd, thread)
+    """
+    httpd = make_server(store, host, port, on_answer)
+    thread = threading.Thread(target=httpd.serve_forever, name=f"hitl-server-{httpd.server_address[1]}", daemon=True)
+    thread.start()
+    return httpd, thread
+
+
+def stop_server(httpd: HitlServer, thread: threading.Thread) -> None:
+    """Stop accepting requests, close the socket and wait for the serving thread."""
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+_embedded: dict[str, HitlServer] = {}
+_embedded_lock = threading.Lock()
+
+
+def embedded_server(store: Store, on_answer: Callable[[str], None]) -> str:
+    """Start this process's server for `store` on first use and return its URL.
+
+    Bound to ``FLYTE_HITL_HOST`` (default 127.0.0.1) and ``FLYTE_HITL_PORT`` (default 0, a free port).
+    """
+    import os
+
+    with _embedded_lock:
+        httpd = _embedded.get(store.root)
+        if httpd is None:
+            host = os.environ.get(HOST_ENV) or "127.0.0.1"
+            port_text = os.environ.get(PORT_ENV) or "0"
+            try:
+                port = int(port_text)
+            except ValueError:
+                raise HitlError(f"{PORT_ENV} must be a port number, got {port_text!r}") from None
+            httpd, _ = start_server(store, host, port, on_answer)
+            _embedded[store.root] = httpd
+            logger.info("serving %s at %s", store.root, httpd.url)
+        return httpd.url
