@@ -18,7 +18,9 @@ task_env = flyte.TaskEnvironment(
 
 @task_env.task(report=True)
 async def main() -> int:
-    event = await hitl.new_event.aio("integer_input_event", data_type=int, scope="run", prompt="What should I add to x?")
+    event = await hitl.new_event.aio(
+        "integer_input_event", data_type=int, scope="run", prompt="What should I add to x?"
+    )
     return await event.wait.aio()
 
 

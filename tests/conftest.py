@@ -1,0 +1,83 @@
+"""Shared fixtures: a real storage root in a temp dir, a real server on port 0, a small HTTP client."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flyteplugins.hitl._store import Store
+from flyteplugins.hitl.server import HitlServer, start_server, stop_server
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh local storage root, also set as FLYTE_HITL_ROOT (and no external endpoint)."""
+    path = tmp_path / "hitl-root"
+    monkeypatch.setenv("FLYTE_HITL_ROOT", str(path))
+    monkeypatch.delenv("FLYTE_HITL_ENDPOINT", raising=False)
+    return path
+
+
+@pytest.fixture
+def store(root: Path) -> Store:
+    return Store(str(root))
+
+
+@pytest.fixture
+def server(store: Store) -> Iterator[HitlServer]:
+    """A real server for `store` on a free port, stopped after the test."""
+    httpd, thread = start_server(store, "127.0.0.1", 0)
+    yield httpd
+    stop_server(httpd, thread)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+def request(
+    url_base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> Reply:
+    """One HTTP request on a new connection; returns status, headers (lower-case names) and body."""
+    host, port = url_base.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+def post_json(url_base: str, payload: object, path: str = "/submit/json") -> Reply:
+    return request(url_base, "POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+
+
+def run_python(code_or_path: str, *args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+    """Start `python <path> args...` (or `python -c code`) with this venv's interpreter, output piped as text."""
+    argv = (
+        [sys.executable, code_or_path, *args] if code_or_path.endswith(".py") else [sys.executable, "-c", code_or_path]
+    )
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
