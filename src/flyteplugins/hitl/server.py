@@ -12,28 +12,35 @@ Endpoints (every one answers a client's mistake with a clear 4xx and writes noth
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import _html
-from ._errors import HitlError, InvalidValueError, StorageError
-from ._store import REQUEST_ID_RE, Record, Store
-from ._values import parse_value
+from . import _answers, _html
+from ._answers import seconds_left
+from ._errors import (
+    AlreadyAnsweredError,
+    EventExpiredError,
+    EventNotFoundError,
+    HitlError,
+    InvalidRequestIdError,
+    InvalidTokenError,
+    InvalidValueError,
+    StorageError,
+)
+from ._store import Record, Store
 
 logger = logging.getLogger("flyteplugins.hitl.server")
 
 HOST_ENV = "FLYTE_HITL_HOST"
 PORT_ENV = "FLYTE_HITL_PORT"
+IDENTITY_HEADER_ENV = "FLYTE_HITL_IDENTITY_HEADER"
 
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
@@ -50,13 +57,25 @@ class _Reply(Exception):
         self.headers = tuple(headers)
 
 
-def _now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+# How each client-side mistake or refusal is answered; anything else is a server error.
+_STATUS: tuple[tuple[type[HitlError], int], ...] = (
+    (InvalidRequestIdError, 400),
+    (InvalidValueError, 400),
+    (InvalidTokenError, 403),
+    (EventNotFoundError, 404),
+    (AlreadyAnsweredError, 409),
+    (EventExpiredError, 410),
+)
 
 
-def _seconds_left(request: Record) -> float:
-    expires = datetime.fromisoformat(str(request["expires_at"]).replace("Z", "+00:00")).timestamp()
-    return expires - time.time()
+def _refusal(e: HitlError) -> tuple[int, str] | None:
+    """(status, detail) for an error caused by the request, or None for our own failures."""
+    for kind, status in _STATUS:
+        if isinstance(e, kind):
+            if isinstance(e, EventNotFoundError):  # do not show clients where the root is
+                return status, f"not_found: no event with request_id {e.request_id!r}"
+            return status, str(e)
+    return None
 
 
 class HitlServer(ThreadingHTTPServer):
@@ -79,9 +98,13 @@ class HitlServer(ThreadingHTTPServer):
         address: tuple[str, int],
         store: Store,
         on_answer: Callable[[str], None] | None = None,
+        identity_header: str | None = None,
     ) -> None:
         self.store = store
         self.on_answer = on_answer
+        #: The header an authenticating proxy in front of us sets to the user's identity; trusted only
+        #: when configured, since any client can send any header.
+        self.identity_header = identity_header
         super().__init__(address, HitlHandler)
 
     @property
@@ -156,6 +179,11 @@ class HitlHandler(BaseHTTPRequestHandler):
                 self._send(r.status, r.html.encode(), HTML, r.headers)
             else:
                 self._send_json(r.status, {"detail": r.detail}, r.headers)
+        except HitlError as e:
+            refusal = _refusal(e)
+            if refusal is None:
+                raise
+            self._send_json(refusal[0], {"detail": refusal[1]})
         except StorageError as e:
             logger.error("storage error: %s", e)
             self._send_json(503, {"detail": "storage is unavailable; try again later"}, [("Retry-After", "5")])
@@ -249,36 +277,16 @@ class HitlHandler(BaseHTTPRequestHandler):
 
     def _event(self, request_id: object, token: object) -> Record:
         """The stored request for `request_id`, after checking the id's shape and the token."""
-        if not isinstance(request_id, str) or not REQUEST_ID_RE.fullmatch(request_id):
-            shown = request_id[:80] if isinstance(request_id, str) else request_id
-            raise _Reply(400, f"invalid request_id {shown!r}")
-        request = self.server.store.read_request(request_id)
-        if request is None:
-            raise _Reply(404, f"not_found: no event with request_id {request_id!r}")
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), str(request["token"]).encode()):
-            raise _Reply(403, f"missing or wrong token for request_id {request_id!r}")
+        request = _answers.load(self.server.store, request_id)
+        _answers.check_token(request, token)
         return request
 
-    def _answer(self, request: Record, raw: object, via: str) -> tuple[int, Record]:
-        """Check and store an answer. Returns (status, response): 200 stored, 409 answered, 410 expired."""
-        store, request_id = self.server.store, request["request_id"]
-        value = parse_value(raw, request["data_type"])
-        if _seconds_left(request) <= 0:
-            store.create_response(request_id, {"request_id": request_id, "status": "expired", "expired_at": _now_utc()})
-        else:
-            response = {
-                "request_id": request_id,
-                "status": "completed",
-                "value": value,
-                "data_type": request["data_type"],
-                "answered_at": _now_utc(),
-                "via": via,
-                "client": self.client_address[0],
-            }
-            if store.create_response(request_id, response):
-                return 200, response
-        existing = store.read_response(request_id) or {"status": "expired"}
-        return (409 if existing.get("status") == "completed" else 410), existing
+    def _submit(self, request: Record, raw: object, via: str, comment: object) -> Record:
+        header = self.server.identity_header
+        identity = (self.headers.get(header) or "").strip()[:320] if header else ""
+        return _answers.submit(
+            self.server.store, request, raw, via=via, client=self.client_address[0], comment=comment, identity=identity
+        )
 
     def _answered(self, request_id: str) -> None:
         """Tell an in-process waiter, after the reply is on its way, so it can never outrun the reply."""
@@ -297,37 +305,36 @@ class HitlHandler(BaseHTTPRequestHandler):
             request = store.read_request(request_id)
             if request is None:
                 continue
-            response = store.read_response(request_id)
-            left = _seconds_left(request)
-            status = "pending" if response is None and left > 0 else (response or {}).get("status", "expired")
-            rows.append((request, str(status), left))
+            status = _answers.status_of(request, store.read_response(request_id))
+            rows.append((request, status, seconds_left(request)))
         rows.sort(key=lambda row: str(row[0].get("created_at", "")), reverse=True)
         self._send_html(200, _html.index_page(rows))
 
     def _page_for(self, request: Record, *, value: str = "", error: str = "") -> tuple[int, str]:
+        """The form for a pending event (400 when re-shown with an error), else the event's state."""
         response = self.server.store.read_response(request["request_id"])
-        left = _seconds_left(request)
-        if response is not None and response.get("status") == "completed":
+        status = _answers.status_of(request, response)
+        if status == "completed" and response is not None:
             return 200, _html.answered_page(request, response, just_now=False)
-        if response is not None or left <= 0:
+        if status == "expired":
             return 200, _html.expired_page(request)
-        return (400 if error else 200), _html.form_page(request, left, value, error)
+        return (400 if error else 200), _html.form_page(request, seconds_left(request), value, error)
 
     def _get_form(self, request_id: str) -> None:
         try:
             request = self._event(request_id, self._query().get("token"))
-        except _Reply as r:
-            raise _Reply(r.status, r.detail, html=_html.message_page("Cannot open this event", r.detail)) from None
+        except (HitlError, _Reply) as e:
+            status, detail = (e.status, e.detail) if isinstance(e, _Reply) else (_refusal(e) or (500, ""))
+            if status == 500:
+                raise
+            raise _Reply(status, detail, html=_html.message_page("Cannot open this event", detail)) from None
         self._send_html(*self._page_for(request))
 
     def _get_status(self, request_id: str) -> None:
         request = self._event(request_id, self._query().get("token"))
         response = self.server.store.read_response(request_id)
-        if response is not None:
-            status = str(response.get("status", "completed"))
-        else:
-            status = "pending" if _seconds_left(request) > 0 else "expired"
         public = {k: v for k, v in request.items() if k != "token"}
+        status = _answers.status_of(request, response)
         self._send_json(200, {"request_id": request_id, "status": status, "request": public, "response": response})
 
     def _post_form(self, _: str) -> None:
@@ -343,23 +350,29 @@ class HitlHandler(BaseHTTPRequestHandler):
             request = self._event(form.get("request_id"), form.get("token"))
         except UnicodeDecodeError:
             raise fail(400, "the form is not valid UTF-8") from None
-        except ValueError as e:  # parse_qs: too many fields
-            raise fail(400, f"malformed form: {e}") from None
         except _Reply as r:
             raise fail(r.status, r.detail) from None
-        value = form.get("value", "")
+        except HitlError as e:
+            refusal = _refusal(e)
+            if refusal is None:
+                raise
+            raise fail(*refusal) from None
+        except ValueError as e:  # parse_qs: too many fields
+            raise fail(400, f"malformed form: {e}") from None
+        value, comment = form.get("value", ""), form.get("comment")
         try:
-            status, response = self._answer(request, value, "form")
+            response = self._submit(request, value, "form", comment)
         except InvalidValueError as e:
             self._send_html(*self._page_for(request, value=value, error=str(e)))
             return
-        if status == 200:
-            self._send_html(200, _html.answered_page(request, response, just_now=True))
-            self._answered(request["request_id"])
-        elif status == 409:
-            self._send_html(409, _html.answered_page(request, response, just_now=False))
-        else:
+        except AlreadyAnsweredError as e:
+            self._send_html(409, _html.answered_page(request, e.response, just_now=False))
+            return
+        except EventExpiredError:
             self._send_html(410, _html.expired_page(request))
+            return
+        self._send_html(200, _html.answered_page(request, response, just_now=True))
+        self._answered(request["request_id"])
 
     def _post_json(self, _: str) -> None:
         body = self._body()
@@ -375,34 +388,38 @@ class HitlHandler(BaseHTTPRequestHandler):
         claimed = payload.get("data_type")
         if claimed is not None and claimed != request["data_type"]:
             raise _Reply(400, f"data_type {claimed!r} does not match the event's type {request['data_type']!r}")
-        try:
-            status, response = self._answer(request, payload["value"], "json")
-        except InvalidValueError as e:
-            raise _Reply(400, str(e)) from None
+        # Programs may say they are the CLI or the Python API; anything else is recorded as "json".
+        via = payload.get("via") if payload.get("via") in ("cli", "python") else "json"
+        response = self._submit(request, payload["value"], str(via), payload.get("comment"))
         request_id = request["request_id"]
-        if status == 200:
-            self._send_json(
-                200,
-                {
-                    "status": "submitted",
-                    "request_id": request_id,
-                    "value": response["value"],
-                    "data_type": request["data_type"],
-                    "message": f"answer for {request['event_name']!r} accepted",
-                },
-            )
-            self._answered(request_id)
-        elif status == 409:
-            raise _Reply(409, f"event {request_id!r} was already answered; the first answer wins")
-        else:
-            raise _Reply(410, f"event {request_id!r} expired at {request['expires_at']}; it takes no more answers")
+        self._send_json(
+            200,
+            {
+                "status": "submitted",
+                "request_id": request_id,
+                "value": response["value"],
+                "data_type": request["data_type"],
+                "message": f"answer for {request['event_name']!r} accepted",
+            },
+        )
+        self._answered(request_id)
 
 
 def make_server(
-    store: Store, host: str = "127.0.0.1", port: int = 0, on_answer: Callable[[str], None] | None = None
+    store: Store,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    on_answer: Callable[[str], None] | None = None,
+    identity_header: str | None = None,
 ) -> HitlServer:
-    """Bind a server for `store` (port 0 picks a free port); call `serve_forever` or use `start_server`."""
-    return HitlServer((host, port), store, on_answer)
+    """Bind a server for `store` (port 0 picks a free port); call `serve_forever` or use `start_server`.
+
+    `identity_header` defaults to ``$FLYTE_HITL_IDENTITY_HEADER``; set it only behind a proxy that sets it.
+    """
+    import os
+
+    header = identity_header if identity_header is not None else os.environ.get(IDENTITY_HEADER_ENV) or None
+    return HitlServer((host, port), store, on_answer, header)
 
 
 def start_server(

@@ -1,0 +1,125 @@
+"""Accepting an answer: the one rule every writer follows (server, CLI, `hitl.submit`).
+
+Check the token and the value, refuse answers after the deadline, then store the answer with a
+create-only write so the first answer wins. Also builds the expiry mark, which takes the answer
+slot when the deadline passes (carrying the default value when the event has one).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from ._errors import (
+    AlreadyAnsweredError,
+    EventExpiredError,
+    EventNotFoundError,
+    InvalidTokenError,
+    InvalidValueError,
+)
+from ._store import Record, Store, check_request_id
+from ._values import parse_value
+
+#: How an answer arrived; recorded in the audit trail.
+VIA = ("form", "json", "cli", "python")
+_MAX_COMMENT = 4000
+
+
+def utc_now() -> str:
+    """The current time in UTC, ISO 8601 with milliseconds and a Z."""
+    return utc(time.time())
+
+
+def utc(ts: float) -> str:
+    """`ts` (seconds since the epoch) in UTC, ISO 8601 with milliseconds and a Z."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seconds_left(request: Record) -> float:
+    """Seconds until the event's deadline (negative once it has passed), on the wall clock."""
+    return datetime.fromisoformat(str(request["expires_at"]).replace("Z", "+00:00")).timestamp() - time.time()
+
+
+def status_of(request: Record, response: Record | None) -> str:
+    """'pending', 'completed' or 'expired'."""
+    if response is not None:
+        return str(response.get("status", "completed"))
+    return "pending" if seconds_left(request) > 0 else "expired"
+
+
+def expired_record(request: Record) -> Record:
+    """The expiry mark for `request`; it applies the event's default when there is one."""
+    record: Record = {"request_id": request["request_id"], "status": "expired", "expired_at": utc_now()}
+    if request.get("default") is not None:
+        record.update(default_applied=True, value=request["default"])
+    return record
+
+
+def check_token(request: Record, token: object) -> None:
+    """Raise `InvalidTokenError` unless `token` is the event's token (compared in constant time)."""
+    if not isinstance(token, str) or not hmac.compare_digest(token.encode(), str(request["token"]).encode()):
+        raise InvalidTokenError(str(request["request_id"]))
+
+
+def load(store: Store, request_id: object) -> Record:
+    """The stored request for a well-formed `request_id`, or `EventNotFoundError`."""
+    request = store.read_request(check_request_id(request_id))
+    if request is None:
+        raise EventNotFoundError(str(request_id), store.root)
+    return request
+
+
+def submit(
+    store: Store,
+    request: Record,
+    raw: object,
+    *,
+    via: str,
+    client: str,
+    comment: object = None,
+    identity: str | None = None,
+) -> Record:
+    """Check `raw` against the event and store it as the answer; return the stored record.
+
+    Raises `InvalidValueError` (nothing written), `AlreadyAnsweredError` or `EventExpiredError`.
+    """
+    request_id = str(request["request_id"])
+    value = parse_value(raw, str(request["data_type"]), choices=request.get("choices"))
+    note = _check_comment(request, value, comment)
+    if seconds_left(request) <= 0:
+        store.create_response(request_id, expired_record(request))
+    else:
+        response: Record = {
+            "request_id": request_id,
+            "status": "completed",
+            "value": value,
+            "data_type": request["data_type"],
+            "answered_at": utc_now(),
+            "via": via if via in VIA else "json",
+            "client": client,
+        }
+        if note:
+            response["comment"] = note
+        if identity:
+            response["identity"] = identity
+        if store.create_response(request_id, response):
+            return response
+    existing = store.read_response(request_id) or expired_record(request)
+    if existing.get("status") == "completed":
+        raise AlreadyAnsweredError(request_id, existing)
+    raise EventExpiredError(request_id, str(request["expires_at"]))
+
+
+def _check_comment(request: Record, value: Any, comment: object) -> str:
+    if comment is None:
+        comment = ""
+    if not isinstance(comment, str):
+        raise InvalidValueError(f"comment must be a string, got {comment!r}", comment)
+    comment = comment.strip()
+    if len(comment) > _MAX_COMMENT:
+        raise InvalidValueError(f"comment is {len(comment)} characters long; the limit is {_MAX_COMMENT}", comment)
+    if request.get("comment_required_on_reject") and value is False and not comment:
+        raise InvalidValueError(f"a comment is required to reject {request['event_name']!r}", value)
+    return comment
