@@ -53,9 +53,13 @@ def parse_value(raw: object, name: str, *, choices: list[Value] | None = None) -
     return value
 
 
+def _short(raw: object) -> object:
+    # A client may send a megabyte of text; the message names the value without echoing all of it.
+    return raw if not isinstance(raw, str) or len(raw) <= 80 else raw[:80] + "..."
+
+
 def _fail(raw: object, name: str) -> InvalidValueError:
-    shown = raw if not isinstance(raw, str) or len(raw) <= 80 else raw[:80] + "..."
-    return InvalidValueError(f"invalid value {shown!r}: expected {name} (for example {_EXAMPLES[name]})", raw)
+    return InvalidValueError(f"invalid value {_short(raw)!r}: expected {name} (for example {_EXAMPLES[name]})", raw)
 
 
 def _parse_int(raw: object) -> int:
@@ -68,7 +72,10 @@ def _parse_int(raw: object) -> int:
 
 def _parse_float(raw: object) -> float:
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # a JSON integer beyond float's range
+            raise _fail(raw, "float") from None
     elif isinstance(raw, str) and _FLOAT_RE.fullmatch(raw.strip()):
         value = float(raw.strip())
     else:
@@ -86,7 +93,7 @@ def _parse_bool(raw: object) -> bool:
         return True
     if word in _FALSE:
         return False
-    raise InvalidValueError(f"invalid value {raw!r}: expected bool (true/false, yes/no, 1/0 or on/off)", raw)
+    raise InvalidValueError(f"invalid value {_short(raw)!r}: expected bool (true/false, yes/no, 1/0 or on/off)", raw)
 
 
 def _parse_str(raw: object) -> str:
