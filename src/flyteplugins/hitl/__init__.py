@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._client import submit
 from ._errors import (
     AlreadyAnsweredError,
     EventExpiredError,
@@ -27,7 +28,7 @@ from ._errors import (
     StorageError,
     UnsupportedTypeError,
 )
-from .hitl import Event, EventScope, new_event
+from .hitl import Event, EventScope, approve, new_event
 
 if TYPE_CHECKING:
     import flyte
@@ -51,8 +52,10 @@ __all__ = [
     "StorageError",
     "UnsupportedTypeError",
     "app_env",
+    "approve",
     "env",
     "new_event",
+    "submit",
 ]
 
 

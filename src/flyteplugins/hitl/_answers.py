@@ -49,6 +49,17 @@ def status_of(request: Record, response: Record | None) -> str:
     return "pending" if seconds_left(request) > 0 else "expired"
 
 
+def status_record(request: Record, response: Record | None) -> Record:
+    """What ``GET /status`` shows: the event without its token, its status and its outcome."""
+    public = {k: v for k, v in request.items() if k != "token"}
+    return {
+        "request_id": request["request_id"],
+        "status": status_of(request, response),
+        "request": public,
+        "response": response,
+    }
+
+
 def expired_record(request: Record) -> Record:
     """The expiry mark for `request`; it applies the event's default when there is one."""
     record: Record = {"request_id": request["request_id"], "status": "expired", "expired_at": utc_now()}

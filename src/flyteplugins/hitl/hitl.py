@@ -22,15 +22,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from typing import Any, Generic, Literal, TypeVar, cast
 from urllib.parse import quote
 
-from . import _html
+from . import _html, _notify
 from ._aio import Blocking, blocking
-from ._errors import EventTimeoutError, InvalidEventError
+from ._answers import expired_record, seconds_left, utc
+from ._errors import EventTimeoutError, InvalidEventError, InvalidValueError
 from ._store import Record, Store, default_root
-from ._values import parse_value, type_name
+from ._values import Value, parse_value, type_name
 
 T = TypeVar("T")
 
@@ -118,14 +118,6 @@ def _new_request_id(name: str) -> str:
     return f"{slug}-{digest[:24]}"
 
 
-def _utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_utc(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 def _check_seconds(label: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise InvalidEventError(f"{label} must be a positive number of seconds, got {value!r}")
@@ -144,6 +136,28 @@ def _check_args(name: object, data_type: object, scope: object, prompt: object, 
     _check_seconds("timeout_seconds", timeout)
     _check_seconds("poll_interval_seconds", poll)
     return type_name(data_type)
+
+
+def _check_choices(type_str: str, choices: object, default: object) -> tuple[list[Value] | None, Value | None]:
+    """The choices and default as the event's type; InvalidEventError names any that does not fit."""
+    checked: list[Value] | None = None
+    if choices is not None:
+        if type_str == "bool":
+            raise InvalidEventError("choices are for str, int and float events; a bool event already has two")
+        if isinstance(choices, (str, bytes)) or not hasattr(choices, "__iter__"):
+            raise InvalidEventError(f"choices must be a list of values, got {choices!r}")
+        try:
+            checked = [parse_value(c, type_str) for c in choices]
+        except InvalidValueError as e:
+            raise InvalidEventError(f"choices must all be {type_str}: {e}") from e
+        if not checked or len(set(checked)) != len(checked):
+            raise InvalidEventError(f"choices must be a non-empty list of distinct values, got {choices!r}")
+    if default is None:
+        return checked, None
+    try:
+        return checked, parse_value(default, type_str, choices=checked)
+    except InvalidValueError as e:
+        raise InvalidEventError(f"default {default!r} does not fit the event: {e}") from e
 
 
 class Event(Generic[T]):
@@ -177,6 +191,8 @@ class Event(Generic[T]):
         self._endpoint = endpoint
         self._woken_in_process = woken
         self._announced = False
+        self._response: Record | None = None
+        self._notify_url: str | None = None
 
     @property
     def name(self) -> str:
@@ -239,6 +255,22 @@ class Event(Generic[T]):
         return cast(str, self._request["expires_at"])
 
     @property
+    def choices(self) -> list[Value] | None:
+        """The allowed answers, or None when any value of `data_type` is allowed."""
+        return cast("list[Value] | None", self._request.get("choices"))
+
+    @property
+    def default(self) -> Value | None:
+        """The value `wait()` returns when the timeout passes, or None (then it raises)."""
+        return cast("Value | None", self._request.get("default"))
+
+    @property
+    def response(self) -> Record | None:
+        """The stored outcome once `wait()` has returned: the value and its audit trail
+        (``answered_at``, ``via``, ``client``, ``comment``, ``identity``), or the expiry mark."""
+        return self._response
+
+    @property
     def curl_command(self) -> str:
         """A one-line curl command that answers the event (replace the value placeholder)."""
         return _html.curl_command(self.api_url, self.request_id, self.token, type_name(self._data_type))
@@ -257,8 +289,15 @@ class Event(Generic[T]):
         prompt: str = "Please provide a value",
         timeout_seconds: float = 3600,
         poll_interval_seconds: float = 5,
+        *,
+        choices: list[T] | None = None,
+        default: T | None = None,
+        notify: str | None = None,
+        comment_required_on_reject: bool = False,
     ) -> Event[T]:
         type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
+        checked_choices, checked_default = _check_choices(type_str, choices, default)
+        notify_url = _notify.check_url(notify if notify is not None else os.environ.get(_notify.NOTIFY_ENV) or None)
         store = _store_for(default_root())
         endpoint, woken = _endpoint_for(store)
         request_id = _new_request_id(name)
@@ -272,11 +311,17 @@ class Event(Generic[T]):
                 "prompt": prompt,
                 "data_type": type_str,
                 "token": secrets.token_urlsafe(24),
-                "created_at": _utc(now),
-                "expires_at": _utc(now + float(timeout_seconds)),
+                "created_at": utc(now),
+                "expires_at": utc(now + float(timeout_seconds)),
                 "timeout_seconds": timeout_seconds,
                 "endpoint": endpoint,
             }
+            optional = {
+                "choices": checked_choices,
+                "default": checked_default,
+                "comment_required_on_reject": comment_required_on_reject or None,
+            }
+            fresh.update({k: v for k, v in optional.items() if v is not None})
             # Losing this create-only race means another process made the event first: use theirs.
             request = fresh if store.create_request(fresh) else store.read_request(request_id)
         if request is None or request.get("event_name") != name or request.get("data_type") != type_str:
@@ -284,7 +329,10 @@ class Event(Generic[T]):
                 f"request_id {request_id!r} already holds event {request and request.get('event_name')!r} "
                 f"of type {request and request.get('data_type')!r}, not {name!r} of type {type_str!r}"
             )
-        return cls(request, data_type, float(poll_interval_seconds), store, endpoint, woken)
+        event = cls(request, data_type, float(poll_interval_seconds), store, endpoint, woken)
+        # Kept off storage: a webhook URL often carries a secret, and a re-run passes it again.
+        event._notify_url = notify_url
+        return event
 
     create = Blocking(_create, bind="class")
 
@@ -340,8 +388,7 @@ class _WaitLoop:
         self._event = event
         self._clock = event.clock
         now = self._clock()
-        remaining = _parse_utc(event.expires_at) - time.time()
-        self._deadline = now + remaining
+        self._deadline = now + seconds_left(event._request)
         self._next_poll = now
         self._next_note = now + event.note_every_seconds
 
@@ -360,7 +407,7 @@ class _WaitLoop:
             if response is not None:
                 return True, _outcome(event, response)
         if now >= self._deadline:
-            expired = {"request_id": event.request_id, "status": "expired", "expired_at": _utc(time.time())}
+            expired = expired_record(event._request)
             if event._store.create_response(event.request_id, expired):
                 response = expired
             else:  # an answer landed between our read and the expiry mark: it wins
@@ -374,8 +421,14 @@ class _WaitLoop:
 
 
 def _outcome(event: Event[Any], response: Record) -> Any:
+    event._response = response
     if response.get("status") != "completed":
-        raise EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
+        if not response.get("default_applied"):
+            raise EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
+        value = parse_value(response.get("value"), type_name(event.data_type))
+        _say(f"{event.name!r} timed out; using its default {value!r}")
+        _update_report(event, response)
+        return value
     value = parse_value(response.get("value"), type_name(event.data_type))
     source = " ".join(str(response[k]) for k in ("via", "client") if response.get(k))
     _say(f"{event.name!r} answered: {value!r}" + (f" (via {source})" if source else ""))
@@ -391,6 +444,8 @@ def _announce(event: Event[Any]) -> None:
     _say(f"waiting for {event.name!r} ({type_name(event.data_type)}): {event.prompt}")
     _say(f"form: {event.form_url}")
     _say(f"curl: {event.curl_command}")
+    if event._notify_url:
+        _notify.send(event._notify_url, _notify.payload(event))
     _update_report(event, None)
 
 
@@ -424,6 +479,10 @@ def new_event(
     prompt: str = "Please provide a value",
     timeout_seconds: float = 3600,
     poll_interval_seconds: float = 5,
+    *,
+    choices: list[T] | None = None,
+    default: T | None = None,
+    notify: str | None = None,
 ) -> Event[T]:
     """Create a human-in-the-loop event (or re-attach to it when a task is re-run).
 
@@ -434,6 +493,10 @@ def new_event(
         prompt: The question shown to the person.
         timeout_seconds: How long to wait for an answer, from creation (default: one hour).
         poll_interval_seconds: How often to read storage for answers from other servers (default: 5).
+        choices: The only answers allowed (str, int and float events); the form offers them as buttons.
+        default: Returned by ``wait()`` when the timeout passes, instead of raising; recorded as applied.
+        notify: A URL to POST a JSON notice to when the event starts waiting (default:
+            ``$FLYTE_HITL_NOTIFY_URL``); a Slack or Mattermost incoming webhook shows its ``text`` as is.
 
     Returns:
         The `Event`; call ``event.wait()`` (or ``await event.wait.aio()``) for the answer.
@@ -441,5 +504,52 @@ def new_event(
     Example:
         >>> event = new_event("approve", data_type=bool, prompt="Ship it?")
         >>> event = await new_event.aio("x", data_type=int, prompt="What should I add to x?")
+        >>> event = new_event("size", data_type=str, choices=["S", "M", "L"], default="M")
     """
-    return Event.create(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
+    return Event.create(
+        name,
+        data_type,
+        scope,
+        prompt,
+        timeout_seconds,
+        poll_interval_seconds,
+        choices=choices,
+        default=default,
+        notify=notify,
+    )
+
+
+@blocking()
+def approve(
+    name: str,
+    prompt: str = "Do you approve?",
+    timeout_seconds: float = 3600,
+    poll_interval_seconds: float = 5,
+    *,
+    default: bool | None = None,
+    require_reject_comment: bool = False,
+    notify: str | None = None,
+) -> bool:
+    """Ask a person to approve or reject, and return True for approve.
+
+    The responder may add a comment (kept in the audit trail); with ``require_reject_comment``
+    a rejection without one is refused. Without ``default``, no answer in time raises
+    `EventTimeoutError`.
+
+    Example:
+        >>> if hitl.approve("deploy", prompt="Deploy model v3 to production?"):
+        ...     deploy()
+        >>> ok = await hitl.approve.aio("deploy", require_reject_comment=True)
+    """
+    event = Event.create(
+        name,
+        bool,
+        "run",
+        prompt,
+        timeout_seconds,
+        poll_interval_seconds,
+        default=default,
+        notify=notify,
+        comment_required_on_reject=require_reject_comment,
+    )
+    return event.wait()

@@ -332,10 +332,7 @@ class HitlHandler(BaseHTTPRequestHandler):
 
     def _get_status(self, request_id: str) -> None:
         request = self._event(request_id, self._query().get("token"))
-        response = self.server.store.read_response(request_id)
-        public = {k: v for k, v in request.items() if k != "token"}
-        status = _answers.status_of(request, response)
-        self._send_json(200, {"request_id": request_id, "status": status, "request": public, "response": response})
+        self._send_json(200, _answers.status_record(request, self.server.store.read_response(request_id)))
 
     def _post_form(self, _: str) -> None:
         def fail(status: int, detail: str) -> _Reply:
