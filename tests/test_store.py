@@ -1,0 +1,356 @@
+"""The storage root (`_store`): create-only writes, atomic publishing, id validation, listing, retries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import run_python
+
+from flyteplugins.hitl import InvalidRequestIdError, StorageError
+from flyteplugins.hitl._store import Store, check_request_id
+
+BAD_IDS: list[object] = [
+    "../x",
+    "..",
+    ".",
+    "a/b",
+    "/abs",
+    "a\\b",
+    "",
+    " ",
+    "a b",
+    "a.b",
+    "%2e%2e",
+    "a\x00b",
+    "a\nb",
+    "ü",
+    "événement",
+    "a" * 129,
+    None,
+    42,
+    b"abc",
+]
+
+
+def _request(request_id: str, **extra: object) -> dict[str, object]:
+    return {"request_id": request_id, "event_name": "q", "data_type": "int", "token": "t", **extra}
+
+
+def _tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+@pytest.fixture(params=["local", "memory"])
+def any_store(request: pytest.FixtureRequest, store: Store) -> Iterator[Store]:
+    """The local backend, and the generic fsspec fallback (fsspec's in-memory filesystem)."""
+    if request.param == "local":
+        yield store
+        return
+    import fsspec
+
+    root = f"memory://hitl-{uuid.uuid4().hex}"
+    yield Store(root)
+    fs = fsspec.filesystem("memory")
+    if fs.exists(root.removeprefix("memory://")):
+        fs.rm(root.removeprefix("memory://"), recursive=True)
+
+
+# -- create-only ----------------------------------------------------------------------------------
+
+
+def test_read_missing_records_is_none(any_store: Store) -> None:
+    assert any_store.read_request("nothing-here") is None
+    assert any_store.read_response("nothing-here") is None
+
+
+def test_second_create_returns_false_and_keeps_the_first_content(any_store: Store) -> None:
+    assert any_store.create_request(_request("ev-1", prompt="first")) is True
+    assert any_store.create_request(_request("ev-1", prompt="second")) is False
+    assert any_store.read_request("ev-1") == _request("ev-1", prompt="first")
+
+    assert any_store.create_response("ev-1", {"status": "completed", "value": 1}) is True
+    assert any_store.create_response("ev-1", {"status": "completed", "value": 2}) is False
+    assert any_store.create_response("ev-1", {"status": "expired"}) is False
+    assert any_store.read_response("ev-1") == {"status": "completed", "value": 1}
+
+
+def test_records_keep_unicode_and_markup_exactly(any_store: Store) -> None:
+    record = _request("ev-u", prompt='Größe? <b>"quoted"</b> \u2603 \n second line')
+    assert any_store.create_request(record)
+    assert any_store.read_request("ev-u") == record
+
+
+def test_local_layout_is_root_id_request_and_response(store: Store, root: Path) -> None:
+    store.create_request(_request("ev-2"))
+    store.create_response("ev-2", {"status": "completed", "value": 5})
+    assert _tree(root) == ["ev-2", "ev-2/request.json", "ev-2/response.json"]
+    assert json.loads((root / "ev-2" / "response.json").read_text()) == {"status": "completed", "value": 5}
+
+
+def _race(store: Store, request_id: str, n: int) -> dict[int, bool]:
+    """`n` threads released together each try to store their own answer; returns who got True."""
+    barrier = threading.Barrier(n)
+    results: dict[int, bool] = {}
+
+    def answer(i: int) -> None:
+        barrier.wait()
+        results[i] = store.create_response(request_id, {"status": "completed", "value": i})
+
+    threads = [threading.Thread(target=answer, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_32_threads_racing_create_response_exactly_one_wins(any_store: Store) -> None:
+    for r in range(16):
+        request_id = f"race-{r}"
+        results = _race(any_store, request_id, 32)
+        winners = [i for i, won in results.items() if won]
+        assert len(results) == 32
+        assert len(winners) == 1, f"round {r}: winners {winners}"
+        assert any_store.read_response(request_id) == {"status": "completed", "value": winners[0]}
+
+
+def test_no_reader_ever_sees_a_half_written_file(store: Store, root: Path) -> None:
+    # Large records make a torn write likely to be seen if publishing were not atomic.
+    ids = [f"big-{i}" for i in range(120)]
+    payload = {i: "x" * (200_000 + n) for n, i in enumerate(ids)}
+    stop = threading.Event()
+    seen: dict[str, int] = {"raw": 0, "store": 0}
+    problems: list[str] = []
+
+    def raw_reader() -> None:
+        while not stop.is_set():
+            for rid in ids:
+                path = root / rid / "response.json"
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                try:
+                    record = json.loads(data)
+                except ValueError:
+                    problems.append(f"{rid}: {len(data)} bytes of invalid JSON")
+                    continue
+                if record["value"] != payload[rid]:
+                    problems.append(f"{rid}: wrong content")
+                seen["raw"] += 1
+
+    def store_reader() -> None:
+        while not stop.is_set():
+            for rid in ids:
+                try:
+                    record = store.read_response(rid)
+                except StorageError as e:
+                    problems.append(str(e)[:200])
+                    continue
+                if record is not None:
+                    assert record["value"] == payload[rid]
+                    seen["store"] += 1
+
+    readers = [threading.Thread(target=raw_reader), threading.Thread(target=store_reader)]
+    for t in readers:
+        t.start()
+    try:
+        for rid in ids:
+            assert store.create_response(rid, {"status": "completed", "value": payload[rid]})
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert problems == []
+    assert seen["raw"] > 0 and seen["store"] > 0, "the readers overlapped with the writes"
+    leftovers = [p for p in _tree(root) if not p.endswith("response.json") and "/" in p]
+    assert leftovers == [], "no temp files are left behind"
+
+
+def test_create_only_holds_across_processes(root: Path, tmp_path: Path) -> None:
+    """Four processes race to answer the same 40 events: each event gets exactly one answer."""
+    code = """
+import json, os, sys
+from flyteplugins.hitl._store import Store
+store = Store(os.environ["RACE_ROOT"])
+print("ready", flush=True)
+while not os.path.exists(os.environ["RACE_GO"]):
+    pass
+won = [rid for rid in (f"p-{i}" for i in range(40))
+       if store.create_response(rid, {"status": "completed", "value": os.environ["RACE_NAME"]})]
+print(json.dumps(won))
+"""
+    go = tmp_path / "go"
+    env = {"RACE_ROOT": str(root), "RACE_GO": str(go)}
+    procs = [run_python(code, env={**env, "RACE_NAME": f"proc{n}"}) for n in range(4)]
+    outputs: dict[str, str] = {}
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+        go.touch()  # all four have imported the package and now spin until this file appears
+        for n, proc in enumerate(procs):
+            outputs[f"proc{n}"], _ = proc.communicate(timeout=60)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.communicate()
+    assert all(proc.returncode == 0 for proc in procs), outputs
+    won = {name: json.loads(out.strip().splitlines()[-1]) for name, out in outputs.items()}
+    store = Store(str(root))
+    for i in range(40):
+        rid = f"p-{i}"
+        owners = [name for name, ids in won.items() if rid in ids]
+        assert len(owners) == 1, f"{rid} won by {owners}"
+        assert store.read_response(rid) == {"status": "completed", "value": owners[0]}
+
+
+# -- request ids ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", BAD_IDS, ids=lambda v: repr(v)[:20])
+def test_bad_request_ids_raise_and_write_nothing(store: Store, root: Path, tmp_path: Path, bad: object) -> None:
+    root.mkdir()
+    before = _tree(tmp_path)
+    for call in (
+        lambda: store.read_request(bad),  # type: ignore[arg-type]
+        lambda: store.read_response(bad),  # type: ignore[arg-type]
+        lambda: store.create_request(_request(bad)),  # type: ignore[arg-type]
+        lambda: store.create_response(bad, {"status": "completed", "value": 1}),  # type: ignore[arg-type]
+        lambda: check_request_id(bad),
+    ):
+        with pytest.raises(InvalidRequestIdError) as info:
+            call()
+        assert isinstance(info.value, ValueError)
+        assert "invalid request_id" in str(info.value)
+    assert _tree(tmp_path) == before, "nothing was written anywhere"
+
+
+@pytest.mark.parametrize("good", ["a", "A-z_0", "a" * 128, "integer_input_event-0645bbc83ccd124a64f7debe"])
+def test_well_formed_ids_are_accepted(store: Store, good: str) -> None:
+    assert check_request_id(good) == good
+    assert store.create_request(_request(good))
+    assert store.read_request(good) == _request(good)
+
+
+def test_long_bad_ids_are_shortened_in_the_message() -> None:
+    with pytest.raises(InvalidRequestIdError) as info:
+        check_request_id("/" * 10_000)
+    assert len(str(info.value)) < 300
+
+
+# -- listing --------------------------------------------------------------------------------------
+
+
+def test_list_ids_of_a_missing_root_is_empty(any_store: Store) -> None:
+    assert any_store.list_ids() == []
+
+
+def test_list_ids_returns_every_event(any_store: Store) -> None:
+    ids = {f"ev-{i}" for i in range(7)}
+    for rid in ids:
+        any_store.create_request(_request(rid))
+    any_store.create_response("ev-3", {"status": "completed", "value": 1})
+    assert sorted(any_store.list_ids()) == sorted(ids)
+
+
+def test_list_ids_skips_stray_entries(store: Store, root: Path) -> None:
+    store.create_request(_request("real-one"))
+    (root / "not.an.id").mkdir()
+    (root / "stray-file").write_text("x")
+    assert store.list_ids() == ["real-one"]
+
+
+# -- damaged records and storage failures -----------------------------------------------------------
+
+
+def test_a_record_that_is_not_json_is_a_storage_error_naming_the_file(store: Store, root: Path) -> None:
+    (root / "torn").mkdir(parents=True)
+    (root / "torn" / "response.json").write_text('{"status": "compl')
+    with pytest.raises(StorageError) as info:
+        store.read_response("torn")
+    assert "torn/response.json" in str(info.value)
+    assert "not valid JSON" in str(info.value)
+
+
+def test_a_record_that_is_not_an_object_is_a_storage_error(store: Store, root: Path) -> None:
+    (root / "list").mkdir(parents=True)
+    (root / "list" / "request.json").write_text("[1, 2]")
+    with pytest.raises(StorageError, match="not a JSON object"):
+        store.read_request("list")
+
+
+def test_a_root_that_is_a_file_fails_after_retries_with_a_storage_error_naming_the_root(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root.write_text("I am a file, not a directory")
+    sleeps: list[float] = []
+    broken = Store(str(root), sleep=sleeps.append)
+    caplog.set_level(logging.WARNING, logger="flyteplugins.hitl.store")
+    for call in (
+        lambda: broken.create_request(_request("ev-1")),
+        lambda: broken.create_response("ev-1", {"status": "completed", "value": 1}),
+        lambda: broken.read_request("ev-1"),
+        lambda: broken.read_response("ev-1"),
+        broken.list_ids,
+    ):
+        sleeps.clear()
+        with pytest.raises(StorageError) as info:
+            call()
+        assert isinstance(info.value, OSError), "callers can catch it as an OSError too"
+        assert info.value.root == str(root)
+        assert str(root) in str(info.value)
+        assert f"after {Store.attempts} attempts" in str(info.value)
+        assert isinstance(info.value.__cause__, NotADirectoryError)
+        # Exponential back-off between the attempts.
+        assert sleeps == [Store.backoff_seconds * 2**i for i in range(Store.attempts - 1)]
+    assert root.read_text() == "I am a file, not a directory", "nothing was written"
+    warnings = [r for r in caplog.records if r.name == "flyteplugins.hitl.store"]
+    assert len(warnings) == 1, "one warning per store, not one per retry"
+    assert warnings[0].exc_info is None
+
+
+def test_a_transient_failure_that_heals_is_retried_and_succeeds(root: Path) -> None:
+    # The root starts out as a file (writes fail); the first back-off replaces it with a directory.
+    root.write_text("temporarily in the way")
+    sleeps: list[float] = []
+
+    def heal(seconds: float) -> None:
+        sleeps.append(seconds)
+        if root.is_file():
+            root.unlink()
+            root.mkdir()
+
+    healing = Store(str(root), sleep=heal)
+    assert healing.create_request(_request("ev-heal")) is True
+    assert sleeps == [Store.backoff_seconds]
+    assert healing.read_request("ev-heal") == _request("ev-heal")
+
+
+def test_a_record_path_that_is_a_directory_is_a_storage_error(store: Store, root: Path) -> None:
+    (root / "odd" / "response.json").mkdir(parents=True)
+    odd = Store(str(root), sleep=lambda s: None)
+    with pytest.raises(StorageError, match=r"odd/response\.json"):
+        odd.read_response("odd")
+    assert store.create_response("odd", {"status": "completed", "value": 1}) is False
+
+
+def test_file_url_roots_use_the_local_backend(root: Path) -> None:
+    url_store = Store(f"file://{root}")
+    assert url_store.create_request(_request("via-url"))
+    assert (root / "via-url" / "request.json").is_file()
+    assert Store(str(root)).read_request("via-url") == _request("via-url")
+
+
+def test_records_are_private_to_the_owner(store: Store, root: Path) -> None:
+    # request.json holds the event's token: other local users must not read it.
+    store.create_request(_request("private"))
+    mode = os.stat(root / "private" / "request.json").st_mode & 0o777
+    assert mode & 0o077 == 0, oct(mode)
