@@ -60,6 +60,11 @@ class _Backend(Protocol):
 class Store:
     """Reads and writes event records under one root (a local path or an fsspec URL).
 
+    Every operation is one storage request on object stores (a read is one GET, a create one
+    conditional PUT). Transient failures (timeouts, refused connections, 5xx) are retried with
+    exponential back-off and logged once per outage; a failure that outlasts the retries, or one
+    that retrying cannot fix (denied access, a missing bucket), raises `StorageError` naming the root.
+
     Example:
         >>> store = Store("/tmp/flyte/hitl")
         >>> store.read_response("0123abcd") is None
@@ -67,15 +72,23 @@ class Store:
     """
 
     #: Attempts for a read or write that fails with a transient error before giving up.
-    attempts = 5
+    attempts = 6
     #: First back-off delay in seconds; doubled after each failed attempt.
-    backoff_seconds = 0.2
+    backoff_seconds = 0.5
+    #: Longest back-off delay in seconds.
+    max_backoff_seconds = 8.0
+    #: Per-request limit in seconds on object stores (applies to stores built after it is set).
+    request_timeout_seconds = 20.0
+    #: Connection limit in seconds on object stores (applies to stores built after it is set).
+    connect_timeout_seconds = 5.0
 
     def __init__(self, root: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.root = root.rstrip("/") or "/"
-        self._backend = _make_backend(self.root)
+        self._backend_instance: _Backend | None = None
+        self._backend_lock = threading.Lock()
         self._sleep = sleep
-        self._warned = False
+        # True from the first transient failure until the next success: one warning per outage.
+        self._failing = False
 
     def __repr__(self) -> str:
         return f"Store({self.root!r})"
@@ -98,8 +111,20 @@ class Store:
 
     def list_ids(self) -> list[str]:
         """Request ids of every event under the root (unordered)."""
-        ids = self._retry("list", self._backend.list_ids)
+        ids = self._retry("list", lambda: self._backend.list_ids())
         return [i for i in ids if REQUEST_ID_RE.fullmatch(i)]
+
+    @property
+    def _backend(self) -> _Backend:
+        # Built on first use, so that constructing a Store never fails and a misconfigured
+        # object store surfaces as a StorageError from the first read or write.
+        with self._backend_lock:
+            if self._backend_instance is None:
+                try:
+                    self._backend_instance = _make_backend(self)
+                except Exception as e:
+                    raise StorageError(f"cannot open storage root {self.root!r}: {_brief(e)}", self.root) from e
+            return self._backend_instance
 
     def _read(self, request_id: str, name: str) -> Record | None:
         key = f"{request_id}/{name}"
@@ -121,46 +146,77 @@ class Store:
 
     def _retry(self, what: str, op: Callable[[], Any]) -> Any:
         delay = self.backoff_seconds
-        for attempt in range(1, self.attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                return op()
-            except _TRANSIENT as e:
-                if attempt == self.attempts:
+                result = op()
+            except StorageError:
+                raise
+            except _STORAGE_ERRORS as e:
+                if not _is_transient(e):
+                    raise StorageError(f"cannot {what} under {self.root!r}: {_brief(e)}", self.root) from e
+                if attempt >= self.attempts:
                     raise StorageError(
-                        f"cannot {what} under {self.root!r} after {attempt} attempts: {e}", self.root
+                        f"cannot {what} under {self.root!r} after {attempt} attempts: {_brief(e)}", self.root
                     ) from e
-                if not self._warned:
-                    self._warned = True
-                    logger.warning("storage error under %r (%s), retrying: %s", self.root, what, e)
-                self._sleep(delay)
+                if not self._failing:
+                    self._failing = True
+                    logger.warning("storage error under %r (%s), retrying: %s", self.root, what, _brief(e))
+                self._sleep(min(delay, self.max_backoff_seconds))
                 delay *= 2
-        raise AssertionError("unreachable")
+                continue
+            if self._failing:
+                self._failing = False
+                logger.info("storage under %r answers again", self.root)
+            return result
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    # OSError covers local I/O and timeouts; obstore's own errors cover 5xx and connection failures.
-    # FileNotFoundError/FileExistsError never reach here: backends turn them into None/False.
-    errors: list[type[BaseException]] = [OSError]
+class _PermanentError(Exception):
+    """A storage failure that retrying cannot fix (raised by backends, e.g. for a missing bucket)."""
+
+
+def _storage_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    # (errors that come from storage, the subset worth retrying). OSError covers local I/O,
+    # timeouts and refused connections; obstore reports 5xx and connection failures as
+    # GenericError, while its other errors (denied, unauthenticated, bad path or config) are final.
+    # FileNotFoundError/FileExistsError from a read or create never reach here: backends turn
+    # them into None/False.
+    storage: list[type[BaseException]] = [OSError, _PermanentError]
+    transient: list[type[BaseException]] = [OSError]
     try:
-        from obstore.exceptions import BaseError as ObstoreError
+        from obstore.exceptions import BaseError, GenericError
 
-        errors.append(ObstoreError)
+        storage.append(BaseError)
+        transient.append(GenericError)
     except ImportError:  # pragma: no cover - obstore comes with flyte
         pass
-    return tuple(errors)
+    return tuple(storage), tuple(transient)
 
 
-_TRANSIENT = _transient_errors()
+_STORAGE_ERRORS, _TRANSIENT_ERRORS = _storage_errors()
 
 
-def _make_backend(root: str) -> _Backend:
+def _is_transient(error: BaseException) -> bool:
+    return isinstance(error, _TRANSIENT_ERRORS) and not isinstance(error, PermissionError)
+
+
+def _brief(error: BaseException) -> str:
+    """The first line of an error, shortened: obstore messages carry a multi-line debug dump."""
+    text = str(error).strip().splitlines()
+    line = text[0] if text else type(error).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _make_backend(store: Store) -> _Backend:
+    root = store.root
     protocol, _, rest = root.partition("://")
     if not rest:
         return _LocalBackend(root)
     if protocol == "file":
         return _LocalBackend(rest)
-    if protocol in ("s3", "gs", "abfs", "abfss"):
-        return _ObjectBackend(root, protocol)
+    if protocol in _OBJECT_PROTOCOLS:
+        return _ObjectBackend(root, store.request_timeout_seconds, store.connect_timeout_seconds)
     return _FsspecBackend(root)
 
 
@@ -203,14 +259,45 @@ class _LocalBackend:
             return []
 
 
+_OBJECT_PROTOCOLS = ("s3", "gs", "abfs", "abfss")
+
+
 class _ObjectBackend:
-    def __init__(self, root: str, protocol: str) -> None:
+    """S3, GCS and Azure through obstore, configured by ``flyte.storage`` (Flyte's credentials and
+    endpoints, e.g. ``FLYTE_AWS_ENDPOINT``), with our own timeouts and no retries inside obstore:
+    `Store` retries, so that one poll is one request and an outage is logged once."""
+
+    def __init__(self, root: str, timeout: float, connect_timeout: float) -> None:
+        import datetime
+
         import flyte.storage
 
-        fs: Any = flyte.storage.get_underlying_filesystem(path=root)
         bucket, _, prefix = root.split("://", 1)[1].partition("/")
+        if not bucket:
+            raise _PermanentError(f"{root!r} names no bucket")
+        fs: Any = flyte.storage.get_underlying_filesystem(
+            path=root,
+            # Flyte's defaults suit bulk transfers (3 retries from a 5 s back-off, no request
+            # timeout to speak of); a poll must fail fast and let Store decide.
+            retry_config={
+                "max_retries": 0,
+                "backoff": {
+                    "base": 2,
+                    "init_backoff": datetime.timedelta(milliseconds=100),
+                    "max_backoff": datetime.timedelta(seconds=1),
+                },
+                "retry_timeout": datetime.timedelta(seconds=timeout),
+            },
+            client_options={
+                "timeout": f"{timeout:g}s",
+                "connect_timeout": f"{connect_timeout:g}s",
+                # Flyte allows plain-HTTP endpoints (MinIO, local S3 servers); so do we.
+                "allow_http": True,
+            },
+        )
         self._store = fs._construct_store(bucket)
-        self._prefix = f"{prefix}/" if prefix else ""
+        self._root = root
+        self._prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
 
     def read(self, key: str) -> bytes | None:
         import obstore
@@ -222,12 +309,26 @@ class _ObjectBackend:
 
     def create(self, key: str, data: bytes) -> bool:
         import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
 
+        path = self._prefix + key
         try:
-            obstore.put(self._store, self._prefix + key, data, mode="create")
+            # One PUT with If-None-Match: * (S3, Azure) or if-generation-match: 0 (GCS): the
+            # service itself refuses the second writer, so this holds across processes and hosts.
+            obstore.put(self._store, path, data, mode="create")
             return True
-        except FileExistsError:
-            return False
+        except (AlreadyExistsError, PreconditionError, FileExistsError):
+            pass
+        except FileNotFoundError as e:
+            raise _PermanentError(f"{self._root!r} cannot be written (does the bucket exist?): {_brief(e)}") from e
+        # S3 also answers 409 while a concurrent conditional write to the key is still in flight,
+        # which obstore reports the same way. Only report "exists" once the object is there;
+        # otherwise the other write failed and this one is retried.
+        try:
+            obstore.head(self._store, path)
+        except FileNotFoundError:
+            raise OSError(f"conditional write conflict on {path}; retrying") from None
+        return False
 
     def list_ids(self) -> list[str]:
         import obstore
