@@ -420,7 +420,11 @@ def make_server(
 
 
 def start_server(
-    store: Store, host: str = "127.0.0.1", port: int = 0, on_answer: Callable[[str], None] | None = None
+    store: Store,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    on_answer: Callable[[str], None] | None = None,
+    identity_header: str | None = None,
 ) -> tuple[HitlServer, threading.Thread]:
     """Start a server in a daemon thread; returns ``(httpd, thread)`` for `stop_server`.
 
@@ -428,7 +432,7 @@ def start_server(
         >>> httpd, thread = start_server(Store("/tmp/flyte/hitl"))
         >>> stop_server(httpd, thread)
     """
-    httpd = make_server(store, host, port, on_answer)
+    httpd = make_server(store, host, port, on_answer, identity_header)
     thread = threading.Thread(target=httpd.serve_forever, name=f"hitl-server-{httpd.server_address[1]}", daemon=True)
     thread.start()
     return httpd, thread

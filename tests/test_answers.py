@@ -1,0 +1,206 @@
+"""The answer rule and what builds on it: choices, default on timeout, approve(), comments, audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import post_json, request
+
+import flyteplugins.hitl as hitl
+from flyteplugins.hitl import _answers
+from flyteplugins.hitl._store import Store
+from flyteplugins.hitl.server import start_server, stop_server
+
+MODES = ["sync", "aio"]
+
+
+def create(mode: str, *args: Any, **kwargs: Any) -> hitl.Event[Any]:
+    if mode == "sync":
+        return hitl.new_event(*args, **kwargs)
+    return asyncio.run(hitl.new_event.aio(*args, **kwargs))
+
+
+def wait(mode: str, event: hitl.Event[Any]) -> Any:
+    if mode == "sync":
+        return event.wait()
+    return asyncio.run(event.wait.aio())
+
+
+def later(seconds: float, fn: Any, *args: Any, **kwargs: Any) -> threading.Thread:
+    thread = threading.Timer(seconds, fn, args, kwargs)
+    thread.start()
+    return thread
+
+
+def response_file(root: Path, event: hitl.Event[Any]) -> dict[str, Any]:
+    return json.loads((root / event.request_id / "response.json").read_text())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_choices_refuse_other_values_and_accept_a_listed_one(root: Path, mode: str) -> None:
+    event = create(mode, "size", data_type=str, choices=["S", "M", "L"], timeout_seconds=30)
+    assert event.choices == ["S", "M", "L"]
+    refused = post_json(event.endpoint, {"request_id": event.request_id, "token": event.token, "value": "XL"})
+    assert refused.status == 400
+    assert "'XL'" in refused.json()["detail"] and "['S', 'M', 'L']" in refused.json()["detail"]
+    assert not (root / event.request_id / "response.json").exists()
+    later(0.2, post_json, event.endpoint, {"request_id": event.request_id, "token": event.token, "value": "M"})
+    assert wait(mode, event) == "M"
+
+
+def test_int_choices_accept_integer_strings(root: Path) -> None:
+    event = hitl.new_event("replicas", data_type=int, choices=[1, 3, 5], timeout_seconds=30)
+    assert post_json(event.endpoint, {"request_id": event.request_id, "token": event.token, "value": "2"}).status == 400
+    assert post_json(event.endpoint, {"request_id": event.request_id, "token": event.token, "value": "3"}).status == 200
+    assert event.wait() == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"data_type": bool, "choices": [True]}, "bool event already has two"),
+        ({"data_type": int, "choices": ["a"]}, "choices must all be int"),
+        ({"data_type": int, "choices": []}, "non-empty list of distinct"),
+        ({"data_type": int, "choices": [1, 1]}, "non-empty list of distinct"),
+        ({"data_type": str, "choices": "abc"}, "must be a list"),
+        ({"data_type": int, "default": "abc"}, "default 'abc' does not fit"),
+        ({"data_type": str, "choices": ["a", "b"], "default": "c"}, "default 'c' does not fit"),
+        ({"data_type": int, "notify": "ftp://example"}, "notify must be an http"),
+    ],
+)
+def test_bad_choices_default_and_notify_fail_fast_and_write_nothing(
+    root: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(hitl.InvalidEventError, match=message) as info:
+        hitl.new_event("bad", **kwargs)
+    assert isinstance(info.value, ValueError)
+    assert not root.exists() or not any(root.iterdir())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_default_is_returned_on_timeout_and_recorded_and_late_answers_refused(root: Path, mode: str) -> None:
+    event = create(mode, "size", data_type=str, choices=["S", "M"], default="M", timeout_seconds=0.5)
+    assert event.default == "M"
+    assert wait(mode, event) == "M"
+    stored = response_file(root, event)
+    assert stored["status"] == "expired" and stored["default_applied"] is True and stored["value"] == "M"
+    assert event.response == stored
+    late = post_json(event.endpoint, {"request_id": event.request_id, "token": event.token, "value": "S"})
+    assert late.status == 410
+    assert response_file(root, event) == stored
+    status = request(event.endpoint, "GET", f"/status/{event.request_id}?token={event.token}").json()
+    assert status["status"] == "expired" and status["response"]["default_applied"] is True
+
+
+def test_without_default_timeout_still_raises(root: Path) -> None:
+    event = hitl.new_event("plain", data_type=int, timeout_seconds=0.3)
+    with pytest.raises(TimeoutError):
+        event.wait()
+    assert response_file(root, event)["status"] == "expired"
+    assert "default_applied" not in response_file(root, event)
+
+
+def test_server_applies_the_default_when_the_first_writer_after_the_deadline_is_a_late_answer(
+    root: Path, store: Store
+) -> None:
+    event = hitl.new_event("late", data_type=bool, default=False, timeout_seconds=0.2)
+    time.sleep(0.4)  # nobody waits: the late answer itself finds the deadline passed
+    late = post_json(event.endpoint, {"request_id": event.request_id, "token": event.token, "value": True})
+    assert late.status == 410
+    assert response_file(root, event)["value"] is False
+    assert event.wait() is False
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_approve_returns_the_answer_and_keeps_the_comment(root: Path, mode: str) -> None:
+    def answer() -> None:
+        rid = next(p.name for p in root.iterdir())
+        hitl.submit(rid, "yes", comment="looks good")
+
+    later(0.3, answer)
+    if mode == "sync":
+        approved = hitl.approve("deploy", prompt="Deploy?", timeout_seconds=30)
+    else:
+        approved = asyncio.run(hitl.approve.aio("deploy", prompt="Deploy?", timeout_seconds=30))
+    assert approved is True
+    stored = json.loads(next(root.glob("*/response.json")).read_text())
+    assert stored["comment"] == "looks good" and stored["via"] == "python"
+
+
+def test_approve_can_require_a_comment_to_reject(root: Path) -> None:
+    outcome: dict[str, Any] = {}
+
+    def answer() -> None:
+        rid = next(p.name for p in root.iterdir())
+        with pytest.raises(hitl.InvalidValueError, match="comment is required to reject"):
+            hitl.submit(rid, False)
+        outcome["bare"] = (root / rid / "response.json").exists()
+        hitl.submit(rid, False, comment="tests are red")
+
+    later(0.3, answer)
+    assert hitl.approve("deploy", require_reject_comment=True, timeout_seconds=30) is False
+    assert outcome == {"bare": False}
+    assert json.loads(next(root.glob("*/response.json")).read_text())["comment"] == "tests are red"
+
+
+def test_approve_with_default_on_timeout(root: Path) -> None:
+    assert hitl.approve("nobody", timeout_seconds=0.3, default=True) is True
+
+
+def test_form_post_records_comment_and_the_audit_trail(root: Path) -> None:
+    event = hitl.new_event("n", data_type=int, timeout_seconds=30)
+    body = f"request_id={event.request_id}&token={event.token}&value=5&comment=from+the+form".encode()
+    reply = request(event.endpoint, "POST", "/submit", body, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert reply.status == 200
+    assert event.wait() == 5
+    stored = event.response
+    assert stored is not None
+    assert stored["via"] == "form" and stored["client"] == "127.0.0.1" and stored["comment"] == "from the form"
+    assert stored["answered_at"].endswith("Z")
+    assert "identity" not in stored
+
+
+def test_identity_header_is_recorded_only_when_configured(root: Path, store: Store) -> None:
+    event = hitl.new_event("who", data_type=int, timeout_seconds=30)
+    other = hitl.new_event("who2", data_type=int, timeout_seconds=30)
+    trusted, thread = start_server(store, identity_header="X-Forwarded-Email")
+    try:
+        base = f"http://127.0.0.1:{trusted.server_address[1]}"
+        body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 1}).encode()
+        assert request(base, "POST", "/submit/json", body, {"X-Forwarded-Email": "ana@example.com"}).status == 200
+    finally:
+        stop_server(trusted, thread)
+    # The embedded server was started without the setting: the same header is ignored there.
+    body = json.dumps({"request_id": other.request_id, "token": other.token, "value": 2}).encode()
+    assert request(other.endpoint, "POST", "/submit/json", body, {"X-Forwarded-Email": "eve@example.com"}).status == 200
+    assert response_file(root, event)["identity"] == "ana@example.com"
+    assert "identity" not in response_file(root, other)
+
+
+def test_comment_must_be_a_short_string(root: Path, store: Store) -> None:
+    event = hitl.new_event("c", data_type=int, timeout_seconds=30)
+    base = {"request_id": event.request_id, "token": event.token, "value": 1}
+    assert post_json(event.endpoint, {**base, "comment": 5}).status == 400
+    assert post_json(event.endpoint, {**base, "comment": "x" * 5000}).status == 400
+    assert not (root / event.request_id / "response.json").exists()
+
+
+def test_via_claims_other_than_cli_and_python_are_recorded_as_json(root: Path) -> None:
+    event = hitl.new_event("v", data_type=int, timeout_seconds=30)
+    assert post_json(event.endpoint, {"request_id": event.request_id, "token": event.token, "value": 1, "via": "form"})
+    assert response_file(root, event)["via"] == "json"
+
+
+def test_status_record_never_contains_the_token(root: Path, store: Store) -> None:
+    event = hitl.new_event("s", data_type=str, timeout_seconds=30)
+    request_record = store.read_request(event.request_id)
+    assert request_record is not None
+    record = _answers.status_record(request_record, None)
+    assert record["status"] == "pending"
+    assert event.token not in json.dumps(record)
