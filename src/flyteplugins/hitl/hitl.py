@@ -88,14 +88,14 @@ def _store_for(root: str) -> Store:
         return store
 
 
-def _endpoint_for(store: Store) -> tuple[str, bool]:
-    """The form server's base URL, and whether it runs in this process (so answers wake us at once)."""
+def _endpoint_for(store: Store) -> str:
+    """The form server's base URL: ``$FLYTE_HITL_ENDPOINT``, or this process's embedded server."""
     endpoint = os.environ.get(ENDPOINT_ENV)
     if endpoint:
-        return endpoint.rstrip("/"), False
+        return endpoint.rstrip("/")
     from . import server
 
-    return server.embedded_server(store, _waiters.notify), True
+    return server.embedded_server(store, _waiters.notify)
 
 
 def _new_request_id(name: str) -> str:
@@ -182,14 +182,12 @@ class Event(Generic[T]):
         poll_interval_seconds: float,
         store: Store,
         endpoint: str,
-        woken: bool,
     ) -> None:
         self._request = request
         self._data_type = data_type
         self._poll = poll_interval_seconds
         self._store = store
         self._endpoint = endpoint
-        self._woken_in_process = woken
         self._announced = False
         self._response: Record | None = None
         self._notify_url: str | None = None
@@ -299,7 +297,7 @@ class Event(Generic[T]):
         checked_choices, checked_default = _check_choices(type_str, choices, default)
         notify_url = _notify.check_url(notify if notify is not None else os.environ.get(_notify.NOTIFY_ENV) or None)
         store = _store_for(default_root())
-        endpoint, woken = _endpoint_for(store)
+        endpoint = _endpoint_for(store)
         request_id = _new_request_id(name)
         request = store.read_request(request_id)
         if request is None:
@@ -329,7 +327,7 @@ class Event(Generic[T]):
                 f"request_id {request_id!r} already holds event {request and request.get('event_name')!r} "
                 f"of type {request and request.get('data_type')!r}, not {name!r} of type {type_str!r}"
             )
-        event = cls(request, data_type, float(poll_interval_seconds), store, endpoint, woken)
+        event = cls(request, data_type, float(poll_interval_seconds), store, endpoint)
         # Kept off storage: a webhook URL often carries a secret, and a re-run passes it again.
         event._notify_url = notify_url
         return event
