@@ -163,6 +163,9 @@ class HitlHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         method = self.command
         head = method == "HEAD"
+        # Set on every request, refusals included: a keep-alive connection reuses this handler, and a
+        # stale value would drop a GET's body after a HEAD (or send one after a HEAD), desyncing the client.
+        self._head_only = head
         try:
             routes = self._routes(urlsplit(self.path).path)
             if routes is None:
@@ -172,21 +175,22 @@ class HitlHandler(BaseHTTPRequestHandler):
             if handler is None:
                 allow = ", ".join(sorted({*handlers, *(["HEAD"] if "GET" in handlers else [])}))
                 raise _Reply(405, f"method {method} not allowed here; allowed: {allow}", headers=[("Allow", allow)])
-            self._head_only = head
             handler(param)
         except _Reply as r:
             if r.html is not None:
                 self._send(r.status, r.html.encode(), HTML, r.headers)
             else:
                 self._send_json(r.status, {"detail": r.detail}, r.headers)
+        except StorageError as e:
+            # Before HitlError (its base class): a re-raise from that clause would skip this one and
+            # drop the connection without a reply.
+            logger.error("storage error: %s", e)
+            self._send_json(503, {"detail": "storage is unavailable; try again later"}, [("Retry-After", "5")])
         except HitlError as e:
             refusal = _refusal(e)
             if refusal is None:
                 raise
             self._send_json(refusal[0], {"detail": refusal[1]})
-        except StorageError as e:
-            logger.error("storage error: %s", e)
-            self._send_json(503, {"detail": "storage is unavailable; try again later"}, [("Retry-After", "5")])
         except (ConnectionError, TimeoutError):
             raise  # the client went away; handle_error logs one line
         except Exception:
