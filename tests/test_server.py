@@ -1,0 +1,785 @@
+"""The form server (`server.py`), exercised over real sockets: every endpoint, status code and limit.
+
+Events are made with the public API (`hitl.new_event`) pointed at the test's server through
+``FLYTE_HITL_ENDPOINT``, so the records are exactly what a task would write.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+from conftest import Reply, post_json, request
+
+import flyteplugins.hitl as hitl
+from flyteplugins.hitl._store import Store
+from flyteplugins.hitl.server import HitlServer, make_server, start_server, stop_server
+
+XSS_NAME = '<script>alert("name")</script>'
+XSS_PROMPT = "<script>alert('prompt')</script><img src=x onerror=alert(1)> & \"quotes\""
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+MakeEvent = Callable[..., hitl.Event[Any]]
+
+
+@pytest.fixture
+def server(store: Store) -> Iterator[HitlServer]:
+    """A real server on a free port that stops at once (serve_forever's default poll is half a second)."""
+    httpd = make_server(store)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield httpd
+    stop_server(httpd, thread)
+
+
+@pytest.fixture
+def make_event(server: HitlServer, monkeypatch: pytest.MonkeyPatch) -> MakeEvent:
+    """Create events through the public API, served by the test's server (no embedded server)."""
+    monkeypatch.setenv("FLYTE_HITL_ENDPOINT", server.url)
+
+    def make(
+        data_type: type = int, name: str = "question", prompt: str = "How many?", timeout: float = 3600
+    ) -> hitl.Event[Any]:
+        return hitl.new_event(name, data_type=data_type, prompt=prompt, timeout_seconds=timeout)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def no_tracebacks(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> Iterator[None]:
+    """Client mistakes never put a traceback in the log or on stderr."""
+    caplog.set_level(logging.DEBUG, logger="flyteplugins")
+    yield
+    with_tracebacks = [r.getMessage() for r in caplog.records if r.exc_info is not None]
+    assert with_tracebacks == []
+    assert "Traceback" not in caplog.text
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def answer(url: str, event: hitl.Event[Any], value: object, **extra: object) -> Reply:
+    return post_json(url, {"request_id": event.request_id, "token": event.token, "value": value, **extra})
+
+
+def submit_form(url: str, fields: dict[str, str]) -> Reply:
+    return request(url, "POST", "/submit", urlencode(fields).encode(), FORM)
+
+
+def form_path(event: hitl.Event[Any], token: str | None = None) -> str:
+    return f"/form/{event.request_id}?token={quote(token if token is not None else event.token)}"
+
+
+def status_path(event: hitl.Event[Any], token: str | None = None) -> str:
+    return f"/status/{event.request_id}?token={quote(token if token is not None else event.token)}"
+
+
+def raw_exchange(url: str, data: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes on a new connection and read until the server closes it."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def raw_status(reply: bytes) -> int:
+    match = re.match(rb"HTTP/1\.[01] (\d{3}) ", reply)
+    assert match, reply[:200]
+    return int(match.group(1))
+
+
+def response_file(root: Path, event: hitl.Event[Any]) -> Path:
+    return root / event.request_id / "response.json"
+
+
+def tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+# -- health and HEAD --------------------------------------------------------------------------------
+
+
+def test_health(server: HitlServer) -> None:
+    reply = request(server.url, "GET", "/health")
+    assert reply.status == 200
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json() == {"status": "healthy"}
+    assert reply.headers["x-content-type-options"] == "nosniff"
+    assert reply.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("path", ["/health", "/", "FORM"])
+def test_head_gives_the_headers_of_get_without_a_body(server: HitlServer, make_event: MakeEvent, path: str) -> None:
+    if path == "FORM":
+        path = form_path(make_event())
+    get = request(server.url, "GET", path)
+    head = request(server.url, "HEAD", path)
+    assert get.status == head.status == 200
+    assert head.body == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert int(head.headers["content-length"]) > 0
+
+
+# -- the form ---------------------------------------------------------------------------------------
+
+
+# An int field is a number field with step 1 or a text field with the numeric keypad; likewise for floats.
+@pytest.mark.parametrize(
+    "data_type, any_of",
+    [
+        (int, [r'type="number"[^>]*step="1"', r'inputmode="numeric"']),
+        (float, [r'type="number"[^>]*step="any"', r'inputmode="decimal"']),
+        (str, [r'<input[^>]*name="value"[^>]*type="text"', r'<textarea[^>]*name="value"']),
+        (bool, [r'name="value" value="true"[\s\S]*name="value" value="false"']),
+    ],
+)
+def test_form_has_an_input_fitting_the_type(
+    server: HitlServer, make_event: MakeEvent, data_type: type, any_of: list[str]
+) -> None:
+    event = make_event(data_type, prompt="Pick one, please")
+    reply = request(server.url, "GET", form_path(event))
+    assert reply.status == 200
+    assert reply.headers["content-type"] == "text/html; charset=utf-8"
+    page = reply.text
+    assert "Pick one, please" in page
+    assert any(re.search(pattern, page) for pattern in any_of), page
+    assert f'<input type="hidden" name="request_id" value="{event.request_id}">' in page
+    assert f'<input type="hidden" name="token" value="{event.token}">' in page
+    assert 'action="/submit"' in page
+
+
+def test_html_pages_carry_security_headers(server: HitlServer, make_event: MakeEvent) -> None:
+    event = make_event()
+    for path in ("/", form_path(event), form_path(event, "wrong")):
+        headers = request(server.url, "GET", path).headers
+        csp = headers["content-security-policy"]
+        assert "default-src 'none'" in csp
+        assert "script-src" not in csp, "no scripts are allowed at all"
+        assert "frame-ancestors 'none'" in csp
+        assert "form-action 'self'" in csp
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("token", ["", "wrong", "X" * 32])
+def test_form_with_a_wrong_token_is_403_and_shows_no_form(
+    server: HitlServer, make_event: MakeEvent, token: str
+) -> None:
+    event = make_event()
+    reply = request(server.url, "GET", form_path(event, token))
+    assert reply.status == 403
+    assert event.token not in reply.text
+    assert "<form" not in reply.text
+    no_token = request(server.url, "GET", f"/form/{event.request_id}")
+    assert no_token.status == 403
+
+
+def test_form_of_an_unknown_event_is_404(server: HitlServer) -> None:
+    reply = request(server.url, "GET", "/form/no-such-event?token=abc")
+    assert reply.status == 404
+    assert "not_found" in reply.text
+
+
+@pytest.mark.parametrize("bad", ["..%2F..%2Fetc", "../x", "a.b", "%C3%BC", "", "a" * 129])
+def test_form_with_a_malformed_id_is_400(server: HitlServer, bad: str) -> None:
+    reply = request(server.url, "GET", f"/form/{bad}?token=abc")
+    assert reply.status == 400
+
+
+# -- POST /submit/json -------------------------------------------------------------------------------
+
+
+def test_json_answer_is_stored_and_acknowledged(server: HitlServer, make_event: MakeEvent, root: Path) -> None:
+    event = make_event(int, name="integer_input_event")
+    reply = answer(server.url, event, "42")
+    assert reply.status == 200
+    assert reply.headers["content-type"] == "application/json"
+    body = reply.json()
+    assert body["status"] == "submitted"
+    assert body["request_id"] == event.request_id
+    assert body["value"] == 42
+    assert body["data_type"] == "int"
+    assert isinstance(body["message"], str) and body["message"]
+    stored = json.loads(response_file(root, event).read_text())
+    assert stored["status"] == "completed"
+    assert stored["value"] == 42
+    assert stored["via"] == "json"
+
+
+@pytest.mark.parametrize(
+    "data_type, sent, stored",
+    [(int, -3, -3), (float, "2.5", 2.5), (bool, "Yes", True), (bool, "OFF", False), (str, "  exact\ntext ", None)],
+)
+def test_json_answers_of_each_type(
+    server: HitlServer, make_event: MakeEvent, data_type: type, sent: object, stored: object
+) -> None:
+    event = make_event(data_type)
+    reply = answer(server.url, event, sent)
+    assert reply.status == 200, reply.text
+    expected = sent if stored is None else stored
+    assert reply.json()["value"] == expected
+    status = request(server.url, "GET", status_path(event)).json()
+    assert status["response"]["value"] == expected
+
+
+@pytest.mark.parametrize(
+    "data_type, bad, type_name",
+    [(int, "4.5", "int"), (int, "abc", "int"), (float, "nan", "float"), (bool, "ture", "bool"), (str, 5, "str")],
+)
+def test_json_bad_value_is_400_naming_value_and_type_and_writes_nothing(
+    server: HitlServer, make_event: MakeEvent, root: Path, data_type: type, bad: object, type_name: str
+) -> None:
+    event = make_event(data_type)
+    reply = answer(server.url, event, bad)
+    assert reply.status == 400
+    detail = reply.json()["detail"]
+    assert repr(bad) in detail
+    assert type_name in detail
+    assert not response_file(root, event).exists()
+
+
+def test_json_data_type_must_match_when_given(server: HitlServer, make_event: MakeEvent, root: Path) -> None:
+    event = make_event(int)
+    reply = answer(server.url, event, 5, data_type="str")
+    assert reply.status == 400
+    assert "'str'" in reply.json()["detail"] and "'int'" in reply.json()["detail"]
+    assert not response_file(root, event).exists()
+    assert answer(server.url, event, 5, data_type="int").status == 200
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong", 12345])
+def test_json_without_the_right_token_is_403_and_writes_nothing(
+    server: HitlServer, make_event: MakeEvent, root: Path, token: object
+) -> None:
+    event = make_event()
+    payload: dict[str, object] = {"request_id": event.request_id, "value": 1}
+    if token is not None:
+        payload["token"] = token
+    reply = post_json(server.url, payload)
+    assert reply.status in (401, 403)
+    assert "detail" in reply.json()
+    assert not response_file(root, event).exists()
+
+
+def test_json_unknown_event_is_404_not_found(server: HitlServer) -> None:
+    reply = post_json(server.url, {"request_id": "never-made", "token": "t", "value": 1})
+    assert reply.status == 404
+    assert reply.json()["detail"].startswith("not_found")
+
+
+@pytest.mark.parametrize("bad_id", ["../x", "../../etc/passwd", "a/b", "..", "", "ü", "a" * 129, None, 7])
+def test_json_malformed_ids_are_400_and_nothing_is_written_anywhere(
+    server: HitlServer, root: Path, tmp_path: Path, bad_id: object
+) -> None:
+    root.mkdir(exist_ok=True)
+    before = tree(tmp_path)
+    reply = post_json(server.url, {"request_id": bad_id, "token": "t", "value": 1})
+    assert reply.status == 400
+    assert "request_id" in reply.json()["detail"]
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"", b'{"request_id": "x", ', b"\xff\xfe\x00", b"[" * 200_000 + b"]" * 200_000, b"null", b"[1,2]"],
+    ids=["broken", "empty", "truncated", "binary", "deeply-nested", "null", "array"],
+)
+def test_json_malformed_bodies_are_400(server: HitlServer, body: bytes) -> None:
+    reply = request(server.url, "POST", "/submit/json", body, {"Content-Type": "application/json"})
+    assert reply.status == 400
+    assert "detail" in reply.json()
+
+
+def test_json_without_a_value_is_400(server: HitlServer, make_event: MakeEvent, root: Path) -> None:
+    event = make_event()
+    reply = post_json(server.url, {"request_id": event.request_id, "token": event.token})
+    assert reply.status == 400
+    assert "value" in reply.json()["detail"]
+    assert not response_file(root, event).exists()
+
+
+def test_second_answer_is_409_and_the_first_stays(server: HitlServer, make_event: MakeEvent, root: Path) -> None:
+    event = make_event()
+    assert answer(server.url, event, 1).status == 200
+    first = response_file(root, event).read_bytes()
+    second = answer(server.url, event, 2)
+    assert second.status == 409
+    assert "detail" in second.json()
+    form = submit_form(server.url, {"request_id": event.request_id, "token": event.token, "value": "3"})
+    assert form.status == 409
+    assert "Already answered" in form.text
+    assert response_file(root, event).read_bytes() == first
+    assert request(server.url, "GET", status_path(event)).json()["response"]["value"] == 1
+
+
+def test_64_concurrent_answers_exactly_one_wins(server: HitlServer, make_event: MakeEvent, root: Path) -> None:
+    event = make_event()
+    barrier = threading.Barrier(64)
+    replies: dict[int, Reply] = {}
+
+    def send(i: int) -> None:
+        barrier.wait()
+        replies[i] = answer(server.url, event, i)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(r.status for r in replies.values())
+    assert statuses == [200] + [409] * 63
+    (winner,) = [i for i, r in replies.items() if r.status == 200]
+    assert replies[winner].json()["value"] == winner
+    assert json.loads(response_file(root, event).read_text())["value"] == winner
+
+
+# -- expiry -----------------------------------------------------------------------------------------
+
+
+def test_expired_event_refuses_answers_with_410_and_only_the_expiry_mark_is_written(
+    server: HitlServer, make_event: MakeEvent, root: Path
+) -> None:
+    event = make_event(timeout=0.05)
+    time.sleep(0.1)
+    reply = answer(server.url, event, 7)
+    assert reply.status == 410
+    assert "expired" in reply.json()["detail"]
+    assert tree(root / event.request_id) == ["request.json", "response.json"]
+    mark = json.loads(response_file(root, event).read_text())
+    assert mark["status"] == "expired"
+    assert "value" not in mark
+    status = request(server.url, "GET", status_path(event)).json()
+    assert status["status"] == "expired"
+    page = request(server.url, "GET", form_path(event))
+    assert page.status == 200
+    assert "Expired" in page.text and "<form" not in page.text
+    form = submit_form(server.url, {"request_id": event.request_id, "token": event.token, "value": "7"})
+    assert form.status == 410
+    assert json.loads(response_file(root, event).read_text()) == mark
+
+
+def test_expired_but_unmarked_event_shows_as_expired(server: HitlServer, make_event: MakeEvent, root: Path) -> None:
+    event = make_event(timeout=0.05)
+    time.sleep(0.1)
+    assert request(server.url, "GET", status_path(event)).json()["status"] == "expired"
+    assert "<form" not in request(server.url, "GET", form_path(event)).text
+    assert not response_file(root, event).exists(), "reading never writes"
+
+
+# -- POST /submit (the HTML form) ---------------------------------------------------------------------
+
+
+def test_form_answer_shows_a_success_page(server: HitlServer, make_event: MakeEvent, root: Path) -> None:
+    event = make_event(float)
+    reply = submit_form(server.url, {"request_id": event.request_id, "token": event.token, "value": "2.5"})
+    assert reply.status == 200
+    assert reply.headers["content-type"] == "text/html; charset=utf-8"
+    assert "2.5" in reply.text
+    stored = json.loads(response_file(root, event).read_text())
+    assert stored["value"] == 2.5 and stored["via"] == "form"
+
+
+def test_form_bad_value_re_renders_the_form_with_the_error_and_the_value_kept(
+    server: HitlServer, make_event: MakeEvent, root: Path
+) -> None:
+    event = make_event(int)
+    reply = submit_form(server.url, {"request_id": event.request_id, "token": event.token, "value": "4.5"})
+    assert reply.status == 400
+    page = reply.text
+    assert "<form" in page
+    assert 'value="4.5"' in page, "the value typed is kept"
+    assert "&#x27;4.5&#x27;" in page and "expected int" in page, "the error names value and type"
+    assert f'name="token" value="{event.token}"' in page
+    assert not response_file(root, event).exists()
+
+
+def test_form_bool_refuses_an_unknown_word(server: HitlServer, make_event: MakeEvent, root: Path) -> None:
+    event = make_event(bool)
+    reply = submit_form(server.url, {"request_id": event.request_id, "token": event.token, "value": "ture"})
+    assert reply.status == 400
+    assert "expected bool" in reply.text
+    assert not response_file(root, event).exists()
+
+
+@pytest.mark.parametrize(
+    "fields, status",
+    [
+        ({"token": "wrong", "value": "1"}, 403),
+        ({"value": "1"}, 403),
+        ({"request_id": "../x", "token": "t", "value": "1"}, 400),
+        ({"request_id": "no-such-event", "token": "t", "value": "1"}, 404),
+    ],
+)
+def test_form_refusals_write_nothing(
+    server: HitlServer, make_event: MakeEvent, root: Path, fields: dict[str, str], status: int
+) -> None:
+    event = make_event()
+    fields = {"request_id": event.request_id, **fields}
+    reply = submit_form(server.url, fields)
+    assert reply.status == status
+    assert reply.headers["content-type"] == "text/html; charset=utf-8"
+    assert event.token not in reply.text
+    assert not response_file(root, event).exists()
+
+
+def test_form_needs_a_form_content_type(server: HitlServer, make_event: MakeEvent, root: Path) -> None:
+    event = make_event()
+    body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 1}).encode()
+    reply = request(server.url, "POST", "/submit", body, {"Content-Type": "application/json"})
+    assert reply.status == 415
+    assert not response_file(root, event).exists()
+
+
+def test_form_with_too_many_fields_is_400(server: HitlServer) -> None:
+    body = "&".join(f"f{i}=x" for i in range(100)).encode()
+    assert request(server.url, "POST", "/submit", body, FORM).status == 400
+
+
+# -- escaping -----------------------------------------------------------------------------------------
+
+
+def _assert_escaped(page: str) -> None:
+    assert "<script" not in page.lower()
+    assert "<img" not in page.lower()
+    assert "&lt;script&gt;" in page
+
+
+def test_prompt_and_name_are_escaped_in_every_page(server: HitlServer, make_event: MakeEvent) -> None:
+    event = make_event(str, name=XSS_NAME, prompt=XSS_PROMPT)
+    fields = {"request_id": event.request_id, "token": event.token}
+
+    form = request(server.url, "GET", form_path(event))
+    assert form.status == 200
+    _assert_escaped(form.text)
+    index = request(server.url, "GET", "/")
+    _assert_escaped(index.text)
+
+    success = submit_form(server.url, {**fields, "value": "<script>alert('value')</script>"})
+    assert success.status == 200
+    _assert_escaped(success.text)
+
+    already = request(server.url, "GET", form_path(event))
+    assert "Already answered" in already.text
+    _assert_escaped(already.text)
+    again = submit_form(server.url, {**fields, "value": "second"})
+    assert again.status == 409
+    _assert_escaped(again.text)
+    _assert_escaped(request(server.url, "GET", "/").text)
+
+
+def test_escaping_in_the_error_and_expired_pages(server: HitlServer, make_event: MakeEvent) -> None:
+    event = make_event(int, name=XSS_NAME, prompt=XSS_PROMPT)
+    error = submit_form(
+        server.url, {"request_id": event.request_id, "token": event.token, "value": '"><script>alert(1)</script>'}
+    )
+    assert error.status == 400
+    _assert_escaped(error.text)
+
+    expiring = make_event(int, name=XSS_NAME, prompt=XSS_PROMPT, timeout=0.05)
+    time.sleep(0.1)
+    expired = request(server.url, "GET", form_path(expiring))
+    assert "Expired" in expired.text
+    _assert_escaped(expired.text)
+    refused = submit_form(server.url, {"request_id": expiring.request_id, "token": expiring.token, "value": "1"})
+    assert refused.status == 410
+    _assert_escaped(refused.text)
+
+
+# -- index and status --------------------------------------------------------------------------------
+
+
+def test_index_lists_events_without_tokens_or_links(server: HitlServer, make_event: MakeEvent) -> None:
+    events = [make_event(name=f"event-number-{i}") for i in range(3)]
+    answer(server.url, events[0], 1)
+    reply = request(server.url, "GET", "/")
+    assert reply.status == 200
+    page = reply.text
+    for event in events:
+        assert event.name in page
+        assert event.token not in page
+    assert "token=" not in page
+    assert "/form/" not in page
+
+
+def test_index_of_an_empty_root(server: HitlServer) -> None:
+    reply = request(server.url, "GET", "/")
+    assert reply.status == 200
+    assert "<html" in reply.text
+
+
+def test_status_never_echoes_the_token(server: HitlServer, make_event: MakeEvent) -> None:
+    event = make_event(str, prompt="Say something")
+    pending = request(server.url, "GET", status_path(event))
+    assert pending.status == 200
+    body = pending.json()
+    assert body["request_id"] == event.request_id
+    assert body["status"] == "pending"
+    assert body["response"] is None
+    assert body["request"]["prompt"] == "Say something"
+    assert body["request"]["data_type"] == "str"
+    assert "token" not in body["request"]
+    assert event.token not in pending.text
+
+    answer(server.url, event, "hello")
+    completed = request(server.url, "GET", status_path(event))
+    assert completed.json()["status"] == "completed"
+    assert completed.json()["response"]["value"] == "hello"
+    assert event.token not in completed.text
+
+
+def test_status_refusals(server: HitlServer, make_event: MakeEvent) -> None:
+    event = make_event()
+    assert request(server.url, "GET", status_path(event, "wrong")).status == 403
+    assert request(server.url, "GET", f"/status/{event.request_id}").status == 403
+    unknown = request(server.url, "GET", "/status/never-made?token=x")
+    assert unknown.status == 404
+    assert unknown.json()["detail"].startswith("not_found")
+    assert request(server.url, "GET", "/status/..%2Fx?token=x").status == 400
+
+
+# -- methods, paths, bodies ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method, path, allow",
+    [
+        ("PUT", "/submit/json", "POST"),
+        ("DELETE", "/submit/json", "POST"),
+        ("GET", "/submit/json", "POST"),
+        ("GET", "/submit", "POST"),
+        ("POST", "/health", "GET, HEAD"),
+        ("DELETE", "/", "GET, HEAD"),
+        ("PUT", "/form/abc", "GET, HEAD"),
+        ("FOO", "/status/abc", "GET, HEAD"),
+        ("PATCH", "/health", "GET, HEAD"),
+        ("OPTIONS", "/submit", "POST"),
+    ],
+)
+def test_wrong_method_is_405_with_allow(server: HitlServer, method: str, path: str, allow: str) -> None:
+    reply = request(server.url, method, path)
+    assert reply.status == 405
+    assert reply.headers["allow"] == allow
+    assert method in reply.json()["detail"]
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/nope"), ("POST", "/nope"), ("GET", "/form"), ("FOO", "/x/y")])
+def test_unknown_path_is_404(server: HitlServer, method: str, path: str) -> None:
+    reply = request(server.url, method, path)
+    assert reply.status == 404
+    assert "detail" in reply.json()
+
+
+def test_body_over_one_mebibyte_is_413_and_writes_nothing(
+    server: HitlServer, make_event: MakeEvent, root: Path
+) -> None:
+    event = make_event()
+    head = (
+        "POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {(1 << 20) + 1}\r\n\r\n"
+    ).encode()
+    reply = raw_exchange(server.url, head + b"{" * 1000)
+    assert raw_status(reply) == 413
+    assert b"exceeds" in reply
+    assert not response_file(root, event).exists()
+
+
+def test_body_of_exactly_one_mebibyte_is_accepted(server: HitlServer, make_event: MakeEvent) -> None:
+    event = make_event()
+    body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 9}).encode()
+    body += b" " * ((1 << 20) - len(body))
+    reply = request(server.url, "POST", "/submit/json", body, {"Content-Type": "application/json"})
+    assert reply.status == 200
+    assert reply.json()["value"] == 9
+
+
+@pytest.mark.parametrize(
+    "headers",
+    ["", "Transfer-Encoding: chunked\r\n"],
+    ids=["no-content-length", "chunked"],
+)
+def test_body_without_content_length_is_411(
+    server: HitlServer, make_event: MakeEvent, root: Path, headers: str
+) -> None:
+    event = make_event()
+    body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 1}).encode()
+    data = f"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}\r\n".encode()
+    if headers:
+        data += f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    reply = raw_exchange(server.url, data)
+    assert raw_status(reply) == 411
+    assert not response_file(root, event).exists()
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", "1e3"])
+def test_invalid_content_length_is_400(server: HitlServer, length: str) -> None:
+    data = f"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
+    assert raw_status(raw_exchange(server.url, data)) == 400
+
+
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET / HTTP/9.9\r\n\r\n", 505),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"b" * 70_000 + b"\r\n\r\n", 431),
+    ],
+    ids=["garbage", "bad-version", "huge-request-line", "huge-header"],
+)
+def test_malformed_requests_get_an_error_reply_and_no_traceback(server: HitlServer, data: bytes, status: int) -> None:
+    reply = raw_exchange(server.url, data)
+    assert raw_status(reply) == status
+    assert reply.endswith(b"}"), "a JSON detail, not the standard library's HTML error page"
+    assert request(server.url, "GET", "/health").status == 200
+
+
+# -- connections ---------------------------------------------------------------------------------------
+
+
+def test_a_burst_of_64_simultaneous_connections_is_accepted(server: HitlServer) -> None:
+    host, port = server.server_address[:2]
+    # Connect all 64 before any request is sent: they all wait in the listen backlog at once.
+    socks = [socket.create_connection((str(host), port), timeout=10) for _ in range(64)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        replies = []
+        for sock in socks:
+            chunks = []
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+            replies.append(b"".join(chunks))
+    finally:
+        for sock in socks:
+            sock.close()
+    assert [raw_status(r) for r in replies] == [200] * 64
+    assert all(r.endswith(b'{"status": "healthy"}') for r in replies)
+
+
+def test_64_simultaneous_clients_all_get_answers(server: HitlServer, make_event: MakeEvent) -> None:
+    events = [make_event(name=f"burst-{i}") for i in range(64)]
+    barrier = threading.Barrier(64)
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+
+    def client(event: hitl.Event[Any]) -> None:
+        barrier.wait()
+        try:
+            statuses.append(request(server.url, "GET", form_path(event)).status)
+        except Exception as e:  # a reset would show up here
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(e,)) for e in events]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert statuses == [200] * 64
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(server: HitlServer, make_event: MakeEvent) -> None:
+    event = make_event()
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(str(host), port, timeout=10)
+    body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 5})
+    steps: list[tuple[str, str, str | None, int, bool]] = [
+        ("GET", "/health", None, 200, True),
+        ("HEAD", "/health", None, 200, False),
+        ("GET", "/nope", None, 404, True),
+        ("HEAD", "/nope", None, 404, False),
+        ("GET", "/health", None, 200, True),
+        ("GET", status_path(event), None, 200, True),
+        ("POST", "/submit/json", body, 200, True),
+        ("POST", "/submit/json", body, 409, True),
+        ("PUT", "/health", None, 405, True),
+        ("GET", form_path(event), None, 200, True),
+        ("GET", status_path(event), None, 200, True),
+    ]
+    try:
+        first_sock = None
+        for method, path, payload, status, has_body in steps:
+            headers = {"Content-Type": "application/json"} if payload else {}
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            assert resp.status == status, (method, path, data)
+            assert bool(data) == has_body, (method, path)
+            assert resp.getheader("Connection") != "close"
+            first_sock = first_sock or conn.sock
+            assert conn.sock is first_sock, f"the connection was reopened before {method} {path}"
+    finally:
+        conn.close()
+    assert request(server.url, "GET", status_path(event)).json()["response"]["value"] == 5
+
+
+def test_clients_that_vanish_mid_request_do_not_break_the_server(server: HitlServer, make_event: MakeEvent) -> None:
+    event = make_event()
+    host, port = server.server_address[:2]
+    partials = [
+        b"",  # connect and close
+        b"GET /hea",  # half a request line
+        b"GET /health HTTP/1.1\r\nHost: x\r\n",  # headers never finished
+        b'POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n{"request_id": ',  # short body
+        b"GET " + form_path(event).encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # leaves before the reply
+    ]
+    for data in partials:
+        sock = socket.create_connection((str(host), port), timeout=10)
+        if data:
+            sock.sendall(data)
+        # SO_LINGER 0 makes close() send a reset, the rudest way a client can leave.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+        assert request(server.url, "GET", "/health").status == 200
+    assert answer(server.url, event, 3).status == 200
+
+
+def test_a_slow_client_does_not_block_others(server: HitlServer, make_event: MakeEvent) -> None:
+    event = make_event()
+    host, port = server.server_address[:2]
+    slow = [socket.create_connection((str(host), port), timeout=10) for _ in range(3)]
+    try:
+        slow[0].sendall(b"GET /health HTTP/1.1\r\n")  # and never finishes
+        slow[1].sendall(b"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")  # body stalls
+        for _ in range(5):
+            assert request(server.url, "GET", "/health").status == 200
+        assert answer(server.url, event, 11).status == 200
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+# -- storage failures ------------------------------------------------------------------------------------
+
+
+def test_storage_failure_is_503_not_a_dropped_connection(tmp_path: Path) -> None:
+    broken_root = tmp_path / "a-file"
+    broken_root.write_text("not a directory")
+    store = Store(str(broken_root), sleep=lambda seconds: None)
+    httpd, thread = start_server(store)
+    try:
+        for path in ("/status/some-event?token=t", "/form/some-event?token=t"):
+            reply = request(httpd.url, "GET", path)
+            assert reply.status == 503, reply.body
+            assert reply.headers.get("retry-after")
+            assert str(broken_root) not in reply.text, "clients are not told where the root is"
+        reply = post_json(httpd.url, {"request_id": "some-event", "token": "t", "value": 1})
+        assert reply.status == 503
+    finally:
+        stop_server(httpd, thread)
