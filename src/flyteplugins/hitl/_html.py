@@ -1,4 +1,9 @@
-"""HTML pages and text snippets. Templates are plain strings; every value passes `esc` on its way in."""
+"""HTML pages and text snippets for people: the form, its outcome pages, the index and the Flyte report.
+
+Templates are plain strings and every value passes `esc` on its way in. Pages carry no script and
+load nothing: the one inline stylesheet is allowed by its hash in `csp()`, so the policy can forbid
+everything else (no external sources, no inline script, no framing).
+"""
 
 from __future__ import annotations
 
@@ -9,63 +14,141 @@ import html
 import json
 import shlex
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
+# One stylesheet for every page. Light and dark follow the reader's `prefers-color-scheme`.
+# Touch targets are at least 48px tall and text fields use 18px text (phones zoom into smaller ones).
 _STYLE = """
-:root{color-scheme:light dark;--fg:#1d1d1f;--bg:#f5f5f7;--card:#fff;--muted:#6e6e73;--accent:#3b5bdb;
---ok:#2b8a3e;--err:#c92a2a;--line:#d2d2d7}
-@media (prefers-color-scheme:dark){:root{--fg:#f5f5f7;--bg:#1c1c1e;--card:#2c2c2e;--muted:#a1a1a6;
---accent:#748ffc;--ok:#69db7c;--err:#ff8787;--line:#48484a}}
+:root{color-scheme:light dark;--bg:#f3f4f7;--card:#fff;--fg:#171a21;--muted:#5b6270;--line:#dcdfe6;
+--field:#fff;--chip:#eceef3;--accent:#3346c4;--accent-fg:#fff;--accent-soft:#e8ebfb;--ok:#17753a;
+--ok-soft:#e4f4e9;--err:#b3261e;--err-soft:#fcebea;--warn:#8a5300;--warn-soft:#fdf1dc;
+--shadow:0 1px 2px rgba(16,24,40,.06),0 4px 16px rgba(16,24,40,.06)}
+@media (prefers-color-scheme:dark){:root{--bg:#0f1115;--card:#191c22;--fg:#e8eaef;--muted:#9ea5b2;
+--line:#2d323b;--field:#11141a;--chip:#252a33;--accent:#8fa0ff;--accent-fg:#0b1030;--accent-soft:#222a4d;
+--ok:#6fd394;--ok-soft:#15301f;--err:#ff8f86;--err-soft:#3b1714;--warn:#f3c064;--warn-soft:#3a2b0c;
+--shadow:none}}
 *{box-sizing:border-box}
-body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
-main{max-width:36rem;margin:0 auto;padding:1.25rem}
-.card{background:var(--card);border:1px solid var(--line);border-radius:12px;padding:1.25rem;margin:1rem 0}
-h1{font-size:1.35rem;margin:0 0 .5rem}
-.meta{color:var(--muted);font-size:.9rem;margin:0 0 1rem}
-.prompt{white-space:pre-wrap;font-size:1.1rem;margin:0 0 1rem}
-label{display:block;font-weight:600;margin-bottom:.35rem}
-input[type=text],input[type=number]{width:100%;font-size:1.1rem;padding:.7rem;border:1px solid var(--line);
-border-radius:8px;background:var(--bg);color:var(--fg)}
-.row{display:flex;gap:.75rem;flex-wrap:wrap;margin-top:1rem}
-button{flex:1;min-width:8rem;font-size:1.05rem;padding:.75rem 1rem;border:0;border-radius:8px;
-background:var(--accent);color:#fff;cursor:pointer}
-button.no{background:var(--muted)}
-.error{color:var(--err);font-weight:600}
-.ok{color:var(--ok);font-weight:600}
-.value{font-family:ui-monospace,monospace;font-size:1.1rem;word-break:break-all}
-table{width:100%;border-collapse:collapse;font-size:.95rem}
-td,th{text-align:left;padding:.4rem;border-bottom:1px solid var(--line);vertical-align:top}
+html{-webkit-text-size-adjust:100%;text-size-adjust:100%}
+body{margin:0;background:var(--bg);color:var(--fg);
+font:16px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Noto Sans","Helvetica Neue",Arial,sans-serif}
+main{max-width:35rem;margin:0 auto;padding:1rem 1rem 2.5rem}
+.brand{display:flex;align-items:center;gap:.5rem;margin:.25rem 0 1rem;color:var(--muted);font-size:.875rem;
+font-weight:600;letter-spacing:.02em}
+.brand i{display:inline-block;width:.7rem;height:.7rem;border-radius:3px;background:var(--accent);
+transform:rotate(45deg)}
+.card{background:var(--card);border:1px solid var(--line);border-radius:16px;padding:1.25rem;
+box-shadow:var(--shadow);margin:0 0 1rem}
+h1,h2{line-height:1.25;overflow-wrap:anywhere}
+h1{font-size:1.5rem;margin:0 0 .75rem}
+h2{font-size:1.05rem;margin:0 0 .75rem;display:flex;align-items:center;gap:.5rem}
+p{margin:0 0 .75rem}
+.chips{display:flex;flex-wrap:wrap;gap:.4rem;margin:0 0 1rem;padding:0;list-style:none}
+.chip{display:inline-block;padding:.15rem .6rem;border-radius:999px;background:var(--chip);color:var(--fg);
+font-size:.8125rem;font-weight:600;white-space:nowrap}
+.chip.time{background:var(--accent-soft);color:var(--accent)}
+.chip.done{background:var(--ok-soft);color:var(--ok)}
+.chip.gone{background:var(--warn-soft);color:var(--warn)}
+.prompt{white-space:pre-wrap;overflow-wrap:anywhere;font-size:1.125rem;margin:0 0 1.25rem;padding:.85rem 1rem;
+border-left:4px solid var(--accent);background:var(--bg);border-radius:0 10px 10px 0}
+label,legend{display:block;font-weight:650;margin:0 0 .4rem;padding:0}
+.hint{font-weight:400;color:var(--muted);font-size:.875rem}
+fieldset{border:0;margin:0;padding:0;min-width:0}
+input[type=text],select,textarea{display:block;width:100%;min-height:3rem;font:inherit;font-size:1.125rem;
+padding:.6rem .8rem;color:var(--fg);background:var(--field);border:1.5px solid var(--line);border-radius:10px}
+textarea{min-height:5rem;resize:vertical;font-size:1rem}
+input[aria-invalid=true],textarea[aria-invalid=true]{border-color:var(--err)}
+:focus-visible{outline:3px solid var(--accent);outline-offset:2px}
+input:focus-visible,select:focus-visible,textarea:focus-visible{outline-offset:0;border-color:var(--accent)}
+.actions{display:flex;flex-wrap:wrap;gap:.75rem;margin:1rem 0 0}
+.actions.choices{margin-top:0}
+button{flex:1 1 8rem;min-height:3rem;font:inherit;font-size:1.0625rem;font-weight:650;padding:.65rem 1.1rem;
+border-radius:10px;border:1.5px solid var(--accent);background:var(--accent);color:var(--accent-fg);cursor:pointer;
+overflow-wrap:anywhere}
+button:hover{filter:brightness(1.08)}
+button.second{background:var(--card);color:var(--fg);border-color:var(--line)}
+.yes{background:var(--ok);border-color:var(--ok);color:var(--card)}
+.no{background:var(--err);border-color:var(--err);color:var(--card)}
+.comment{margin:0 0 1.25rem}
+.alert{margin:0 0 1rem;padding:.75rem 1rem;border-radius:10px;background:var(--err-soft);color:var(--err);
+overflow-wrap:anywhere}
+.alert strong{display:block}
+.note{color:var(--muted);font-size:.875rem;margin:1rem 0 0;overflow-wrap:anywhere}
+.state{display:grid;place-items:center;width:3rem;height:3rem;border-radius:50%;font-size:1.5rem;font-weight:700;
+margin:0 0 .75rem;background:var(--chip);color:var(--muted)}
+.state.ok{background:var(--ok-soft);color:var(--ok)}
+.state.bad{background:var(--err-soft);color:var(--err)}
+.state.gone{background:var(--warn-soft);color:var(--warn)}
+.lead{font-size:1.0625rem}
+dl{margin:1rem 0 0;display:grid;grid-template-columns:minmax(5.5rem,auto) 1fr;gap:.5rem 1rem}
+dt{color:var(--muted);font-size:.875rem;padding-top:.1rem}
+dd{margin:0;min-width:0;overflow-wrap:anywhere;white-space:pre-wrap}
+.value{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;font-size:1.05rem;
+font-weight:600;background:var(--chip);padding:.05rem .45rem;border-radius:6px}
+.count{font-size:.8125rem;background:var(--chip);color:var(--muted);border-radius:999px;padding:0 .55rem}
+.events{list-style:none;margin:0;padding:0}
+.events>li{padding:.85rem 0;border-top:1px solid var(--line)}
+.events>li:first-child{border-top:0;padding-top:0}
+.events>li:last-child{padding-bottom:0}
+.events .name{font-weight:650;overflow-wrap:anywhere;margin:0 .4rem .25rem 0}
+.events .text{white-space:pre-wrap;overflow-wrap:anywhere;margin:.25rem 0}
+.events .chips{margin:.4rem 0 .3rem}
+.when{color:var(--muted);font-size:.8125rem;margin:0}
+.empty{color:var(--muted);margin:0}
+@media (min-width:40rem){main{padding-top:2.5rem}.card{padding:1.75rem 2rem}h1{font-size:1.625rem}}
 """
 
 _PAGE = string.Template(
     """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<meta name="referrer" content="no-referrer">
+<meta name="robots" content="noindex,nofollow">
 <title>$title</title><style>$style</style></head>
-<body><main>$body</main></body></html>
+<body><main><div class="brand"><i></i>Flyte · human input</div>
+$body</main></body></html>
 """
 )
 
 _FORM = string.Template(
-    """<div class="card"><h1>$name</h1>
-<p class="meta">Type: $type · $left</p>
+    """<article class="card">
+<h1>$name</h1>
+<ul class="chips"><li class="chip">Type: $type</li><li class="chip time">$left</li></ul>
 <p class="prompt">$prompt</p>
-$error<form method="post" action="/submit">
+$error<form method="post" action="/submit" autocomplete="off">
 <input type="hidden" name="request_id" value="$request_id">
 <input type="hidden" name="token" value="$token">
-$input
-</form></div>"""
+$fields
+</form>
+<p class="note">$footer</p>
+</article>"""
 )
 
-_SIMPLE = string.Template('<div class="card"><h1>$heading</h1><p class="$cls">$message</p>$details</div>')
+_OUTCOME = string.Template(
+    """<article class="card">
+<div class="state $tone" aria-hidden="true">$mark</div>
+<h1>$heading</h1>
+<p class="lead">$message</p>
+$details</article>"""
+)
 
 _INDEX = string.Template(
-    """<h1>Human input</h1><div class="card"><h2>Waiting ($n_pending)</h2>$pending</div>
-<div class="card"><h2>Done ($n_done)</h2>$done</div>
-<p class="meta">Open an event from the link you were given: links carry the event's token
-and are not listed here.</p>"""
+    """<h1>Waiting for people</h1>
+<section class="card"><h2>Waiting <span class="count">$n_pending</span></h2>$pending</section>
+<section class="card"><h2>Answered or expired <span class="count">$n_done</span></h2>$done</section>
+<p class="note">To answer, open the link you were given: each link carries its event's secret token,
+so this page lists events without links.</p>"""
 )
+
+# How a type is described to the person answering, and how its text field behaves on a phone.
+_TYPE_HINTS = {"int": "a whole number, e.g. 42", "float": "a number, e.g. 0.5", "str": "any text"}
+_INPUT_MODES = {"int": "numeric", "float": "decimal", "str": "text"}
+_VIA = {"form": "the web form", "json": "the JSON API", "cli": "the command line", "python": "the Python API"}
+# Choices are shown as buttons while they fit a phone screen comfortably, else as a select.
+_MAX_CHOICE_BUTTONS = 6
+_MAX_CHOICE_BUTTON_TEXT = 40
 
 
 def esc(value: object) -> str:
@@ -75,10 +158,15 @@ def esc(value: object) -> str:
 
 @functools.lru_cache(maxsize=1)
 def csp() -> str:
-    """The Content-Security-Policy for every page: no scripts, no external sources, our one stylesheet."""
+    """The Content-Security-Policy for every page: no scripts, no external sources, our one stylesheet.
+
+    ``img-src data:`` lets the browser's automatic favicon request fail quietly instead of logging a
+    policy violation on every page; nothing else may load.
+    """
     digest = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
     return (
-        f"default-src 'none'; style-src 'sha256-{digest}'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        f"default-src 'none'; style-src 'sha256-{digest}'; img-src data:; form-action 'self'; base-uri 'none'; "
+        "frame-ancestors 'none'"
     )
 
 
@@ -88,92 +176,227 @@ def page(title: str, body: str) -> str:
 
 
 def time_left(seconds: float) -> str:
-    """'12m 05s left', or 'expired'."""
+    """'1h 05m left', '12m 05s left', '45s left', or 'expired'."""
     if seconds <= 0:
         return "expired"
     s = int(seconds)
     hours, rest = divmod(s, 3600)
-    return (f"{hours}h " if hours else "") + f"{rest // 60}m {rest % 60:02d}s left"
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m left"
+    if minutes:
+        return f"{minutes}m {secs:02d}s left"
+    return f"{secs}s left"
 
 
-def _input(type_name: str, value: str) -> str:
-    if type_name == "bool":
-        return (
-            '<p class="meta">Choose one:</p><div class="row">'
-            '<button type="submit" name="value" value="true" autofocus>Yes (true)</button>'
-            '<button type="submit" name="value" value="false" class="no">No (false)</button></div>'
-        )
-    attrs = {
-        "int": 'type="number" step="1" inputmode="numeric"',
-        "float": 'type="number" step="any" inputmode="decimal"',
-        "str": 'type="text"',
-    }[type_name]
+def when(timestamp: object) -> str:
+    """A stored UTC timestamp as people read it: '2026-11-25 12:06 UTC' (the text itself if unparsable)."""
+    try:
+        moment = datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+    except ValueError:
+        return str(timestamp)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def shown_value(value: object) -> str:
+    """An answer as people read it: bools as yes/no, text as is, numbers as JSON writes them."""
+    if isinstance(value, bool):
+        return "Yes (true)" if value else "No (false)"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def source(response: Mapping[str, Any]) -> str:
+    """Who or what gave an answer: 'the web form, alice@example.com from 10.0.0.7' (from the audit record)."""
+    via = str(response.get("via") or "")
+    parts = [_VIA.get(via, via)] if via else []
+    who = " from ".join(str(response[k]) for k in ("identity", "client") if response.get(k))
+    if who:
+        parts.append(who)
+    return ", ".join(parts)
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """`text` with its whitespace (newlines included) collapsed, cut to `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _text_field(type_name: str, value: str, invalid: bool) -> str:
+    # type=text, not type=number: a number field silently drops what it cannot parse ("1,5", "12k"),
+    # so the person would never see why; inputmode still brings up the numeric keypad on phones.
+    described = 'aria-describedby="error" aria-invalid="true"' if invalid else ""
     return (
-        f'<label for="value">Your answer ({esc(type_name)})</label>'
-        f'<input id="value" name="value" {attrs} value="{esc(value)}" required autofocus autocomplete="off">'
-        '<div class="row"><button type="submit">Submit</button></div>'
+        f'<label for="value">Your answer <span class="hint">({esc(_TYPE_HINTS[type_name])})</span></label>'
+        f'<input id="value" name="value" type="text" inputmode="{_INPUT_MODES[type_name]}" value="{esc(value)}" '
+        f'required autofocus autocomplete="off" autocapitalize="off" spellcheck="false" enterkeyhint="send" '
+        f"{described}>"
+        '<div class="actions"><button type="submit">Submit answer</button></div>'
     )
 
 
-def form_page(request: Mapping[str, Any], seconds_left: float, value: str = "", error: str = "") -> str:
-    """The answer form for a pending event, optionally with an error and the value typed before."""
+def _choice_fields(choices: Sequence[object], value: str) -> str:
+    # Buttons get no autofocus, like yes/no: Enter must not pick an answer by accident.
+    shown = [shown_value(c) for c in choices]
+    if len(choices) <= _MAX_CHOICE_BUTTONS and all(len(s) <= _MAX_CHOICE_BUTTON_TEXT for s in shown):
+        buttons = "".join(
+            f'<button type="submit" name="value" value="{esc(_wire(c))}">{esc(s)}</button>'
+            for c, s in zip(choices, shown, strict=True)
+        )
+        return f'<fieldset><legend>Choose one</legend><div class="actions choices">{buttons}</div></fieldset>'
+    options = "".join(
+        f'<option value="{esc(_wire(c))}"{" selected" if _wire(c) == value else ""}>{esc(s)}</option>'
+        for c, s in zip(choices, shown, strict=True)
+    )
+    return (
+        '<label for="value">Your answer</label>'
+        f'<select id="value" name="value" required autofocus><option value="">Choose one…</option>{options}</select>'
+        '<div class="actions"><button type="submit">Submit answer</button></div>'
+    )
+
+
+def _bool_fields(request: Mapping[str, Any], comment: str, invalid: bool) -> str:
+    # No autofocus here: Enter on a focused button would answer a yes/no question by accident.
+    required = bool(request.get("comment_required_on_reject"))
+    hint = "(required to answer No)" if required else "(optional, kept with the answer)"
+    described = ' aria-describedby="error" aria-invalid="true"' if invalid and required else ""
+    # The comment comes first: people write it, then press the button that sends both.
+    return (
+        f'<div class="comment"><label for="comment">Comment <span class="hint">{esc(hint)}</span></label>'
+        f'<textarea id="comment" name="comment" rows="2" maxlength="4000"{described}>{esc(comment)}</textarea></div>'
+        '<fieldset><legend>Your answer</legend><div class="actions choices">'
+        '<button type="submit" name="value" value="true" class="yes">Yes</button>'
+        '<button type="submit" name="value" value="false" class="no">No</button></div></fieldset>'
+    )
+
+
+def _wire(value: object) -> str:
+    """A choice as the form sends it back (the server parses it with the event's type)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def form_page(
+    request: Mapping[str, Any], seconds_left: float, value: str = "", error: str = "", *, comment: str = ""
+) -> str:
+    """The answer form for a pending event, optionally re-shown with an error and what was typed before."""
+    type_name = str(request["data_type"])
+    choices = request.get("choices")
+    if type_name == "bool":
+        fields = _bool_fields(request, comment, bool(error))
+    elif choices:
+        fields = _choice_fields(choices, value)
+    else:
+        fields = _text_field(type_name, value, bool(error))
+    footer = f"Open until {when(request['expires_at'])}."
+    if request.get("default") is not None:
+        footer += f" Without an answer by then, the task goes on with {shown_value(request['default'])}."
+    alert = (
+        f'<div class="alert" id="error" role="alert"><strong>That answer was not accepted.</strong>{esc(error)}</div>'
+        if error
+        else ""
+    )
     body = _FORM.substitute(
         name=esc(request["event_name"]),
-        type=esc(request["data_type"]),
+        type=esc(type_name),
         left=esc(time_left(seconds_left)),
         prompt=esc(request["prompt"]),
-        error=f'<p class="error" role="alert">{esc(error)}</p>' if error else "",
+        error=alert,
         request_id=esc(request["request_id"]),
         token=esc(request["token"]),
-        input=_input(request["data_type"], value),
+        fields=fields,
+        footer=esc(footer),
     )
     return page(f"{request['event_name']} · human input", body)
 
 
+def _outcome_page(title: str, heading: str, message: str, tone: str, mark: str, details: str = "") -> str:
+    body = _OUTCOME.substitute(tone=tone, mark=mark, heading=esc(heading), message=esc(message), details=details)
+    return page(title, body)
+
+
 def message_page(heading: str, message: str, *, ok: bool = False, details: str = "") -> str:
     """A simple page: a heading, one message line, and optional escaped detail HTML."""
-    body = _SIMPLE.substitute(heading=esc(heading), cls="ok" if ok else "error", message=esc(message), details=details)
-    return page(heading, body)
+    return _outcome_page(heading, heading, message, "ok" if ok else "bad", "✓" if ok else "×", details)
+
+
+def _summary(rows: list[tuple[str, str, bool]]) -> str:
+    """A definition list of (label, text, is_value) rows; the texts are escaped here."""
+    items = "".join(
+        f"<dt>{esc(label)}</dt><dd>" + (f'<span class="value">{esc(text)}</span>' if is_value else esc(text)) + "</dd>"
+        for label, text, is_value in rows
+    )
+    return f"<dl>{items}</dl>"
 
 
 def answered_page(request: Mapping[str, Any], response: Mapping[str, Any], *, just_now: bool) -> str:
     """The page for an event that has its answer (the success page when `just_now`)."""
-    value = json.dumps(response.get("value"), ensure_ascii=False)
-    details = (
-        f'<p class="meta">{esc(request["event_name"])}: {esc(request["prompt"])}</p>'
-        f'<p>Answer: <span class="value">{esc(value)}</span></p>'
-        f'<p class="meta">Answered at {esc(response.get("answered_at", "?"))}</p>'
-    )
+    rows = [
+        ("Event", str(request["event_name"]), False),
+        ("Question", str(request["prompt"]), False),
+        ("Answer", shown_value(response.get("value")), True),
+    ]
+    if response.get("comment"):
+        rows.append(("Comment", str(response["comment"]), False))
+    rows.append(("Answered", when(response.get("answered_at", "?")), False))
+    details = _summary(rows)
     if just_now:
-        return message_page("Thank you", "Your answer was received.", ok=True, details=details)
-    return message_page("Already answered", "This event already has its answer; nothing was changed.", details=details)
+        return _outcome_page(
+            "Answer received",
+            "Answer received",
+            "Thank you. The waiting task goes on with your answer; you can close this page.",
+            "ok",
+            "✓",
+            details,
+        )
+    return _outcome_page(
+        "Already answered",
+        "Already answered",
+        "This event already has its answer; the first answer counts and nothing was changed.",
+        "info",
+        "i",
+        details,
+    )
 
 
-def expired_page(request: Mapping[str, Any]) -> str:
-    """The page for an event whose timeout passed."""
-    details = f'<p class="meta">{esc(request["event_name"])}: {esc(request["prompt"])}</p>'
-    return message_page("Expired", f"This event stopped taking answers at {request['expires_at']}.", details=details)
+def expired_page(request: Mapping[str, Any], response: Mapping[str, Any] | None = None) -> str:
+    """The page for an event whose timeout passed (with the default it used, when it had one)."""
+    rows = [("Event", str(request["event_name"]), False), ("Question", str(request["prompt"]), False)]
+    message = f"This event stopped taking answers at {when(request['expires_at'])}."
+    default = (response or {}).get("value") if (response or {}).get("default_applied") else request.get("default")
+    if default is not None:
+        rows.append(("Default used", shown_value(default), True))
+    return _outcome_page("Expired", "This question has expired", message, "gone", "!", _summary(rows))
 
 
 def index_page(rows: list[tuple[Mapping[str, Any], str, float]]) -> str:
     """The list of events: (request, status, seconds left) per row. No tokens, no links."""
 
-    def table(items: list[tuple[Mapping[str, Any], str, float]], last: str) -> str:
-        if not items:
-            return '<p class="meta">None.</p>'
-        head = f"<tr><th>Name</th><th>Prompt</th><th>Type</th><th>Created</th><th>{esc(last)}</th></tr>"
-        body = "".join(
-            f"<tr><td>{esc(r['event_name'])}</td><td>{esc(r['prompt'])}</td><td>{esc(r['data_type'])}</td>"
-            f"<td>{esc(r.get('created_at', ''))}</td>"
-            f"<td>{esc(time_left(left) if status == 'pending' else status)}</td></tr>"
-            for r, status, left in items
-        )
-        return f"<table>{head}{body}</table>"
+    def items(selected: list[tuple[Mapping[str, Any], str, float]], pending: bool) -> str:
+        if not selected:
+            return f'<p class="empty">{"Nothing is waiting." if pending else "None yet."}</p>'
+        out = []
+        for r, status, left in selected:
+            if pending:
+                state = f'<li class="chip time">{esc(time_left(left))}</li>'
+            elif status == "completed":
+                state = '<li class="chip done">answered</li>'
+            else:
+                state = f'<li class="chip gone">{esc(status)}</li>'
+            out.append(
+                f'<li><div class="name">{esc(r["event_name"])}</div>'
+                f'<p class="text">{esc(one_line(str(r["prompt"]), 280))}</p>'
+                f'<ul class="chips"><li class="chip">{esc(r["data_type"])}</li>{state}</ul>'
+                f'<p class="when">Created {esc(when(r.get("created_at", "")))}</p></li>'
+            )
+        return f'<ul class="events">{"".join(out)}</ul>'
 
     pending = [row for row in rows if row[1] == "pending"]
     done = [row for row in rows if row[1] != "pending"]
     body = _INDEX.substitute(
-        n_pending=len(pending), pending=table(pending, "Time left"), n_done=len(done), done=table(done, "Status")
+        n_pending=len(pending), pending=items(pending, True), n_done=len(done), done=items(done, False)
     )
     return page("Human input", body)
 
@@ -185,18 +408,54 @@ def curl_command(api_url: str, request_id: str, token: str, type_name: str) -> s
     return f"curl -sS -X POST {shlex.quote(api_url)} -H 'Content-Type: application/json' -d {shlex.quote(body)}"
 
 
+# The report is shown inside Flyte's report page, which has no policy of ours: inline styles are fine,
+# and class names are prefixed so they cannot clash with other tabs.
+_REPORT_STYLE = (
+    "<style>.hitl{font:15px/1.5 -apple-system,BlinkMacSystemFont,'Segoe UI',Roboto,sans-serif;max-width:48rem}"
+    ".hitl h2{font-size:1.25rem;margin:0 0 .5rem}.hitl-chip{display:inline-block;padding:.1rem .55rem;"
+    "border-radius:999px;background:#eceef3;font-size:.8rem;font-weight:600;margin-right:.35rem}"
+    ".hitl-wait{background:#e8ebfb;color:#3346c4}.hitl-ok{background:#e4f4e9;color:#17753a}"
+    ".hitl-gone{background:#fdf1dc;color:#8a5300}.hitl-prompt{white-space:pre-wrap;border-left:4px solid #3346c4;"
+    "padding:.5rem .9rem;background:#f3f4f7;margin:.75rem 0}.hitl-answer{font-size:1.1rem}"
+    ".hitl-answer code{background:#eceef3;padding:.1rem .4rem;border-radius:5px;font-weight:600}"
+    ".hitl-button{display:inline-block;padding:.5rem 1rem;border-radius:8px;background:#3346c4;color:#fff;"
+    "text-decoration:none;font-weight:600}.hitl pre{white-space:pre-wrap;word-break:break-all;background:#171a21;"
+    "color:#e8eaef;padding:.75rem 1rem;border-radius:8px;font-size:.85rem}.hitl-meta{color:#5b6270;font-size:.85rem}"
+    "</style>"
+)
+
+
 def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
     """The event's section in a Flyte report: prompt, link, curl and, once answered, the value."""
+    type_name = esc(event.data_type.__name__)
     if response is None:
-        state = f"<p>Waiting for an answer until {esc(event.expires_at)}.</p>"
+        chip = '<span class="hitl-chip hitl-wait">waiting</span>'
+        state = f"<p>Waiting for an answer until {esc(when(event.expires_at))}.</p>"
     elif response.get("status") == "completed":
-        value = json.dumps(response.get("value"), ensure_ascii=False)
-        state = f"<p><b>Answered</b>: <code>{esc(value)}</code> at {esc(response.get('answered_at', ''))}</p>"
+        chip = '<span class="hitl-chip hitl-ok">answered</span>'
+        by = source(response)
+        state = (
+            f'<p class="hitl-answer">Answer: <code>{esc(shown_value(response.get("value")))}</code></p>'
+            f'<p class="hitl-meta">Answered at {esc(when(response.get("answered_at", "")))}'
+            + (f" through {esc(by)}" if by else "")
+            + ".</p>"
+            + (f"<p>Comment: {esc(response['comment'])}</p>" if response.get("comment") else "")
+        )
+    elif response.get("default_applied"):
+        chip = '<span class="hitl-chip hitl-gone">timed out</span>'
+        state = (
+            '<p class="hitl-answer">No answer in time; the default was used: '
+            f"<code>{esc(shown_value(response.get('value')))}</code></p>"
+        )
     else:
+        chip = '<span class="hitl-chip hitl-gone">expired</span>'
         state = "<p><b>Expired</b> without an answer.</p>"
     return (
-        f"<h2>{esc(event.name)} ({esc(event.data_type.__name__)})</h2>"
-        f'<p style="white-space:pre-wrap">{esc(event.prompt)}</p>{state}'
-        f'<p><a href="{esc(event.form_url)}" target="_blank" rel="noopener noreferrer">Open the form</a></p>'
-        f"<pre>{esc(event.curl_command)}</pre>"
+        f'{_REPORT_STYLE}<div class="hitl"><h2>{esc(event.name)}</h2>'
+        f'<p><span class="hitl-chip">{type_name}</span>{chip}</p>'
+        f'<p class="hitl-prompt">{esc(event.prompt)}</p>{state}'
+        f'<p><a class="hitl-button" href="{esc(event.form_url)}" target="_blank" rel="noopener noreferrer">'
+        "Open the form</a></p>"
+        f"<p>Or answer from a terminal:</p><pre>{esc(event.curl_command)}</pre>"
+        f'<p class="hitl-meta">Request id {esc(event.request_id)}</p></div>'
     )
