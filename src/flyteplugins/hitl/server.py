@@ -314,7 +314,7 @@ class HitlHandler(BaseHTTPRequestHandler):
         rows.sort(key=lambda row: str(row[0].get("created_at", "")), reverse=True)
         self._send_html(200, _html.index_page(rows))
 
-    def _page_for(self, request: Record, *, value: str = "", error: str = "") -> tuple[int, str]:
+    def _page_for(self, request: Record, *, value: str = "", error: str = "", comment: str = "") -> tuple[int, str]:
         """The form for a pending event (400 when re-shown with an error), else the event's state."""
         response = self.server.store.read_response(request["request_id"])
         status = _answers.status_of(request, response)
@@ -322,7 +322,8 @@ class HitlHandler(BaseHTTPRequestHandler):
             return 200, _html.answered_page(request, response, just_now=False)
         if status == "expired":
             return 200, _html.expired_page(request)
-        return (400 if error else 200), _html.form_page(request, seconds_left(request), value, error)
+        left = seconds_left(request)
+        return (400 if error else 200), _html.form_page(request, left, value, error, comment=comment)
 
     def _get_form(self, request_id: str) -> None:
         try:
@@ -364,7 +365,7 @@ class HitlHandler(BaseHTTPRequestHandler):
         try:
             response = self._submit(request, value, "form", comment)
         except InvalidValueError as e:
-            self._send_html(*self._page_for(request, value=value, error=str(e)))
+            self._send_html(*self._page_for(request, value=value, error=str(e), comment=comment or ""))
             return
         except AlreadyAnsweredError as e:
             self._send_html(409, _html.answered_page(request, e.response, just_now=False))
