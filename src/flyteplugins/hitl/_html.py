@@ -179,7 +179,8 @@ def time_left(seconds: float) -> str:
     """'1h 05m left', '12m 05s left', '45s left', or 'expired'."""
     if seconds <= 0:
         return "expired"
-    s = int(seconds)
+    # Rounded, so a fresh one-hour event reads "1h 00m left" rather than "59m 59s left".
+    s = max(1, round(seconds))
     hours, rest = divmod(s, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
@@ -210,13 +211,14 @@ def shown_value(value: object) -> str:
 
 
 def source(response: Mapping[str, Any]) -> str:
-    """Who or what gave an answer: 'the web form, alice@example.com from 10.0.0.7' (from the audit record)."""
+    """How and from whom an answer came, from its audit record: 'the web form by ann@example.com from 10.0.0.7'."""
     via = str(response.get("via") or "")
     parts = [_VIA.get(via, via)] if via else []
-    who = " from ".join(str(response[k]) for k in ("identity", "client") if response.get(k))
-    if who:
-        parts.append(who)
-    return ", ".join(parts)
+    if response.get("identity"):
+        parts.append(f"by {response['identity']}")
+    if response.get("client"):
+        parts.append(f"from {response['client']}")
+    return " ".join(parts)
 
 
 def one_line(text: str, limit: int = 160) -> str:
@@ -437,7 +439,7 @@ def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
         state = (
             f'<p class="hitl-answer">Answer: <code>{esc(shown_value(response.get("value")))}</code></p>'
             f'<p class="hitl-meta">Answered at {esc(when(response.get("answered_at", "")))}'
-            + (f" through {esc(by)}" if by else "")
+            + (f" via {esc(by)}" if by else "")
             + ".</p>"
             + (f"<p>Comment: {esc(response['comment'])}</p>" if response.get("comment") else "")
         )
