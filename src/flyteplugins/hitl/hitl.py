@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import contextvars
 import hashlib
+import logging
 import math
 import os
 import re
@@ -413,8 +414,7 @@ class _WaitLoop:
             return True, _outcome(event, response)
         if now >= self._next_note:
             self._next_note = now + event.note_every_seconds
-            left = max(0, int(self._deadline - now))
-            _say(f"waiting for {event.name!r} ({event.request_id}) … {left // 60}m {left % 60:02d}s left")
+            _say(f"waiting for {event.name!r} … {_html.time_left(max(1.0, self._deadline - now))}")
         return False, None
 
 
@@ -422,24 +422,36 @@ def _outcome(event: Event[Any], response: Record) -> Any:
     event._response = response
     if response.get("status") != "completed":
         if not response.get("default_applied"):
+            _say(f"{event.name!r} expired without an answer")
+            _update_report(event, response)
             raise EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
         value = parse_value(response.get("value"), type_name(event.data_type))
         _say(f"{event.name!r} timed out; using its default {value!r}")
         _update_report(event, response)
         return value
     value = parse_value(response.get("value"), type_name(event.data_type))
-    source = " ".join(str(response[k]) for k in ("via", "client") if response.get(k))
-    _say(f"{event.name!r} answered: {value!r}" + (f" (via {source})" if source else ""))
+    source = _html.source(response)
+    comment = f', comment "{_html.one_line(str(response["comment"]), 80)}"' if response.get("comment") else ""
+    _say(f"{event.name!r} answered: {value!r}" + (f" (via {source}{comment})" if source or comment else ""))
     _update_report(event, response)
     return value
 
 
 def _say(line: str) -> None:
-    print(f"[hitl] {line}", file=sys.stdout, flush=True)
+    """Print one console line; text the console cannot encode is escaped rather than lost or fatal."""
+    text = f"[hitl] {line}"
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        text = text.encode("ascii", "backslashreplace").decode("ascii")
+    print(text, file=sys.stdout, flush=True)
 
 
 def _announce(event: Event[Any]) -> None:
-    _say(f"waiting for {event.name!r} ({type_name(event.data_type)}): {event.prompt}")
+    # One line each, never wrapped or split, so a triple-click copies the whole URL or command.
+    left = _html.time_left(seconds_left(event._request))
+    _say(f"waiting for {event.name!r} ({type_name(event.data_type)}, {left}): {_html.one_line(event.prompt)}")
     _say(f"form: {event.form_url}")
     _say(f"curl: {event.curl_command}")
     if event._notify_url:
@@ -461,10 +473,17 @@ def _update_report(event: Event[Any], response: Record | None) -> None:
     report.get_tab(f"HITL: {event.name}").replace(_html.report_section(event, response))
     import flyte.report
 
+    def flush() -> None:
+        # The report is a convenience: failing to write it must not fail the wait.
+        try:
+            asyncio.run(flyte.report.flush.aio())
+        except Exception as e:
+            logging.getLogger("flyteplugins.hitl").warning("could not update the Flyte report: %s", e)
+
     # flush is async; run it on a private loop in a thread that carries this thread's context,
     # which works whether or not the caller is itself inside an event loop.
     context = contextvars.copy_context()
-    thread = threading.Thread(target=context.run, args=(asyncio.run, flyte.report.flush.aio()), daemon=True)
+    thread = threading.Thread(target=context.run, args=(flush,), daemon=True)
     thread.start()
     thread.join()
 
