@@ -1,0 +1,204 @@
+"""A real S3-protocol server for tests: moto's standalone server on 127.0.0.1, port 0.
+
+Two adjustments, both outside the code under test:
+
+- moto checks ``If-None-Match: *`` and then writes, without a lock, so two simultaneous
+  conditional PUTs to one key can both succeed (seen about once in a hundred rounds of 32
+  racers). S3, GCS and Azure make that check and the write one atomic step; a lock around
+  conditional PUTs gives moto the same behaviour, so a race test checks our code, not moto's.
+- every request is recorded (method, path), so tests can count what a poll costs.
+
+A `Door` is a TCP relay in front of the server: closing it drops every open connection and
+refuses new ones (an outage for whoever goes through it), while the server itself stays up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from moto.server import ThreadedMotoServer
+
+ACCESS_KEY = "hitl-test-key"
+SECRET_KEY = "hitl-test-secret"
+REGION = "us-east-1"
+
+
+class _Recorder:
+    """WSGI middleware: conditional PUTs run one at a time; every request is recorded."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._put_lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with self._lock:
+            self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
+        if environ["REQUEST_METHOD"] == "PUT" and environ.get("HTTP_IF_NONE_MATCH"):
+            with self._put_lock:
+                return list(self.app(environ, start_response))
+        return self.app(environ, start_response)
+
+
+class MotoS3:
+    """moto's S3 server in this process, with conditional PUTs made atomic and requests recorded."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: ThreadedMotoServer | None = None
+        self._recorder: _Recorder | None = None
+        self.requests: list[tuple[str, str]] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoS3:
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        server.start()
+        self.port = server.get_host_and_port()[1]
+        wsgi = server._server  # werkzeug's server: the only place to put middleware in front of moto
+        assert wsgi is not None
+        self._recorder = _Recorder(wsgi.app)
+        self._recorder.requests = self.requests
+        wsgi.app = self._recorder
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            assert self._server._server is not None
+            self._server._server.server_close()
+            self._server = None
+
+    def count(self, method: str, path_contains: str) -> int:
+        """How many `method` requests had `path_contains` in their path."""
+        return sum(1 for m, p in list(self.requests) if m == method and path_contains in p)
+
+
+class S3Bucket:
+    """A bucket on a `MotoS3` door and the settings Flyte's storage layer reads to reach it."""
+
+    def __init__(self, door: MotoS3, name: str | None = None) -> None:
+        import boto3
+
+        self.door = door
+        self.name = name or f"hitl-{uuid.uuid4().hex[:12]}"
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=door.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+        )
+        self.client.create_bucket(Bucket=self.name)
+
+    def env(self, door: Door | None = None) -> dict[str, str]:
+        """Flyte's S3 settings (as ``flyte.storage`` reads them) for this bucket, optionally through `door`."""
+        return {
+            "FLYTE_AWS_ENDPOINT": (door or self.door).endpoint,
+            "FLYTE_AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "FLYTE_AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        }
+
+    def new_root(self, label: str = "root") -> str:
+        """A fresh ``s3://`` root (a prefix nobody else uses)."""
+        return f"s3://{self.name}/{label}-{uuid.uuid4().hex[:8]}"
+
+    def key(self, root: str, *parts: str) -> str:
+        prefix = root.removeprefix(f"s3://{self.name}/")
+        return "/".join((prefix, *parts))
+
+    def get_json(self, root: str, *parts: str) -> Any:
+        """Read one object with boto3 and parse it as JSON."""
+        body = self.client.get_object(Bucket=self.name, Key=self.key(root, *parts))["Body"].read()
+        return json.loads(body)
+
+    def keys(self, root: str) -> list[str]:
+        prefix = self.key(root, "")
+        listing = self.client.list_objects_v2(Bucket=self.name, Prefix=prefix)
+        return sorted(o["Key"].removeprefix(prefix) for o in listing.get("Contents", []))
+
+
+def closed_port() -> int:
+    """A local port that nothing listens on (connections are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Door:
+    """A TCP relay to 127.0.0.1:`target_port` that can be closed (dropping every connection) and reopened."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Door:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            conns, self._conns = self._conns, set()
+        for sock in [*conns, *([listener] if listener else [])]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                self._conns.discard(src)
+                self._conns.discard(dst)
+            src.close()

@@ -1,0 +1,527 @@
+"""Object storage (`_store`'s object backend) against a real S3-protocol server (moto, in server mode).
+
+The waiting process, the form servers and the test talk to the bucket through separate
+processes and sockets, as pods in a cluster do; nothing of boto or of this package is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import post_json, request, run_python
+from s3_helpers import Door, MotoS3, S3Bucket, closed_port
+
+from flyteplugins.hitl import StorageError
+from flyteplugins.hitl._store import Store
+
+FORM_LINE = re.compile(r"\[hitl\] form: (?P<endpoint>http://[^/\s]+)/form/(?P<id>[A-Za-z0-9_-]+)\?token=(?P<token>\S+)")
+
+
+# -- fixtures and process helpers -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoS3]:
+    door = MotoS3().start()
+    yield door
+    door.stop()
+
+
+@pytest.fixture(scope="session")
+def bucket(moto: MotoS3) -> S3Bucket:
+    return S3Bucket(moto)
+
+
+@pytest.fixture
+def s3_root(bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh s3:// root, set as FLYTE_HITL_ROOT along with Flyte's S3 settings for the moto server."""
+    root = bucket.new_root()
+    for key, value in bucket.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FLYTE_HITL_ROOT", root)
+    monkeypatch.delenv("FLYTE_HITL_ENDPOINT", raising=False)
+    return root
+
+
+class Proc:
+    """A child process whose output lines are collected in the background."""
+
+    def __init__(self, popen: subprocess.Popen[str]) -> None:
+        self.popen = popen
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, pattern: str | re.Pattern[str], timeout: float = 60) -> re.Match[str]:
+        """Wait for an output line matching `pattern` and return the match."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no line matching {regex.pattern!r} in {timeout}s; output:\n" + self.text
+                ) from None
+            if line is None:
+                raise AssertionError(f"process ended before {regex.pattern!r}; output:\n" + self.text)
+            self.lines.append(line)
+            match = regex.search(line)
+            if match:
+                return match
+
+    def finish(self, timeout: float = 60) -> str:
+        """Wait for the process to exit; return all of its output."""
+        self.popen.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def kill(self) -> None:
+        """Kill the process if it still runs, and release its pipe."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=30)
+        self._reader.join(timeout=10)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Processes started by a test; any still running at the end are killed."""
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+def python(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[str]:
+    """Start this venv's interpreter with `argv`, output (stdout and stderr) piped as text."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, *argv], env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def start_server(procs: list[Proc], root: str, env: dict[str, str] | None = None) -> str:
+    """A standalone form server (``python -m flyteplugins.hitl serve``) for `root`; returns its URL."""
+    proc = Proc(python("-m", "flyteplugins.hitl", "serve", "--root", root, "--port", "0", env=env))
+    procs.append(proc)
+    return proc.expect(r"^serving (\S+) at (http://\S+)$").group(2)
+
+
+WAITER = """
+import json, os, sys
+from flyteplugins.hitl._store import Store
+for name in ("attempts", "backoff_seconds", "max_backoff_seconds"):
+    if os.environ.get("T_" + name.upper()):
+        setattr(Store, name, type(getattr(Store, name))(os.environ["T_" + name.upper()]))
+import flyteplugins.hitl as hitl
+event = hitl.new_event("replicas", data_type=int, prompt="How many replicas?", poll_interval_seconds=0.2,
+                       timeout_seconds=120)
+try:
+    print("RESULT", json.dumps(event.wait()), flush=True)
+except hitl.StorageError as e:
+    print("STORAGE_ERROR", json.dumps({"root": e.root, "message": str(e)}), flush=True)
+    sys.exit(3)
+"""
+
+
+def start_waiter(procs: list[Proc], endpoint: str, env: dict[str, str] | None = None) -> tuple[Proc, str, str]:
+    """A process waiting on a new event (polling only; its form server is `endpoint`): (proc, id, token)."""
+    proc = Proc(run_python(WAITER, env={"FLYTE_HITL_ENDPOINT": endpoint, **(env or {})}))
+    procs.append(proc)
+    match = proc.expect(FORM_LINE)
+    assert match.group("endpoint") == endpoint
+    return proc, match.group("id"), match.group("token")
+
+
+# -- the store on S3 --------------------------------------------------------------------------------
+
+
+def test_store_layout_create_only_and_listing_on_s3(s3_root: str, bucket: S3Bucket) -> None:
+    store = Store(s3_root)
+    assert store.read_request("ev-1") is None
+    assert store.create_request({"request_id": "ev-1", "prompt": "Größe? <b>"}) is True
+    assert store.create_request({"request_id": "ev-1", "prompt": "second"}) is False
+    assert store.create_response("ev-1", {"status": "completed", "value": 3}) is True
+    assert store.create_response("ev-1", {"status": "completed", "value": 4}) is False
+    assert store.create_request({"request_id": "ev-2"}) is True
+    assert store.read_request("ev-1") == {"request_id": "ev-1", "prompt": "Größe? <b>"}
+    assert store.read_response("ev-1") == {"status": "completed", "value": 3}
+    assert sorted(store.list_ids()) == ["ev-1", "ev-2"]
+    assert bucket.keys(s3_root) == ["ev-1/request.json", "ev-1/response.json", "ev-2/request.json"]
+    assert bucket.get_json(s3_root, "ev-1", "response.json") == {"status": "completed", "value": 3}
+
+
+def test_a_root_ending_in_a_slash_and_a_bucket_root_work(s3_root: str, bucket: S3Bucket) -> None:
+    assert Store(s3_root + "/").create_request({"request_id": "slash"})
+    assert Store(s3_root).read_request("slash") == {"request_id": "slash"}
+    whole = Store(f"s3://{bucket.name}")
+    assert whole.read_request("nothing-here") is None
+    assert whole.root == f"s3://{bucket.name}"
+
+
+def test_one_poll_is_one_get_and_one_create_is_one_put(s3_root: str, moto: MotoS3) -> None:
+    store = Store(s3_root)
+    store.create_request({"request_id": "costly"})
+    prefix = s3_root.split("/", 3)[3] + "/costly/"
+    gets, puts, heads = (moto.count(m, prefix) for m in ("GET", "PUT", "HEAD"))
+    for _ in range(10):
+        assert store.read_response("costly") is None
+    assert store.create_response("costly", {"status": "completed", "value": 1})
+    assert moto.count("GET", prefix) - gets == 10, "one GET per poll (no exists-then-get)"
+    assert moto.count("PUT", prefix) - puts == 1
+    assert moto.count("HEAD", prefix) == heads
+
+
+def test_a_refused_create_is_confirmed_with_one_head(s3_root: str, moto: MotoS3) -> None:
+    store = Store(s3_root)
+    store.create_request({"request_id": "dup"})
+    prefix = s3_root.split("/", 3)[3] + "/dup/"
+    heads = moto.count("HEAD", prefix)
+    assert store.create_request({"request_id": "dup", "x": 2}) is False
+    assert moto.count("HEAD", prefix) - heads == 1
+
+
+def test_32_threads_racing_on_one_key_exactly_one_wins(s3_root: str) -> None:
+    store = Store(s3_root)
+    barrier = threading.Barrier(32)
+    results: dict[int, bool] = {}
+
+    def answer(i: int) -> None:
+        barrier.wait()
+        results[i] = store.create_response("race", {"status": "completed", "value": i})
+
+    threads = [threading.Thread(target=answer, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, won in results.items() if won]
+    assert len(results) == 32 and len(winners) == 1, winners
+    assert store.read_response("race") == {"status": "completed", "value": winners[0]}
+
+
+def test_a_missing_bucket_is_a_storage_error_at_once(s3_root: str, bucket: S3Bucket) -> None:
+    store = Store(f"s3://no-such-bucket-{bucket.name}/x")
+    store.backoff_seconds = 30  # would make the test hang if the error were retried
+    with pytest.raises(StorageError) as info:
+        store.create_request({"request_id": "ev"})
+    assert "does the bucket exist" in str(info.value)
+    assert info.value.root == store.root
+
+
+# -- outages ----------------------------------------------------------------------------------------
+
+
+def test_refused_connections_are_retried_then_a_storage_error_names_the_root(
+    s3_root: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FLYTE_AWS_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    sleeps: list[float] = []
+    store = Store(s3_root, sleep=sleeps.append)
+    store.attempts, store.backoff_seconds, store.max_backoff_seconds = 4, 0.5, 1.0
+    caplog.set_level(logging.INFO, logger="flyteplugins.hitl.store")
+    for _ in range(3):
+        with pytest.raises(StorageError) as info:
+            store.read_response("ev-1")
+        assert info.value.root == s3_root
+        assert f"under {s3_root!r} after 4 attempts" in str(info.value)
+        assert "\n" not in str(info.value), "obstore's multi-line debug dump is left out"
+    assert sleeps == [0.5, 1.0, 1.0] * 3, "exponential back-off, capped"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, "one warning per outage, not one per attempt or per call"
+
+
+class _Always503(BaseHTTPRequestHandler):
+    hits = 0
+
+    def _fail(self) -> None:
+        type(self).hits += 1
+        body = b"<Error><Code>SlowDown</Code></Error>"
+        self.send_response(503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_HEAD = _fail
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Always403(_Always503):
+    hits = 0
+
+    def _fail(self) -> None:
+        type(self).hits += 1
+        body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+        self.send_response(403)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_HEAD = _fail
+
+
+class _Silent(BaseHTTPRequestHandler):
+    release = threading.Event()
+
+    def do_GET(self) -> None:
+        self.release.wait(60)  # never answers while the test runs
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def fake_s3(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A stdlib HTTP server standing in for a failing S3 service; yields its endpoint."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def test_access_denied_is_a_storage_error_at_once(s3_root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _Always403.hits = 0
+    with fake_s3(_Always403) as endpoint:
+        monkeypatch.setenv("FLYTE_AWS_ENDPOINT", endpoint)
+        store = Store(s3_root)
+        store.backoff_seconds = 30  # the test would hang if this were retried
+        with pytest.raises(StorageError) as info:
+            store.read_response("ev-1")
+    assert _Always403.hits == 1
+    assert info.value.root == s3_root and s3_root in str(info.value)
+
+
+def test_5xx_answers_are_retried_one_request_per_attempt(s3_root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _Always503.hits = 0
+    with fake_s3(_Always503) as endpoint:
+        monkeypatch.setenv("FLYTE_AWS_ENDPOINT", endpoint)
+        store = Store(s3_root, sleep=lambda s: None)
+        store.attempts = 3
+        with pytest.raises(StorageError, match="after 3 attempts") as info:
+            store.read_response("ev-1")
+    assert _Always503.hits == 3, "one request per attempt: obstore does not retry on its own"
+    assert "503" in str(info.value)
+
+
+def test_a_server_that_never_answers_times_out_and_is_retried(s3_root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _Silent.release.clear()
+    with fake_s3(_Silent) as endpoint:
+        monkeypatch.setenv("FLYTE_AWS_ENDPOINT", endpoint)
+        store = Store(s3_root, sleep=lambda s: None)
+        store.attempts = 3
+        store.request_timeout_seconds = 0.3
+        errors: list[BaseException] = []
+
+        def poll() -> None:
+            try:
+                store.read_response("ev-1")
+            except BaseException as e:
+                errors.append(e)
+
+        polling = threading.Thread(target=poll)
+        polling.start()
+        polling.join(30)  # without a request timeout the read would wait until release
+        finished = not polling.is_alive()
+        _Silent.release.set()
+        polling.join()
+    assert finished, "the read gave up at the request timeout instead of waiting for the server"
+    assert len(errors) == 1 and isinstance(errors[0], StorageError), errors
+    assert "after 3 attempts" in str(errors[0])
+
+
+def test_a_waiter_rides_out_an_outage_and_logs_it_once(s3_root: str, bucket: S3Bucket, procs: list[Proc]) -> None:
+    """The waiter's own door to S3 closes mid-wait; the answer arrives through another; the door reopens."""
+    door = Door(bucket.door.port).start()
+    try:
+        server = start_server(procs, s3_root)
+        env = {**bucket.env(door), "T_ATTEMPTS": "40", "T_BACKOFF_SECONDS": "0.1", "T_MAX_BACKOFF_SECONDS": "0.3"}
+        waiter, request_id, token = start_waiter(procs, server, env)
+        time.sleep(0.5)
+        door.stop()
+        time.sleep(1.5)  # several failed polls
+        assert post_json(server, {"request_id": request_id, "token": token, "value": 7}).status == 200
+        time.sleep(0.5)
+        door.start()  # the same port again
+        waiter.expect(r"^RESULT 7$", timeout=30)
+        output = waiter.finish()
+    finally:
+        door.stop()
+    assert waiter.popen.returncode == 0, output
+    warnings = [line for line in output.splitlines() if "storage error under" in line]
+    assert len(warnings) == 1, output
+    assert s3_root in warnings[0]
+
+
+def test_a_waiter_whose_storage_stays_down_fails_with_an_error_naming_the_root(
+    s3_root: str, bucket: S3Bucket, procs: list[Proc]
+) -> None:
+    door = Door(bucket.door.port).start()
+    try:
+        env = {**bucket.env(door), "T_ATTEMPTS": "3", "T_BACKOFF_SECONDS": "0.05"}
+        waiter, _, _ = start_waiter(procs, "http://127.0.0.1:9", env)
+        door.stop()
+        error = json.loads(waiter.expect(r"^STORAGE_ERROR (.*)$", timeout=60).group(1))
+        waiter.finish()
+    finally:
+        door.stop()
+    assert waiter.popen.returncode == 3
+    assert error["root"] == s3_root
+    assert f"under {s3_root!r} after 3 attempts" in error["message"]
+
+
+# -- across processes: waiter, form servers, test ---------------------------------------------------
+
+
+def test_round_trip_with_waiter_and_server_in_separate_processes(
+    s3_root: str, bucket: S3Bucket, procs: list[Proc]
+) -> None:
+    server = start_server(procs, s3_root)
+    assert request(server, "GET", "/health").json() == {"status": "healthy"}
+    waiter, request_id, token = start_waiter(procs, server)
+
+    form = request(server, "GET", f"/form/{request_id}?token={token}")
+    assert form.status == 200
+    assert "How many replicas?" in form.text
+    assert request(server, "GET", f"/form/{request_id}?token=wrong").status == 403
+
+    reply = post_json(server, {"request_id": request_id, "token": token, "value": 5})
+    assert reply.status == 200, reply.text
+    assert reply.json()["value"] == 5
+    again = post_json(server, {"request_id": request_id, "token": token, "value": 6})
+    assert again.status == 409, again.text
+
+    waiter.expect(r"^RESULT 5$", timeout=30)
+    waiter.finish()
+    assert waiter.popen.returncode == 0
+
+    stored = bucket.get_json(s3_root, request_id, "response.json")
+    assert stored["status"] == "completed" and stored["value"] == 5 and stored["via"] == "json"
+    assert bucket.get_json(s3_root, request_id, "request.json")["prompt"] == "How many replicas?"
+    status = request(server, "GET", f"/status/{request_id}?token={token}").json()
+    assert status["status"] == "completed" and status["response"]["value"] == 5
+
+
+def test_32_racing_answers_over_two_replicas_exactly_one_wins(
+    s3_root: str, bucket: S3Bucket, procs: list[Proc]
+) -> None:
+    replicas = [start_server(procs, s3_root), start_server(procs, s3_root)]
+    waiter, request_id, token = start_waiter(procs, replicas[0])
+    barrier = threading.Barrier(32)
+    statuses: dict[int, int] = {}
+
+    def answer(i: int) -> None:
+        barrier.wait()
+        statuses[i] = post_json(replicas[i % 2], {"request_id": request_id, "token": token, "value": 100 + i}).status
+
+    threads = [threading.Thread(target=answer, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, status in statuses.items() if status == 200]
+    assert len(statuses) == 32
+    assert len(winners) == 1, statuses
+    assert sorted(statuses.values()) == [200] + [409] * 31
+    value = 100 + winners[0]
+    waiter.expect(rf"^RESULT {value}$", timeout=30)
+    assert bucket.get_json(s3_root, request_id, "response.json")["value"] == value
+    for replica in replicas:
+        status = request(replica, "GET", f"/status/{request_id}?token={token}").json()
+        assert status["response"]["value"] == value
+
+
+FLYTE_RUN = """
+import sys
+
+import flyte
+
+import flyteplugins.hitl as hitl
+
+env = flyte.TaskEnvironment(name="hitl-s3-rerun")
+
+
+@env.task
+async def ask() -> int:
+    event = await hitl.new_event.aio("rerun_question", data_type=int, prompt="Which number?", poll_interval_seconds=0.2)
+    return await event.wait.aio()
+
+
+if __name__ == "__main__":
+    flyte.init()
+    run = flyte.with_runcontext(mode="local", name=sys.argv[1]).run(ask)
+    print("RESULT", run.outputs()[0], flush=True)
+"""
+
+
+@pytest.mark.flyte_run
+def test_a_killed_flyte_run_rerun_with_its_name_gets_the_answer_given_meanwhile(
+    s3_root: str, bucket: S3Bucket, procs: list[Proc], tmp_path: Path
+) -> None:
+    script = tmp_path / "rerun.py"
+    script.write_text(FLYTE_RUN)
+    server = start_server(procs, s3_root)
+    run_name = f"hitl-s3-{os.getpid()}-{int(time.time())}"
+    env = {"FLYTE_HITL_ENDPOINT": server}
+
+    first = Proc(python(str(script), run_name, env=env, cwd=tmp_path))
+    procs.append(first)
+    match = first.expect(FORM_LINE, timeout=120)
+    request_id, token = match.group("id"), match.group("token")
+    first.popen.send_signal(signal.SIGKILL)
+    first.popen.wait(timeout=30)
+    assert first.popen.returncode == -signal.SIGKILL
+
+    assert post_json(server, {"request_id": request_id, "token": token, "value": 41}).status == 200
+
+    second = Proc(python(str(script), run_name, env=env, cwd=tmp_path))
+    procs.append(second)
+    again = second.expect(FORM_LINE, timeout=120)
+    assert (again.group("id"), again.group("token")) == (request_id, token), "the re-run found the same event"
+    second.expect(r"^RESULT 41$", timeout=120)
+    second.finish()
+    assert second.popen.returncode == 0, second.text
+    assert bucket.keys(s3_root) == [f"{request_id}/request.json", f"{request_id}/response.json"]
