@@ -167,9 +167,13 @@ class HitlHandler(BaseHTTPRequestHandler):
         # stale value would drop a GET's body after a HEAD (or send one after a HEAD), desyncing the client.
         self._head_only = head
         try:
-            routes = self._routes(urlsplit(self.path).path)
+            try:
+                path = urlsplit(self.path).path
+            except ValueError:  # an absolute URL with a malformed host, e.g. "http://["
+                raise _Reply(400, f"malformed request target {self.path[:200]!r}") from None
+            routes = self._routes(path)
             if routes is None:
-                raise _Reply(404, f"no such path: {urlsplit(self.path).path[:200]!r}")
+                raise _Reply(404, f"no such path: {path[:200]!r}")
             handlers, param = routes
             handler = handlers.get("GET" if head else method)
             if handler is None:
