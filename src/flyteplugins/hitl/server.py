@@ -384,6 +384,11 @@ class HitlHandler(BaseHTTPRequestHandler):
         body = self._body()
         try:
             payload = json.loads(body)
+            # JSON can spell unpaired surrogates ("\ud800"), which are not text: comparing a token holding
+            # one, or storing an answer holding one as UTF-8, would fail deep inside with a 500.
+            json.dumps(payload, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise _Reply(400, "malformed JSON body: it holds an unpaired surrogate (\\ud800-\\udfff)") from None
         except (ValueError, RecursionError) as e:
             raise _Reply(400, f"malformed JSON body: {e}") from None
         if not isinstance(payload, dict):
