@@ -39,7 +39,11 @@ EXIT_CODES: tuple[tuple[type[HitlError], int], ...] = (
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    httpd = make_server(Store(args.root), args.host, args.port)
+    try:
+        httpd = make_server(Store(args.root), args.host, args.port)
+    except OSError as e:  # port in use, address not on this host, no permission: a usage problem, not a bug
+        print(f"hitl: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
+        return 1
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
