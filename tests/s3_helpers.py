@@ -1,4 +1,4 @@
-"""A real S3-protocol server for tests: moto's standalone server on 127.0.0.1, port 0.
+"""Helpers for the scale-out tests: a real S3-protocol server (moto's, on 127.0.0.1, port 0) and processes.
 
 Two adjustments, both outside the code under test:
 
@@ -16,12 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import queue
+import re
 import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+from conftest import run_python
 from moto.server import ThreadedMotoServer
 
 ACCESS_KEY = "hitl-test-key"
@@ -202,3 +211,139 @@ class Door:
                 self._conns.discard(src)
                 self._conns.discard(dst)
             src.close()
+
+
+# -- processes ----------------------------------------------------------------------------------------
+
+FORM_LINE = re.compile(r"\[hitl\] form: (?P<endpoint>http://[^/\s]+)/form/(?P<id>[A-Za-z0-9_-]+)\?token=(?P<token>\S+)")
+
+
+class Proc:
+    """A child process whose output lines are collected in the background."""
+
+    def __init__(self, popen: subprocess.Popen[str]) -> None:
+        self.popen = popen
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, pattern: str | re.Pattern[str], timeout: float = 60) -> re.Match[str]:
+        """Wait for an output line matching `pattern` and return the match."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no line matching {regex.pattern!r} in {timeout}s; output:\n" + self.text
+                ) from None
+            if line is None:
+                raise AssertionError(f"process ended before {regex.pattern!r}; output:\n" + self.text)
+            self.lines.append(line)
+            match = regex.search(line)
+            if match:
+                return match
+
+    def finish(self, timeout: float = 60) -> str:
+        """Wait for the process to exit; return all of its output."""
+        self.popen.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def kill(self) -> None:
+        """Kill the process if it still runs, and release its pipe."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=30)
+        self._reader.join(timeout=10)
+        for pipe in (self.popen.stdin, self.popen.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def python(
+    *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: int | None = None
+) -> subprocess.Popen[str]:
+    """Start this venv's interpreter with `argv`, output (stdout and stderr) piped as text."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        env=full_env,
+        cwd=cwd,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def start_server(procs: list[Proc], root: str, env: dict[str, str] | None = None) -> str:
+    """A standalone form server (``python -m flyteplugins.hitl serve``) for `root`; returns its URL."""
+    proc = Proc(python("-m", "flyteplugins.hitl", "serve", "--root", root, "--port", "0", env=env))
+    procs.append(proc)
+    return proc.expect(r"^serving (\S+) at (http://\S+)$").group(2)
+
+
+WAITER = """
+import json, os, sys
+from flyteplugins.hitl._store import Store
+for name in ("attempts", "backoff_seconds", "max_backoff_seconds"):
+    if os.environ.get("T_" + name.upper()):
+        setattr(Store, name, type(getattr(Store, name))(os.environ["T_" + name.upper()]))
+import flyteplugins.hitl as hitl
+event = hitl.new_event("replicas", data_type=int, prompt="How many replicas?", poll_interval_seconds=0.2,
+                       timeout_seconds=120)
+try:
+    print("RESULT", json.dumps(event.wait()), flush=True)
+except hitl.StorageError as e:
+    print("STORAGE_ERROR", json.dumps({"root": e.root, "message": str(e)}), flush=True)
+    sys.exit(3)
+"""
+
+
+def start_waiter(procs: list[Proc], endpoint: str, env: dict[str, str] | None = None) -> tuple[Proc, str, str]:
+    """A process waiting on a new event (polling only; its form server is `endpoint`): (proc, id, token)."""
+    proc = Proc(run_python(WAITER, env={"FLYTE_HITL_ENDPOINT": endpoint, **(env or {})}))
+    procs.append(proc)
+    match = proc.expect(FORM_LINE)
+    assert match.group("endpoint") == endpoint
+    return proc, match.group("id"), match.group("token")
+
+
+# -- fixture bodies ---------------------------------------------------------------------------------
+
+
+def moto_server() -> Iterator[MotoS3]:
+    """Start moto for a fixture and stop it afterwards."""
+    server = MotoS3().start()
+    yield server
+    server.stop()
+
+
+def use_root(bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh s3:// root, set as FLYTE_HITL_ROOT along with Flyte's S3 settings for `bucket`."""
+    root = bucket.new_root()
+    for key, value in bucket.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FLYTE_HITL_ROOT", root)
+    monkeypatch.delenv("FLYTE_HITL_ENDPOINT", raising=False)
+    return root
