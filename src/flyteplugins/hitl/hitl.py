@@ -90,10 +90,18 @@ def _store_for(root: str) -> Store:
 
 
 def _endpoint_for(store: Store) -> str:
-    """The form server's base URL: ``$FLYTE_HITL_ENDPOINT``, or this process's embedded server."""
+    """The form server's URL: ``$FLYTE_HITL_ENDPOINT``, the deployed app in a cluster task, or an embedded one."""
     endpoint = os.environ.get(ENDPOINT_ENV)
     if endpoint:
         return endpoint.rstrip("/")
+    import flyte
+
+    tctx = flyte.ctx()
+    if tctx and tctx.is_in_cluster():
+        # A server in this pod is out of a person's reach: links go to the deployed form server app.
+        from ._deploy import served_endpoint
+
+        return served_endpoint(store)
     from . import server
 
     return server.embedded_server(store, _waiters.notify)
