@@ -1,33 +1,169 @@
-"""The Flyte environments: the form server as an app, and the task environment users depend on."""
+"""The Flyte environments: the form server as an app, and the task environment users depend on.
+
+In a cluster the waiting task and the form server are different pods that share only the storage
+root (``FLYTE_HITL_ROOT``, an ``s3://``, ``gs://`` or ``abfs://`` URL)::
+
+    person / program ──HTTPS + cluster auth──> app "hitl-form-server" (N replicas)
+                                                 │ create-only PUT of <id>/response.json
+                                                 v
+    task pod ── create <id>/request.json ──> object storage <── one GET per poll ── task pod
+
+`app_env` runs this package's standard-library server (``python -m flyteplugins.hitl serve``)
+in an image that carries this very package (its files are copied in, so the image never picks up
+another version of ``flyteplugins-hitl`` from PyPI). A task that depends on `env` prints form links
+on the app's public URL; run locally, the same code serves forms from the waiting process itself.
+"""
 
 from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
 
 import flyte
 import flyte.app
 
-from ._store import ROOT_ENV
+from ._errors import HitlError
+from ._store import ROOT_ENV, Store
+from .server import HOST_ENV
 
-APP_PORT = 8080
+logger = logging.getLogger("flyteplugins.hitl.deploy")
 
-image = flyte.Image.from_debian_base(name="flyteplugins-hitl").with_pip_packages("flyteplugins-hitl")
+APP_NAME = "hitl-form-server"
+APP_PORT_ENV = "FLYTE_HITL_APP_PORT"
+#: Where the image keeps this package (put first on PYTHONPATH).
+IMAGE_PACKAGE_ROOT = "/opt/flyteplugins-hitl"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_REMOTE_PROTOCOLS = ("s3://", "gs://", "abfs://", "abfss://")
+
+
+def _app_port() -> int:
+    text = os.environ.get(APP_PORT_ENV) or "8080"
+    try:
+        port = int(text)
+    except ValueError:
+        raise HitlError(f"{APP_PORT_ENV} must be a port number, got {text!r}") from None
+    if not 0 < port < 65536:
+        raise HitlError(f"{APP_PORT_ENV} must be a port number, got {text!r}")
+    return port
+
+
+def _package_files() -> list[Path]:
+    # Sources only: no __pycache__, so the image (and its tag, a hash of its layers) depends on the code alone.
+    return sorted(p for p in _PACKAGE_DIR.iterdir() if p.is_file() and (p.suffix == ".py" or p.name == "py.typed"))
+
+
+def _image() -> flyte.Image:
+    """Flyte's Debian base image plus this package's files, first on PYTHONPATH.
+
+    Its dependencies (flyte, fsspec, typing-extensions) are already in the base image.
+    """
+    return (
+        flyte.Image.from_debian_base(name="flyteplugins-hitl")
+        .with_source_file(_package_files(), dst=f"{IMAGE_PACKAGE_ROOT}/flyteplugins/hitl/")
+        .with_env_vars({"PYTHONPATH": f"{IMAGE_PACKAGE_ROOT}:$PYTHONPATH"})
+    )
+
+
+def _app_env_vars() -> dict[str, str]:
+    # The app must serve the root the tasks write to; it is taken from the deploying process.
+    env = {HOST_ENV: "0.0.0.0"}
+    root = os.environ.get(ROOT_ENV)
+    if root:
+        env[ROOT_ENV] = root
+    return env
+
+
+APP_PORT = _app_port()
+
+image = _image()
+"""The image of the form server app and of `env`: Flyte's base image with this package in it."""
 
 app_env = flyte.app.AppEnvironment(
-    name="hitl-form-server",
+    name=APP_NAME,
     description="Human-in-the-loop form server (flyteplugins.hitl, standard-library HTTP)",
     image=image,
-    args=["python", "-m", "flyteplugins.hitl", "serve", "--host", "0.0.0.0", "--port", str(APP_PORT)],
+    # No --host: it comes from FLYTE_HITL_HOST, 0.0.0.0 in the cluster (env_vars) and the
+    # default 127.0.0.1 when served locally, where flyte does not apply env_vars.
+    args=["python", "-m", "flyteplugins.hitl", "serve", "--port", str(APP_PORT)],
     port=APP_PORT,
     requires_auth=True,
+    env_vars=_app_env_vars(),
     resources=flyte.Resources(cpu=1, memory="256Mi"),
 )
-"""The form server as a Flyte app; it serves every event under ``FLYTE_HITL_ROOT``."""
+"""The form server as a Flyte app; it serves every event under ``FLYTE_HITL_ROOT``.
+
+For N replicas set ``app_env.scaling = flyte.app.Scaling(replicas=(N, N))`` before deploying.
+"""
 
 env = flyte.TaskEnvironment(
     name="hitl",
     image=image,
     resources=flyte.Resources(cpu=1, memory="256Mi"),
+    env_vars={k: v for k, v in _app_env_vars().items() if k == ROOT_ENV},
     depends_on=[app_env],
 )
 """Put this in your task environment's ``depends_on`` so the form server is deployed with it."""
 
-__all__ = ["ROOT_ENV", "app_env", "env"]
+
+_endpoint_lock = threading.Lock()
+_endpoint: str | None = None
+
+
+def served_endpoint(store: Store) -> str:
+    """The form server app's URL for an event created inside a cluster task.
+
+    The public URL of the deployed app (asked of the Flyte control plane once per process), since
+    it is a person's browser that opens the form; failing that, the cluster-internal URL.
+
+    Raises:
+        HitlError: the root is not shared storage, or the app's URL cannot be found (then set
+            ``FLYTE_HITL_ENDPOINT``).
+    """
+    global _endpoint
+    if not store.root.startswith(_REMOTE_PROTOCOLS):
+        raise HitlError(
+            f"{ROOT_ENV}={store.root!r} is local to this pod, so the form server cannot see its events; "
+            f"set {ROOT_ENV} to shared object storage (s3://, gs:// or abfs://) for the task and the app"
+        )
+    with _endpoint_lock:
+        if _endpoint is None:
+            _endpoint = _find_app_endpoint().rstrip("/")
+        return _endpoint
+
+
+def _find_app_endpoint() -> str:
+    from flyte.app._app_environment import INTERNAL_APP_ENDPOINT_PATTERN_ENV_VAR
+
+    try:
+        return _public_endpoint()
+    except Exception as e:
+        pattern = os.environ.get(INTERNAL_APP_ENDPOINT_PATTERN_ENV_VAR)
+        if pattern:
+            internal = pattern.format(app_fqdn=app_env.name)
+            logger.warning("cannot look up the public URL of app %r (%s); using %s", app_env.name, e, internal)
+            return internal
+        raise HitlError(
+            f"cannot find the URL of the form server app {app_env.name!r}: {e}; "
+            "set FLYTE_HITL_ENDPOINT to the app's URL"
+        ) from e
+
+
+def _public_endpoint() -> str:
+    import flyte.remote
+    from flyte.errors import InitializationError
+
+    try:
+        app = flyte.remote.App.get(name=app_env.name)
+    except InitializationError:
+        # Task pods carry the control plane's address and credentials; connect with them.
+        flyte.init_in_cluster()
+        app = flyte.remote.App.get(name=app_env.name)
+    endpoint = app.endpoint
+    if not endpoint:
+        raise HitlError(f"app {app_env.name!r} has no public URL yet")
+    return endpoint
+
+
+__all__ = ["APP_NAME", "APP_PORT", "ROOT_ENV", "app_env", "env", "image", "served_endpoint"]
