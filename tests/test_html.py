@@ -314,7 +314,8 @@ def test_report_once_answered_has_the_value_and_source(event: hitl.Event[Any]) -
     assert ">answered<" in section and "Answer: <code>No (false)</code>" in section
     assert "via the web form by ann@example.com from 10.1.2.3" in section
     assert "Comment: Not &lt;today&gt;" in section
-    assert f'href="{event.form_url}"' in section and "Ship it?" in section
+    assert f'href="{event.form_url}"' in section and "Open its page" in section and "Ship it?" in section
+    assert f"<details><summary>Its curl command</summary><pre>{_html.esc(event.curl_command)}</pre>" in section
 
 
 def test_report_after_timeout(event: hitl.Event[Any]) -> None:

@@ -421,6 +421,7 @@ _REPORT_STYLE = (
     ".hitl-button{display:inline-block;padding:.5rem 1rem;border-radius:8px;background:#3346c4;color:#fff;"
     "text-decoration:none;font-weight:600}.hitl pre{white-space:pre-wrap;word-break:break-all;background:#171a21;"
     "color:#e8eaef;padding:.75rem 1rem;border-radius:8px;font-size:.85rem}.hitl-meta{color:#5b6270;font-size:.85rem}"
+    ".hitl summary{cursor:pointer;color:#5b6270;margin:.5rem 0}"
     "</style>"
 )
 
@@ -450,12 +451,15 @@ def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
     else:
         chip = '<span class="hitl-chip hitl-gone">expired</span>'
         state = "<p><b>Expired</b> without an answer.</p>"
+    link = f'<a class="hitl-button" href="{esc(event.form_url)}" target="_blank" rel="noopener noreferrer">'
+    curl = f"<pre>{esc(event.curl_command)}</pre>"
+    if response is None:
+        how = f"<p>{link}Open the form</a></p><p>Or answer from a terminal:</p>{curl}"
+    else:  # the outcome is settled: the link shows it, and the command is kept for the record only
+        how = f"<p>{link}Open its page</a></p><details><summary>Its curl command</summary>{curl}</details>"
     return (
         f'{_REPORT_STYLE}<div class="hitl"><h2>{esc(event.name)}</h2>'
         f'<p><span class="hitl-chip">{type_name}</span>{chip}</p>'
-        f'<p class="hitl-prompt">{esc(event.prompt)}</p>{state}'
-        f'<p><a class="hitl-button" href="{esc(event.form_url)}" target="_blank" rel="noopener noreferrer">'
-        "Open the form</a></p>"
-        f"<p>Or answer from a terminal:</p><pre>{esc(event.curl_command)}</pre>"
+        f'<p class="hitl-prompt">{esc(event.prompt)}</p>{state}{how}'
         f'<p class="hitl-meta">Request id {esc(event.request_id)}</p></div>'
     )
