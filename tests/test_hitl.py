@@ -12,6 +12,7 @@ import math
 import random
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -274,6 +275,24 @@ def test_events_outside_a_flyte_task_get_fresh_random_ids(root: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == sorted([first.request_id, second.request_id])
 
 
+def test_the_embedded_server_honours_host_and_port_settings(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:  # a port that is free right now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("FLYTE_HITL_HOST", "127.0.0.1")
+    monkeypatch.setenv("FLYTE_HITL_PORT", str(port))
+    event = hitl.new_event("fixed port", data_type=int)
+    assert event.endpoint == f"http://127.0.0.1:{port}"
+    assert request(event.endpoint, "GET", "/health").status == 200
+
+
+def test_a_bad_port_setting_is_a_clear_error_and_writes_nothing(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYTE_HITL_PORT", "eighty")
+    with pytest.raises(hitl.HitlError, match="FLYTE_HITL_PORT"):
+        hitl.new_event("bad port", data_type=int)
+    assert not root.exists() or not any(root.iterdir())
+
+
 def test_one_embedded_server_per_process_and_root(root: Path) -> None:
     before = server_threads()
     events = [hitl.new_event(f"e{i}", data_type=int) for i in range(5)]
@@ -331,7 +350,7 @@ def test_an_answer_wakes_the_wait_at_once(mode: str, root: Path, monkeypatch: py
     # With an hour between polls, only the embedded server's wake-up can end this wait in time.
     event = create(mode, "wake", data_type=int, poll_interval_seconds=3600, timeout_seconds=120)
     answerer = Answerer(console, event, 7)
-    value, returned_at = wait_in_thread(mode, event, timeout=20)
+    value, returned_at = wait_in_thread(mode, event, timeout=60)
     reply = answerer.join()
     assert reply.status == 200
     assert value == 7
@@ -436,7 +455,7 @@ def test_the_clock_is_injectable_so_an_hour_passes_at_once(
     event.clock = clock  # type: ignore[method-assign]
     started = time.perf_counter()
     with pytest.raises(hitl.EventTimeoutError, match="an hour"):
-        wait_in_thread(mode, event, timeout=20)
+        wait_in_thread(mode, event, timeout=60)
     assert clock.readings >= 6, "the deadline came from the injected clock"
     assert json.loads((root / event.request_id / "response.json").read_text())["status"] == "expired"
     assert answer(event, "late").status == 410
@@ -649,6 +668,10 @@ def test_env_is_a_task_environment_users_can_depend_on() -> None:
 
     assert isinstance(hitl.env, flyte.TaskEnvironment)
     flyte.TaskEnvironment(name="user-env-with-hitl", depends_on=[hitl.env])
+
+
+def test_the_package_ships_type_information() -> None:
+    assert (Path(hitl.__file__).parent / "py.typed").is_file()
 
 
 def test_runtime_dependencies_are_only_flyte_fsspec_and_typing_extensions() -> None:

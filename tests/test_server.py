@@ -277,6 +277,21 @@ def test_json_without_the_right_token_is_403_and_writes_nothing(
     assert not response_file(root, event).exists()
 
 
+def test_client_supplied_paths_are_ignored(
+    server: HitlServer, make_event: MakeEvent, root: Path, tmp_path: Path
+) -> None:
+    # The old plugin wrote the answer wherever the client's response_path pointed; here paths come
+    # only from the validated request id.
+    event = make_event()
+    evil = tmp_path / "evil"
+    reply = answer(
+        server.url, event, 4, response_path=str(evil / "response.json"), request_path=str(evil / "request.json")
+    )
+    assert reply.status == 200
+    assert not evil.exists()
+    assert json.loads(response_file(root, event).read_text())["value"] == 4
+
+
 def test_json_unknown_event_is_404_not_found(server: HitlServer) -> None:
     reply = post_json(server.url, {"request_id": "never-made", "token": "t", "value": 1})
     assert reply.status == 404

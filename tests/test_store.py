@@ -14,7 +14,7 @@ import pytest
 from conftest import run_python
 
 from flyteplugins.hitl import InvalidRequestIdError, StorageError
-from flyteplugins.hitl._store import Store, check_request_id
+from flyteplugins.hitl._store import ROOT_ENV, Store, check_request_id, default_root
 
 BAD_IDS: list[object] = [
     "../x",
@@ -354,3 +354,10 @@ def test_records_are_private_to_the_owner(store: Store, root: Path) -> None:
     store.create_request(_request("private"))
     mode = os.stat(root / "private" / "request.json").st_mode & 0o777
     assert mode & 0o077 == 0, oct(mode)
+
+
+def test_the_root_comes_from_the_environment_with_a_local_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ROOT_ENV, "s3://bucket/hitl")
+    assert default_root() == "s3://bucket/hitl"
+    monkeypatch.delenv(ROOT_ENV)
+    assert default_root().startswith("/tmp/flyte/"), "the default lives under Flyte's local data directory"
