@@ -60,7 +60,7 @@ class Console:
         with self._changed:
             return sum(needle in line for line in self.lines)
 
-    def wait_for(self, needle: str, n: int = 1, timeout: float = 30) -> None:
+    def wait_for(self, needle: str, n: int = 1, timeout: float = 120) -> None:
         with self._changed:
             if not self._changed.wait_for(lambda: sum(needle in line for line in self.lines) >= n, timeout):
                 raise AssertionError(f"{needle!r} was printed fewer than {n} times: {self.lines[-5:]}")
@@ -111,17 +111,18 @@ class Answerer:
         console.wait_for(f"form: {base or event.endpoint}/form/{event.request_id}")
         if after is not None:
             console.wait_for(*after)
-        time.sleep(0.05)  # the first storage read is behind us: what follows must be a wake-up or a poll
+        # Let the wait's first storage read pass, so that what ends it is a wake-up (or a poll), not that read.
+        time.sleep(0.05)
         self.sent_at = time.perf_counter()
         self.reply = answer(event, value, base)
 
     def join(self) -> Reply:
-        self._thread.join(30)
+        self._thread.join(120)
         assert self.reply is not None
         return self.reply
 
 
-def wait_in_thread(mode: str, event: hitl.Event[Any], timeout: float = 30) -> tuple[Any, float]:
+def wait_in_thread(mode: str, event: hitl.Event[Any], timeout: float = 120) -> tuple[Any, float]:
     """Run the wait in a thread so that a broken wake-up fails the test instead of hanging it."""
     result: dict[str, Any] = {}
 
@@ -350,7 +351,7 @@ def test_an_answer_wakes_the_wait_at_once(mode: str, root: Path, monkeypatch: py
     # With an hour between polls, only the embedded server's wake-up can end this wait in time.
     event = create(mode, "wake", data_type=int, poll_interval_seconds=3600, timeout_seconds=120)
     answerer = Answerer(console, event, 7)
-    value, returned_at = wait_in_thread(mode, event, timeout=60)
+    value, returned_at = wait_in_thread(mode, event)
     reply = answerer.join()
     assert reply.status == 200
     assert value == 7
@@ -455,7 +456,7 @@ def test_the_clock_is_injectable_so_an_hour_passes_at_once(
     event.clock = clock  # type: ignore[method-assign]
     started = time.perf_counter()
     with pytest.raises(hitl.EventTimeoutError, match="an hour"):
-        wait_in_thread(mode, event, timeout=60)
+        wait_in_thread(mode, event)
     assert clock.readings >= 6, "the deadline came from the injected clock"
     assert json.loads((root / event.request_id / "response.json").read_text())["status"] == "expired"
     assert answer(event, "late").status == 410
@@ -537,7 +538,7 @@ def test_300_concurrent_aio_waits_resolve_with_their_own_values_without_starving
             await asyncio.sleep(0.01)
         # Every wait is pending now; the user's own to_thread work must still get a thread promptly.
         started = time.perf_counter()
-        worker = await asyncio.wait_for(asyncio.to_thread(user_work), 30)
+        worker = await asyncio.wait_for(asyncio.to_thread(user_work), 60)
         to_thread_latency = time.perf_counter() - started
         assert worker != threading.current_thread().name
         assert not any(t.done() for t in tasks), "nothing was answered yet"
