@@ -58,7 +58,7 @@ QUESTIONS = [
 async def ask() -> str:
     answers = {}
     for name, data_type, prompt in QUESTIONS:
-        event = await hitl.new_event.aio(name, data_type=data_type, prompt=prompt, timeout_seconds=600)
+        event = await hitl.new_event.aio(name, data_type=data_type, prompt=prompt, timeout_seconds=3600)
         value = await event.wait.aio()
         answers[name] = [type(value).__name__, value]
     return json.dumps(answers)
@@ -255,6 +255,23 @@ def test_bool_form_is_two_clear_buttons(
     assert_outcome(tab, 200, done.status, "Answer received")
     assert page.locator(".value").inner_text() == ("Yes (true)" if expected else "No (false)")
     assert event.wait() is expected
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_form_on_a_desktop_is_a_centred_readable_column(make_event: MakeEvent, open_tab: OpenTab, scheme: str) -> None:
+    event = make_event(
+        "approve_release", bool, prompt="Release v2.4 to all customers?\nChangelog: 14 fixes, 2 features."
+    )
+    tab = open_tab(scheme, DESKTOP)
+    tab.goto(event.form_url)
+    box = tab.page.locator("main").bounding_box()
+    assert box is not None
+    assert box["width"] <= 35 * 16, "lines stay short enough to read"
+    assert abs(box["x"] - (DESKTOP[0] - box["x"] - box["width"])) <= 1, "centred"
+    assert tab.style("body", "background-color") == BACKGROUND[scheme]
+    assert tab.horizontal_overflow() == 0
+    assert tab.csp_violations() == []
+    tab.shot("form-bool")
 
 
 def test_reject_comment_is_asked_for_and_kept(make_event: MakeEvent, open_tab: OpenTab) -> None:
