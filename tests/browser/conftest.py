@@ -39,14 +39,6 @@ DESKTOP = (1024, 760)
 TIMEOUT_MS = 15_000
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Every test in this directory drives the browser; the marker lets `-m "not browser"` skip them.
-    here = Path(__file__).resolve().parent
-    for item in items:
-        if here in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.browser)
-
-
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     """One headless Chromium for the whole package (starting one takes about a second)."""

@@ -27,6 +27,8 @@ from flyteplugins.hitl.server import HitlServer
 
 from .conftest import DESKTOP, PHONE, Tab
 
+pytestmark = pytest.mark.browser
+
 OpenTab = Callable[..., Tab]
 MakeEvent = Callable[..., hitl.Event[Any]]
 
