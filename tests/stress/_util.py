@@ -203,7 +203,7 @@ class Connection:
         try:
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
             await writer.drain()
-            reply = await _read_reply(reader, method == "HEAD")
+            reply = await read_reply(reader, method == "HEAD")
         except BaseException:
             await self.close()
             raise
@@ -220,7 +220,7 @@ class Connection:
                 await writer.wait_closed()
 
 
-async def _read_reply(reader: asyncio.StreamReader, head_only: bool) -> Reply:
+async def read_reply(reader: asyncio.StreamReader, head_only: bool) -> Reply:
     status_line = await reader.readline()
     if not status_line:
         raise ConnectionResetError("connection closed before a reply")
@@ -333,7 +333,7 @@ async def burst(requests: list[tuple[str, str, bytes, dict[str, str]]]) -> list[
             head += [f"{k}: {v}" for k, v in headers.items()]
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         await asyncio.gather(*(writer.drain() for _, writer in streams))
-        return list(await asyncio.gather(*(_read_reply(reader, False) for reader, _ in streams)))
+        return list(await asyncio.gather(*(read_reply(reader, False) for reader, _ in streams)))
     finally:
         for _, writer in streams:
             writer.close()

@@ -1,0 +1,115 @@
+"""Slow clients: 200 idle or byte-at-a-time connections do not stop a normal answer, and idle
+connections are closed once the handler timeout passes.
+
+The server runs with a 3-second handler timeout (the real class with its attribute lowered) so the
+closing can be watched without waiting the default 30 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flyteplugins.hitl._store import Store
+
+from ._util import Connection, Pending, answer_json, assert_clean_log, create_events, read_reply, start_server_process
+
+TIMEOUT = 3.0
+IDLE, DRIPPING, AFTER_ONE_REQUEST = 70, 70, 60
+ANSWERS = 10
+
+
+@dataclass
+class Outcome:
+    latencies: list[float]  # of the normal answers, in seconds
+    still_open: int  # slow connections still open when the last normal answer was accepted
+    idle_for: list[float]  # silence before each slow connection was closed, in seconds
+
+
+async def scenario(url: str, events: list[Pending]) -> Outcome:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    last_activity: dict[int, float] = {}
+    closed_at: dict[int, float] = {}
+    stop_dripping = asyncio.Event()
+
+    async def watch_close(n: int, reader: asyncio.StreamReader) -> None:
+        try:
+            while await reader.read(4096):
+                pass
+        except ConnectionError:
+            pass
+        closed_at[n] = time.monotonic()
+
+    async def idle(n: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        last_activity[n] = time.monotonic()
+        await watch_close(n, reader)
+        writer.close()
+
+    async def drip(n: int) -> None:
+        # A valid request, far too long to finish at one byte per half second.
+        reader, writer = await asyncio.open_connection(host, int(port))
+        body = b'{"request_id": "nobody", "token": "x", "value": 1}' + b" " * 1000
+        data = b"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        watcher = asyncio.create_task(watch_close(n, reader))
+        for byte in data:
+            if stop_dripping.is_set() or watcher.done():
+                break
+            writer.write(bytes([byte]))
+            await writer.drain()
+            last_activity[n] = time.monotonic()
+            await asyncio.sleep(0.5)
+        await watcher
+        writer.close()
+
+    async def after_one_request(n: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = await read_reply(reader, False)
+        assert reply.status == 200
+        last_activity[n] = time.monotonic()
+        await watch_close(n, reader)
+        writer.close()
+
+    kinds = [idle] * IDLE + [drip] * DRIPPING + [after_one_request] * AFTER_ONE_REQUEST
+    tasks = [asyncio.create_task(kind(n)) for n, kind in enumerate(kinds)]
+    await asyncio.sleep(1.0)  # every slow connection is open and holds a server thread
+
+    latencies = []
+    for item in events[:ANSWERS]:
+        start = time.monotonic()
+        reply = await Connection.to(url, keep_alive=False).request("POST", *answer_json(item, 7))
+        latencies.append(time.monotonic() - start)
+        assert reply.status == 200, reply.body
+        await asyncio.sleep(0.1)
+    still_open = len(kinds) - len(closed_at)
+
+    stop_dripping.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT + 30)
+    return Outcome(latencies, still_open, [closed_at[n] - last_activity[n] for n in range(len(kinds))])
+
+
+def test_slow_clients_do_not_block_answers_and_idle_ones_are_closed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    events = create_events(Store(str(root)), ANSWERS, "slow")
+    server = start_server_process(root, tmp_path / "server.log", handler_timeout=TIMEOUT)
+    try:
+        out = asyncio.run(scenario(server.url, events))
+    finally:
+        assert server.stop() == 0
+    latencies, idle_for = out.latencies, out.idle_for
+    print(
+        f"\nslow clients: {IDLE} idle, {DRIPPING} byte-at-a-time, {AFTER_ONE_REQUEST} idle keep-alive connections; "
+        f"{ANSWERS} answers meanwhile, slowest {max(latencies) * 1000:.0f} ms; idle connections closed after "
+        f"{min(idle_for):.1f}-{max(idle_for):.1f} s of silence (handler timeout {TIMEOUT:g} s)"
+    )
+    assert out.still_open == IDLE + DRIPPING + AFTER_ONE_REQUEST  # none was dropped while answers went through
+    assert max(latencies) < 1.0  # the issue's bound: accepted within a second
+    # Closed for being idle: not before the timeout, and not long after it.
+    assert min(idle_for) >= TIMEOUT * 0.9
+    assert max(idle_for) < TIMEOUT + 15
+    for item in events:
+        assert (root / item.request_id / "response.json").exists()
+    assert_clean_log(server.log_text())
