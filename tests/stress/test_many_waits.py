@@ -28,7 +28,8 @@ SHORT = 20  # never answered: they must time out
 POLLED = 100  # answered through the other server process
 SHORT_TIMEOUT = 4.0
 POLL = 5.0  # the default
-CHUNK = 70  # answers sent together, then a pause, so answering goes on past the short events' timeout
+CHUNK = 70  # answers sent together, then a pause
+ANSWERING = SHORT_TIMEOUT + 3  # seconds over which the answers are spread
 
 
 @dataclass
@@ -83,7 +84,9 @@ async def scenario(other_url: str) -> Outcome:
         answered_at[item.request_id] = time.time()
 
     own_url = answered_events[0].endpoint
-    for i in range(0, len(order), CHUNK):
+    loop = asyncio.get_running_loop()
+    began, chunks = loop.time(), range(0, len(order), CHUNK)
+    for n, i in enumerate(chunks):
         chunk = [(Pending(e.request_id, e.token), values[e.request_id]) for e in order[i : i + CHUNK]]
         mine = [job for job in chunk if job[0].request_id not in polled]
         theirs = [job for job in chunk if job[0].request_id in polled]
@@ -91,7 +94,8 @@ async def scenario(other_url: str) -> Outcome:
             send_answers(own_url, mine, connections=4, on_reply=record),
             send_answers(other_url, theirs, connections=2, on_reply=record),
         )
-        await asyncio.sleep(0.2)
+        # Paced to span ANSWERING seconds however fast the machine, so answers outlast the short timeouts.
+        await asyncio.sleep(max(0.0, began + (n + 1) * ANSWERING / len(chunks) - loop.time()))
     await asyncio.wait_for(asyncio.gather(*waits), 60)
     return Outcome(results, done_at, answered_at, values, list(short), polled, created_in)
 
