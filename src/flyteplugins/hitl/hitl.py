@@ -453,7 +453,11 @@ def _say(line: str) -> None:
         text.encode(encoding)
     except (UnicodeEncodeError, LookupError):
         text = text.encode("ascii", "backslashreplace").decode("ascii")
-    print(text, file=sys.stdout, flush=True)
+    # One write, not print's two (text, then newline): another thread's output can land between
+    # those, inside a form URL or curl command that someone is about to copy.
+    out = sys.stdout
+    out.write(text + "\n")
+    out.flush()
 
 
 def _announce(event: Event[Any]) -> None:
