@@ -556,6 +556,9 @@ def test_300_concurrent_aio_waits_resolve_with_their_own_values_without_starving
     results, statuses, latency = asyncio.run(main())
     assert statuses == [200] * n
     assert results == [value_for(i) for i in range(n)]
+    # Waits announce themselves from many threads at once; still, every console line stays whole.
+    broken = [line for line in console.lines if line.count("[hitl]") != 1 or not line.startswith("[hitl] ")]
+    assert broken == []
     sys.__stdout__.write(
         f"\n[figure] {n} aio waits: to_thread latency while pending {1000 * latency:.1f} ms; "
         f"whole test {time.perf_counter() - started:.2f}s\n"
@@ -684,3 +687,32 @@ def test_runtime_dependencies_are_only_flyte_fsspec_and_typing_extensions() -> N
         if "extra" not in r
     }
     assert names == {"flyte", "fsspec", "typing-extensions"}
+
+
+def test_console_lines_stay_whole_while_other_threads_print(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The form and curl lines are copied by hand: another thread's output must never land inside one.
+    console = Console(monkeypatch)
+    events = [hitl.new_event(f"busy-{i}", data_type=int, poll_interval_seconds=3600) for i in range(150)]
+    for i, event in enumerate(events):
+        assert answer(event, i).status == 200
+    stop = threading.Event()
+
+    def chatter() -> None:
+        while not stop.is_set():
+            sys.stdout.write("other output\n")  # one write per line, so any break is the package's doing
+
+    noisy = threading.Thread(target=chatter)
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: between any two writes
+    noisy.start()
+    try:
+        values = [event.wait() for event in events]
+    finally:
+        stop.set()
+        noisy.join()
+        sys.setswitchinterval(previous)
+    assert values == list(range(150))
+    ours = [line for line in console.lines if "[hitl]" in line]
+    assert len(ours) == 4 * 150
+    assert [line for line in ours if not line.startswith("[hitl] ") or line.count("[hitl]") != 1] == []
+    assert [line for line in console.lines if "other output" in line and line != "other output"] == []
