@@ -78,6 +78,13 @@ def _refusal(e: HitlError) -> tuple[int, str] | None:
     return None
 
 
+def _declares_body(headers: Any) -> bool:
+    """Whether a request's headers announce a body (a non-zero or unreadable length, or any transfer coding)."""
+    if headers is None:
+        return False
+    return headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in headers
+
+
 class HitlServer(ThreadingHTTPServer):
     """Serves every event under one storage root.
 
@@ -166,6 +173,7 @@ class HitlHandler(BaseHTTPRequestHandler):
         # Set on every request, refusals included: a keep-alive connection reuses this handler, and a
         # stale value would drop a GET's body after a HEAD (or send one after a HEAD), desyncing the client.
         self._head_only = head
+        self._body_read = False
         try:
             try:
                 path = urlsplit(self.path).path
@@ -212,6 +220,7 @@ class HitlHandler(BaseHTTPRequestHandler):
     # -- responses -----------------------------------------------------------------------------
 
     _head_only = False
+    _body_read = False
 
     def _send(self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()) -> None:
         """Write status line, headers and body in one send."""
@@ -230,6 +239,10 @@ class HitlHandler(BaseHTTPRequestHandler):
         if content_type == HTML:
             lines += [f"Content-Security-Policy: {_html.csp()}", "X-Frame-Options: DENY"]
         lines += [f"{k}: {v}" for k, v in headers]
+        if not self._body_read and _declares_body(getattr(self, "headers", None)):
+            # A body left unread would be parsed as the next request on this connection: a request
+            # smuggled past a proxy that shares the connection among users. Close instead.
+            self.close_connection = True
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -278,6 +291,7 @@ class HitlHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise _Reply(413, f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes")
         body = self.rfile.read(length)
+        self._body_read = True
         if len(body) != length:
             self.close_connection = True
             raise _Reply(400, f"request body ended after {len(body)} of {length} bytes")
