@@ -416,6 +416,36 @@ def test_request_ids_never_become_paths(site: Site, request_id: str, where: str)
     assert reply[9:12] in (b"400", b"404"), reply[:300]
 
 
+@SETTINGS
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "BREW"]),
+    path=st.sampled_from(["/", "/health", "/nope", "/form/pending-int", "/status/x", "/submit", "/submit/json"]),
+    ctype=st.sampled_from([None, "application/json", "application/x-www-form-urlencoded", "text/plain"]),
+    inner=st.sampled_from(["health", "answer"]),
+    pad=st.binary(max_size=20),
+)
+def test_a_request_body_is_never_run_as_a_request(
+    site: Site, method: str, path: str, ctype: str | None, inner: str, pad: bytes
+) -> None:
+    # The body is itself a request. A server that leaves a body unread on a kept-alive connection
+    # runs it as the next request: behind a proxy sharing connections, a smuggled request.
+    if inner == "health":
+        smuggled = b"GET /health?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    else:
+        body = json.dumps({"request_id": "pending-bool", "token": site.events["pending-bool"]["token"], "value": True})
+        smuggled = f"POST /submit/json?smuggled=1 HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+    payload = pad + smuggled
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(payload)}\r\n"
+    if ctype:
+        head += f"Content-Type: {ctype}\r\n"
+    sent = head.encode() + b"\r\n" + payload
+    reply = exchange(site.port, sent)
+    smuggled_lines = [r.getMessage() for r in site.records if "smuggled=1" in r.getMessage()]
+    check_after(site, "smuggling", sent, reply)
+    assert smuggled_lines == [], (sent, reply[-500:])
+    assert len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)) == 1, reply[-1000:]
+
+
 # -- escaping -----------------------------------------------------------------------------------
 
 HOSTILE_TEXT = st.one_of(
