@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -55,6 +56,7 @@ class _Backend(Protocol):
     def read(self, key: str) -> bytes | None: ...
     def create(self, key: str, data: bytes) -> bool: ...
     def list_ids(self) -> list[str]: ...
+    def list_answered(self) -> set[str] | None: ...
 
 
 class Store:
@@ -81,14 +83,29 @@ class Store:
     request_timeout_seconds = 20.0
     #: Connection limit in seconds on object stores (applies to stores built after it is set).
     connect_timeout_seconds = 5.0
+    #: Waiting events of one process on one object-store root from which their polls share one listing.
+    batch_from = 64
 
-    def __init__(self, root: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        root: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.root = root.rstrip("/") or "/"
         self._backend_instance: _Backend | None = None
         self._backend_lock = threading.Lock()
         self._sleep = sleep
+        self._clock = clock
         # True from the first transient failure until the next success: one warning per outage.
         self._failing = False
+        self._warned_at = -math.inf
+        # Batched polling: when each waiting event last polled, and the last listing of answered ids.
+        self._polls: dict[str, float] = {}
+        self._listing: set[str] | None = None
+        self._listing_at = 0.0
+        self._poll_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Store({self.root!r})"
@@ -113,6 +130,31 @@ class Store:
         """Request ids of every event under the root (unordered)."""
         ids = self._retry("list", lambda: self._backend.list_ids())
         return [i for i in ids if REQUEST_ID_RE.fullmatch(i)]
+
+    def poll_response(self, request_id: str, interval: float) -> Record | None:
+        """`read_response` for an event that polls every `interval` seconds, batched when many wait.
+
+        While fewer than `batch_from` events of this process poll one object-store root, this is one
+        GET. From then on their polls share one listing of the root per `interval` (a request per
+        1,000 objects under it), and only an event that the listing shows answered is read. A poll
+        may then see an answer up to one interval later than a direct read would.
+        """
+        check_request_id(request_id)
+        now = self._clock()
+        with self._poll_lock:
+            self._polls[request_id] = now
+            if len(self._polls) >= self.batch_from:
+                # Forget events that stopped polling (answered, expired, or their process moved on).
+                stale = now - 3 * interval
+                self._polls = {k: t for k, t in self._polls.items() if t >= stale}
+            batched = len(self._polls) >= self.batch_from
+            if batched and (self._listing is None or now - self._listing_at >= interval):
+                listing = self._retry("list answers", lambda: self._backend.list_answered())
+                self._listing, self._listing_at = listing, self._clock()
+            answered = self._listing if batched else None
+        if answered is not None and request_id not in answered:
+            return None
+        return self.read_response(request_id)
 
     @property
     def _backend(self) -> _Backend:
@@ -160,9 +202,12 @@ class Store:
                     raise StorageError(
                         f"cannot {what} under {self.root!r} after {attempt} attempts: {_brief(e)}", self.root
                     ) from e
-                if not self._failing:
-                    self._failing = True
+                now = time.monotonic()
+                # Once per outage, and at most once a minute when failures and successes interleave.
+                if not self._failing and now - self._warned_at >= 60:
+                    self._warned_at = now
                     logger.warning("storage error under %r (%s), retrying: %s", self.root, what, _brief(e))
+                self._failing = True
                 self._sleep(min(delay, self.max_backoff_seconds))
                 delay *= 2
                 continue
@@ -258,6 +303,9 @@ class _LocalBackend:
         except FileNotFoundError:
             return []
 
+    def list_answered(self) -> set[str] | None:
+        return None  # a local read costs nothing worth saving
+
 
 _OBJECT_PROTOCOLS = ("s3", "gs", "abfs", "abfss")
 
@@ -336,6 +384,19 @@ class _ObjectBackend:
         listing = obstore.list_with_delimiter(self._store, self._prefix or None)
         return [p.rstrip("/").rsplit("/", 1)[-1] for p in listing["common_prefixes"]]
 
+    def list_answered(self) -> set[str] | None:
+        import obstore
+
+        # One request per 1,000 objects under the root: <id>/request.json and <id>/response.json.
+        answered: set[str] = set()
+        suffix = "/" + RESPONSE_FILE
+        for batch in obstore.list(self._store, self._prefix or None, chunk_size=1000):
+            for meta in batch:
+                path = meta["path"]
+                if path.endswith(suffix):
+                    answered.add(path[len(self._prefix) : -len(suffix)])
+        return answered
+
 
 class _FsspecBackend:
     # Generic fsspec protocols have no portable create-only write; a lock makes first-writer-wins
@@ -367,3 +428,6 @@ class _FsspecBackend:
         except FileNotFoundError:
             return []
         return [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"]
+
+    def list_answered(self) -> set[str] | None:
+        return None
