@@ -410,7 +410,10 @@ class _WaitLoop:
             _announce(event)
         if woken or now >= self._next_poll or now >= self._deadline:
             self._next_poll = now + event.poll_interval_seconds
-            response = event._store.read_response(event.request_id)
+            if woken or now >= self._deadline:
+                response = event._store.read_response(event.request_id)
+            else:  # a timed poll: many waits on one object store share a listing per interval
+                response = event._store.poll_response(event.request_id, event.poll_interval_seconds)
             if response is not None:
                 return True, _outcome(event, response)
         if now >= self._deadline:
