@@ -446,6 +446,50 @@ def test_a_request_body_is_never_run_as_a_request(
     assert len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)) == 1, reply[-1000:]
 
 
+def pipelined(site: Site) -> list[tuple[str, bytes, int]]:
+    """Requests that keep the connection open, each with the status it gets on its own."""
+    t = {k: quote(v["token"]) for k, v in ((k, site.events[k]) for k in ("pending-int", "answered"))}
+    bad = b"{not json"
+    late = json.dumps({"request_id": "answered", "token": site.events["answered"]["token"], "value": "again"}).encode()
+    post = "POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n"
+    return [
+        ("GET", b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        ("HEAD", b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        ("HEAD", b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        ("HEAD", f"HEAD /form/pending-int?token={t['pending-int']} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 200),
+        ("GET", f"GET /form/pending-int?token={t['pending-int']} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 200),
+        ("GET", f"GET /status/answered?token={t['answered']} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 200),
+        ("GET", b"GET /status/answered?token=wrong HTTP/1.1\r\nHost: x\r\n\r\n", 403),
+        ("GET", b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        ("OPTIONS", b"OPTIONS /health HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        ("POST", post.format(len(bad)).encode() + bad, 400),
+        ("POST", post.format(len(late)).encode() + late, 409),
+    ]
+
+
+@SETTINGS
+@given(data=st.data())
+def test_pipelined_requests_get_their_replies_in_order(site: Site, data: st.DataObject) -> None:
+    # Several requests sent in one go on one connection: every reply must be framed exactly
+    # (Content-Length, no body after HEAD), or the client reads the wrong bytes as the next reply.
+    chosen = data.draw(st.lists(st.sampled_from(pipelined(site)), min_size=1, max_size=8))
+    sent = b"".join(raw for _, raw, _ in chosen)
+    reply = exchange(site.port, sent)
+    check_after(site, "pipelined", sent, reply)
+    statuses, rest = [], reply
+    for method, _, _ in chosen:
+        head, sep, rest = rest.partition(b"\r\n\r\n")
+        assert sep, (chosen, reply[-500:])
+        status = int(head[9:12])
+        length = int(re.search(rb"\r\nContent-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        body_length = 0 if method == "HEAD" else length
+        assert len(rest) >= body_length, (chosen, reply[-500:])
+        rest = rest[body_length:]
+        statuses.append(status)
+    assert statuses == [expected for _, _, expected in chosen]
+    assert rest == b""
+
+
 # -- escaping -----------------------------------------------------------------------------------
 
 HOSTILE_TEXT = st.one_of(
