@@ -1,0 +1,181 @@
+"""Server throughput: wrk against GET /health, GET /form/<id> and POST /submit/json, both plugins.
+
+Each plugin's server runs as deployed (ours: ``python -m flyteplugins.hitl serve``; the old one:
+``uvicorn flyteplugins.hitl._app:app``), both with their default logging, pinned to one core (both
+app environments ask for ``cpu=1``) while wrk runs on the other cores. Every POST answers a
+different pending event exactly once (``walk.lua`` walks a prepared list); form GETs cycle over
+2,000 pending events. Rounds alternate which plugin goes first.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from _common import BENCH, NEW_PY, OLD_PY, child_env, cpu_split, free_port, log, process, run_json, wait_http
+
+ENDPOINTS = ("health", "form", "submit")
+FORM_EVENTS = 2000
+
+
+def _old_events(raw: Path, n: int, form: Path | None, submit: Path | None) -> None:
+    """Pending events in the old plugin's layout, and wrk lines as its own links and curl body have them."""
+    base = raw / "hitl-requests"
+    form_lines, submit_lines = [], []
+    for i in range(n):
+        request_id = str(uuid.uuid4())
+        request_path = f"{base}/{request_id}/request.json"
+        response_path = f"{base}/{request_id}/response.json"
+        record = {
+            "request_id": request_id,
+            "event_name": f"bench-{i}",
+            "scope": "run",
+            "prompt": "How many?",
+            "data_type": "int",
+            "status": "pending",
+            "app_endpoint": "http://127.0.0.1",
+            "request_path": request_path,
+            "response_path": response_path,
+        }
+        (base / request_id).mkdir(parents=True)
+        (base / request_id / "request.json").write_text(json.dumps(record))
+        form_lines.append(f"/form/{request_id}?{urlencode({'request_path': request_path})}\n")
+        body = {"request_id": request_id, "response_path": response_path, "value": str(i), "data_type": "int"}
+        submit_lines.append(json.dumps(body) + "\n")
+    if form is not None:
+        form.write_text("".join(form_lines))
+    if submit is not None:
+        submit.write_text("".join(submit_lines))
+
+
+def _new_events(root: Path, endpoint: str, n: int, form: Path, submit: Path) -> None:
+    argv = [str(NEW_PY), str(BENCH / "_new_tools.py"), "events", "--root", str(root), "--endpoint", endpoint]
+    run_json([*argv, "-n", str(n), "--form", str(form), "--submit", str(submit)], env=child_env())
+
+
+def _prepare(impl: str, work: Path, endpoint: str, n_submit: int) -> tuple[Path, Path]:
+    """Make the form pool and `n_submit` fresh pending events; returns (form lines, submit lines)."""
+    form, submit = work / f"{impl}-form.txt", work / f"{impl}-submit.txt"
+    scratch = work / f"{impl}-unused.txt"
+    if impl == "old":
+        if not form.exists():
+            _old_events(work / "old-root", FORM_EVENTS, form, None)
+        _old_events(work / "old-root", n_submit, None, submit)
+    else:
+        if not form.exists():
+            _new_events(work / "new-root", endpoint, FORM_EVENTS, form, scratch)
+        _new_events(work / "new-root", endpoint, n_submit, scratch, submit)
+    return form, submit
+
+
+def _server_argv(impl: str, work: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    if impl == "old":
+        argv = [str(OLD_PY), "-m", "uvicorn", "flyteplugins.hitl._app:app", "--host", "127.0.0.1", "--port", str(port)]
+        return argv, child_env(RAW_DATA_PATH=str(work / "old-root"))
+    argv = [str(NEW_PY), "-m", "flyteplugins.hitl", "serve", "--root", str(work / "new-root")]
+    return [*argv, "--host", "127.0.0.1", "--port", str(port)], child_env()
+
+
+def wrk(
+    url: str, lines: Path, method: str, connections: int, seconds: float, cpus: str | None, path: str = ""
+) -> dict[str, Any]:
+    """One wrk run walking `lines`; returns wrk's figures (see walk.lua) plus requests per second."""
+    threads = min(2, connections)
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "2s"]
+    argv += ["-s", str(BENCH / "walk.lua"), url, "--", str(lines), method, str(threads), path]
+    if cpus is not None:
+        argv = ["taskset", "-c", cpus, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
+    result: dict[str, Any] = json.loads(line.removeprefix("WRKJSON "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = sum(result[k] for k in ("connect", "read", "write", "timeout")) + result["non200"]
+    return result
+
+
+def _lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def run(rounds: int, seconds: float, connections: tuple[int, ...], work: Path) -> list[dict[str, Any]]:
+    """All rounds; returns one record per (round, plugin, endpoint, connections)."""
+    records: list[dict[str, Any]] = []
+    guess = {"old": 3000.0, "new": 6000.0}  # submit rates, replaced by each round's measurement
+    for r in range(rounds):
+        for impl in ("old", "new") if r % 2 == 0 else ("new", "old"):
+            log(f"throughput round {r + 1}/{rounds}: {impl}")
+            for res in _round(impl, work / f"round{r}-{impl}", seconds, connections, guess):
+                res.update(round=r, impl=impl)
+                records.append(res)
+                log(
+                    f"  {impl} {res['endpoint']:6} c={res['connections']:<3} {res['rps']:8.0f} req/s"
+                    f"  p99 {res['p99_us'] / 1000:7.1f} ms  max {res['max_us'] / 1000:7.1f} ms"
+                    f"  errors {res['errors']}  exhausted {res['exhausted']}"
+                )
+    return records
+
+
+def _round(
+    impl: str, work: Path, seconds: float, connections: tuple[int, ...], guess: dict[str, float]
+) -> Iterator[dict[str, Any]]:
+    """One plugin's server, freshly started on a fresh root, under every endpoint and connection count."""
+    server_cpus, wrk_cpus = cpu_split()
+    work.mkdir(parents=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv, env = _server_argv(impl, work, port)
+    # Enough fresh events for every POST of every submit run, with a margin.
+    n_submit = int(guess[impl] * seconds * 1.6) + 500
+    form, submit = _prepare(impl, work, url, n_submit * len(connections))
+    submit_all = submit.read_text().splitlines(keepends=True)
+    health = work / "health.txt"
+    health.write_text("/health\n" * 8)
+    with process(argv, env=env, log_path=work / "server.log", cpus=server_cpus):
+        wait_http(f"{url}/health")
+        wrk(url, health, "GET", 4, 1.0, wrk_cpus)  # warm-up, not recorded
+        for c_index, c in enumerate(connections):
+            chunk = work / f"submit-{c}.txt"
+            chunk.write_text("".join(submit_all[c_index * n_submit : (c_index + 1) * n_submit]))
+            for endpoint in ENDPOINTS:
+                if endpoint == "health":
+                    res = wrk(url, health, "GET", c, seconds, wrk_cpus)
+                    res["exhausted"] = 0  # the same path every time is the point here
+                elif endpoint == "form":
+                    res = wrk(url, _cycle(form, work), "GET", c, seconds, wrk_cpus)
+                    res["exhausted"] = 0  # a GET changes nothing: the pool is walked round and round
+                else:
+                    res = wrk(url, chunk, "POST", c, seconds, wrk_cpus, "/submit/json")
+                    guess[impl] = max(res["rps"], 200.0)
+                res.update(endpoint=endpoint, connections=c)
+                yield res
+
+
+def _cycle(form: Path, work: Path) -> Path:
+    """The form pool repeated, so form GETs never run out of lines (a GET changes nothing)."""
+    cycled = work / "form-cycled.txt"
+    if not cycled.exists():
+        text = form.read_text()
+        cycled.write_text(text * 100)
+    return cycled
+
+
+def verify_submits(work: Path, records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Stored answers per plugin after the runs, next to the POSTs answered 200.
+
+    Every 200 must have left an answer; a few more may be stored than counted, for requests in
+    flight when wrk stopped.
+    """
+    counts = {}
+    for impl, pattern in (
+        ("old", "round*-old/old-root/hitl-requests/*/response.json"),
+        ("new", "round*-new/new-root/*/response.json"),
+    ):
+        accepted = sum(x["requests"] - x["non200"] for x in records if x["impl"] == impl and x["endpoint"] == "submit")
+        counts[impl] = {"stored": sum(1 for _ in work.glob(pattern)), "accepted": accepted}
+    return counts
