@@ -52,5 +52,7 @@ def send(url: str, body: dict[str, Any]) -> bool:
             reply.read()
         return True
     except (OSError, ValueError) as e:  # HTTPError and URLError are OSErrors
+        if isinstance(e, urllib.error.HTTPError):
+            e.close()  # an error reply still holds its connection open until closed
         logger.warning("notifying %s about %r failed: %s", urlsplit(url).netloc, body.get("event_name"), e)
         return False
