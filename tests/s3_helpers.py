@@ -44,12 +44,14 @@ class _Recorder:
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
         self.requests: list[tuple[str, str]] = []
+        self.queries: list[str] = []  # the query string of each request, in the same order
         self._lock = threading.Lock()
         self._put_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         with self._lock:
             self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
+            self.queries.append(environ.get("QUERY_STRING", ""))
         if environ["REQUEST_METHOD"] == "PUT" and environ.get("HTTP_IF_NONE_MATCH"):
             with self._put_lock:
                 return list(self.app(environ, start_response))
@@ -64,6 +66,7 @@ class MotoS3:
         self._server: ThreadedMotoServer | None = None
         self._recorder: _Recorder | None = None
         self.requests: list[tuple[str, str]] = []
+        self.queries: list[str] = []
 
     @property
     def endpoint(self) -> str:
@@ -77,6 +80,7 @@ class MotoS3:
         assert wsgi is not None
         self._recorder = _Recorder(wsgi.app)
         self._recorder.requests = self.requests
+        self._recorder.queries = self.queries
         wsgi.app = self._recorder
         self._server = server
         return self
