@@ -10,6 +10,9 @@ reader ever sees a half-written file:
   ``flyte.storage`` so Flyte's configured credentials and endpoints apply;
 - other fsspec protocols: exists-then-write, atomic only within one process (documented).
 
+A waiting event polls with one read of its response; many waits of one process on one object
+store share a listing of the root per poll interval instead (`Store.poll_response`).
+
 Clients never choose a path: every path is computed here from a request id that matched
 `REQUEST_ID_RE`.
 """
@@ -79,9 +82,9 @@ class Store:
     backoff_seconds = 0.5
     #: Longest back-off delay in seconds.
     max_backoff_seconds = 8.0
-    #: Per-request limit in seconds on object stores (applies to stores built after it is set).
+    #: Per-request limit in seconds on object stores (read when the store first reaches its root).
     request_timeout_seconds = 20.0
-    #: Connection limit in seconds on object stores (applies to stores built after it is set).
+    #: Connection limit in seconds on object stores (read when the store first reaches its root).
     connect_timeout_seconds = 5.0
     #: Waiting events of one process on one object-store root from which their polls share one listing.
     batch_from = 64
