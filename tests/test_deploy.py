@@ -179,16 +179,21 @@ def test_the_image_carries_this_package_and_serves_from_it(tmp_path: Path, procs
 
 
 def test_a_new_image_tag_when_the_code_changes_and_not_otherwise(tmp_path: Path) -> None:
-    # The image's identity hashes the files it copies; compiled caches must not count.
-    code = "import flyteplugins.hitl._deploy as d; print(d.image.uri)"
-    first = _print_in_subprocess(
-        f"import json; {code.replace('print(d.image.uri)', 'print(json.dumps(d.image.uri))')}", {}
-    )
-    again = _print_in_subprocess(
-        f"import json; {code.replace('print(d.image.uri)', 'print(json.dumps(d.image.uri))')}", {}
-    )
-    assert first == again
-    assert not any(layer for layer in _deploy.image._layers if "__pycache__" in str(getattr(layer, "src", "")))
+    # The image's identity hashes the files it copies: a code change must give a new image,
+    # compiled caches must not.
+    copy = tmp_path / "site" / "flyteplugins" / "hitl"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    code = "import json, flyteplugins.hitl._deploy as d; print(json.dumps([d.__file__, d.image.uri]))"
+    env = {"PYTHONPATH": str(tmp_path / "site"), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    where, first = _print_in_subprocess(code, env)
+    assert where == str(copy / "_deploy.py")
+    (copy / "__pycache__").mkdir()
+    (copy / "__pycache__" / "server.cpython-311.pyc").write_bytes(b"compiled")
+    assert _print_in_subprocess(code, env)[1] == first
+    with (copy / "server.py").open("a") as f:
+        f.write("\n# a change\n")
+    assert _print_in_subprocess(code, env)[1] != first
 
 
 # -- served locally: the very same AppEnvironment object ---------------------------------------------
