@@ -108,6 +108,7 @@ class Store:
         self._polls: dict[str, float] = {}
         self._listing: set[str] | None = None
         self._listing_at = 0.0
+        self._pruned_at = -math.inf
         self._poll_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -146,10 +147,12 @@ class Store:
         now = self._clock()
         with self._poll_lock:
             self._polls[request_id] = now
-            if len(self._polls) >= self.batch_from:
+            if len(self._polls) >= self.batch_from and now - self._pruned_at >= interval:
                 # Forget events that stopped polling (answered, expired, or their process moved on).
+                # Once per interval: a pass over all n polling events on every poll is n² per interval.
                 stale = now - 3 * interval
                 self._polls = {k: t for k, t in self._polls.items() if t >= stale}
+                self._pruned_at = now
             batched = len(self._polls) >= self.batch_from
             if batched and (self._listing is None or now - self._listing_at >= interval):
                 listing = self._retry("list answers", lambda: self._backend.list_answered())
