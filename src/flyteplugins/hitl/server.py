@@ -256,7 +256,11 @@ class HitlHandler(BaseHTTPRequestHandler):
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # The stdlib calls this for malformed requests (bad request line, 414, 431, ...): answer in JSON.
+        # Its 505 for an unknown HTTP version is a client's mistake too, so it is a 400 here: 5xx
+        # always means the server failed.
         self.close_connection = True
+        if code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:
+            code, message = 400, f"unsupported HTTP version in {self.requestline[:100]!r}: use HTTP/1.0 or 1.1"
         self._send_json(code, {"detail": message or HTTPStatus(code).phrase})
 
     def log_message(self, format: str, *args: Any) -> None:
