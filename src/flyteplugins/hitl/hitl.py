@@ -81,6 +81,27 @@ _occurrences: dict[tuple[str, ...], int] = {}
 _state_lock = threading.Lock()
 
 
+_wait_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _shared_wait_loop() -> asyncio.AbstractEventLoop:
+    """This process's private event loop (in a daemon thread) that runs the polling of blocking waits."""
+    global _wait_loop
+    with _state_lock:
+        if _wait_loop is None:
+            _wait_loop = asyncio.new_event_loop()
+            threading.Thread(target=_wait_loop.run_forever, name="hitl-waits", daemon=True).start()
+        return _wait_loop
+
+
+def _forget_wait_loop() -> None:
+    global _wait_loop
+    _wait_loop = None  # a forked child has the loop object but not its thread
+
+
+os.register_at_fork(after_in_child=_forget_wait_loop)
+
+
 def _store_for(root: str) -> Store:
     with _state_lock:
         store = _stores.get(root)
@@ -344,16 +365,16 @@ class Event(Generic[T]):
     create = Blocking(_create, bind="class")
 
     def _wait(self) -> T:
-        loop = _WaitLoop(self)
-        wake = threading.Event()
-        with _waiters.registered(self.request_id, wake.set):
-            woken = True  # the first pass always reads storage
-            while True:
-                wake.clear()
-                done, value = loop.step(woken)
-                if done:
-                    return cast(T, value)
-                woken = wake.wait(loop.sleep_seconds())
+        # The calling thread sleeps on one future; a shared loop does the polling (see _wait_aio).
+        # Threads that each wake on their own timer every poll starve each other of the GIL: at
+        # 10,000 waits a 2-core machine spent its time in the scheduler and never answered.
+        # run_coroutine_threadsafe carries this thread's context variables (Flyte's task context).
+        future = asyncio.run_coroutine_threadsafe(self._wait_aio(), _shared_wait_loop())
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # interrupted (Ctrl-C): stop polling for a wait nobody is in
+            raise
 
     async def _wait_aio(self) -> T:
         # Between polls the coroutine awaits an asyncio.Event, so it holds no thread; only the
