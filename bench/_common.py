@@ -50,7 +50,9 @@ def free_port() -> int:
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for a benchmark child: ours, minus anything that points the plugins elsewhere."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE_HITL_", "RAW_DATA_PATH", "PYTHONPATH"))}
+    drop = ("FLYTE_HITL_", "RAW_DATA_PATH", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    # Bytecode is written and used, as it is for any installed package (pip compiles on install).
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
