@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import socket
-import urllib.error
-import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from . import _answers
@@ -21,6 +18,12 @@ from ._errors import (
     InvalidValueError,
 )
 from ._store import Record, Store, check_request_id, default_root
+
+if TYPE_CHECKING:
+    import urllib.request
+
+# urllib.request (with http.client, email and tempfile) is imported on the first HTTP call, not with
+# the package: it was over half of the package's import time, and waits never use it.
 
 #: Seconds to wait for a server's reply.
 TIMEOUT_SECONDS = 30.0
@@ -54,6 +57,8 @@ def answer(
         return _post(endpoint.rstrip("/"), check_request_id(target), value, token, comment, via)
     store = Store(root or default_root())
     request = _answers.load(store, target)
+    import getpass
+
     client = f"{getpass.getuser()}@{socket.gethostname()}"
     response = _answers.submit(store, request, value, via=via, client=client, comment=comment)
     from .hitl import _waiters  # a waiter in this very process wakes at once
@@ -67,6 +72,8 @@ def status(
 ) -> Record:
     """The event's status record (as ``GET /status`` returns it), without its token."""
     if endpoint:
+        import urllib.request
+
         url = f"{endpoint.rstrip('/')}/status/{check_request_id(request_id)}?token={quote(token or '', safe='')}"
         return _call(urllib.request.Request(url), request_id)
     store = Store(root or default_root())
@@ -111,6 +118,8 @@ def submit(
 def _post(endpoint: str, request_id: str, value: Any, token: str | None, comment: str | None, via: str) -> Record:
     if not token:
         raise InvalidTokenError(request_id)
+    import urllib.request
+
     body = {"request_id": request_id, "token": token, "value": value, "via": via}
     if comment is not None:
         body["comment"] = comment
@@ -121,6 +130,9 @@ def _post(endpoint: str, request_id: str, value: Any, token: str | None, comment
 
 
 def _call(request: urllib.request.Request, request_id: str) -> Record:
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as reply:
             return json.loads(reply.read())

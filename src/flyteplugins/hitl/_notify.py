@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,6 +43,9 @@ def payload(event: Any) -> dict[str, Any]:
 
 def send(url: str, body: dict[str, Any]) -> bool:
     """POST `body` as JSON to `url`; log and return False on any failure."""
+    import urllib.error  # on first use: urllib.request is heavy to import and most events send nothing
+    import urllib.request
+
     data = json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
     try:
