@@ -19,6 +19,7 @@ Clients never choose a path: every path is computed here from a request id that 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -201,7 +202,9 @@ class Store:
                 result = op()
             except StorageError:
                 raise
-            except _STORAGE_ERRORS as e:
+            except Exception as e:
+                if not isinstance(e, _storage_errors()[0]):
+                    raise
                 if not _is_transient(e):
                     raise StorageError(f"cannot {what} under {self.root!r}: {_brief(e)}", self.root) from e
                 if attempt >= self.attempts:
@@ -227,12 +230,14 @@ class _PermanentError(Exception):
     """A storage failure that retrying cannot fix (raised by backends, e.g. for a missing bucket)."""
 
 
+@functools.cache
 def _storage_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     # (errors that come from storage, the subset worth retrying). OSError covers local I/O,
     # timeouts and refused connections; obstore reports 5xx and connection failures as
     # GenericError, while its other errors (denied, unauthenticated, bad path or config) are final.
     # FileNotFoundError/FileExistsError from a read or create never reach here: backends turn
-    # them into None/False.
+    # them into None/False. Built on the first error, not at import: obstore's native module
+    # takes a few milliseconds to load and a local root never needs it.
     storage: list[type[BaseException]] = [OSError, _PermanentError]
     transient: list[type[BaseException]] = [OSError]
     try:
@@ -245,11 +250,8 @@ def _storage_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseE
     return tuple(storage), tuple(transient)
 
 
-_STORAGE_ERRORS, _TRANSIENT_ERRORS = _storage_errors()
-
-
 def _is_transient(error: BaseException) -> bool:
-    return isinstance(error, _TRANSIENT_ERRORS) and not isinstance(error, PermissionError)
+    return isinstance(error, _storage_errors()[1]) and not isinstance(error, PermissionError)
 
 
 def _brief(error: BaseException) -> str:
