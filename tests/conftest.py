@@ -75,9 +75,8 @@ def post_json(url_base: str, payload: object, path: str = "/submit/json") -> Rep
 
 
 def run_python(code_or_path: str, *args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
-    """Start `python <path> args...` (or `python -c code`) with this venv's interpreter, output piped as text."""
-    argv = (
-        [sys.executable, code_or_path, *args] if code_or_path.endswith(".py") else [sys.executable, "-c", code_or_path]
-    )
+    """Start `python <path> args...` (or `python -c code args...`) with this venv's interpreter, output piped."""
+    script = [code_or_path] if code_or_path.endswith(".py") else ["-c", code_or_path]
+    argv = [sys.executable, *script, *args]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
