@@ -664,6 +664,63 @@ def test_malformed_requests_get_an_error_reply_and_no_traceback(server: HitlServ
     assert request(server.url, "GET", "/health").status == 200
 
 
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"GET /health HTTP/1.1\r\nNo-Colon-Here\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\n: no name\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nX-A: 1\r\n folded: 2\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\n" + b"X-H: v\r\n" * 101 + b"\r\n", 431),
+        (b"GET /health\r\n\r\n", 400),
+        (b"GET /health HTTP/1.2\r\n\r\n", 400),
+        (b"GET / health HTTP/1.1\r\n\r\n", 400),
+    ],
+    ids=["no-colon", "space-in-name", "no-name", "folded", "101-headers", "no-version", "http-1.2", "four-words"],
+)
+def test_malformed_header_and_request_lines_are_refused_and_close(server: HitlServer, data: bytes, status: int) -> None:
+    reply = raw_exchange(server.url, data)
+    assert raw_status(reply) == status
+    assert b"\r\nConnection: close\r\n" in reply
+    assert reply.endswith(b"}")
+
+
+@pytest.mark.parametrize(
+    "data, replies",
+    [
+        (b"GET /health HTTP/1.0\r\n\r\nGET /health HTTP/1.0\r\n\r\n", 1),
+        (b"GET /health HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\nGET /health HTTP/1.0\r\n\r\n", 2),
+        (
+            b"GET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n"
+            b"GET /health HTTP/1.1\r\n\r\n",
+            2,
+        ),
+        (b"GET /health HTTP/1.1\r\nconnection:   CLOSE  \r\n\r\nGET /health HTTP/1.1\r\n\r\n", 1),
+    ],
+    ids=["1.0-closes", "1.0-keep-alive", "1.1-keeps-until-close", "header-names-any-case"],
+)
+def test_connections_stay_open_as_the_version_and_connection_header_say(
+    server: HitlServer, data: bytes, replies: int
+) -> None:
+    reply = raw_exchange(server.url, data)
+    assert reply.count(b'{"status": "healthy"}') == replies
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == replies
+
+
+def test_expect_100_continue_gets_an_interim_reply_before_the_answer(
+    server: HitlServer, make_event: MakeEvent, root: Path
+) -> None:
+    event = make_event()
+    body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 5}).encode()
+    head = (
+        "POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    reply = raw_exchange(server.url, head.encode() + body)
+    assert reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+    assert json.loads(response_file(root, event).read_text())["value"] == 5
+
+
 # -- connections ---------------------------------------------------------------------------------------
 
 

@@ -12,9 +12,12 @@ Endpoints (every one answers a client's mistake with a clear 4xx and writes noth
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
@@ -44,6 +47,19 @@ IDENTITY_HEADER_ENV = "FLYTE_HITL_IDENTITY_HEADER"
 
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
+
+# A header name is an RFC 9110 token; anything else (a space, a folded line, no name) is a 400.
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_date: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The Date header, formatted once a second (formatting it cost as much as routing a request)."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, formatdate(now, usegmt=True))
+    return _date[1]
 
 
 class _Reply(Exception):
@@ -150,6 +166,61 @@ class HitlHandler(BaseHTTPRequestHandler):
     # Replies are written in one send; without NODELAY, a small reply can still sit in Nagle's buffer.
     disable_nagle_algorithm = True
 
+    #: Most header lines accepted in one request; more is a 431.
+    max_headers = 100
+
+    # -- parsing -------------------------------------------------------------------------------
+
+    def parse_request(self) -> bool:
+        """Read the request line and the headers; answer a malformed request and return False.
+
+        In place of the standard library's version, which parses headers with the email package:
+        that took a third of the CPU time of a small request. Stricter too: only HTTP/1.0 and 1.1,
+        and a header line must be ``token: value`` (no folded lines), else 400.
+        """
+        self.command = None
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = requestline.split()
+        if not words:
+            return False  # a blank line: close without a reply, as the standard library does
+        if len(words) != 3:
+            self.send_error(400, f"bad request line {requestline[:100]!r}: expected 'METHOD TARGET HTTP/1.1'")
+            return False
+        command, path, version = words
+        if version not in ("HTTP/1.0", "HTTP/1.1"):
+            self.send_error(400, f"unsupported HTTP version in {requestline[:100]!r}: use HTTP/1.0 or 1.1")
+            return False
+        self.command, self.request_version = command, version
+        # A path starting with // reads as another host to a browser; keep it a path.
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        headers = http.client.HTTPMessage()
+        for _ in range(self.max_headers + 1):
+            line = self.rfile.readline(65537)
+            if len(line) > 65536:
+                self.send_error(431, "a header line is longer than 65536 bytes")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, colon, value = str(line, "iso-8859-1").partition(":")
+            if not colon or not _HEADER_NAME_RE.fullmatch(name):
+                self.send_error(400, f"malformed header line {line[:100]!r}")
+                return False
+            headers[name] = value.strip(" \t\r\n")
+        else:
+            self.send_error(431, f"more than {self.max_headers} header lines")
+            return False
+        self.headers = headers
+        connection = headers.get("Connection", "").strip().lower()
+        if version == "HTTP/1.1":
+            self.close_connection = connection == "close"
+        else:
+            self.close_connection = connection != "keep-alive"
+        if version == "HTTP/1.1" and headers.get("Expect", "").strip().lower() == "100-continue":
+            return self.handle_expect_100()
+        return True
+
     # -- dispatch ------------------------------------------------------------------------------
 
     def _routes(self, path: str) -> tuple[dict[str, Callable[[str], None]], str] | None:
@@ -229,7 +300,7 @@ class HitlHandler(BaseHTTPRequestHandler):
         lines = [
             f"{self.protocol_version} {status} {phrase}",
             f"Server: {self.server_version}",
-            f"Date: {formatdate(usegmt=True)}",
+            f"Date: {_http_date()}",
             f"Content-Type: {content_type}",
             f"Content-Length: {len(body)}",
             "Cache-Control: no-store",
