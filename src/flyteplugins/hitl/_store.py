@@ -274,28 +274,44 @@ def _make_backend(store: Store) -> _Backend:
 
 
 class _LocalBackend:
+    # Plain os calls rather than file objects: a buffered file adds fstat, isatty and lseek calls,
+    # and each system call lets another server thread take the GIL. A read is open, read, close.
+
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
 
     def read(self, key: str) -> bytes | None:
         try:
-            with open(os.path.join(self.root, key), "rb") as f:
-                return f.read()
+            fd = os.open(os.path.join(self.root, key), os.O_RDONLY)
         except FileNotFoundError:
             return None
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def create(self, key: str, data: bytes) -> bool:
         path = os.path.join(self.root, key)
         if os.path.exists(path):
             return False
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:  # the event's directory does not exist yet
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(tmp, flags, 0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             # link() refuses an existing name: an atomic create-only publish of a complete file.
             os.link(tmp, path)
             return True
