@@ -169,3 +169,13 @@ def test_cli_expired_exit_code(root: Path) -> None:
 def test_cli_list_on_an_empty_root(tmp_path: Path) -> None:
     result = cli("list", "--root", str(tmp_path / "empty"))
     assert result.returncode == 0 and "no events" in result.stderr
+
+
+def test_the_hitl_console_script_is_installed(root: Path) -> None:
+    script = Path(sys.executable).with_name("hitl")
+    assert script.exists(), "pyproject's [project.scripts] entry should install a 'hitl' command"
+    event = hitl.new_event("script", data_type=int, timeout_seconds=60)
+    result = subprocess.run([str(script), "submit", event.form_url, "11"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert event.wait() == 11
+    assert stored(root, event)["via"] == "cli"
