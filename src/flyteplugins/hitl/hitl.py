@@ -329,29 +329,29 @@ class Event(Generic[T]):
         store = _store_for(default_root())
         endpoint = _endpoint_for(store)
         request_id = _new_request_id(name)
-        request = store.read_request(request_id)
-        if request is None:
-            now = time.time()
-            fresh = {
-                "request_id": request_id,
-                "event_name": name,
-                "scope": scope,
-                "prompt": prompt,
-                "data_type": type_str,
-                "token": secrets.token_urlsafe(24),
-                "created_at": utc(now),
-                "expires_at": utc(now + float(timeout_seconds)),
-                "timeout_seconds": timeout_seconds,
-                "endpoint": endpoint,
-            }
-            optional = {
-                "choices": checked_choices,
-                "default": checked_default,
-                "comment_required_on_reject": comment_required_on_reject or None,
-            }
-            fresh.update({k: v for k, v in optional.items() if v is not None})
-            # Losing this create-only race means another process made the event first: use theirs.
-            request = fresh if store.create_request(fresh) else store.read_request(request_id)
+        now = time.time()
+        fresh = {
+            "request_id": request_id,
+            "event_name": name,
+            "scope": scope,
+            "prompt": prompt,
+            "data_type": type_str,
+            "token": secrets.token_urlsafe(24),
+            "created_at": utc(now),
+            "expires_at": utc(now + float(timeout_seconds)),
+            "timeout_seconds": timeout_seconds,
+            "endpoint": endpoint,
+        }
+        optional = {
+            "choices": checked_choices,
+            "default": checked_default,
+            "comment_required_on_reject": comment_required_on_reject or None,
+        }
+        fresh.update({k: v for k, v in optional.items() if v is not None})
+        # Create first: a new event is one write (one request on an object store, where reading
+        # first made it two). A refused create means the event exists, made by an earlier run of
+        # this task (or a racing process): re-attach to it.
+        request = fresh if store.create_request(fresh) else store.read_request(request_id)
         if request is None or request.get("event_name") != name or request.get("data_type") != type_str:
             raise InvalidEventError(
                 f"request_id {request_id!r} already holds event {request and request.get('event_name')!r} "
