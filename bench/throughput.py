@@ -4,7 +4,8 @@ Each plugin's server runs as deployed (ours: ``python -m flyteplugins.hitl serve
 ``uvicorn flyteplugins.hitl._app:app``), both with their default logging, pinned to one core (both
 app environments ask for ``cpu=1``) while wrk runs on the other cores. Every POST answers a
 different pending event exactly once (``walk.lua`` walks a prepared list); form GETs cycle over
-2,000 pending events. Rounds alternate which plugin goes first.
+2,000 pending events. Rounds alternate the order of the servers. A third server, ours with fsync
+turned off (``_nofsync_server.py``), takes the POST runs only, to show what durability costs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from urllib.parse import urlencode
 from _common import BENCH, NEW_PY, OLD_PY, child_env, cpu_split, free_port, log, process, run_json, wait_http
 
 ENDPOINTS = ("health", "form", "submit")
+#: The servers compared, and the endpoints each one is measured on.
+IMPLS = {"old": ENDPOINTS, "new": ENDPOINTS, "new-nofsync": ("submit",)}
 FORM_EVENTS = 2000
 
 
@@ -54,7 +57,16 @@ def _old_events(raw: Path, n: int, form: Path | None, submit: Path | None) -> No
 
 
 def _new_events(root: Path, endpoint: str, n: int, form: Path, submit: Path) -> None:
-    argv = [str(NEW_PY), str(BENCH / "_new_tools.py"), "events", "--root", str(root), "--endpoint", endpoint]
+    argv = [
+        str(NEW_PY),
+        str(BENCH / "_new_tools.py"),
+        "events",
+        "--no-fsync",
+        "--root",
+        str(root),
+        "--endpoint",
+        endpoint,
+    ]
     run_json([*argv, "-n", str(n), "--form", str(form), "--submit", str(submit)], env=child_env())
 
 
@@ -67,7 +79,7 @@ def _prepare(impl: str, work: Path, endpoint: str, n_submit: int) -> tuple[Path,
             _old_events(work / "old-root", FORM_EVENTS, form, None)
         _old_events(work / "old-root", n_submit, None, submit)
     else:
-        if not form.exists():
+        if "form" in IMPLS[impl] and not form.exists():
             _new_events(work / "new-root", endpoint, FORM_EVENTS, form, scratch)
         _new_events(work / "new-root", endpoint, n_submit, scratch, submit)
     return form, submit
@@ -77,7 +89,8 @@ def _server_argv(impl: str, work: Path, port: int) -> tuple[list[str], dict[str,
     if impl == "old":
         argv = [str(OLD_PY), "-m", "uvicorn", "flyteplugins.hitl._app:app", "--host", "127.0.0.1", "--port", str(port)]
         return argv, child_env(RAW_DATA_PATH=str(work / "old-root"))
-    argv = [str(NEW_PY), "-m", "flyteplugins.hitl", "serve", "--root", str(work / "new-root")]
+    cli = ["-m", "flyteplugins.hitl"] if impl == "new" else [str(BENCH / "_nofsync_server.py")]
+    argv = [str(NEW_PY), *cli, "serve", "--root", str(work / "new-root")]
     return [*argv, "--host", "127.0.0.1", "--port", str(port)], child_env()
 
 
@@ -98,17 +111,14 @@ def wrk(
     return result
 
 
-def _lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)
-
-
-def run(rounds: int, seconds: float, connections: tuple[int, ...], work: Path) -> list[dict[str, Any]]:
-    """All rounds; returns one record per (round, plugin, endpoint, connections)."""
+def run(
+    rounds: int, seconds: float, connections: tuple[int, ...], work: Path, impls: tuple[str, ...] = tuple(IMPLS)
+) -> list[dict[str, Any]]:
+    """All rounds; returns one record per (round, server, endpoint, connections)."""
     records: list[dict[str, Any]] = []
-    guess = {"old": 3000.0, "new": 6000.0}  # submit rates, replaced by each round's measurement
+    guess = {"old": 1500.0, "new": 2500.0, "new-nofsync": 3000.0}  # POST rates; then the best seen
     for r in range(rounds):
-        for impl in ("old", "new") if r % 2 == 0 else ("new", "old"):
+        for impl in impls if r % 2 == 0 else impls[::-1]:
             log(f"throughput round {r + 1}/{rounds}: {impl}")
             for res in _round(impl, work / f"round{r}-{impl}", seconds, connections, guess):
                 res.update(round=r, impl=impl)
@@ -142,7 +152,7 @@ def _round(
         for c_index, c in enumerate(connections):
             chunk = work / f"submit-{c}.txt"
             chunk.write_text("".join(submit_all[c_index * n_submit : (c_index + 1) * n_submit]))
-            for endpoint in ENDPOINTS:
+            for endpoint in IMPLS[impl]:
                 if endpoint == "health":
                     res = wrk(url, health, "GET", c, seconds, wrk_cpus)
                     res["exhausted"] = 0  # the same path every time is the point here
@@ -151,7 +161,7 @@ def _round(
                     res["exhausted"] = 0  # a GET changes nothing: the pool is walked round and round
                 else:
                     res = wrk(url, chunk, "POST", c, seconds, wrk_cpus, "/submit/json")
-                    guess[impl] = max(res["rps"], 200.0)
+                    guess[impl] = max(guess[impl], res["rps"])
                 res.update(endpoint=endpoint, connections=c)
                 yield res
 
@@ -175,6 +185,7 @@ def verify_submits(work: Path, records: list[dict[str, Any]]) -> dict[str, dict[
     for impl, pattern in (
         ("old", "round*-old/old-root/hitl-requests/*/response.json"),
         ("new", "round*-new/new-root/*/response.json"),
+        ("new-nofsync", "round*-new-nofsync/new-root/*/response.json"),
     ):
         accepted = sum(x["requests"] - x["non200"] for x in records if x["impl"] == impl and x["endpoint"] == "submit")
         counts[impl] = {"stored": sum(1 for _ in work.glob(pattern)), "accepted": accepted}
