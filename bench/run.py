@@ -105,13 +105,9 @@ def machine() -> dict[str, Any]:
 
 
 def bench_throughput(work: Path, rounds: int, seconds: float) -> dict[str, Any]:
-    records = throughput.run(rounds, seconds, (16, 256), work / "throughput")
-    stall = throughput.run(1, min(seconds, 2.0), (1,), work / "stall", ("old", "new"))
-    return {
-        "records": records,
-        "single_connection": stall,
-        "stored": throughput.verify_submits(work / "throughput", records),
-    }
+    records, stored = throughput.run(rounds, seconds, (16, 256), work / "throughput")
+    stall, _ = throughput.run(1, min(seconds, 2.0), (1,), work / "stall", ("old", "new"))
+    return {"records": records, "single_connection": stall, "stored": stored}
 
 
 def bench_wake(work: Path, samples: int, old_samples: int) -> dict[str, Any]:
@@ -276,24 +272,28 @@ def table(results: dict[str, Any]) -> str:
             ("errors in all load runs (non-200, timeouts, socket)", str(errors["old"]), str(errors["new"]), "", "0")
         )
         for endpoint in ("health", "form", "submit"):
-            p99 = {
-                impl: next(
-                    (
-                        x["p99_us"] / 1000
-                        for x in tp["single_connection"]
-                        if x["impl"] == impl and x["endpoint"] == endpoint
-                    ),
-                    float("nan"),
-                )
+            one = {
+                impl: next(x for x in tp["single_connection"] if x["impl"] == impl and x["endpoint"] == endpoint)
                 for impl in ("old", "new")
             }
             rows.append(
                 (
-                    f"{endpoint}: p99 latency, 1 connection (ms)",
-                    _fmt(p99["old"], 2),
-                    _fmt(p99["new"], 2),
+                    f"{endpoint}, 1 connection: req/s, p50 / p99 ms (a Nagle stall caps this at ~25 req/s)",
+                    f"{one['old']['rps']:,.0f}, {one['old']['p50_us'] / 1000:.2f} / {one['old']['p99_us'] / 1000:.2f}",
+                    f"{one['new']['rps']:,.0f}, {one['new']['p50_us'] / 1000:.2f} / {one['new']['p99_us'] / 1000:.2f}",
                     "",
                     "no 40 ms stalls",
+                )
+            )
+        checked = tp.get("stored", {})
+        if checked:
+            rows.append(
+                (
+                    "POSTs answered 200 / answers found stored",
+                    f"{checked['old']['accepted']:,} / {checked['old']['stored']:,}",
+                    f"{checked['new']['accepted']:,} / {checked['new']['stored']:,}",
+                    "",
+                    "every 200 stored",
                 )
             )
     wake = results.get("wake")

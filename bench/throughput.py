@@ -11,6 +11,7 @@ turned off (``_nofsync_server.py``), takes the POST runs only, to show what dura
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -113,22 +114,33 @@ def wrk(
 
 def run(
     rounds: int, seconds: float, connections: tuple[int, ...], work: Path, impls: tuple[str, ...] = tuple(IMPLS)
-) -> list[dict[str, Any]]:
-    """All rounds; returns one record per (round, server, endpoint, connections)."""
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """All rounds: one record per (round, server, endpoint, connections), and the answers check.
+
+    The check, per server: POSTs answered 200, and answers found stored afterwards. Every 200
+    must have left an answer; a few more may be stored, for requests in flight when wrk stopped.
+    """
     records: list[dict[str, Any]] = []
+    stored = {impl: {"accepted": 0, "stored": 0} for impl in impls}
     guess = {"old": 1500.0, "new": 2500.0, "new-nofsync": 3000.0}  # POST rates; then the best seen
     for r in range(rounds):
         for impl in impls if r % 2 == 0 else impls[::-1]:
             log(f"throughput round {r + 1}/{rounds}: {impl}")
-            for res in _round(impl, work / f"round{r}-{impl}", seconds, connections, guess):
+            rwork = work / f"round{r}-{impl}"
+            for res in _round(impl, rwork, seconds, connections, guess):
                 res.update(round=r, impl=impl)
                 records.append(res)
+                if res["endpoint"] == "submit":
+                    stored[impl]["accepted"] += res["requests"] - res["non200"]
                 log(
                     f"  {impl} {res['endpoint']:6} c={res['connections']:<3} {res['rps']:8.0f} req/s"
                     f"  p99 {res['p99_us'] / 1000:7.1f} ms  max {res['max_us'] / 1000:7.1f} ms"
                     f"  errors {res['errors']}  exhausted {res['exhausted']}"
                 )
-    return records
+            pattern = "old-root/hitl-requests/*/response.json" if impl == "old" else "new-root/*/response.json"
+            stored[impl]["stored"] += sum(1 for _ in rwork.glob(pattern))
+            shutil.rmtree(rwork, ignore_errors=True)  # tens of thousands of files: not left for the end
+    return records, stored
 
 
 def _round(
@@ -173,20 +185,3 @@ def _cycle(form: Path, work: Path) -> Path:
         text = form.read_text()
         cycled.write_text(text * 100)
     return cycled
-
-
-def verify_submits(work: Path, records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Stored answers per plugin after the runs, next to the POSTs answered 200.
-
-    Every 200 must have left an answer; a few more may be stored than counted, for requests in
-    flight when wrk stopped.
-    """
-    counts = {}
-    for impl, pattern in (
-        ("old", "round*-old/old-root/hitl-requests/*/response.json"),
-        ("new", "round*-new/new-root/*/response.json"),
-        ("new-nofsync", "round*-new-nofsync/new-root/*/response.json"),
-    ):
-        accepted = sum(x["requests"] - x["non200"] for x in records if x["impl"] == impl and x["endpoint"] == "submit")
-        counts[impl] = {"stored": sum(1 for _ in work.glob(pattern)), "accepted": accepted}
-    return counts
