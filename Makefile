@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench browser clean
+.PHONY: demo test lint bench browser emulators clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,18 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not found and cannot install it: browser tests will be skipped"; fi; }
 
+# Azurite, Azure's Blob storage emulator, from npm for tests/test_azure.py (fake-gcs-server, for
+# tests/test_gcs.py, comes with '.[test]'). Pinned; keep AZURITE_VERSION in tests/azure_helpers.py in step.
+AZURITE_VERSION := 3.37.0
+EMULATORS := .emulators
+
+$(EMULATORS)/.azurite-$(AZURITE_VERSION):
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: install Node.js and npm (Debian: apt-get install npm) for the Azure tests"; exit 1; }
+	npm install --prefix $(EMULATORS) --no-save --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
+	touch $@
+
+emulators: $(EMULATORS)/.azurite-$(AZURITE_VERSION)
+
 demo: $(VENV)/.installed
 	$(PY) examples/example.py
 
@@ -25,11 +37,11 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests bench examples
 	$(PY) -m ruff format --check src tests bench examples
 
-test: $(VENV)/.installed browser lint
+test: $(VENV)/.installed browser emulators lint
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info
+	rm -rf $(VENV) $(EMULATORS) .pytest_cache .ruff_cache build dist src/*.egg-info
