@@ -1,9 +1,8 @@
 """Object storage (`_store`'s object backend) on ``abfs://`` against Azurite, Azure's Blob emulator.
 
 As in test_s3.py, the waiting process, the form servers and the test reach the container through
-separate processes and sockets; nothing of obstore or of this package is mocked. Azurite runs in
-its own process (Node), so unlike moto it needs no lock: its ``If-None-Match: *`` check and the
-write are one step of its single-threaded event loop.
+separate processes and sockets; nothing of obstore or of this package is mocked. Unlike moto,
+Azurite gets no lock around conditional writes: its ``If-None-Match: *`` check held in every race.
 """
 
 from __future__ import annotations
