@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,11 +49,25 @@ def _tree(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
-@pytest.fixture(params=["local", "memory"])
+def _named_temp(store: Store) -> Store:
+    """`store` publishing through a named temp file, as on filesystems without O_TMPFILE."""
+    backend = store._backend
+    assert backend._unnamed is (sys.platform == "linux"), "Linux publishes unnamed files"
+    backend._unnamed = False
+    return store
+
+
+@pytest.fixture(params=["local", "local-named-temp"])
+def local_store(request: pytest.FixtureRequest, store: Store) -> Store:
+    """The local backend, with each of its two ways of publishing a complete file."""
+    return _named_temp(store) if request.param == "local-named-temp" else store
+
+
+@pytest.fixture(params=["local", "local-named-temp", "memory"])
 def any_store(request: pytest.FixtureRequest, store: Store) -> Iterator[Store]:
-    """The local backend, and the generic fsspec fallback (fsspec's in-memory filesystem)."""
-    if request.param == "local":
-        yield store
+    """The local backend (both ways of publishing), and the generic fsspec fallback (in memory)."""
+    if request.param.startswith("local"):
+        yield _named_temp(store) if request.param == "local-named-temp" else store
         return
     import fsspec
 
@@ -121,7 +137,8 @@ def test_32_threads_racing_create_response_exactly_one_wins(any_store: Store) ->
         assert any_store.read_response(request_id) == {"status": "completed", "value": winners[0]}
 
 
-def test_no_reader_ever_sees_a_half_written_file(store: Store, root: Path) -> None:
+def test_no_reader_ever_sees_a_half_written_file(local_store: Store, root: Path) -> None:
+    store = local_store
     # Large records make a torn write likely to be seen if publishing were not atomic.
     ids = [f"big-{i}" for i in range(120)]
     payload = {i: "x" * (200_000 + n) for n, i in enumerate(ids)}
@@ -172,6 +189,38 @@ def test_no_reader_ever_sees_a_half_written_file(store: Store, root: Path) -> No
     assert seen["raw"] > 0 and seen["store"] > 0, "the readers overlapped with the writes"
     leftovers = [p for p in _tree(root) if not p.endswith("response.json") and "/" in p]
     assert leftovers == [], "no temp files are left behind"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="O_TMPFILE is Linux's")
+def test_writers_killed_mid_write_leave_no_file_behind(root: Path) -> None:
+    """An unnamed file has no name to leave behind: writers killed with SIGKILL while writing
+    1 MB records (a named temp file would be left about nine times in ten) leave whole records only."""
+    code = """
+import os, sys
+from flyteplugins.hitl._store import Store
+store = Store(os.environ["KILL_ROOT"])
+print("ready", flush=True)
+i = 0
+while True:
+    store.create_response(f"{os.getpid()}-{i}", {"status": "completed", "value": "x" * 1_000_000})
+    i += 1
+"""
+    for delay in (0.003, 0.011, 0.023, 0.037):
+        proc = run_python(code, env={"KILL_ROOT": str(root)})
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 30
+        while not list(root.glob(f"{proc.pid}-2/response.json")) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(delay)  # somewhere inside a later record's write
+        proc.kill()
+        proc.communicate()
+    names = _tree(root)
+    assert [n for n in names if "/" in n and not n.endswith("/response.json")] == [], "nothing but whole records"
+    store = Store(str(root))
+    records = list(root.glob("*/response.json"))
+    assert len(records) >= 12
+    for path in records:
+        assert store.read_response(path.parent.name) == {"status": "completed", "value": "x" * 1_000_000}
 
 
 def test_create_only_holds_across_processes(root: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import os
 import random
 import re
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,9 @@ def test_kill_9_the_server_in_the_middle_of_the_load(tmp_path: Path) -> None:
         for request_id, response in stored.items():
             assert response["status"] == "completed"
             assert response["value"] == values[request_id]
+        # Linux publishes unnamed files (O_TMPFILE): a kill leaves nothing half-done behind.
         tmp_leftovers = len(list(root.glob("*/*.tmp")))
+        assert tmp_leftovers == 0 or sys.platform != "linux"
         assert_clean_log(server.log_text())
         pending = [item for item in pending if item.request_id not in acked | late]
 
@@ -92,7 +95,7 @@ def test_kill_9_the_server_in_the_middle_of_the_load(tmp_path: Path) -> None:
     print(
         f"\nfaults: {KILLS} kill -9 of the server under a {EVENTS}-answer load; {len(acked)} answers acknowledged, "
         f"all intact; {lost_in_flight} requests cut off in flight, of which {len(late)} had been stored (409 on "
-        f"retry) and the rest stored on retry; {tmp_leftovers} orphaned temp files, never read as answers"
+        f"retry) and the rest stored on retry; {tmp_leftovers} leftover temp files"
     )
 
 

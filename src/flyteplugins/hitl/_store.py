@@ -5,7 +5,8 @@ created) and ``<root>/<request_id>/response.json`` (the outcome, written once: a
 an expiry mark). Both are created with a create-only write, so the first writer wins and no
 reader ever sees a half-written file:
 
-- local paths: write a temp file, then ``os.link`` it into place (fails if the name exists);
+- local paths: write and fsync an unnamed file (``O_TMPFILE``; a temp file where that is not
+  available), then ``link`` it into place, which fails if the name exists;
 - s3/gs/abfs: a single put with ``mode="create"`` (If-None-Match: *) through obstore, built by
   ``flyte.storage`` so Flyte's configured credentials and endpoints apply;
 - other fsspec protocols: exists-then-write, atomic only within one process (documented).
@@ -19,6 +20,7 @@ Clients never choose a path: every path is computed here from a request id that 
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -279,6 +281,8 @@ class _LocalBackend:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
+        #: Whether to publish through an unnamed file (Linux, with /proc); off after the first refusal.
+        self._unnamed = _O_TMPFILE != 0 and os.path.isdir("/proc/self/fd")
 
     def read(self, key: str) -> bytes | None:
         try:
@@ -297,21 +301,24 @@ class _LocalBackend:
         path = os.path.join(self.root, key)
         if os.path.exists(path):
             return False
+        directory = os.path.dirname(path)
+        if self._unnamed:
+            try:
+                return self._create_unnamed(directory, path, data)
+            except FileNotFoundError:  # the event's directory does not exist yet
+                os.makedirs(directory, exist_ok=True)
+                return self._create_unnamed(directory, path, data)
+            except _Unsupported:
+                self._unnamed = False
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
             fd = os.open(tmp, flags, 0o600)
-        except FileNotFoundError:  # the event's directory does not exist yet
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except FileNotFoundError:
+            os.makedirs(directory, exist_ok=True)
             fd = os.open(tmp, flags, 0o600)
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_synced(fd, data)
             # link() refuses an existing name: an atomic create-only publish of a complete file.
             os.link(tmp, path)
             return True
@@ -319,6 +326,33 @@ class _LocalBackend:
             return False
         finally:
             os.unlink(tmp)
+
+    def _create_unnamed(self, directory: str, path: str, data: bytes) -> bool:
+        """Write an unnamed file (O_TMPFILE), sync it, then give it its name with linkat(2).
+
+        No temporary name: nothing to unlink, and a crash leaves no stray file behind.
+        """
+        try:
+            fd = os.open(directory, _O_TMPFILE | os.O_WRONLY, 0o600)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # filesystem or kernel without it
+                raise _Unsupported from e
+            raise
+        try:
+            _write_synced(fd, data)
+            try:
+                # The /proc link must be followed (AT_SYMLINK_FOLLOW), which os.link only asks of
+                # linkat when given a directory fd; the kernel ignores it for an absolute path.
+                os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd)
+            except FileExistsError:
+                return False
+            except OSError as e:
+                if e.errno in (errno.EXDEV, errno.EPERM):  # a /proc or filesystem that cannot link it
+                    raise _Unsupported from e
+                raise
+            return True
+        finally:
+            os.close(fd)
 
     def list_ids(self) -> list[str]:
         try:
@@ -329,6 +363,21 @@ class _LocalBackend:
 
     def list_answered(self) -> set[str] | None:
         return None  # a local read costs nothing worth saving
+
+
+_O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
+
+
+class _Unsupported(Exception):
+    """This filesystem or kernel cannot publish an unnamed file: use a named temp file instead."""
+
+
+def _write_synced(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd` and flush it to disk, so a published file is never empty after a crash."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
 
 
 _OBJECT_PROTOCOLS = ("s3", "gs", "abfs", "abfss")
