@@ -377,28 +377,40 @@ class Event(Generic[T]):
             raise
 
     async def _wait_aio(self) -> T:
-        # Between polls the coroutine awaits an asyncio.Event, so it holds no thread; only the
-        # storage reads go through asyncio.to_thread. Thousands of waits share a handful of threads.
+        # Between polls the coroutine awaits a bare future that a timer or the in-process server
+        # settles, so it holds no thread (and no extra task); only the storage reads go through
+        # asyncio.to_thread. Thousands of waits share a handful of threads.
         loop = _WaitLoop(self)
         running = asyncio.get_running_loop()
-        wake = asyncio.Event()
+        sleeper: asyncio.Future[bool] | None = None
+        notified = False
+
+        def on_loop_notified() -> None:
+            nonlocal notified
+            notified = True
+            if sleeper is not None:
+                _settle(sleeper, True)
 
         def waker() -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
-                running.call_soon_threadsafe(wake.set)
+                running.call_soon_threadsafe(on_loop_notified)
 
         with _waiters.registered(self.request_id, waker):
             woken = True
             while True:
-                wake.clear()
+                notified = False
                 done, value = await asyncio.to_thread(loop.step, woken)
                 if done:
                     return cast(T, value)
+                if notified:  # an answer arrived during the step: read again at once
+                    continue
+                sleeper = running.create_future()
+                timer = running.call_later(loop.sleep_seconds(), _settle, sleeper, False)
                 try:
-                    await asyncio.wait_for(wake.wait(), loop.sleep_seconds())
-                    woken = True
-                except asyncio.TimeoutError:
-                    woken = False
+                    woken = await sleeper
+                finally:
+                    timer.cancel()
+                    sleeper = None
 
     wait = Blocking(_wait, _wait_aio, bind="instance")
     """Block until the event is answered and return the answer as `data_type`.
@@ -407,6 +419,11 @@ class Event(Generic[T]):
     event was created; the stored event is then marked expired so late answers are refused.
     ``await event.wait.aio()`` does the same without blocking the event loop.
     """
+
+
+def _settle(future: asyncio.Future[bool], woken: bool) -> None:
+    if not future.done():
+        future.set_result(woken)
 
 
 class _WaitLoop:
