@@ -135,6 +135,27 @@ def wake(args: argparse.Namespace) -> dict[str, Any]:
     return {"mode": args.mode, "from_ack_ms": from_ack, "from_send_ms": from_send}
 
 
+def threads(args: argparse.Namespace) -> dict[str, Any]:
+    """The floor under `scale --mode sync`: `n` bare threads parked on one threading.Event, no wait at all.
+
+    What a program pays for its own threads, whatever they block on; the rest is the waits' share.
+    """
+    import flyteplugins.hitl  # noqa: F401 - the same modules loaded as in `scale`
+
+    threading.stack_size(args.stack_kib * 1024)
+    rss_before = _current_rss_mb()
+    gate = threading.Event()
+    parked = [threading.Thread(target=gate.wait, daemon=True) for _ in range(args.n)]
+    for t in parked:
+        t.start()
+    time.sleep(args.settle)
+    rss_parked = _current_rss_mb()
+    gate.set()
+    for t in parked:
+        t.join()
+    return {"n": args.n, "rss_before_mb": rss_before, "rss_parked_mb": rss_parked, "peak_rss_mb": _peak_rss_mb()}
+
+
 def scale(args: argparse.Namespace) -> dict[str, Any]:
     """`n` concurrent waits in this process, answered through the embedded server by another process."""
     hitl = _hitl(tempfile.mkdtemp(prefix="hitl-scale-"))
@@ -298,6 +319,10 @@ def main() -> int:
     p.add_argument("--mode", choices=("sync", "aio"), default="sync")
     p.add_argument("--stack-kib", type=int, default=256)
     p.add_argument("--settle", type=float, default=3.0)
+    p = commands.add_parser("threads")
+    p.add_argument("-n", type=int, default=10_000)
+    p.add_argument("--stack-kib", type=int, default=256)
+    p.add_argument("--settle", type=float, default=3.0)
     p = commands.add_parser("create")
     p.add_argument("-n", type=int, default=500)
     p.add_argument("--root", required=True)
@@ -310,7 +335,15 @@ def main() -> int:
     p.add_argument("--endpoint", required=True)
     p.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
-    handlers = {"events": events, "wake": wake, "scale": scale, "create": create, "storage": storage, "answer": answer}
+    handlers = {
+        "events": events,
+        "wake": wake,
+        "scale": scale,
+        "threads": threads,
+        "create": create,
+        "storage": storage,
+        "answer": answer,
+    }
     result = handlers[args.command](args)
     print(json.dumps(result), flush=True)
     return 0

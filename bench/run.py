@@ -151,6 +151,8 @@ def bench_import(rounds: int) -> dict[str, Any]:
 
 def bench_scale(n: int) -> dict[str, Any]:
     out = {}
+    log(f"scale: {n} bare parked threads (the floor under the sync waits)")
+    out["threads"] = run_json([str(NEW_PY), str(BENCH / "_new_tools.py"), "threads", "-n", str(n)], env=child_env())
     for mode in ("sync", "aio"):
         log(f"scale: {n} concurrent waits, this package, {mode}")
         argv = [str(NEW_PY), str(BENCH / "_new_tools.py"), "scale", "-n", str(n), "--mode", mode]
@@ -234,6 +236,15 @@ def _fmt(value: float, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _paired_ratios(recs: list[dict[str, Any]], endpoint: str, c: int) -> list[float]:
+    """new ÷ old within each round: the two ran minutes apart, so drift in the machine's speed cancels."""
+    by_round: dict[int, dict[str, float]] = {}
+    for x in recs:
+        if x["endpoint"] == endpoint and x["connections"] == c and x["impl"] in ("old", "new"):
+            by_round.setdefault(x["round"], {})[x["impl"]] = x["rps"]
+    return [r["new"] / r["old"] for _, r in sorted(by_round.items()) if len(r) == 2 and r["old"]]
+
+
 def table(results: dict[str, Any]) -> str:
     """The Markdown comparison table: old plugin, this package, ratio, target."""
     rows: list[tuple[str, str, str, str, str]] = []
@@ -259,6 +270,17 @@ def table(results: dict[str, Any]) -> str:
                     for impl in ("old", "new")
                 }
                 ratio_row(f"{label}, {c} connections (req/s)", med["old"], med["new"], "≥ 2×")
+                paired = _paired_ratios(recs, endpoint, c)
+                if len(paired) > 1:
+                    rows.append(
+                        (
+                            "↳ ratio in each round (old and new run back to back)",
+                            "",
+                            "",
+                            ", ".join(f"{x:.1f}×" for x in paired),
+                            "",
+                        )
+                    )
                 if endpoint == "submit":
                     nofsync = median([x["rps"] for x in recs if x["impl"] == "new-nofsync" and x["connections"] == c])
                     ratio_row(
@@ -316,6 +338,17 @@ def table(results: dict[str, Any]) -> str:
     scale = results.get("scale")
     if scale:
         old = scale.get("old_aio", {})
+        bare = scale.get("threads")
+        if bare:
+            rows.append(
+                (
+                    f"{bare['n']:,} bare threads parked on an Event, no waits (the floor under sync; MB)",
+                    "",
+                    _fmt(bare["rss_parked_mb"]),
+                    "",
+                    "",
+                )
+            )
         for mode in ("sync", "aio"):
             new = scale[f"new_{mode}"]
             label = f"{new['n']:,} waits ({mode}{', threads' if mode == 'sync' else ''}): peak RSS (MB)"
