@@ -716,3 +716,53 @@ def test_console_lines_stay_whole_while_other_threads_print(root: Path, monkeypa
     assert len(ours) == 4 * 150
     assert [line for line in ours if not line.startswith("[hitl] ") or line.count("[hitl]") != 1] == []
     assert [line for line in console.lines if "other output" in line and line != "other output"] == []
+
+
+def test_answers_landing_while_polls_are_in_flight_still_wake_their_waits_at_once(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race between a poll and a wake-up: a poll has read storage (nothing yet) and is about to
+    report back when the answer's wake-up arrives. The wait must read again at once, not sleep on
+    to its next poll. Made certain here: the event loop is held so that 100 waits' timed polls fall
+    due together, then held again while those polls run in worker threads and the answers land."""
+    Console(monkeypatch)
+    n, interval, hold = 100, 2.0, 0.4
+
+    async def main() -> list[float]:
+        events = [
+            await hitl.new_event.aio(f"beat-{i}", data_type=int, poll_interval_seconds=interval) for i in range(n)
+        ]
+        loop = asyncio.get_running_loop()
+        returned: dict[int, float] = {}
+        holding = threading.Event()
+        acked: list[float] = []
+
+        async def waiter(i: int) -> None:
+            assert await events[i].wait.aio() == i
+            returned[i] = time.monotonic()
+
+        def hold_the_loop() -> None:
+            holding.set()
+            time.sleep(hold)  # the polls just started run in worker threads meanwhile
+
+        def answer_all() -> None:
+            holding.wait(30)
+            time.sleep(hold / 4)  # after those polls have read storage
+            for i, event in enumerate(events):
+                assert answer(event, i).status == 200
+            acked.append(time.monotonic())
+
+        answering = loop.run_in_executor(None, answer_all)
+        start = loop.time()
+        tasks = [asyncio.create_task(waiter(i)) for i in range(n)]  # first reads now; polls due one interval on
+        # Busy across the due times, so every poll timer fires in one pass, followed by ours, which
+        # holds the loop right after the pass that hands the polls to worker threads.
+        loop.call_at(start + interval - 0.05, time.sleep, 0.3)
+        loop.call_at(start + interval + 0.2, loop.call_soon, hold_the_loop)
+        await asyncio.wait_for(asyncio.gather(*tasks, answering), 30)
+        return [returned[i] - acked[0] for i in range(n)]
+
+    after_last_ack = asyncio.run(main())
+    # Without the re-read, waits whose poll was in flight sleep on to their next poll (~1.7 s here);
+    # with it, they return as soon as the loop is free again (~0.2 s).
+    assert max(after_last_ack) < interval / 2, f"slowest wait returned {max(after_last_ack):.3f}s after the answers"

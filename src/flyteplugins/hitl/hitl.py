@@ -403,6 +403,7 @@ class Event(Generic[T]):
                 if done:
                     return cast(T, value)
                 if notified:  # an answer arrived during the step: read again at once
+                    woken = True
                     continue
                 sleeper = running.create_future()
                 timer = running.call_later(loop.sleep_seconds(), _settle, sleeper, False)
