@@ -12,6 +12,7 @@ import math
 import random
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -766,3 +767,35 @@ def test_answers_landing_while_polls_are_in_flight_still_wake_their_waits_at_onc
     # Without the re-read, waits whose poll was in flight sleep on to their next poll (~1.7 s here);
     # with it, they return as soon as the loop is free again (~0.2 s).
     assert max(after_last_ack) < interval / 2, f"slowest wait returned {max(after_last_ack):.3f}s after the answers"
+
+
+CTRL_C_PROGRAM = r"""
+import asyncio, importlib, time
+import flyteplugins.hitl as hitl
+
+core = importlib.import_module("flyteplugins.hitl.hitl")
+event = hitl.new_event("ctrl-c", data_type=int, poll_interval_seconds=3600)
+print("waiting", flush=True)
+try:
+    event.wait()
+except KeyboardInterrupt:
+    async def polling() -> int:
+        return sum(1 for t in asyncio.all_tasks() if t is not asyncio.current_task())
+    deadline = time.monotonic() + 10
+    while (left := asyncio.run_coroutine_threadsafe(polling(), core._wait_loop).result(10)) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    print(f"interrupted; polls left {left}", flush=True)
+"""
+
+
+def test_ctrl_c_interrupts_a_blocking_wait_and_stops_its_polling(root: Path) -> None:
+    proc = run_python(CTRL_C_PROGRAM)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "waiting"
+    time.sleep(0.5)  # inside wait() by now
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "interrupted; polls left 0" in out, out

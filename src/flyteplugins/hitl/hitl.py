@@ -365,16 +365,28 @@ class Event(Generic[T]):
     create = Blocking(_create, bind="class")
 
     def _wait(self) -> T:
-        # The calling thread sleeps on one future; a shared loop does the polling (see _wait_aio).
+        # The calling thread sleeps on one lock; a shared loop does the polling (see _wait_aio).
         # Threads that each wake on their own timer every poll starve each other of the GIL: at
         # 10,000 waits a 2-core machine spent its time in the scheduler and never answered.
-        # run_coroutine_threadsafe carries this thread's context variables (Flyte's task context).
-        future = asyncio.run_coroutine_threadsafe(self._wait_aio(), _shared_wait_loop())
+        # A bare lock, not run_coroutine_threadsafe's future: a parked thread holds less memory.
+        loop = _shared_wait_loop()
+        context = contextvars.copy_context()  # this thread's context variables (Flyte's task context)
+        finished = threading.Lock()
+        finished.acquire()
+        started: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = context.run(loop.create_task, self._wait_aio())
+            task.add_done_callback(lambda _: finished.release())
+            started.append(task)
+
+        loop.call_soon_threadsafe(start)
         try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # interrupted (Ctrl-C): stop polling for a wait nobody is in
+            finished.acquire()
+        except BaseException:  # interrupted (Ctrl-C): stop polling for a wait nobody is in
+            loop.call_soon_threadsafe(lambda: started and started[0].cancel())
             raise
+        return started[0].result()
 
     async def _wait_aio(self) -> T:
         # Between polls the coroutine awaits a bare future that a timer or the in-process server
