@@ -351,9 +351,10 @@ def table(results: dict[str, Any]) -> str:
             )
         for mode in ("sync", "aio"):
             new = scale[f"new_{mode}"]
-            label = f"{new['n']:,} waits ({mode}{', threads' if mode == 'sync' else ''}): peak RSS (MB)"
-            old_rss = old.get("peak_rss_mb", float("nan")) if mode == "aio" else float("nan")
-            ratio_row(label, old_rss, new["peak_rss_mb"], "≤ 300 MB", 0, invert=True)
+            kind = f"{new['n']:,} waits ({mode}{', threads' if mode == 'sync' else ''})"
+            for key, what in (("rss_parked_mb", "RSS while parked"), ("peak_rss_mb", "peak RSS")):
+                old_rss = old.get(key, float("nan")) if mode == "aio" else float("nan")
+                ratio_row(f"{kind}: {what} (MB)", old_rss, new[key], "≤ 300 MB", 0, invert=True)
             old_tail = old.get("last_answer_to_last_return_ms", float("nan")) if mode == "aio" else float("nan")
             ratio_row(
                 f"{new['n']:,} waits ({mode}): last answer → last return (ms)",
