@@ -394,33 +394,31 @@ class Event(Generic[T]):
         # asyncio.to_thread. Thousands of waits share a handful of threads.
         loop = _WaitLoop(self)
         running = asyncio.get_running_loop()
-        sleeper: asyncio.Future[bool] | None = None
-        notified = False
+        sleeper: asyncio.Future[None] | None = None
+        notified = True  # the first pass reads storage at once
 
         def on_loop_notified() -> None:
             nonlocal notified
-            notified = True
+            notified = True  # kept until the next pass, whatever woke the sleeper first
             if sleeper is not None:
-                _settle(sleeper, True)
+                _settle(sleeper)
 
         def waker() -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
                 running.call_soon_threadsafe(on_loop_notified)
 
         with _waiters.registered(self.request_id, waker):
-            woken = True
             while True:
-                notified = False
+                woken, notified = notified, False
                 done, value = await asyncio.to_thread(loop.step, woken)
                 if done:
                     return cast(T, value)
                 if notified:  # an answer arrived during the step: read again at once
-                    woken = True
                     continue
                 sleeper = running.create_future()
-                timer = running.call_later(loop.sleep_seconds(), _settle, sleeper, False)
+                timer = running.call_later(loop.sleep_seconds(), _settle, sleeper)
                 try:
-                    woken = await sleeper
+                    await sleeper
                 finally:
                     timer.cancel()
                     sleeper = None
@@ -434,9 +432,9 @@ class Event(Generic[T]):
     """
 
 
-def _settle(future: asyncio.Future[bool], woken: bool) -> None:
+def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
-        future.set_result(woken)
+        future.set_result(None)
 
 
 class _WaitLoop:
