@@ -855,3 +855,21 @@ def test_storage_failure_is_503_not_a_dropped_connection(tmp_path: Path) -> None
         assert reply.status == 503
     finally:
         stop_server(httpd, thread)
+
+
+def test_the_access_log_never_shows_a_token(
+    server: HitlServer, make_event: MakeEvent, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="flyteplugins.hitl.server")
+    event = make_event()
+    assert request(server.url, "GET", form_path(event)).status == 200
+    assert request(server.url, "GET", status_path(event)).status == 200
+    assert request(server.url, "GET", form_path(event, "a-wrong-token-Z9")).status == 403
+    malformed = f"GET /form/{event.request_id}?x=1&token={event.token} HTTP/1.1 extra\r\n\r\n".encode()
+    assert raw_status(raw_exchange(server.url, malformed)) == 400
+    assert answer(server.url, event, 3).status == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.server"]
+    assert len(lines) == 5
+    assert not [line for line in lines if event.token in line or "a-wrong-token-Z9" in line], lines
+    assert f'"GET /form/{event.request_id}?... HTTP/1.1" 200' in lines[0]
+    assert f'"GET /status/{event.request_id}?... HTTP/1.1" 200' in lines[1]
