@@ -143,13 +143,3 @@ def azurite_server() -> Iterator[Azurite]:
     finally:
         with contextlib.suppress(OSError):
             azurite.stop()
-
-
-def use_root(container: AzureContainer, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh abfs:// root, set as FLYTE_HITL_ROOT along with the Azure settings for `container`."""
-    root = container.new_root()
-    for key, value in container.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("FLYTE_HITL_ROOT", root)
-    monkeypatch.delenv("FLYTE_HITL_ENDPOINT", raising=False)
-    return root

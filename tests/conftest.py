@@ -80,3 +80,12 @@ def run_python(code_or_path: str, *args: str, env: dict[str, str] | None = None,
     argv = [sys.executable, *script, *args]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Any]]:
+    """Processes (`s3_helpers.Proc`) started by a test; any still running at the end are killed."""
+    started: list[Any] = []
+    yield started
+    for proc in started:
+        proc.kill()

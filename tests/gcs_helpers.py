@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import platform
-import socket
 import subprocess
 import time
 import urllib.error
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3_helpers import Proc
+from s3_helpers import Proc, closed_port
 
 
 def fake_gcs_server_executable() -> Path:
@@ -48,12 +47,6 @@ def fake_gcs_server_executable() -> Path:
     return binary
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class FakeGcs:
     """A fake-gcs-server process, in memory, on 127.0.0.1 (a free port; it cannot report one it picked)."""
 
@@ -68,7 +61,7 @@ class FakeGcs:
     def start(self) -> FakeGcs:
         binary = fake_gcs_server_executable()
         for _ in range(3):  # the free port may be taken before the server binds it
-            self.port = _free_port()
+            self.port = closed_port()
             argv = [str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"]
             argv += ["-port", str(self.port), "-public-host", f"127.0.0.1:{self.port}", "-log-level", "info"]
             popen = subprocess.Popen(
@@ -173,13 +166,3 @@ def fake_gcs_server() -> Iterator[FakeGcs]:
         yield server
     finally:
         server.stop()
-
-
-def use_root(bucket: GcsBucket, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh gs:// root, set as FLYTE_HITL_ROOT along with the settings that reach `bucket`."""
-    root = bucket.new_root()
-    for key, value in bucket.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("FLYTE_HITL_ROOT", root)
-    monkeypatch.delenv("FLYTE_HITL_ENDPOINT", raising=False)
-    return root

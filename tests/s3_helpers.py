@@ -27,10 +27,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
-from conftest import run_python
+from conftest import post_json, request, run_python
 from moto.server import ThreadedMotoServer
 
 ACCESS_KEY = "hitl-test-key"
@@ -343,11 +343,79 @@ def moto_server() -> Iterator[MotoS3]:
     server.stop()
 
 
-def use_root(bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh s3:// root, set as FLYTE_HITL_ROOT along with Flyte's S3 settings for `bucket`."""
-    root = bucket.new_root()
-    for key, value in bucket.env().items():
+class Place(Protocol):
+    """An S3 bucket, an Azure container or a GCS bucket on its emulator, as the tests use them."""
+
+    def new_root(self) -> str: ...
+    def env(self) -> dict[str, str]: ...
+    def get_json(self, root: str, *parts: str) -> Any: ...
+
+
+def use_root(place: Place, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh root in `place`, set as FLYTE_HITL_ROOT along with the settings that reach it."""
+    root = place.new_root()
+    for key, value in place.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("FLYTE_HITL_ROOT", root)
     monkeypatch.delenv("FLYTE_HITL_ENDPOINT", raising=False)
     return root
+
+
+# -- scenarios shared by every object store ----------------------------------------------------------
+
+
+def check_round_trip(procs: list[Proc], root: str, place: Place, timeout: float) -> None:
+    """Waiter and form server in separate processes: form, 403, 200, then 409 for a second answer."""
+    server = start_server(procs, root)
+    assert request(server, "GET", "/health").json() == {"status": "healthy"}
+    waiter, request_id, token = start_waiter(procs, server)
+
+    form = request(server, "GET", f"/form/{request_id}?token={token}")
+    assert form.status == 200
+    assert "How many replicas?" in form.text
+    assert request(server, "GET", f"/form/{request_id}?token=wrong").status == 403
+
+    reply = post_json(server, {"request_id": request_id, "token": token, "value": 5})
+    assert reply.status == 200, reply.text
+    assert reply.json()["value"] == 5
+    again = post_json(server, {"request_id": request_id, "token": token, "value": 6})
+    assert again.status == 409, again.text
+
+    waiter.expect(r"^RESULT 5$", timeout=timeout)
+    waiter.finish()
+    assert waiter.popen.returncode == 0
+
+    stored = place.get_json(root, request_id, "response.json")
+    assert stored["status"] == "completed" and stored["value"] == 5 and stored["via"] == "json"
+    assert place.get_json(root, request_id, "request.json")["prompt"] == "How many replicas?"
+    status = request(server, "GET", f"/status/{request_id}?token={token}").json()
+    assert status["status"] == "completed" and status["response"]["value"] == 5
+
+
+def check_race_over_two_replicas(procs: list[Proc], root: str, place: Place, timeout: float) -> None:
+    """32 answers released together over two server replicas: exactly one 200, and it is stored."""
+    replicas = [start_server(procs, root), start_server(procs, root)]
+    waiter, request_id, token = start_waiter(procs, replicas[0])
+    barrier = threading.Barrier(32)
+    statuses: dict[int, int] = {}
+
+    def answer(i: int) -> None:
+        barrier.wait()
+        statuses[i] = post_json(replicas[i % 2], {"request_id": request_id, "token": token, "value": 100 + i}).status
+
+    threads = [threading.Thread(target=answer, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, status in statuses.items() if status == 200]
+    assert len(statuses) == 32
+    assert len(winners) == 1, statuses
+    assert sorted(statuses.values()) == [200] + [409] * 31
+    value = 100 + winners[0]
+    waiter.expect(rf"^RESULT {value}$", timeout=timeout)
+    stored = place.get_json(root, request_id, "response.json")  # one whole document: the winner's
+    assert stored["status"] == "completed" and stored["value"] == value
+    for replica in replicas:
+        status = request(replica, "GET", f"/status/{request_id}?token={token}").json()
+        assert status["response"]["value"] == value

@@ -7,15 +7,12 @@ Azurite gets no lock around conditional writes: its ``If-None-Match: *`` check h
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-from azure_helpers import AzureContainer, Azurite, azurite_server, use_root
-from conftest import post_json, request
-from s3_helpers import Proc, start_server, start_waiter
+from azure_helpers import AzureContainer, Azurite, azurite_server
+from s3_helpers import Proc, check_race_over_two_replicas, check_round_trip, start_waiter, use_root
 
 from flyteplugins.hitl import StorageError
 from flyteplugins.hitl._store import Store
@@ -35,15 +32,6 @@ def container(azurite: Azurite) -> AzureContainer:
 def abfs_root(container: AzureContainer, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh abfs:// root, set as FLYTE_HITL_ROOT along with the Azure settings for Azurite."""
     return use_root(container, monkeypatch)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Processes started by a test; any still running at the end are killed."""
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 # -- the store on Azure Blob ------------------------------------------------------------------------
@@ -88,61 +76,13 @@ def test_a_missing_container_is_a_storage_error_at_once(abfs_root: str, containe
 def test_round_trip_with_waiter_and_server_in_separate_processes(
     abfs_root: str, container: AzureContainer, procs: list[Proc]
 ) -> None:
-    server = start_server(procs, abfs_root)
-    assert request(server, "GET", "/health").json() == {"status": "healthy"}
-    waiter, request_id, token = start_waiter(procs, server)
-
-    form = request(server, "GET", f"/form/{request_id}?token={token}")
-    assert form.status == 200
-    assert "How many replicas?" in form.text
-    assert request(server, "GET", f"/form/{request_id}?token=wrong").status == 403
-
-    reply = post_json(server, {"request_id": request_id, "token": token, "value": 5})
-    assert reply.status == 200, reply.text
-    assert reply.json()["value"] == 5
-    again = post_json(server, {"request_id": request_id, "token": token, "value": 6})
-    assert again.status == 409, again.text
-
-    waiter.expect(r"^RESULT 5$", timeout=60)
-    waiter.finish()
-    assert waiter.popen.returncode == 0
-
-    stored = container.get_json(abfs_root, request_id, "response.json")
-    assert stored["status"] == "completed" and stored["value"] == 5 and stored["via"] == "json"
-    assert container.get_json(abfs_root, request_id, "request.json")["prompt"] == "How many replicas?"
-    status = request(server, "GET", f"/status/{request_id}?token={token}").json()
-    assert status["status"] == "completed" and status["response"]["value"] == 5
+    check_round_trip(procs, abfs_root, container, timeout=60)
 
 
 def test_32_racing_answers_over_two_replicas_exactly_one_wins(
     abfs_root: str, container: AzureContainer, procs: list[Proc]
 ) -> None:
-    replicas = [start_server(procs, abfs_root), start_server(procs, abfs_root)]
-    waiter, request_id, token = start_waiter(procs, replicas[0])
-    barrier = threading.Barrier(32)
-    statuses: dict[int, int] = {}
-
-    def answer(i: int) -> None:
-        barrier.wait()
-        statuses[i] = post_json(replicas[i % 2], {"request_id": request_id, "token": token, "value": 100 + i}).status
-
-    threads = [threading.Thread(target=answer, args=(i,)) for i in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    winners = [i for i, status in statuses.items() if status == 200]
-    assert len(statuses) == 32
-    assert len(winners) == 1, statuses
-    assert sorted(statuses.values()) == [200] + [409] * 31
-    value = 100 + winners[0]
-    waiter.expect(rf"^RESULT {value}$", timeout=60)
-    blob = container.client.download_blob(container.key(abfs_root, request_id, "response.json")).readall()
-    stored = json.loads(blob)  # one complete JSON document: the winner's, not a mix of writers
-    assert stored["status"] == "completed" and stored["value"] == value
-    for replica in replicas:
-        status = request(replica, "GET", f"/status/{request_id}?token={token}").json()
-        assert status["response"]["value"] == value
+    check_race_over_two_replicas(procs, abfs_root, container, timeout=60)
 
 
 def test_a_waiting_event_sees_an_answer_written_while_it_waits(

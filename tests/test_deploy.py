@@ -48,14 +48,6 @@ def s3_root(bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> str:
     return use_root(bucket, monkeypatch)
 
 
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
 def _print_in_subprocess(code: str, env: dict[str, str]) -> Any:
     """Run `code` in a fresh interpreter (the environments are built at import) and parse its last line as JSON."""
     proc = python("-c", code, env=env)

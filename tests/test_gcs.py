@@ -21,8 +21,8 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import request, run_python
-from gcs_helpers import FakeGcs, GcsBucket, fake_gcs_server, use_root
-from s3_helpers import Proc, start_server
+from gcs_helpers import FakeGcs, GcsBucket, fake_gcs_server
+from s3_helpers import Proc, start_server, use_root
 
 from flyteplugins.hitl import StorageError
 from flyteplugins.hitl._answers import utc
@@ -43,15 +43,6 @@ def bucket(gcs: FakeGcs) -> GcsBucket:
 def gs_root(bucket: GcsBucket, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh gs:// root, set as FLYTE_HITL_ROOT along with the settings that reach fake-gcs-server."""
     return use_root(bucket, monkeypatch)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Processes started by a test; any still running at the end are killed."""
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 def question(request_id: str, token: str = "tok-" + "x" * 28, timeout_seconds: float = 120) -> dict[str, object]:

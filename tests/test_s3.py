@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import post_json, request
+from conftest import post_json
 from s3_helpers import (
     FORM_LINE,
     Door,
     MotoS3,
     Proc,
     S3Bucket,
+    check_race_over_two_replicas,
+    check_round_trip,
     closed_port,
     moto_server,
     python,
@@ -54,15 +56,6 @@ def bucket(moto: MotoS3) -> S3Bucket:
 def s3_root(bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh s3:// root, set as FLYTE_HITL_ROOT along with Flyte's S3 settings for the moto server."""
     return use_root(bucket, monkeypatch)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Processes started by a test; any still running at the end are killed."""
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 # -- the store on S3 --------------------------------------------------------------------------------
@@ -416,59 +409,13 @@ def test_a_waiter_whose_storage_stays_down_fails_with_an_error_naming_the_root(
 def test_round_trip_with_waiter_and_server_in_separate_processes(
     s3_root: str, bucket: S3Bucket, procs: list[Proc]
 ) -> None:
-    server = start_server(procs, s3_root)
-    assert request(server, "GET", "/health").json() == {"status": "healthy"}
-    waiter, request_id, token = start_waiter(procs, server)
-
-    form = request(server, "GET", f"/form/{request_id}?token={token}")
-    assert form.status == 200
-    assert "How many replicas?" in form.text
-    assert request(server, "GET", f"/form/{request_id}?token=wrong").status == 403
-
-    reply = post_json(server, {"request_id": request_id, "token": token, "value": 5})
-    assert reply.status == 200, reply.text
-    assert reply.json()["value"] == 5
-    again = post_json(server, {"request_id": request_id, "token": token, "value": 6})
-    assert again.status == 409, again.text
-
-    waiter.expect(r"^RESULT 5$", timeout=90)
-    waiter.finish()
-    assert waiter.popen.returncode == 0
-
-    stored = bucket.get_json(s3_root, request_id, "response.json")
-    assert stored["status"] == "completed" and stored["value"] == 5 and stored["via"] == "json"
-    assert bucket.get_json(s3_root, request_id, "request.json")["prompt"] == "How many replicas?"
-    status = request(server, "GET", f"/status/{request_id}?token={token}").json()
-    assert status["status"] == "completed" and status["response"]["value"] == 5
+    check_round_trip(procs, s3_root, bucket, timeout=90)
 
 
 def test_32_racing_answers_over_two_replicas_exactly_one_wins(
     s3_root: str, bucket: S3Bucket, procs: list[Proc]
 ) -> None:
-    replicas = [start_server(procs, s3_root), start_server(procs, s3_root)]
-    waiter, request_id, token = start_waiter(procs, replicas[0])
-    barrier = threading.Barrier(32)
-    statuses: dict[int, int] = {}
-
-    def answer(i: int) -> None:
-        barrier.wait()
-        statuses[i] = post_json(replicas[i % 2], {"request_id": request_id, "token": token, "value": 100 + i}).status
-
-    threads = [threading.Thread(target=answer, args=(i,)) for i in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    winners = [i for i, status in statuses.items() if status == 200]
-    assert len(statuses) == 32
-    assert len(winners) == 1, statuses
-    assert sorted(statuses.values()) == [200] + [409] * 31
-    value = 100 + winners[0]
-    waiter.expect(rf"^RESULT {value}$", timeout=90)
-    assert bucket.get_json(s3_root, request_id, "response.json")["value"] == value
-    for replica in replicas:
-        status = request(replica, "GET", f"/status/{request_id}?token={token}").json()
-        assert status["response"]["value"] == value
+    check_race_over_two_replicas(procs, s3_root, bucket, timeout=90)
 
 
 FLYTE_RUN = """
