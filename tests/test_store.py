@@ -16,7 +16,7 @@ import pytest
 from conftest import run_python
 
 from flyteplugins.hitl import InvalidRequestIdError, StorageError
-from flyteplugins.hitl._store import ROOT_ENV, Store, check_request_id, default_root
+from flyteplugins.hitl._store import FSYNC_ENV, ROOT_ENV, Store, check_request_id, default_root
 
 BAD_IDS: list[object] = [
     "../x",
@@ -410,3 +410,64 @@ def test_the_root_comes_from_the_environment_with_a_local_default(monkeypatch: p
     assert default_root() == "s3://bucket/hitl"
     monkeypatch.delenv(ROOT_ENV)
     assert default_root().startswith("/tmp/flyte/"), "the default lives under Flyte's local data directory"
+
+
+# -- syncing to disk ------------------------------------------------------------------------------
+
+
+def _record_fsyncs(monkeypatch: pytest.MonkeyPatch, path: Path) -> list[tuple[int, bool]]:
+    """Each os.fsync call as (size of the file synced, whether `path` existed then); still syncs."""
+    calls: list[tuple[int, bool]] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append((os.fstat(fd).st_size, path.exists()))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+PUBLISHING = pytest.mark.parametrize("named", [False, True], ids=["unnamed", "named-temp"])
+
+
+@PUBLISHING
+@pytest.mark.parametrize("setting", ["1", "true", "YES", "on"])
+def test_with_fsync_each_record_is_synced_whole_before_it_is_published(
+    root: Path, monkeypatch: pytest.MonkeyPatch, setting: str, named: bool
+) -> None:
+    monkeypatch.setenv(FSYNC_ENV, setting)
+    store = _named_temp(Store(str(root))) if named else Store(str(root))
+    calls = _record_fsyncs(monkeypatch, root / "synced" / "response.json")
+    assert store.create_request(_request("synced"))
+    assert store.create_response("synced", {"value": "x" * 5000})
+    size = (root / "synced" / "response.json").stat().st_size
+    assert len(calls) == 2
+    assert calls[1] == (size, False), "the whole answer is synced before its name appears"
+
+
+@PUBLISHING
+@pytest.mark.parametrize("setting", [None, "", "0", "false", "No", "off"])
+def test_without_fsync_records_are_published_unsynced(
+    root: Path, monkeypatch: pytest.MonkeyPatch, setting: str | None, named: bool
+) -> None:
+    if setting is None:
+        monkeypatch.delenv(FSYNC_ENV, raising=False)
+    else:
+        monkeypatch.setenv(FSYNC_ENV, setting)
+    store = _named_temp(Store(str(root))) if named else Store(str(root))
+    calls = _record_fsyncs(monkeypatch, root / "plain" / "response.json")
+    assert store.create_request(_request("plain"))
+    assert store.create_response("plain", {"value": 1})
+    assert store.read_response("plain") == {"value": 1}
+    assert calls == []
+
+
+def test_a_bad_fsync_setting_is_a_storage_error_naming_it_and_writes_nothing(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FSYNC_ENV, "maybe")
+    store = Store(str(root))
+    with pytest.raises(StorageError, match=r"FLYTE_HITL_FSYNC must be 1 or 0 .*got 'maybe'"):
+        store.create_request(_request("never"))
+    assert not root.exists() or _tree(root) == []

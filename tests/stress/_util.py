@@ -153,7 +153,7 @@ def event_record(
 
 
 def create_events(store: Store, count: int, prefix: str, *, data_type: str = "int") -> list[Pending]:
-    """Create `count` pending events through the store (threads, since each create waits on fsync)."""
+    """Create `count` pending events through the store, from 16 threads."""
 
     def one(i: int) -> Pending:
         record = event_record(f"{prefix}-{i:06d}", data_type=data_type)

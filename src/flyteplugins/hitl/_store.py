@@ -5,8 +5,10 @@ created) and ``<root>/<request_id>/response.json`` (the outcome, written once: a
 an expiry mark). Both are created with a create-only write, so the first writer wins and no
 reader ever sees a half-written file:
 
-- local paths: write and fsync an unnamed file (``O_TMPFILE``; a temp file where that is not
-  available), then ``link`` it into place, which fails if the name exists;
+- local paths: write an unnamed file (``O_TMPFILE``; a temp file where that is not available),
+  then ``link`` it into place, which fails if the name exists. A record survives the crash of any
+  process at once; with ``FLYTE_HITL_FSYNC=1`` it is also synced to disk before the write
+  returns, so that it survives a power loss (this costs 0.4 to 0.9 ms of CPU per record);
 - s3/gs/abfs: a single put with ``mode="create"`` (If-None-Match: *) through obstore, built by
   ``flyte.storage`` so Flyte's configured credentials and endpoints apply;
 - other fsspec protocols: exists-then-write, atomic only within one process (documented).
@@ -42,6 +44,7 @@ REQUEST_FILE = "request.json"
 RESPONSE_FILE = "response.json"
 DEFAULT_LOCAL_ROOT = "/tmp/flyte/hitl"
 ROOT_ENV = "FLYTE_HITL_ROOT"
+FSYNC_ENV = "FLYTE_HITL_FSYNC"
 
 Record = dict[str, Any]
 
@@ -56,6 +59,16 @@ def check_request_id(request_id: object) -> str:
 def default_root() -> str:
     """The root named by ``FLYTE_HITL_ROOT``, or the local default under Flyte's local data directory."""
     return os.environ.get(ROOT_ENV) or DEFAULT_LOCAL_ROOT
+
+
+def fsync_wanted() -> bool:
+    """Whether ``FLYTE_HITL_FSYNC`` asks local records to be synced to disk before a write returns."""
+    text = os.environ.get(FSYNC_ENV, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise _PermanentError(f"{FSYNC_ENV} must be 1 or 0 (or true/false, yes/no, on/off), got {text!r}")
 
 
 class _Backend(Protocol):
@@ -281,6 +294,8 @@ class _LocalBackend:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
+        #: Whether each record is synced to disk before it is published (``FLYTE_HITL_FSYNC``).
+        self.fsync = fsync_wanted()
         #: Whether to publish through an unnamed file (Linux, with /proc); off after the first refusal.
         self._unnamed = _O_TMPFILE != 0 and os.path.isdir("/proc/self/fd")
 
@@ -298,9 +313,8 @@ class _LocalBackend:
             os.close(fd)
 
     def create(self, key: str, data: bytes) -> bool:
+        # No check for an existing record first: link() refuses it anyway, and a second answer is rare.
         path = os.path.join(self.root, key)
-        if os.path.exists(path):
-            return False
         directory = os.path.dirname(path)
         if self._unnamed:
             try:
@@ -318,7 +332,7 @@ class _LocalBackend:
             os.makedirs(directory, exist_ok=True)
             fd = os.open(tmp, flags, 0o600)
         try:
-            _write_synced(fd, data)
+            self._write(fd, data)
             # link() refuses an existing name: an atomic create-only publish of a complete file.
             os.link(tmp, path)
             return True
@@ -339,7 +353,7 @@ class _LocalBackend:
                 raise _Unsupported from e
             raise
         try:
-            _write_synced(fd, data)
+            self._write(fd, data)
             try:
                 # The /proc link must be followed (AT_SYMLINK_FOLLOW), which os.link only asks of
                 # linkat when given a directory fd; the kernel ignores it for an absolute path.
@@ -353,6 +367,15 @@ class _LocalBackend:
             return True
         finally:
             os.close(fd)
+
+    def _write(self, fd: int, data: bytes) -> None:
+        """Write all of `data` to `fd`, and sync it to disk when asked, so a published file is never
+        empty after a power loss."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if self.fsync:
+            os.fsync(fd)
 
     def list_ids(self) -> list[str]:
         try:
@@ -370,14 +393,6 @@ _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
 
 class _Unsupported(Exception):
     """This filesystem or kernel cannot publish an unnamed file: use a named temp file instead."""
-
-
-def _write_synced(fd: int, data: bytes) -> None:
-    """Write all of `data` to `fd` and flush it to disk, so a published file is never empty after a crash."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.fsync(fd)
 
 
 _OBJECT_PROTOCOLS = ("s3", "gs", "abfs", "abfss")
