@@ -77,9 +77,6 @@ def _status_mb(field: str) -> float:
 
 def events(args: argparse.Namespace) -> dict[str, Any]:
     """Create `n` pending int events through the public API and write wrk input lines for them."""
-    if args.no_fsync:
-        # Set-up only, never measured: the events are the same, made three times faster.
-        os.fsync = lambda fd: None
     hitl = _hitl(args.root, args.endpoint)  # the server under test answers; no embedded server here
     start = time.perf_counter()
     made = _create_many(hitl, args.n, "bench")
@@ -310,7 +307,6 @@ def main() -> int:
     p.add_argument("-n", type=int, required=True)
     p.add_argument("--form", required=True)
     p.add_argument("--submit", required=True)
-    p.add_argument("--no-fsync", action="store_true", help="skip fsync while making them (set-up speed)")
     p = commands.add_parser("wake")
     p.add_argument("-n", type=int, default=50)
     p.add_argument("--mode", choices=("sync", "aio"), default="sync")
