@@ -23,7 +23,7 @@ from conftest import Reply, post_json, request
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl._store import Store
-from flyteplugins.hitl.server import HitlServer, make_server, start_server, stop_server
+from flyteplugins.hitl.server import HitlHandler, HitlServer, make_server, start_server, stop_server
 
 XSS_NAME = '<script>alert("name")</script>'
 XSS_PROMPT = "<script>alert('prompt')</script><img src=x onerror=alert(1)> & \"quotes\""
@@ -835,6 +835,65 @@ def test_a_slow_client_does_not_block_others(server: HitlServer, make_event: Mak
     finally:
         for sock in slow:
             sock.close()
+
+
+@pytest.fixture
+def quick_timeout(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A handler timeout of half a second for servers started after this fixture."""
+    monkeypatch.setattr(HitlHandler, "timeout", 0.5)
+    return 0.5
+
+
+def _closed_after(sock: socket.socket) -> tuple[bytes, float]:
+    """Everything the server sends until it closes `sock`, and how long that took."""
+    start, chunks = time.monotonic(), []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks), time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",  # nothing at all
+        b"GET /hea",  # half a request line
+        b"GET /health HTTP/1.1\r\nHost: x\r\n",  # headers never finished
+        b"GET /health HTTP/1.1\r\nHost: x\r\nAcc",  # half a header line
+        b"GET /health HTTP/1.1\r\n\r\n",  # one whole request, then silence on a keep-alive connection
+    ],
+    ids=["silent", "half-request-line", "unfinished-headers", "half-header-line", "idle-keep-alive"],
+)
+def test_a_stalled_connection_is_closed_after_the_handler_timeout_without_a_reply_to_half_a_request(
+    quick_timeout: float, server: HitlServer, sent: bytes
+) -> None:
+    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+        sock.sendall(sent)
+        received, waited = _closed_after(sock)
+    complete = sent.endswith(b"\r\n\r\n")
+    assert raw_status(received) == 200 if complete else received == b""
+    assert quick_timeout * 0.8 <= waited < quick_timeout + 5
+    assert request(server.url, "GET", "/health").status == 200
+
+
+def test_a_body_that_stalls_gets_a_400_saying_how_much_came(quick_timeout: float, server: HitlServer) -> None:
+    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+        sock.sendall(b"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        received, waited = _closed_after(sock)
+    assert raw_status(received) == 400
+    assert b"request body ended after 1 of 1000 bytes" in received
+    assert b"Connection: close" in received
+    assert quick_timeout * 0.8 <= waited < quick_timeout + 5
+
+
+def test_a_request_that_keeps_trickling_in_is_served(quick_timeout: float, server: HitlServer) -> None:
+    # The timeout bounds each wait for more bytes, not the whole request.
+    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+        for part in (b"GET /hea", b"lth HTTP/1.1\r\nHo", b"st: x\r\nConnection: close\r\n", b"\r\n"):
+            sock.sendall(part)
+            time.sleep(quick_timeout / 3)
+        received, _ = _closed_after(sock)
+    assert raw_status(received) == 200
+    assert received.endswith(b'{"status": "healthy"}')
 
 
 # -- storage failures ------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import http.client
 import json
 import logging
 import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -96,6 +98,11 @@ def _refusal(e: HitlError) -> tuple[int, str] | None:
     return None
 
 
+# The client went away, or stalled past the handler timeout (a kernel-side timeout surfaces as
+# BlockingIOError): routine, logged in one line, never answered.
+_CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError)
+
+
 def _declares_body(headers: Any) -> bool:
     """Whether a request's headers announce a body (a non-zero or unreadable length, or any transfer coding)."""
     if headers is None:
@@ -154,7 +161,7 @@ class HitlServer(ThreadingHTTPServer):
         import sys
 
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
+        if isinstance(exc, _CLIENT_GONE):
             logger.info("%s: connection ended: %s", client_address[0], exc)
         else:
             logger.exception("internal error while serving %s", client_address[0])
@@ -179,6 +186,30 @@ class HitlHandler(BaseHTTPRequestHandler):
 
     # -- parsing -------------------------------------------------------------------------------
 
+    def setup(self) -> None:
+        super().setup()
+        # The timeout is kept by the kernel (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket: a
+        # timeout set in Python makes every recv and send wait in poll() first, two more system
+        # calls per request, each a point where another thread takes the GIL. A read that times out
+        # then ends like end-of-input, and `_line` treats a cut-off line as the connection ending.
+        if self.timeout is None:
+            return
+        seconds, fraction = divmod(float(self.timeout), 1.0)
+        try:
+            timeval = struct.pack("ll", int(seconds), int(fraction * 1e6))
+            for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+                self.connection.setsockopt(socket.SOL_SOCKET, option, timeval)
+        except (OSError, AttributeError, struct.error):  # a platform without them: keep Python's timeout
+            return
+        self.connection.settimeout(None)
+
+    def _line(self) -> bytes | None:
+        """The next line (with its newline), or None when the connection ended or timed out mid-line."""
+        line = self.rfile.readline(65537)
+        if len(line) > 65536 or line.endswith(b"\n"):
+            return line
+        return None
+
     def parse_request(self) -> bool:
         """Read the request line and the headers; answer a malformed request and return False.
 
@@ -191,8 +222,10 @@ class HitlHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.requestline = requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
         words = requestline.split()
-        if not words:
-            return False  # a blank line: close without a reply, as the standard library does
+        if not words or not self.raw_requestline.endswith(b"\n"):
+            # A blank line, or a line cut off by the client leaving or by the timeout: close without
+            # a reply, as the standard library does.
+            return False
         if len(words) != 3:
             self.send_error(400, f"bad request line {requestline[:100]!r}: expected 'METHOD TARGET HTTP/1.1'")
             return False
@@ -205,11 +238,13 @@ class HitlHandler(BaseHTTPRequestHandler):
         self.path = "/" + path.lstrip("/") if path.startswith("//") else path
         headers = http.client.HTTPMessage()
         for _ in range(self.max_headers + 1):
-            line = self.rfile.readline(65537)
+            line = self._line()
+            if line is None:
+                return False  # the headers never ended: the client left or stalled past the timeout
             if len(line) > 65536:
                 self.send_error(431, "a header line is longer than 65536 bytes")
                 return False
-            if line in (b"\r\n", b"\n", b""):
+            if line in (b"\r\n", b"\n"):
                 break
             name, colon, value = str(line, "iso-8859-1").partition(":")
             if not colon or not _HEADER_NAME_RE.fullmatch(name):
@@ -282,7 +317,7 @@ class HitlHandler(BaseHTTPRequestHandler):
             if refusal is None:
                 raise
             self._send_json(refusal[0], {"detail": refusal[1]})
-        except (ConnectionError, TimeoutError):
+        except _CLIENT_GONE:
             raise  # the client went away; handle_error logs one line
         except Exception:
             # A bug of ours, not the client's: log it with context, answer 500 without details.
@@ -379,7 +414,7 @@ class HitlHandler(BaseHTTPRequestHandler):
         if length > self.max_body_bytes:
             self.close_connection = True
             raise _Reply(413, f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes")
-        body = self.rfile.read(length)
+        body = self.rfile.read(length) or b""  # None: the timeout passed before any of it came
         self._body_read = True
         if len(body) != length:
             self.close_connection = True
