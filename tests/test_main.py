@@ -97,6 +97,10 @@ def test_serve_answers_events_written_by_another_process_and_logs_requests(
     out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0
     assert "POST /submit/json" in err, "requests are logged"
+    # One access line per request: time, level, logger, client, request line, status.
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    line = stamp + r' INFO flyteplugins\.hitl\.server: 127\.0\.0\.1 "POST /submit/json HTTP/1\.1" 409 -'
+    assert re.search(line, err), err
     assert "secret-token-for-the-test" not in out + err, "answers' tokens never reach the log"
     assert "Traceback" not in out + err
 
