@@ -321,6 +321,26 @@ def test_json_malformed_bodies_are_400(server: HitlServer, body: bytes) -> None:
     assert "detail" in reply.json()
 
 
+@pytest.mark.parametrize("field", ["token", "value", "comment"])
+@pytest.mark.parametrize("spelling", ["escape", "utf-8", "utf-16", "utf-32"])
+def test_json_with_an_unpaired_surrogate_is_400_and_writes_nothing(
+    server: HitlServer, make_event: MakeEvent, root: Path, field: str, spelling: str
+) -> None:
+    # JSON can spell a lone surrogate as an escape, and json.loads also lets one through from bytes
+    # that encode it in UTF-8, UTF-16 or UTF-32.
+    event = make_event(str)
+    payload = {"request_id": event.request_id, "token": event.token, "value": "ok", field: "x\ud800"}
+    if spelling == "escape":
+        body = json.dumps(payload).encode()
+    else:
+        body = json.dumps(payload, ensure_ascii=False).encode(spelling, "surrogatepass")
+    reply = request(server.url, "POST", "/submit/json", body, {"Content-Type": "application/json"})
+    assert reply.status == 400, reply.body
+    assert "unpaired surrogate" in reply.json()["detail"]
+    assert not response_file(root, event).exists()
+    assert answer(server.url, event, "fine").status == 200
+
+
 def test_json_without_a_value_is_400(server: HitlServer, make_event: MakeEvent, root: Path) -> None:
     event = make_event()
     reply = post_json(server.url, {"request_id": event.request_id, "token": event.token})

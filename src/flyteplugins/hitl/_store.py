@@ -305,9 +305,10 @@ class _LocalBackend:
         except FileNotFoundError:
             return None
         try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
+            # A short read of a regular file means its end: a record (well under 64 KiB) takes one read.
+            chunks = [os.read(fd, 1 << 16)]
+            while len(chunks[-1]) == 1 << 16:
+                chunks.append(os.read(fd, 1 << 16))
             return b"".join(chunks)
         finally:
             os.close(fd)
