@@ -103,6 +103,15 @@ def test_records_keep_unicode_and_markup_exactly(any_store: Store) -> None:
     assert any_store.read_request("ev-u") == record
 
 
+@pytest.mark.parametrize("size", [(1 << 16) - 40, 1 << 16, 3 * (1 << 16) + 5])
+def test_records_of_any_size_read_back_whole(any_store: Store, size: int) -> None:
+    # Sizes around the local backend's 64 KiB read, including an exact multiple of it.
+    record = {"value": ""}
+    record["value"] = "x" * (size - len(json.dumps(record, separators=(",", ":"))))
+    assert any_store.create_response("big", record)
+    assert any_store.read_response("big") == record
+
+
 def test_local_layout_is_root_id_request_and_response(store: Store, root: Path) -> None:
     store.create_request(_request("ev-2"))
     store.create_response("ev-2", {"status": "completed", "value": 5})
