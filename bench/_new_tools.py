@@ -178,7 +178,7 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
             t.start()
         started = time.monotonic() - start
         time.sleep(args.settle)
-        rss_parked = _current_rss_mb()
+        rss_parked, hwm_parked = _current_rss_mb(), _peak_rss_mb()
         answer = _answerer(lines, endpoint)
         for t in threads:
             t.join()
@@ -193,13 +193,13 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
             tasks = [asyncio.ensure_future(waiter_aio(i)) for i in range(args.n)]
             started = time.monotonic() - start
             await asyncio.sleep(args.settle)
-            rss_parked = _current_rss_mb()
+            rss_parked, hwm_parked = _current_rss_mb(), _peak_rss_mb()
             answer = _answerer(lines, endpoint)
             await asyncio.gather(*tasks)
             out = await asyncio.to_thread(answer.communicate)
-            return started, rss_parked, json.loads(out[0].splitlines()[-1])
+            return started, rss_parked, hwm_parked, json.loads(out[0].splitlines()[-1])
 
-        started, rss_parked, answered = asyncio.run(main())
+        started, rss_parked, hwm_parked, answered = asyncio.run(main())
     wrong = sum(1 for i, value in enumerate(results) if value != i)
     return {
         "mode": args.mode,
@@ -211,6 +211,7 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
         "first_answer_to_last_return_s": max(returned) - answered["first_sent"],
         "rss_before_mb": rss_before,
         "rss_parked_mb": rss_parked,
+        "peak_rss_while_starting_mb": hwm_parked,  # the peak before any answer came
         "peak_rss_mb": _peak_rss_mb(),
         "stack_kib": args.stack_kib if args.mode == "sync" else None,
     }
