@@ -383,6 +383,8 @@ def table(results: dict[str, Any]) -> str:
                 old_rss = old.get(key, float("nan")) if mode == "aio" else float("nan")
                 mine = median([x[key] for x in runs])
                 ratio_row(f"{kind}: {what}{each} (MB)", old_rss, mine, "≤ 300 MB", 0, invert=True)
+                if len(runs) > 1:
+                    rows.append(("↳ each run", "", ", ".join(_fmt(x[key]) for x in runs), "", ""))
             for key, what, digits in (
                 ("last_answer_to_last_return_ms", "last answer → last return (ms)", 1),
                 ("first_answer_to_last_return_s", "first answer → last return (s)", 1),
