@@ -92,6 +92,8 @@ class _Bound:
         return self._blocking.__doc__
 
     def __getattr__(self, name: str) -> Any:
+        if name in _Bound.__slots__:  # not set yet (a copy being built): no lookup through itself
+            raise AttributeError(name)
         return getattr(self._blocking, name)  # __name__, __qualname__, __wrapped__, ...
 
     def __repr__(self) -> str:
