@@ -480,3 +480,11 @@ def test_a_bad_fsync_setting_is_a_storage_error_naming_it_and_writes_nothing(
     with pytest.raises(StorageError, match=r"FLYTE_HITL_FSYNC must be 1 or 0 .*got 'maybe'"):
         store.create_request(_request("never"))
     assert not root.exists() or _tree(root) == []
+
+
+@pytest.mark.parametrize(
+    ("root", "local"),
+    [("/tmp/x", True), ("relative/dir", True), ("file:///tmp/x", True), ("s3://b/p", False), ("memory://m", False)],
+)
+def test_is_local_tells_local_paths_from_remote_urls(root: str, local: bool) -> None:
+    assert Store(root).is_local is local

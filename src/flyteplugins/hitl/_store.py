@@ -130,6 +130,12 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.root!r})"
 
+    @property
+    def is_local(self) -> bool:
+        """Whether the root is a local path (a read is a few system calls, no network)."""
+        protocol, separator, _ = self.root.partition("://")
+        return not separator or protocol == "file"
+
     def read_request(self, request_id: str) -> Record | None:
         """The stored question for `request_id`, or None if there is none."""
         return self._read(check_request_id(request_id), REQUEST_FILE)

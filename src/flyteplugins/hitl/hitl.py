@@ -370,7 +370,7 @@ class Event(Generic[T]):
         # 10,000 waits a 2-core machine spent its time in the scheduler and never answered.
         # A bare lock, not run_coroutine_threadsafe's future: a parked thread holds less memory.
         loop = _shared_wait_loop()
-        parked = _Parked(self._wait_aio())
+        parked = _Parked(self._wait_aio(inline=self._store.is_local))
         # The task runs in this thread's context variables (Flyte's task context).
         loop.call_soon_threadsafe(parked.start, loop, context=contextvars.copy_context())
         try:
@@ -381,10 +381,14 @@ class Event(Generic[T]):
         assert parked.task is not None
         return parked.task.result()
 
-    async def _wait_aio(self) -> T:
+    async def _wait_aio(self, inline: bool = False) -> T:
         # Between polls the coroutine awaits a bare future that a timer or the in-process server
         # settles, so it holds no thread (and no extra task); only the storage reads go through
         # asyncio.to_thread. Thousands of waits share a handful of threads.
+        # `inline`: blocking waits on a local root pass True, and their shared private loop then
+        # reads the small record itself (tens of microseconds) after the first pass, instead of
+        # handing every poll to a worker thread. With 10,000 waits those hand-offs came 2,000 a
+        # second and starved the wake-ups: the last one came up to 54 s after the last answer.
         loop = _WaitLoop(self)
         running = asyncio.get_running_loop()
         sleeper: asyncio.Future[None] | None = None
@@ -404,7 +408,10 @@ class Event(Generic[T]):
         try:
             while True:
                 woken, notified = notified, False
-                done, value = await asyncio.to_thread(loop.step, woken)
+                if inline and self._announced:
+                    done, value = loop.step(woken)
+                else:
+                    done, value = await asyncio.to_thread(loop.step, woken)
                 if done:
                     return cast(T, value)
                 if notified:  # an answer arrived during the step: read again at once
