@@ -389,6 +389,8 @@ class Event(Generic[T]):
         # reads the small record itself (tens of microseconds) after the first pass, instead of
         # handing every poll to a worker thread. With 10,000 waits those hand-offs came 2,000 a
         # second and starved the wake-ups: the last one came up to 54 s after the last answer.
+        # The price: while a local read is retried after an I/O error, the other blocking waits'
+        # wake-ups wait too. `.aio` waits run on the caller's loop and keep the worker thread.
         loop = _WaitLoop(self)
         running = asyncio.get_running_loop()
         sleeper: asyncio.Future[None] | None = None
