@@ -29,6 +29,7 @@ import pytest
 from conftest import Reply, post_json, request, run_python
 
 import flyteplugins.hitl as hitl
+import flyteplugins.hitl.hitl as core
 from flyteplugins.hitl._store import REQUEST_ID_RE, Store
 from flyteplugins.hitl.server import make_server, stop_server
 
@@ -390,6 +391,51 @@ def test_an_answer_given_before_the_wait_is_returned_at_once(
     value, _ = wait_in_thread(mode, event)
     assert value == "already here"
     assert answer(event, "too late").status == 409
+
+
+def test_an_in_process_answer_is_handed_to_the_wait_without_a_read(
+    mode: str, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server and `submit` pass the outcome they stored to `_waiters.notify`, and a wait on that
+    root returns it as it is. Shown with an outcome that storage does not hold: a wait that read
+    storage instead would find nothing there and sleep on to its next poll, an hour away."""
+    console = Console(monkeypatch)
+    event = create(mode, "handed", data_type=int, poll_interval_seconds=3600, timeout_seconds=120)
+    outcome = {"request_id": event.request_id, "status": "completed", "value": 5, "data_type": "int", "via": "cli"}
+
+    def hand_over() -> None:
+        console.wait_for(f"form: {event.form_url}")
+        core._waiters.notify(Store(str(root)).root, event.request_id, outcome)
+
+    thread = threading.Thread(target=hand_over)
+    thread.start()
+    value, _ = wait_in_thread(mode, event, timeout=30)
+    thread.join()
+    assert value == 5
+    assert event.response == outcome and event.response is not outcome  # the wait keeps its own copy
+    assert Store(str(root)).read_response(event.request_id) is None
+
+
+def test_an_outcome_stored_under_another_root_is_not_taken(
+    mode: str, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same request id can exist under two roots: a wait woken by a notifier on another root
+    reads its own root (nothing there yet) and returns the answer given on its own."""
+    console = Console(monkeypatch)
+    event = create(mode, "other root", data_type=int, poll_interval_seconds=3600, timeout_seconds=120)
+    elsewhere = {"request_id": event.request_id, "status": "completed", "value": 6, "data_type": "int"}
+
+    def notify_then_answer() -> None:
+        console.wait_for(f"form: {event.form_url}")
+        core._waiters.notify(str(root) + "-elsewhere", event.request_id, elsewhere)
+        time.sleep(0.3)  # the wait has read its own root and gone back to sleep
+        assert answer(event, 7).status == 200
+
+    thread = threading.Thread(target=notify_then_answer)
+    thread.start()
+    value, _ = wait_in_thread(mode, event, timeout=30)
+    thread.join()
+    assert value == 7
 
 
 def test_console_shows_the_form_and_curl_lines_and_time_left(

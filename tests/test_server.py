@@ -222,6 +222,27 @@ def test_json_answer_is_stored_and_acknowledged(server: HitlServer, make_event: 
     assert stored["via"] == "json"
 
 
+@pytest.mark.parametrize("how", ["json", "form"])
+def test_on_answer_gets_the_stored_outcome_after_the_reply(
+    store: Store, root: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    handed: list[tuple[str, dict[str, Any]]] = []
+    httpd, thread = start_server(store, on_answer=lambda request_id, response: handed.append((request_id, response)))
+    try:
+        monkeypatch.setenv("FLYTE_HITL_ENDPOINT", httpd.url)
+        event = hitl.new_event("handed", data_type=int)
+        fields = {"request_id": event.request_id, "token": event.token, "value": "3"}
+        reply = answer(httpd.url, event, "3") if how == "json" else submit_form(httpd.url, fields)
+        assert reply.status == 200
+        again = answer(httpd.url, event, "4") if how == "json" else submit_form(httpd.url, {**fields, "value": "4"})
+        assert again.status == 409
+    finally:
+        stop_server(httpd, thread)
+    stored = json.loads(response_file(root, event).read_text())
+    assert stored["value"] == 3
+    assert handed == [(event.request_id, stored)], "once, with exactly what storage holds; not for the 409"
+
+
 @pytest.mark.parametrize(
     "data_type, sent, stored",
     [(int, -3, -3), (float, "2.5", 2.5), (bool, "Yes", True), (bool, "OFF", False), (str, "  exact\ntext ", None)],

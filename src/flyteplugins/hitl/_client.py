@@ -63,7 +63,7 @@ def answer(
     response = _answers.submit(store, request, value, via=via, client=client, comment=comment)
     from .hitl import _waiters  # a waiter in this very process wakes at once
 
-    _waiters.notify(request["request_id"])
+    _waiters.notify(store.root, request["request_id"], response)
     return response
 
 

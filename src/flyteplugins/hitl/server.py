@@ -129,7 +129,7 @@ class HitlServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         store: Store,
-        on_answer: Callable[[str], None] | None = None,
+        on_answer: Callable[[str, Record], None] | None = None,
         identity_header: str | None = None,
     ) -> None:
         self.store = store
@@ -434,11 +434,12 @@ class HitlHandler(BaseHTTPRequestHandler):
             self.server.store, request, raw, via=via, client=self.client_address[0], comment=comment, identity=identity
         )
 
-    def _answered(self, request_id: str) -> None:
-        """Tell an in-process waiter, after the reply is on its way, so it can never outrun the reply."""
+    def _answered(self, request_id: str, response: Record) -> None:
+        """Hand the stored outcome to an in-process waiter, after the reply is on its way, so it can
+        never outrun the reply."""
         if self.server.on_answer is not None:
             self.wfile.flush()
-            self.server.on_answer(request_id)
+            self.server.on_answer(request_id, response)
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -516,7 +517,7 @@ class HitlHandler(BaseHTTPRequestHandler):
             self._send_html(410, _html.expired_page(request))
             return
         self._send_html(200, _html.answered_page(request, response, just_now=True))
-        self._answered(request["request_id"])
+        self._answered(request["request_id"], response)
 
     def _post_json(self, _: str) -> None:
         body = self._body()
@@ -553,18 +554,19 @@ class HitlHandler(BaseHTTPRequestHandler):
                 "message": f"answer for {request['event_name']!r} accepted",
             },
         )
-        self._answered(request_id)
+        self._answered(request_id, response)
 
 
 def make_server(
     store: Store,
     host: str = "127.0.0.1",
     port: int = 0,
-    on_answer: Callable[[str], None] | None = None,
+    on_answer: Callable[[str, Record], None] | None = None,
     identity_header: str | None = None,
 ) -> HitlServer:
     """Bind a server for `store` (port 0 picks a free port); call `serve_forever` or use `start_server`.
 
+    `on_answer(request_id, response)` is called with each outcome the server stores, after its reply.
     `identity_header` defaults to ``$FLYTE_HITL_IDENTITY_HEADER``; set it only behind a proxy that sets it.
     """
     import os
@@ -577,7 +579,7 @@ def start_server(
     store: Store,
     host: str = "127.0.0.1",
     port: int = 0,
-    on_answer: Callable[[str], None] | None = None,
+    on_answer: Callable[[str, Record], None] | None = None,
     identity_header: str | None = None,
 ) -> tuple[HitlServer, threading.Thread]:
     """Start a server in a daemon thread; returns ``(httpd, thread)`` for `stop_server`.
@@ -603,7 +605,7 @@ _embedded: dict[str, HitlServer] = {}
 _embedded_lock = threading.Lock()
 
 
-def embedded_server(store: Store, on_answer: Callable[[str], None]) -> str:
+def embedded_server(store: Store, on_answer: Callable[[str, Record], None]) -> str:
     """Start this process's server for `store` on first use and return its URL.
 
     Bound to ``FLYTE_HITL_HOST`` (default 127.0.0.1) and ``FLYTE_HITL_PORT`` (default 0, a free port).
