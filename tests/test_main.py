@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import post_json, request
 
-from flyteplugins.hitl.__main__ import _LineHandler, _log_handler
 from flyteplugins.hitl._store import Store
 
 
@@ -164,46 +160,3 @@ def test_a_port_in_use_is_a_clear_error(cli_server: tuple[subprocess.Popen[str],
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def test_serve_log_lines_stay_whole_when_threads_log_at_once(tmp_path: Path) -> None:
-    """The serve command's handler writes each line in one call and takes no lock: 8 threads logging
-    long lines at once into a pipe leave every line whole, even while the handler's lock is held."""
-    read_fd, write_fd = os.pipe()
-    chunks: list[bytes] = []
-    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(read_fd, 1 << 16), b"")))
-    reader.start()
-    handler = _log_handler(os.fdopen(write_fd, "w", closefd=False))
-    assert isinstance(handler, _LineHandler)
-    handler.setFormatter(logging.Formatter("%(threadName)s %(message)s"))
-    log = logging.getLogger("test-serve-lines")
-    log.propagate, log.level = False, logging.INFO
-    log.addHandler(handler)
-    try:
-        with handler.lock:  # a handler that took its lock per line would hang here
-            threads = [
-                threading.Thread(target=lambda k=k: [log.info("%s", str(k) * 3000) for _ in range(200)], name=f"t{k}")
-                for k in range(8)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(30)
-            assert not any(t.is_alive() for t in threads), "logging waited for the handler's lock"
-    finally:
-        log.removeHandler(handler)
-        os.close(write_fd)
-        reader.join(30)
-        os.close(read_fd)
-    lines = b"".join(chunks).decode().split("\n")
-    assert lines.pop() == ""
-    assert len(lines) == 8 * 200
-    assert all(re.fullmatch(r"t(\d) (\1){3000}", line) for line in lines), "a line was split or mixed"
-
-
-def test_serve_logs_through_a_stream_handler_when_stderr_has_no_file() -> None:
-    stream = io.StringIO()
-    handler = _log_handler(stream)
-    assert type(handler) is logging.StreamHandler
-    handler.emit(logging.LogRecord("x", logging.INFO, __file__, 1, "kept", None, None))
-    assert stream.getvalue() == "kept\n"

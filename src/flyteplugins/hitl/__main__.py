@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 from types import FrameType
-from typing import TextIO
 
 from . import _answers, _client
 from ._errors import (
@@ -38,48 +37,8 @@ EXIT_CODES: tuple[tuple[type[HitlError], int], ...] = (
 )
 
 
-class _LineHandler(logging.Handler):
-    """Writes each log line to stderr in one ``write(2)``, without holding the handler's lock.
-
-    A StreamHandler holds its lock across the write, and the write lets another thread run: under
-    load, server threads queued on that lock (40 of 256 in a snapshot), each queueing a futex wait
-    and a wake-up. One write of a whole line does not interleave with another thread's line on a
-    pipe (up to 4,096 bytes) or an appended file, so the lock bought nothing here.
-    """
-
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self.fd = fd
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        if not self.filter(record):
-            return False
-        self.emit(record)
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            data = memoryview((self.format(record) + "\n").encode("utf-8", "backslashreplace"))
-            while data:
-                data = data[os.write(self.fd, data) :]
-        except Exception:
-            self.handleError(record)
-
-
-def _log_handler(stream: TextIO) -> logging.Handler:
-    """A `_LineHandler` on `stream`'s file, or a StreamHandler for a stream that has none."""
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
-        return logging.StreamHandler(stream)
-    stream.flush()  # what is buffered goes out before the lines written past the buffer
-    return _LineHandler(fd)
-
-
 def _serve(args: argparse.Namespace) -> int:
-    handler = _log_handler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # This process's log lines show none of the caller, thread or process fields, so records skip
     # gathering them (the logging HOWTO's "Optimization"): a stack walk and a getpid call per access
     # log line. POST /submit/json at 16 connections went from 2,409 to 2,739 req/s.
