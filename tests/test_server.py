@@ -6,6 +6,7 @@ Events are made with the public API (`hitl.new_event`) pointed at the test's ser
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -876,6 +877,34 @@ def test_a_slow_client_does_not_block_others(server: HitlServer, make_event: Mak
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_a_client_that_does_not_read_its_replies_does_not_block_others(
+    server: HitlServer, make_event: MakeEvent
+) -> None:
+    """Pipelined form GETs whose replies are never read fill the socket buffers until the server's
+    send blocks; its thread must not hold anything the other clients need meanwhile."""
+    event = make_event()
+    request_bytes = f"GET {form_path(event)} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    hog = socket.socket()
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the buffers fill sooner
+    hog.connect(server.server_address[:2])
+    hog.settimeout(10)
+    try:
+        sent = 0
+        with contextlib.suppress(TimeoutError):
+            hog.settimeout(2)
+            while sent < 64 << 20:  # until our own send blocks too: the server has stopped reading
+                sent += hog.send(request_bytes * 64)
+        assert sent < 64 << 20, "the server kept reading requests: its sends never blocked"
+        time.sleep(0.5)  # the server thread is now blocked sending a reply nobody reads
+        started = time.monotonic()
+        assert request(server.url, "GET", "/health").status == 200
+        assert answer(server.url, event, 5).status == 200
+        assert time.monotonic() - started < 5
+    finally:
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        hog.close()
 
 
 @pytest.fixture
