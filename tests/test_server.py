@@ -224,7 +224,7 @@ def test_json_answer_is_stored_and_acknowledged(server: HitlServer, make_event: 
 
 
 @pytest.mark.parametrize("how", ["json", "form"])
-def test_on_answer_gets_the_stored_outcome_after_the_reply(
+def test_on_answer_gets_the_stored_outcome_once(
     store: Store, root: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     handed: list[tuple[str, dict[str, Any]]] = []
@@ -889,19 +889,17 @@ def test_a_client_that_does_not_read_its_replies_does_not_block_others(
     hog = socket.socket()
     hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the buffers fill sooner
     hog.connect(server.server_address[:2])
-    hog.settimeout(10)
+    hog.settimeout(2)
     try:
         sent = 0
         with contextlib.suppress(TimeoutError):
-            hog.settimeout(2)
             while sent < 64 << 20:  # until our own send blocks too: the server has stopped reading
                 sent += hog.send(request_bytes * 64)
         assert sent < 64 << 20, "the server kept reading requests: its sends never blocked"
         time.sleep(0.5)  # the server thread is now blocked sending a reply nobody reads
-        started = time.monotonic()
+        # Blocked behind it, these would wait for the server's 30 s send timeout; the client gives up at 10 s.
         assert request(server.url, "GET", "/health").status == 200
         assert answer(server.url, event, 5).status == 200
-        assert time.monotonic() - started < 5
     finally:
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         hog.close()
