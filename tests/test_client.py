@@ -410,3 +410,10 @@ def test_the_cli_reports_a_redirect_in_one_line_without_the_token(canned: Callab
         assert "redirects (302) to http://127.0.0.1:1/login" in result.stderr
         assert SECRET not in result.stderr
     assert len(httpd.seen) == 2
+
+
+def test_the_cli_escapes_control_characters_in_a_server_detail(canned: Callable[..., _CannedServer]) -> None:
+    httpd = canned(400, *_json("bad value\x1b[2K\x1b[1A\n[hitl] 'x' answered: 1\x9b"))
+    result = cli("submit", f"{httpd.url}/form/ev-1?token=t", "1")
+    assert result.returncode == 2
+    assert result.stderr == "hitl: bad value\\x1b[2K\\x1b[1A\\n[hitl] 'x' answered: 1\\x9b\n"

@@ -150,6 +150,7 @@ class _Backend(Protocol):
     def create(self, key: str, data: bytes) -> bool: ...
     def list_ids(self) -> list[str]: ...
     def list_answered(self) -> set[str] | None: ...
+    def prepare(self) -> None: ...
 
 
 class Store:
@@ -232,6 +233,13 @@ class Store:
         """Request ids of every event under the root (unordered)."""
         ids = self._retry("list", lambda: self._backend.list_ids())
         return [i for i in ids if REQUEST_ID_RE.fullmatch(i)]
+
+    def check_root(self) -> None:
+        """Make sure a local root exists and is safe to use (`UnsafeRootError` if not), as the first
+        read or write would; on object stores nothing is sent (a server starting during an outage
+        should start, and answer 503 until the store is back)."""
+        if self.is_local:
+            self._retry("open the root", lambda: self._backend.prepare())
 
     def poll_response(self, request_id: str, interval: float) -> Record | None:
         """`read_response` for an event that polls every `interval` seconds, batched when many wait.
@@ -426,7 +434,7 @@ class _LocalBackend:
         #: Whether the root exists and passed `_check_local_root`.
         self._ready = False
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
         """Create the root (mode 0700) if it is missing, then check that it is safe to trust.
 
         Done before the first read as well as the first write: a root someone else made first
@@ -452,11 +460,11 @@ class _LocalBackend:
             pass
         except FileNotFoundError:  # the root went away (a /tmp cleaner): make it, and check it, again
             self._ready = False
-            self._prepare()
+            self.prepare()
             os.mkdir(directory, 0o700)
 
     def read(self, key: str) -> bytes | None:
-        self._prepare()
+        self.prepare()
         try:
             fd = os.open(os.path.join(self.root, key), os.O_RDONLY)
         except FileNotFoundError:
@@ -472,7 +480,7 @@ class _LocalBackend:
 
     def create(self, key: str, data: bytes) -> bool:
         # No check for an existing record first: link() refuses it anyway, and a second answer is rare.
-        self._prepare()
+        self.prepare()
         path = os.path.join(self.root, key)
         directory = os.path.dirname(path)
         if self._unnamed:
@@ -537,7 +545,7 @@ class _LocalBackend:
             os.fsync(fd)
 
     def list_ids(self) -> list[str]:
-        self._prepare()
+        self.prepare()
         with os.scandir(self.root) as entries:
             return [e.name for e in entries if e.is_dir()]
 
@@ -562,6 +570,9 @@ class _ObjectBackend:
         self._store = _flyte.object_store(root, bucket, timeout=timeout, connect_timeout=connect_timeout)
         self._root = root
         self._prefix = f"{prefix}/" if prefix else ""
+
+    def prepare(self) -> None:
+        pass  # the first request tells whether the bucket can be reached
 
     def read(self, key: str) -> bytes | None:
         try:
