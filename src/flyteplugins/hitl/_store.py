@@ -89,7 +89,11 @@ ROOT_FORMS = (
 # "s3:/bucket", "gs:bucket": a scheme without "//" would otherwise be a relative directory "s3:".
 _SCHEME_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
-_BUCKET = re.compile(r"[^\s/?#\\]+")
+# Bucket names (S3, GCS) and Azure containers, optionally with their account (container@account.dfs...);
+# never a user name or password.
+_BUCKET = re.compile(r"[A-Za-z0-9._-]+")
+_CONTAINER = re.compile(r"[A-Za-z0-9._-]+(@[A-Za-z0-9.-]+)?")
+_USERINFO = re.compile(r"://[^/@]*:[^/@]*@")
 
 
 def parse_root(root: str) -> str:
@@ -107,8 +111,11 @@ def parse_root(root: str) -> str:
         ConfigurationError: FLYTE_HITL_ROOT (or the root argument) is 's3://': it names no bucket; ...
     """
 
+    # A password written into the URL is left out of the message.
+    shown = _USERINFO.sub("://***@", root) if isinstance(root, str) else root
+
     def refuse(why: str) -> ConfigurationError:
-        return ConfigurationError(f"{ROOT_ENV} (or the root argument) is {root!r}: {why}; expected {ROOT_FORMS}")
+        return ConfigurationError(f"{ROOT_ENV} (or the root argument) is {shown!r}: {why}; expected {ROOT_FORMS}")
 
     if not isinstance(root, str) or not root.strip():
         raise refuse("it is empty")
@@ -129,7 +136,9 @@ def parse_root(root: str) -> str:
             raise refuse("a file URL needs an absolute path (file:///PATH)")
         return f"file://{rest.rstrip('/') or '/'}"
     bucket, _, prefix = rest.partition("/")
-    if not _BUCKET.fullmatch(bucket):
+    if not (_CONTAINER if canonical.startswith("abfs") else _BUCKET).fullmatch(bucket):
+        if "@" in bucket and ":" in bucket:
+            raise refuse("it carries credentials; Flyte's storage settings provide them")
         raise refuse("it names no bucket" if not bucket else f"{bucket!r} is not a bucket or container name")
     prefix = prefix.strip("/")
     return f"{canonical}://{bucket}/{prefix}" if prefix else f"{canonical}://{bucket}"
