@@ -1,13 +1,20 @@
-# Set-up and checks. `make demo` runs the example; `make test` runs every test. Both install what they need.
+# Set-up and checks. `make demo` runs the example; `make test` runs every test. Both install what they need:
+# the demo only the package and its runtime dependencies, the tests also the test tools ('.[test]').
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: demo test lint bench browser emulators clean
 
+# The package alone (flyte, fsspec, typing-extensions), editable.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# Plus the test tools: pytest, moto, the Azure SDK, fake-gcs-server, playwright, ruff.
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
@@ -33,14 +40,14 @@ emulators: $(EMULATORS)/.azurite-$(AZURITE_VERSION)
 demo: $(VENV)/.installed
 	$(PY) examples/example.py
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-test
 	$(PY) -m ruff check src tests bench examples
 	$(PY) -m ruff format --check src tests bench examples
 
-test: $(VENV)/.installed browser emulators lint
+test: $(VENV)/.installed-test browser emulators lint
 	$(PY) -m pytest
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-test
 	$(PY) bench/run.py
 
 clean:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import flyteplugins.hitl as hitl
-from flyteplugins.hitl._client import parse_form_url
+from flyteplugins.hitl import _client
+from flyteplugins.hitl._client import check_endpoint, parse_form_url, redact_url
+from flyteplugins.hitl._errors import ConfigurationError, ServerReplyError, ServerUnavailableError
 from flyteplugins.hitl.server import HitlServer
 
 
@@ -96,14 +101,17 @@ def test_submit_to_an_expired_event(root: Path) -> None:
 
 
 def test_submit_to_an_unreachable_server_names_it(root: Path) -> None:
-    with pytest.raises(hitl.HitlError, match=re.escape("cannot reach http://127.0.0.1:9/submit/json")):
+    with pytest.raises(ServerUnavailableError, match=re.escape("cannot reach http://127.0.0.1:9/submit/json")) as info:
         hitl.submit("http://127.0.0.1:9/form/abc?token=t", 1)
+    assert isinstance(info.value, ConnectionError) and isinstance(info.value, hitl.HitlError)
 
 
 def test_parse_form_url() -> None:
     assert parse_form_url("https://h.example/app/form/x-1?token=a%2Bb") == ("https://h.example/app", "x-1", "a+b")
-    with pytest.raises(hitl.HitlError, match="not a form URL"):
+    with pytest.raises(ConfigurationError, match="not a form URL"):
         parse_form_url("http://h/status/x")
+    with pytest.raises(ConfigurationError, match="user name or password"):
+        parse_form_url("http://user:pw@h/form/x-1?token=t")
     with pytest.raises(hitl.InvalidRequestIdError):
         parse_form_url("http://h/form/../../etc")
 
@@ -179,3 +187,233 @@ def test_the_hitl_console_script_is_installed(root: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert event.wait() == 11
     assert stored(root, event)["via"] == "cli"
+
+
+# -- servers that do not behave: silent, redirecting, HTML, any status -----------------------------
+
+
+class _Canned(BaseHTTPRequestHandler):
+    """Answers every request with the server's `reply` (status, headers, body) and records it."""
+
+    protocol_version = "HTTP/1.1"
+    server: _CannedServer
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer()
+
+    def _answer(self) -> None:
+        self.server.seen.append(f"{self.command} {self.path}")
+        status, headers, body = self.server.reply
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _CannedServer(ThreadingHTTPServer):
+    daemon_threads = True
+    reply: tuple[int, list[tuple[str, str]], bytes]
+    seen: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def canned() -> Iterator[Callable[[int, list[tuple[str, str]], bytes], _CannedServer]]:
+    """A loopback server that gives one chosen reply to every request; call it to set the reply."""
+    httpd = _CannedServer(("127.0.0.1", 0), _Canned)
+    httpd.seen = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+
+    def answer_with(status: int, headers: list[tuple[str, str]], body: bytes) -> _CannedServer:
+        httpd.reply = (status, headers, body)
+        return httpd
+
+    yield answer_with
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def _json(detail: str) -> tuple[list[tuple[str, str]], bytes]:
+    return [("Content-Type", "application/json")], json.dumps({"detail": detail}).encode()
+
+
+SECRET = "s3cr3t-token-value"
+
+
+def _submit(base: str) -> Any:
+    return hitl.submit(f"{base}/form/ev-1?token={SECRET}", 1)
+
+
+def _status(base: str) -> Any:
+    return _client.status("ev-1", token=SECRET, endpoint=base)
+
+
+def _in_time(call: Callable[[], Any]) -> BaseException | None:
+    """Run `call` in a thread and return what it raised; fail if it is still running after 60 s."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:
+            raised.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the call hung"
+    return raised[0] if raised else None
+
+
+@pytest.mark.parametrize("call", [_submit, _status])
+def test_a_server_that_never_replies_is_a_server_unavailable_error(
+    call: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_client, "TIMEOUT_SECONDS", 0.5)
+    with socket.socket() as silent:  # the kernel accepts connections; nobody ever reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        base = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        error = _in_time(lambda: call(base))
+    assert isinstance(error, ServerUnavailableError), repr(error)
+    assert isinstance(error, ConnectionError)
+    assert base in str(error) and "timed out" in str(error)
+    assert SECRET not in str(error)
+
+
+@pytest.mark.parametrize("call", [_submit, _status])
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_followed_and_is_an_error_naming_where_without_the_token(
+    canned: Callable[..., _CannedServer], call: Callable[[str], Any], status: int
+) -> None:
+    # A login proxy's redirect that echoes the request, token included, in its own path and query.
+    location = f"https://127.0.0.2:1/{SECRET}/sso?next=/status/ev-1%3Ftoken%3D{SECRET}"
+    httpd = canned(status, [("Location", location)], b"<html>moved</html>")
+    error = _in_time(lambda: call(httpd.url))
+    assert isinstance(error, ServerReplyError), repr(error)
+    assert error.status == status
+    assert "redirects" in str(error) and "https://127.0.0.2:1/<token>/sso" in str(error)
+    assert SECRET not in str(error)
+    assert len(httpd.seen) == 1, "the redirect was not followed"
+
+
+@pytest.mark.parametrize("call", [_submit, _status])
+@pytest.mark.parametrize("status", [200, 400, 403, 404])
+def test_an_html_page_in_reply_is_a_clear_error_not_a_json_decode_error(
+    canned: Callable[..., _CannedServer], call: Callable[[str], Any], status: int
+) -> None:
+    page = b"<!doctype html><title>Sign in</title><form>...</form>"
+    httpd = canned(status, [("Content-Type", "text/html; charset=utf-8")], page)
+    error = _in_time(lambda: call(httpd.url))
+    assert isinstance(error, ServerReplyError), repr(error)
+    assert "'text/html' content, not this API's JSON" in str(error)
+    assert httpd.url in str(error) and SECRET not in str(error)
+
+
+STATUS_ERRORS: list[tuple[int, type[hitl.HitlError]]] = [
+    (400, hitl.InvalidValueError),
+    (403, hitl.InvalidTokenError),
+    (404, hitl.EventNotFoundError),
+    (409, hitl.AlreadyAnsweredError),
+    (410, hitl.EventExpiredError),
+    (401, ServerReplyError),
+    (405, ServerReplyError),
+    (411, ServerReplyError),
+    (413, ServerReplyError),
+    (415, ServerReplyError),
+    (431, ServerReplyError),
+    (429, ServerUnavailableError),
+    (500, ServerUnavailableError),
+    (503, ServerUnavailableError),
+]
+
+
+@pytest.mark.parametrize(("status", "kind"), STATUS_ERRORS)
+def test_each_status_is_its_own_error_carrying_the_server_detail(
+    canned: Callable[..., _CannedServer], status: int, kind: type[hitl.HitlError]
+) -> None:
+    detail = f"the server's own reason for {status}"
+    httpd = canned(status, *_json(detail))
+    with pytest.raises(kind) as info:
+        _submit(httpd.url)
+    assert type(info.value) is kind
+    assert detail in str(info.value)
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_gateway_error_page_is_a_server_unavailable_error(canned: Callable[..., _CannedServer], status: int) -> None:
+    httpd = canned(status, [("Content-Type", "text/html")], b"<html>Bad Gateway</html>")
+    with pytest.raises(ServerUnavailableError, match="try again later"):
+        _submit(httpd.url)
+
+
+def test_a_reply_that_is_json_but_not_an_object_is_a_clear_error(canned: Callable[..., _CannedServer]) -> None:
+    httpd = canned(200, [("Content-Type", "application/json")], b"[1, 2]")
+    with pytest.raises(ServerReplyError, match="not this API's JSON"):
+        _submit(httpd.url)
+
+
+def test_a_value_that_is_not_json_is_an_invalid_value_error_and_sends_nothing(
+    canned: Callable[..., _CannedServer],
+) -> None:
+    httpd = canned(200, *_json("unused"))
+    with pytest.raises(hitl.InvalidValueError, match="cannot send"):
+        hitl.submit(f"{httpd.url}/form/ev-1?token=t", {1, 2})
+    assert httpd.seen == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:pw@hooks.example/x/y?token=abc#frag", "https://hooks.example/x/y"),
+        ("http://[::1]:8080/form/a?token=b", "http://[::1]:8080/form/a"),
+        ("http://host:notaport/x?token=b", "http://host:notaport/x"),
+        ("/login?next=x", "/login"),
+    ],
+)
+def test_redact_url_leaves_out_credentials_and_queries(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("bad", ["ftp://h/x", "127.0.0.1:8080", "http://", "http://h:0", "http://h/x?token=t", "x"])
+def test_a_bad_endpoint_is_a_configuration_error(bad: str) -> None:
+    with pytest.raises(ConfigurationError, match="FLYTE_HITL_ENDPOINT"):
+        check_endpoint(bad)
+    with pytest.raises(ConfigurationError):
+        hitl.submit("ev-1", 1, endpoint=bad, token="t")
+
+
+def test_the_cli_reports_a_redirect_in_one_line_without_the_token(canned: Callable[..., _CannedServer]) -> None:
+    httpd = canned(302, [("Location", f"http://127.0.0.1:1/login?next={SECRET}")], b"")
+    for args in (
+        ["submit", f"{httpd.url}/form/ev-1?token={SECRET}", "1"],
+        ["status", "ev-1", "--endpoint", httpd.url, "--token", SECRET],
+    ):
+        result = cli(*args)
+        assert result.returncode == 1, result
+        assert result.stdout == ""
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert "redirects (302) to http://127.0.0.1:1/login" in result.stderr
+        assert SECRET not in result.stderr
+    assert len(httpd.seen) == 2
+
+
+def test_the_cli_escapes_control_characters_in_a_server_detail(canned: Callable[..., _CannedServer]) -> None:
+    httpd = canned(400, *_json("bad value\x1b[2K\x1b[1A\n[hitl] 'x' answered: 1\x9b"))
+    result = cli("submit", f"{httpd.url}/form/ev-1?token=t", "1")
+    assert result.returncode == 2
+    assert result.stderr == "hitl: bad value\\x1b[2K\\x1b[1A\\n[hitl] 'x' answered: 1\\x9b\n"

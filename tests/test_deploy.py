@@ -22,6 +22,7 @@ from conftest import post_json, request
 from s3_helpers import MotoS3, Proc, S3Bucket, closed_port, moto_server, python, start_waiter, use_root
 
 import flyteplugins.hitl as hitl
+from flyteplugins.hitl._errors import ConfigurationError
 
 with warnings.catch_warnings():
     # flyte.app imports flyte.io, whose pydantic models use a deprecated config style (flyte's, not ours).
@@ -82,7 +83,7 @@ def test_the_image_never_installs_the_pypi_package() -> None:
         assert not any("hitl" in p for p in packages), layer
 
 
-def test_the_root_port_and_host_come_from_the_deploying_process() -> None:
+def test_the_port_comes_from_the_importing_process_and_the_root_from_none_at_import() -> None:
     code = (
         "import json, flyteplugins.hitl as h; "
         "print(json.dumps([h.app_env.env_vars, h.env.env_vars, h.app_env.args, h.app_env.get_port().port]))"
@@ -90,14 +91,53 @@ def test_the_root_port_and_host_come_from_the_deploying_process() -> None:
     app_vars, task_vars, args, port = _print_in_subprocess(
         code, {"FLYTE_HITL_ROOT": "s3://shared-bucket/hitl", "FLYTE_HITL_APP_PORT": "9191"}
     )
-    assert app_vars == {"FLYTE_HITL_HOST": "0.0.0.0", "FLYTE_HITL_ROOT": "s3://shared-bucket/hitl"}
-    assert task_vars == {"FLYTE_HITL_ROOT": "s3://shared-bucket/hitl"}
+    assert app_vars == {"FLYTE_HITL_HOST": "0.0.0.0"}, "the root is not frozen in at import"
+    assert not task_vars
     assert args[-2:] == ["--port", "9191"] and port == 9191
 
     env = {"FLYTE_HITL_ROOT": "", "FLYTE_HITL_APP_PORT": ""}
     app_vars, task_vars, args, port = _print_in_subprocess(code, env)
-    assert app_vars == {"FLYTE_HITL_HOST": "0.0.0.0"} and task_vars == {}
+    assert app_vars == {"FLYTE_HITL_HOST": "0.0.0.0"} and not task_vars
     assert port == 8080
+
+
+def _deployed_args() -> list[str]:
+    from flyte.models import SerializationContext
+
+    return hitl.app_env.container_args(SerializationContext(version="v1"))
+
+
+def test_the_deployed_app_serves_the_root_the_deploying_process_has_when_it_deploys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # hitl.app_env was built (imported) long before: the root is read now, at deploy time.
+    monkeypatch.setenv("FLYTE_HITL_ROOT", "s3://shared-bucket/hitl")
+    assert _deployed_args() == [*hitl.app_env.args, "--root", "s3://shared-bucket/hitl"]
+    monkeypatch.setenv("FLYTE_HITL_ROOT", "gcs://other-bucket/x/")
+    assert _deployed_args()[-2:] == ["--root", "gs://other-bucket/x"]
+    assert hitl.app_env.args == ["python", "-m", "flyteplugins.hitl", "serve", "--port", "8080"]
+
+
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [
+        (None, "needs FLYTE_HITL_ROOT set, in the deploying process"),
+        ("", "needs FLYTE_HITL_ROOT set, in the deploying process"),
+        ("/tmp/flyte/hitl", "is a local path, which the form server app's pod cannot see"),
+        ("file:///data/hitl", "is a local path"),
+        ("s3://", "names no bucket"),
+    ],
+)
+def test_a_deployment_without_a_shared_root_fails_with_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, root: str | None, expected: str
+) -> None:
+    if root is None:
+        monkeypatch.delenv("FLYTE_HITL_ROOT", raising=False)
+    else:
+        monkeypatch.setenv("FLYTE_HITL_ROOT", root)
+    with pytest.raises(ConfigurationError, match="FLYTE_HITL_ROOT") as info:
+        _deployed_args()
+    assert expected in str(info.value)
 
 
 @pytest.mark.parametrize("bad", ["http", "0", "70000"])

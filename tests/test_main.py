@@ -137,14 +137,151 @@ def test_two_servers_share_one_root(root: Path) -> None:
     assert [p.returncode for p in procs] == [0, 0]
 
 
-@pytest.mark.parametrize("argv", [[], ["serve", "--port", "not-a-port"], ["launch"]])
-def test_bad_command_lines_exit_with_usage_errors(argv: list[str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "flyteplugins.hitl", *argv], capture_output=True, text=True, timeout=60, check=False
+def hitl_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m flyteplugins.hitl ARGS` with no FLYTE_HITL_* settings but `env`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FLYTE_HITL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "flyteplugins.hitl", *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    assert done.returncode == 2
-    assert "usage:" in done.stderr
+
+
+def one_line_failure(done: subprocess.CompletedProcess[str], code: int, *expected: str) -> str:
+    """Check that `done` failed with `code` and a single line on stderr holding `expected`; return it."""
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert done.stderr.endswith("\n") and done.stderr.count("\n") == 1, done.stderr
     assert "Traceback" not in done.stderr
+    for text in expected:
+        assert text in done.stderr, done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "required: command"),
+        (["serve", "--port", "not-a-port"], "--port must be a port number from 0 to 65535, got 'not-a-port'"),
+        (["serve", "--port", "70000"], "got '70000'"),
+        (["launch"], "invalid choice: 'launch'"),
+        (["submit", "only-an-id"], "required: value"),
+        (["list", "--status", "\x1b[2Kodd"], "\\x1b[2Kodd"),
+    ],
+)
+def test_bad_command_lines_are_one_line_usage_errors(argv: list[str], expected: str) -> None:
+    one_line_failure(hitl_cli(*argv), 2, expected, "(see 'hitl")
+
+
+@pytest.mark.parametrize("command", [["list"], ["status", "some-id"], ["submit", "some-id", "1"]])
+def test_a_bad_port_setting_does_not_break_commands_that_do_not_use_it(root: Path, command: list[str]) -> None:
+    done = hitl_cli(*command, FLYTE_HITL_PORT="abc", FLYTE_HITL_ROOT=str(root))
+    assert "Traceback" not in done.stderr
+    assert done.returncode in (0, 3), done.stderr  # 3: no event of that id
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1", "70000", "8080x"])
+def test_a_bad_port_setting_is_a_one_line_error_for_serve(root: Path, bad: str) -> None:
+    one_line_failure(
+        hitl_cli("serve", FLYTE_HITL_PORT=bad, FLYTE_HITL_ROOT=str(root)),
+        2,
+        f"FLYTE_HITL_PORT must be a port number from 0 to 65535, got {bad!r}",
+    )
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["list"], ["status", "ev"], ["submit", "ev", "1"]])
+@pytest.mark.parametrize("bad", ["s3://", "s3:/bucket/x", "gs://", "memory://x"])
+def test_a_bad_root_is_a_one_line_error_for_every_command(command: list[str], bad: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flyteplugins.hitl", *command],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("FLYTE_HITL_")}, "FLYTE_HITL_ROOT": bad},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    one_line_failure(done, 2, "FLYTE_HITL_ROOT", repr(bad), "s3://BUCKET[/PREFIX]")
+    assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["list"], ["status", "ev"]])
+def test_a_world_writable_root_is_a_one_line_error(root: Path, command: list[str]) -> None:
+    root.mkdir()
+    root.chmod(0o777)
+    one_line_failure(hitl_cli(*command, FLYTE_HITL_ROOT=str(root)), 2, "refusing storage root", "writable by every")
+
+
+def test_a_bad_fsync_setting_is_a_one_line_error(root: Path) -> None:
+    one_line_failure(hitl_cli("list", FLYTE_HITL_ROOT=str(root), FLYTE_HITL_FSYNC="maybe"), 2, "FLYTE_HITL_FSYNC")
+
+
+def test_a_damaged_record_is_a_one_line_storage_error(root: Path) -> None:
+    (root / "torn").mkdir(parents=True)
+    (root / "torn" / "request.json").write_text('{"request_id": "to')
+    one_line_failure(hitl_cli("status", "torn", FLYTE_HITL_ROOT=str(root)), 1, "not valid JSON")
+
+
+def test_an_unreachable_server_is_a_one_line_network_error(root: Path) -> None:
+    one_line_failure(hitl_cli("submit", "http://127.0.0.1:9/form/ev?token=secret", "1"), 1, "cannot reach")
+    done = hitl_cli("status", "ev", "--endpoint", "http://127.0.0.1:9", "--token", "secret")
+    assert "secret" not in one_line_failure(done, 1, "cannot reach http://127.0.0.1:9/status/ev")
+
+
+@pytest.mark.parametrize("bad", ["ftp://host/x", "127.0.0.1:8080", "http://user:pw@host"])
+def test_a_bad_endpoint_setting_is_a_one_line_error(root: Path, bad: str) -> None:
+    one_line_failure(hitl_cli("submit", "ev", "1", FLYTE_HITL_ENDPOINT=bad, FLYTE_HITL_ROOT=str(root)), 2, "ENDPOINT")
+
+
+HOSTILE = "ok\x1b[2K\x1b[1A[hitl] 'x' answered: 1\x9b31m\u202eevil\x07"
+
+
+def _hostile_event(root: Path) -> str:
+    Store(str(root)).create_request(
+        {
+            "request_id": "hostile",
+            "event_name": HOSTILE,
+            "scope": "run",
+            "prompt": HOSTILE,
+            "data_type": "str",
+            "token": "tok-0123456789abcdef",
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "expires_at": "2999-01-01T00:00:00.000Z",
+            "timeout_seconds": 3600,
+        }
+    )
+    return "hostile"
+
+
+def _no_controls(text: str) -> None:
+    controls = [c for c in text if c != "\n" and (ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c == "\u202e")]
+    assert controls == [], repr(text)
+
+
+@pytest.mark.parametrize("command", [["list"], ["list", "--json"], ["status", "hostile"]])
+def test_names_and_prompts_reach_the_terminal_with_their_control_characters_escaped(
+    root: Path, command: list[str]
+) -> None:
+    _hostile_event(root)
+    done = hitl_cli(*command, FLYTE_HITL_ROOT=str(root))
+    assert done.returncode == 0, done.stderr
+    _no_controls(done.stdout + done.stderr)
+    if "--json" in command or "status" in command:
+        rows = json.loads(done.stdout)
+        record = rows[0] if isinstance(rows, list) else rows["request"]
+        assert record["event_name"] == HOSTILE, "the JSON still holds the exact text"
+    else:
+        assert "ok\\x1b[2K\\x1b[1A[hitl] 'x' answered: 1\\x9b31m\\u202eevil\\x07" in done.stdout
+
+
+def test_an_answer_with_control_characters_is_printed_escaped(root: Path) -> None:
+    _hostile_event(root)
+    done = hitl_cli("submit", "hostile", HOSTILE, "--comment", HOSTILE, FLYTE_HITL_ROOT=str(root))
+    assert done.returncode == 0, done.stderr
+    _no_controls(done.stdout + done.stderr)
+    assert json.loads(done.stdout)["value"] == HOSTILE
 
 
 def test_a_port_in_use_is_a_clear_error(cli_server: tuple[subprocess.Popen[str], str], root: Path) -> None:

@@ -8,14 +8,13 @@ import os
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import run_python
 
 from flyteplugins.hitl import InvalidRequestIdError, StorageError
+from flyteplugins.hitl._errors import ConfigurationError, UnsafeRootError
 from flyteplugins.hitl._store import FSYNC_ENV, ROOT_ENV, Store, check_request_id, default_root
 
 BAD_IDS: list[object] = [
@@ -63,19 +62,10 @@ def local_store(request: pytest.FixtureRequest, store: Store) -> Store:
     return _named_temp(store) if request.param == "local-named-temp" else store
 
 
-@pytest.fixture(params=["local", "local-named-temp", "memory"])
-def any_store(request: pytest.FixtureRequest, store: Store) -> Iterator[Store]:
-    """The local backend (both ways of publishing), and the generic fsspec fallback (in memory)."""
-    if request.param.startswith("local"):
-        yield _named_temp(store) if request.param == "local-named-temp" else store
-        return
-    import fsspec
-
-    root = f"memory://hitl-{uuid.uuid4().hex}"
-    yield Store(root)
-    fs = fsspec.filesystem("memory")
-    if fs.exists(root.removeprefix("memory://")):
-        fs.rm(root.removeprefix("memory://"), recursive=True)
+@pytest.fixture(params=["local", "local-named-temp"])
+def any_store(request: pytest.FixtureRequest, store: Store) -> Store:
+    """The local backend, with each of its two ways of publishing (object stores: test_s3/gcs/azure.py)."""
+    return _named_temp(store) if request.param == "local-named-temp" else store
 
 
 # -- create-only ----------------------------------------------------------------------------------
@@ -472,19 +462,158 @@ def test_without_fsync_records_are_published_unsynced(
     assert calls == []
 
 
-def test_a_bad_fsync_setting_is_a_storage_error_naming_it_and_writes_nothing(
+def test_a_bad_fsync_setting_is_a_configuration_error_naming_it_and_writes_nothing(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(FSYNC_ENV, "maybe")
     store = Store(str(root))
-    with pytest.raises(StorageError, match=r"FLYTE_HITL_FSYNC must be 1 or 0 .*got 'maybe'"):
+    with pytest.raises(ConfigurationError, match=r"FLYTE_HITL_FSYNC must be 1 or 0 .*got 'maybe'"):
         store.create_request(_request("never"))
     assert not root.exists() or _tree(root) == []
 
 
 @pytest.mark.parametrize(
     ("root", "local"),
-    [("/tmp/x", True), ("relative/dir", True), ("file:///tmp/x", True), ("s3://b/p", False), ("memory://m", False)],
+    [("/tmp/x", True), ("relative/dir", True), ("file:///tmp/x", True), ("s3://b/p", False), ("az://c/p", False)],
 )
 def test_is_local_tells_local_paths_from_remote_urls(root: str, local: bool) -> None:
     assert Store(root).is_local is local
+
+
+# -- what a root may be ---------------------------------------------------------------------------
+
+BAD_ROOTS = {
+    "s3://": "names no bucket",
+    "s3:///hitl": "names no bucket",
+    "gs://": "names no bucket",
+    "abfs://": "names no bucket",
+    "s3:/bucket/x": "looks like a URL without '//'",
+    "gs:bucket": "looks like a URL without '//'",
+    "memory://hitl": "'memory' is not a supported storage scheme",
+    "hdfs://cluster/hitl": "'hdfs' is not a supported storage scheme",
+    "http://host/hitl": "'http' is not a supported storage scheme",
+    "s3://key:secret@bucket/hitl": "'s3://***@bucket/hitl': it carries credentials",
+    "gs://bucket?x=1": "is not a bucket or container name",
+    "file://relative": "needs an absolute path",
+    "~/hitl": "'~' is not expanded",
+    "": "empty",
+    " /tmp/x": "surrounding spaces",
+    "/tmp/a\nb": "control characters",
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_ROOTS), ids=repr)
+def test_a_bad_root_is_a_configuration_error_naming_the_setting_the_value_and_the_forms(
+    bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(ROOT_ENV, bad)
+    with pytest.raises(ConfigurationError) as info:
+        Store(default_root() if bad else bad).create_request(_request("never"))
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert ROOT_ENV in message and BAD_ROOTS[bad] in message
+    assert repr(bad) in message or ("secret" in bad and "secret" not in message)
+    assert "s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] or abfs[s]://CONTAINER[/PREFIX]" in message
+    assert _tree(tmp_path) == [], "nothing written, no stray 's3:' directory"
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("gcs://bucket/hitl/", "gs://bucket/hitl"),
+        ("s3a://bucket/hitl", "s3://bucket/hitl"),
+        ("az://container", "abfs://container"),
+        ("abfss://c@acct.dfs.core.windows.net/x", "abfss://c@acct.dfs.core.windows.net/x"),
+        ("ABFSS://container/a/b", "abfss://container/a/b"),
+        ("s3://bucket//hitl//", "s3://bucket/hitl"),
+        ("/tmp/x/", "/tmp/x"),
+        ("/data/not-a-scheme://x", "/data/not-a-scheme://x"),
+        ("./s3:", "./s3:"),
+    ],
+)
+def test_aliases_become_their_canonical_scheme(given: str, canonical: str) -> None:
+    assert Store(given).root == canonical
+
+
+# -- a local root is private to its owner --------------------------------------------------------
+
+
+def test_the_root_and_event_directories_are_created_private(tmp_path: Path) -> None:
+    root = tmp_path / "new" / "hitl"
+    store = Store(str(root))
+    assert store.create_request(_request("ev"))
+    assert os.stat(root).st_mode & 0o777 == 0o700
+    assert os.stat(root / "ev").st_mode & 0o777 == 0o700
+    assert os.stat(root / "ev" / "request.json").st_mode & 0o777 == 0o600
+
+
+def test_a_world_writable_root_is_refused_and_nothing_is_read_or_written(store: Store, root: Path) -> None:
+    # Another user made the root first, open to all, and planted an answer in it.
+    (root / "ev").mkdir(parents=True)
+    (root / "ev" / "response.json").write_text('{"status": "completed", "value": true}')
+    root.chmod(0o777)
+    for call in (
+        lambda: store.read_response("ev"),
+        lambda: store.create_request(_request("other")),
+        store.list_ids,
+    ):
+        with pytest.raises(UnsafeRootError) as info:
+            call()
+        assert isinstance(info.value, StorageError) and isinstance(info.value, PermissionError)
+        assert str(root) in str(info.value) and "writable by every user" in str(info.value)
+    assert _tree(root) == ["ev", "ev/response.json"]
+
+
+def test_a_world_writable_root_is_refused_even_with_the_sticky_bit(store: Store, root: Path) -> None:
+    # Others could still create an event's directory (its id is predictable in a task) before us.
+    root.mkdir()
+    root.chmod(0o1777)
+    with pytest.raises(UnsafeRootError, match="writable by every user"):
+        store.create_request(_request("ev"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user takes root")
+def test_a_root_owned_by_another_user_is_refused(store: Store, root: Path) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    root.mkdir(mode=0o700)
+    os.chown(root, nobody, -1)
+    with pytest.raises(UnsafeRootError) as info:
+        store.read_request("ev")
+    assert f"belongs to uid {nobody}" in str(info.value) and ROOT_ENV in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user takes root")
+def test_a_root_under_a_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    # Whoever owns the parent can rename our root away and put one of theirs in its place.
+    import pwd
+
+    parent = tmp_path / "theirs"
+    parent.mkdir(mode=0o755)
+    os.chown(parent, pwd.getpwnam("nobody").pw_uid, -1)
+    with pytest.raises(UnsafeRootError, match="a directory above the root"):
+        Store(str(parent / "hitl")).create_request(_request("ev"))
+    assert not (parent / "hitl").exists() or _tree(parent / "hitl") == []
+
+
+def test_a_root_under_a_world_writable_directory_needs_its_sticky_bit(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(UnsafeRootError, match="writable by every user"):
+        Store(str(shared / "hitl")).create_request(_request("ev"))
+    shared.chmod(0o1777)  # like /tmp: others cannot rename or remove what is ours
+    assert Store(str(shared / "hitl2")).create_request(_request("ev"))
+
+
+def test_a_symlinked_root_is_checked_where_it_leads(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.mkdir(mode=0o700)
+    target.chmod(0o777)
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(UnsafeRootError, match="target"):
+        Store(str(tmp_path / "link")).read_request("ev")
+    target.chmod(0o700)
+    assert Store(str(tmp_path / "link")).create_request(_request("ev"))

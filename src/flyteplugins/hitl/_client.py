@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from . import _answers
 from ._aio import blocking
 from ._errors import (
     AlreadyAnsweredError,
+    ConfigurationError,
     EventExpiredError,
     EventNotFoundError,
     HitlError,
     InvalidTokenError,
     InvalidValueError,
+    ServerReplyError,
+    ServerUnavailableError,
 )
 from ._store import Record, Store, check_request_id, default_root
 
@@ -25,18 +29,51 @@ if TYPE_CHECKING:
 # urllib.request (with http.client, email and tempfile) is imported on the first HTTP call, not with
 # the package: it was over half of the package's import time, and waits never use it.
 
-#: Seconds to wait for a server's reply.
+#: Seconds a server may take to accept the connection, and then between any two parts of its reply
+#: (the whole reply must arrive within twice this).
 TIMEOUT_SECONDS = 30.0
 
 
 def parse_form_url(url: str) -> tuple[str, str, str | None]:
-    """Split a form URL into (endpoint, request_id, token)."""
+    """Split a form URL into (endpoint, request_id, token).
+
+    Example:
+        >>> parse_form_url("https://forms.example/form/approve-1a2b?token=abc")
+        ('https://forms.example', 'approve-1a2b', 'abc')
+    """
     parts = urlsplit(url)
     prefix, sep, request_id = parts.path.rpartition("/form/")
     if not sep or parts.scheme not in ("http", "https"):
-        raise HitlError(f"not a form URL (expected http(s)://HOST/form/<request_id>?token=...): {url!r}")
+        raise ConfigurationError(
+            f"not a form URL (expected http(s)://HOST/form/<request_id>?token=...): {redact_url(url)!r}"
+        )
     token = parse_qs(parts.query).get("token", [None])[0]
-    return f"{parts.scheme}://{parts.netloc}{prefix}", check_request_id(request_id), token
+    endpoint = check_endpoint(f"{parts.scheme}://{parts.netloc}{prefix}", "the form URL")
+    return endpoint, check_request_id(request_id), token
+
+
+def check_endpoint(endpoint: str, source: str = "FLYTE_HITL_ENDPOINT (or --endpoint)") -> str:
+    """`endpoint` without a trailing slash, if it is an http(s) URL of a server; else `ConfigurationError`.
+
+    Example:
+        >>> check_endpoint("http://127.0.0.1:8080/")
+        'http://127.0.0.1:8080'
+    """
+    try:
+        parts = urlsplit(endpoint)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    else:
+        if parts.scheme in ("http", "https") and parts.hostname and port_ok:
+            if "@" in parts.netloc:
+                raise ConfigurationError(f"{source} carries a user name or password; leave them out")
+            if parts.query or parts.fragment:
+                raise ConfigurationError(f"{source} is {redact_url(endpoint)!r} plus a query; give the server's URL")
+            return endpoint.rstrip("/")
+    raise ConfigurationError(
+        f"{source} is {redact_url(endpoint)!r}: expected the server's http(s)://HOST[:PORT][/PATH] URL"
+    )
 
 
 def answer(
@@ -54,7 +91,7 @@ def answer(
         endpoint, request_id, url_token = parse_form_url(target)
         return _post(endpoint, request_id, value, token or url_token, comment, via)
     if endpoint:
-        return _post(endpoint.rstrip("/"), check_request_id(target), value, token, comment, via)
+        return _post(check_endpoint(endpoint), check_request_id(target), value, token, comment, via)
     store = Store(root or default_root())
     request = _answers.load(store, target)
     import getpass
@@ -74,8 +111,9 @@ def status(
     if endpoint:
         import urllib.request
 
-        url = f"{endpoint.rstrip('/')}/status/{check_request_id(request_id)}?token={quote(token or '', safe='')}"
-        return _call(urllib.request.Request(url), request_id)
+        base = check_endpoint(endpoint)
+        url = f"{base}/status/{check_request_id(request_id)}?token={quote(token or '', safe='')}"
+        return _call(urllib.request.Request(url), request_id, token or "")
     store = Store(root or default_root())
     request = _answers.load(store, request_id)
     return _answers.status_record(request, store.read_response(request_id))
@@ -106,7 +144,15 @@ def submit(
         The server's reply, or the stored answer record when written to the root.
 
     Raises:
-        InvalidValueError, InvalidTokenError, EventNotFoundError, AlreadyAnsweredError, EventExpiredError.
+        InvalidValueError, InvalidTokenError, EventNotFoundError, AlreadyAnsweredError, EventExpiredError:
+            the event refused the answer (from a server, with the server's reason).
+        ServerUnavailableError: the server could not be reached, did not reply within
+            `TIMEOUT_SECONDS`, or answered 429 or 5xx.
+        ServerReplyError: the reply was not this API's JSON: a redirect (never followed), an HTML
+            page (a login proxy?), or a status the API does not use.
+        ConfigurationError: the form URL or endpoint is not an http(s) URL of a server, or the root
+            is not a storage root.
+        StorageError: the root could not be read or written.
 
     Example:
         >>> hitl.submit("http://127.0.0.1:8080/form/approve-1a2b?token=abc", True)
@@ -120,44 +166,171 @@ def _post(endpoint: str, request_id: str, value: Any, token: str | None, comment
         raise InvalidTokenError(request_id)
     import urllib.request
 
-    body = {"request_id": request_id, "token": token, "value": value, "via": via}
+    body: dict[str, Any] = {"request_id": request_id, "token": token, "value": value, "via": via}
     if comment is not None:
         body["comment"] = comment
+    try:
+        data = json.dumps(body).encode()
+    except (TypeError, ValueError) as e:
+        raise InvalidValueError(f"cannot send {value!r} as JSON: {e}", value) from None
     request = urllib.request.Request(
-        f"{endpoint}/submit/json", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        f"{endpoint}/submit/json", data=data, headers={"Content-Type": "application/json"}, method="POST"
     )
-    return _call(request, request_id)
+    return _call(request, request_id, token, value)
 
 
-def _call(request: urllib.request.Request, request_id: str) -> Record:
+#: Largest reply read from a server; the API's replies are a few KiB.
+MAX_REPLY_BYTES = 1 << 20
+
+
+def _call(request: urllib.request.Request, request_id: str, token: str, value: Any = None) -> Record:
+    """Send `request` without following redirects; return the JSON object of a 2xx reply, or raise
+    the `HitlError` that matches the reply (see `_error_for`)."""
+    import http.client
     import urllib.error
+
+    where = redact_url(request.full_url)
+    deadline = time.monotonic() + 2 * TIMEOUT_SECONDS
+    try:
+        try:
+            reply = _opener().open(request, timeout=TIMEOUT_SECONDS)
+        except urllib.error.HTTPError as e:  # any status but 2xx, redirects included
+            reply = e
+        with reply:
+            status, headers = reply.status, reply.headers
+            body = _read(reply, deadline)
+    except urllib.error.URLError as e:
+        raise ServerUnavailableError(f"cannot reach {where}: {_reason(e.reason)}") from None
+    except (OSError, http.client.HTTPException) as e:  # timeouts and resets while reading, bad status lines
+        raise ServerUnavailableError(f"no usable reply from {where}: {_reason(e)}") from None
+    if status is None:
+        raise ServerUnavailableError(f"no usable reply from {where}")
+    if 300 <= status < 400:
+        location = _redact_token(redact_url(headers.get("Location") or "(no Location header)"), token)
+        raise ServerReplyError(
+            f"{where} redirects ({status}) to {location}; redirects are not followed, so that the answer and its "
+            "token go only where you sent them: use the server's own URL",
+            status,
+        )
+    record = _json_object(body)
+    if 200 <= status < 300:
+        if record is None:
+            raise ServerReplyError(
+                f"{where} answered {status} with {_kind(headers, body)}, not this API's JSON: is it a hitl form "
+                "server (or a login page in front of one)?",
+                status,
+            )
+        return record
+    detail = record.get("detail") if record is not None else None
+    raise _error_for(status, str(detail) if detail is not None else None, request_id, where, value, headers, body)
+
+
+def _opener() -> urllib.request.OpenerDirector:
     import urllib.request
 
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        # Returning None makes urllib hand the 3xx reply back as an HTTPError, which _call reports.
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return urllib.request.build_opener(NoRedirects)
+
+
+def _read(reply: Any, deadline: float) -> bytes:
+    """The reply's body, up to `MAX_REPLY_BYTES`, read within `deadline` (each read is also bounded
+    by the socket's timeout), so a server that trickles bytes cannot hold the caller."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_REPLY_BYTES:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reply not complete after {2 * TIMEOUT_SECONDS:g} s")
+        chunk = reply.read(1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    raise ServerReplyError(f"reply larger than {MAX_REPLY_BYTES} bytes", reply.status)
+
+
+def _json_object(body: bytes) -> Record | None:
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as reply:
-            return json.loads(reply.read())
-    except urllib.error.HTTPError as e:
-        try:
-            detail = str(json.loads(e.read()).get("detail", e.reason))
-        except ValueError:
-            detail = str(e.reason)
-        raise _error_for(e.code, detail, request_id) from None
-    except urllib.error.URLError as e:
-        raise HitlError(f"cannot reach {request.full_url.split('?')[0]}: {e.reason}") from e
+        record = json.loads(body)
+    except ValueError:  # not JSON (UnicodeDecodeError is a ValueError too)
+        return None
+    return record if isinstance(record, dict) else None
 
 
-def _error_for(status: int, detail: str, request_id: str) -> HitlError:
+def _kind(headers: Any, body: bytes) -> str:
+    content_type = headers.get("Content-Type") if headers is not None else None
+    return f"{content_type.split(';')[0].strip()!r} content" if content_type else f"{len(body)} bytes of no stated type"
+
+
+def _reason(reason: object) -> str:
+    text = str(reason) or type(reason).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _error_for(
+    status: int, detail: str | None, request_id: str, where: str, value: Any, headers: Any, body: bytes
+) -> HitlError:
+    """The error for a reply with `status`: our server always says why in a JSON ``detail``; a reply
+    without one comes from something else (a proxy, a load balancer, another program)."""
+    from http import HTTPStatus
+
+    try:
+        phrase = f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        phrase = str(status)
+    if status == 429 or status >= 500:
+        why = detail if detail is not None else f"{_kind(headers, body)} instead of this API's JSON"
+        return ServerUnavailableError(f"{where} answered {phrase}: {why}; try again later")
+    if detail is None:
+        return ServerReplyError(
+            f"{where} answered {phrase} with {_kind(headers, body)}, not this API's JSON: is it a hitl form "
+            "server (or a proxy in front of one)?",
+            status,
+        )
+    error: HitlError
     if status == 400:
-        return InvalidValueError(detail)
-    if status in (401, 403):
-        return InvalidTokenError(request_id)
-    if status == 404:
-        error: HitlError = EventNotFoundError(request_id, "the server's root")
+        # The request was built here (well-formed JSON, a checked id), so what the server refuses is its
+        # content: the value, its type, or the comment.
+        return InvalidValueError(detail, value)
+    if status == 403:
+        error = InvalidTokenError(request_id)
+    elif status == 404:
+        error = EventNotFoundError(request_id, where)
     elif status == 409:
         error = AlreadyAnsweredError(request_id, {})
     elif status == 410:
         error = EventExpiredError(request_id, "its deadline")
-    else:
-        error = HitlError(f"server answered {status}: {detail}")
+    elif status == 401:
+        return ServerReplyError(f"{where} asks for a login ({phrase}): {detail}", status)
+    else:  # 405, 411, 413, 415, 431...: the request's form was refused, not its content
+        return ServerReplyError(f"{where} refused the request ({phrase}): {detail}", status)
     error.args = (detail,)
     return error
+
+
+def redact_url(url: str) -> str:
+    """`url` without its user name, password, query or fragment: what may be shown in a message or a log.
+
+    Example:
+        >>> redact_url("https://user:secret@hooks.example/x?token=abc")
+        'https://hooks.example/x'
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # a port that is not a number, an unclosed bracket
+        parts = urlsplit(url.split("?", 1)[0].split("#", 1)[0])
+        host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _redact_token(text: str, token: str) -> str:
+    # A redirect may echo the request's path, and a token inside it, in its own path.
+    return text.replace(token, "<token>") if token else text

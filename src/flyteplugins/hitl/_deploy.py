@@ -12,6 +12,10 @@ root (``FLYTE_HITL_ROOT``, an ``s3://``, ``gs://`` or ``abfs://`` URL)::
 in an image that carries this very package (its files are copied in, so the image never picks up
 another version of ``flyteplugins-hitl`` from PyPI). A task that depends on `env` prints form links
 on the app's public URL; run locally, the same code serves forms from the waiting process itself.
+
+The app's root is ``FLYTE_HITL_ROOT`` as the deploying process has it when it deploys (not when it
+imports this module), passed as ``serve --root``; a deployment without a shared object-store root
+fails with a `ConfigurationError` before anything is sent.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import flyte
 import flyte.app
 
-from ._errors import HitlError
-from ._store import ROOT_ENV, Store
+from . import _flyte
+from ._errors import ConfigurationError, HitlError
+from ._store import ROOT_ENV, Store, parse_root
 from .server import HOST_ENV
 
 logger = logging.getLogger("flyteplugins.hitl.deploy")
@@ -35,7 +41,6 @@ APP_PORT_ENV = "FLYTE_HITL_APP_PORT"
 #: Where the image keeps this package (put first on PYTHONPATH).
 IMAGE_PACKAGE_ROOT = "/opt/flyteplugins-hitl"
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_REMOTE_PROTOCOLS = ("s3://", "gs://", "abfs://", "abfss://")
 
 
 def _app_port() -> int:
@@ -66,13 +71,39 @@ def _image() -> flyte.Image:
     )
 
 
-def _app_env_vars() -> dict[str, str]:
-    # The app must serve the root the tasks write to; it is taken from the deploying process.
-    env = {HOST_ENV: "0.0.0.0"}
-    root = os.environ.get(ROOT_ENV)
-    if root:
-        env[ROOT_ENV] = root
-    return env
+def deploy_root() -> str:
+    """The root the deployed app serves: ``FLYTE_HITL_ROOT`` of this process, now, if it is shared storage.
+
+    Raises:
+        ConfigurationError: it is unset, not a storage root, or a local path (which the app's pod
+            cannot see: every form link would be a 404).
+
+    Example:
+        >>> os.environ["FLYTE_HITL_ROOT"] = "gcs://bucket/hitl"
+        >>> deploy_root()
+        'gs://bucket/hitl'
+    """
+    text = os.environ.get(ROOT_ENV)
+    if not text:
+        raise ConfigurationError(
+            f"deploying the form server app {APP_NAME!r} needs {ROOT_ENV} set, in the deploying process, to the "
+            "object storage your tasks use (s3://, gs:// or abfs://): the app serves the events under it"
+        )
+    root = parse_root(text)
+    if Store(root).is_local:
+        raise ConfigurationError(
+            f"{ROOT_ENV}={root!r} is a local path, which the form server app's pod cannot see; deploy with "
+            f"{ROOT_ENV} set to the object storage your tasks use (s3://, gs:// or abfs://)"
+        )
+    return root
+
+
+class _FormServerApp(flyte.app.AppEnvironment):
+    """The app, with ``--root`` added to its command when it is deployed (served locally, the
+    server takes ``FLYTE_HITL_ROOT`` from its environment instead)."""
+
+    def container_args(self, serialize_context: Any) -> list[str]:
+        return [*super().container_args(serialize_context), "--root", deploy_root()]
 
 
 APP_PORT = _app_port()
@@ -80,7 +111,7 @@ APP_PORT = _app_port()
 image = _image()
 """The image of the form server app and of `env`: Flyte's base image with this package in it."""
 
-app_env = flyte.app.AppEnvironment(
+app_env = _FormServerApp(
     name=APP_NAME,
     description="Human-in-the-loop form server (flyteplugins.hitl, standard-library HTTP)",
     image=image,
@@ -89,10 +120,10 @@ app_env = flyte.app.AppEnvironment(
     args=["python", "-m", "flyteplugins.hitl", "serve", "--port", str(APP_PORT)],
     port=APP_PORT,
     requires_auth=True,
-    env_vars=_app_env_vars(),
+    env_vars={HOST_ENV: "0.0.0.0"},
     resources=flyte.Resources(cpu=1, memory="256Mi"),
 )
-"""The form server as a Flyte app; it serves every event under ``FLYTE_HITL_ROOT``.
+"""The form server as a Flyte app; it serves every event under ``FLYTE_HITL_ROOT`` (read when deployed).
 
 For N replicas set ``app_env.scaling = flyte.app.Scaling(replicas=(N, N))`` before deploying.
 """
@@ -101,7 +132,6 @@ env = flyte.TaskEnvironment(
     name="hitl",
     image=image,
     resources=flyte.Resources(cpu=1, memory="256Mi"),
-    env_vars={k: v for k, v in _app_env_vars().items() if k == ROOT_ENV},
     depends_on=[app_env],
 )
 """Put this in your task environment's ``depends_on`` so the form server is deployed with it."""
@@ -122,7 +152,7 @@ def served_endpoint(store: Store) -> str:
             ``FLYTE_HITL_ENDPOINT``).
     """
     global _endpoint
-    if not store.root.startswith(_REMOTE_PROTOCOLS):
+    if store.is_local:
         raise HitlError(
             f"{ROOT_ENV}={store.root!r} is local to this pod, so the form server cannot see its events; "
             f"set {ROOT_ENV} to shared object storage (s3://, gs:// or abfs://) for the task and the app"
@@ -134,14 +164,11 @@ def served_endpoint(store: Store) -> str:
 
 
 def _find_app_endpoint() -> str:
-    from flyte.app._app_environment import INTERNAL_APP_ENDPOINT_PATTERN_ENV_VAR
-
     try:
         return _public_endpoint()
     except Exception as e:
-        pattern = os.environ.get(INTERNAL_APP_ENDPOINT_PATTERN_ENV_VAR)
-        if pattern:
-            internal = pattern.format(app_fqdn=app_env.name)
+        internal = _flyte.internal_app_endpoint(app_env.name)
+        if internal:
             logger.warning("cannot look up the public URL of app %r (%s); using %s", app_env.name, e, internal)
             return internal
         raise HitlError(
@@ -166,4 +193,4 @@ def _public_endpoint() -> str:
     return endpoint
 
 
-__all__ = ["APP_NAME", "APP_PORT", "ROOT_ENV", "app_env", "env", "image", "served_endpoint"]
+__all__ = ["APP_NAME", "APP_PORT", "ROOT_ENV", "app_env", "deploy_root", "env", "image", "served_endpoint"]

@@ -90,3 +90,27 @@ class StorageError(HitlError, OSError):
     def __init__(self, message: str, root: str) -> None:
         super().__init__(message)
         self.root = root
+
+
+class ConfigurationError(HitlError, ValueError):
+    """A setting (an environment variable such as ``FLYTE_HITL_ROOT``, or the argument that stands for
+    it) has a value this package cannot use; nothing was read or written."""
+
+
+class UnsafeRootError(StorageError, PermissionError):
+    """A local storage root (or a directory above it) that another user could change, so the answers
+    found in it could be forged; nothing was read or written."""
+
+
+class ServerUnavailableError(HitlError, ConnectionError):
+    """A form server could not be reached, did not reply in time, or is temporarily unable to answer
+    (429, 5xx)."""
+
+
+class ServerReplyError(HitlError):
+    """A form server (or something in front of it, such as a login proxy) replied with something other
+    than this package's JSON API: a redirect, an HTML page, or a status the API never uses."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -10,8 +10,15 @@ reader ever sees a half-written file:
   process at once; with ``FLYTE_HITL_FSYNC=1`` it is also synced to disk before the write
   returns, so that it survives a power loss (this costs 0.4 to 0.9 ms of CPU per record);
 - s3/gs/abfs: a single put with ``mode="create"`` (If-None-Match: *) through obstore, built by
-  ``flyte.storage`` so Flyte's configured credentials and endpoints apply;
-- other fsspec protocols: exists-then-write, atomic only within one process (documented).
+  ``flyte.storage`` so Flyte's configured credentials and endpoints apply.
+
+No other kind of root is accepted (`parse_root`): a backend without a create-only write cannot keep
+"first answer wins" across processes.
+
+A local root is private to its owner: it and its event directories are created with mode 0700 and
+records with 0600, and a root that another user owns or could change (it, or a directory above it,
+is writable by others without the sticky bit) is refused with `UnsafeRootError`, since answers
+planted there would be believed.
 
 A waiting event polls with one read of its response; many waits of one process on one object
 store share a listing of the root per poll interval instead (`Store.poll_response`).
@@ -22,6 +29,7 @@ Clients never choose a path: every path is computed here from a request id that 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -29,13 +37,15 @@ import logging
 import math
 import os
 import re
+import stat
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._errors import InvalidRequestIdError, StorageError
+from . import _flyte
+from ._errors import ConfigurationError, HitlError, InvalidRequestIdError, StorageError, UnsafeRootError
 
 logger = logging.getLogger("flyteplugins.hitl.store")
 
@@ -61,6 +71,79 @@ def default_root() -> str:
     return os.environ.get(ROOT_ENV) or DEFAULT_LOCAL_ROOT
 
 
+#: URL schemes of the roots we accept, and the backend scheme each one means.
+ROOT_SCHEMES = {
+    "file": "file",
+    "s3": "s3",
+    "s3a": "s3",
+    "gs": "gs",
+    "gcs": "gs",
+    "abfs": "abfs",
+    "abfss": "abfss",
+    "az": "abfs",
+}
+ROOT_FORMS = (
+    "a local path, file:///PATH, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] or abfs[s]://CONTAINER[/PREFIX] "
+    "(also s3a://, gcs:// and az://)"
+)
+# "s3:/bucket", "gs:bucket": a scheme without "//" would otherwise be a relative directory "s3:".
+_SCHEME_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+# Bucket names (S3, GCS) and Azure containers, optionally with their account (container@account.dfs...);
+# never a user name or password.
+_BUCKET = re.compile(r"[A-Za-z0-9._-]+")
+_CONTAINER = re.compile(r"[A-Za-z0-9._-]+(@[A-Za-z0-9.-]+)?")
+_USERINFO = re.compile(r"://[^/@]*:[^/@]*@")
+
+
+def parse_root(root: str) -> str:
+    """`root` in its canonical form, or `ConfigurationError` naming ``FLYTE_HITL_ROOT`` and the accepted forms.
+
+    A root is a local path or the URL of an object store with a create-only write; aliases become
+    their canonical scheme (``gcs://`` → ``gs://``, ``s3a://`` → ``s3://``, ``az://`` → ``abfs://``).
+
+    Example:
+        >>> parse_root("gcs://bucket/hitl/")
+        'gs://bucket/hitl'
+        >>> parse_root("s3://")
+        Traceback (most recent call last):
+        ...
+        ConfigurationError: FLYTE_HITL_ROOT (or the root argument) is 's3://': it names no bucket; ...
+    """
+
+    # A password written into the URL is left out of the message.
+    shown = _USERINFO.sub("://***@", root) if isinstance(root, str) else root
+
+    def refuse(why: str) -> ConfigurationError:
+        return ConfigurationError(f"{ROOT_ENV} (or the root argument) is {shown!r}: {why}; expected {ROOT_FORMS}")
+
+    if not isinstance(root, str) or not root.strip():
+        raise refuse("it is empty")
+    if any(c in root for c in "\0\n\r") or root != root.strip():
+        raise refuse("it holds control characters or surrounding spaces")
+    scheme, separator, rest = root.partition("://")
+    if not separator or not _SCHEME.fullmatch(scheme):
+        if _SCHEME_LIKE.match(root):
+            raise refuse("it looks like a URL without '//' (write ./NAME for a local directory of that name)")
+        if root.startswith("~"):
+            raise refuse("'~' is not expanded here (give the full path)")
+        return root.rstrip("/") or "/"
+    canonical = ROOT_SCHEMES.get(scheme.lower())
+    if canonical is None:
+        raise refuse(f"{scheme!r} is not a supported storage scheme")
+    if canonical == "file":
+        if not rest.startswith("/"):
+            raise refuse("a file URL needs an absolute path (file:///PATH)")
+        return f"file://{rest.rstrip('/') or '/'}"
+    bucket, _, prefix = rest.partition("/")
+    if not (_CONTAINER if canonical.startswith("abfs") else _BUCKET).fullmatch(bucket):
+        if "@" in bucket and ":" in bucket:
+            raise refuse("it carries credentials; Flyte's storage settings provide them")
+        raise refuse("it names no bucket" if not bucket else f"{bucket!r} is not a bucket or container name")
+    prefix = prefix.strip("/")
+    return f"{canonical}://{bucket}/{prefix}" if prefix else f"{canonical}://{bucket}"
+
+
 def fsync_wanted() -> bool:
     """Whether ``FLYTE_HITL_FSYNC`` asks local records to be synced to disk before a write returns."""
     text = os.environ.get(FSYNC_ENV, "").strip().lower()
@@ -68,7 +151,7 @@ def fsync_wanted() -> bool:
         return False
     if text in ("1", "true", "yes", "on"):
         return True
-    raise _PermanentError(f"{FSYNC_ENV} must be 1 or 0 (or true/false, yes/no, on/off), got {text!r}")
+    raise ConfigurationError(f"{FSYNC_ENV} must be 1 or 0 (or true/false, yes/no, on/off), got {text!r}")
 
 
 class _Backend(Protocol):
@@ -76,15 +159,18 @@ class _Backend(Protocol):
     def create(self, key: str, data: bytes) -> bool: ...
     def list_ids(self) -> list[str]: ...
     def list_answered(self) -> set[str] | None: ...
+    def prepare(self) -> None: ...
 
 
 class Store:
-    """Reads and writes event records under one root (a local path or an fsspec URL).
+    """Reads and writes event records under one root (a local path or an object-store URL).
 
     Every operation is one storage request on object stores (a read is one GET, a create one
     conditional PUT). Transient failures (timeouts, refused connections, 5xx) are retried with
     exponential back-off and logged once per outage; a failure that outlasts the retries, or one
     that retrying cannot fix (denied access, a missing bucket), raises `StorageError` naming the root.
+    A root that is not a local path or a supported URL raises `ConfigurationError` at once (see
+    `parse_root`); a local root other users could change raises `UnsafeRootError` on first use.
 
     Example:
         >>> store = Store("/tmp/flyte/hitl")
@@ -112,7 +198,7 @@ class Store:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.root = root.rstrip("/") or "/"
+        self.root = parse_root(root)
         self._backend_instance: _Backend | None = None
         self._backend_lock = threading.Lock()
         self._sleep = sleep
@@ -157,6 +243,13 @@ class Store:
         ids = self._retry("list", lambda: self._backend.list_ids())
         return [i for i in ids if REQUEST_ID_RE.fullmatch(i)]
 
+    def check_root(self) -> None:
+        """Make sure a local root exists and is safe to use (`UnsafeRootError` if not), as the first
+        read or write would; on object stores nothing is sent (a server starting during an outage
+        should start, and answer 503 until the store is back)."""
+        if self.is_local:
+            self._retry("open the root", lambda: self._backend.prepare())
+
     def poll_response(self, request_id: str, interval: float) -> Record | None:
         """`read_response` for an event that polls every `interval` seconds, batched when many wait.
 
@@ -192,6 +285,8 @@ class Store:
             if self._backend_instance is None:
                 try:
                     self._backend_instance = _make_backend(self)
+                except HitlError:
+                    raise
                 except Exception as e:
                     raise StorageError(f"cannot open storage root {self.root!r}: {_brief(e)}", self.root) from e
             return self._backend_instance
@@ -262,10 +357,9 @@ def _storage_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseE
     storage: list[type[BaseException]] = [OSError, _PermanentError]
     transient: list[type[BaseException]] = [OSError]
     try:
-        from obstore.exceptions import BaseError, GenericError
-
-        storage.append(BaseError)
-        transient.append(GenericError)
+        obstore = _flyte.obstore_errors()
+        storage.append(obstore.base)
+        transient.append(obstore.transient)
     except ImportError:  # pragma: no cover - obstore comes with flyte
         pass
     return tuple(storage), tuple(transient)
@@ -283,15 +377,57 @@ def _brief(error: BaseException) -> str:
 
 
 def _make_backend(store: Store) -> _Backend:
-    root = store.root
-    protocol, _, rest = root.partition("://")
-    if not rest:
-        return _LocalBackend(root)
+    # The root passed parse_root: a local path, file:///PATH, or an object-store URL with a bucket.
+    protocol, separator, rest = store.root.partition("://")
+    if not separator:
+        return _LocalBackend(store.root)
     if protocol == "file":
         return _LocalBackend(rest)
-    if protocol in _OBJECT_PROTOCOLS:
-        return _ObjectBackend(root, store.request_timeout_seconds, store.connect_timeout_seconds)
-    return _FsspecBackend(root)
+    return _ObjectBackend(store.root, store.request_timeout_seconds, store.connect_timeout_seconds)
+
+
+def _check_local_root(root: str) -> None:
+    """Raise `UnsafeRootError` unless only this user (and the superuser) can change `root`.
+
+    The root itself must be owned by this user and not writable by others; every directory above
+    it (and every symbolic link on the way) must be owned by this user or the superuser and, if
+    others can write to it, carry the sticky bit (as /tmp does), so that nobody else can rename,
+    replace or fill it.
+    """
+    uid = os.geteuid()
+    real = os.path.realpath(root)
+    paths = dict.fromkeys([*_lineage(root), *_lineage(real)])
+    for path in paths:
+        info = os.lstat(path)
+        is_root = path in (root, real)
+        owners = (uid,) if is_root else (uid, 0)
+        if info.st_uid not in owners:
+            whose = "the root" if is_root else "a directory above the root"
+            raise UnsafeRootError(
+                f"refusing storage root {root!r}: {path!r} ({whose}) belongs to uid {info.st_uid}, not to this "
+                f"user (uid {uid}), who could not trust the answers in it; use a directory of your own "
+                f"({ROOT_ENV})",
+                root,
+            )
+        writable_by_others = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_IWOTH
+        if writable_by_others and (is_root or not info.st_mode & stat.S_ISVTX):
+            raise UnsafeRootError(
+                f"refusing storage root {root!r}: {path!r} is writable by every user (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}), so anyone could plant answers in it; "
+                f"run chmod o-w on it or use another directory ({ROOT_ENV})",
+                root,
+            )
+
+
+def _lineage(path: str) -> list[str]:
+    """`path` and each directory above it, from / down."""
+    parts = []
+    while True:
+        parts.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            return parts[::-1]
+        path = parent
 
 
 class _LocalBackend:
@@ -304,8 +440,40 @@ class _LocalBackend:
         self.fsync = fsync_wanted()
         #: Whether to publish through an unnamed file (Linux, with /proc); off after the first refusal.
         self._unnamed = _O_TMPFILE != 0 and os.path.isdir("/proc/self/fd")
+        #: Whether the root exists and passed `_check_local_root`.
+        self._ready = False
+
+    def prepare(self) -> None:
+        """Create the root (mode 0700) if it is missing, then check that it is safe to trust.
+
+        Done before the first read as well as the first write: a root someone else made first
+        (or changed) could hold planted answers. Checked after creating, so a root created by
+        someone else in between is checked too.
+        """
+        if self._ready:
+            return
+        for path in _lineage(self.root):
+            if os.path.isdir(path):
+                continue
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o700 if path == self.root else 0o755)
+        if not os.path.isdir(self.root):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), self.root)
+        _check_local_root(self.root)
+        self._ready = True
+
+    def _make_event_dir(self, directory: str) -> None:
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:  # the root went away (a /tmp cleaner): make it, and check it, again
+            self._ready = False
+            self.prepare()
+            os.mkdir(directory, 0o700)
 
     def read(self, key: str) -> bytes | None:
+        self.prepare()
         try:
             fd = os.open(os.path.join(self.root, key), os.O_RDONLY)
         except FileNotFoundError:
@@ -321,13 +489,14 @@ class _LocalBackend:
 
     def create(self, key: str, data: bytes) -> bool:
         # No check for an existing record first: link() refuses it anyway, and a second answer is rare.
+        self.prepare()
         path = os.path.join(self.root, key)
         directory = os.path.dirname(path)
         if self._unnamed:
             try:
                 return self._create_unnamed(directory, path, data)
             except FileNotFoundError:  # the event's directory does not exist yet
-                os.makedirs(directory, exist_ok=True)
+                self._make_event_dir(directory)
                 return self._create_unnamed(directory, path, data)
             except _Unsupported:
                 self._unnamed = False
@@ -336,7 +505,7 @@ class _LocalBackend:
         try:
             fd = os.open(tmp, flags, 0o600)
         except FileNotFoundError:
-            os.makedirs(directory, exist_ok=True)
+            self._make_event_dir(directory)
             fd = os.open(tmp, flags, 0o600)
         try:
             self._write(fd, data)
@@ -385,11 +554,9 @@ class _LocalBackend:
             os.fsync(fd)
 
     def list_ids(self) -> list[str]:
-        try:
-            with os.scandir(self.root) as entries:
-                return [e.name for e in entries if e.is_dir()]
-        except FileNotFoundError:
-            return []
+        self.prepare()
+        with os.scandir(self.root) as entries:
+            return [e.name for e in entries if e.is_dir()]
 
     def list_answered(self) -> set[str] | None:
         return None  # a local read costs nothing worth saving
@@ -402,65 +569,34 @@ class _Unsupported(Exception):
     """This filesystem or kernel cannot publish an unnamed file: use a named temp file instead."""
 
 
-_OBJECT_PROTOCOLS = ("s3", "gs", "abfs", "abfss")
-
-
 class _ObjectBackend:
-    """S3, GCS and Azure through obstore, configured by ``flyte.storage`` (Flyte's credentials and
-    endpoints, e.g. ``FLYTE_AWS_ENDPOINT``), with our own timeouts and no retries inside obstore:
+    """S3, GCS and Azure through an obstore store configured by ``flyte.storage`` (Flyte's credentials
+    and endpoints, e.g. ``FLYTE_AWS_ENDPOINT``), with our own timeouts and no retries inside obstore:
     `Store` retries, so that one poll is one request and an outage is logged once."""
 
     def __init__(self, root: str, timeout: float, connect_timeout: float) -> None:
-        import datetime
-
-        import flyte.storage
-
         bucket, _, prefix = root.split("://", 1)[1].partition("/")
-        if not bucket:
-            raise _PermanentError(f"{root!r} names no bucket")
-        fs: Any = flyte.storage.get_underlying_filesystem(
-            path=root,
-            # Flyte's defaults suit bulk transfers (3 retries from a 5 s back-off, no request
-            # timeout to speak of); a poll must fail fast and let Store decide.
-            retry_config={
-                "max_retries": 0,
-                "backoff": {
-                    "base": 2,
-                    "init_backoff": datetime.timedelta(milliseconds=100),
-                    "max_backoff": datetime.timedelta(seconds=1),
-                },
-                "retry_timeout": datetime.timedelta(seconds=timeout),
-            },
-            client_options={
-                "timeout": f"{timeout:g}s",
-                "connect_timeout": f"{connect_timeout:g}s",
-                # Flyte allows plain-HTTP endpoints (MinIO, local S3 servers); so do we.
-                "allow_http": True,
-            },
-        )
-        self._store = fs._construct_store(bucket)
+        self._store = _flyte.object_store(root, bucket, timeout=timeout, connect_timeout=connect_timeout)
         self._root = root
-        self._prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self._prefix = f"{prefix}/" if prefix else ""
+
+    def prepare(self) -> None:
+        pass  # the first request tells whether the bucket can be reached
 
     def read(self, key: str) -> bytes | None:
-        import obstore
-
         try:
-            return bytes(obstore.get(self._store, self._prefix + key).bytes())
+            return bytes(self._store.get(self._prefix + key).bytes())
         except FileNotFoundError:
             return None
 
     def create(self, key: str, data: bytes) -> bool:
-        import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
-
         path = self._prefix + key
         try:
             # One PUT with If-None-Match: * (S3, Azure) or if-generation-match: 0 (GCS): the
             # service itself refuses the second writer, so this holds across processes and hosts.
-            obstore.put(self._store, path, data, mode="create")
+            self._store.put(path, data, mode="create")
             return True
-        except (AlreadyExistsError, PreconditionError, FileExistsError):
+        except (*_flyte.obstore_errors().exists, FileExistsError):
             pass
         except FileNotFoundError as e:
             raise _PermanentError(f"{self._root!r} cannot be written (does the bucket exist?): {_brief(e)}") from e
@@ -468,61 +604,22 @@ class _ObjectBackend:
         # which obstore reports the same way. Only report "exists" once the object is there;
         # otherwise the other write failed and this one is retried.
         try:
-            obstore.head(self._store, path)
+            self._store.head(path)
         except FileNotFoundError:
             raise OSError(f"conditional write conflict on {path}; retrying") from None
         return False
 
     def list_ids(self) -> list[str]:
-        import obstore
-
-        listing = obstore.list_with_delimiter(self._store, self._prefix or None)
+        listing = self._store.list_with_delimiter(self._prefix or None)
         return [p.rstrip("/").rsplit("/", 1)[-1] for p in listing["common_prefixes"]]
 
     def list_answered(self) -> set[str] | None:
-        import obstore
-
         # One request per 1,000 objects under the root: <id>/request.json and <id>/response.json.
         answered: set[str] = set()
         suffix = "/" + RESPONSE_FILE
-        for batch in obstore.list(self._store, self._prefix or None, chunk_size=1000):
+        for batch in self._store.list(self._prefix or None, chunk_size=1000):
             for meta in batch:
                 path = meta["path"]
                 if path.endswith(suffix):
                     answered.add(path[len(self._prefix) : -len(suffix)])
         return answered
-
-
-class _FsspecBackend:
-    # Generic fsspec protocols have no portable create-only write; a lock makes first-writer-wins
-    # hold within this process, and the README says it is not atomic across processes.
-    _lock = threading.Lock()
-
-    def __init__(self, root: str) -> None:
-        import fsspec
-
-        self._fs, self._root = fsspec.core.url_to_fs(root, use_listings_cache=False)
-
-    def read(self, key: str) -> bytes | None:
-        try:
-            return bytes(self._fs.cat_file(f"{self._root}/{key}"))
-        except FileNotFoundError:
-            return None
-
-    def create(self, key: str, data: bytes) -> bool:
-        path = f"{self._root}/{key}"
-        with self._lock:
-            if self._fs.exists(path):
-                return False
-            self._fs.pipe_file(path, data)
-            return True
-
-    def list_ids(self) -> list[str]:
-        try:
-            entries = self._fs.ls(self._root, detail=True)
-        except FileNotFoundError:
-            return []
-        return [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"]
-
-    def list_answered(self) -> set[str] | None:
-        return None
