@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ._errors import InvalidRequestIdError, StorageError
 
@@ -47,6 +47,16 @@ ROOT_ENV = "FLYTE_HITL_ROOT"
 FSYNC_ENV = "FLYTE_HITL_FSYNC"
 
 Record = dict[str, Any]
+
+
+class Listed(NamedTuple):
+    """One event as a listing of the root shows it (see `Store.list_events`)."""
+
+    request_id: str
+    #: When its request was written (the listing's modification time), in seconds since the epoch.
+    created: float
+    #: Whether a response (an answer or an expiry mark) exists.
+    answered: bool
 
 
 def check_request_id(request_id: object) -> str:
@@ -76,6 +86,7 @@ class _Backend(Protocol):
     def create(self, key: str, data: bytes) -> bool: ...
     def list_ids(self) -> list[str]: ...
     def list_answered(self) -> set[str] | None: ...
+    def list_events(self) -> list[Listed]: ...
 
 
 class Store:
@@ -156,6 +167,18 @@ class Store:
         """Request ids of every event under the root (unordered)."""
         ids = self._retry("list", lambda: self._backend.list_ids())
         return [i for i in ids if REQUEST_ID_RE.fullmatch(i)]
+
+    def list_events(self) -> list[Listed]:
+        """Every event under the root, newest first, from one listing of the root.
+
+        Example:
+            >>> [e.request_id for e in Store("/tmp/flyte/hitl").list_events() if not e.answered]  # doctest: +SKIP
+            ['approve-5d1042…', 'count-3f2a…']
+        """
+        events = self._retry("list", lambda: self._backend.list_events())
+        events = [e for e in events if REQUEST_ID_RE.fullmatch(e.request_id)]
+        events.sort(key=lambda e: (e.created, e.request_id), reverse=True)
+        return events
 
     def poll_response(self, request_id: str, interval: float) -> Record | None:
         """`read_response` for an event that polls every `interval` seconds, batched when many wait.
@@ -304,6 +327,10 @@ class _LocalBackend:
         self.fsync = fsync_wanted()
         #: Whether to publish through an unnamed file (Linux, with /proc); off after the first refusal.
         self._unnamed = _O_TMPFILE != 0 and os.path.isdir("/proc/self/fd")
+        # For `list_events`: when each listed event was created, and which ones have a response. Neither
+        # ever changes, so a listing stats only the events it has not seen answered yet.
+        self._created: dict[str, float] = {}
+        self._answered: set[str] = set()
 
     def read(self, key: str) -> bytes | None:
         try:
@@ -393,6 +420,32 @@ class _LocalBackend:
 
     def list_answered(self) -> set[str] | None:
         return None  # a local read costs nothing worth saving
+
+    def list_events(self) -> list[Listed]:
+        try:
+            with os.scandir(self.root) as entries:
+                names = [e.name for e in entries if e.is_dir()]
+        except FileNotFoundError:
+            return []
+        if len(self._created) > 2 * len(names) + 1000:  # events were deleted: forget them
+            listed = set(names)
+            self._created = {k: v for k, v in self._created.items() if k in listed}
+            self._answered &= listed
+        events = []
+        for name in names:
+            created = self._created.get(name)
+            if created is None:
+                try:
+                    created = os.stat(os.path.join(self.root, name, REQUEST_FILE)).st_mtime
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # being created, or not an event
+                self._created[name] = created
+            answered = name in self._answered
+            if not answered and os.path.exists(os.path.join(self.root, name, RESPONSE_FILE)):
+                answered = True
+                self._answered.add(name)
+            events.append(Listed(name, created, answered))
+        return events
 
 
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
@@ -492,6 +545,20 @@ class _ObjectBackend:
                     answered.add(path[len(self._prefix) : -len(suffix)])
         return answered
 
+    def list_events(self) -> list[Listed]:
+        import obstore
+
+        created: dict[str, float] = {}
+        answered: set[str] = set()
+        for batch in obstore.list(self._store, self._prefix or None, chunk_size=1000):
+            for meta in batch:
+                request_id, _, name = meta["path"][len(self._prefix) :].partition("/")
+                if name == REQUEST_FILE:
+                    created[request_id] = meta["last_modified"].timestamp()
+                elif name == RESPONSE_FILE:
+                    answered.add(request_id)
+        return [Listed(i, t, i in answered) for i, t in created.items()]
+
 
 class _FsspecBackend:
     # Generic fsspec protocols have no portable create-only write; a lock makes first-writer-wins
@@ -526,3 +593,39 @@ class _FsspecBackend:
 
     def list_answered(self) -> set[str] | None:
         return None
+
+    def list_events(self) -> list[Listed]:
+        try:
+            files = self._fs.find(self._root, maxdepth=2, detail=True)
+        except FileNotFoundError:
+            return []
+        root = self._root.rstrip("/")
+        created: dict[str, float] = {}
+        answered: set[str] = set()
+        for path, info in files.items():
+            parent, request_id, name = ("//" + path.rstrip("/")).rsplit("/", 2)
+            if parent.lstrip("/") != root.lstrip("/"):
+                continue
+            if name == REQUEST_FILE:
+                created[request_id] = _mtime(info)
+            elif name == RESPONSE_FILE:
+                answered.add(request_id)
+        return [Listed(i, t, i in answered) for i, t in created.items()]
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    """A file's modification time from an fsspec listing entry (each filesystem names it its own way)."""
+    import datetime
+
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, datetime.datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return 0.0
