@@ -405,7 +405,8 @@ def test_request_ids_never_become_paths(site: Site, request_id: str, where: str)
     token = site.events["pending-int"]["token"]
     if where == "json":
         body = json.dumps({"request_id": request_id, "token": token, "value": 1}).encode()
-        sent = b"POST /submit/json HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        head = b"POST /submit/json HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        sent = head % len(body) + body
     else:
         target = f"/{where}/{quote(request_id, safe='/')}?token={token}"
         sent = f"GET {target} HTTP/1.1\r\n\r\n".encode()
