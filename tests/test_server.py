@@ -1146,27 +1146,22 @@ def test_a_host_checking_server_answers_only_its_own_names(store: Store) -> None
         stop_server(httpd, thread)
 
 
-def test_stop_server_lets_a_reply_in_progress_finish(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    httpd, thread = start_server(store)
+def test_stop_server_lets_the_requests_being_handled_finish(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_waiter(request_id: str, response: dict[str, Any]) -> None:
+        entered.set()
+        release.wait(30)
+
+    httpd, thread = start_server(store, on_answer=slow_waiter)
     monkeypatch.setenv("FLYTE_HITL_ENDPOINT", httpd.url)
     event = hitl.new_event("stopping", data_type=int)
-    body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 3}).encode()
-    sock = socket.create_connection(httpd.server_address[:2], timeout=30)
-    try:
-        head = f"POST /submit/json HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        sock.sendall(head.encode() + body[:-1])  # the handler now waits for the last byte
-        deadline = time.monotonic() + 30
-        while httpd.finish(0):
-            assert time.monotonic() < deadline, "the request never started"
-            time.sleep(0.01)
-        stopper = threading.Thread(target=stop_server, args=(httpd, thread, 30.0))
-        stopper.start()
-        stopper.join(0.2)
-        assert stopper.is_alive(), "stop_server returned while a reply was still to be written"
-        sock.sendall(body[-1:])
-        reply = sock.recv(65536)
-        stopper.join(30)
-        assert not stopper.is_alive()
-    finally:
-        sock.close()
-    assert raw_status(reply) == 200
+    assert answer(httpd.url, event, 3).status == 200
+    assert entered.wait(30)  # the handler is still busy with the answer
+    stopper = threading.Thread(target=stop_server, args=(httpd, thread, 30.0))
+    stopper.start()
+    stopper.join(0.2)
+    assert stopper.is_alive(), "stop_server returned while a request was still being handled"
+    release.set()
+    stopper.join(30)
+    assert not stopper.is_alive()

@@ -68,9 +68,11 @@ def hold_connections(url: str) -> list[socket.socket]:
     """An idle keep-alive client, a client stuck half-way through a body, and one that never sent a byte."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     socks = [socket.create_connection((host, int(port)), timeout=30) for _ in range(3)]
-    socks[0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    socks[0].sendall(f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
     assert socks[0].recv(4096).startswith(b"HTTP/1.1 200")
-    socks[1].sendall(b'POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"request_id": ')
+    socks[1].sendall(
+        f'POST /submit/json HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 100\r\n\r\n{{"request_id": '.encode()
+    )
     return socks
 
 

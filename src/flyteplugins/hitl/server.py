@@ -117,7 +117,7 @@ class HitlServer(ThreadingHTTPServer):
         super().__init__(address, HitlHandler)
         hosts = _own_names(self.server_address[0], self.server_address[1]) if check_host else None
         self.site = Site(store, identity_header, hosts)
-        # Requests between their parsed headers and their written reply.
+        # Requests between their read body and their written reply.
         self._busy = 0
         self._idle = threading.Condition()
         _servers.add(self)
@@ -228,8 +228,6 @@ class HitlHandler(BaseHTTPRequestHandler):
         # The standard parser compares the whole value; Connection is a list of tokens in any case.
         if "close" in (token.strip().lower() for token in (self.headers.get("Connection") or "").split(",")):
             self.close_connection = True
-        self._busy = True
-        self.server.busy(1)
         if self._expect_100:
             super().handle_expect_100()
         if not hasattr(self, "do_" + self.command):
@@ -275,6 +273,10 @@ class HitlHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._read_body()
+        # Busy from here until the reply is written: a stopping server waits for that, not for a
+        # client that is slow to send its body.
+        self._busy = True
+        self.server.busy(1)
         if isinstance(body, Response):
             self._write(body, head=self.command == "HEAD")
             return
