@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import fsspec
 import pytest
+from s3_helpers import MotoS3, S3Bucket, moto_server, use_root
 
 from flyteplugins.hitl import _answers
 from flyteplugins.hitl._endpoints import PAGE_SIZE, Replies, Request, Response, Site, _headers, handle
@@ -513,3 +514,20 @@ def test_list_events_sees_answers_given_after_an_earlier_listing(tmp_path: Path)
     other = Store(str(tmp_path / "root"))  # another process answers
     _answers.submit(other, event, "1", via="json", client="x")
     assert [e.answered for e in store.list_events()] == [True]
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoS3]:
+    yield from moto_server()
+
+
+def test_list_events_on_s3_is_one_listing_newest_first(moto: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(use_root(S3Bucket(moto), monkeypatch))
+    assert store.list_events() == []
+    first = make_event(store, "first")
+    time.sleep(1.1)  # S3 stamps objects to the second
+    second = make_event(store, "second")
+    _answers.submit(store, first, "2", via="json", client="x")
+    listed = store.list_events()
+    assert [(e.request_id, e.answered) for e in listed] == [(second["request_id"], False), (first["request_id"], True)]
+    assert listed[0].created > listed[1].created
