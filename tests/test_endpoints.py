@@ -448,6 +448,7 @@ def test_a_page_past_the_end_is_empty(many: tuple[CountingStore, list[Record]]) 
 def test_a_visit_lists_once_and_reads_only_records_not_cached(many: tuple[CountingStore, list[Record]]) -> None:
     store, events = many
     site = Site(store)
+    site.listing.seconds = 0  # no sharing of listings between visits
     call(site, "GET", "/?status=done")
     assert store.listings == 1
     assert store.reads == 2 * len(events[::3])  # request and outcome of each finished event shown
@@ -462,13 +463,32 @@ def test_a_visit_lists_once_and_reads_only_records_not_cached(many: tuple[Counti
     assert store.reads == 0, "requests never change: cached too"
 
 
-def test_an_event_answered_since_the_last_visit_shows_its_outcome(site: Site, store: Store) -> None:
+def test_an_event_answered_elsewhere_shows_its_outcome_once_the_shared_listing_is_old(site: Site, store: Store) -> None:
     event = make_event(store, "ev-001")
+    site.listing.seconds = 3600
     assert "left" in call(site, "GET", "/").body.decode()
-    _answers.submit(store, event, "5", via="json", client="x")
+    _answers.submit(Store(store.root), event, "5", via="cli", client="x")  # another writer
+    assert "left" in call(site, "GET", "/").body.decode(), "the listing is shared for a while"
+    site.listing.seconds = 0
     page = call(site, "GET", "/").body.decode()
     assert "answered" in page
     assert "Nothing is waiting" in page
+
+
+@pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
+def test_visits_share_a_listing_until_this_server_stores_an_answer(root: Path, endpoint: str) -> None:
+    store = CountingStore(str(root))
+    site = Site(store)
+    site.listing.seconds = 3600
+    event = make_event(store, "ev-001")
+    for _ in range(3):
+        assert "left" in call(site, "GET", "/").body.decode()
+    assert store.listings == 1
+    body, ctype = (answer_json(event), JSON_TYPE) if endpoint == "/submit/json" else (answer_form(event), FORM_TYPE)
+    assert post(site, endpoint, body, ctype).status == 200
+    page = call(site, "GET", "/").body.decode()
+    assert store.listings == 2
+    assert "answered" in page
 
 
 # -- Store.list_events -------------------------------------------------------------------------------

@@ -327,10 +327,6 @@ class _LocalBackend:
         self.fsync = fsync_wanted()
         #: Whether to publish through an unnamed file (Linux, with /proc); off after the first refusal.
         self._unnamed = _O_TMPFILE != 0 and os.path.isdir("/proc/self/fd")
-        # For `list_events`: when each listed event was created, and which ones have a response. Neither
-        # ever changes, so a listing stats only the events it has not seen answered yet.
-        self._created: dict[str, float] = {}
-        self._answered: set[str] = set()
 
     def read(self, key: str) -> bytes | None:
         try:
@@ -427,24 +423,14 @@ class _LocalBackend:
                 names = [e.name for e in entries if e.is_dir()]
         except FileNotFoundError:
             return []
-        if len(self._created) > 2 * len(names) + 1000:  # events were deleted: forget them
-            listed = set(names)
-            self._created = {k: v for k, v in self._created.items() if k in listed}
-            self._answered &= listed
         events = []
         for name in names:
-            created = self._created.get(name)
-            if created is None:
-                try:
-                    created = os.stat(os.path.join(self.root, name, REQUEST_FILE)).st_mtime
-                except (FileNotFoundError, NotADirectoryError):
-                    continue  # being created, or not an event
-                self._created[name] = created
-            answered = name in self._answered
-            if not answered and os.path.exists(os.path.join(self.root, name, RESPONSE_FILE)):
-                answered = True
-                self._answered.add(name)
-            events.append(Listed(name, created, answered))
+            directory = os.path.join(self.root, name)
+            try:
+                created = os.stat(os.path.join(directory, REQUEST_FILE)).st_mtime
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # being created, or not an event
+            events.append(Listed(name, created, os.path.exists(os.path.join(directory, RESPONSE_FILE))))
         return events
 
 
