@@ -411,7 +411,7 @@ def test_the_index_shows_waiting_events_first_newest_first_a_page_at_a_time(
         assert response.status == 200
         text = response.body.decode()
         seen += names_in(text)
-        if f"page={page + 1}" not in text:
+        if f'name="page" value="{page + 1}"' not in text:
             break
         page += 1
     assert page == -(-len(order) // PAGE_SIZE)
@@ -425,10 +425,10 @@ def test_the_index_filters_by_status(many: tuple[CountingStore, list[Record]]) -
     site = Site(store)
     pending = call(site, "GET", "/?status=pending").body.decode()
     assert names_in(pending) == [e["event_name"] for e in reversed(events) if events.index(e) % 3 != 0][:PAGE_SIZE]
-    assert "status=pending&amp;page=2" in pending
+    assert '<input type="hidden" name="status" value="pending"><button type="submit" name="page" value="2"' in pending
     done = call(site, "GET", "/?status=done").body.decode()
     assert names_in(done) == [e["event_name"] for e in reversed(events) if events.index(e) % 3 == 0]
-    assert "page=2" not in done
+    assert 'name="page"' not in done
 
 
 @pytest.mark.parametrize("query", ["page=0", "page=-1", "page=x", "page=1234567", "status=all", "status=<b>"])

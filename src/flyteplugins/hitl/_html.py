@@ -408,14 +408,6 @@ def index_page(
         heading = f'<h2>{title} <span class="count">{count}</span></h2>'
         return f'<section class="card">{heading}{items(selected, empty)}</section>'
 
-    def link(text: str, to_status: str | None, to_page: int) -> str:
-        query = "&amp;".join(
-            part
-            for part in (f"status={to_status}" if to_status else "", f"page={to_page}" if to_page > 1 else "")
-            if part
-        )
-        return f'<a href="/{"?" + query if query else ""}">{text}</a>'
-
     sections = []
     if status == "pending":
         sections.append(section("Waiting", n_waiting, rows, "Nothing is waiting."))
@@ -427,20 +419,25 @@ def index_page(
         finished = [row for row in rows if row[1] != "pending"]
         if finished or not more:
             sections.append(section("Answered or expired", n_done, finished, "None yet."))
-    filters = " · ".join(
-        f"<strong>{text}</strong>" if key == status else link(text, key, 1)
-        for key, text in ((None, "All"), ("pending", "Waiting"), ("done", "Answered or expired"))
+    # Navigation is by GET forms, not links: pages hold no href at all.
+    filters = "".join(
+        f'<button type="submit" name="status" value="{key}"{"" if key != (status or "") else " disabled"}'
+        f' class="second">{text}</button>'
+        for key, text in (("", "All"), ("pending", "Waiting"), ("done", "Finished"))
     )
-    pages = [link("← Newer", status, page_number - 1)] if page_number > 1 else []
+    keep = f'<input type="hidden" name="status" value="{esc(status)}">' if status else ""
+    pages = []
+    if page_number > 1:
+        pages.append(f'<button type="submit" name="page" value="{page_number - 1}" class="second">← Newer</button>')
     if more:
-        pages.append(link("Older →", status, page_number + 1))
-    nav = f'<p class="note">Show: {filters}</p>'
-    if pages:
-        nav += f'<p class="note">Page {page_number}: {" · ".join(pages)}</p>'
+        pages.append(f'<button type="submit" name="page" value="{page_number + 1}" class="second">Older →</button>')
+    nav = f'<form method="get" action="/" class="actions">{filters}</form>'
+    nav_pages = f'<form method="get" action="/" class="actions">{keep}{"".join(pages)}</form>' if pages else ""
     body = (
         "<h1>Waiting for people</h1>"
         + nav
         + "".join(sections)
+        + nav_pages
         + '<p class="note">To answer, open the link you were given: each link carries its event\'s secret token,\n'
         "so this page lists events without links.</p>"
     )

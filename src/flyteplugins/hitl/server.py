@@ -48,6 +48,7 @@ MAX_HEADER_BYTES = 65536
 _HEADER_LINE_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n")
 # Control characters in a request line, CRLF aside (a bare CR or LF, NUL, tab...).
 _REQUEST_LINE_CTL_RE = re.compile(rb"[\x00-\x1f\x7f]")
+# 1*DIGIT (RFC 9110), and short enough for int(); anything longer is far past the body limit anyway.
 _LENGTH_RE = re.compile(r"[0-9]{1,18}")
 _QUERY_RE = re.compile(r"\?\S*")
 
@@ -253,7 +254,7 @@ class HitlHandler(BaseHTTPRequestHandler):
         if len(lengths) > 1:
             return 400, "more than one Content-Length header"
         if lengths and not _LENGTH_RE.fullmatch(lengths[0].strip(" \t")):
-            return 400, f"invalid Content-Length {lengths[0][:40]!r}: expected digits"
+            return 400, f"invalid Content-Length {lengths[0][:40]!r}: expected a number of bytes, digits only"
         return None
 
     def _refuse(self, status: int, detail: str) -> bool:
