@@ -200,12 +200,19 @@ def test_a_post_without_a_body_is_411(site: Site) -> None:
     [
         [("Sec-Fetch-Site", "cross-site")],
         [("Origin", "https://attacker.example")],
-        [("Origin", "null")],
+        [("Origin", "null"), ("Sec-Fetch-Site", "cross-site")],
         [("Origin", "http://127.0.0.1:9999")],
         [("Origin", "http://127.0.0.1:8000"), ("Origin", "https://attacker.example")],
         [("Origin", "http://127.0.0.1:8000"), ("Sec-Fetch-Site", "cross-site")],
     ],
-    ids=["sec-fetch-site", "foreign-origin", "null-origin", "other-port", "two-origins", "own-origin-cross-site"],
+    ids=[
+        "sec-fetch-site",
+        "foreign-origin",
+        "null-origin-cross-site",
+        "other-port",
+        "two-origins",
+        "own-origin-cross-site",
+    ],
 )
 @pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
 def test_cross_site_answers_are_403_and_write_nothing(
@@ -227,9 +234,18 @@ def test_cross_site_answers_are_403_and_write_nothing(
         [("Origin", "https://127.0.0.1:8000"), ("Sec-Fetch-Site", "same-origin")],
         [("Sec-Fetch-Site", "same-origin")],
         [("Sec-Fetch-Site", "none")],
+        [("Origin", "null"), ("Sec-Fetch-Site", "same-origin")],
         [("Origin", "https://hitl.example.com"), ("X-Forwarded-Host", "hitl.example.com")],
     ],
-    ids=["program", "own-origin", "own-origin-https", "same-origin", "typed-url", "behind-a-proxy"],
+    ids=[
+        "program",
+        "own-origin",
+        "own-origin-https",
+        "same-origin",
+        "typed-url",
+        "own-page-no-referrer",
+        "behind-a-proxy",
+    ],
 )
 @pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
 def test_same_site_answers_and_programs_are_accepted(
@@ -438,6 +454,18 @@ def test_bad_index_queries_are_400(site: Site, query: str) -> None:
     assert header(response, "Content-Type") == "application/json"
 
 
+def test_an_event_past_its_deadline_without_an_outcome_shows_as_expired(site: Site, store: Store) -> None:
+    make_event(store, "ev-001")
+    gone = make_event(store, "ev-002", created=time.time() - 7200)  # expired an hour ago, never marked
+    page = call(site, "GET", "/").body.decode()
+    waiting, done = page.split("Answered or expired")
+    assert names_in(waiting) == ["ev-001"]
+    assert '<span class="count">1</span>' in waiting
+    assert names_in(done) == ["ev-002"]
+    assert ">expired<" in done
+    assert names_in(call(site, "GET", "/?status=done").body.decode()) == [gone["event_name"]]
+
+
 def test_a_page_past_the_end_is_empty(many: tuple[CountingStore, list[Record]]) -> None:
     store, _ = many
     response = call(Site(store), "GET", "/?page=99")
@@ -449,18 +477,17 @@ def test_a_visit_lists_once_and_reads_only_records_not_cached(many: tuple[Counti
     store, events = many
     site = Site(store)
     site.listing.seconds = 0  # no sharing of listings between visits
+    finished, unanswered = len(events[::3]), len(events) - len(events[::3])
     call(site, "GET", "/?status=done")
     assert store.listings == 1
-    assert store.reads == 2 * len(events[::3])  # request and outcome of each finished event shown
+    # The request of each event without an outcome (its deadline), request and outcome of each finished one shown.
+    assert store.reads == unanswered + 2 * finished
     store.reads = 0
     call(site, "GET", "/?status=done")
-    assert (store.listings, store.reads) == (2, 0), "finished events are cached"
+    assert (store.listings, store.reads) == (2, 0), "records never change: cached"
     call(site, "GET", "/")
-    assert store.listings == 3
-    assert store.reads == PAGE_SIZE, "requests of the waiting events shown, read once"
-    store.reads = 0
-    call(site, "GET", "/")
-    assert store.reads == 0, "requests never change: cached too"
+    call(site, "GET", "/?page=2")
+    assert (store.listings, store.reads) == (4, 0)
 
 
 def test_an_event_answered_elsewhere_shows_its_outcome_once_the_shared_listing_is_old(site: Site, store: Store) -> None:

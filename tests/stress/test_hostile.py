@@ -661,7 +661,7 @@ CORPUS = [
         403,
     ),
     ("cross-site-form", "/submit", _FORM + "Sec-Fetch-Site: cross-site\r\nContent-Length: {n}\r\n", "{form}", 403),
-    ("foreign-origin-form", "/submit", _FORM + "Origin: null\r\nContent-Length: {n}\r\n", "{form}", 403),
+    ("foreign-origin-form", "/submit", _FORM + "Origin: http://127.0.0.1:1\r\nContent-Length: {n}\r\n", "{form}", 403),
     (
         "two-identities",
         "/submit/json",

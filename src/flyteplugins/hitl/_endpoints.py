@@ -116,33 +116,49 @@ class Replies:
 class _Records:
     """Records the index shows: requests (never change) and outcomes of finished events (never change)."""
 
-    #: Events whose records are kept; the index reads the others again when it shows them.
-    capacity = 2000
+    #: Events whose records are kept; the index reads the others again when it needs them.
+    capacity = 10_000
 
     def __init__(self) -> None:
-        self._rows: OrderedDict[str, tuple[Record, str | None]] = OrderedDict()
+        # request id -> (request, its outcome's status if read, its deadline in seconds since the epoch)
+        self._rows: OrderedDict[str, tuple[Record, str | None, float]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _get(self, store: Store, event: Listed, outcome: bool) -> tuple[Record, str | None, float] | None:
+        """The event's request and, if `outcome` and it has one, its outcome's status."""
+        with self._lock:
+            cached = self._rows.get(event.request_id)
+        if cached is not None and not (outcome and event.answered and cached[1] is None):
+            return cached
+        request = cached[0] if cached else store.read_request(event.request_id)
+        if request is None:
+            return None
+        status = None
+        if outcome and event.answered:
+            response = store.read_response(event.request_id)
+            status = _answers.status_of(request, response) if response is not None else None
+        entry = (request, status, time.time() + seconds_left(request))
+        with self._lock:
+            self._rows[event.request_id] = entry
+            while len(self._rows) > self.capacity:
+                self._rows.popitem(last=False)
+        return entry
+
+    def waiting(self, store: Store, event: Listed) -> bool:
+        """Whether a listed event still waits: no outcome stored, and its deadline not passed."""
+        if event.answered:
+            return False
+        cached = self._get(store, event, outcome=False)
+        return cached is not None and cached[2] > time.time()
 
     def row(self, store: Store, event: Listed) -> tuple[Record, str, float] | None:
         """(request, status, seconds left) for a listed event, or None if its request is gone."""
-        with self._lock:
-            cached = self._rows.get(event.request_id)
-        if cached is None or (event.answered and cached[1] is None):
-            request = cached[0] if cached else store.read_request(event.request_id)
-            if request is None:
-                return None
-            outcome = None
-            if event.answered:
-                response = store.read_response(event.request_id)
-                outcome = _answers.status_of(request, response) if response is not None else None
-            cached = (request, outcome)
-            with self._lock:
-                self._rows[event.request_id] = cached
-                while len(self._rows) > self.capacity:
-                    self._rows.popitem(last=False)
-        request, outcome = cached
-        left = seconds_left(request)
-        return request, outcome or ("pending" if left > 0 else "expired"), left
+        cached = self._get(store, event, outcome=True)
+        if cached is None:
+            return None
+        request, status, deadline = cached
+        left = deadline - time.time()
+        return request, status or ("pending" if left > 0 else "expired"), left
 
 
 class _Listing:
@@ -332,8 +348,8 @@ def health(site: Site, request: Request, _: str) -> Response:
 def index(site: Site, request: Request, _: str) -> Response:
     """``GET /[?status=pending|done][&page=N]``: events newest first, those still waiting first, a page at a time.
 
-    At most one listing of the root per visit (see `_Listing`), plus the records shown that are not
-    cached yet.
+    At most one listing of the root per visit (see `_Listing`), plus the records not cached yet of the
+    events shown and of those without an outcome (whose deadlines tell waiting from expired).
     """
     query = _query(request)
     status = query.get("status") or None
@@ -344,8 +360,10 @@ def index(site: Site, request: Request, _: str) -> Response:
         raise _refuse(400, f"page must be a whole number from 1, got {page_text[:40]!r}")
     page = int(page_text)
     events = site.listing.get(site.store)
-    waiting = [e for e in events if not e.answered]
-    done = [e for e in events if e.answered]
+    # An event without an outcome whose deadline passed (its waiter is gone) is shown as expired.
+    waiting = [e for e in events if site.records.waiting(site.store, e)]
+    still = {e.request_id for e in waiting}
+    done = [e for e in events if e.request_id not in still]
     chosen = waiting if status == "pending" else done if status == "done" else waiting + done
     start = (page - 1) * PAGE_SIZE
     rows = [row for e in chosen[start : start + PAGE_SIZE] if (row := site.records.row(site.store, e)) is not None]
@@ -409,10 +427,15 @@ def _check_same_site(request: Request, page: str | None = None) -> None:
 
     Browsers say where a request comes from (``Sec-Fetch-Site``, ``Origin``); programs send neither,
     and a page cannot remove them, so a request without them is not a browser's cross-site post.
+    ``Origin: null`` (an origin the browser hides) leaves the decision to ``Sec-Fetch-Site``.
     """
     if (request.headers.get("Sec-Fetch-Site") or "").strip().lower() == "cross-site":
         raise _refuse(403, "cross-site request refused: answer from this server's own page", page=page)
     origins = request.headers.get_all("Origin") or []
+    if origins == ["null"]:
+        # Sent for our own form too: its page asks for no referrer, and browsers then hide the origin.
+        # Sec-Fetch-Site above is what tells a cross-site post apart.
+        return
     if not origins:
         return
     # Our own names as the client sees them: Host, or the host a proxy in front of us was asked for.
