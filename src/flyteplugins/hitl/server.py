@@ -17,6 +17,7 @@ gets 400 and the connection closes, so nothing hidden in it is ever read as the 
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 import re
@@ -154,6 +155,9 @@ class HitlServer(ThreadingHTTPServer):
         exc = sys.exc_info()[1]
         if isinstance(exc, _CLIENT_GONE):
             logger.info("%s: connection ended: %s", client_address[0], exc)
+        elif isinstance(exc, OSError) and exc.errno == errno.EBADF:
+            # Stopping (Ctrl-C, SIGTERM) closed a connection accepted a moment before its thread ran.
+            logger.info("%s: connection closed by the server stopping", client_address[0])
         else:
             logger.exception("internal error while serving %s", client_address[0])
 
