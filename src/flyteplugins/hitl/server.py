@@ -79,7 +79,7 @@ class _HeaderReader:
         if len(line) > MAX_LINE:
             return line  # the standard parser answers 431
         if not line.endswith(b"\n"):
-            self.fault = (0, "")  # the client left, or went quiet, in the middle of the headers
+            self.fault = (0, "")  # the client left in the middle of the headers
         elif self.left < 0:
             self.fault = (431, f"the header section is larger than {MAX_HEADER_BYTES} bytes")
         elif line == b"\r\n":
@@ -100,7 +100,8 @@ class HitlServer(ThreadingHTTPServer):
     """
 
     # Handler threads are daemons so that one slow or idle client never keeps a finished program
-    # alive; `close` gives the requests being handled a bounded time to finish their replies.
+    # alive; `stop_server` and the embedded server's exit hook give the requests being handled a
+    # bounded time to finish their replies.
     daemon_threads = True
     # The default backlog of 5 resets bursts of simultaneous connections.
     request_queue_size = 256
@@ -140,6 +141,7 @@ class HitlServer(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
     def busy(self, delta: int) -> None:
+        """Count a request in (+1) once its body is read, and out (-1) once its reply is written."""
         with self._idle:
             self._busy += delta
             if self._busy == 0:
@@ -202,7 +204,7 @@ class HitlHandler(BaseHTTPRequestHandler):
         self.command, self.headers = None, None  # type: ignore[assignment]
         self._expect_100 = False
         line = self.raw_requestline
-        if not line.endswith(b"\n"):  # cut off by the client leaving or by the timeout
+        if not line.endswith(b"\n"):  # cut off by the client leaving
             self.close_connection = True
             return False
         self.requestline = str(line, "iso-8859-1").rstrip("\r\n")
