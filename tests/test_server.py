@@ -1165,3 +1165,10 @@ def test_stop_server_lets_the_requests_being_handled_finish(store: Store, monkey
     release.set()
     stopper.join(30)
     assert not stopper.is_alive()
+
+
+def test_an_ambiguous_request_expecting_100_continue_gets_no_interim_reply(server: HitlServer) -> None:
+    data = _post_with("Expect: 100-continue\r\nContent-Length: 2\r\nContent-Length: 3\r\n", b"{}")
+    reply = raw_exchange(server.url, data)
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert b"100 Continue" not in reply
