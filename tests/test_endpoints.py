@@ -148,7 +148,7 @@ def test_a_json_answer_is_stored_and_handed_over_after_the_reply(site: Site, sto
     assert response.status == 200
     assert json.loads(response.body)["value"] == 7
     assert response.answered is not None
-    assert response.answered[0] == event["request_id"]
+    assert response.answered[0] == event
     stored = store.read_response(event["request_id"])
     assert stored is not None
     assert response.answered[1] == stored

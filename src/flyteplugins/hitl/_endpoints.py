@@ -85,8 +85,9 @@ class Response:
     headers: list[tuple[str, str]]
     #: Whether the connection must close after this reply.
     close: bool = False
-    #: (request_id, stored outcome) to hand to the server's `on_answer` once the reply is written.
-    answered: tuple[str, Record] | None = None
+    #: (request, stored outcome) of the answer this reply acknowledges, for the server to hand on once
+    #: the reply is written.
+    answered: tuple[Record, Record] | None = None
 
 
 class Replies:
@@ -508,7 +509,7 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
         return html_reply(410, _html.expired_page(event))
     site.listing.forget()
     reply = html_reply(200, _html.answered_page(event, response, just_now=True))
-    reply.answered = (event["request_id"], response)
+    reply.answered = (event, response)
     return reply
 
 
@@ -576,7 +577,7 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
             "message": f"answer for {event['event_name']!r} accepted",
         },
     )
-    reply.answered = (request_id, response)
+    reply.answered = (event, response)
     return reply
 
 

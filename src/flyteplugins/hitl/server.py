@@ -297,10 +297,11 @@ class HitlHandler(BaseHTTPRequestHandler):
         if reply.answered is not None and self.server.on_answer is not None:
             # After the reply, so the waiter can never outrun it; the reply is out, so a failure here
             # is logged and never answered a second time.
+            request_id, response = reply.answered[0]["request_id"], reply.answered[1]
             try:
-                self.server.on_answer(*reply.answered)
+                self.server.on_answer(request_id, response)
             except Exception:
-                logger.exception("handing the answer to %s to its waiter failed", reply.answered[0])
+                logger.exception("handing the answer to %s to its waiter failed", request_id)
 
     def _read_body(self) -> bytes | Response | None:
         """The body (None if the request has no Content-Length), or the reply refusing it."""
