@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,3 +196,72 @@ def _cycle(form: Path, work: Path) -> Path:
         text = form.read_text()
         cycled.write_text(text * 100)
     return cycled
+
+
+# -- the index page ------------------------------------------------------------------------------------
+
+INDEX_EVENTS = 6000
+#: One event in ten still waiting; the rest answered (events pile up answered over time).
+INDEX_WAITING_EVERY = 10
+
+
+def _index_events(root: Path, n: int) -> None:
+    """`n` events in our layout, created a second apart, every `INDEX_WAITING_EVERY`-th still waiting."""
+    start = time.time() - n - 60
+    for i in range(n):
+        request_id = f"index-{i:06d}-{uuid.uuid4().hex[:12]}"
+        created = start + i
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(created))
+        record = {
+            "request_id": request_id,
+            "event_name": f"index-{i}",
+            "scope": "run",
+            "prompt": f"Question number {i}?",
+            "data_type": "int",
+            "token": uuid.uuid4().hex,
+            "created_at": stamp,
+            "expires_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(created + 86400)),
+        }
+        event = root / request_id
+        event.mkdir(parents=True)
+        (event / "request.json").write_text(json.dumps(record))
+        os.utime(event / "request.json", (created, created))
+        if i % INDEX_WAITING_EVERY:
+            answer = {"request_id": request_id, "status": "completed", "value": i, "data_type": "int", "via": "json"}
+            (event / "response.json").write_text(json.dumps(answer))
+
+
+def run_index(seconds: float, connections: int, work: Path) -> dict[str, Any]:
+    """``GET /`` (first page) and ``GET /?status=pending`` on a local root of `INDEX_EVENTS` events."""
+    server_cpus, wrk_cpus = cpu_split()
+    work.mkdir(parents=True, exist_ok=True)
+    root = work / "index-root"
+    if not root.exists():
+        _index_events(root, INDEX_EVENTS)
+    _settle_disk()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(NEW_PY), "-m", "flyteplugins.hitl", "serve", "--root", str(root), "--host", "127.0.0.1"]
+    results: dict[str, Any] = {"events": INDEX_EVENTS, "waiting": INDEX_EVENTS // INDEX_WAITING_EVERY}
+    with process([*argv, "--port", str(port)], env=child_env(), log_path=work / "index.log", cpus=server_cpus):
+        wait_http(f"{url}/health")
+        for name, path in (("index", "/"), ("index_pending", "/?status=pending")):
+            lines = work / f"{name}.txt"
+            lines.write_text(f"{path}\n" * 8)
+            wrk(url, lines, "GET", 2, 1.0, wrk_cpus)  # warm-up: the first visit reads the records it shows
+            res = wrk(url, lines, "GET", connections, seconds, wrk_cpus)
+            results[name] = {k: res[k] for k in ("rps", "p99_us", "errors")}
+            log(f"  {name:14} c={connections:<3} {res['rps']:8.0f} req/s  p99 {res['p99_us'] / 1000:7.1f} ms")
+    return results
+
+
+if __name__ == "__main__":
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description="The index page benchmark: GET / with 6,000 events.")
+    parser.add_argument("--quick", action="store_true", help="a 2-second smoke run")
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hitl-index-") as tmp:
+        print(json.dumps(run_index(2.0 if args.quick else 10.0, args.connections, Path(tmp))))

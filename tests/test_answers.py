@@ -173,12 +173,30 @@ def test_identity_header_is_recorded_only_when_configured(root: Path, store: Sto
     try:
         base = f"http://127.0.0.1:{trusted.server_address[1]}"
         body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 1}).encode()
-        assert request(base, "POST", "/submit/json", body, {"X-Forwarded-Email": "ana@example.com"}).status == 200
+        assert (
+            request(
+                base,
+                "POST",
+                "/submit/json",
+                body,
+                {"X-Forwarded-Email": "ana@example.com", "Content-Type": "application/json"},
+            ).status
+            == 200
+        )
     finally:
         stop_server(trusted, thread)
     # The embedded server was started without the setting: the same header is ignored there.
     body = json.dumps({"request_id": other.request_id, "token": other.token, "value": 2}).encode()
-    assert request(other.endpoint, "POST", "/submit/json", body, {"X-Forwarded-Email": "eve@example.com"}).status == 200
+    assert (
+        request(
+            other.endpoint,
+            "POST",
+            "/submit/json",
+            body,
+            {"X-Forwarded-Email": "eve@example.com", "Content-Type": "application/json"},
+        ).status
+        == 200
+    )
     assert response_file(root, event)["identity"] == "ana@example.com"
     assert "identity" not in response_file(root, other)
 

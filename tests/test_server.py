@@ -1000,3 +1000,175 @@ def test_the_access_log_never_shows_a_token(
     assert not [line for line in lines if event.token in line or "a-wrong-token-Z9" in line], lines
     assert f'"GET /form/{event.request_id}?... HTTP/1.1" 200' in lines[0]
     assert f'"GET /status/{event.request_id}?... HTTP/1.1" 200' in lines[1]
+
+
+# -- framing (RFC 9112 §6.3): one reply per ambiguous request, and the connection closes ---------------
+
+SMUGGLED = b"GET /health?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def _post_with(headers: str, body: bytes) -> bytes:
+    head = f"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}\r\n"
+    return head.encode("utf-8" if "\u0662" in headers else "latin-1") + body
+
+
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (_post_with("Content-Length: 2\r\nContent-Length: 48\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Content-Length: 48\r\nContent-Length: 2\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Content-Length: 2\r\nContent-Length: 2\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Content-Length: 2, 2\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Transfer-Encoding: gzip\r\nContent-Length: 2\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Transfer-Encoding: identity\r\nContent-Length: 2\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Transfer-Encoding: chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n" + SMUGGLED), 411),
+        (_post_with("Transfer-Encoding: gzip\r\n", b"{}" + SMUGGLED), 411),
+        (_post_with("Content-Length: 1_0\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Content-Length: +2\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Content-Length: \x0b2\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Content-Length: 2\xa0\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Content-Length: \u0662\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Content-Length: 0x2\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("Content-Length: 2\rX: 1\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("X-A: 1\rContent-Length: 2\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("X-A: 1\nContent-Length: 2\r\n", b"{}" + SMUGGLED), 400),
+        (_post_with("X-A: 1\x00\r\nContent-Length: 2\r\n", b"{}" + SMUGGLED), 400),
+        (b"GET /health HTTP/1.1\r\nHost: x\n\r\n" + SMUGGLED, 400),
+        (b"GET /health HTTP/1.1\n\r\n" + SMUGGLED, 400),
+        (b"GET /health\rHTTP/1.1\r\n\r\n" + SMUGGLED, 400),
+        (b"GET /health HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n" + SMUGGLED, 400),
+        (b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + SMUGGLED, 400),
+    ],
+    ids=[
+        "two-lengths",
+        "two-lengths-reversed",
+        "identical-lengths",
+        "length-list",
+        "gzip-and-length",
+        "length-and-chunked",
+        "identity-and-length",
+        "chunked-alone",
+        "gzip-alone",
+        "underscore",
+        "plus",
+        "vertical-tab",
+        "nbsp",
+        "arabic-digit",
+        "hex",
+        "bare-cr-after-length",
+        "bare-cr-hides-length",
+        "bare-lf-hides-length",
+        "nul",
+        "bare-lf-header-line",
+        "bare-lf-request-line",
+        "bare-cr-request-line",
+        "twenty-digits",
+        "two-hosts",
+    ],
+)
+def test_an_ambiguous_request_gets_one_reply_and_the_connection_closes(
+    server: HitlServer, data: bytes, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="flyteplugins.hitl.server")
+    reply = raw_exchange(server.url, data)
+    assert raw_status(reply) == status
+    assert len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)) == 1, reply
+    assert b"\r\nConnection: close\r\n" in reply
+    assert reply.endswith(b"}")
+    assert not [r for r in caplog.records if "smuggled" in r.getMessage()]
+
+
+def test_a_malformed_request_after_a_head_gets_its_body(server: HitlServer) -> None:
+    data = b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nBad Name: x\r\n\r\n"
+    reply = raw_exchange(server.url, data)
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    assert raw_status(head) == 200
+    error_head, _, error_body = rest.partition(b"\r\n\r\n")
+    assert raw_status(error_head) == 400
+    length = int(re.search(rb"Content-Length: (\d+)", error_head).group(1))  # type: ignore[union-attr]
+    assert len(error_body) == length > 0
+
+
+def test_on_answer_that_raises_after_the_reply_sends_no_second_reply(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(request_id: str, response: dict[str, Any]) -> None:
+        raise RuntimeError("waiter broke")
+
+    httpd, thread = start_server(store, on_answer=broken)
+    try:
+        monkeypatch.setenv("FLYTE_HITL_ENDPOINT", httpd.url)
+        event = hitl.new_event("handed", data_type=int)
+        body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 3}).encode()
+        head = f"POST /submit/json HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        reply = raw_exchange(httpd.url, head.encode() + b"Connection: close\r\n\r\n" + body)
+    finally:
+        stop_server(httpd, thread)
+    assert len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)) == 1, reply
+    assert raw_status(reply) == 200
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == [
+        f"handing the answer to {event.request_id} to its waiter failed"
+    ]
+    caplog.clear()  # the traceback of our own bug is expected here
+
+
+def test_a_header_section_over_64_kib_is_431(server: HitlServer) -> None:
+    lines = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 8000) for i in range(9))
+    reply = raw_exchange(server.url, b"GET /health HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n")
+    assert raw_status(reply) == 431
+    assert b"header section" in reply
+    under = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 7000) for i in range(9))
+    assert raw_status(raw_exchange(server.url, b"GET /health HTTP/1.0\r\n" + under + b"\r\n")) == 200
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
+def test_every_other_method_gets_405_with_allow_and_keeps_the_connection(server: HitlServer, method: str) -> None:
+    data = f"{method} /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n".encode()
+    reply = raw_exchange(server.url, data)
+    assert raw_status(reply) == 405
+    assert b"\r\nAllow: GET, HEAD\r\n" in reply
+    assert reply.endswith(b'{"status": "healthy"}')
+
+
+# -- the embedded server: its own Host names, and replies finished at exit --------------------------------
+
+
+def test_a_host_checking_server_answers_only_its_own_names(store: Store) -> None:
+    httpd, thread = start_server(store, check_host=True)
+    try:
+        port = httpd.server_address[1]
+        for host, status in ((f"127.0.0.1:{port}", 200), (f"localhost:{port}", 200), ("evil.example", 421)):
+            data = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            assert raw_status(raw_exchange(httpd.url, data)) == status, host
+        assert request(httpd.url, "GET", "/health").status == 200, "http.client sends the address it used"
+    finally:
+        stop_server(httpd, thread)
+
+
+def test_stop_server_lets_the_requests_being_handled_finish(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_waiter(request_id: str, response: dict[str, Any]) -> None:
+        entered.set()
+        release.wait(30)
+
+    httpd, thread = start_server(store, on_answer=slow_waiter)
+    monkeypatch.setenv("FLYTE_HITL_ENDPOINT", httpd.url)
+    event = hitl.new_event("stopping", data_type=int)
+    assert answer(httpd.url, event, 3).status == 200
+    assert entered.wait(30)  # the handler is still busy with the answer
+    stopper = threading.Thread(target=stop_server, args=(httpd, thread, 30.0))
+    stopper.start()
+    stopper.join(0.2)
+    assert stopper.is_alive(), "stop_server returned while a request was still being handled"
+    release.set()
+    stopper.join(30)
+    assert not stopper.is_alive()
+
+
+def test_an_ambiguous_request_expecting_100_continue_gets_no_interim_reply(server: HitlServer) -> None:
+    data = _post_with("Expect: 100-continue\r\nContent-Length: 2\r\nContent-Length: 3\r\n", b"{}")
+    reply = raw_exchange(server.url, data)
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert b"100 Continue" not in reply

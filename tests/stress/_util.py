@@ -328,8 +328,13 @@ async def burst(requests: list[tuple[str, str, bytes, dict[str, str]]]) -> list[
     targets = [url.removeprefix("http://").rsplit(":", 1) for url, *_ in requests]
     streams = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for host, port in targets))
     try:
-        for (_, writer), (_, path, body, headers) in zip(streams, requests, strict=True):
-            head = [f"POST {path} HTTP/1.1", "Host: hitl", f"Content-Length: {len(body)}", "Connection: close"]
+        for (_, writer), (host, port), (_, path, body, headers) in zip(streams, targets, requests, strict=True):
+            head = [
+                f"POST {path} HTTP/1.1",
+                f"Host: {host}:{port}",
+                f"Content-Length: {len(body)}",
+                "Connection: close",
+            ]
             head += [f"{k}: {v}" for k, v in headers.items()]
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         await asyncio.gather(*(writer.drain() for _, writer in streams))

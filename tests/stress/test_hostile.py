@@ -405,7 +405,8 @@ def test_request_ids_never_become_paths(site: Site, request_id: str, where: str)
     token = site.events["pending-int"]["token"]
     if where == "json":
         body = json.dumps({"request_id": request_id, "token": token, "value": 1}).encode()
-        sent = b"POST /submit/json HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        head = b"POST /submit/json HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        sent = head % len(body) + body
     else:
         target = f"/{where}/{quote(request_id, safe='/')}?token={token}"
         sent = f"GET {target} HTTP/1.1\r\n\r\n".encode()
@@ -615,3 +616,99 @@ def test_names_prompts_and_values_stay_text_on_every_page(
         for event in (*hostile.values(), *twin.values()):  # keep the index small for the next example
             shutil.rmtree(root / event.request_id, ignore_errors=True)
     check_after(site, "escaping", b"", b"")
+
+
+# -- the framing, header and cross-site corpus: fixed cases, each with the one reply it must get ------------
+
+_JSON = "Content-Type: application/json\r\n"
+_FORM = "Content-Type: application/x-www-form-urlencoded\r\n"
+_SMUGGLED = "GET /health?smuggled=1 HTTP/1.1\r\n\r\n"
+_BIG = "".join(f"X-Filler-{i}: {'f' * 8000}\r\n" for i in range(9))
+# (name, endpoint, extra header lines, body template, expected status). In the body, {answer} is a valid
+# answer to a fresh event: the refusal alone keeps it from being stored.
+CORPUS = [
+    ("two-lengths", "/submit/json", _JSON + "Content-Length: {n}\r\nContent-Length: 5\r\n", "{answer}", 400),
+    ("identical-lengths", "/submit/json", _JSON + "Content-Length: {n}\r\nContent-Length: {n}\r\n", "{answer}", 400),
+    ("gzip-with-length", "/submit/json", _JSON + "Transfer-Encoding: gzip\r\nContent-Length: {n}\r\n", "{answer}", 400),
+    (
+        "chunked-with-length",
+        "/submit/json",
+        _JSON + "Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n",
+        "{answer}",
+        400,
+    ),
+    ("chunked", "/submit/json", _JSON + "Transfer-Encoding: chunked\r\n", "{chunked}", 411),
+    ("length-1_0", "/submit/json", _JSON + "Content-Length: 1_0\r\n", "{answer}", 400),
+    ("length-plus", "/submit/json", _JSON + "Content-Length: +{n}\r\n", "{answer}", 400),
+    ("length-vtab", "/submit/json", _JSON + "Content-Length: \x0b{n}\r\n", "{answer}", 400),
+    ("bare-cr", "/submit/json", _JSON + "X-A: 1\rContent-Length: {n}\r\n", "{answer}", 400),
+    ("bare-lf", "/submit/json", _JSON + "X-A: 1\nContent-Length: {n}\r\n", "{answer}", 400),
+    ("nul", "/submit/json", _JSON + "X-A: 1\x00\r\nContent-Length: {n}\r\n", "{answer}", 400),
+    ("header-budget", "/submit/json", _JSON + _BIG + "Content-Length: {n}\r\n", "{answer}", 431),
+    ("text-plain", "/submit/json", "Content-Type: text/plain\r\nContent-Length: {n}\r\n", "{answer}", 415),
+    (
+        "cross-site-json",
+        "/submit/json",
+        _JSON + "Sec-Fetch-Site: cross-site\r\nContent-Length: {n}\r\n",
+        "{answer}",
+        403,
+    ),
+    (
+        "foreign-origin-json",
+        "/submit/json",
+        _JSON + "Origin: https://evil.example\r\nContent-Length: {n}\r\n",
+        "{answer}",
+        403,
+    ),
+    ("cross-site-form", "/submit", _FORM + "Sec-Fetch-Site: cross-site\r\nContent-Length: {n}\r\n", "{form}", 403),
+    ("foreign-origin-form", "/submit", _FORM + "Origin: http://127.0.0.1:1\r\nContent-Length: {n}\r\n", "{form}", 403),
+    (
+        "two-identities",
+        "/submit/json",
+        _JSON + "X-Forwarded-Email: a@x\r\nX-Forwarded-Email: b@x\r\nContent-Length: {n}\r\n",
+        "{answer}",
+        400,
+    ),
+    ("duplicate-json-token", "/submit/json", _JSON + "Content-Length: {n}\r\n", "{duplicate}", 400),
+]
+
+
+# Cases whose framing is broken: a request follows in the same bytes, and must never be read. The others
+# are well framed and ask to close, so a single reply is all there is.
+FRAMING = {case[0] for case in CORPUS[:12]}
+
+
+@pytest.mark.parametrize("name, endpoint, headers, body, status", CORPUS, ids=[case[0] for case in CORPUS])
+def test_the_corpus_gets_one_refusal_each_and_nothing_is_stored(
+    site: Site, name: str, endpoint: str, headers: str, body: str, status: int
+) -> None:
+    request_id = f"corpus-{name}"
+    record = event_record(request_id)
+    site.events[request_id] = record
+    assert Store(str(site.root)).create_request(record)
+    answer = {"request_id": request_id, "token": record["token"], "value": 1}
+    text = json.dumps(answer)
+    bodies = {
+        "{answer}": text,
+        "{form}": urlencode(answer),
+        "{chunked}": f"{len(text):x}\r\n{text}\r\n0\r\n\r\n",
+        "{duplicate}": text.replace('"token"', '"token": "wrong", "token"', 1),
+    }
+    payload = bodies[body]
+    head = f"POST {endpoint} HTTP/1.1\r\nHost: 127.0.0.1:{site.port}\r\n{headers.format(n=len(payload))}"
+    if name in FRAMING:
+        sent = (head + "\r\n" + payload + _SMUGGLED).encode("latin-1")
+    else:
+        sent = (head + "Connection: close\r\n\r\n" + payload).encode("latin-1")
+    saved = site.httpd.site.identity_header
+    site.httpd.site.identity_header = "X-Forwarded-Email"
+    try:
+        reply = exchange(site.port, sent)
+    finally:
+        site.httpd.site.identity_header = saved
+    smuggled = [r.getMessage() for r in site.records if "smuggled=1" in r.getMessage()]
+    check_after(site, "corpus", sent, reply)
+    assert reply[9:12] == str(status).encode(), reply[:300]
+    assert len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)) == 1, reply[-500:]
+    assert smuggled == []
+    assert not (site.root / request_id / "response.json").exists()

@@ -5,7 +5,9 @@ its 200 is lost when a program (or a standalone server) ends in the middle of tr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -66,9 +68,11 @@ def hold_connections(url: str) -> list[socket.socket]:
     """An idle keep-alive client, a client stuck half-way through a body, and one that never sent a byte."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     socks = [socket.create_connection((host, int(port)), timeout=30) for _ in range(3)]
-    socks[0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    socks[0].sendall(f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
     assert socks[0].recv(4096).startswith(b"HTTP/1.1 200")
-    socks[1].sendall(b'POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"request_id": ')
+    socks[1].sendall(
+        f'POST /submit/json HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 100\r\n\r\n{{"request_id": '.encode()
+    )
     return socks
 
 
@@ -231,3 +235,57 @@ def test_a_flyte_local_run_ends_once_answered_despite_open_connections(root: Pat
             sock.close()
         run.close()
     print(f"\nshutdown: a Flyte local run ended {exited_in:.1f} s after its answer, 3 client connections open")
+
+
+# Creates one event, waits for it and ends at once: the answer's reply races the end of the program.
+RACE_PROGRAM = """
+import json
+import flyteplugins.hitl as hitl
+
+# Timed reads every millisecond: one of them is bound to find the answer before its reply is written.
+event = hitl.new_event("race", data_type=int, prompt="A number?", poll_interval_seconds=0.001)
+shown = {"url": event.endpoint, "request_id": event.request_id, "token": event.token}
+print("EVENT " + json.dumps(shown), flush=True)
+print("RESULT " + json.dumps(event.wait()), flush=True)
+"""
+RACES = 100  # per way of answering
+RACING = 6  # programs at a time
+
+
+def race_once(script: Path, how: str, value: int) -> str | None:
+    """Run the program, answer its event the moment it is shown; None if the reply came, else what happened."""
+    program = Lines(run_python(str(script)))
+    try:
+        shown = json.loads(program.wait_for(r"^EVENT (.*)$").group(1))
+        path, body, headers = (answer_json if how == "json" else answer_form)(
+            Pending(shown["request_id"], shown["token"]), value
+        )
+        host, port = shown["url"].removeprefix("http://").rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            conn.request("POST", path, body, headers)
+            response = conn.getresponse()
+            response.read()
+            lost = None if response.status == 200 else f"status {response.status}"
+        except (OSError, http.client.HTTPException) as e:
+            lost = f"{type(e).__name__}: {e}"
+        finally:
+            conn.close()
+        assert program.wait_for(r"^RESULT (.*)$").group(1) == str(value)
+        assert program.proc.wait(EXIT_WITHIN) == 0, program.text()
+        return lost
+    finally:
+        program.close()
+
+
+@pytest.mark.parametrize("how", ["json", "form"])
+def test_an_answer_gets_its_reply_when_the_program_ends_right_after_the_wait(
+    root: Path, tmp_path: Path, how: str
+) -> None:
+    script = tmp_path / "race.py"
+    script.write_text(RACE_PROGRAM)
+    with concurrent.futures.ThreadPoolExecutor(RACING) as pool:
+        outcomes = list(pool.map(lambda i: race_once(script, how, 1000 + i), range(RACES)))
+    lost = [outcome for outcome in outcomes if outcome is not None]
+    print(f"\nshutdown race ({how}): {RACES} programs ended right after their wait; {len(lost)} replies lost")
+    assert lost == []

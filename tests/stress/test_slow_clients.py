@@ -8,6 +8,10 @@ closing can be watched without waiting the default 30 seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,3 +118,63 @@ def test_slow_clients_do_not_block_answers_and_idle_ones_are_closed(tmp_path: Pa
     for item in events:
         assert (root / item.request_id / "response.json").exists()
     assert_clean_log(server.log_text())
+
+
+HEAVY = 40  # connections
+HEAVY_LINES = 99  # header lines each, of HEAVY_LINE bytes: 6.3 MB of headers per connection, never finished
+HEAVY_LINE = 64_000
+MAX_RSS_MIB = 100
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def test_big_headers_on_many_slow_connections_stay_within_the_header_budget(tmp_path: Path) -> None:
+    server = start_server_process(tmp_path / "root", tmp_path / "server.log")
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    before = _peak_rss_mib(server.proc.pid)
+    line = b"X-Big-%03d: " + b"b" * HEAVY_LINE + b"\r\n"
+    data = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(line % i for i in range(HEAVY_LINES))
+    socks = [socket.create_connection((host, int(port)), timeout=60) for _ in range(HEAVY)]
+    replies: list[bytes] = []
+
+    def send(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # the server refused the headers and closed: our send fails
+            sock.sendall(data)  # and never the blank line that would end them
+        with contextlib.suppress(OSError):
+            replies.append(sock.recv(4096))
+
+    try:
+        threads = [threading.Thread(target=send, args=(sock,)) for sock in socks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        peak = _peak_rss_mib(server.proc.pid)
+        assert request_health(server.url) == 200
+    finally:
+        for sock in socks:
+            sock.close()
+        assert server.stop() == 0
+    print(
+        f"\nheader budget: {HEAVY} connections each sending {HEAVY_LINES} header lines of {HEAVY_LINE} bytes; "
+        f"server peak RSS {before:.0f} MiB before, {peak:.0f} MiB after"
+    )
+    assert peak < MAX_RSS_MIB
+    assert sum(reply.startswith(b"HTTP/1.1 431 ") for reply in replies) == HEAVY
+    assert_clean_log(server.log_text())
+
+
+def request_health(url: str) -> int:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status
+    finally:
+        conn.close()

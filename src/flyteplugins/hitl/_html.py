@@ -134,14 +134,6 @@ _OUTCOME = string.Template(
 $details</article>"""
 )
 
-_INDEX = string.Template(
-    """<h1>Waiting for people</h1>
-<section class="card"><h2>Waiting <span class="count">$n_pending</span></h2>$pending</section>
-<section class="card"><h2>Answered or expired <span class="count">$n_done</span></h2>$done</section>
-<p class="note">To answer, open the link you were given: each link carries its event's secret token,
-so this page lists events without links.</p>"""
-)
-
 # How a type is described to the person answering, and how its text field behaves on a phone.
 _TYPE_HINTS = {"int": "a whole number, e.g. 42", "float": "a number, e.g. 0.5", "str": "any text"}
 _INPUT_MODES = {"int": "numeric", "float": "decimal", "str": "text"}
@@ -371,32 +363,83 @@ def expired_page(request: Mapping[str, Any], response: Mapping[str, Any] | None 
     return _outcome_page("Expired", "This question has expired", message, "gone", "!", _summary(rows))
 
 
-def index_page(rows: list[tuple[Mapping[str, Any], str, float]]) -> str:
-    """The list of events: (request, status, seconds left) per row. No tokens, no links."""
+def index_page(
+    rows: list[tuple[Mapping[str, Any], str, float]],
+    *,
+    waiting: int | None = None,
+    done: int | None = None,
+    page_number: int = 1,
+    status: str | None = None,
+    more: bool = False,
+) -> str:
+    """One page of the list of events: (request, status, seconds left) per row. No tokens, no event links.
 
-    def items(selected: list[tuple[Mapping[str, Any], str, float]], pending: bool) -> str:
+    `waiting` and `done` count all the events (by default, the rows given); `status` is the filter in
+    force (``"pending"``, ``"done"`` or None for both) and `more` says whether a next page exists.
+
+    Example:
+        >>> "Nothing is waiting" in index_page([])
+        True
+    """
+    open_rows = [row for row in rows if row[1] == "pending"]
+    n_waiting = len(open_rows) if waiting is None else waiting
+    n_done = len(rows) - len(open_rows) if done is None else done
+
+    def items(selected: list[tuple[Mapping[str, Any], str, float]], empty: str) -> str:
         if not selected:
-            return f'<p class="empty">{"Nothing is waiting." if pending else "None yet."}</p>'
+            return f'<p class="empty">{empty}</p>'
         out = []
-        for r, status, left in selected:
-            if pending:
-                state = f'<li class="chip time">{esc(time_left(left))}</li>'
-            elif status == "completed":
-                state = '<li class="chip done">answered</li>'
+        for r, state, left in selected:
+            if state == "pending":
+                chip = f'<li class="chip time">{esc(time_left(left))}</li>'
+            elif state == "completed":
+                chip = '<li class="chip done">answered</li>'
             else:
-                state = f'<li class="chip gone">{esc(status)}</li>'
+                chip = f'<li class="chip gone">{esc(state)}</li>'
             out.append(
                 f'<li><div class="name">{esc(r["event_name"])}</div>'
                 f'<p class="text">{esc(one_line(str(r["prompt"]), 280))}</p>'
-                f'<ul class="chips"><li class="chip">{esc(r["data_type"])}</li>{state}</ul>'
+                f'<ul class="chips"><li class="chip">{esc(r["data_type"])}</li>{chip}</ul>'
                 f'<p class="when">Created {esc(when(r.get("created_at", "")))}</p></li>'
             )
         return f'<ul class="events">{"".join(out)}</ul>'
 
-    pending = [row for row in rows if row[1] == "pending"]
-    done = [row for row in rows if row[1] != "pending"]
-    body = _INDEX.substitute(
-        n_pending=len(pending), pending=items(pending, True), n_done=len(done), done=items(done, False)
+    def section(title: str, count: int, selected: list[tuple[Mapping[str, Any], str, float]], empty: str) -> str:
+        heading = f'<h2>{title} <span class="count">{count}</span></h2>'
+        return f'<section class="card">{heading}{items(selected, empty)}</section>'
+
+    sections = []
+    if status == "pending":
+        sections.append(section("Waiting", n_waiting, rows, "Nothing is waiting."))
+    elif status == "done":
+        sections.append(section("Answered or expired", n_done, rows, "None yet."))
+    else:
+        if open_rows or page_number == 1:
+            sections.append(section("Waiting", n_waiting, open_rows, "Nothing is waiting."))
+        finished = [row for row in rows if row[1] != "pending"]
+        if finished or not more:
+            sections.append(section("Answered or expired", n_done, finished, "None yet."))
+    # Navigation is by GET forms, not links: pages hold no href at all.
+    filters = "".join(
+        f'<button type="submit" name="status" value="{key}"{"" if key != (status or "") else " disabled"}'
+        f' class="second">{text}</button>'
+        for key, text in (("", "All"), ("pending", "Waiting"), ("done", "Finished"))
+    )
+    keep = f'<input type="hidden" name="status" value="{esc(status)}">' if status else ""
+    pages = []
+    if page_number > 1:
+        pages.append(f'<button type="submit" name="page" value="{page_number - 1}" class="second">← Newer</button>')
+    if more:
+        pages.append(f'<button type="submit" name="page" value="{page_number + 1}" class="second">Older →</button>')
+    nav = f'<form method="get" action="/" class="actions">{filters}</form>'
+    nav_pages = f'<form method="get" action="/" class="actions">{keep}{"".join(pages)}</form>' if pages else ""
+    body = (
+        "<h1>Waiting for people</h1>"
+        + nav
+        + "".join(sections)
+        + nav_pages
+        + '<p class="note">To answer, open the link you were given: each link carries its event\'s secret token,\n'
+        "so this page lists events without links.</p>"
     )
     return page("Human input", body)
 

@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from . import _flyte
 from ._errors import ConfigurationError, HitlError, InvalidRequestIdError, StorageError, UnsafeRootError
@@ -57,6 +57,16 @@ ROOT_ENV = "FLYTE_HITL_ROOT"
 FSYNC_ENV = "FLYTE_HITL_FSYNC"
 
 Record = dict[str, Any]
+
+
+class Listed(NamedTuple):
+    """One event as a listing of the root shows it (see `Store.list_events`)."""
+
+    request_id: str
+    #: When its request was written (the listing's modification time), in seconds since the epoch.
+    created: float
+    #: Whether a response (an answer or an expiry mark) exists.
+    answered: bool
 
 
 def check_request_id(request_id: object) -> str:
@@ -159,6 +169,7 @@ class _Backend(Protocol):
     def create(self, key: str, data: bytes) -> bool: ...
     def list_ids(self) -> list[str]: ...
     def list_answered(self) -> set[str] | None: ...
+    def list_events(self) -> list[Listed]: ...
     def prepare(self) -> None: ...
 
 
@@ -249,6 +260,18 @@ class Store:
         should start, and answer 503 until the store is back)."""
         if self.is_local:
             self._retry("open the root", lambda: self._backend.prepare())
+
+    def list_events(self) -> list[Listed]:
+        """Every event under the root, newest first, from one listing of the root.
+
+        Example:
+            >>> [e.request_id for e in Store("/tmp/flyte/hitl").list_events() if not e.answered]  # doctest: +SKIP
+            ['approve-5d1042…', 'count-3f2a…']
+        """
+        events = self._retry("list", lambda: self._backend.list_events())
+        events = [e for e in events if REQUEST_ID_RE.fullmatch(e.request_id)]
+        events.sort(key=lambda e: (e.created, e.request_id), reverse=True)
+        return events
 
     def poll_response(self, request_id: str, interval: float) -> Record | None:
         """`read_response` for an event that polls every `interval` seconds, batched when many wait.
@@ -561,6 +584,20 @@ class _LocalBackend:
     def list_answered(self) -> set[str] | None:
         return None  # a local read costs nothing worth saving
 
+    def list_events(self) -> list[Listed]:
+        self.prepare()
+        with os.scandir(self.root) as entries:
+            names = [e.name for e in entries if e.is_dir()]
+        events = []
+        for name in names:
+            directory = os.path.join(self.root, name)
+            try:
+                created = os.stat(os.path.join(directory, REQUEST_FILE)).st_mtime
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # being created, or not an event
+            events.append(Listed(name, created, os.path.exists(os.path.join(directory, RESPONSE_FILE))))
+        return events
+
 
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
 
@@ -623,3 +660,15 @@ class _ObjectBackend:
                 if path.endswith(suffix):
                     answered.add(path[len(self._prefix) : -len(suffix)])
         return answered
+
+    def list_events(self) -> list[Listed]:
+        created: dict[str, float] = {}
+        answered: set[str] = set()
+        for batch in self._store.list(self._prefix or None, chunk_size=1000):
+            for meta in batch:
+                request_id, _, name = meta["path"][len(self._prefix) :].partition("/")
+                if name == REQUEST_FILE:
+                    created[request_id] = meta["last_modified"].timestamp()
+                elif name == RESPONSE_FILE:
+                    answered.add(request_id)
+        return [Listed(i, t, i in answered) for i, t in created.items()]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from ._errors import InvalidValueError, UnsupportedTypeError
 
@@ -103,3 +105,8 @@ def _parse_str(raw: object) -> str:
 
 
 _PARSERS = {"int": _parse_int, "float": _parse_float, "bool": _parse_bool, "str": _parse_str}
+
+
+def value_from_form(request: Mapping[str, Any], form: Mapping[str, list[str]]) -> object:
+    """The raw answer a submitted form carries for `request` (its ``value`` field)."""
+    return form.get("value", [""])[0]

@@ -1,45 +1,38 @@
 """The form server: an HTTP handler, a `ThreadingHTTPServer` around it, and starting and stopping it.
 
-Endpoints (every one answers a client's mistake with a clear 4xx and writes nothing):
+Endpoints (`_endpoints.py`; every one answers a client's mistake with a clear 4xx and writes nothing):
 
 - ``GET /health``: ``{"status": "healthy"}``
-- ``GET /``: an HTML index of events, without tokens or links
+- ``GET /``: an HTML index of events, newest first, a page at a time, without tokens or links
 - ``GET /form/<request_id>?token=…``: the answer form (or the event's state once answered/expired)
 - ``POST /submit``: a form-encoded answer (``request_id``, ``token``, ``value``) → an HTML page
 - ``POST /submit/json``: a JSON answer ``{"request_id", "token", "value"[, "data_type"]}`` → JSON
 - ``GET /status/<request_id>?token=…``: the event and its outcome as JSON (never the token)
+
+The handler leaves parsing to the standard library's `parse_request` and adds the checks that keep
+the framing of each request unambiguous (RFC 9112): a request whose length could be read two ways
+gets 400 and the connection closes, so nothing hidden in it is ever read as the next request.
 """
 
 from __future__ import annotations
 
-import _thread
-import http.client
-import json
+import atexit
+import errno
 import logging
+import os
 import re
-import socket
-import struct
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from email.utils import formatdate
+import weakref
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, BinaryIO
 
-from . import _answers, _html
-from ._answers import seconds_left
-from ._errors import (
-    AlreadyAnsweredError,
-    EventExpiredError,
-    EventNotFoundError,
-    HitlError,
-    InvalidRequestIdError,
-    InvalidTokenError,
-    InvalidValueError,
-    StorageError,
-)
+from . import _endpoints
+from ._endpoints import Request, Response, Site
+from ._errors import HitlError
 from ._store import Record, Store
 
 logger = logging.getLogger("flyteplugins.hitl.server")
@@ -48,66 +41,54 @@ HOST_ENV = "FLYTE_HITL_HOST"
 PORT_ENV = "FLYTE_HITL_PORT"
 IDENTITY_HEADER_ENV = "FLYTE_HITL_IDENTITY_HEADER"
 
-JSON = "application/json"
-HTML = "text/html; charset=utf-8"
+#: Longest request line or header line, and largest header section, in bytes.
+MAX_LINE = 65536
+MAX_HEADER_BYTES = 65536
 
-# A header name is an RFC 9110 token; anything else (a space, a folded line, no name) is a 400.
-_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A header line: an RFC 9110 token, a colon, then a value of visible characters, spaces and tabs.
+_HEADER_LINE_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n")
+# Control characters in a request line, CRLF aside (a bare CR or LF, NUL, tab...).
+_REQUEST_LINE_CTL_RE = re.compile(rb"[\x00-\x1f\x7f]")
+# 1*DIGIT (RFC 9110), and short enough for int(); anything longer is far past the body limit anyway.
+_LENGTH_RE = re.compile(r"[0-9]{1,18}")
 _QUERY_RE = re.compile(r"\?\S*")
-_date: tuple[int, str] = (0, "")
+
+# The client went away, or stalled past the handler timeout: routine, logged in one line, never answered.
+_CLIENT_GONE = (ConnectionError, TimeoutError)
 
 
-def _http_date() -> str:
-    """The Date header, formatted once a second (formatting it cost as much as routing a request)."""
-    global _date
-    now = int(time.time())
-    if _date[0] != now:
-        _date = (now, formatdate(now, usegmt=True))
-    return _date[1]
+class _HeaderReader:
+    """Stands in for the handler's input while the standard parser reads the header section.
 
+    It refuses what the email parser underneath would read in a way of its own (a bare CR or LF,
+    which it takes for a line break; a folded line; a line without a name) and counts the section
+    against `MAX_HEADER_BYTES`. On the first fault it records a reply and ends the section.
+    """
 
-class _Reply(Exception):
-    """Raised inside a handler to answer the client at once (used for 4xx outcomes)."""
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.left = MAX_HEADER_BYTES
+        #: (status, detail) to answer, (0, "") to close without a reply, or None.
+        self.fault: tuple[int, str] | None = None
 
-    def __init__(self, status: int, detail: str, *, html: str | None = None, headers: Iterable[tuple[str, str]] = ()):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.html = html
-        self.headers = tuple(headers)
-
-
-# How each client-side mistake or refusal is answered; anything else is a server error.
-_STATUS: tuple[tuple[type[HitlError], int], ...] = (
-    (InvalidRequestIdError, 400),
-    (InvalidValueError, 400),
-    (InvalidTokenError, 403),
-    (EventNotFoundError, 404),
-    (AlreadyAnsweredError, 409),
-    (EventExpiredError, 410),
-)
-
-
-def _refusal(e: HitlError) -> tuple[int, str] | None:
-    """(status, detail) for an error caused by the request, or None for our own failures."""
-    for kind, status in _STATUS:
-        if isinstance(e, kind):
-            if isinstance(e, EventNotFoundError):  # do not show clients where the root is
-                return status, f"not_found: no event with request_id {e.request_id!r}"
-            return status, str(e)
-    return None
-
-
-# The client went away, or stalled past the handler timeout (a kernel-side timeout surfaces as
-# BlockingIOError): routine, logged in one line, never answered.
-_CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError)
-
-
-def _declares_body(headers: Any) -> bool:
-    """Whether a request's headers announce a body (a non-zero or unreadable length, or any transfer coding)."""
-    if headers is None:
-        return False
-    return headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in headers
+    def readline(self, limit: int = -1) -> bytes:
+        if self.fault is not None:
+            return b"\r\n"
+        line = self.raw.readline(limit)
+        self.left -= len(line)
+        if len(line) > MAX_LINE:
+            return line  # the standard parser answers 431
+        if not line.endswith(b"\n"):
+            self.fault = (0, "")  # the client left in the middle of the headers
+        elif self.left < 0:
+            self.fault = (431, f"the header section is larger than {MAX_HEADER_BYTES} bytes")
+        elif line == b"\r\n":
+            return line
+        elif not _HEADER_LINE_RE.fullmatch(line):
+            self.fault = (400, f"malformed header line {line[:100]!r}")
+        else:
+            return line
+        return b"\r\n"
 
 
 class HitlServer(ThreadingHTTPServer):
@@ -118,8 +99,9 @@ class HitlServer(ThreadingHTTPServer):
         >>> port = httpd.server_address[1]
     """
 
-    # Handler threads are daemons so that one slow or idle client never keeps a finished
-    # program alive; answers are stored before they are acknowledged, so none is lost.
+    # Handler threads are daemons so that one slow or idle client never keeps a finished program
+    # alive; `stop_server` and the embedded server's exit hook give the requests being handled a
+    # bounded time to finish their replies.
     daemon_threads = True
     # The default backlog of 5 resets bursts of simultaneous connections.
     request_queue_size = 256
@@ -131,13 +113,21 @@ class HitlServer(ThreadingHTTPServer):
         store: Store,
         on_answer: Callable[[str, Record], None] | None = None,
         identity_header: str | None = None,
+        *,
+        check_host: bool = False,
     ) -> None:
-        self.store = store
         self.on_answer = on_answer
-        #: The header an authenticating proxy in front of us sets to the user's identity; trusted only
-        #: when configured, since any client can send any header.
-        self.identity_header = identity_header
         super().__init__(address, HitlHandler)
+        hosts = _own_names(self.server_address[0], self.server_address[1]) if check_host else None
+        self.site = Site(store, identity_header, hosts)
+        # Requests between their read body and their written reply.
+        self._busy = 0
+        self._idle = threading.Condition()
+        _servers.add(self)
+
+    @property
+    def store(self) -> Store:
+        return self.site.store
 
     @property
     def url(self) -> str:
@@ -150,25 +140,41 @@ class HitlServer(ThreadingHTTPServer):
             host = f"[{host}]"
         return f"http://{host}:{port}"
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # A daemon thread per connection, started without waiting for it to run (threading's
-        # Thread.start waits): under load that wait cost the accepting thread a GIL hand-off per
-        # connection, and a burst of 256 new connections waited up to 3 s to be accepted.
-        _thread.start_new_thread(self.process_request_thread, (request, client_address))
+    def busy(self, delta: int) -> None:
+        """Count a request in (+1) once its body is read, and out (-1) once its reply is written."""
+        with self._idle:
+            self._busy += delta
+            if self._busy == 0:
+                self._idle.notify_all()
+
+    def finish(self, timeout: float) -> bool:
+        """Wait until no request is being handled, at most `timeout` seconds; False if some still are."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that vanished mid-reply is routine; anything else is our bug and deserves a traceback.
-        import sys
-
         exc = sys.exc_info()[1]
         if isinstance(exc, _CLIENT_GONE):
             logger.info("%s: connection ended: %s", client_address[0], exc)
+        elif isinstance(exc, OSError) and exc.errno == errno.EBADF:
+            # Stopping (Ctrl-C, SIGTERM) closed a connection accepted a moment before its thread ran.
+            logger.info("%s: connection closed by the server stopping", client_address[0])
         else:
             logger.exception("internal error while serving %s", client_address[0])
 
 
+def _own_names(host: str, port: int) -> frozenset[str] | None:
+    """The Host values a server bound to `host` answers to: its loopback names, or None (any) elsewhere."""
+    if host in ("127.0.0.1", "localhost") or host.startswith("127."):
+        return frozenset({f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}"})
+    if host == "::1":
+        return frozenset({f"[::1]:{port}", f"localhost:{port}"})
+    return None
+
+
 class HitlHandler(BaseHTTPRequestHandler):
-    """Routes requests to the endpoints above; one instance per connection."""
+    """Parses and frames each request, hands it to `_endpoints.handle`, writes the reply."""
 
     server: HitlServer
     protocol_version = "HTTP/1.1"
@@ -181,201 +187,169 @@ class HitlHandler(BaseHTTPRequestHandler):
     # Replies are written in one send; without NODELAY, a small reply can still sit in Nagle's buffer.
     disable_nagle_algorithm = True
 
-    #: Most header lines accepted in one request; more is a 431.
-    max_headers = 100
+    _busy = False
 
     # -- parsing -------------------------------------------------------------------------------
 
-    def setup(self) -> None:
-        super().setup()
-        # The timeout is kept by the kernel (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket: a
-        # timeout set in Python makes every recv and send wait in poll() first, two more system
-        # calls per request, each a point where another thread takes the GIL. A read that times out
-        # then ends like end-of-input, and `_line` treats a cut-off line as the connection ending.
-        if self.timeout is None:
-            return
-        seconds, fraction = divmod(float(self.timeout), 1.0)
+    def handle_one_request(self) -> None:
         try:
-            timeval = struct.pack("ll", int(seconds), int(fraction * 1e6))
-            for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
-                self.connection.setsockopt(socket.SOL_SOCKET, option, timeval)
-        except (OSError, AttributeError, struct.error):  # a platform without them: keep Python's timeout
-            return
-        self.connection.settimeout(None)
-
-    def _line(self) -> bytes | None:
-        """The next line (with its newline), or None when the connection ended or timed out mid-line."""
-        line = self.rfile.readline(65537)
-        if len(line) > 65536 or line.endswith(b"\n"):
-            return line
-        return None
+            super().handle_one_request()
+        finally:
+            if self._busy:
+                self._busy = False
+                self.server.busy(-1)
 
     def parse_request(self) -> bool:
-        """Read the request line and the headers; answer a malformed request and return False.
-
-        In place of the standard library's version, which parses headers with the email package:
-        that took a third of the CPU time of a small request. Stricter too: only HTTP/1.0 and 1.1,
-        and a header line must be ``token: value`` (no folded lines), else 400.
-        """
-        self.command = None
-        self.request_version = self.default_request_version
-        self.close_connection = True
-        self.requestline = requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        words = requestline.split()
-        if not words or not self.raw_requestline.endswith(b"\n"):
-            # A blank line, or a line cut off by the client leaving or by the timeout: close without
-            # a reply, as the standard library does.
+        """The standard parser, plus strict checks of the request line, header lines and framing."""
+        self.command, self.headers = None, None  # type: ignore[assignment]
+        self._expect_100 = False
+        line = self.raw_requestline
+        if not line.endswith(b"\n"):  # cut off by the client leaving
+            self.close_connection = True
             return False
-        if len(words) != 3:
-            self.send_error(400, f"bad request line {requestline[:100]!r}: expected 'METHOD TARGET HTTP/1.1'")
+        self.requestline = str(line, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if words and (not line.endswith(b"\r\n") or _REQUEST_LINE_CTL_RE.search(line[:-2])):
+            return self._refuse(400, f"malformed request line {self.requestline[:100]!r}")
+        if words and len(words) != 3:
+            return self._refuse(400, f"bad request line {self.requestline[:100]!r}: expected 'METHOD TARGET HTTP/1.1'")
+        if words and words[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            return self._refuse(400, f"unsupported HTTP version in {self.requestline[:100]!r}: use HTTP/1.0 or 1.1")
+        reader = _HeaderReader(self.rfile)
+        self.rfile = reader  # type: ignore[assignment]
+        try:
+            parsed = super().parse_request()
+        finally:
+            self.rfile = reader.raw  # type: ignore[assignment]
+        if not parsed:
             return False
-        command, path, version = words
-        if version not in ("HTTP/1.0", "HTTP/1.1"):
-            self.send_error(400, f"unsupported HTTP version in {requestline[:100]!r}: use HTTP/1.0 or 1.1")
-            return False
-        self.command, self.request_version = command, version
-        # A path starting with // reads as another host to a browser; keep it a path.
-        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
-        headers = http.client.HTTPMessage()
-        for _ in range(self.max_headers + 1):
-            line = self._line()
-            if line is None:
-                return False  # the headers never ended: the client left or stalled past the timeout
-            if len(line) > 65536:
-                self.send_error(431, "a header line is longer than 65536 bytes")
+        if reader.fault is not None:
+            status, detail = reader.fault
+            if not status:
+                self.close_connection = True
                 return False
-            if line in (b"\r\n", b"\n"):
-                break
-            name, colon, value = str(line, "iso-8859-1").partition(":")
-            if not colon or not _HEADER_NAME_RE.fullmatch(name):
-                self.send_error(400, f"malformed header line {line[:100]!r}")
-                return False
-            headers[name] = value.strip(" \t\r\n")
-        else:
-            self.send_error(431, f"more than {self.max_headers} header lines")
+            return self._refuse(status, detail)
+        framing = self._framing()
+        if framing is not None:
+            return self._refuse(*framing)
+        # The standard parser compares the whole value; Connection is a list of tokens in any case.
+        if "close" in (token.strip().lower() for token in (self.headers.get("Connection") or "").split(",")):
+            self.close_connection = True
+        if self._expect_100:
+            super().handle_expect_100()
+        if not hasattr(self, "do_" + self.command):
+            # Any other method: the endpoints answer 405 with Allow (or 404), as for a wrong method.
+            self._handle()
             return False
-        self.headers = headers
-        connection = headers.get("Connection", "").strip().lower()
-        if version == "HTTP/1.1":
-            self.close_connection = connection == "close"
-        else:
-            self.close_connection = connection != "keep-alive"
-        if version == "HTTP/1.1" and headers.get("Expect", "").strip().lower() == "100-continue":
-            return self.handle_expect_100()
         return True
+
+    _expect_100 = False
+
+    def handle_expect_100(self) -> bool:
+        # Called by the standard parser; the interim reply is sent only once the framing checks passed.
+        self._expect_100 = True
+        return True
+
+    def _framing(self) -> tuple[int, str] | None:
+        """(status, detail) when the body's length is ambiguous or not supported (RFC 9112 §6.3), else None."""
+        lengths = self.headers.get_all("Content-Length") or []
+        if self.headers.get_all("Transfer-Encoding"):
+            if lengths:
+                return 400, "Transfer-Encoding and Content-Length together: the body's length is ambiguous"
+            return 411, "Transfer-Encoding is not supported; send the body with Content-Length"
+        if len(lengths) > 1:
+            return 400, "more than one Content-Length header"
+        if lengths and not _LENGTH_RE.fullmatch(lengths[0].strip(" \t")):
+            return 400, f"invalid Content-Length {lengths[0][:40]!r}: expected a number of bytes, digits only"
+        return None
+
+    def _refuse(self, status: int, detail: str) -> bool:
+        self._write(_endpoints.json_reply(status, {"detail": detail}, close=True), head=False)
+        return False
 
     # -- dispatch ------------------------------------------------------------------------------
 
-    def _routes(self, path: str) -> tuple[dict[str, Callable[[str], None]], str] | None:
-        """The handlers by method for `path`, and the path parameter (a request id) if any."""
-        if path == "/health":
-            return {"GET": self._get_health}, ""
-        if path == "/":
-            return {"GET": self._get_index}, ""
-        if path == "/submit":
-            return {"POST": self._post_form}, ""
-        if path == "/submit/json":
-            return {"POST": self._post_json}, ""
-        for prefix, handler in (("/form/", self._get_form), ("/status/", self._get_status)):
-            if path.startswith(prefix):
-                return {"GET": handler}, path[len(prefix) :]
-        return None
+    def do_GET(self) -> None:
+        self._handle()
 
-    def _dispatch(self) -> None:
-        method = self.command
-        head = method == "HEAD"
-        # Set on every request, refusals included: a keep-alive connection reuses this handler, and a
-        # stale value would drop a GET's body after a HEAD (or send one after a HEAD), desyncing the client.
-        self._head_only = head
-        self._body_read = False
+    def do_HEAD(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        body = self._read_body()
+        # Busy from here until the reply is written: a stopping server waits for that, not for a
+        # client that is slow to send its body.
+        self._busy = True
+        self.server.busy(1)
+        if isinstance(body, Response):
+            self._write(body, head=self.command == "HEAD")
+            return
+        request = Request(self.command, self.path, self.headers, body, self.client_address[0])
+        reply = _endpoints.handle(self.server.site, request)
         try:
+            self._write(reply, head=self.command == "HEAD")
+        finally:
+            for request_id in request.replying:
+                self.server.site.replies.end(request_id)
+        if reply.answered is not None and self.server.on_answer is not None:
+            # After the reply, so the waiter can never outrun it; the reply is out, so a failure here
+            # is logged and never answered a second time.
+            request_id, response = reply.answered[0]["request_id"], reply.answered[1]
             try:
-                path = urlsplit(self.path).path
-            except ValueError:  # an absolute URL with a malformed host, e.g. "http://["
-                raise _Reply(400, f"malformed request target {self.path[:200]!r}") from None
-            routes = self._routes(path)
-            if routes is None:
-                raise _Reply(404, f"no such path: {path[:200]!r}")
-            handlers, param = routes
-            handler = handlers.get("GET" if head else method)
-            if handler is None:
-                allow = ", ".join(sorted({*handlers, *(["HEAD"] if "GET" in handlers else [])}))
-                raise _Reply(405, f"method {method} not allowed here; allowed: {allow}", headers=[("Allow", allow)])
-            handler(param)
-        except _Reply as r:
-            if r.html is not None:
-                self._send(r.status, r.html.encode(), HTML, r.headers)
-            else:
-                self._send_json(r.status, {"detail": r.detail}, r.headers)
-        except StorageError as e:
-            # Before HitlError (its base class): a re-raise from that clause would skip this one and
-            # drop the connection without a reply.
-            logger.error("storage error: %s", e)
-            self._send_json(503, {"detail": "storage is unavailable; try again later"}, [("Retry-After", "5")])
-        except HitlError as e:
-            refusal = _refusal(e)
-            if refusal is None:
-                raise
-            self._send_json(refusal[0], {"detail": refusal[1]})
-        except _CLIENT_GONE:
-            raise  # the client went away; handle_error logs one line
-        except Exception:
-            # A bug of ours, not the client's: log it with context, answer 500 without details.
-            logger.exception("internal error on %s %s", method, self.path[:200])
-            self.close_connection = True
-            self._send_json(500, {"detail": "internal server error"})
+                self.server.on_answer(request_id, response)
+            except Exception:
+                logger.exception("handing the answer to %s to its waiter failed", request_id)
 
-    def __getattr__(self, name: str) -> Any:
-        # Every method, known or not, goes through _dispatch, which answers 405 with Allow.
-        if name.startswith("do_"):
-            return self._dispatch
-        raise AttributeError(name)
+    def _read_body(self) -> bytes | Response | None:
+        """The body (None if the request has no Content-Length), or the reply refusing it."""
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            return None
+        length = int(length_text.strip(" \t"))
+        if length > self.max_body_bytes:
+            detail = f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes"
+            return _endpoints.json_reply(413, {"detail": detail}, close=True)
+        chunks, received = [], 0
+        try:
+            while received < length:
+                chunk = self.rfile.read1(length - received)  # type: ignore[attr-defined]
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                received += len(chunk)
+        except TimeoutError:
+            pass
+        if received < length:
+            detail = f"request body ended after {received} of {length} bytes"
+            return _endpoints.json_reply(400, {"detail": detail}, close=True)
+        return b"".join(chunks)
 
-    # -- responses -----------------------------------------------------------------------------
+    # -- replies -------------------------------------------------------------------------------
 
-    _head_only = False
-    _body_read = False
-
-    def _send(self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+    def _write(self, reply: Response, *, head: bool) -> None:
         """Write status line, headers and body in one send."""
-        self.log_request(status)
-        phrase = HTTPStatus(status).phrase
-        lines = [
-            f"{self.protocol_version} {status} {phrase}",
-            f"Server: {self.server_version}",
-            f"Date: {_http_date()}",
-            f"Content-Type: {content_type}",
-            f"Content-Length: {len(body)}",
-            "Cache-Control: no-store",
-            "X-Content-Type-Options: nosniff",
-            "Referrer-Policy: no-referrer",
-        ]
-        if content_type == HTML:
-            lines += [f"Content-Security-Policy: {_html.csp()}", "X-Frame-Options: DENY"]
-        lines += [f"{k}: {v}" for k, v in headers]
-        if not self._body_read and _declares_body(getattr(self, "headers", None)):
-            # A body left unread would be parsed as the next request on this connection: a request
-            # smuggled past a proxy that shares the connection among users. Close instead.
+        if reply.close:
             self.close_connection = True
+        self.log_request(reply.status)
+        lines = [
+            f"{self.protocol_version} {reply.status} {_endpoints.phrase(reply.status)}",
+            f"Server: {self.server_version}",
+            f"Date: {self.date_time_string()}",
+            f"Content-Length: {len(reply.body)}",
+            *(f"{name}: {value}" for name, value in reply.headers),
+        ]
         if self.close_connection:
             lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head if self._head_only else head + body)
-
-    def _send_json(self, status: int, payload: object, headers: Iterable[tuple[str, str]] = ()) -> None:
-        self._send(status, json.dumps(payload, ensure_ascii=False).encode(), JSON, headers)
-
-    def _send_html(self, status: int, document: str) -> None:
-        self._send(status, document.encode(), HTML)
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(data if head else data + reply.body)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        # The stdlib calls this for malformed requests (bad request line, 414, 431, ...): answer in JSON.
-        # Its 505 for an unknown HTTP version is a client's mistake too, so it is a 400 here: 5xx
-        # always means the server failed.
-        self.close_connection = True
-        if code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:
-            code, message = 400, f"unsupported HTTP version in {self.requestline[:100]!r}: use HTTP/1.0 or 1.1"
-        self._send_json(code, {"detail": message or HTTPStatus(code).phrase})
+        # The standard parser calls this for a request it cannot read (414, 431): answer in JSON.
+        detail = message or HTTPStatus(code).phrase
+        self._refuse(code, f"{detail}: {explain}" if explain else detail)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # Form and status links carry the event's token in the query string: the access log
@@ -388,174 +362,6 @@ class HitlHandler(BaseHTTPRequestHandler):
         text = (format % args).encode("unicode_escape").decode("ascii")
         logger.info("%s %s", self.address_string(), text)
 
-    # -- request helpers -----------------------------------------------------------------------
-
-    def _query(self) -> dict[str, str]:
-        try:
-            return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query, max_num_fields=20).items()}
-        except ValueError as e:
-            raise _Reply(400, f"malformed query string: {e}") from None
-
-    def _body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            raise _Reply(411, "chunked bodies are not supported; send Content-Length")
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
-            self.close_connection = True
-            raise _Reply(411, "Content-Length is required")
-        try:
-            length = int(length_text)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            raise _Reply(400, f"invalid Content-Length {length_text[:40]!r}") from None
-        if length > self.max_body_bytes:
-            self.close_connection = True
-            raise _Reply(413, f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes")
-        body = self.rfile.read(length) or b""  # None: the timeout passed before any of it came
-        self._body_read = True
-        if len(body) != length:
-            self.close_connection = True
-            raise _Reply(400, f"request body ended after {len(body)} of {length} bytes")
-        return body
-
-    def _event(self, request_id: object, token: object) -> Record:
-        """The stored request for `request_id`, after checking the id's shape and the token."""
-        request = _answers.load(self.server.store, request_id)
-        _answers.check_token(request, token)
-        return request
-
-    def _submit(self, request: Record, raw: object, via: str, comment: object) -> Record:
-        header = self.server.identity_header
-        identity = (self.headers.get(header) or "").strip()[:320] if header else ""
-        return _answers.submit(
-            self.server.store, request, raw, via=via, client=self.client_address[0], comment=comment, identity=identity
-        )
-
-    def _answered(self, request_id: str, response: Record) -> None:
-        """Hand the stored outcome to an in-process waiter, after the reply is on its way, so it can
-        never outrun the reply."""
-        if self.server.on_answer is not None:
-            self.wfile.flush()
-            self.server.on_answer(request_id, response)
-
-    # -- endpoints -----------------------------------------------------------------------------
-
-    def _get_health(self, _: str) -> None:
-        self._send_json(200, {"status": "healthy"})
-
-    def _get_index(self, _: str) -> None:
-        store, rows = self.server.store, []
-        for request_id in sorted(store.list_ids())[:500]:
-            request = store.read_request(request_id)
-            if request is None:
-                continue
-            status = _answers.status_of(request, store.read_response(request_id))
-            rows.append((request, status, seconds_left(request)))
-        rows.sort(key=lambda row: str(row[0].get("created_at", "")), reverse=True)
-        self._send_html(200, _html.index_page(rows))
-
-    def _page_for(self, request: Record, *, value: str = "", error: str = "", comment: str = "") -> tuple[int, str]:
-        """The form for a pending event (400 when re-shown with an error), else the event's state."""
-        response = self.server.store.read_response(request["request_id"])
-        status = _answers.status_of(request, response)
-        if status == "completed" and response is not None:
-            return 200, _html.answered_page(request, response, just_now=False)
-        if status == "expired":
-            return 200, _html.expired_page(request)
-        left = seconds_left(request)
-        return (400 if error else 200), _html.form_page(request, left, value, error, comment=comment)
-
-    def _get_form(self, request_id: str) -> None:
-        try:
-            request = self._event(request_id, self._query().get("token"))
-        except (HitlError, _Reply) as e:
-            status, detail = (e.status, e.detail) if isinstance(e, _Reply) else (_refusal(e) or (500, ""))
-            if status == 500:
-                raise
-            raise _Reply(status, detail, html=_html.message_page("Cannot open this event", detail)) from None
-        self._send_html(*self._page_for(request))
-
-    def _get_status(self, request_id: str) -> None:
-        request = self._event(request_id, self._query().get("token"))
-        self._send_json(200, _answers.status_record(request, self.server.store.read_response(request_id)))
-
-    def _post_form(self, _: str) -> None:
-        def fail(status: int, detail: str) -> _Reply:
-            return _Reply(status, detail, html=_html.message_page("Answer not accepted", detail))
-
-        try:
-            ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if ctype != "application/x-www-form-urlencoded":
-                raise fail(415, f"expected a form (application/x-www-form-urlencoded), got {ctype or 'nothing'!r}")
-            fields = parse_qs(self._body().decode("utf-8"), keep_blank_values=True, max_num_fields=20)
-            form = {k: v[0] for k, v in fields.items()}
-            request = self._event(form.get("request_id"), form.get("token"))
-        except UnicodeDecodeError:
-            raise fail(400, "the form is not valid UTF-8") from None
-        except _Reply as r:
-            raise fail(r.status, r.detail) from None
-        except HitlError as e:
-            refusal = _refusal(e)
-            if refusal is None:
-                raise
-            raise fail(*refusal) from None
-        except ValueError as e:  # parse_qs: too many fields
-            raise fail(400, f"malformed form: {e}") from None
-        value, comment = form.get("value", ""), form.get("comment")
-        try:
-            response = self._submit(request, value, "form", comment)
-        except InvalidValueError as e:
-            self._send_html(*self._page_for(request, value=value, error=str(e), comment=comment or ""))
-            return
-        except AlreadyAnsweredError as e:
-            self._send_html(409, _html.answered_page(request, e.response, just_now=False))
-            return
-        except EventExpiredError:
-            self._send_html(410, _html.expired_page(request))
-            return
-        self._send_html(200, _html.answered_page(request, response, just_now=True))
-        self._answered(request["request_id"], response)
-
-    def _post_json(self, _: str) -> None:
-        body = self._body()
-        try:
-            payload = json.loads(body)
-            # JSON can spell unpaired surrogates ("\ud800"), which are not text: comparing a token holding
-            # one, or storing an answer holding one as UTF-8, would fail deep inside with a 500. ASCII
-            # without a \u escape cannot spell one in any encoding json accepts: most bodies skip the check.
-            if not body.isascii() or b"\\u" in body:
-                json.dumps(payload, ensure_ascii=False).encode()
-        except UnicodeEncodeError:
-            raise _Reply(400, "malformed JSON body: it holds an unpaired surrogate (\\ud800-\\udfff)") from None
-        except (ValueError, RecursionError) as e:
-            raise _Reply(400, f"malformed JSON body: {e}") from None
-        if not isinstance(payload, dict):
-            raise _Reply(400, f"expected a JSON object, got {type(payload).__name__}")
-        if "value" not in payload:
-            raise _Reply(400, "missing field 'value'")
-        request = self._event(payload.get("request_id"), payload.get("token"))
-        claimed = payload.get("data_type")
-        if claimed is not None and claimed != request["data_type"]:
-            raise _Reply(400, f"data_type {claimed!r} does not match the event's type {request['data_type']!r}")
-        # Programs may say they are the CLI or the Python API; anything else is recorded as "json".
-        via = payload.get("via") if payload.get("via") in ("cli", "python") else "json"
-        response = self._submit(request, payload["value"], str(via), payload.get("comment"))
-        request_id = request["request_id"]
-        self._send_json(
-            200,
-            {
-                "status": "submitted",
-                "request_id": request_id,
-                "value": response["value"],
-                "data_type": request["data_type"],
-                "message": f"answer for {request['event_name']!r} accepted",
-            },
-        )
-        self._answered(request_id, response)
-
 
 def make_server(
     store: Store,
@@ -563,16 +369,23 @@ def make_server(
     port: int = 0,
     on_answer: Callable[[str, Record], None] | None = None,
     identity_header: str | None = None,
+    *,
+    check_host: bool = False,
 ) -> HitlServer:
     """Bind a server for `store` (port 0 picks a free port); call `serve_forever` or use `start_server`.
 
     `on_answer(request_id, response)` is called with each outcome the server stores, after its reply.
     `identity_header` defaults to ``$FLYTE_HITL_IDENTITY_HEADER``; set it only behind a proxy that sets it.
-    """
-    import os
+    With `check_host`, a server bound to a loopback address answers only requests whose ``Host`` is
+    one of its loopback names (``127.0.0.1:<port>``, ``localhost:<port>``), so a page of another site
+    cannot reach it under a name of its own (DNS rebinding).
 
+    Example:
+        >>> httpd = make_server(Store("/tmp/flyte/hitl"), port=0)
+        >>> httpd.server_close()
+    """
     header = identity_header if identity_header is not None else os.environ.get(IDENTITY_HEADER_ENV) or None
-    return HitlServer((host, port), store, on_answer, header)
+    return HitlServer((host, port), store, on_answer, header, check_host=check_host)
 
 
 def start_server(
@@ -581,6 +394,8 @@ def start_server(
     port: int = 0,
     on_answer: Callable[[str, Record], None] | None = None,
     identity_header: str | None = None,
+    *,
+    check_host: bool = False,
 ) -> tuple[HitlServer, threading.Thread]:
     """Start a server in a daemon thread; returns ``(httpd, thread)`` for `stop_server`.
 
@@ -588,20 +403,51 @@ def start_server(
         >>> httpd, thread = start_server(Store("/tmp/flyte/hitl"))
         >>> stop_server(httpd, thread)
     """
-    httpd = make_server(store, host, port, on_answer, identity_header)
-    thread = threading.Thread(target=httpd.serve_forever, name=f"hitl-server-{httpd.server_address[1]}", daemon=True)
+    httpd = make_server(store, host, port, on_answer, identity_header, check_host=check_host)
+    # A short poll interval: stopping waits for the loop to see the request.
+    thread = threading.Thread(
+        target=httpd.serve_forever,
+        kwargs={"poll_interval": 0.1},
+        name=f"hitl-server-{httpd.server_address[1]}",
+        daemon=True,
+    )
     thread.start()
     return httpd, thread
 
 
-def stop_server(httpd: HitlServer, thread: threading.Thread) -> None:
-    """Stop accepting requests, close the socket and wait for the serving thread."""
+#: Longest time a stopping server waits for the replies it is writing.
+GRACE_SECONDS = 2.0
+
+
+def stop_server(httpd: HitlServer, thread: threading.Thread, grace: float = GRACE_SECONDS) -> None:
+    """Stop accepting connections, let the requests being handled finish their replies (at most
+    `grace` seconds), then close the socket and wait for the serving thread."""
     httpd.shutdown()
     httpd.server_close()
+    httpd.finish(grace)
     thread.join()
 
 
-_embedded: dict[str, HitlServer] = {}
+_servers: weakref.WeakSet[HitlServer] = weakref.WeakSet()
+
+
+def await_replies(request_id: str, timeout: float = 2.0) -> None:
+    """Wait until no server of this process is in the middle of a reply to an answer for `request_id`.
+
+    From the moment a server handles a submit for `request_id` until its reply is written, the answer
+    may already be in storage. A wait that finds it there calls this before it returns, so that a
+    program ending right after the wait does not cut that reply off. Returns after `timeout` seconds
+    at most.
+
+    Example:
+        >>> await_replies("approve-5d10420902c680f3a2abfc22", timeout=0.5)
+    """
+    deadline = time.monotonic() + timeout
+    for httpd in list(_servers):
+        httpd.site.replies.wait(request_id, max(0.0, deadline - time.monotonic()))
+
+
+_embedded: dict[str, tuple[HitlServer, threading.Thread]] = {}
 _embedded_lock = threading.Lock()
 
 
@@ -609,19 +455,38 @@ def embedded_server(store: Store, on_answer: Callable[[str, Record], None]) -> s
     """Start this process's server for `store` on first use and return its URL.
 
     Bound to ``FLYTE_HITL_HOST`` (default 127.0.0.1) and ``FLYTE_HITL_PORT`` (default 0, a free port).
+    When the program ends, the server stops accepting connections and gives the requests it is
+    handling up to `GRACE_SECONDS` to write their replies.
     """
-    import os
-
     with _embedded_lock:
-        httpd = _embedded.get(store.root)
-        if httpd is None:
+        entry = _embedded.get(store.root)
+        if entry is None:
             host = os.environ.get(HOST_ENV) or "127.0.0.1"
             port_text = os.environ.get(PORT_ENV) or "0"
             try:
                 port = int(port_text)
             except ValueError:
                 raise HitlError(f"{PORT_ENV} must be a port number, got {port_text!r}") from None
-            httpd, _ = start_server(store, host, port, on_answer)
-            _embedded[store.root] = httpd
-            logger.info("serving %s at %s", store.root, httpd.url)
-        return httpd.url
+            if not _embedded:
+                atexit.register(_stop_embedded)
+            entry = _embedded[store.root] = start_server(store, host, port, on_answer, check_host=True)
+            logger.info("serving %s at %s", store.root, entry[0].url)
+        return entry[0].url
+
+
+def _stop_embedded() -> None:
+    """At exit: stop every embedded server, sharing one grace period among them."""
+    with _embedded_lock:
+        entries = list(_embedded.values())
+        _embedded.clear()
+    deadline = time.monotonic() + GRACE_SECONDS
+    for httpd, _ in entries:
+        httpd.shutdown()
+        httpd.server_close()
+    for httpd, thread in entries:
+        httpd.finish(max(0.0, deadline - time.monotonic()))
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+# A forked child has the parent's servers but not their threads.
+os.register_at_fork(after_in_child=_embedded.clear)

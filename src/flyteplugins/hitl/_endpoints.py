@@ -1,0 +1,595 @@
+"""The endpoints, apart from the socket: each takes the site and a parsed request and returns a reply.
+
+`handle` routes a `Request` to its endpoint and turns every refusal into its reply, so the HTTP
+handler in `server.py` only parses, frames and writes. Tests call `handle` without a socket:
+
+    >>> site = Site(Store("/tmp/flyte/hitl"))
+    >>> handle(site, Request("GET", "/health")).status
+    200
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from email.message import Message
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from . import _answers, _html, _values
+from ._answers import seconds_left
+from ._errors import (
+    AlreadyAnsweredError,
+    EventExpiredError,
+    EventNotFoundError,
+    HitlError,
+    InvalidRequestIdError,
+    InvalidTokenError,
+    InvalidValueError,
+    StorageError,
+)
+from ._store import Listed, Record, Store
+
+logger = logging.getLogger("flyteplugins.hitl.server")
+
+JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+FORM = "application/x-www-form-urlencoded"
+#: Events per index page.
+PAGE_SIZE = 50
+#: Most fields accepted in a submitted form (a structured answer takes one field per part).
+MAX_FORM_FIELDS = 300
+#: Most query parameters accepted in a request target.
+MAX_QUERY_FIELDS = 20
+#: The longest identity header value recorded, in characters.
+MAX_IDENTITY = 320
+
+
+def _headers(pairs: Iterable[tuple[str, str]] = ()) -> Message:
+    message = Message()
+    for name, value in pairs:
+        message[name] = value
+    return message
+
+
+@dataclass
+class Request:
+    """A request as the handler parsed it.
+
+    `body` is None when the request had no Content-Length (no body); `client` is the peer's address.
+    """
+
+    method: str
+    target: str
+    headers: Message = field(default_factory=_headers)
+    body: bytes | None = None
+    client: str = ""
+    #: Request ids of the answers this request is submitting; the handler calls `Replies.end` for each
+    #: once the reply is written.
+    replying: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Response:
+    """Status, headers (without Date, Server, Content-Length and Connection) and body of a reply."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+    #: Whether the connection must close after this reply.
+    close: bool = False
+    #: (request, stored outcome) of the answer this reply acknowledges, for the server to hand on once
+    #: the reply is written.
+    answered: tuple[Record, Record] | None = None
+
+
+class Replies:
+    """Request ids with an answer being handled whose reply is not yet written (see `server.await_replies`)."""
+
+    def __init__(self) -> None:
+        self._open: Counter[str] = Counter()
+        self._changed = threading.Condition()
+
+    def begin(self, request_id: str) -> None:
+        with self._changed:
+            self._open[request_id] += 1
+
+    def end(self, request_id: str) -> None:
+        with self._changed:
+            self._open[request_id] -= 1
+            if self._open[request_id] <= 0:
+                del self._open[request_id]
+                self._changed.notify_all()
+
+    def wait(self, request_id: str, timeout: float) -> bool:
+        """Wait until no reply for `request_id` is being written; False if `timeout` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: request_id not in self._open, timeout)
+
+
+class _Records:
+    """Records the index shows: requests (never change) and outcomes of finished events (never change)."""
+
+    #: Events whose records are kept; the index reads the others again when it needs them.
+    capacity = 10_000
+
+    def __init__(self) -> None:
+        # request id -> (request, its outcome's status if read, its deadline in seconds since the epoch)
+        self._rows: OrderedDict[str, tuple[Record, str | None, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _get(self, store: Store, event: Listed, outcome: bool) -> tuple[Record, str | None, float] | None:
+        """The event's request and, if `outcome` and it has one, its outcome's status."""
+        with self._lock:
+            cached = self._rows.get(event.request_id)
+        if cached is not None and not (outcome and event.answered and cached[1] is None):
+            return cached
+        request = cached[0] if cached else store.read_request(event.request_id)
+        if request is None:
+            return None
+        status = None
+        if outcome and event.answered:
+            response = store.read_response(event.request_id)
+            status = _answers.status_of(request, response) if response is not None else None
+        entry = (request, status, time.time() + seconds_left(request))
+        with self._lock:
+            self._rows[event.request_id] = entry
+            while len(self._rows) > self.capacity:
+                self._rows.popitem(last=False)
+        return entry
+
+    def waiting(self, store: Store, event: Listed) -> bool:
+        """Whether a listed event still waits: no outcome stored, and its deadline not passed."""
+        if event.answered:
+            return False
+        cached = self._get(store, event, outcome=False)
+        return cached is not None and cached[2] > time.time()
+
+    def row(self, store: Store, event: Listed) -> tuple[Record, str, float] | None:
+        """(request, status, seconds left) for a listed event, or None if its request is gone."""
+        cached = self._get(store, event, outcome=True)
+        if cached is None:
+            return None
+        request, status, deadline = cached
+        left = deadline - time.time()
+        return request, status or ("pending" if left > 0 else "expired"), left
+
+
+class _Listing:
+    """The last listing of the root, shared by index visits for `seconds`.
+
+    Under load, visits share one listing a second instead of one each; this server's own answers
+    drop it at once, so only answers stored elsewhere can take that long to show.
+    """
+
+    seconds = 1.0
+
+    def __init__(self) -> None:
+        self._events: list[Listed] | None = None
+        self._at = -math.inf
+        self._lock = threading.Lock()
+
+    def get(self, store: Store) -> list[Listed]:
+        with self._lock:  # one visit lists while the others wait for its result
+            if self._events is None or time.monotonic() - self._at >= self.seconds:
+                self._events, self._at = store.list_events(), time.monotonic()
+            return self._events
+
+    def forget(self) -> None:
+        with self._lock:
+            self._events = None
+
+
+@dataclass
+class Site:
+    """What every endpoint of one server shares."""
+
+    store: Store
+    #: The header an authenticating proxy in front of us sets to the user's identity; trusted only
+    #: when configured, since any client can send any header.
+    identity_header: str | None = None
+    #: The Host values (lower case) this server answers to; None when its names are not known.
+    hosts: frozenset[str] | None = None
+    replies: Replies = field(default_factory=Replies)
+    records: _Records = field(default_factory=_Records)
+    listing: _Listing = field(default_factory=_Listing)
+
+
+class _Refusal(Exception):
+    """Raised inside an endpoint to answer the client at once."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def json_reply(
+    status: int, payload: object, headers: Iterable[tuple[str, str]] = (), *, close: bool = False
+) -> Response:
+    """A JSON reply with the headers every reply carries."""
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    return Response(status, body, [*_common(JSON), *headers], close)
+
+
+def html_reply(status: int, document: str, *, close: bool = False) -> Response:
+    """An HTML reply with the headers every page carries (CSP, no framing)."""
+    headers = [*_common(HTML), ("Content-Security-Policy", _html.csp()), ("X-Frame-Options", "DENY")]
+    return Response(status, document.encode(), headers, close)
+
+
+def _common(content_type: str) -> list[tuple[str, str]]:
+    return [
+        ("Content-Type", content_type),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+    ]
+
+
+def _refuse(status: int, detail: str, *, page: str | None = None, close: bool = False) -> _Refusal:
+    """A JSON refusal, or an HTML page titled `page` for the endpoints people use in a browser."""
+    if page is not None:
+        return _Refusal(html_reply(status, _html.message_page(page, detail), close=close))
+    return _Refusal(json_reply(status, {"detail": detail}, close=close))
+
+
+# How each client-side mistake or refusal is answered; anything else is a server error.
+_STATUS: tuple[tuple[type[HitlError], int], ...] = (
+    (InvalidRequestIdError, 400),
+    (InvalidValueError, 400),
+    (InvalidTokenError, 403),
+    (EventNotFoundError, 404),
+    (AlreadyAnsweredError, 409),
+    (EventExpiredError, 410),
+)
+
+
+def _refusal(e: HitlError, page: str | None = None) -> _Refusal | None:
+    """The reply for an error caused by the request, or None for our own failures."""
+    for kind, status in _STATUS:
+        if isinstance(e, kind):
+            if isinstance(e, EventNotFoundError):  # do not show clients where the root is
+                return _refuse(status, f"not_found: no event with request_id {e.request_id!r}", page=page)
+            return _refuse(status, str(e), page=page)
+    return None
+
+
+# -- routing ---------------------------------------------------------------------------------------
+
+Endpoint = Callable[[Site, Request, str], Response]
+
+
+def handle(site: Site, request: Request) -> Response:
+    """The reply to `request`: routed by method and path, every refusal a 4xx with a clear detail."""
+    try:
+        _check_host(site, request)
+        try:
+            path = urlsplit(request.target).path
+        except ValueError:  # an absolute URL with a malformed host, e.g. "http://["
+            raise _refuse(400, f"malformed request target {request.target[:200]!r}") from None
+        endpoint, param = _route(request.method, path)
+        return endpoint(site, request, param)
+    except _Refusal as r:
+        return r.response
+    except StorageError as e:
+        # Before HitlError (its base class).
+        logger.error("storage error: %s", e)
+        return json_reply(503, {"detail": "storage is unavailable; try again later"}, [("Retry-After", "5")])
+    except HitlError as e:
+        refusal = _refusal(e)
+        if refusal is not None:
+            return refusal.response
+        logger.exception("internal error on %s %s", request.method, request.target[:200])
+    except Exception:
+        # A bug of ours, not the client's: log it with context, answer 500 without details.
+        logger.exception("internal error on %s %s", request.method, request.target[:200])
+    return json_reply(500, {"detail": "internal server error"}, close=True)
+
+
+def _route(method: str, path: str) -> tuple[Endpoint, str]:
+    """The endpoint for `method` and `path`, and the path's request id if it has one."""
+    param = ""
+    if path in _EXACT:
+        methods = _EXACT[path]
+    else:
+        prefix = next((p for p in _PREFIXED if path.startswith(p)), None)
+        if prefix is None:
+            raise _refuse(404, f"no such path: {path[:200]!r}")
+        methods, param = _PREFIXED[prefix], path[len(prefix) :]
+    endpoint = methods.get("GET" if method == "HEAD" else method)
+    if endpoint is None:
+        allow = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
+        refusal = _refuse(405, f"method {method[:40]} not allowed here; allowed: {allow}")
+        refusal.response.headers.append(("Allow", allow))
+        raise refusal
+    return endpoint, param
+
+
+def _check_host(site: Site, request: Request) -> None:
+    hosts = request.headers.get_all("Host") or []
+    if len(hosts) > 1:
+        raise _refuse(400, "more than one Host header", close=True)
+    # A page on another site can resolve its own name to our address (DNS rebinding); the browser then
+    # sends that name as Host.
+    if site.hosts is not None and hosts and hosts[0].strip().lower() not in site.hosts:
+        shown = ", ".join(sorted(site.hosts))
+        raise _refuse(421, f"this server does not answer to Host {hosts[0][:100]!r}; use one of {shown}")
+
+
+def _query(request: Request) -> dict[str, str]:
+    try:
+        fields = parse_qs(urlsplit(request.target).query, max_num_fields=MAX_QUERY_FIELDS)
+    except ValueError as e:
+        raise _refuse(400, f"malformed query string: {e}") from None
+    return {k: v[0] for k, v in fields.items()}
+
+
+def _event(store: Store, request_id: object, token: object) -> Record:
+    """The stored request for `request_id`, after checking the id's shape and the token."""
+    request = _answers.load(store, request_id)
+    _answers.check_token(request, token)
+    return request
+
+
+# -- GET ---------------------------------------------------------------------------------------------
+
+
+def health(site: Site, request: Request, _: str) -> Response:
+    """``GET /health``."""
+    return json_reply(200, {"status": "healthy"})
+
+
+def index(site: Site, request: Request, _: str) -> Response:
+    """``GET /[?status=pending|done][&page=N]``: events newest first, those still waiting first, a page at a time.
+
+    At most one listing of the root per visit (see `_Listing`), plus the records not cached yet of the
+    events shown and of those without an outcome (whose deadlines tell waiting from expired).
+    """
+    query = _query(request)
+    status = query.get("status") or None
+    if status not in (None, "pending", "done"):
+        raise _refuse(400, f"status must be 'pending' or 'done', got {status[:40]!r}")
+    page_text = query.get("page", "1")
+    if not (page_text.isascii() and page_text.isdigit() and 1 <= len(page_text) <= 6 and int(page_text) >= 1):
+        raise _refuse(400, f"page must be a whole number from 1, got {page_text[:40]!r}")
+    page = int(page_text)
+    events = site.listing.get(site.store)
+    # An event without an outcome whose deadline passed (its waiter is gone) is shown as expired.
+    waiting = [e for e in events if site.records.waiting(site.store, e)]
+    still = {e.request_id for e in waiting}
+    done = [e for e in events if e.request_id not in still]
+    chosen = waiting if status == "pending" else done if status == "done" else waiting + done
+    start = (page - 1) * PAGE_SIZE
+    rows = [row for e in chosen[start : start + PAGE_SIZE] if (row := site.records.row(site.store, e)) is not None]
+    document = _html.index_page(
+        rows,
+        waiting=len(waiting),
+        done=len(done),
+        page_number=page,
+        status=status,
+        more=len(chosen) > start + PAGE_SIZE,
+    )
+    return html_reply(200, document)
+
+
+def form(site: Site, request: Request, request_id: str) -> Response:
+    """``GET /form/<request_id>?token=…``: the form, or the event's state once answered or expired."""
+    title = "Cannot open this event"
+    token = _query(request).get("token")
+    try:
+        event = _event(site.store, request_id, token)
+    except StorageError:
+        raise
+    except HitlError as e:
+        raise _refusal(e, title) or e from None
+    return _page_for(site.store, event)
+
+
+def _page_for(store: Store, event: Record, *, value: str = "", error: str = "", comment: str = "") -> Response:
+    """The form for a pending event (400 when re-shown with an error), else the event's state."""
+    response = store.read_response(event["request_id"])
+    status = _answers.status_of(event, response)
+    if status == "completed" and response is not None:
+        return html_reply(200, _html.answered_page(event, response, just_now=False))
+    if status == "expired":
+        return html_reply(200, _html.expired_page(event))
+    page = _html.form_page(event, seconds_left(event), value, error, comment=comment)
+    return html_reply(400 if error else 200, page)
+
+
+def status(site: Site, request: Request, request_id: str) -> Response:
+    """``GET /status/<request_id>?token=…``: the event (never its token) and its outcome."""
+    event = _event(site.store, request_id, _query(request).get("token"))
+    return json_reply(200, _answers.status_record(event, site.store.read_response(request_id)))
+
+
+# -- POST --------------------------------------------------------------------------------------------
+
+
+def _media_type(request: Request) -> str:
+    return (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+
+def _body(request: Request, page: str | None = None) -> bytes:
+    if request.body is None:
+        raise _refuse(411, "Content-Length is required", page=page, close=True)
+    return request.body
+
+
+def _check_same_site(request: Request, page: str | None = None) -> None:
+    """Refuse an answer posted by a page of another site through a visitor's browser.
+
+    Browsers say where a request comes from (``Sec-Fetch-Site``, ``Origin``); programs send neither,
+    and a page cannot remove them, so a request without them is not a browser's cross-site post.
+    ``Origin: null`` (an origin the browser hides) leaves the decision to ``Sec-Fetch-Site``.
+    """
+    if (request.headers.get("Sec-Fetch-Site") or "").strip().lower() == "cross-site":
+        raise _refuse(403, "cross-site request refused: answer from this server's own page", page=page)
+    origins = request.headers.get_all("Origin") or []
+    if origins == ["null"]:
+        # Sent for our own form too: its page asks for no referrer, and browsers then hide the origin.
+        # Sec-Fetch-Site above is what tells a cross-site post apart.
+        return
+    if not origins:
+        return
+    # Our own names as the client sees them: Host, or the host a proxy in front of us was asked for.
+    own = {
+        name.strip().lower()
+        for header in ("Host", "X-Forwarded-Host")
+        for value in request.headers.get_all(header) or []
+        for name in value.split(",")
+    }
+    origin = origins[0].strip()
+    try:
+        netloc = urlsplit(origin).netloc.lower()
+    except ValueError:
+        netloc = ""
+    if len(origins) > 1 or not netloc or netloc not in own:
+        raise _refuse(403, f"cross-origin request refused: Origin {origin[:100]!r} is not this server", page=page)
+
+
+def _identity(site: Site, request: Request, page: str | None = None) -> str:
+    if not site.identity_header:
+        return ""
+    values = request.headers.get_all(site.identity_header) or []
+    if len(values) > 1:
+        # A proxy that appends its header would leave the client's own first: trust neither.
+        raise _refuse(400, f"more than one {site.identity_header} header", page=page)
+    return values[0].strip()[:MAX_IDENTITY] if values else ""
+
+
+def _track(site: Site, request: Request, request_id: str) -> None:
+    """From here until the handler wrote the reply, `await_replies(request_id)` waits for it."""
+    site.replies.begin(request_id)
+    request.replying.append(request_id)
+
+
+def submit_form(site: Site, request: Request, _: str) -> Response:
+    """``POST /submit``: a form-encoded answer (``request_id``, ``token``, the value's fields, ``comment``)."""
+    title = "Answer not accepted"
+    try:
+        _check_same_site(request, title)
+        if _media_type(request) != FORM:
+            raise _refuse(415, f"expected a form ({FORM}), got {_media_type(request) or 'nothing'!r}", page=title)
+        fields = parse_qs(_body(request, title).decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        for name in ("request_id", "token", "comment"):
+            if len(fields.get(name, [])) > 1:
+                raise _refuse(400, f"the form has more than one {name!r} field", page=title)
+        one = {name: values[0] for name, values in fields.items()}
+        event = _event(site.store, one.get("request_id"), one.get("token"))
+        identity = _identity(site, request, title)
+    except UnicodeDecodeError:
+        raise _refuse(400, "the form is not valid UTF-8", page=title) from None
+    except StorageError:
+        raise
+    except HitlError as e:
+        raise _refusal(e, title) or e from None
+    except ValueError as e:  # parse_qs: too many fields
+        raise _refuse(400, f"malformed form: {e}", page=title) from None
+    comment = one.get("comment")
+    _track(site, request, event["request_id"])
+    try:
+        raw = _values.value_from_form(event, fields)
+        response = _answers.submit(
+            site.store, event, raw, via="form", client=request.client, comment=comment, identity=identity
+        )
+    except InvalidValueError as e:
+        # Shown again with the error and what was typed.
+        return _page_for(site.store, event, value=one.get("value", ""), error=str(e), comment=comment or "")
+    except AlreadyAnsweredError as e:
+        return html_reply(409, _html.answered_page(event, e.response, just_now=False))
+    except EventExpiredError:
+        return html_reply(410, _html.expired_page(event))
+    site.listing.forget()
+    reply = html_reply(200, _html.answered_page(event, response, just_now=True))
+    reply.answered = (event, response)
+    return reply
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # `json` keeps the last of repeated keys; which one a check saw and which one was stored must not differ.
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body, object_pairs_hook=_unique_keys)
+        # JSON can spell unpaired surrogates ("\ud800"), which are not text: comparing a token holding
+        # one, or storing an answer holding one as UTF-8, would fail deep inside. ASCII without a \u
+        # escape cannot spell one in any encoding json accepts: most bodies skip the check.
+        if not body.isascii() or b"\\u" in body:
+            json.dumps(payload, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise _refuse(400, "malformed JSON body: it holds an unpaired surrogate (\\ud800-\\udfff)") from None
+    except (ValueError, RecursionError) as e:
+        raise _refuse(400, f"malformed JSON body: {e}") from None
+    if not isinstance(payload, dict):
+        raise _refuse(400, f"expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def submit_json(site: Site, request: Request, _: str) -> Response:
+    """``POST /submit/json``: ``{"request_id", "token", "value"[, "data_type", "comment", "via"]}``."""
+    _check_same_site(request)
+    if _media_type(request) != JSON:
+        raise _refuse(415, f"expected {JSON}, got {_media_type(request) or 'nothing'!r}")
+    payload = _json_object(_body(request))
+    if "value" not in payload:
+        raise _refuse(400, "missing field 'value'")
+    event = _event(site.store, payload.get("request_id"), payload.get("token"))
+    claimed = payload.get("data_type")
+    if claimed is not None and claimed != event["data_type"]:
+        raise _refuse(400, f"data_type {claimed!r} does not match the event's type {event['data_type']!r}")
+    identity = _identity(site, request)
+    # What the client says it is (the CLI, the Python API); anything else is recorded as "json".
+    via = payload.get("via") if payload.get("via") in ("cli", "python") else "json"
+    request_id = event["request_id"]
+    _track(site, request, request_id)
+    response = _answers.submit(
+        site.store,
+        event,
+        payload["value"],
+        via=str(via),
+        client=request.client,
+        comment=payload.get("comment"),
+        identity=identity,
+    )
+    site.listing.forget()
+    reply = json_reply(
+        200,
+        {
+            "status": "submitted",
+            "request_id": request_id,
+            "value": response["value"],
+            "data_type": event["data_type"],
+            "message": f"answer for {event['event_name']!r} accepted",
+        },
+    )
+    reply.answered = (event, response)
+    return reply
+
+
+_EXACT: dict[str, dict[str, Endpoint]] = {
+    "/health": {"GET": health},
+    "/": {"GET": index},
+    "/submit": {"POST": submit_form},
+    "/submit/json": {"POST": submit_json},
+}
+_PREFIXED: dict[str, dict[str, Endpoint]] = {"/form/": {"GET": form}, "/status/": {"GET": status}}
+
+
+def phrase(status: int) -> str:
+    """The reason phrase of `status`."""
+    return HTTPStatus(status).phrase

@@ -1,0 +1,574 @@
+"""The endpoints (`_endpoints.py`) without a socket: a `Request` in, a `Response` out, a real store.
+
+Also `Store.list_events`, the one listing the index reads per visit, on each kind of backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from s3_helpers import MotoS3, S3Bucket, moto_server, use_root
+
+from flyteplugins.hitl import _answers
+from flyteplugins.hitl._endpoints import PAGE_SIZE, Replies, Request, Response, Site, _headers, handle
+from flyteplugins.hitl._store import Listed, Record, Store
+
+JSON_TYPE = {"Content-Type": "application/json"}
+FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def make_event(store: Store, name: str = "question", *, data_type: str = "int", created: float | None = None) -> Record:
+    """A stored request as `new_event` writes it, created `created` seconds since the epoch (default now)."""
+    created = time.time() if created is None else created
+    record: Record = {
+        "request_id": f"{name}-{uuid.uuid4().hex[:24]}",
+        "event_name": name,
+        "scope": "run",
+        "prompt": f"Prompt of {name}",
+        "data_type": data_type,
+        "token": uuid.uuid4().hex,
+        "created_at": _answers.utc(created),
+        "expires_at": _answers.utc(created + 3600),
+    }
+    assert store.create_request(record)
+    if store.is_local:
+        path = Path(store.root) / record["request_id"] / "request.json"
+        os.utime(path, (created, created))
+    return record
+
+
+def call(site: Site, method: str, target: str, body: bytes | None = None, **headers: str) -> Response:
+    request = Request(method, target, _headers((k.replace("_", "-"), v) for k, v in headers.items()), body, "10.0.0.9")
+    return handle(site, request)
+
+
+def post(site: Site, target: str, body: bytes, headers: dict[str, str], extra: list[tuple[str, str]] = ()) -> Response:
+    request = Request("POST", target, _headers([*headers.items(), *extra]), body, "10.0.0.9")
+    return handle(site, request)
+
+
+def answer_json(event: Record, value: object = 1, **extra: object) -> bytes:
+    return json.dumps({"request_id": event["request_id"], "token": event["token"], "value": value, **extra}).encode()
+
+
+def answer_form(event: Record, value: str = "1", **extra: str) -> bytes:
+    return urlencode({"request_id": event["request_id"], "token": event["token"], "value": value, **extra}).encode()
+
+
+def detail(response: Response) -> str:
+    return str(json.loads(response.body)["detail"])
+
+
+def header(response: Response, name: str) -> str | None:
+    return next((v for k, v in response.headers if k.lower() == name.lower()), None)
+
+
+@pytest.fixture
+def site(store: Store) -> Site:
+    return Site(store)
+
+
+# -- routing -----------------------------------------------------------------------------------------
+
+
+def test_health_is_json_with_the_security_headers(site: Site) -> None:
+    response = call(site, "GET", "/health")
+    assert (response.status, json.loads(response.body)) == (200, {"status": "healthy"})
+    assert header(response, "Content-Type") == "application/json"
+    assert header(response, "X-Content-Type-Options") == "nosniff"
+    assert header(response, "Cache-Control") == "no-store"
+    assert header(response, "Referrer-Policy") == "no-referrer"
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "get"])
+def test_other_methods_are_405_with_allow(site: Site, method: str) -> None:
+    for path, allow in (
+        ("/health", "GET, HEAD"),
+        ("/submit/json", "POST"),
+        ("/form/x", "GET, HEAD"),
+        ("/", "GET, HEAD"),
+    ):
+        response = call(site, method, path)
+        assert response.status == 405, (method, path)
+        assert header(response, "Allow") == allow
+        assert method in detail(response)
+
+
+def test_head_is_routed_as_get(site: Site) -> None:
+    assert call(site, "HEAD", "/health").body == call(site, "GET", "/health").body
+
+
+def test_unknown_paths_are_404(site: Site) -> None:
+    for method, path in (("GET", "/nope"), ("POST", "/nope"), ("DELETE", "/x/y"), ("GET", "/form")):
+        assert call(site, method, path).status == 404
+
+
+def test_a_malformed_target_is_400(site: Site) -> None:
+    assert call(site, "GET", "http://[/").status == 400
+
+
+# -- Host --------------------------------------------------------------------------------------------
+
+
+def test_a_server_that_knows_its_names_refuses_other_hosts(store: Store) -> None:
+    site = Site(store, hosts=frozenset({"127.0.0.1:8000", "localhost:8000"}))
+    assert call(site, "GET", "/health", Host="127.0.0.1:8000").status == 200
+    assert call(site, "GET", "/health", Host="LOCALHOST:8000").status == 200
+    assert call(site, "GET", "/health").status == 200, "no Host at all: not a browser"
+    refused = call(site, "GET", "/", Host="attacker.example:8000")
+    assert refused.status == 421
+    assert "attacker.example" in detail(refused)
+
+
+def test_two_host_headers_are_400_and_close(site: Site) -> None:
+    request = Request("GET", "/health", _headers([("Host", "a"), ("Host", "b")]))
+    response = handle(site, request)
+    assert (response.status, response.close) == (400, True)
+
+
+def test_a_server_whose_names_are_unknown_answers_any_host(site: Site) -> None:
+    assert call(site, "GET", "/health", Host="anything.example").status == 200
+
+
+# -- /submit/json ------------------------------------------------------------------------------------
+
+
+def test_a_json_answer_is_stored_and_handed_over_after_the_reply(site: Site, store: Store) -> None:
+    event = make_event(store)
+    response = post(site, "/submit/json", answer_json(event, 7), JSON_TYPE)
+    assert response.status == 200
+    assert json.loads(response.body)["value"] == 7
+    assert response.answered is not None
+    assert response.answered[0] == event
+    stored = store.read_response(event["request_id"])
+    assert stored is not None
+    assert response.answered[1] == stored
+    assert (stored["value"], stored["via"], stored["client"]) == (7, "json", "10.0.0.9")
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "", "application/jsonx"])
+def test_json_answers_need_the_json_content_type(site: Site, store: Store, ctype: str) -> None:
+    event = make_event(store)
+    headers = {"Content-Type": ctype} if ctype else {}
+    response = post(site, "/submit/json", answer_json(event), headers)
+    assert response.status == 415
+    assert store.read_response(event["request_id"]) is None
+
+
+def test_json_content_type_with_a_charset_is_fine(site: Site, store: Store) -> None:
+    event = make_event(store)
+    response = post(site, "/submit/json", answer_json(event), {"Content-Type": "Application/JSON; charset=utf-8"})
+    assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"request_id": "R", "token": "wrong", "token": "T", "value": 1}',
+        b'{"request_id": "R", "token": "T", "value": 1, "value": 2}',
+        b'{"request_id": "R", "token": "T", "value": {"a": 1, "a": 2}}',
+    ],
+    ids=["token", "value", "nested"],
+)
+def test_duplicate_json_keys_are_400_and_write_nothing(site: Site, store: Store, body: bytes) -> None:
+    event = make_event(store)
+    body = body.replace(b'"R"', json.dumps(event["request_id"]).encode()).replace(
+        b'"T"', json.dumps(event["token"]).encode()
+    )
+    response = post(site, "/submit/json", body, JSON_TYPE)
+    assert response.status == 400
+    assert "duplicate key" in detail(response)
+    assert store.read_response(event["request_id"]) is None
+
+
+def test_a_post_without_a_body_is_411(site: Site) -> None:
+    assert post(site, "/submit/json", None, JSON_TYPE).status == 411  # type: ignore[arg-type]
+    assert post(site, "/submit", None, FORM_TYPE).status == 411  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Sec-Fetch-Site", "cross-site")],
+        [("Origin", "https://attacker.example")],
+        [("Origin", "null"), ("Sec-Fetch-Site", "cross-site")],
+        [("Origin", "http://127.0.0.1:9999")],
+        [("Origin", "http://127.0.0.1:8000"), ("Origin", "https://attacker.example")],
+        [("Origin", "http://127.0.0.1:8000"), ("Sec-Fetch-Site", "cross-site")],
+    ],
+    ids=[
+        "sec-fetch-site",
+        "foreign-origin",
+        "null-origin-cross-site",
+        "other-port",
+        "two-origins",
+        "own-origin-cross-site",
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
+def test_cross_site_answers_are_403_and_write_nothing(
+    site: Site, store: Store, headers: list[tuple[str, str]], endpoint: str
+) -> None:
+    event = make_event(store)
+    body, ctype = (answer_json(event), JSON_TYPE) if endpoint == "/submit/json" else (answer_form(event), FORM_TYPE)
+    response = post(site, endpoint, body, {**ctype, "Host": "127.0.0.1:8000"}, headers)
+    assert response.status == 403
+    assert "cross-" in (detail(response) if endpoint == "/submit/json" else response.body.decode())
+    assert store.read_response(event["request_id"]) is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [("Origin", "http://127.0.0.1:8000")],
+        [("Origin", "https://127.0.0.1:8000"), ("Sec-Fetch-Site", "same-origin")],
+        [("Sec-Fetch-Site", "same-origin")],
+        [("Sec-Fetch-Site", "none")],
+        [("Origin", "null"), ("Sec-Fetch-Site", "same-origin")],
+        [("Origin", "https://hitl.example.com"), ("X-Forwarded-Host", "hitl.example.com")],
+    ],
+    ids=[
+        "program",
+        "own-origin",
+        "own-origin-https",
+        "same-origin",
+        "typed-url",
+        "own-page-no-referrer",
+        "behind-a-proxy",
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
+def test_same_site_answers_and_programs_are_accepted(
+    site: Site, store: Store, headers: list[tuple[str, str]], endpoint: str
+) -> None:
+    event = make_event(store)
+    body, ctype = (answer_json(event), JSON_TYPE) if endpoint == "/submit/json" else (answer_form(event), FORM_TYPE)
+    assert post(site, endpoint, body, {**ctype, "Host": "127.0.0.1:8000"}, headers).status == 200
+
+
+@pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
+def test_the_identity_header_is_recorded_once_and_refused_twice(store: Store, endpoint: str) -> None:
+    site = Site(store, identity_header="X-Forwarded-Email")
+    event = make_event(store)
+    body, ctype = (answer_json(event), JSON_TYPE) if endpoint == "/submit/json" else (answer_form(event), FORM_TYPE)
+    twice = [("X-Forwarded-Email", "mallory@example.com"), ("X-Forwarded-Email", "ann@example.com")]
+    assert post(site, endpoint, body, ctype, twice).status == 400
+    assert store.read_response(event["request_id"]) is None
+    assert post(site, endpoint, body, ctype, twice[1:]).status == 200
+    stored = store.read_response(event["request_id"])
+    assert stored is not None
+    assert stored["identity"] == "ann@example.com"
+
+
+def test_the_identity_header_is_ignored_unless_configured(site: Site, store: Store) -> None:
+    event = make_event(store)
+    twice = [("X-Forwarded-Email", "a@example.com"), ("X-Forwarded-Email", "b@example.com")]
+    assert post(site, "/submit/json", answer_json(event), JSON_TYPE, twice).status == 200
+    stored = store.read_response(event["request_id"])
+    assert stored is not None
+    assert "identity" not in stored
+
+
+def test_a_submit_is_tracked_until_the_handler_ends_it(site: Site, store: Store) -> None:
+    event = make_event(store)
+    request = Request("POST", "/submit/json", _headers(JSON_TYPE.items()), answer_json(event))
+    assert handle(site, request).status == 200
+    assert request.replying == [event["request_id"]]
+    assert not site.replies.wait(event["request_id"], 0.01), "open until the reply is written"
+    site.replies.end(event["request_id"])
+    assert site.replies.wait(event["request_id"], 0.01)
+
+
+@pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
+def test_refused_submits_are_tracked_too(site: Site, store: Store, endpoint: str) -> None:
+    event = make_event(store)
+    body, ctype = (answer_json(event), JSON_TYPE) if endpoint == "/submit/json" else (answer_form(event), FORM_TYPE)
+    post(site, endpoint, body, ctype)
+    request = Request("POST", endpoint, _headers(ctype.items()), body)
+    assert handle(site, request).status == 409
+    assert request.replying == [event["request_id"]]
+
+
+def test_replies_wait_for_every_open_reply_of_an_id() -> None:
+    replies = Replies()
+    replies.begin("a")
+    replies.begin("a")
+    replies.begin("b")
+    assert replies.wait("c", 0)
+    done = threading.Event()
+
+    def waiter() -> None:
+        replies.wait("a", 30)
+        done.set()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    replies.end("a")
+    assert not done.wait(0.05)
+    replies.end("a")
+    assert done.wait(30)
+    thread.join()
+    assert not replies.wait("b", 0)
+
+
+# -- /submit -----------------------------------------------------------------------------------------
+
+
+def test_a_form_answer_is_stored_with_its_comment(site: Site, store: Store) -> None:
+    event = make_event(store, data_type="bool")
+    response = post(site, "/submit", answer_form(event, "yes", comment="LGTM"), FORM_TYPE)
+    assert response.status == 200
+    assert header(response, "Content-Security-Policy")
+    stored = store.read_response(event["request_id"])
+    assert stored is not None
+    assert (stored["value"], stored["comment"], stored["via"]) == (True, "LGTM", "form")
+
+
+@pytest.mark.parametrize("field", ["token", "request_id", "comment"])
+def test_a_form_with_a_repeated_single_field_is_400(site: Site, store: Store, field: str) -> None:
+    event = make_event(store)
+    body = answer_form(event) + f"&{field}=other&{field}=more".encode()
+    response = post(site, "/submit", body, FORM_TYPE)
+    assert response.status == 400
+    assert field in response.body.decode()
+    assert store.read_response(event["request_id"]) is None
+
+
+def test_a_bad_form_value_shows_the_form_again(site: Site, store: Store) -> None:
+    event = make_event(store)
+    response = post(site, "/submit", answer_form(event, "4.5"), FORM_TYPE)
+    assert response.status == 400
+    assert "4.5" in response.body.decode()
+    assert store.read_response(event["request_id"]) is None
+
+
+def test_a_form_with_too_many_fields_is_400(site: Site) -> None:
+    response = post(site, "/submit", b"&".join([b"a=1"] * 400), FORM_TYPE)
+    assert response.status == 400
+
+
+# -- /form and /status -------------------------------------------------------------------------------
+
+
+def test_form_and_status(site: Site, store: Store) -> None:
+    event = make_event(store)
+    rid, token = event["request_id"], event["token"]
+    assert call(site, "GET", f"/form/{rid}?token={token}").status == 200
+    assert call(site, "GET", f"/form/{rid}?token=wrong").status == 403
+    assert call(site, "GET", "/form/missing-x?token=t").status == 404
+    status = call(site, "GET", f"/status/{rid}?token={token}")
+    assert json.loads(status.body)["status"] == "pending"
+    assert token not in status.body.decode()
+    assert call(site, "GET", f"/status/{rid}?token=wrong").status == 403
+
+
+# -- the index ---------------------------------------------------------------------------------------
+
+
+class CountingStore(Store):
+    """A real local store that counts the storage operations the index makes."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.listings = self.reads = 0
+
+    def list_events(self) -> list[Listed]:
+        self.listings += 1
+        return super().list_events()
+
+    def read_request(self, request_id: str) -> Record | None:
+        self.reads += 1
+        return super().read_request(request_id)
+
+    def read_response(self, request_id: str) -> Record | None:
+        self.reads += 1
+        return super().read_response(request_id)
+
+
+def names_in(page: str, prefix: str = "ev-") -> list[str]:
+    import re
+
+    return re.findall(rf'<div class="name">({prefix}[0-9]+)</div>', page)
+
+
+@pytest.fixture
+def many(root: Path) -> tuple[CountingStore, list[Record]]:
+    """130 events created a second apart, newest last; every third one answered."""
+    store = CountingStore(str(root))
+    start = time.time() - 1000
+    events = [make_event(store, f"ev-{i:03d}", created=start + i) for i in range(130)]
+    for event in events[::3]:
+        _answers.submit(store, event, "1", via="json", client="x")
+    return store, events
+
+
+def test_the_index_shows_waiting_events_first_newest_first_a_page_at_a_time(
+    many: tuple[CountingStore, list[Record]],
+) -> None:
+    store, events = many
+    site = Site(store)
+    waiting = [e["event_name"] for e in reversed(events) if events.index(e) % 3 != 0]
+    done = [e["event_name"] for e in reversed(events) if events.index(e) % 3 == 0]
+    order = waiting + done
+    seen: list[str] = []
+    page = 1
+    while True:
+        response = call(site, "GET", f"/?page={page}" if page > 1 else "/")
+        assert response.status == 200
+        text = response.body.decode()
+        seen += names_in(text)
+        if f'name="page" value="{page + 1}"' not in text:
+            break
+        page += 1
+    assert page == -(-len(order) // PAGE_SIZE)
+    assert seen == order
+    for event in events:
+        assert event["token"] not in text
+
+
+def test_the_index_filters_by_status(many: tuple[CountingStore, list[Record]]) -> None:
+    store, events = many
+    site = Site(store)
+    pending = call(site, "GET", "/?status=pending").body.decode()
+    assert names_in(pending) == [e["event_name"] for e in reversed(events) if events.index(e) % 3 != 0][:PAGE_SIZE]
+    assert '<input type="hidden" name="status" value="pending"><button type="submit" name="page" value="2"' in pending
+    done = call(site, "GET", "/?status=done").body.decode()
+    assert names_in(done) == [e["event_name"] for e in reversed(events) if events.index(e) % 3 == 0]
+    assert 'name="page"' not in done
+
+
+@pytest.mark.parametrize("query", ["page=0", "page=-1", "page=x", "page=1234567", "status=all", "status=<b>"])
+def test_bad_index_queries_are_400(site: Site, query: str) -> None:
+    response = call(site, "GET", f"/?{query}")
+    assert response.status == 400
+    assert header(response, "Content-Type") == "application/json"
+
+
+def test_an_event_past_its_deadline_without_an_outcome_shows_as_expired(site: Site, store: Store) -> None:
+    make_event(store, "ev-001")
+    gone = make_event(store, "ev-002", created=time.time() - 7200)  # expired an hour ago, never marked
+    page = call(site, "GET", "/").body.decode()
+    waiting, done = page.split("Answered or expired")
+    assert names_in(waiting) == ["ev-001"]
+    assert '<span class="count">1</span>' in waiting
+    assert names_in(done) == ["ev-002"]
+    assert ">expired<" in done
+    assert names_in(call(site, "GET", "/?status=done").body.decode()) == [gone["event_name"]]
+
+
+def test_a_page_past_the_end_is_empty(many: tuple[CountingStore, list[Record]]) -> None:
+    store, _ = many
+    response = call(Site(store), "GET", "/?page=99")
+    assert response.status == 200
+    assert names_in(response.body.decode()) == []
+
+
+def test_a_visit_lists_once_and_reads_only_records_not_cached(many: tuple[CountingStore, list[Record]]) -> None:
+    store, events = many
+    site = Site(store)
+    site.listing.seconds = 0  # no sharing of listings between visits
+    finished, unanswered = len(events[::3]), len(events) - len(events[::3])
+    call(site, "GET", "/?status=done")
+    assert store.listings == 1
+    # The request of each event without an outcome (its deadline), request and outcome of each finished one shown.
+    assert store.reads == unanswered + 2 * finished
+    store.reads = 0
+    call(site, "GET", "/?status=done")
+    assert (store.listings, store.reads) == (2, 0), "records never change: cached"
+    call(site, "GET", "/")
+    call(site, "GET", "/?page=2")
+    assert (store.listings, store.reads) == (4, 0)
+
+
+def test_an_event_answered_elsewhere_shows_its_outcome_once_the_shared_listing_is_old(site: Site, store: Store) -> None:
+    event = make_event(store, "ev-001")
+    site.listing.seconds = 3600
+    assert "left" in call(site, "GET", "/").body.decode()
+    _answers.submit(Store(store.root), event, "5", via="cli", client="x")  # another writer
+    assert "left" in call(site, "GET", "/").body.decode(), "the listing is shared for a while"
+    site.listing.seconds = 0
+    page = call(site, "GET", "/").body.decode()
+    assert "answered" in page
+    assert "Nothing is waiting" in page
+
+
+@pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
+def test_visits_share_a_listing_until_this_server_stores_an_answer(root: Path, endpoint: str) -> None:
+    store = CountingStore(str(root))
+    site = Site(store)
+    site.listing.seconds = 3600
+    event = make_event(store, "ev-001")
+    for _ in range(3):
+        assert "left" in call(site, "GET", "/").body.decode()
+    assert store.listings == 1
+    body, ctype = (answer_json(event), JSON_TYPE) if endpoint == "/submit/json" else (answer_form(event), FORM_TYPE)
+    assert post(site, endpoint, body, ctype).status == 200
+    page = call(site, "GET", "/").body.decode()
+    assert store.listings == 2
+    assert "answered" in page
+
+
+# -- Store.list_events -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def any_store(tmp_path: Path) -> Store:
+    return Store(str(tmp_path / "root"))
+
+
+def test_list_events_lists_newest_first_with_whether_answered(any_store: Store) -> None:
+    assert any_store.list_events() == []
+    now = time.time()
+    events = [make_event(any_store, f"e{i}", created=now - 100 + i) for i in range(5)]
+    if not any_store.is_local:
+        time.sleep(0.01)  # distinct modification times
+    _answers.submit(any_store, events[1], "3", via="json", client="x")
+    listed = any_store.list_events()
+    assert [e.request_id for e in listed] == [e["request_id"] for e in reversed(events)]
+    assert [e.answered for e in listed] == [False, False, False, True, False]
+    assert all(isinstance(e.created, float) and e.created > 0 for e in listed)
+
+
+def test_list_events_skips_what_is_not_an_event(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "root"))
+    event = make_event(store)
+    (tmp_path / "root" / "no-request-yet").mkdir()
+    (tmp_path / "root" / "not an id").mkdir()
+    (tmp_path / "root" / "not an id" / "request.json").write_text("{}")
+    (tmp_path / "root" / "a-file").write_text("x")
+    assert [e.request_id for e in store.list_events()] == [event["request_id"]]
+
+
+def test_list_events_sees_answers_given_after_an_earlier_listing(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "root"))
+    event = make_event(store)
+    assert [e.answered for e in store.list_events()] == [False]
+    other = Store(str(tmp_path / "root"))  # another process answers
+    _answers.submit(other, event, "1", via="json", client="x")
+    assert [e.answered for e in store.list_events()] == [True]
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoS3]:
+    yield from moto_server()
+
+
+def test_list_events_on_s3_is_one_listing_newest_first(moto: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(use_root(S3Bucket(moto), monkeypatch))
+    assert store.list_events() == []
+    first = make_event(store, "first")
+    time.sleep(1.1)  # S3 stamps objects to the second
+    second = make_event(store, "second")
+    _answers.submit(store, first, "2", via="json", client="x")
+    listed = store.list_events()
+    assert [(e.request_id, e.answered) for e in listed] == [(second["request_id"], False), (first["request_id"], True)]
+    assert listed[0].created > listed[1].created
