@@ -204,3 +204,31 @@ def test_status_record_never_contains_the_token(root: Path, store: Store) -> Non
     record = _answers.status_record(request_record, None)
     assert record["status"] == "pending"
     assert event.token not in json.dumps(record)
+
+
+def test_a_huge_float_answer_is_refused_at_once_and_the_server_keeps_serving(root: Path, server: Any) -> None:
+    # A backtracking float pattern held the GIL about 10 s on this value: /health waited as long.
+    event = hitl.new_event("rate", data_type=float, timeout_seconds=60, poll_interval_seconds=60)
+    hostile = {"request_id": event.request_id, "token": event.token, "value": "1" * 20_000 + "x"}
+    replies: list[Any] = []
+    poster = threading.Thread(target=lambda: replies.append(post_json(server.url, hostile)))
+    poster.start()
+    slowest = 0.0
+    while poster.is_alive() or slowest == 0.0:  # /health on other connections while the value is checked
+        started = time.monotonic()
+        assert request(server.url, "GET", "/health").status == 200
+        slowest = max(slowest, time.monotonic() - started)
+    poster.join()
+    assert replies[0].status == 400 and "expected float" in replies[0].json()["detail"]
+    assert slowest < 2.0, f"/health took {slowest:.1f} s while a float answer was checked"  # a hang guard
+    assert not (root / event.request_id / "response.json").exists()
+
+
+def test_an_answered_event_refuses_before_looking_at_the_value(root: Path, server: Any) -> None:
+    event = hitl.new_event("rate", data_type=float, timeout_seconds=60, poll_interval_seconds=60)
+    ids = {"request_id": event.request_id, "token": event.token}
+    assert post_json(server.url, {**ids, "value": 0.5}).status == 200
+    # Not 400 for the bad value: the event is settled, and its old token buys no value check.
+    late = post_json(server.url, {**ids, "value": "1" * 20_000 + "x"})
+    assert late.status == 409
+    assert response_file(root, event)["value"] == 0.5

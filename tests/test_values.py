@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 
 import pytest
 from hypothesis import example, given, settings
@@ -201,3 +203,36 @@ def test_long_bad_values_are_shortened_in_messages(name: str) -> None:
 def test_messages_give_an_example_of_a_valid_answer() -> None:
     assert re.search(r"42", str(_refused("abc", "int")))
     assert re.search(r"true", str(_refused("ture", "bool")))
+
+
+# -- linear time (hostile input) ------------------------------------------------------------------
+
+
+_LINEAR_CHECK = """
+from flyteplugins.hitl import InvalidValueError
+from flyteplugins.hitl._values import parse_value
+for name in ("int", "float"):
+    for tail in ("x", "e", ".", "e+x"):
+        for size in (20_000, 1 << 20):
+            try:
+                parse_value("1" * size + tail, name)
+            except InvalidValueError:
+                continue
+            raise SystemExit(f"{name} accepted {size} digits + {tail!r}")
+print("refused all")
+"""
+
+
+def test_a_megabyte_of_digits_is_refused_in_linear_time() -> None:
+    # A backtracking pattern took about 10 s for 20,000 digits and hours for a megabyte, holding the
+    # GIL all along: so the checks run in a child process, which the bound can stop (a hang guard).
+    done = subprocess.run([sys.executable, "-c", _LINEAR_CHECK], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "refused all"
+
+
+def test_numbers_past_the_length_caps_are_refused_with_the_usual_message() -> None:
+    assert "expected float" in str(_refused("1" * 1001, "float"))
+    assert parse_value("0." + "1" * 990, "float") == pytest.approx(0.1111111111)
+    assert "expected int" in str(_refused("1" * 4001, "int"))
+    assert parse_value("-" + "9" * 4000, "int") == -int("9" * 4000)

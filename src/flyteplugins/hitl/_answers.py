@@ -94,14 +94,18 @@ def submit(
 ) -> Record:
     """Check `raw` against the event and store it as the answer; return the stored record.
 
-    Raises `InvalidValueError` (nothing written), `AlreadyAnsweredError` or `EventExpiredError`.
+    The stored outcome is read first, so an answered or expired event refuses any answer before its
+    value is looked at. Raises `AlreadyAnsweredError`, `EventExpiredError` or `InvalidValueError`
+    (nothing written).
     """
     request_id = str(request["request_id"])
-    value = parse_value(raw, str(request["data_type"]), choices=request.get("choices"))
-    note = _check_comment(request, value, comment)
-    if seconds_left(request) <= 0:
+    # The outcome is settled first: an answered or expired event's token must not buy a value check.
+    existing = store.read_response(request_id)
+    if existing is None and seconds_left(request) <= 0:
         store.create_response(request_id, expired_record(request))
-    else:
+    elif existing is None:
+        value = parse_value(raw, str(request["data_type"]), choices=request.get("choices"))
+        note = _check_comment(request, value, comment)
         response: Record = {
             "request_id": request_id,
             "status": "completed",
@@ -117,7 +121,7 @@ def submit(
             response["identity"] = identity
         if store.create_response(request_id, response):
             return response
-    existing = store.read_response(request_id) or expired_record(request)
+    existing = existing or store.read_response(request_id) or expired_record(request)
     if existing.get("status") == "completed":
         raise AlreadyAnsweredError(request_id, existing)
     raise EventExpiredError(request_id, str(request["expires_at"]))
