@@ -115,7 +115,7 @@ def test_text_form_field(data_type: str, mode: str) -> None:
     assert '<label for="value">Your answer' in document
     assert "<h1>question</h1>" in document
     assert f"Type: {data_type}" in document and "12m 34s left" in document
-    assert '<p class="prompt">How many?\nSecond line</p>' in document
+    assert '<div class="prompt"><p>How many?<br />\nSecond line</p>\n</div>' in document
     assert 'name="token" value="tok_SECRET-token"' in document and 'name="request_id"' in document
     body = document.split("</style>", 1)[1]
     assert 'role="alert"' not in body and "aria-invalid" not in body
@@ -302,7 +302,7 @@ def event(root: Path, monkeypatch: pytest.MonkeyPatch) -> hitl.Event[Any]:
 def test_report_while_waiting_has_prompt_link_and_curl(event: hitl.Event[Any]) -> None:
     section = _html.report_section(event, None)
     assert "<h2>ship_it</h2>" in section and ">bool<" in section and ">waiting<" in section
-    assert "Ship it?\n&lt;script&gt;" in section and "<script>" not in section
+    assert "Ship it?<br />\n&lt;script&gt;" in section and "<script>" not in section
     assert f'href="{event.form_url}"' in section and "Open the form" in section
     assert f"<pre>{_html.esc(event.curl_command)}</pre>" in section
     assert "Answer:" not in section

@@ -20,7 +20,7 @@ from ._errors import (
     InvalidValueError,
 )
 from ._store import Record, Store, check_request_id
-from ._values import parse_value
+from ._values import check_answer
 
 #: How an answer arrived; recorded in the audit trail.
 VIA = ("form", "json", "cli", "python")
@@ -104,7 +104,7 @@ def submit(
     if existing is None and seconds_left(request) <= 0:
         store.create_response(request_id, expired_record(request))
     elif existing is None:
-        value = parse_value(raw, str(request["data_type"]), choices=request.get("choices"))
+        value = check_answer(request, raw)
         note = _check_comment(request, value, comment)
         response: Record = {
             "request_id": request_id,
