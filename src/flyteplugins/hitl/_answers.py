@@ -20,6 +20,7 @@ from ._errors import (
     InvalidValueError,
 )
 from ._store import Record, Store, check_request_id
+from ._types import describe
 from ._values import check_answer
 
 #: How an answer arrived; recorded in the audit trail.
@@ -50,11 +51,14 @@ def status_of(request: Record, response: Record | None) -> str:
 
 
 def status_record(request: Record, response: Record | None) -> Record:
-    """What ``GET /status`` shows: the event without its token, its status and its outcome."""
+    """What ``GET /status`` shows: the event without its token, its type as people read it
+    (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its status and its outcome."""
     public = {k: v for k, v in request.items() if k != "token"}
+    schema = request.get("schema")
     return {
         "request_id": request["request_id"],
         "status": status_of(request, response),
+        "type": describe(schema) if isinstance(schema, dict) else request.get("data_type"),
         "request": public,
         "response": response,
     }

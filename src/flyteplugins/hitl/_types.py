@@ -30,7 +30,6 @@ import enum
 import functools
 import json
 import math
-import re
 import sys
 import types
 import typing
@@ -53,8 +52,6 @@ _MAX_CHOICES = 1000
 #: Longest list answer, in items.
 MAX_LIST_ITEMS = 1000
 _MAX_DATE_CHARS = 64
-# A pattern that the linear-time engine cannot compile is matched by `re` on at most this much text.
-_MAX_PATTERN_TEXT = 2000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +83,7 @@ def _value_node(tp: object, field: str | None, constraints: Mapping[str, Any] | 
     constraints = {**(constraints or {}), **more}
     where = f"field {field!r} of type {tp!r}" if field else f"data_type {tp!r}"
     if tp in SCALARS:
-        return _scalar_node(SCALARS[tp], constraints)  # type: ignore[index]
+        return _scalar_node(SCALARS[tp], constraints, field)  # type: ignore[index]
     if tp is datetime:
         return _Node({"kind": "datetime"}, _build_datetime, _encode_datetime)
     if tp is date:
@@ -117,11 +114,20 @@ def _value_node(tp: object, field: str | None, constraints: Mapping[str, Any] | 
     )
 
 
-def _scalar_node(kind: str, constraints: Mapping[str, Any]) -> _Node:
+def _scalar_node(kind: str, constraints: Mapping[str, Any], field: str | None) -> _Node:
     from ._values import parse_value
 
     allowed = (_NUMERIC if kind in ("int", "float") else ()) + (("pattern", *_LENGTHS) if kind == "str" else ())
     schema = {"kind": kind, **_pick(constraints, allowed)}
+    if "pattern" in schema:
+        try:
+            _linear_pattern(str(schema["pattern"]))
+        except ImportError:
+            pass
+        except ValueError as e:
+            raise UnsupportedTypeError(
+                f"field {field!r}: its pattern {schema['pattern']!r} cannot be checked in linear time: {e}", field
+            ) from None
     return _Node(schema, lambda v: parse_value(v, kind), lambda v: v)
 
 
@@ -154,7 +160,10 @@ def _object_node(tp: Any) -> _Node:
     for name, annotation, required, default, description in _model_fields(tp, model):
         # Annotated may sit outside the Optional, inside it, or both.
         outer, docs, constraints = _strip_annotated(annotation)
-        inner, nullable = _split_optional(outer)
+        try:
+            inner, nullable = _split_optional(outer)
+        except UnsupportedTypeError as e:
+            raise UnsupportedTypeError(f"unsupported field {name!r} of type {outer!r}: {e}", name) from None
         inner, more_docs, more = _strip_annotated(inner)
         node = _value_node(inner, name, {**constraints, **more})
         entry: Schema = {"name": name, "type": node.schema, "required": required}
@@ -224,7 +233,11 @@ def _model_fields(tp: Any, model: str | None) -> list[tuple[str, object, bool, A
     if model == "typeddict":
         required_keys = getattr(tp, "__required_keys__", frozenset(hints))
         for name, annotation in hints.items():
-            out.append((name, _strip_required(annotation), name in required_keys, dataclasses.MISSING, None))
+            origin = typing_extensions.get_origin(annotation)
+            required = origin is typing_extensions.Required or (
+                origin is not typing_extensions.NotRequired and name in required_keys
+            )
+            out.append((name, _strip_required(annotation), required, dataclasses.MISSING, None))
         return out
     for f in dataclasses.fields(tp):
         if not f.init:
@@ -274,7 +287,7 @@ def _split_optional(tp: object) -> tuple[object, bool]:
         args = [a for a in typing_extensions.get_args(tp) if a is not type(None)]
         if len(args) == 1 and len(typing_extensions.get_args(tp)) == 2:
             return args[0], True
-        raise UnsupportedTypeError(f"unsupported type {tp!r}: a union other than X | None cannot be asked for")
+        raise UnsupportedTypeError("a union other than X | None cannot be asked for")
     return tp, False
 
 
@@ -499,25 +512,34 @@ def _short(raw: object) -> object:
 
 
 def _matches(pattern: str, text: str) -> bool:
-    validate = _linear_pattern(pattern)
-    if validate is not None:
-        try:
-            validate(text)
-        except ValueError:
-            return False
+    """Whether `text` matches `pattern` (anywhere, as pydantic reads patterns), in linear time.
+
+    Without pydantic-core (flyte installs it) the pattern is left to the task's own validation.
+    """
+    try:
+        validate = _linear_pattern(pattern)
+    except ImportError:
         return True
-    return len(text) <= _MAX_PATTERN_TEXT and re.search(pattern, text) is not None
+    try:
+        validate(text)
+    except ValueError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=64)
-def _linear_pattern(pattern: str) -> Callable[[str], object] | None:
-    """pydantic-core's Rust regex engine (linear time) when it is there and takes the pattern."""
-    try:
-        from pydantic_core import SchemaValidator, core_schema
+def _linear_pattern(pattern: str) -> Callable[[str], object]:
+    """A check of `pattern` by pydantic-core's Rust regex engine, which runs in linear time.
 
+    Raises ImportError without pydantic-core, and ValueError for a pattern that engine refuses
+    (look-around, back-references: the features that make a backtracking engine slow).
+    """
+    from pydantic_core import SchemaError, SchemaValidator, core_schema
+
+    try:
         return SchemaValidator(core_schema.str_schema(pattern=pattern)).validate_python
-    except Exception:  # not installed, or a pattern it does not support (lookaround): use re, capped
-        return None
+    except SchemaError as e:
+        raise ValueError(str(e).strip().splitlines()[-1]) from None
 
 
 # -- readable text --------------------------------------------------------------------------------

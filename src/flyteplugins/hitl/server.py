@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import _answers, _html
+from . import _answers, _html, _values
 from ._answers import seconds_left
 from ._errors import (
     AlreadyAnsweredError,
@@ -490,7 +490,7 @@ class HitlHandler(BaseHTTPRequestHandler):
             ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if ctype != "application/x-www-form-urlencoded":
                 raise fail(415, f"expected a form (application/x-www-form-urlencoded), got {ctype or 'nothing'!r}")
-            fields = parse_qs(self._body().decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+            fields = parse_qs(self._body().decode("utf-8"), keep_blank_values=True, max_num_fields=1000)
             form = {k: v[0] for k, v in fields.items()}
             request = self._event(form.get("request_id"), form.get("token"))
         except UnicodeDecodeError:
@@ -506,9 +506,18 @@ class HitlHandler(BaseHTTPRequestHandler):
             raise fail(400, f"malformed form: {e}") from None
         value, comment = form.get("value", ""), form.get("comment")
         try:
-            response = self._submit(request, value, "form", comment)
-        except InvalidValueError as e:
-            self._send_html(*self._page_for(request, value=value, error=str(e), comment=comment or ""))
+            response = self._submit(request, _values.value_from_form(request, fields), "form", comment)
+        except InvalidValueError as e:  # the event is pending: submit settles answered/expired first
+            page = _html.form_page(
+                request,
+                seconds_left(request),
+                value,
+                str(e),
+                comment=comment or "",
+                form=fields,
+                field_errors=e.field_errors,
+            )
+            self._send_html(400, page)
             return
         except AlreadyAnsweredError as e:
             self._send_html(409, _html.answered_page(request, e.response, just_now=False))
