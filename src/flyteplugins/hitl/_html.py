@@ -377,11 +377,15 @@ def _structured_fields(
         spec = {"name": "value", "type": schema, "required": True}
         return _field(spec, "value", "Your answer", entered, "", invalid, autofocus=True) + _SUBMIT + readable
     out = []
+    # Focus goes to the first field to fix, else to the first field.
+    names = [f["name"] for f in schema["fields"]]
+    focus = next((n for n in names if n in field_errors), names[0])
     for f in schema["fields"]:
         key = form_key(f["name"])
         entered = list(form.get(key, [])) if form is not None else _default_inputs(f)
         label = str(f["name"]).replace("_", " ").capitalize()
-        out.append(_field(f, key, label, entered, field_errors.get(f["name"], ""), False, autofocus=not out))
+        error = field_errors.get(f["name"], "")
+        out.append(_field(f, key, label, entered, error, False, autofocus=f["name"] == focus))
     return "".join(out) + _SUBMIT + readable
 
 
