@@ -406,3 +406,17 @@ def test_unsupported_types_and_bad_details_write_nothing(root: Path) -> None:
     with pytest.raises(hitl.InvalidEventError, match=r"details\['when'\] is not JSON data"):
         hitl.new_event("bad", data_type=int, details={"when": object()})
     assert not root.exists()
+
+
+def test_the_command_line_answers_a_dataclass_event_with_json_text(root: Path, remote: str) -> None:
+    event = review_event()
+    answer = '{"score": 2, "size": "small", "tags": ["docs"]}'
+    done = subprocess.run(
+        [sys.executable, "-m", "flyteplugins.hitl", "submit", event.form_url, answer],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["value"] == {"score": 2, "size": "small", "tags": ["docs"], "due": None, "note": ""}
+    assert event.wait() == Review(score=2, size=Size.S, tags=["docs"])

@@ -262,7 +262,17 @@ def test_when() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "shown"), [(True, "Yes (true)"), (False, "No (false)"), ("  a b ", "  a b "), (2.5, "2.5"), (-7, "-7")]
+    ("value", "shown"),
+    [
+        (True, "Yes (true)"),
+        (False, "No (false)"),
+        ("  a b ", "  a b "),
+        (2.5, "2.5"),
+        (-7, "-7"),
+        (["a", 2], "a, 2"),
+        ([], "(none)"),
+        ({"score": 4, "tags": ["x", "y"], "due": None, "ok": True}, "score: 4\ntags: x, y\ndue: —\nok: Yes (true)"),
+    ],
 )
 def test_shown_value(value: object, shown: str) -> None:
     assert _html.shown_value(value) == shown

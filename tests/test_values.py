@@ -665,3 +665,12 @@ def test_encode_turns_instances_into_plain_json() -> None:
         {"r": {"score": 1, "size": "medium", "tags": [], "due": None, "note": None, "pick": ["a"]}},
     ]
     assert encode(42) == 42 and encode("x") == "x"
+
+
+def test_structured_answers_given_as_json_text_are_read_as_json() -> None:
+    # `hitl submit ID '{"score": 4, ...}'` passes text; so does a program that sends a string.
+    request = _request(Review)
+    assert check_answer(request, '{"score": 4, "size": "small"}')["score"] == 4
+    assert check_answer(_request(list[int]), "[1, 2]") == [1, 2]
+    with pytest.raises(InvalidValueError, match="expected a JSON object"):
+        check_answer(request, "{not json")

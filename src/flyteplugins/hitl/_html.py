@@ -227,11 +227,16 @@ def when(timestamp: object) -> str:
 
 
 def shown_value(value: object) -> str:
-    """An answer as people read it: bools as yes/no, text as is, numbers as JSON writes them."""
+    """An answer as people read it: bools as yes/no, text as is, numbers as JSON writes them,
+    lists comma-separated and a structured answer one ``field: value`` line per field."""
     if isinstance(value, bool):
         return "Yes (true)" if value else "No (false)"
     if isinstance(value, str):
         return value
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {'—' if v is None else shown_value(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(shown_value(v) for v in value) or "(none)"
     return json.dumps(value, ensure_ascii=False)
 
 
