@@ -420,3 +420,26 @@ def test_the_command_line_answers_a_dataclass_event_with_json_text(root: Path, r
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["value"] == {"score": 2, "size": "small", "tags": ["docs"], "due": None, "note": ""}
     assert event.wait() == Review(score=2, size=Size.S, tags=["docs"])
+
+
+def test_approve_stores_and_shows_the_details_of_an_agents_tool_call(root: Path, store: Store) -> None:
+    details = {"tool": "delete_rows", "arguments": {"table": "events"}, "estimated rows": 120_431}
+    result: list[bool] = []
+    asker = threading.Thread(
+        target=lambda: result.append(
+            hitl.approve("run_tool", prompt="Run **`delete_rows`**?", details=details, timeout_seconds=60)
+        )
+    )
+    asker.start()
+    deadline = time.monotonic() + 60  # a hang guard while the event is created
+    while not store.list_ids() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (request_id,) = store.list_ids()
+    stored = store.read_request(request_id)
+    assert stored is not None and stored["details"] == details
+    page = request(stored["endpoint"], "GET", f"/form/{request_id}?token={stored['token']}").text
+    assert "<code>delete_rows</code>" in page and "<td>120,431</td>" in page
+    reply = post_json(stored["endpoint"], {"request_id": request_id, "token": stored["token"], "value": True})
+    assert reply.status == 200
+    asker.join(60)
+    assert result == [True]

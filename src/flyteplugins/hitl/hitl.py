@@ -651,12 +651,13 @@ def approve(
     default: bool | None = None,
     require_reject_comment: bool = False,
     notify: str | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> bool:
     """Ask a person to approve or reject, and return True for approve.
 
     The responder may add a comment (kept in the audit trail); with ``require_reject_comment``
     a rejection without one is refused. Without ``default``, no answer in time raises
-    `EventTimeoutError`.
+    `EventTimeoutError`. ``details`` (a mapping) is shown under the prompt as a table.
 
     Example:
         >>> if hitl.approve("deploy", prompt="Deploy model v3 to production?"):
@@ -673,5 +674,6 @@ def approve(
         default=default,
         notify=notify,
         comment_required_on_reject=require_reject_comment,
+        details=details,
     )
     return event.wait()
