@@ -14,10 +14,13 @@ import re
 import shlex
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _html
@@ -479,3 +482,38 @@ def test_report_shows_markdown_and_details(root: Path, monkeypatch: pytest.Monke
     assert ">Size<" in section and "Pick a <strong>size</strong>" in section
     assert '<table class="hitl-details"><tr><th scope="row">stock</th><td>1,200</td></tr></table>' in section
     assert json.loads(shlex.split(event.curl_command)[-1])["value"] == "small"
+
+
+_MARKDOWN_TAGS = {"p", "br", "strong", "em", "code", "pre", "ul", "ol", "li", "blockquote", "hr", "a", "s"}
+_MARKDOWN_TAGS |= {"h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td"}
+_MARKDOWN_ATTRS = {("a", "href"), ("a", "rel"), ("a", "target"), ("ol", "start"), ("code", "class")}
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, tuple[str, ...]]] = []
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.seen.append((tag, tuple(name for name, _ in attrs)))
+        self.hrefs += [value or "" for name, value in attrs if name == "href"]
+
+
+_PIECES = [*"<>&\"'`*_#-|[]()!:=/ \n\tabcjJsSvVx1.", "javascript:", "<script>", "<img ", "|:-|", "](", "\n\n"]
+MARKDOWNISH = st.lists(st.sampled_from(_PIECES), max_size=60).map("".join)
+
+
+@settings(deadline=None, max_examples=300)
+@given(MARKDOWNISH)
+@example("| a | b |\n|:-|-:|\n| 1 | 2 |")
+@example("[x](javascript:alert(1)) [y](JaVaScRiPt:alert(1)) <javascript:alert(1)> ![i](data:image/png;base64,AA)")
+@example("```js\n<script>\n```")
+def test_rendered_markdown_holds_only_plain_elements_safe_links_and_no_style(text: str) -> None:
+    parser = _Tags()
+    parser.feed(_html.form_page(record("int", prompt=text), 60).split('<div class="prompt">', 1)[1].split("</div>")[0])
+    for tag, attrs in parser.seen:
+        assert tag in _MARKDOWN_TAGS, tag
+        assert all((tag, a) in _MARKDOWN_ATTRS for a in attrs), (tag, attrs)
+    for href in parser.hrefs:
+        assert not href.lower().lstrip().startswith(("javascript:", "vbscript:", "data:", "file:")), href

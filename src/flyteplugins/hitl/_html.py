@@ -111,6 +111,7 @@ margin:0 0 .75rem;background:var(--chip);color:var(--muted)}
 dl{margin:1rem 0 0;display:grid;grid-template-columns:minmax(5.5rem,auto) 1fr;gap:.5rem 1rem}
 dt{color:var(--muted);font-size:.875rem;padding-top:.1rem}
 dd{margin:0;min-width:0;overflow-wrap:anywhere;white-space:pre-wrap}
+dd.question{white-space:normal}dd.question>:last-child{margin-bottom:0}dd.question p{margin:0 0 .5rem}
 .value{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;font-size:1.05rem;
 font-weight:600;background:var(--chip);padding:.05rem .45rem;border-radius:6px}
 .count{font-size:.8125rem;background:var(--chip);color:var(--muted);border-radius:999px;padding:0 .55rem}
@@ -532,26 +533,28 @@ def message_page(heading: str, message: str, *, ok: bool = False, details: str =
     return _outcome_page(heading, heading, message, "ok" if ok else "bad", "✓" if ok else "×", details)
 
 
-def _summary(rows: list[tuple[str, str, bool]]) -> str:
-    """A definition list of (label, text, is_value) rows; the texts are escaped here."""
-    items = "".join(
+def _summary(rows: list[tuple[str, str, bool]], question: str | None = None) -> str:
+    """A definition list of (label, text, is_value) rows (the texts are escaped here), with the event's
+    Markdown `question` second when given."""
+    items = [
         f"<dt>{esc(label)}</dt><dd>" + (f'<span class="value">{esc(text)}</span>' if is_value else esc(text)) + "</dd>"
         for label, text, is_value in rows
-    )
-    return f"<dl>{items}</dl>"
+    ]
+    if question is not None:
+        items.insert(1, f'<dt>Question</dt><dd class="question">{_markdown.render(question)}</dd>')
+    return f"<dl>{''.join(items)}</dl>"
 
 
 def answered_page(request: Mapping[str, Any], response: Mapping[str, Any], *, just_now: bool) -> str:
     """The page for an event that has its answer (the success page when `just_now`)."""
     rows = [
         ("Event", str(request["event_name"]), False),
-        ("Question", str(request["prompt"]), False),
         ("Answer", shown_value(response.get("value")), True),
     ]
     if response.get("comment"):
         rows.append(("Comment", str(response["comment"]), False))
     rows.append(("Answered", when(response.get("answered_at", "?")), False))
-    details = _summary(rows)
+    details = _summary(rows, str(request["prompt"]))
     if just_now:
         return _outcome_page(
             "Answer received",
@@ -573,12 +576,14 @@ def answered_page(request: Mapping[str, Any], response: Mapping[str, Any], *, ju
 
 def expired_page(request: Mapping[str, Any], response: Mapping[str, Any] | None = None) -> str:
     """The page for an event whose timeout passed (with the default it used, when it had one)."""
-    rows = [("Event", str(request["event_name"]), False), ("Question", str(request["prompt"]), False)]
+    rows = [("Event", str(request["event_name"]), False)]
     message = f"This event stopped taking answers at {when(request['expires_at'])}."
     default = (response or {}).get("value") if (response or {}).get("default_applied") else request.get("default")
     if default is not None:
         rows.append(("Default used", shown_value(default), True))
-    return _outcome_page("Expired", "This question has expired", message, "gone", "!", _summary(rows))
+    return _outcome_page(
+        "Expired", "This question has expired", message, "gone", "!", _summary(rows, str(request["prompt"]))
+    )
 
 
 def index_page(rows: list[tuple[Mapping[str, Any], str, float]]) -> str:

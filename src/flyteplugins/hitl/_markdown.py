@@ -28,13 +28,25 @@ def _parser() -> Any:
 
     md = MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False}).enable("table")
     md.disable("image")  # ![alt](url) is shown as a link to the url instead of loading it
+    # The default refuses javascript:, vbscript: and file: links but lets data:image/... through (for
+    # images, which are off here): refuse every data: link too.
+    allowed = md.validateLink
+    md.validateLink = lambda url: allowed(url) and not url.strip().lower().startswith("data:")
 
     def link_open(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
         tokens[idx].attrSet("rel", "noopener noreferrer")
         tokens[idx].attrSet("target", "_blank")
         return str(renderer.renderToken(tokens, idx, options, env))
 
+    def cell_open(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+        # Column alignment comes as a style attribute, which the pages' policy forbids: drop it.
+        if tokens[idx].attrs:
+            tokens[idx].attrs.pop("style", None)
+        return str(renderer.renderToken(tokens, idx, options, env))
+
     md.add_render_rule("link_open", link_open)
+    md.add_render_rule("th_open", cell_open)
+    md.add_render_rule("td_open", cell_open)
     return md
 
 
