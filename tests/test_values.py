@@ -674,3 +674,16 @@ def test_structured_answers_given_as_json_text_are_read_as_json() -> None:
     assert check_answer(_request(list[int]), "[1, 2]") == [1, 2]
     with pytest.raises(InvalidValueError, match="expected a JSON object"):
         check_answer(request, "{not json")
+
+
+def test_a_long_text_is_refused_as_a_choice_without_comparing_it_with_each_one() -> None:
+    many = spec_for(Literal[tuple(f"choice-{i}" for i in range(1000))])  # type: ignore[misc]
+    long_text = "x" * (1 << 20)
+    with pytest.raises(InvalidValueError, match="is not one of 'choice-0'"):
+        many.check(long_text)
+    assert many.check(" choice-999 ") == "choice-999"
+
+
+def test_specs_are_shared_between_events_of_a_type() -> None:
+    assert spec_for(Review) is spec_for(Review)
+    assert spec_for(Annotated[int, {"unhashable": []}]).name == "int"

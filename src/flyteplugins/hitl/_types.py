@@ -52,6 +52,8 @@ _MAX_CHOICES = 1000
 #: Longest list answer, in items.
 MAX_LIST_ITEMS = 1000
 _MAX_DATE_CHARS = 64
+# Longer text cannot be a choice: it is refused without comparing it with each one.
+_MAX_CHOICE_TEXT = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,11 +430,12 @@ def _check_constraints(schema: Schema, value: Any, raw: object) -> None:
 
 
 def _check_choice(schema: Schema, raw: Json) -> Json:
-    # Exact JSON values, or the text a form sends for them ("3" for 3): a linear scan, no parsing.
+    # Exact JSON values, or the text a form sends for them ("3" for 3): one scan, the text stripped once.
+    text = raw.strip() if isinstance(raw, str) and len(raw) <= _MAX_CHOICE_TEXT else None
     for choice in schema["choices"]:
         if not isinstance(raw, bool) and raw == choice and type(raw) in (type(choice), int, float):
             return choice
-        if isinstance(raw, str) and raw.strip() == wire(choice):
+        if text is not None and text == wire(choice):
             return choice
     shown = ", ".join(repr(c) for c in schema["choices"][:20]) + (", ..." if len(schema["choices"]) > 20 else "")
     raise InvalidValueError(f"{_short(raw)!r} is not one of {shown}", raw)

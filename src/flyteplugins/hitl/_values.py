@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import threading
@@ -105,9 +106,22 @@ def spec_for(data_type: object) -> TypeSpec:
     if isinstance(data_type, type) and data_type in TYPE_NAMES:
         return TypeSpec(TYPE_NAMES[data_type], None, data_type)
     try:
+        return _cached_spec(data_type)
+    except TypeError as e:  # unhashable metadata in an Annotated type: build it each time
+        if isinstance(e, UnsupportedTypeError):
+            raise
+        return _new_spec(data_type)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_spec(data_type: object) -> TypeSpec:
+    # Every event of a type, and every answer its waits build, share one spec.
+    return _new_spec(data_type)
+
+
+def _new_spec(data_type: object) -> TypeSpec:
+    try:
         node = _types.node_for(data_type)
-    except UnsupportedTypeError:
-        raise
     except RecursionError:
         raise UnsupportedTypeError(f"unsupported data_type {data_type!r}: it refers to itself") from None
     schema = node.schema
