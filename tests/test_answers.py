@@ -443,3 +443,10 @@ def test_approve_stores_and_shows_the_details_of_an_agents_tool_call(root: Path,
     assert reply.status == 200
     asker.join(60)
     assert result == [True]
+
+
+def test_an_events_choices_and_default_are_instances_of_its_type(root: Path) -> None:
+    event = hitl.new_event("size", data_type=Size, choices=[Size.S, Size.M], default=Size.M, timeout_seconds=60)
+    assert event.choices == [Size.S, Size.M] and event.default is Size.M
+    review = review_event(default=Review(score=3, size=Size.L))
+    assert review.default == Review(score=3, size=Size.L) and review.choices is None

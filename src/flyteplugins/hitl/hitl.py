@@ -33,7 +33,7 @@ from ._aio import Blocking, blocking
 from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError
 from ._store import Record, Store, default_root
-from ._values import Value, build_value, declare, remember, spec_for, type_name
+from ._values import build_value, declare, remember, spec_for, type_name
 
 T = TypeVar("T")
 
@@ -224,7 +224,7 @@ class Event(Generic[T]):
 
     @property
     def data_type(self) -> type[T]:
-        """The Python type of the answer: int, float, str or bool."""
+        """The Python type of the answer (int, float, str, bool, or a structured type)."""
         return self._data_type
 
     @property
@@ -273,14 +273,16 @@ class Event(Generic[T]):
         return cast(str, self._request["expires_at"])
 
     @property
-    def choices(self) -> list[Value] | None:
-        """The allowed answers, or None when any value of `data_type` is allowed."""
-        return cast("list[Value] | None", self._request.get("choices"))
+    def choices(self) -> list[T] | None:
+        """The allowed answers (as `data_type`), or None when any value of `data_type` is allowed."""
+        choices = self._request.get("choices")
+        return None if choices is None else [build_value(self._data_type, c) for c in choices]
 
     @property
-    def default(self) -> Value | None:
-        """The value `wait()` returns when the timeout passes, or None (then it raises)."""
-        return cast("Value | None", self._request.get("default"))
+    def default(self) -> T | None:
+        """The value `wait()` returns when the timeout passes (as `data_type`), or None (then it raises)."""
+        default = self._request.get("default")
+        return None if default is None else cast(T, build_value(self._data_type, default))
 
     @property
     def response(self) -> Record | None:
