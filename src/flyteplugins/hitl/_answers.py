@@ -19,8 +19,8 @@ from ._errors import (
     InvalidTokenError,
     InvalidValueError,
 )
+from ._schema import describe
 from ._store import Record, Store, check_request_id
-from ._types import describe
 from ._values import check_answer
 
 #: How an answer arrived; recorded in the audit trail.

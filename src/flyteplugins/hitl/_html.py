@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import _markdown
-from ._types import describe, wire
+from ._schema import describe, wire
 from ._values import form_key
 
 # One stylesheet for every page. Light and dark follow the reader's `prefers-color-scheme`.

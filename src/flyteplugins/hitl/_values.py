@@ -22,7 +22,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _types
+from . import _schema, _types
 from ._errors import InvalidEventError, InvalidValueError, UnsupportedTypeError
 from ._types import Json, encode
 
@@ -58,7 +58,7 @@ class TypeSpec:
     """
 
     name: str
-    schema: _types.Schema | None
+    schema: _schema.Schema | None
     python_type: object
     node: _types._Node | None = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -66,7 +66,7 @@ class TypeSpec:
         """`raw` checked against the schema (server side, no classes needed), as plain JSON."""
         if self.schema is None:
             return parse_value(raw, self.name)
-        return _types.check(self.schema, encode(raw))
+        return _schema.check(self.schema, encode(raw))
 
     def build(self, value: Json) -> Any:
         """The instance for a stored answer (task side): the type's own validation runs here."""
@@ -87,11 +87,11 @@ class TypeSpec:
         """A placeholder answer, for curl commands."""
         if self.schema is None:
             return {"int": 42, "float": 0.5, "bool": True, "str": "your answer"}[self.name]
-        return _types.example(self.schema)
+        return _schema.example(self.schema)
 
     def describe(self) -> str:
         """The type as people read it: ``int``, ``list[str]``, ``Review {score: int (≥ 1, ≤ 5), ...}``."""
-        return self.name if self.schema is None else _types.describe(self.schema)
+        return self.name if self.schema is None else _schema.describe(self.schema)
 
 
 def spec_for(data_type: object) -> TypeSpec:
@@ -125,7 +125,7 @@ def _new_spec(data_type: object) -> TypeSpec:
     except RecursionError:
         raise UnsupportedTypeError(f"unsupported data_type {data_type!r}: it refers to itself") from None
     schema = node.schema
-    name = schema["name"] if schema["kind"] == "object" else _types.describe(schema)
+    name = schema["name"] if schema["kind"] == "object" else _schema.describe(schema)
     return TypeSpec(name, schema, data_type, node)
 
 
@@ -177,7 +177,7 @@ def declare(data_type: object, choices: object = None, default: object = None) -
     return fields
 
 
-def _narrowed(schema: _types.Schema, allowed: list[Json]) -> _types.Schema:
+def _narrowed(schema: _schema.Schema, allowed: list[Json]) -> _schema.Schema:
     keep = [i for i, c in enumerate(schema["choices"]) if c in allowed]
     narrowed = {**schema, "choices": [schema["choices"][i] for i in keep]}
     if "labels" in schema:
@@ -213,7 +213,7 @@ def check_answer(request: Mapping[str, Any], raw: object) -> Json:
         # The command line passes its argument as text: '{"score": 4}' is read as the JSON it spells.
         with contextlib.suppress(ValueError, RecursionError):  # the check below says what was expected
             raw = json.loads(raw)
-    value = _types.check(schema, encode(raw))
+    value = _schema.check(schema, encode(raw))
     choices = request.get("choices")
     if choices is not None and value not in choices:
         raise InvalidValueError(f"value {_short(raw)!r} is not one of the allowed choices {choices!r}", raw)
