@@ -614,8 +614,10 @@ def new_event(
         prompt: The question shown to the person, in Markdown (plain text on the console).
         timeout_seconds: How long to wait for an answer, from creation (default: one hour).
         poll_interval_seconds: How often to read storage for answers from other servers (default: 5).
-        choices: The only answers allowed (str, int and float events); the form offers them as buttons.
+        choices: The only answers allowed (str, int, float, Enum and Literal events); the form offers
+            them as buttons.
         default: Returned by ``wait()`` when the timeout passes, instead of raising; recorded as applied.
+            For a structured type, an instance (``default=Review(score=3)``).
         notify: A URL to POST a JSON notice to when the event starts waiting (default:
             ``$FLYTE_HITL_NOTIFY_URL``); a Slack or Mattermost incoming webhook shows its ``text`` as is.
         details: Facts for the decision (an agent's tool call, a model's metrics), shown under the
@@ -628,6 +630,7 @@ def new_event(
         >>> event = new_event("approve", data_type=bool, prompt="Ship it?")
         >>> event = await new_event.aio("x", data_type=int, prompt="What should I add to x?")
         >>> event = new_event("size", data_type=str, choices=["S", "M", "L"], default="M")
+        >>> review = new_event("review", data_type=Review, prompt="Label **img-42**", details={"model": 0.91})
     """
     return Event.create(
         name,
