@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
+import enum
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import annotated_types
 import pytest
 from conftest import post_json, request
 
@@ -222,3 +231,240 @@ def test_status_record_never_contains_the_token(root: Path, store: Store) -> Non
     record = _answers.status_record(request_record, None)
     assert record["status"] == "pending"
     assert event.token not in json.dumps(record)
+
+
+def test_a_huge_float_answer_is_refused_at_once_and_the_server_keeps_serving(root: Path, server: Any) -> None:
+    # A backtracking float pattern held the GIL about 10 s on this value: /health waited as long.
+    event = hitl.new_event("rate", data_type=float, timeout_seconds=60, poll_interval_seconds=60)
+    hostile = {"request_id": event.request_id, "token": event.token, "value": "1" * 20_000 + "x"}
+    replies: list[Any] = []
+    poster = threading.Thread(target=lambda: replies.append(post_json(server.url, hostile)))
+    poster.start()
+    slowest = 0.0
+    while poster.is_alive() or slowest == 0.0:  # /health on other connections while the value is checked
+        started = time.monotonic()
+        assert request(server.url, "GET", "/health").status == 200
+        slowest = max(slowest, time.monotonic() - started)
+    poster.join()
+    assert replies[0].status == 400 and "expected float" in replies[0].json()["detail"]
+    assert slowest < 2.0, f"/health took {slowest:.1f} s while a float answer was checked"  # a hang guard
+    assert not (root / event.request_id / "response.json").exists()
+
+
+def test_an_answered_event_refuses_before_looking_at_the_value(root: Path, server: Any) -> None:
+    event = hitl.new_event("rate", data_type=float, timeout_seconds=60, poll_interval_seconds=60)
+    ids = {"request_id": event.request_id, "token": event.token}
+    assert post_json(server.url, {**ids, "value": 0.5}).status == 200
+    # Not 400 for the bad value: the event is settled, and its old token buys no value check.
+    late = post_json(server.url, {**ids, "value": "1" * 20_000 + "x"})
+    assert late.status == 409
+    assert response_file(root, event)["value"] == 0.5
+
+
+# -- structured answers over HTTP -----------------------------------------------------------------
+
+
+class Size(enum.Enum):
+    S = "small"
+    M = "medium"
+    L = "large"
+
+
+@dataclasses.dataclass
+class Review:
+    score: Annotated[int, annotated_types.Ge(1), annotated_types.Le(5), "How good, 1 to 5"]
+    size: Size
+    tags: list[Literal["bug", "docs", "perf"]] = dataclasses.field(default_factory=list)
+    due: datetime.date | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.score == 1 and not self.note:
+            raise ValueError("a score of 1 needs a note")
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+def remote(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`python -m flyteplugins.hitl serve` in another process: it has the records but not our classes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flyteplugins.hitl", "serve", "--root", str(root), "--port", "0"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = re.search(r"(http://127\.0\.0\.1:\d+)\s*$", proc.stdout.readline())
+        assert url, "the server did not say where it serves"
+        monkeypatch.setenv("FLYTE_HITL_ENDPOINT", url.group(1))
+        yield url.group(1)
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def review_event(**kwargs: Any) -> hitl.Event[Review]:
+    return hitl.new_event(
+        "review",
+        data_type=Review,
+        prompt="**Label** this item.\n\n| metric | value |\n|---|---|\n| f1 | 0.91 |",
+        timeout_seconds=60,
+        poll_interval_seconds=0.1,
+        details={"item": "img-0042.png", "model_scores": {"cat": 0.7, "dog": 0.3}},
+        **kwargs,
+    )
+
+
+def test_json_api_names_every_bad_field_stores_nothing_then_the_task_gets_the_instance(root: Path, remote: str) -> None:
+    event = review_event()
+    ids = {"request_id": event.request_id, "token": event.token}
+    bad = post_json(remote, {**ids, "value": {"score": 7, "size": "huge", "due": "someday", "extra": 1}})
+    assert bad.status == 400
+    detail = bad.json()["detail"]
+    for name in ("score:", "size:", "due:", "extra:"):
+        assert name in detail
+    assert not (root / event.request_id / "response.json").exists()
+    good = {"score": 4, "size": "medium", "tags": ["bug", "perf"], "due": "2026-12-24"}
+    ok = post_json(remote, {**ids, "value": good})
+    assert ok.status == 200, ok.text
+    assert ok.json()["value"] == {**good, "note": ""}
+    assert event.wait() == Review(score=4, size=Size.M, tags=["bug", "perf"], due=datetime.date(2026, 12, 24))
+
+
+def test_form_of_a_dataclass_over_http_keeps_values_and_shows_field_errors(root: Path, remote: str) -> None:
+    event = review_event()
+    page = request(remote, "GET", f"/form/{event.request_id}?token={event.token}").text
+    assert '<label for="f-score">Score <span class="req">required</span>' in page
+    assert "How good, 1 to 5" in page and "<strong>Label</strong>" in page and "<table>" in page
+    assert "img-0042.png" in page and "&quot;cat&quot;: 0.7" in page, "details are shown as a table"
+    assert 'type="checkbox" name="f.tags" value="docs"' in page and 'type="date"' in page
+    ids = f"request_id={event.request_id}&token={event.token}"
+    fields = "&f.score=9&f.size=large&f.tags=bug&f.tags=docs&f.due=2026-12-24&f.note=looks+fine"
+    refused = request(remote, "POST", "/submit", (ids + fields).encode(), FORM)
+    assert refused.status == 400
+    html = refused.text
+    assert re.search(r'<p class="field-error" id="e-f-score">[^<]*maximum 5</p>', html)
+    assert 'name="f.score" type="text" value="9"' in html
+    assert 'value="large" checked' in html and 'value="bug" checked' in html and 'value="docs" checked' in html
+    assert 'value="perf" checked' not in html and 'value="2026-12-24"' in html and 'value="looks fine"' in html
+    assert not (root / event.request_id / "response.json").exists()
+    accepted = request(remote, "POST", "/submit", (ids + fields.replace("score=9", "score=5")).encode(), FORM)
+    assert accepted.status == 200, accepted.text
+    assert event.wait() == Review(
+        score=5, size=Size.L, tags=["bug", "docs"], due=datetime.date(2026, 12, 24), note="looks fine"
+    )
+    assert event.response is not None and event.response["via"] == "form"
+
+
+def test_status_shows_the_readable_type_schema_and_details(root: Path, remote: str) -> None:
+    event = review_event()
+    status = request(remote, "GET", f"/status/{event.request_id}?token={event.token}").json()
+    assert status["type"] == (
+        'Review {score: int (≥ 1, ≤ 5), size: Size, tags?: list["bug" | "docs" | "perf"], due?: date | None, '
+        "note?: str}"
+    )
+    assert status["request"]["data_type"] == "Review"
+    assert [f["name"] for f in status["request"]["schema"]["fields"]] == ["score", "size", "tags", "due", "note"]
+    assert status["request"]["details"]["item"] == "img-0042.png"
+
+
+def test_a_remote_server_cannot_run_post_init_so_the_wait_raises_naming_it(root: Path, remote: str) -> None:
+    event = review_event()
+    reply = post_json(
+        remote, {"request_id": event.request_id, "token": event.token, "value": {"score": 1, "size": "S"}}
+    )
+    assert reply.status == 400 and "'S' is not one of" in reply.json()["detail"]
+    reply = post_json(
+        remote, {"request_id": event.request_id, "token": event.token, "value": {"score": 1, "size": "small"}}
+    )
+    assert reply.status == 200, "the schema alone cannot see __post_init__'s rule"
+    with pytest.raises(hitl.InvalidValueError, match="a score of 1 needs a note"):
+        event.wait()
+
+
+def test_the_embedded_server_runs_post_init_before_storing(root: Path) -> None:
+    event = review_event()
+    ids = {"request_id": event.request_id, "token": event.token}
+    refused = post_json(event.endpoint, {**ids, "value": {"score": 1, "size": "small"}})
+    assert refused.status == 400 and "a score of 1 needs a note" in refused.json()["detail"]
+    assert not (root / event.request_id / "response.json").exists()
+    assert post_json(event.endpoint, {**ids, "value": {"score": 1, "size": "small", "note": "why"}}).status == 200
+    assert event.wait() == Review(score=1, size=Size.S, note="why")
+
+
+def test_submit_takes_an_instance_and_the_default_is_an_instance_too(root: Path) -> None:
+    event = review_event()
+    hitl.submit(event.request_id, Review(score=3, size=Size.L, tags=["docs"]), root=str(root))
+    assert response_file(root, event)["value"] == {
+        "score": 3,
+        "size": "large",
+        "tags": ["docs"],
+        "due": None,
+        "note": "",
+    }
+    assert event.wait() == Review(score=3, size=Size.L, tags=["docs"])
+    late = hitl.new_event("late", data_type=Size, timeout_seconds=0.3, poll_interval_seconds=0.1, default=Size.M)
+    assert late.wait() is Size.M
+    assert response_file(root, late)["value"] == "medium"
+
+
+def test_unsupported_types_and_bad_details_write_nothing(root: Path) -> None:
+    @dataclasses.dataclass
+    class Bad:
+        blob: dict[str, Any]
+
+    with pytest.raises(hitl.UnsupportedTypeError, match="field 'blob'"):
+        hitl.new_event("bad", data_type=Bad)
+    with pytest.raises(hitl.InvalidEventError, match="details must be a mapping"):
+        hitl.new_event("bad", data_type=int, details=["a"])  # type: ignore[arg-type]
+    with pytest.raises(hitl.InvalidEventError, match=r"details\['when'\] is not JSON data"):
+        hitl.new_event("bad", data_type=int, details={"when": object()})
+    assert not root.exists()
+
+
+def test_the_command_line_answers_a_dataclass_event_with_json_text(root: Path, remote: str) -> None:
+    event = review_event()
+    answer = '{"score": 2, "size": "small", "tags": ["docs"]}'
+    done = subprocess.run(
+        [sys.executable, "-m", "flyteplugins.hitl", "submit", event.form_url, answer],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["value"] == {"score": 2, "size": "small", "tags": ["docs"], "due": None, "note": ""}
+    assert event.wait() == Review(score=2, size=Size.S, tags=["docs"])
+
+
+def test_approve_stores_and_shows_the_details_of_an_agents_tool_call(root: Path, store: Store) -> None:
+    details = {"tool": "delete_rows", "arguments": {"table": "events"}, "estimated rows": 120_431}
+    result: list[bool] = []
+    asker = threading.Thread(
+        target=lambda: result.append(
+            hitl.approve("run_tool", prompt="Run **`delete_rows`**?", details=details, timeout_seconds=60)
+        )
+    )
+    asker.start()
+    deadline = time.monotonic() + 60  # a hang guard while the event is created
+    while not store.list_ids() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (request_id,) = store.list_ids()
+    stored = store.read_request(request_id)
+    assert stored is not None and stored["details"] == details
+    page = request(stored["endpoint"], "GET", f"/form/{request_id}?token={stored['token']}").text
+    assert "<code>delete_rows</code>" in page and "<td>120,431</td>" in page
+    reply = post_json(stored["endpoint"], {"request_id": request_id, "token": stored["token"], "value": True})
+    assert reply.status == 200
+    asker.join(60)
+    assert result == [True]
+
+
+def test_an_events_choices_and_default_are_instances_of_its_type(root: Path) -> None:
+    event = hitl.new_event("size", data_type=Size, choices=[Size.S, Size.M], default=Size.M, timeout_seconds=60)
+    assert event.choices == [Size.S, Size.M] and event.default is Size.M
+    review = review_event(default=Review(score=3, size=Size.L))
+    assert review.default == Review(score=3, size=Size.L) and review.choices is None

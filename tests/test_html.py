@@ -5,17 +5,26 @@ in tests/browser.)"""
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime
+import enum
 import hashlib
 import json
 import re
 import shlex
+import subprocess
+import sys
+from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _html
+from flyteplugins.hitl._values import declare
 
 XSS = "<script>alert(1)</script>\"'&<img src=x onerror=alert(2)>"
 
@@ -115,7 +124,7 @@ def test_text_form_field(data_type: str, mode: str) -> None:
     assert '<label for="value">Your answer' in document
     assert "<h1>question</h1>" in document
     assert f"Type: {data_type}" in document and "12m 34s left" in document
-    assert '<p class="prompt">How many?\nSecond line</p>' in document
+    assert '<div class="prompt"><p>How many?<br />\nSecond line</p>\n</div>' in document
     assert 'name="token" value="tok_SECRET-token"' in document and 'name="request_id"' in document
     body = document.split("</style>", 1)[1]
     assert 'role="alert"' not in body and "aria-invalid" not in body
@@ -256,7 +265,17 @@ def test_when() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "shown"), [(True, "Yes (true)"), (False, "No (false)"), ("  a b ", "  a b "), (2.5, "2.5"), (-7, "-7")]
+    ("value", "shown"),
+    [
+        (True, "Yes (true)"),
+        (False, "No (false)"),
+        ("  a b ", "  a b "),
+        (2.5, "2.5"),
+        (-7, "-7"),
+        (["a", 2], "a, 2"),
+        ([], "(none)"),
+        ({"score": 4, "tags": ["x", "y"], "due": None, "ok": True}, "score: 4\ntags: x, y\ndue: —\nok: Yes (true)"),
+    ],
 )
 def test_shown_value(value: object, shown: str) -> None:
     assert _html.shown_value(value) == shown
@@ -302,7 +321,7 @@ def event(root: Path, monkeypatch: pytest.MonkeyPatch) -> hitl.Event[Any]:
 def test_report_while_waiting_has_prompt_link_and_curl(event: hitl.Event[Any]) -> None:
     section = _html.report_section(event, None)
     assert "<h2>ship_it</h2>" in section and ">bool<" in section and ">waiting<" in section
-    assert "Ship it?\n&lt;script&gt;" in section and "<script>" not in section
+    assert "Ship it?<br />\n&lt;script&gt;" in section and "<script>" not in section
     assert f'href="{event.form_url}"' in section and "Open the form" in section
     assert f"<pre>{_html.esc(event.curl_command)}</pre>" in section
     assert "Answer:" not in section
@@ -323,3 +342,178 @@ def test_report_after_timeout(event: hitl.Event[Any]) -> None:
     assert ">expired<" in expired and "without an answer" in expired
     defaulted = _html.report_section(event, {"status": "expired", "default_applied": True, "value": True})
     assert ">timed out<" in defaulted and "<code>Yes (true)</code>" in defaulted
+
+
+# -- Markdown prompts and details -----------------------------------------------------------------
+
+
+def test_prompt_markdown_keeps_raw_html_as_text_and_loads_nothing() -> None:
+    prompt = (
+        "# Deploy?\n**bold** _it_ `code`\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+        "[docs](https://example.com/x) ![logo](https://evil.example/x.png) [js](javascript:alert(1)) " + XSS
+    )
+    document = _html.form_page(record("int", prompt=prompt), 60)
+    body = document.split("</style>", 1)[1]
+    assert "<h1>Deploy?</h1>" in body and "<strong>bold</strong>" in body and "<code>code</code>" in body
+    assert "<li>one</li>" in body and "<table>" in body and "<td>2</td>" in body
+    assert '<a href="https://example.com/x" rel="noopener noreferrer" target="_blank">docs</a>' in body
+    assert "<img" not in body and "<script" not in body and "&lt;script&gt;" in body
+    assert 'href="javascript:' not in body
+    assert '<a href="https://evil.example/x.png" rel="noopener noreferrer" target="_blank">logo</a>' in body
+
+
+def test_prompt_is_escaped_text_when_markdown_it_is_missing() -> None:
+    code = (
+        "import sys; sys.modules['markdown_it'] = None\n"  # as if the package were not installed
+        "from flyteplugins.hitl import _markdown\n"
+        "print(_markdown.render('**a** <b>\\nline'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout == '<p class="plain">**a** &lt;b&gt;\nline</p>\n', done.stderr
+
+
+def test_details_are_a_two_column_table_with_numbers_formatted_and_json_indented() -> None:
+    details = {"tool": "delete_rows", "<key>": "<v>", "rows": 1234567, "share": 0.125, "ok": True, "args": {"t": [1]}}
+    table = _html.form_page(record("bool", details=details), 60).split("</style>", 1)[1]
+    assert '<tr><th scope="row">tool</th><td>delete_rows</td></tr>' in table
+    assert '<th scope="row">&lt;key&gt;</th><td>&lt;v&gt;</td>' in table
+    assert "<td>1,234,567</td>" in table and "<td>0.125</td>" in table and "<td>true</td>" in table
+    assert "<td><pre>{\n  &quot;t&quot;: [\n    1\n  ]\n}</pre></td>" in table
+
+
+# -- structured forms -----------------------------------------------------------------------------
+
+
+class Size(enum.Enum):
+    S = "small"
+    M = "medium"
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+    BLUE = "blue"
+    CYAN = "cyan"
+    MAGENTA = "magenta"
+    YELLOW = "yellow"
+    BLACK = "black"
+
+
+@dataclasses.dataclass
+class Order:
+    count: Annotated[int, "How many boxes"]
+    size: Size
+    colour: Colour = Colour.BLUE
+    extras: list[Literal["gift", "express"]] = dataclasses.field(default_factory=lambda: ["gift"])
+    notes: list[str] = dataclasses.field(default_factory=lambda: ["a", "b"])
+    ship_on: datetime.date | None = None
+    at: datetime.datetime = datetime.datetime(
+        2026, 12, 1, 15, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=1))
+    )
+    fragile: bool | None = None
+
+
+def structured(tp: object, **extra: Any) -> dict[str, Any]:
+    return record(**{**declare(tp), **extra})
+
+
+def test_structured_form_has_one_labelled_input_per_field_with_defaults() -> None:
+    document = _html.form_page(structured(Order), 60).split("</style>", 1)[1]
+    names = re.findall(r'(?:<label for="f-|<fieldset class="field" id="f-)(\w+)', document)
+    assert names == ["count", "size", "colour", "extras", "notes", "ship_on", "at", "fragile"], "declaration order"
+    assert '<label for="f-count">Count <span class="req">required</span> <span class="hint">(whole number)</span>' in (
+        document
+    )
+    assert '<p class="desc" id="d-f-count">How many boxes</p>' in document
+    assert 'name="f.count" type="text" value="" inputmode="numeric"' in document and "required autofocus" in document
+    assert '<input type="radio" name="f.size" value="small" required>S</label>' in document, "few choices: radios"
+    assert '<select id="f-colour" name="f.colour"' in document, "many choices: a select"
+    assert '<option value="blue" selected>BLUE</option>' in document
+    assert '<input type="checkbox" name="f.extras" value="gift" checked>gift</label>' in document
+    assert '<input type="checkbox" name="f.extras" value="express">express</label>' in document
+    assert '<textarea id="f-notes" name="f.notes" rows="3">a\nb</textarea>' in document
+    assert 'name="f.ship_on" type="date" value=""' in document
+    assert 'name="f.at" type="datetime-local" value="2026-12-01T14:30:00" step="1"' in document, "shown in UTC"
+    assert "date and time, UTC" in document
+    assert '<input type="radio" name="f.fragile" value="" checked>No answer</label>' in document, "bool | None"
+    assert "Type: Order" in document and "Answer format: <code>Order {count: int, size: Size" in document
+
+
+def test_structured_form_reshows_entered_values_and_each_fields_error() -> None:
+    form = {
+        "f.count": ["many"],
+        "f.size": ["medium"],
+        "f.extras": ["express"],
+        "f.notes": ["x\ny"],
+        "f.ship_on": ["2026-12-24"],
+    }
+    errors = {"count": "invalid value 'many': expected int", "ship_on": "<too late>"}
+    document = _html.form_page(structured(Order), 60, "", "invalid answer: ...", form=form, field_errors=errors)
+    assert 'name="f.count" type="text" value="many"' in document
+    assert 'aria-describedby="d-f-count e-f-count" aria-invalid="true"' in document
+    assert '<p class="field-error" id="e-f-count">invalid value &#x27;many&#x27;: expected int</p>' in document
+    assert '<p class="field-error" id="e-f-ship_on">&lt;too late&gt;</p>' in document
+    assert 'value="medium" required checked' not in document and 'value="medium" checked required>' in document
+    assert 'value="express" checked>' in document and 'value="gift">' in document, "what was ticked, not the default"
+    assert ">x\ny</textarea>" in document and 'value="2026-12-24"' in document
+    assert 'role="alert"' in document
+
+
+def test_top_level_enum_list_and_date_forms() -> None:
+    enum_form = _html.form_page(structured(Size), 60)
+    assert '<button type="submit" name="value" value="small">S</button>' in enum_form
+    many = _html.form_page(structured(Colour), 60)
+    assert '<option value="cyan">CYAN</option>' in many
+    checks = _html.form_page(structured(list[Size]), 60)
+    assert '<input type="checkbox" name="value" value="medium">M</label>' in checks
+    lines = _html.form_page(structured(list[int]), 60)
+    assert (
+        '<textarea id="value" name="value" rows="3" autofocus></textarea>' in lines
+        and "one whole number per line" in lines
+    )
+    day = _html.form_page(structured(datetime.date), 60, "2026-01-02", "bad")
+    assert 'name="value" type="date" value="2026-01-02"' in day
+
+
+def test_report_shows_markdown_and_details(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYTE_HITL_ENDPOINT", "http://hitl.example:8080")
+    event = hitl.new_event("pick", data_type=Size, prompt="Pick a **size**", details={"stock": 1200})
+    section = _html.report_section(event, None)
+    assert ">Size<" in section and "Pick a <strong>size</strong>" in section
+    assert '<table class="hitl-details"><tr><th scope="row">stock</th><td>1,200</td></tr></table>' in section
+    assert json.loads(shlex.split(event.curl_command)[-1])["value"] == "small"
+
+
+_MARKDOWN_TAGS = {"p", "br", "strong", "em", "code", "pre", "ul", "ol", "li", "blockquote", "hr", "a", "s"}
+_MARKDOWN_TAGS |= {"h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td"}
+_MARKDOWN_ATTRS = {("a", "href"), ("a", "rel"), ("a", "target"), ("ol", "start"), ("code", "class")}
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, tuple[str, ...]]] = []
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.seen.append((tag, tuple(name for name, _ in attrs)))
+        self.hrefs += [value or "" for name, value in attrs if name == "href"]
+
+
+_PIECES = [*"<>&\"'`*_#-|[]()!:=/ \n\tabcjJsSvVx1.", "javascript:", "<script>", "<img ", "|:-|", "](", "\n\n"]
+MARKDOWNISH = st.lists(st.sampled_from(_PIECES), max_size=60).map("".join)
+
+
+@settings(deadline=None, max_examples=300)
+@given(MARKDOWNISH)
+@example("| a | b |\n|:-|-:|\n| 1 | 2 |")
+@example("[x](javascript:alert(1)) [y](JaVaScRiPt:alert(1)) <javascript:alert(1)> ![i](data:image/png;base64,AA)")
+@example("```js\n<script>\n```")
+def test_rendered_markdown_holds_only_plain_elements_safe_links_and_no_style(text: str) -> None:
+    parser = _Tags()
+    parser.feed(_html.form_page(record("int", prompt=text), 60).split('<div class="prompt">', 1)[1].split("</div>")[0])
+    for tag, attrs in parser.seen:
+        assert tag in _MARKDOWN_TAGS, tag
+        assert all((tag, a) in _MARKDOWN_ATTRS for a in attrs), (tag, attrs)
+    for href in parser.hrefs:
+        assert not href.lower().lstrip().startswith(("javascript:", "vbscript:", "data:", "file:")), href

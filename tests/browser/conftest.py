@@ -105,7 +105,10 @@ class Tab:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}-{self.scheme}-{self.size}.png"
         width = self.page.evaluate("document.documentElement.clientWidth")
-        bottom = self.page.evaluate("Math.ceil(document.querySelector('main').getBoundingClientRect().bottom)")
+        # The page may be scrolled (a filled field scrolls into view): measure from the document's top.
+        bottom = self.page.evaluate(
+            "Math.ceil(document.querySelector('main').getBoundingClientRect().bottom + scrollY)"
+        )
         clip = {"x": 0, "y": 0, "width": width, "height": bottom}
         self.page.screenshot(path=str(path), full_page=True, clip=clip)
         return path

@@ -537,6 +537,19 @@ def parse_page(reply: bytes) -> _Page:
     return page
 
 
+def fenced(text: str) -> str:
+    """`text` as a Markdown code block, which pages show verbatim: prompts are Markdown, and this test is
+    about escaping, not Markdown's own syntax (tests/test_html.py checks what rendered Markdown may hold)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
+
+
+def as_markdown_shows(text: str) -> str:
+    """The text a code block shows for `text`: CommonMark turns CR and CRLF into LF, and NUL into U+FFFD."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
+
+
 def check_page(reply: bytes, twin: bytes, shown: list[str]) -> _Page:
     """`reply` has exactly the elements and attributes of `twin` (the same page for plain text) and shows `shown`."""
     page, plain = parse_page(reply), parse_page(twin)
@@ -582,9 +595,10 @@ def test_names_prompts_and_values_stay_text_on_every_page(
     hostile: dict[str, hitl.Event[Any]] = {}
     twin: dict[str, hitl.Event[Any]] = {}
     for events, text in ((hostile, {"name": name, "prompt": prompt}), (twin, plain)):
-        events["int"] = hitl.new_event(text["name"], data_type=int, prompt=text["prompt"])
-        events["str"] = hitl.new_event(text["name"], data_type=str, prompt=text["prompt"])
-        events["gone"] = hitl.new_event(text["name"], data_type=int, prompt=text["prompt"], timeout_seconds=0.001)
+        markdown = fenced(text["prompt"])
+        events["int"] = hitl.new_event(text["name"], data_type=int, prompt=markdown)
+        events["str"] = hitl.new_event(text["name"], data_type=str, prompt=markdown)
+        events["gone"] = hitl.new_event(text["name"], data_type=int, prompt=markdown, timeout_seconds=0.001)
 
     def get(event: hitl.Event[Any]) -> bytes:
         return exchange(port, f"GET /form/{event.request_id}?token={quote(event.token)} HTTP/1.1\r\n\r\n".encode())
@@ -595,16 +609,17 @@ def test_names_prompts_and_values_stay_text_on_every_page(
         head += f"Content-Length: {len(body)}"
         return exchange(port, head.encode() + b"\r\n\r\n" + body)
 
+    shown = as_markdown_shows(prompt)
     try:
-        check_page(get(hostile["int"]), get(twin["int"]), [name, prompt])
-        check_page(get(hostile["gone"]), get(twin["gone"]), [name, prompt])
+        check_page(get(hostile["int"]), get(twin["int"]), [name, shown])
+        check_page(get(hostile["gone"]), get(twin["gone"]), [name, shown])
         refused = post_form(hostile["int"], value)
         assert refused[9:12] == b"400"
-        page = check_page(refused, post_form(twin["int"], plain["value"]), [name, prompt])
+        page = check_page(refused, post_form(twin["int"], plain["value"]), [name, shown])
         assert value in page.values  # the typed value is given back, as an attribute value
         accepted = post_form(hostile["str"], value)
         assert accepted[9:12] == b"200"
-        page = check_page(accepted, post_form(twin["str"], plain["value"]), [name, prompt])
+        page = check_page(accepted, post_form(twin["str"], plain["value"]), [name, shown])
         assert value in "".join(page.text) or json.dumps(value, ensure_ascii=False) in "".join(page.text)
         both = parse_page(exchange(port, b"GET / HTTP/1.1\r\n\r\n"))
         assert name in "".join(both.text)

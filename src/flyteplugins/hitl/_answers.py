@@ -19,8 +19,9 @@ from ._errors import (
     InvalidTokenError,
     InvalidValueError,
 )
+from ._schema import describe
 from ._store import Record, Store, check_request_id
-from ._values import parse_value
+from ._values import check_answer
 
 #: How an answer arrived; recorded in the audit trail.
 VIA = ("form", "json", "cli", "python")
@@ -50,11 +51,14 @@ def status_of(request: Record, response: Record | None) -> str:
 
 
 def status_record(request: Record, response: Record | None) -> Record:
-    """What ``GET /status`` shows: the event without its token, its status and its outcome."""
+    """What ``GET /status`` shows: the event without its token, its type as people read it
+    (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its status and its outcome."""
     public = {k: v for k, v in request.items() if k != "token"}
+    schema = request.get("schema")
     return {
         "request_id": request["request_id"],
         "status": status_of(request, response),
+        "type": describe(schema) if isinstance(schema, dict) else request.get("data_type"),
         "request": public,
         "response": response,
     }
@@ -94,14 +98,18 @@ def submit(
 ) -> Record:
     """Check `raw` against the event and store it as the answer; return the stored record.
 
-    Raises `InvalidValueError` (nothing written), `AlreadyAnsweredError` or `EventExpiredError`.
+    The stored outcome is read first, so an answered or expired event refuses any answer before its
+    value is looked at. Raises `AlreadyAnsweredError`, `EventExpiredError` or `InvalidValueError`
+    (nothing written).
     """
     request_id = str(request["request_id"])
-    value = parse_value(raw, str(request["data_type"]), choices=request.get("choices"))
-    note = _check_comment(request, value, comment)
-    if seconds_left(request) <= 0:
+    # The outcome is settled first: an answered or expired event's token must not buy a value check.
+    existing = store.read_response(request_id)
+    if existing is None and seconds_left(request) <= 0:
         store.create_response(request_id, expired_record(request))
-    else:
+    elif existing is None:
+        value = check_answer(request, raw)
+        note = _check_comment(request, value, comment)
         response: Record = {
             "request_id": request_id,
             "status": "completed",
@@ -117,7 +125,7 @@ def submit(
             response["identity"] = identity
         if store.create_response(request_id, response):
             return response
-    existing = store.read_response(request_id) or expired_record(request)
+    existing = existing or store.read_response(request_id) or expired_record(request)
     if existing.get("status") == "completed":
         raise AlreadyAnsweredError(request_id, existing)
     raise EventExpiredError(request_id, str(request["expires_at"]))

@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
@@ -45,7 +45,7 @@ FORM = "application/x-www-form-urlencoded"
 #: Events per index page.
 PAGE_SIZE = 50
 #: Most fields accepted in a submitted form (a structured answer takes one field per part).
-MAX_FORM_FIELDS = 300
+MAX_FORM_FIELDS = 1000
 #: Most query parameters accepted in a request target.
 MAX_QUERY_FIELDS = 20
 #: The longest identity header value recorded, in characters.
@@ -392,7 +392,16 @@ def form(site: Site, request: Request, request_id: str) -> Response:
     return _page_for(site.store, event)
 
 
-def _page_for(store: Store, event: Record, *, value: str = "", error: str = "", comment: str = "") -> Response:
+def _page_for(
+    store: Store,
+    event: Record,
+    *,
+    value: str = "",
+    error: str = "",
+    comment: str = "",
+    form: Mapping[str, Sequence[str]] | None = None,
+    field_errors: Mapping[str, str] | None = None,
+) -> Response:
     """The form for a pending event (400 when re-shown with an error), else the event's state."""
     response = store.read_response(event["request_id"])
     status = _answers.status_of(event, response)
@@ -400,7 +409,9 @@ def _page_for(store: Store, event: Record, *, value: str = "", error: str = "", 
         return html_reply(200, _html.answered_page(event, response, just_now=False))
     if status == "expired":
         return html_reply(200, _html.expired_page(event))
-    page = _html.form_page(event, seconds_left(event), value, error, comment=comment)
+    page = _html.form_page(
+        event, seconds_left(event), value, error, comment=comment, form=form, field_errors=field_errors
+    )
     return html_reply(400 if error else 200, page)
 
 
@@ -502,7 +513,15 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
         )
     except InvalidValueError as e:
         # Shown again with the error and what was typed.
-        return _page_for(site.store, event, value=one.get("value", ""), error=str(e), comment=comment or "")
+        return _page_for(
+            site.store,
+            event,
+            value=one.get("value", ""),
+            error=str(e),
+            comment=comment or "",
+            form=fields,
+            field_errors=e.field_errors,
+        )
     except AlreadyAnsweredError as e:
         return html_reply(409, _html.answered_page(event, e.response, just_now=False))
     except EventExpiredError:

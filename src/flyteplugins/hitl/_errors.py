@@ -16,7 +16,14 @@ class InvalidEventError(HitlError, ValueError):
 
 
 class UnsupportedTypeError(HitlError, TypeError):
-    """An event was declared with a `data_type` other than int, float, str or bool."""
+    """An event was declared with a `data_type` this package cannot show as a form (or a field of one).
+
+    `field` names the offending field of a structured type (None for the type itself).
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidRequestIdError(HitlError, ValueError):
@@ -29,11 +36,16 @@ class InvalidRequestIdError(HitlError, ValueError):
 
 
 class InvalidValueError(HitlError, ValueError):
-    """An answer does not fit the event's type (or its allowed choices)."""
+    """An answer does not fit the event's type (or its allowed choices).
 
-    def __init__(self, message: str, value: object = None) -> None:
+    For a structured type, `field_errors` maps each offending field's name to why it was refused
+    (all of them at once); it is empty otherwise.
+    """
+
+    def __init__(self, message: str, value: object = None, field_errors: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.value = value
+        self.field_errors: dict[str, str] = dict(field_errors or {})
 
 
 class EventNotFoundError(HitlError, LookupError):

@@ -18,6 +18,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from . import _markdown
+from ._schema import describe, wire
+from ._values import form_key
+
 # One stylesheet for every page. Light and dark follow the reader's `prefers-color-scheme`.
 # Touch targets are at least 48px tall and text fields use 18px text (phones zoom into smaller ones).
 _STYLE = """
@@ -50,8 +54,31 @@ font-size:.8125rem;font-weight:600;white-space:nowrap}
 .chip.time{background:var(--accent-soft);color:var(--accent)}
 .chip.done{background:var(--ok-soft);color:var(--ok)}
 .chip.gone{background:var(--warn-soft);color:var(--warn)}
-.prompt{white-space:pre-wrap;overflow-wrap:anywhere;font-size:1.125rem;margin:0 0 1.25rem;padding:.85rem 1rem;
+.prompt{overflow-wrap:anywhere;font-size:1.125rem;margin:0 0 1.25rem;padding:.85rem 1rem;
 border-left:4px solid var(--accent);background:var(--bg);border-radius:0 10px 10px 0}
+.prompt>:last-child{margin-bottom:0}.prompt p,.prompt ul,.prompt ol{margin:0 0 .6rem}
+.prompt ul,.prompt ol{padding-left:1.4rem}.prompt h1,.prompt h2,.prompt h3{font-size:1.125rem;margin:0 0 .5rem}
+.plain{white-space:pre-wrap}
+.prompt code,.details pre,.prompt pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+font-size:.9em;background:var(--chip);border-radius:5px}
+.prompt code{padding:.05rem .3rem}.prompt pre{padding:.6rem .8rem;overflow-x:auto}.prompt pre code{padding:0}
+.prompt a{color:var(--accent)}
+.prompt table,.details{border-collapse:collapse;width:100%;margin:0 0 .75rem;font-size:.95rem}
+.prompt th,.prompt td,.details th,.details td{border:1px solid var(--line);padding:.35rem .6rem;text-align:left;
+vertical-align:top;overflow-wrap:anywhere}
+.details{margin:-.5rem 0 1.25rem}.details th{width:35%;color:var(--muted);font-weight:600}
+.details pre{margin:0;padding:.4rem .5rem;white-space:pre-wrap;font-size:.85rem}
+.field{margin:0 0 1.1rem}.req{color:var(--err);font-weight:600;font-size:.8125rem}
+.desc{color:var(--muted);font-size:.9rem;margin:-.2rem 0 .4rem}
+.field-error{color:var(--err);font-size:.9rem;margin:.35rem 0 0;overflow-wrap:anywhere}
+.opts{display:flex;flex-wrap:wrap;gap:.25rem 1rem}
+.opts label{display:flex;align-items:center;gap:.5rem;font-weight:400;min-height:2.75rem;margin:0}
+input[type=radio],input[type=checkbox]{width:1.3rem;height:1.3rem;margin:0;accent-color:var(--accent)}
+input[type=date],input[type=datetime-local]{display:block;width:100%;min-height:3rem;font:inherit;
+font-size:1.125rem;padding:.6rem .8rem;color:var(--fg);background:var(--field);border:1.5px solid var(--line);
+border-radius:10px}
+select[aria-invalid=true],fieldset[aria-invalid=true] .opts{border-color:var(--err)}
+.schema{color:var(--muted);font-size:.875rem;margin:1rem 0 0}.schema code{overflow-wrap:anywhere}
 label,legend{display:block;font-weight:650;margin:0 0 .4rem;padding:0}
 .hint{font-weight:400;color:var(--muted);font-size:.875rem}
 fieldset{border:0;margin:0;padding:0;min-width:0}
@@ -84,6 +111,7 @@ margin:0 0 .75rem;background:var(--chip);color:var(--muted)}
 dl{margin:1rem 0 0;display:grid;grid-template-columns:minmax(5.5rem,auto) 1fr;gap:.5rem 1rem}
 dt{color:var(--muted);font-size:.875rem;padding-top:.1rem}
 dd{margin:0;min-width:0;overflow-wrap:anywhere;white-space:pre-wrap}
+dd.question{white-space:normal}dd.question>:last-child{margin-bottom:0}dd.question p{margin:0 0 .5rem}
 .value{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;font-size:1.05rem;
 font-weight:600;background:var(--chip);padding:.05rem .45rem;border-radius:6px}
 .count{font-size:.8125rem;background:var(--chip);color:var(--muted);border-radius:999px;padding:0 .55rem}
@@ -116,8 +144,8 @@ _FORM = string.Template(
     """<article class="card">
 <h1>$name</h1>
 <ul class="chips"><li class="chip">Type: $type</li><li class="chip time">$left</li></ul>
-<p class="prompt">$prompt</p>
-$error<form method="post" action="/submit" autocomplete="off">
+<div class="prompt">$prompt</div>
+$details$error<form method="post" action="/submit" autocomplete="off">
 <input type="hidden" name="request_id" value="$request_id">
 <input type="hidden" name="token" value="$token">
 $fields
@@ -192,11 +220,16 @@ def when(timestamp: object) -> str:
 
 
 def shown_value(value: object) -> str:
-    """An answer as people read it: bools as yes/no, text as is, numbers as JSON writes them."""
+    """An answer as people read it: bools as yes/no, text as is, numbers as JSON writes them,
+    lists comma-separated and a structured answer one ``field: value`` line per field."""
     if isinstance(value, bool):
         return "Yes (true)" if value else "No (false)"
     if isinstance(value, str):
         return value
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {'—' if v is None else shown_value(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(shown_value(v) for v in value) or "(none)"
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -230,9 +263,9 @@ def _text_field(type_name: str, value: str, invalid: bool) -> str:
     )
 
 
-def _choice_fields(choices: Sequence[object], value: str) -> str:
+def _choice_fields(choices: Sequence[object], value: str, labels: Sequence[str] | None = None) -> str:
     # Buttons get no autofocus, like yes/no: Enter must not pick an answer by accident.
-    shown = [shown_value(c) for c in choices]
+    shown = list(labels) if labels else [shown_value(c) for c in choices]
     if len(choices) <= _MAX_CHOICE_BUTTONS and all(len(s) <= _MAX_CHOICE_BUTTON_TEXT for s in shown):
         buttons = "".join(
             f'<button type="submit" name="value" value="{esc(_wire(c))}">{esc(s)}</button>'
@@ -267,16 +300,33 @@ def _bool_fields(request: Mapping[str, Any], comment: str, invalid: bool) -> str
 
 def _wire(value: object) -> str:
     """A choice as the form sends it back (the server parses it with the event's type)."""
-    return value if isinstance(value, str) else json.dumps(value)
+    return wire(value)
 
 
 def form_page(
-    request: Mapping[str, Any], seconds_left: float, value: str = "", error: str = "", *, comment: str = ""
+    request: Mapping[str, Any],
+    seconds_left: float,
+    value: str = "",
+    error: str = "",
+    *,
+    comment: str = "",
+    form: Mapping[str, Sequence[str]] | None = None,
+    field_errors: Mapping[str, str] | None = None,
 ) -> str:
-    """The answer form for a pending event, optionally re-shown with an error and what was typed before."""
+    """The answer form for a pending event, optionally re-shown with an error and what was typed before.
+
+    `form` (the posted fields, as ``parse_qs`` returns them) and `field_errors` re-show a structured
+    answer with each field's value kept and its error beside it.
+
+    Example:
+        >>> form_page(request, 600, form={"f.score": ["9"]}, field_errors={"score": "is more than 5"})
+    """
     type_name = str(request["data_type"])
     choices = request.get("choices")
-    if type_name == "bool":
+    schema = request.get("schema")
+    if schema is not None:
+        fields = _structured_fields(schema, value, form, field_errors or {}, bool(error))
+    elif type_name == "bool":
         fields = _bool_fields(request, comment, bool(error))
     elif choices:
         fields = _choice_fields(choices, value)
@@ -294,7 +344,8 @@ def form_page(
         name=esc(request["event_name"]),
         type=esc(type_name),
         left=esc(time_left(seconds_left)),
-        prompt=esc(request["prompt"]),
+        prompt=_markdown.render(str(request["prompt"])),
+        details=_markdown.details_table(request.get("details")),
         error=alert,
         request_id=esc(request["request_id"]),
         token=esc(request["token"]),
@@ -302,6 +353,166 @@ def form_page(
         footer=esc(footer),
     )
     return page(f"{request['event_name']} · human input", body)
+
+
+_SUBMIT = '<div class="actions"><button type="submit">Submit answer</button></div>'
+
+
+def _structured_fields(
+    schema: Mapping[str, Any],
+    value: str,
+    form: Mapping[str, Sequence[str]] | None,
+    field_errors: Mapping[str, str],
+    invalid: bool,
+) -> str:
+    """The inputs of an event with a schema: one per field of an object, else one named "value"."""
+    kind = schema["kind"]
+    readable = f'<p class="schema">Answer format: <code>{esc(describe(dict(schema)))}</code></p>'
+    if kind == "choice":
+        return _choice_fields(schema["choices"], value, schema.get("labels")) + readable
+    if kind != "object":
+        entered = list(form.get("value", [])) if form is not None else ([value] if value else [])
+        spec = {"name": "value", "type": schema, "required": True}
+        return _field(spec, "value", "Your answer", entered, "", invalid, autofocus=True) + _SUBMIT + readable
+    out = []
+    # Focus goes to the first field to fix, else to the first field.
+    names = [f["name"] for f in schema["fields"]]
+    focus = next((n for n in names if n in field_errors), names[0])
+    for f in schema["fields"]:
+        key = form_key(f["name"])
+        entered = list(form.get(key, [])) if form is not None else _default_inputs(f)
+        label = str(f["name"]).replace("_", " ").capitalize()
+        error = field_errors.get(f["name"], "")
+        out.append(_field(f, key, label, entered, error, False, autofocus=f["name"] == focus))
+    return "".join(out) + _SUBMIT + readable
+
+
+def _default_inputs(f: Mapping[str, Any]) -> list[str]:
+    """A field's default as the texts its inputs show."""
+    default = f.get("default")
+    if default is None:
+        return []
+    kind = f["type"]["kind"]
+    if kind == "list":
+        items = [wire(v) for v in default]
+        return items if f["type"]["items"]["kind"] == "choice" else ["\n".join(items)]
+    if kind == "datetime":  # datetime-local shows UTC without a zone
+        moment = datetime.fromisoformat(str(default)).astimezone(timezone.utc)
+        return [moment.replace(tzinfo=None).isoformat(timespec="seconds")]
+    if kind == "bool":
+        return ["true" if default else "false"]
+    return [wire(default)]
+
+
+def _hint(schema: Mapping[str, Any]) -> str:
+    kind = schema["kind"]
+    base = {
+        "int": "whole number",
+        "float": "number",
+        "str": "text",
+        "bool": "yes or no",
+        "date": "date",
+        "datetime": "date and time, UTC",
+        "choice": "choose one",
+    }.get(kind, "")
+    if kind == "list":
+        base = "choose any" if schema["items"]["kind"] == "choice" else f"one {_hint(schema['items'])} per line"
+    limits = [
+        f"{word} {schema[key]}"
+        for key, word in (
+            ("ge", "at least"),
+            ("gt", "more than"),
+            ("le", "at most"),
+            ("lt", "less than"),
+            ("min_length", "min. length"),
+            ("max_length", "max. length"),
+        )
+        if key in schema
+    ]
+    return ", ".join([base, *limits])
+
+
+def _field(
+    f: Mapping[str, Any], key: str, label: str, entered: list[str], error: str, invalid: bool, autofocus: bool
+) -> str:
+    """One labelled input (or group of options) with its description, hint and error."""
+    schema = f["type"]
+    kind = schema["kind"]
+    ident = "value" if key == "value" else "f-" + key.removeprefix(form_key(""))
+    required = bool(f.get("required")) and not f.get("nullable")
+    mark = ' <span class="req">required</span>' if f.get("required") else ""
+    hint = f' <span class="hint">({esc(_hint(schema))})</span>'
+    desc = f'<p class="desc" id="d-{esc(ident)}">{esc(f["description"])}</p>' if f.get("description") else ""
+    bad = bool(error) or invalid
+    described = " ".join(
+        x for x in (f"d-{ident}" if desc else "", f"e-{ident}" if error else "", "error" if invalid else "") if x
+    )
+    aria = (f' aria-describedby="{esc(described)}"' if described else "") + (' aria-invalid="true"' if bad else "")
+    message = f'<p class="field-error" id="e-{esc(ident)}">{esc(error)}</p>' if error else ""
+    first = entered[0] if entered else ""
+    focus = " autofocus" if autofocus else ""
+    req = " required" if required else ""
+    name = esc(key)
+    options = _options(schema, f)
+    if options is not None:  # radios or checkboxes, in a fieldset
+        multiple = kind == "list"
+        chosen = set(entered) if multiple else {first}
+        kind_attr = "checkbox" if multiple else "radio"
+        boxes = "".join(
+            f'<label><input type="{kind_attr}" name="{name}" value="{esc(v)}"'
+            f"{' checked' if v in chosen else ''}{req if not multiple else ''}>{esc(text)}</label>"
+            for v, text in options
+        )
+        return (
+            f'<fieldset class="field" id="{esc(ident)}"{aria}><legend>{esc(label)}{mark}{hint}</legend>'
+            f'{desc}<div class="opts">{boxes}</div>{message}</fieldset>'
+        )
+    head = f'<div class="field"><label for="{esc(ident)}">{esc(label)}{mark}{hint}</label>{desc}'
+    if kind == "choice":  # many choices: a select
+        labels = schema.get("labels") or [shown_value(c) for c in schema["choices"]]
+        items = "".join(
+            f'<option value="{esc(wire(c))}"{" selected" if wire(c) == first else ""}>{esc(t)}</option>'
+            for c, t in zip(schema["choices"], labels, strict=True)
+        )
+        empty = "No answer" if f.get("nullable") else "Choose one…"
+        return (
+            f'{head}<select id="{esc(ident)}" name="{name}"{req}{focus}{aria}><option value="">{empty}</option>'
+            f"{items}</select>{message}</div>"
+        )
+    if kind == "list":  # one entry per line
+        return (
+            f'{head}<textarea id="{esc(ident)}" name="{name}" rows="3"{focus}{aria}>{esc(first)}</textarea>'
+            f"{message}</div>"
+        )
+    input_type = {"date": "date", "datetime": "datetime-local"}.get(kind, "text")
+    extra = ' step="1"' if kind == "datetime" else ""
+    if input_type == "text":
+        extra = f' inputmode="{_INPUT_MODES.get(kind, "text")}" autocapitalize="off" spellcheck="false"'
+    return (
+        f'{head}<input id="{esc(ident)}" name="{name}" type="{input_type}" value="{esc(first)}"'
+        f'{extra} autocomplete="off"{req}{focus}{aria}>{message}</div>'
+    )
+
+
+def _options(schema: Mapping[str, Any], f: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+    """(value, text) pairs when the field is shown as radios or checkboxes, else None."""
+    kind = schema["kind"]
+    if kind == "bool":
+        pairs = [("true", "Yes"), ("false", "No")]
+        return [*pairs, ("", "No answer")] if f.get("nullable") else pairs
+    if kind == "list" and schema["items"]["kind"] == "choice":
+        items = schema["items"]
+        return list(zip([wire(c) for c in items["choices"]], _labels(items), strict=True))
+    if kind == "choice":
+        labels = _labels(schema)
+        if len(labels) <= _MAX_CHOICE_BUTTONS and all(len(t) <= _MAX_CHOICE_BUTTON_TEXT for t in labels):
+            pairs = list(zip([wire(c) for c in schema["choices"]], labels, strict=True))
+            return [*pairs, ("", "No answer")] if f.get("nullable") else pairs
+    return None
+
+
+def _labels(schema: Mapping[str, Any]) -> list[str]:
+    return [str(x) for x in schema.get("labels") or [shown_value(c) for c in schema["choices"]]]
 
 
 def _outcome_page(title: str, heading: str, message: str, tone: str, mark: str, details: str = "") -> str:
@@ -314,26 +525,28 @@ def message_page(heading: str, message: str, *, ok: bool = False, details: str =
     return _outcome_page(heading, heading, message, "ok" if ok else "bad", "✓" if ok else "×", details)
 
 
-def _summary(rows: list[tuple[str, str, bool]]) -> str:
-    """A definition list of (label, text, is_value) rows; the texts are escaped here."""
-    items = "".join(
+def _summary(rows: list[tuple[str, str, bool]], question: str | None = None) -> str:
+    """A definition list of (label, text, is_value) rows (the texts are escaped here), with the event's
+    Markdown `question` second when given."""
+    items = [
         f"<dt>{esc(label)}</dt><dd>" + (f'<span class="value">{esc(text)}</span>' if is_value else esc(text)) + "</dd>"
         for label, text, is_value in rows
-    )
-    return f"<dl>{items}</dl>"
+    ]
+    if question is not None:
+        items.insert(1, f'<dt>Question</dt><dd class="question">{_markdown.render(question)}</dd>')
+    return f"<dl>{''.join(items)}</dl>"
 
 
 def answered_page(request: Mapping[str, Any], response: Mapping[str, Any], *, just_now: bool) -> str:
     """The page for an event that has its answer (the success page when `just_now`)."""
     rows = [
         ("Event", str(request["event_name"]), False),
-        ("Question", str(request["prompt"]), False),
         ("Answer", shown_value(response.get("value")), True),
     ]
     if response.get("comment"):
         rows.append(("Comment", str(response["comment"]), False))
     rows.append(("Answered", when(response.get("answered_at", "?")), False))
-    details = _summary(rows)
+    details = _summary(rows, str(request["prompt"]))
     if just_now:
         return _outcome_page(
             "Answer received",
@@ -355,12 +568,14 @@ def answered_page(request: Mapping[str, Any], response: Mapping[str, Any], *, ju
 
 def expired_page(request: Mapping[str, Any], response: Mapping[str, Any] | None = None) -> str:
     """The page for an event whose timeout passed (with the default it used, when it had one)."""
-    rows = [("Event", str(request["event_name"]), False), ("Question", str(request["prompt"]), False)]
+    rows = [("Event", str(request["event_name"]), False)]
     message = f"This event stopped taking answers at {when(request['expires_at'])}."
     default = (response or {}).get("value") if (response or {}).get("default_applied") else request.get("default")
     if default is not None:
         rows.append(("Default used", shown_value(default), True))
-    return _outcome_page("Expired", "This question has expired", message, "gone", "!", _summary(rows))
+    return _outcome_page(
+        "Expired", "This question has expired", message, "gone", "!", _summary(rows, str(request["prompt"]))
+    )
 
 
 def index_page(
@@ -444,9 +659,16 @@ def index_page(
     return page("Human input", body)
 
 
-def curl_command(api_url: str, request_id: str, token: str, type_name: str) -> str:
-    """A one-line curl command answering an event; the value is a placeholder to replace."""
-    placeholder = {"int": 42, "float": 0.5, "bool": True, "str": "your answer"}[type_name]
+_NO_EXAMPLE = object()
+
+
+def curl_command(api_url: str, request_id: str, token: str, type_name: str, example: object = _NO_EXAMPLE) -> str:
+    """A one-line curl command answering an event; the value is a placeholder to replace.
+
+    `example` is the placeholder (plain JSON) for a structured type; the four scalars have their own.
+    """
+    placeholders: dict[str, object] = {"int": 42, "float": 0.5, "bool": True, "str": "your answer"}
+    placeholder = example if example is not _NO_EXAMPLE else placeholders[type_name]
     body = json.dumps({"request_id": request_id, "token": token, "value": placeholder})
     return f"curl -sS -X POST {shlex.quote(api_url)} -H 'Content-Type: application/json' -d {shlex.quote(body)}"
 
@@ -458,8 +680,12 @@ _REPORT_STYLE = (
     ".hitl h2{font-size:1.25rem;margin:0 0 .5rem}.hitl-chip{display:inline-block;padding:.1rem .55rem;"
     "border-radius:999px;background:#eceef3;font-size:.8rem;font-weight:600;margin-right:.35rem}"
     ".hitl-wait{background:#e8ebfb;color:#3346c4}.hitl-ok{background:#e4f4e9;color:#17753a}"
-    ".hitl-gone{background:#fdf1dc;color:#8a5300}.hitl-prompt{white-space:pre-wrap;border-left:4px solid #3346c4;"
-    "padding:.5rem .9rem;background:#f3f4f7;margin:.75rem 0}.hitl-answer{font-size:1.1rem}"
+    ".hitl-gone{background:#fdf1dc;color:#8a5300}.hitl-prompt{border-left:4px solid #3346c4;"
+    "padding:.5rem .9rem;background:#f3f4f7;margin:.75rem 0}.hitl-prompt>:last-child{margin-bottom:0}"
+    ".hitl .plain{white-space:pre-wrap}.hitl-prompt table,.hitl-details{border-collapse:collapse;margin:.5rem 0}"
+    ".hitl-prompt th,.hitl-prompt td,.hitl-details th,.hitl-details td{border:1px solid #dcdfe6;padding:.25rem .5rem;"
+    "text-align:left;vertical-align:top}.hitl-details pre{margin:0;background:none;color:inherit;padding:0}"
+    ".hitl-answer{font-size:1.1rem}"
     ".hitl-answer code{background:#eceef3;padding:.1rem .4rem;border-radius:5px;font-weight:600}"
     ".hitl-button{display:inline-block;padding:.5rem 1rem;border-radius:8px;background:#3346c4;color:#fff;"
     "text-decoration:none;font-weight:600}.hitl pre{white-space:pre-wrap;word-break:break-all;background:#171a21;"
@@ -471,7 +697,8 @@ _REPORT_STYLE = (
 
 def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
     """The event's section in a Flyte report: prompt, link, curl and, once answered, the value."""
-    type_name = esc(event.data_type.__name__)
+    request = getattr(event, "_request", {})
+    type_name = esc(request.get("data_type") or getattr(event.data_type, "__name__", event.data_type))
     if response is None:
         chip = '<span class="hitl-chip hitl-wait">waiting</span>'
         state = f"<p>Waiting for an answer until {esc(when(event.expires_at))}.</p>"
@@ -503,6 +730,7 @@ def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
     return (
         f'{_REPORT_STYLE}<div class="hitl"><h2>{esc(event.name)}</h2>'
         f'<p><span class="hitl-chip">{type_name}</span>{chip}</p>'
-        f'<p class="hitl-prompt">{esc(event.prompt)}</p>{state}{how}'
+        f'<div class="hitl-prompt">{_markdown.render(event.prompt)}</div>'
+        f"{_markdown.details_table(request.get('details'), 'hitl-details')}{state}{how}"
         f'<p class="hitl-meta">Request id {esc(event.request_id)}</p></div>'
     )

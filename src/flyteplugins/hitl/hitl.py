@@ -24,16 +24,16 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Generic, Literal, TypeVar, cast
 from urllib.parse import quote
 
-from . import _html, _notify
+from . import _html, _markdown, _notify
 from ._aio import Blocking, blocking
 from ._answers import expired_record, seconds_left, utc
-from ._errors import EventTimeoutError, InvalidEventError, InvalidValueError
+from ._errors import EventTimeoutError, InvalidEventError
 from ._store import Record, Store, default_root
-from ._values import Value, parse_value, type_name
+from ._values import build_value, declare, remember, spec_for, type_name
 
 T = TypeVar("T")
 
@@ -180,28 +180,6 @@ def _check_args(name: object, data_type: object, scope: object, prompt: object, 
     return type_name(data_type)
 
 
-def _check_choices(type_str: str, choices: object, default: object) -> tuple[list[Value] | None, Value | None]:
-    """The choices and default as the event's type; InvalidEventError names any that does not fit."""
-    checked: list[Value] | None = None
-    if choices is not None:
-        if type_str == "bool":
-            raise InvalidEventError("choices are for str, int and float events; a bool event already has two")
-        if isinstance(choices, (str, bytes)) or not hasattr(choices, "__iter__"):
-            raise InvalidEventError(f"choices must be a list of values, got {choices!r}")
-        try:
-            checked = [parse_value(c, type_str) for c in choices]
-        except InvalidValueError as e:
-            raise InvalidEventError(f"choices must all be {type_str}: {e}") from e
-        if not checked or len(set(checked)) != len(checked):
-            raise InvalidEventError(f"choices must be a non-empty list of distinct values, got {choices!r}")
-    if default is None:
-        return checked, None
-    try:
-        return checked, parse_value(default, type_str, choices=checked)
-    except InvalidValueError as e:
-        raise InvalidEventError(f"default {default!r} does not fit the event: {e}") from e
-
-
 class Event(Generic[T]):
     """A question waiting for one typed answer from a person (web form) or a program (JSON).
 
@@ -246,7 +224,7 @@ class Event(Generic[T]):
 
     @property
     def data_type(self) -> type[T]:
-        """The Python type of the answer: int, float, str or bool."""
+        """The Python type of the answer (int, float, str, bool, or a structured type)."""
         return self._data_type
 
     @property
@@ -295,14 +273,16 @@ class Event(Generic[T]):
         return cast(str, self._request["expires_at"])
 
     @property
-    def choices(self) -> list[Value] | None:
-        """The allowed answers, or None when any value of `data_type` is allowed."""
-        return cast("list[Value] | None", self._request.get("choices"))
+    def choices(self) -> list[T] | None:
+        """The allowed answers (as `data_type`), or None when any value of `data_type` is allowed."""
+        choices = self._request.get("choices")
+        return None if choices is None else [build_value(self._data_type, c) for c in choices]
 
     @property
-    def default(self) -> Value | None:
-        """The value `wait()` returns when the timeout passes, or None (then it raises)."""
-        return cast("Value | None", self._request.get("default"))
+    def default(self) -> T | None:
+        """The value `wait()` returns when the timeout passes (as `data_type`), or None (then it raises)."""
+        default = self._request.get("default")
+        return None if default is None else cast(T, build_value(self._data_type, default))
 
     @property
     def response(self) -> Record | None:
@@ -313,7 +293,8 @@ class Event(Generic[T]):
     @property
     def curl_command(self) -> str:
         """A one-line curl command that answers the event (replace the value placeholder)."""
-        return _html.curl_command(self.api_url, self.request_id, self.token, type_name(self._data_type))
+        example = spec_for(self._data_type).example()
+        return _html.curl_command(self.api_url, self.request_id, self.token, type_name(self._data_type), example)
 
     def __repr__(self) -> str:
         return (
@@ -334,9 +315,11 @@ class Event(Generic[T]):
         default: T | None = None,
         notify: str | None = None,
         comment_required_on_reject: bool = False,
+        details: Mapping[str, Any] | None = None,
     ) -> Event[T]:
         type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
-        checked_choices, checked_default = _check_choices(type_str, choices, default)
+        declared = declare(data_type, choices, default)
+        checked_details = _markdown.check_details(details)
         notify_url = _notify.check_url(notify if notify is not None else os.environ.get(_notify.NOTIFY_ENV) or None)
         store = _store_for(default_root())
         endpoint = _endpoint_for(store)
@@ -355,8 +338,10 @@ class Event(Generic[T]):
             "endpoint": endpoint,
         }
         optional = {
-            "choices": checked_choices,
-            "default": checked_default,
+            "schema": declared.get("schema"),
+            "choices": declared.get("choices"),
+            "default": declared.get("default"),
+            "details": checked_details,
             "comment_required_on_reject": comment_required_on_reject or None,
         }
         fresh.update({k: v for k, v in optional.items() if v is not None})
@@ -370,6 +355,7 @@ class Event(Generic[T]):
                 f"of type {request and request.get('data_type')!r}, not {name!r} of type {type_str!r}"
             )
         event = cls(request, data_type, float(poll_interval_seconds), store, endpoint)
+        remember(request_id, spec_for(data_type))
         # Kept off storage: a webhook URL often carries a secret, and a re-run passes it again.
         event._notify_url = notify_url
         return event
@@ -537,11 +523,11 @@ def _outcome(event: Event[Any], response: Record) -> Any:
             _say(f"{event.name!r} expired without an answer")
             _update_report(event, response)
             raise EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
-        value = parse_value(response.get("value"), type_name(event.data_type))
+        value = build_value(event.data_type, response.get("value"))
         _say(f"{event.name!r} timed out; using its default {value!r}")
         _update_report(event, response)
         return value
-    value = parse_value(response.get("value"), type_name(event.data_type))
+    value = build_value(event.data_type, response.get("value"))
     source = _html.source(response)
     comment = f', comment "{_html.one_line(str(response["comment"]), 80)}"' if response.get("comment") else ""
     _say(f"{event.name!r} answered: {value!r}" + (f" (via {source}{comment})" if source or comment else ""))
@@ -616,20 +602,26 @@ def new_event(
     choices: list[T] | None = None,
     default: T | None = None,
     notify: str | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> Event[T]:
     """Create a human-in-the-loop event (or re-attach to it when a task is re-run).
 
     Args:
         name: A descriptive name for the event, shown in logs and on the form.
-        data_type: The type of the answer: int, float, str or bool.
+        data_type: The type of the answer: int, float, str, bool, date, datetime, an Enum, a Literal,
+            list[...] of those, or a dataclass, TypedDict or pydantic model of those (see the README).
         scope: Where the event lives; only "run" is supported.
-        prompt: The question shown to the person.
+        prompt: The question shown to the person, in Markdown (plain text on the console).
         timeout_seconds: How long to wait for an answer, from creation (default: one hour).
         poll_interval_seconds: How often to read storage for answers from other servers (default: 5).
-        choices: The only answers allowed (str, int and float events); the form offers them as buttons.
+        choices: The only answers allowed (str, int, float, Enum and Literal events); the form offers
+            them as buttons.
         default: Returned by ``wait()`` when the timeout passes, instead of raising; recorded as applied.
+            For a structured type, an instance (``default=Review(score=3)``).
         notify: A URL to POST a JSON notice to when the event starts waiting (default:
             ``$FLYTE_HITL_NOTIFY_URL``); a Slack or Mattermost incoming webhook shows its ``text`` as is.
+        details: Facts for the decision (an agent's tool call, a model's metrics), shown under the
+            prompt as a table on the form, in ``/status`` and in the report; JSON values only.
 
     Returns:
         The `Event`; call ``event.wait()`` (or ``await event.wait.aio()``) for the answer.
@@ -638,6 +630,7 @@ def new_event(
         >>> event = new_event("approve", data_type=bool, prompt="Ship it?")
         >>> event = await new_event.aio("x", data_type=int, prompt="What should I add to x?")
         >>> event = new_event("size", data_type=str, choices=["S", "M", "L"], default="M")
+        >>> review = new_event("review", data_type=Review, prompt="Label **img-42**", details={"model": 0.91})
     """
     return Event.create(
         name,
@@ -649,6 +642,7 @@ def new_event(
         choices=choices,
         default=default,
         notify=notify,
+        details=details,
     )
 
 
@@ -662,12 +656,13 @@ def approve(
     default: bool | None = None,
     require_reject_comment: bool = False,
     notify: str | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> bool:
     """Ask a person to approve or reject, and return True for approve.
 
     The responder may add a comment (kept in the audit trail); with ``require_reject_comment``
     a rejection without one is refused. Without ``default``, no answer in time raises
-    `EventTimeoutError`.
+    `EventTimeoutError`. ``details`` (a mapping) is shown under the prompt as a table.
 
     Example:
         >>> if hitl.approve("deploy", prompt="Deploy model v3 to production?"):
@@ -684,5 +679,6 @@ def approve(
         default=default,
         notify=notify,
         comment_required_on_reject=require_reject_comment,
+        details=details,
     )
     return event.wait()

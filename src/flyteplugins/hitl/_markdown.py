@@ -1,0 +1,118 @@
+"""Prompts as Markdown, and an event's details as a table, in safe HTML.
+
+Prompts are rendered with markdown-it-py (CommonMark plus tables; a single newline is a line
+break), which every flyte install has (flyte needs rich, rich needs it); it is imported on the first
+prompt shown, and when it is missing the prompt is shown as escaped text. Raw HTML in a prompt is
+shown as text, links open with ``rel="noopener noreferrer"``, and images are not rendered (a page
+loads nothing, and the pages' Content-Security-Policy forbids it anyway).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import InvalidEventError
+
+#: The largest details mapping, as JSON.
+MAX_DETAILS_BYTES = 64 * 1024
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Any:
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False}).enable("table")
+    md.disable("image")  # ![alt](url) is shown as a link to the url instead of loading it
+    # The default refuses javascript:, vbscript: and file: links but lets data:image/... through (for
+    # images, which are off here): refuse every data: link too.
+    allowed = md.validateLink
+    md.validateLink = lambda url: allowed(url) and not url.strip().lower().startswith("data:")
+
+    def link_open(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+        tokens[idx].attrSet("rel", "noopener noreferrer")
+        tokens[idx].attrSet("target", "_blank")
+        return str(renderer.renderToken(tokens, idx, options, env))
+
+    def cell_open(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+        # Column alignment comes as a style attribute, which the pages' policy forbids: drop it.
+        if tokens[idx].attrs:
+            tokens[idx].attrs.pop("style", None)
+        return str(renderer.renderToken(tokens, idx, options, env))
+
+    md.add_render_rule("link_open", link_open)
+    md.add_render_rule("th_open", cell_open)
+    md.add_render_rule("td_open", cell_open)
+    return md
+
+
+def render(text: str) -> str:
+    """`text` as HTML: rendered Markdown, or escaped text in a ``<p class="plain">`` without markdown-it-py.
+
+    Example:
+        >>> render("**Ship** <script>x</script>?")
+        '<p><strong>Ship</strong> &lt;script&gt;x&lt;/script&gt;?</p>\\n'
+    """
+    try:
+        parser = _parser()
+    except ImportError:
+        return f'<p class="plain">{html.escape(text, quote=True)}</p>'
+    return str(parser.render(text))
+
+
+def check_details(details: object) -> dict[str, Any] | None:
+    """`details` as a JSON-ready dict of str keys, or `InvalidEventError` naming what does not fit.
+
+    Example:
+        >>> check_details({"tool": "delete_rows", "rows": 1200})
+        {'tool': 'delete_rows', 'rows': 1200}
+    """
+    if details is None:
+        return None
+    if not isinstance(details, Mapping):
+        raise InvalidEventError(f"details must be a mapping of names to values, got {details!r}")
+    from ._types import encode
+
+    checked: dict[str, Any] = {}
+    for key, value in details.items():
+        if not isinstance(key, str):
+            raise InvalidEventError(f"details keys must be strings, got {key!r}")
+        try:
+            checked[key] = json.loads(json.dumps(encode(value), allow_nan=False))
+        except (TypeError, ValueError) as e:
+            raise InvalidEventError(f"details[{key!r}] is not JSON data ({e}): {value!r}") from None
+    size = len(json.dumps(checked))
+    if size > MAX_DETAILS_BYTES:
+        raise InvalidEventError(f"details are {size} bytes as JSON; the limit is {MAX_DETAILS_BYTES}")
+    return checked
+
+
+def shown(value: object) -> str:
+    """A details value as text: numbers with thousands separators, lists and dicts as indented JSON."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isfinite(value) and (value == 0 or 1e-4 <= abs(value) < 1e15):
+            return f"{value:,.10f}".rstrip("0").rstrip(".")
+        return repr(value)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def details_table(details: Mapping[str, Any] | None, css_class: str = "details") -> str:
+    """A two-column table of `details` (everything escaped), or "" when there are none."""
+    if not details:
+        return ""
+    rows = []
+    for key, value in details.items():
+        text = html.escape(shown(value), quote=True)
+        cell = f"<pre>{text}</pre>" if isinstance(value, (list, dict)) else text
+        rows.append(f'<tr><th scope="row">{html.escape(str(key), quote=True)}</th><td>{cell}</td></tr>')
+    return f'<table class="{css_class}">{"".join(rows)}</table>'
