@@ -138,7 +138,7 @@ def test_cli_list_status_and_submit(root: Path) -> None:
     submitted = cli("submit", pending.request_id, "7", "--comment", "cli says 7", env_root=root)
     assert submitted.returncode == 0, submitted.stderr
     assert pending.wait() == 7
-    assert stored(root, pending)["via"] == "cli"
+    assert (stored(root, pending)["via"], stored(root, pending)["transport"]) == ("cli", "storage")
 
     via_endpoint = cli("status", answered.request_id, "--endpoint", answered.endpoint, "--token", answered.token)
     assert json.loads(via_endpoint.stdout)["response"]["value"] == "done"

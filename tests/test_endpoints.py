@@ -151,7 +151,7 @@ def test_a_json_answer_is_stored_and_handed_over_after_the_reply(site: Site, sto
     stored = store.read_response(event["request_id"])
     assert stored is not None
     assert response.answered[1] == stored
-    assert (stored["value"], stored["via"], stored["client"]) == (7, "json", "10.0.0.9")
+    assert (stored["value"], stored["via"], stored["transport"], stored["client"]) == (7, "json", "json", "10.0.0.9")
 
 
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "", "application/jsonx"])
@@ -330,7 +330,7 @@ def test_a_form_answer_is_stored_with_its_comment(site: Site, store: Store) -> N
     assert header(response, "Content-Security-Policy")
     stored = store.read_response(event["request_id"])
     assert stored is not None
-    assert (stored["value"], stored["comment"], stored["via"]) == (True, "LGTM", "form")
+    assert (stored["value"], stored["comment"], stored["via"], stored["transport"]) == (True, "LGTM", "form", "form")
 
 
 @pytest.mark.parametrize("field", ["token", "request_id", "comment"])
@@ -573,3 +573,13 @@ def test_list_events_on_s3_is_one_listing_newest_first(moto: MotoS3, monkeypatch
     listed = store.list_events()
     assert [(e.request_id, e.answered) for e in listed] == [(second["request_id"], False), (first["request_id"], True)]
     assert listed[0].created > listed[1].created
+
+
+def test_via_is_the_clients_claim_and_transport_what_the_server_saw(site: Site, store: Store) -> None:
+    event = make_event(store)
+    claim = json.loads(answer_json(event, 7))
+    claim["via"] = "cli"  # any program may say it is the command line
+    assert post(site, "/submit/json", json.dumps(claim).encode(), JSON_TYPE).status == 200
+    stored = store.read_response(event["request_id"])
+    assert stored is not None
+    assert (stored["via"], stored["transport"]) == ("cli", "json")

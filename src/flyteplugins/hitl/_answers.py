@@ -95,8 +95,13 @@ def submit(
     client: str,
     comment: object = None,
     identity: str | None = None,
+    transport: str = "storage",
 ) -> Record:
     """Check `raw` against the event and store it as the answer; return the stored record.
+
+    `via` is how the answer says it was given (form, json, cli, python): a claim, since a program
+    can say anything. `transport` is what the writer saw: "form" or "json" for a server endpoint,
+    "storage" for a write straight to the root (the CLI, `hitl.submit` without a server).
 
     The stored outcome is read first, so an answered or expired event refuses any answer before its
     value is looked at. Raises `AlreadyAnsweredError`, `EventExpiredError` or `InvalidValueError`
@@ -117,6 +122,7 @@ def submit(
             "data_type": request["data_type"],
             "answered_at": utc_now(),
             "via": via if via in VIA else "json",
+            "transport": transport,
             "client": client,
         }
         if note:

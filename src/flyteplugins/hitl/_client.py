@@ -22,6 +22,7 @@ from ._errors import (
     ServerUnavailableError,
 )
 from ._store import Record, Store, check_request_id, default_root
+from ._values import encode
 
 if TYPE_CHECKING:
     import urllib.request
@@ -166,7 +167,7 @@ def _post(endpoint: str, request_id: str, value: Any, token: str | None, comment
         raise InvalidTokenError(request_id)
     import urllib.request
 
-    body: dict[str, Any] = {"request_id": request_id, "token": token, "value": value, "via": via}
+    body: dict[str, Any] = {"request_id": request_id, "token": token, "value": encode(value), "via": via}
     if comment is not None:
         body["comment"] = comment
     try:

@@ -509,7 +509,14 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
     try:
         raw = _values.value_from_form(event, fields)
         response = _answers.submit(
-            site.store, event, raw, via="form", client=request.client, comment=comment, identity=identity
+            site.store,
+            event,
+            raw,
+            via="form",
+            client=request.client,
+            comment=comment,
+            identity=identity,
+            transport="form",
         )
     except InvalidValueError as e:
         # Shown again with the error and what was typed.
@@ -581,6 +588,7 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
         event,
         payload["value"],
         via=str(via),
+        transport="json",
         client=request.client,
         comment=payload.get("comment"),
         identity=identity,
