@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import flyte.app
 
     env: flyte.TaskEnvironment
+    event_task_env: flyte.TaskEnvironment  # 2.12.1's name for `env`
     app_env: flyte.app.AppEnvironment
 
 __all__ = [
@@ -61,8 +62,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The Flyte environments import flyte.app (a quarter of a second): build them on first use only.
-    if name in ("env", "app_env"):
+    if name in ("env", "app_env", "event_task_env"):
         from . import _deploy
 
-        return getattr(_deploy, name)
+        return getattr(_deploy, "env" if name == "event_task_env" else name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
