@@ -615,8 +615,10 @@ def _write_report(key: int) -> None:
     while True:
         try:
             asyncio.run(asyncio.wait_for(flyte.report.flush.aio(), _REPORT_WRITE_SECONDS))
+        except TimeoutError:
+            logger.warning("could not update the Flyte report: no write finished within %g s", _REPORT_WRITE_SECONDS)
         except Exception as e:  # the report is a convenience: failing to write it must not fail the wait
-            logger.warning("could not update the Flyte report: %s", e or type(e).__name__)
+            logger.warning("could not update the Flyte report: %s", str(e) or type(e).__name__)
         with _state_lock:
             if not _report_writes[key]:
                 del _report_writes[key]
