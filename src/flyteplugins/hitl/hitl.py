@@ -49,8 +49,6 @@ ENDPOINT_ENV = "FLYTE_HITL_ENDPOINT"
 _MAX_NAME = 200
 #: The longest timeout: ten years. Deadlines are stored as dates, and a date past the year 9999 has no form.
 MAX_TIMEOUT_SECONDS = 10 * 365 * 24 * 3600
-#: After its deadline, a wait tries this long to store the expiry mark through a storage outage.
-_EXPIRY_GRACE_SECONDS = 60.0
 
 logger = logging.getLogger("flyteplugins.hitl")
 
@@ -242,6 +240,8 @@ class Event(Generic[T]):
 
     #: Seconds between the "waiting for ... left" lines on the console.
     note_every_seconds: float = 60.0
+    #: Seconds past its deadline that a wait keeps trying, through a storage outage, to store the expiry mark.
+    expiry_grace_seconds: float = 60.0
     #: The clock that deadlines are measured on; tests may replace it.
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
@@ -465,7 +465,7 @@ class _Poller:
             try:
                 response, mine = self._read(now, direct=woken or bool(self._backoff))
             except StorageError as e:
-                if not _transient(e) or now >= self._deadline + _EXPIRY_GRACE_SECONDS:
+                if not _transient(e) or now >= self._deadline + event.expiry_grace_seconds:
                     raise
                 self._backoff = min(max(2 * self._backoff, _engine.FIRST_BACKOFF_SECONDS), _engine.MAX_BACKOFF_SECONDS)
                 self._next_poll = now + self._backoff
