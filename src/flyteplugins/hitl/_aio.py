@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, Generic, TypeVar, overload
+from typing import Any, Concatenate, Generic, TypeVar, cast, overload
 
 from typing_extensions import ParamSpec, Self
 
@@ -68,7 +68,7 @@ class BlockingMethod(Generic[S, P, R]):
     def __init__(
         self, func: Callable[Concatenate[S, P], R], aio: Callable[Concatenate[S, P], Awaitable[R]] | None = None
     ) -> None:
-        functools.update_wrapper(self, func)
+        functools.update_wrapper(cast(Any, self), func)  # a descriptor, not a callable: only the names
         self._func = func
         self._aio = aio
 
