@@ -802,6 +802,28 @@ def test_env_is_a_task_environment_users_can_depend_on() -> None:
     flyte.TaskEnvironment(name="user-env-with-hitl", depends_on=[hitl.env])
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_code_written_for_2_12_1_runs_unchanged(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2.12.1's `Event.create` was a coroutine: `await hitl.Event.create(...)` gives the event, while
+    the plain call, `.aio` and `new_event` work as before; `event_task_env` is `env`."""
+    Console(monkeypatch)
+
+    async def main() -> list[hitl.Event[int]]:
+        return [
+            await hitl.Event.create(name="old", data_type=int, scope="run", prompt="Awaited?"),
+            await hitl.Event.create.aio("aio", data_type=int),
+            hitl.Event.create("plain", data_type=int),
+            await hitl.new_event.aio("new", data_type=int),
+            await hitl.new_event("new, awaited", data_type=int),
+        ]
+
+    events = asyncio.run(main())
+    assert [type(e) for e in events] == [hitl.Event] * 5
+    assert [e.name for e in events] == ["old", "aio", "plain", "new", "new, awaited"]
+    assert events[0].prompt == "Awaited?" and events[0].data_type is int
+    assert hitl.event_task_env is hitl.env
+
+
 def test_the_package_ships_type_information() -> None:
     assert (Path(hitl.__file__).parent / "py.typed").is_file()
 
