@@ -192,6 +192,13 @@ def _create(
     notify: str | None = None,
     comment_required_on_reject: bool = False,
 ) -> Event[V]:
+    """Create the event, or re-attach to it in a re-run task: `Event.create`, the same as `new_event`.
+
+    Example:
+        >>> event = hitl.Event.create("approve", data_type=bool, prompt="Ship it?")
+        >>> event = await hitl.Event.create.aio("approve", data_type=bool)
+        >>> event = await hitl.Event.create("approve", data_type=bool)  # 2.12.1's form
+    """
     type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
     checked_choices, checked_default = _check_choices(type_str, choices, default)
     notify_url = _notify.check_url(notify if notify is not None else os.environ.get(_notify.NOTIFY_ENV) or None)
@@ -350,13 +357,6 @@ class Event(Generic[T]):
         )
 
     create = Blocking(_create)
-    """Create the event, or re-attach to it in a re-run task; the same as `new_event`.
-
-    Example:
-        >>> event = hitl.Event.create("approve", data_type=bool, prompt="Ship it?")
-        >>> event = await hitl.Event.create.aio("approve", data_type=bool)
-        >>> event = await hitl.Event.create("approve", data_type=bool)  # 2.12.1's form
-    """
 
     def __await__(self) -> Generator[Any, None, Self]:
         # 2.12.1's `create` was a coroutine, so code written for it says `await Event.create(...)`.
@@ -364,6 +364,18 @@ class Event(Generic[T]):
         return self
 
     def _wait(self) -> T:
+        """Block until the event is answered and return the answer as `data_type`.
+
+        Raises `EventTimeoutError` (a `TimeoutError`) once `timeout_seconds` have passed since the
+        event was created; the stored event is then marked expired so late answers are refused.
+        Transient storage errors (timeouts, refused connections, 5xx) do not end the wait before its
+        deadline: it reads again with a capped back-off, and logs the outage when it starts and ends.
+        ``await event.wait.aio()`` does the same without blocking the event loop or holding a thread.
+
+        Example:
+            >>> value = event.wait()
+            >>> value = await event.wait.aio()
+        """
         signal = threading.Event()
         wake = _engine.Wake(self._store.root, signal.set)
         _waiters.add(self.request_id, wake)
@@ -416,18 +428,6 @@ class Event(Generic[T]):
             _waiters.remove(self.request_id, wake)
 
     wait = BlockingMethod(_wait, _wait_aio)
-    """Block until the event is answered and return the answer as `data_type`.
-
-    Raises `EventTimeoutError` (a `TimeoutError`) once `timeout_seconds` have passed since the
-    event was created; the stored event is then marked expired so late answers are refused.
-    Transient storage errors (timeouts, refused connections, 5xx) do not end the wait before its
-    deadline: it reads again with a capped back-off, and logs the outage when it starts and ends.
-    ``await event.wait.aio()`` does the same without blocking the event loop or holding a thread.
-
-    Example:
-        >>> value = event.wait()
-        >>> value = await event.wait.aio()
-    """
 
 
 class _Poller:
