@@ -18,11 +18,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 logger = logging.getLogger("flyteplugins.hitl")
 
@@ -102,6 +106,19 @@ class Waiters:
 
 
 waiters = Waiters()
+
+
+@contextlib.contextmanager
+def registered(store: Store, request: Record, signal: Callable[[], None]) -> Iterator[Wake]:
+    """For the duration of one wait on `request` in `store`: the `Wake` that every wake-up goes
+    through, with `signal` setting the wait's event (callable from any thread)."""
+    wake = Wake(store.root, signal)
+    request_id = request["request_id"]
+    waiters.add(request_id, wake)
+    try:
+        yield wake
+    finally:
+        waiters.remove(request_id, wake)
 
 
 class Outages:

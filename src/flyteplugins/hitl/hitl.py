@@ -377,9 +377,7 @@ class Event(Generic[T]):
             >>> value = await event.wait.aio()
         """
         signal = threading.Event()
-        wake = _engine.Wake(self._store.root, signal.set)
-        _waiters.add(self.request_id, wake)
-        try:
+        with _engine.registered(self._store, self._request, signal.set) as wake:
             poller = _Poller(self)
             while True:
                 signal.clear()  # before the read: a wake-up during it makes the next sleep return at once
@@ -390,8 +388,6 @@ class Event(Generic[T]):
                 if done:
                     return cast(T, value)
                 signal.wait(poller.sleep_seconds())
-        finally:
-            _waiters.remove(self.request_id, wake)
 
     async def _wait_aio(self) -> T:
         # The same loop as `_wait`, asleep on an asyncio.Event instead: it holds no thread between
@@ -403,9 +399,7 @@ class Event(Generic[T]):
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
                 loop.call_soon_threadsafe(signal.set)
 
-        wake = _engine.Wake(self._store.root, set_signal)
-        _waiters.add(self.request_id, wake)
-        try:
+        with _engine.registered(self._store, self._request, set_signal) as wake:
             poller = _Poller(self)
             while True:
                 signal.clear()
@@ -424,8 +418,6 @@ class Event(Generic[T]):
                     await signal.wait()
                 finally:
                     timer.cancel()
-        finally:
-            _waiters.remove(self.request_id, wake)
 
     wait = BlockingMethod(_wait, _wait_aio)
 
