@@ -932,6 +932,52 @@ except KeyboardInterrupt:
 """
 
 
+FORK_PROGRAM = r"""
+import importlib, os, sys, threading
+import flyteplugins.hitl as hitl
+
+core = importlib.import_module("flyteplugins.hitl.hitl")
+parent = hitl.new_event("parent", data_type=int, poll_interval_seconds=3600)
+got = []
+waiting = threading.Thread(target=lambda: got.append(parent.wait()))
+waiting.start()  # a wait in another thread while this one forks
+
+# Another thread holds, across the fork, the locks a wait or a new event takes: the state lock, the
+# wake-up registry's, and one inside the store that waits read through (as a read in progress does).
+held, release = threading.Event(), threading.Event()
+locks = [core._state_lock, core._waiters._lock, core._reader_for(parent._store)._backend_lock]
+
+def hold():
+    for lock in locks:
+        lock.acquire()
+    held.set()
+    release.wait()
+    for lock in locks:
+        lock.release()
+
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    child = hitl.new_event("child", data_type=int, poll_interval_seconds=3600)
+    hitl.submit(child.request_id, 5, root=os.environ["FLYTE_HITL_ROOT"])
+    print("child got", child.wait(), flush=True)
+    os._exit(0)
+release.set()
+_, status = os.waitpid(pid, 0)
+hitl.submit(parent.form_url, 6)
+waiting.join(30)
+print("parent got", got, "child exit", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+def test_a_forked_child_waits_on_its_own_events_while_the_parent_waits_on_its_own(root: Path) -> None:
+    proc = run_python(FORK_PROGRAM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "child got 5" in out and "parent got [6] child exit 0" in out, out
+
+
 def test_ctrl_c_interrupts_a_blocking_wait_and_stops_its_polling(root: Path) -> None:
     proc = run_python(CTRL_C_PROGRAM)
     assert proc.stdout is not None

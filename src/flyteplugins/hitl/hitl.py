@@ -619,8 +619,12 @@ def _write_report(key: int) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _state_lock
+    # The child has only the forking thread. A lock that another thread held at the fork stays
+    # held forever, the locks inside cached stores included: start again with fresh ones.
+    global _state_lock, _readers
     _state_lock = threading.Lock()
+    _stores.clear()
+    _readers = weakref.WeakKeyDictionary()
     _report_writes.clear()
 
 
