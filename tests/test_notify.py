@@ -250,3 +250,23 @@ def test_credentials_in_the_webhook_url_are_sent_but_never_logged(
     logged = " ".join(r.getMessage() for r in caplog.records) + str(info.value)
     assert "s3cret" not in logged and "bot" not in logged and "secret-path" not in logged
     assert "http://127.0.0.1:9" in logged
+
+
+def test_a_notice_goes_through_the_proxy_the_environment_names(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{receiver.server_address[1]}")
+    assert _notify.post("http://hooks.invalid:8080/services/abc?x=1", {"event_name": "p"}) is True
+    [(path, _, body)] = receiver.received
+    assert path == "http://hooks.invalid:8080/services/abc?x=1" and body == {"event_name": "p"}
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/x", "http://", "http://host:port/x", "http://host:99999/x", "hooks"]
+)
+def test_a_bad_webhook_url_is_refused_when_the_event_is_created(root: Path, url: str) -> None:
+    with pytest.raises(hitl.InvalidEventError, match="notify must be an http"):
+        hitl.new_event("bad hook", data_type=int, notify=url)
+    assert not root.exists(), "nothing was written"

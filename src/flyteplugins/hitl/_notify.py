@@ -15,8 +15,11 @@ import json
 import logging
 import socket
 import threading
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import SplitResult, unquote, urlsplit
+
+if TYPE_CHECKING:
+    import http.client
 
 from ._errors import InvalidEventError
 
@@ -31,7 +34,11 @@ def check_url(url: str | None) -> str | None:
     """Return `url` if it is an http(s) URL (or None), else raise `InvalidEventError`."""
     if url is None:
         return None
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        _ = parts and parts.port  # a port that is not a number raises here, not when the notice is sent
+    except ValueError:
+        parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidEventError(f"notify must be an http:// or https:// URL, got {shown_url(url)!r}")
     return url
@@ -85,14 +92,7 @@ def post(url: str, body: dict[str, Any], seconds: float = TIMEOUT_SECONDS) -> bo
     import http.client  # on first use: most events send nothing
 
     parts = urlsplit(url)
-    if parts.scheme == "https":
-        import ssl
-
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname or "", parts.port, timeout=seconds, context=ssl.create_default_context()
-        )
-    else:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=seconds)
+    conn, path = _connection(parts, seconds)
     headers = {"Content-Type": "application/json"}
     if parts.username is not None:
         userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
@@ -103,7 +103,6 @@ def post(url: str, body: dict[str, Any], seconds: float = TIMEOUT_SECONDS) -> bo
     cut.start()
     what = f"notifying {shown_url(url)} about {body.get('event_name')!r}"
     try:
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
         reply = conn.getresponse()
         if 300 <= reply.status < 400:
@@ -122,6 +121,33 @@ def post(url: str, body: dict[str, Any], seconds: float = TIMEOUT_SECONDS) -> bo
     finally:
         cut.cancel()
         conn.close()
+
+
+def _connection(parts: SplitResult, seconds: float) -> tuple[http.client.HTTPConnection, str]:
+    """A connection for the webhook at `parts`, through the proxy the environment names for it
+    (``https_proxy``, ``http_proxy``, ``no_proxy``), and the target to put in the request line."""
+    import http.client
+    import urllib.request
+
+    host, port = parts.hostname or "", parts.port
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and urllib.request.proxy_bypass(host):
+        proxy = None
+    via = urlsplit(proxy if "://" in (proxy or "") else f"http://{proxy}") if proxy else None
+    if parts.scheme == "https":
+        import ssl
+
+        context = ssl.create_default_context()
+        if via is None:
+            return http.client.HTTPSConnection(host, port, timeout=seconds, context=context), path
+        conn = http.client.HTTPSConnection(via.hostname or "", via.port or 80, timeout=seconds, context=context)
+        conn.set_tunnel(host, port)  # CONNECT: the proxy sees the host, never the request
+        return conn, path
+    if via is None:
+        return http.client.HTTPConnection(host, port, timeout=seconds), path
+    target = f"http://{host}{f':{port}' if port else ''}{path}"  # a plain-HTTP proxy takes the whole URL
+    return http.client.HTTPConnection(via.hostname or "", via.port or 80, timeout=seconds), target
 
 
 def _cut(conn: Any) -> None:
