@@ -10,7 +10,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,6 +51,19 @@ class ReceiverHandler(BaseHTTPRequestHandler):
         pass
 
 
+def wait_until(check: Callable[[], bool], what: str) -> None:
+    """Notices go out in the background: wait for one to have arrived (or been logged)."""
+    deadline = time.monotonic() + 30
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen"
+        time.sleep(0.01)
+
+
+def notice_logs(caplog: pytest.LogCaptureFixture, event_name: str) -> list[logging.LogRecord]:
+    # Only this test's: notices of earlier tests may still be logging from their own threads.
+    return [r for r in caplog.records if r.name == "flyteplugins.hitl.notify" and repr(event_name) in r.getMessage()]
+
+
 @pytest.fixture
 def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
     server = Receiver(getattr(request, "param", 200))
@@ -67,6 +80,7 @@ def test_notice_is_posted_when_waiting_starts(root: Path, receiver: Receiver) ->
     assert receiver.received == []  # creating is not waiting
     threading.Timer(0.3, hitl.submit, (event.form_url, True)).start()
     assert event.wait() is True
+    wait_until(lambda: receiver.received != [], "the notice")
     [(path, content_type, body)] = receiver.received
     assert path == "/hooks/abc" and content_type == "application/json"
     assert body["event_name"] == "deploy" and body["prompt"] == "Ship\nit?" and body["data_type"] == "bool"
@@ -83,6 +97,7 @@ def test_notify_url_from_the_environment(root: Path, receiver: Receiver, monkeyp
     event = hitl.new_event("env", data_type=int, timeout_seconds=30)
     threading.Timer(0.3, hitl.submit, (event.form_url, 3)).start()
     assert event.wait() == 3
+    wait_until(lambda: receiver.received != [], "the notice")
     assert [body["event_name"] for _, _, body in receiver.received] == ["env"]
 
 
@@ -94,8 +109,9 @@ def test_failing_receiver_is_logged_and_the_wait_goes_on(
     event = hitl.new_event("x", data_type=int, timeout_seconds=30, notify=receiver.url)
     threading.Timer(0.3, hitl.submit, (event.form_url, 1)).start()
     assert event.wait() == 1
+    wait_until(lambda: notice_logs(caplog, "x") != [], "the failure's log line")
     assert len(receiver.received) == 1
-    [record] = [r for r in caplog.records if r.name == "flyteplugins.hitl.notify"]
+    [record] = notice_logs(caplog, "x")
     assert "500" in record.getMessage() and record.exc_info is None
 
 
@@ -104,7 +120,8 @@ def test_unreachable_receiver_is_logged_and_the_wait_goes_on(root: Path, caplog:
     event = hitl.new_event("y", data_type=int, timeout_seconds=30, notify="http://127.0.0.1:9/hook")
     threading.Timer(0.3, hitl.submit, (event.form_url, 2)).start()
     assert event.wait() == 2
-    assert any("failed" in r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.notify")
+    wait_until(lambda: notice_logs(caplog, "y") != [], "the failure's log line")
+    assert all("failed" in r.getMessage() for r in notice_logs(caplog, "y"))
 
 
 class Trickler:
@@ -167,12 +184,12 @@ def test_a_trickling_receiver_holds_up_neither_the_wait_nor_other_waits(
 def test_the_whole_exchange_has_one_deadline(trickler: Trickler, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="flyteplugins.hitl.notify")
     result: list[bool] = []
-    thread = threading.Thread(target=lambda: result.append(_notify.post(trickler.url, {"event_name": "e"}, 1.5)))
+    thread = threading.Thread(target=lambda: result.append(_notify.post(trickler.url, {"event_name": "deadline"}, 1.5)))
     thread.start()
     thread.join(30)  # each byte comes within a socket timeout: only an overall deadline ends this
     assert result == [False]
     assert trickler.closed_by_client.wait(30)
-    [record] = [r for r in caplog.records if r.name == "flyteplugins.hitl.notify"]
+    [record] = notice_logs(caplog, "deadline")
     assert "no complete reply within 1.5 s" in record.getMessage()
 
 
@@ -231,7 +248,7 @@ def test_a_redirect_is_a_logged_failure_and_is_not_followed(location: str, caplo
         server.shutdown()
         server.server_close()
     assert Redirecting.paths == ["/hook"], "nothing else was requested"
-    [record] = [r for r in caplog.records if r.name == "flyteplugins.hitl.notify"]
+    [record] = notice_logs(caplog, "r")
     message = record.getMessage()
     assert "redirected (302) to" in message and location.split("?")[0] in message
     assert "token=abc" not in message
