@@ -98,7 +98,8 @@ def post(url: str, body: dict[str, Any], seconds: float = TIMEOUT_SECONDS) -> bo
         userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode("ascii")
     # The socket's timeout bounds each read; this bounds the whole exchange, trickled replies included.
-    cut = threading.Timer(seconds, _cut, (conn,))
+    timed_out = threading.Event()
+    cut = threading.Timer(seconds, _cut, (conn, timed_out))
     cut.daemon = True
     cut.start()
     what = f"notifying {shown_url(url)} about {body.get('event_name')!r}"
@@ -115,7 +116,7 @@ def post(url: str, body: dict[str, Any], seconds: float = TIMEOUT_SECONDS) -> bo
             return False
         return True
     except (OSError, http.client.HTTPException, ValueError) as e:
-        reason = f"no complete reply within {seconds:g} s" if cut.finished.is_set() else str(e) or type(e).__name__
+        reason = f"no complete reply within {seconds:g} s" if timed_out.is_set() else str(e) or type(e).__name__
         logger.warning("%s failed: %s", what, reason)
         return False
     finally:
@@ -150,8 +151,9 @@ def _connection(parts: SplitResult, seconds: float) -> tuple[http.client.HTTPCon
     return http.client.HTTPConnection(via.hostname or "", via.port or 80, timeout=seconds), target
 
 
-def _cut(conn: Any) -> None:
+def _cut(conn: Any, timed_out: threading.Event) -> None:
     """Shut the connection's socket, which ends a read blocked on it in another thread."""
+    timed_out.set()  # first: the read that ends may fail in any way, and its thread then looks here
     sock = getattr(conn, "sock", None)
     if sock is not None:
         with contextlib.suppress(OSError):
