@@ -43,7 +43,8 @@ def stored(root: Path, event: hitl.Event[Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("mode", ["sync", "aio"])
 @pytest.mark.parametrize("how", ["form_url", "endpoint", "root"])
 def test_submit_wakes_the_waiter_whichever_way_it_goes(root: Path, mode: str, how: str) -> None:
-    event = hitl.new_event("n", data_type=float, timeout_seconds=30)
+    # An hour between polls and to the deadline: only the in-process wake-up can end this wait in time.
+    event = hitl.new_event("n", data_type=float, timeout_seconds=3600, poll_interval_seconds=3600)
     target = event.form_url if how == "form_url" else event.request_id
     kwargs: dict[str, Any] = {"comment": "by program"}
     if how == "endpoint":
@@ -60,7 +61,11 @@ def test_submit_wakes_the_waiter_whichever_way_it_goes(root: Path, mode: str, ho
 
     answering = threading.Timer(0.2, answer)
     answering.start()
-    assert event.wait() == 2.5
+    got: list[float] = []
+    waiting = threading.Thread(target=lambda: got.append(event.wait()), daemon=True)
+    waiting.start()
+    waiting.join(30)
+    assert got == [2.5], "the wait was woken"
     answering.join()
     assert results and results[0]["value"] == 2.5
     record = stored(root, event)

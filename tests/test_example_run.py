@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from conftest import REPO, post_json, request
+from flyte_run import FlyteRun
 
 pytestmark = pytest.mark.flyte_run
 
@@ -257,3 +258,108 @@ def test_another_run_name_gets_other_events(spawn: Any, root: Path, run_name: st
     finally:
         for kind in ("metadata", "raw_data"):
             shutil.rmtree(Path("/tmp/flyte") / kind / other_name, ignore_errors=True)
+
+
+# -- blocking calls inside an async task ------------------------------------------------------------------
+
+BLOCKING_IN_ASYNC = """
+import sys
+
+import flyte
+
+import flyteplugins.hitl as hitl
+
+env = flyte.TaskEnvironment(name="hitl-blocking-in-async")
+
+
+@env.task(report=True)
+async def main() -> str:
+    event = await hitl.new_event.aio("first", data_type=bool, prompt="Blocking wait in an async task?")
+    first = event.wait()  # blocks Flyte's event loop: nothing the wait needs may run there
+    ok = hitl.approve("ship", prompt="Ship it?")
+    return f"{first!r} {ok!r}"
+
+
+if __name__ == "__main__":
+    run = flyte.with_runcontext(mode="local", name=sys.argv[1], raw_data_path=sys.argv[2]).run(main)
+    print("RESULT " + run.outputs()[0], flush=True)
+"""
+
+
+def test_blocking_waits_inside_an_async_task_return_their_answers(tmp_path: Path, root: Path) -> None:
+    """A blocking ``wait()`` (and ``approve()``) inside an ``async def`` task, with a report, in a
+    local run: each returns its answer, and the run ends."""
+    script = tmp_path / "blocking_in_async.py"
+    script.write_text(BLOCKING_IN_ASYNC)
+    run = FlyteRun(script, tmp_path)
+    try:
+        for value in (True, False):
+            form = run.expect(FORM_LINE)
+            reply = post_json(form["base"], {"request_id": form["id"], "token": form["token"], "value": value})
+            assert reply.status == 200, reply.text
+        assert run.expect(r"^RESULT (.*)$")[1] == "True False"
+        assert run.finish() == 0, run.output
+        # A report write that waited for Flyte's event loop (held by the blocking waits) would give up.
+        assert "could not update the Flyte report" not in run.output
+        report = run.report()
+        assert report is not None and "HITL: first" in report and "HITL: ship" in report
+        assert "Answer: <code>No (false)</code>" in report
+    finally:
+        run.close()
+
+
+# -- re-attaching ---------------------------------------------------------------------------------------
+
+REATTACH = """
+import os
+import sys
+
+import flyte
+
+import flyteplugins.hitl as hitl
+
+env = flyte.TaskEnvironment(name="hitl-reattach")
+
+
+@env.task
+async def ask() -> str:
+    # From the environment, not the task's inputs: the same run with other inputs is another action.
+    choices, default = os.environ["T_CHOICES"].split(","), os.environ["T_DEFAULT"]
+    event = await hitl.Event.create("size", data_type=str, scope="run", choices=choices, default=default)
+    return event.request_id
+
+
+if __name__ == "__main__":
+    name, raw = sys.argv[1:3]
+    try:
+        run = flyte.with_runcontext(mode="local", name=name, raw_data_path=raw).run(ask)
+        print("ID " + run.outputs()[0], flush=True)
+    except Exception as e:
+        print("ERROR " + " ".join(str(e).split()), flush=True)
+"""
+
+
+def test_re_attaching_with_other_choices_or_default_is_a_clear_error(tmp_path: Path, root: Path, run_name: str) -> None:
+    script = tmp_path / "reattach.py"
+    script.write_text(REATTACH)
+
+    def run(choices: str, default: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, str(script), run_name, str(tmp_path / "raw")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "FLYTE_HITL_ROOT": str(root), "T_CHOICES": choices, "T_DEFAULT": default},
+        )
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(("ID ", "ERROR "))]
+        assert lines, proc.stdout + proc.stderr
+        return lines[-1]
+
+    first = run("S,M,L", "M")
+    assert first.startswith("ID size-")
+    assert run("S,M,L", "M") == first, "the same declaration re-attaches (2.12.1's `await Event.create`)"
+    changed = run("S,M,L,XL", "M")
+    assert changed.startswith("ERROR ") and "choices ['S', 'M', 'L']" in changed, changed
+    assert "['S', 'M', 'L', 'XL']" in changed
+    other_default = run("S,M,L", "L")
+    assert other_default.startswith("ERROR ") and "default 'M'" in other_default and "'L'" in other_default

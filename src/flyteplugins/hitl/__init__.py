@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ._client import submit
 from ._errors import (
     AlreadyAnsweredError,
+    ConfigurationError,
     EventExpiredError,
     EventNotFoundError,
     EventTimeoutError,
@@ -25,7 +26,10 @@ from ._errors import (
     InvalidRequestIdError,
     InvalidTokenError,
     InvalidValueError,
+    ServerReplyError,
+    ServerUnavailableError,
     StorageError,
+    UnsafeRootError,
     UnsupportedTypeError,
 )
 from .hitl import Event, EventScope, approve, new_event
@@ -35,10 +39,12 @@ if TYPE_CHECKING:
     import flyte.app
 
     env: flyte.TaskEnvironment
+    event_task_env: flyte.TaskEnvironment  # 2.12.1's name for `env`
     app_env: flyte.app.AppEnvironment
 
 __all__ = [
     "AlreadyAnsweredError",
+    "ConfigurationError",
     "Event",
     "EventExpiredError",
     "EventNotFoundError",
@@ -49,7 +55,10 @@ __all__ = [
     "InvalidRequestIdError",
     "InvalidTokenError",
     "InvalidValueError",
+    "ServerReplyError",
+    "ServerUnavailableError",
     "StorageError",
+    "UnsafeRootError",
     "UnsupportedTypeError",
     "app_env",
     "approve",
@@ -61,8 +70,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The Flyte environments import flyte.app (a quarter of a second): build them on first use only.
-    if name in ("env", "app_env"):
+    if name in ("env", "app_env", "event_task_env"):
         from . import _deploy
 
-        return getattr(_deploy, name)
+        return getattr(_deploy, "env" if name == "event_task_env" else name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,12 @@
 """Blocking callables with an ``.aio`` twin.
 
-``f(...)`` blocks; ``await f.aio(...)`` runs the same blocking call in ``asyncio.to_thread``
-(which copies context variables, so Flyte's task context stays visible in the worker thread),
-unless a native coroutine twin was given for a call that mostly waits.
+``f(...)`` blocks; ``await f.aio(...)`` awaits the call's native coroutine twin when it has one, and
+otherwise runs the blocking call in ``asyncio.to_thread`` (which copies context variables, so Flyte's
+task context stays visible in the worker thread). Only short calls may take the thread: a call that
+waits for a person gets a native twin, so that it never sits in the shared pool.
+
+Both are typed for checkers: ``event.wait()`` is an ``int`` for an ``Event[int]``, and so is
+``await event.wait.aio()``.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Concatenate, Generic, TypeVar, cast, overload
 
-from typing_extensions import ParamSpec
+from typing_extensions import ParamSpec, Self
 
 P = ParamSpec("P")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 class Blocking(Generic[P, R]):
@@ -31,16 +36,10 @@ class Blocking(Generic[P, R]):
         2
     """
 
-    def __init__(
-        self,
-        func: Callable[P, R],
-        aio: Callable[P, Awaitable[R]] | None = None,
-        bind: Literal["instance", "class"] | None = None,
-    ) -> None:
+    def __init__(self, func: Callable[P, R], aio: Callable[P, Awaitable[R]] | None = None) -> None:
         functools.update_wrapper(self, func)
         self._func = func
         self._aio = aio
-        self._bind = bind
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._func(*args, **kwargs)
@@ -51,61 +50,78 @@ class Blocking(Generic[P, R]):
             return await self._aio(*args, **kwargs)
         return await asyncio.to_thread(self._func, *args, **kwargs)
 
-    def __get__(self, obj: object, objtype: type | None = None) -> Any:
-        if self._bind == "class":
-            owner: object = objtype if objtype is not None else type(obj)
-        elif self._bind == "instance" and obj is not None:
-            owner = obj
-        else:
-            return self
-        return _Bound(self, owner)
-
     def __repr__(self) -> str:
         return f"<blocking {getattr(self, '__qualname__', self._func)!r} with .aio>"
 
 
-class _Bound:
-    """A `Blocking` bound to an instance or class, as a method is: ``event.wait()``, ``event.wait.aio()``.
+class BlockingMethod(Generic[S, P, R]):
+    """A method with an ``.aio`` twin, bound to its instance as a method is: ``event.wait()``,
+    ``await event.wait.aio()``. Read from the class, it stays unbound.
 
-    Two slots, and the name and docs read from the `Blocking`: a blocking call holds its bound
-    callable for as long as it waits, and 10,000 waiting threads each hold one.
+    Example:
+        >>> class Counter:
+        ...     def _next(self) -> int: ...
+        ...     async def _next_aio(self) -> int: ...
+        ...     next = BlockingMethod(_next, _next_aio)
     """
 
-    __slots__ = ("_blocking", "_owner")
+    def __init__(
+        self, func: Callable[Concatenate[S, P], R], aio: Callable[Concatenate[S, P], Awaitable[R]] | None = None
+    ) -> None:
+        functools.update_wrapper(cast(Any, self), func)  # a descriptor, not a callable: only the names
+        self._func = func
+        self._aio = aio
 
-    def __init__(self, blocking: Blocking[..., Any], owner: object) -> None:
-        self._blocking = blocking
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: S, objtype: type | None = None) -> _Bound[P, R]: ...
+    def __get__(self, obj: S | None, objtype: type | None = None) -> _Bound[P, R] | Self:
+        if obj is None:
+            return self
+        return _Bound(self, obj)
+
+    def __repr__(self) -> str:
+        return f"<blocking method {getattr(self, '__qualname__', self._func)!r} with .aio>"
+
+
+class _Bound(Generic[P, R]):
+    """A `BlockingMethod` bound to an instance. Two slots; the name and docs are read from the method."""
+
+    __slots__ = ("_method", "_owner")
+
+    def __init__(self, method: BlockingMethod[Any, P, R], owner: object) -> None:
+        self._method = method
         self._owner = owner
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking._func(self._owner, *args, **kwargs)
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._method._func(self._owner, *args, **kwargs)
 
-    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the call without blocking the event loop and return its result."""
-        aio = self._blocking._aio
+        aio = self._method._aio
         if aio is not None:
             return await aio(self._owner, *args, **kwargs)
-        return await asyncio.to_thread(self._blocking._func, self._owner, *args, **kwargs)
+        return await asyncio.to_thread(self._method._func, self._owner, *args, **kwargs)
 
     @property
     def __doc__(self) -> str | None:  # type: ignore[override]
-        return self._blocking.__doc__
+        return self._method.__doc__
 
     def __getattr__(self, name: str) -> Any:
         if name in _Bound.__slots__:  # not set yet (a copy being built): no lookup through itself
             raise AttributeError(name)
-        return getattr(self._blocking, name)  # __name__, __qualname__, __wrapped__, ...
+        return getattr(self._method, name)  # __name__, __qualname__, __wrapped__, ...
 
     def __repr__(self) -> str:
-        return f"<bound {self._blocking!r} of {self._owner!r}>"
+        return f"<bound {self._method!r} of {self._owner!r}>"
 
 
-def blocking(
-    aio: Callable[..., Awaitable[Any]] | None = None, bind: Literal["instance", "class"] | None = None
-) -> Callable[[Callable[P, R]], Blocking[P, R]]:
-    """Decorate a blocking function so that it also has an ``.aio`` variant."""
+def blocking(aio: Callable[..., Awaitable[Any]] | None = None) -> Callable[[Callable[P, R]], Blocking[P, R]]:
+    """Decorate a blocking function so that it also has an ``.aio`` variant (`aio`, if given, is its
+    native coroutine twin, called with the same arguments)."""
 
     def wrap(func: Callable[P, R]) -> Blocking[P, R]:
-        return Blocking(func, aio, bind)
+        return Blocking(func, aio)
 
     return wrap

@@ -3,9 +3,9 @@
 Data flows one way. `Event.create` writes the question through `_store`. The form server
 (`server.py`, embedded in this process unless ``FLYTE_HITL_ENDPOINT`` names another one) checks
 and stores the answer, then calls `_waiters.notify` with it, which hands it to the waiting call
-at once: the wait returns without reading storage again.
-Answers stored by anything else (another server replica, the CLI) are found by polling the
-root: one storage read per poll interval.
+at once: the wait returns without reading storage again. Answers stored by anything else
+(another server replica, the CLI) are found by polling the root: one storage read per poll
+interval. How a wait sleeps and is woken is in `_engine.py`.
 """
 
 from __future__ import annotations
@@ -24,18 +24,22 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+import weakref
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, Generic, Literal, TypeVar, cast
 from urllib.parse import quote
 
-from . import _html, _markdown, _notify
-from ._aio import Blocking, blocking
+from typing_extensions import Self
+
+from . import _engine, _flyte, _html, _markdown, _notify
+from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import expired_record, seconds_left, utc
-from ._errors import EventTimeoutError, InvalidEventError
-from ._store import Record, Store, default_root
+from ._errors import EventTimeoutError, InvalidEventError, StorageError
+from ._store import Record, Store, _is_transient, default_root
 from ._values import build_value, declare, remember, spec_for, type_name
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 EventScope = Literal["run"]
 """Where an event lives. Only "run" exists: an event belongs to the run (and action) that created it."""
@@ -43,75 +47,16 @@ EventScope = Literal["run"]
 ENDPOINT_ENV = "FLYTE_HITL_ENDPOINT"
 
 _MAX_NAME = 200
+#: The longest timeout: ten years. Deadlines are stored as dates, and a date past the year 9999 has no form.
+MAX_TIMEOUT_SECONDS = 10 * 365 * 24 * 3600
 
+logger = logging.getLogger("flyteplugins.hitl")
 
-_Waker = Callable[[str, Record], None]
-"""Called with the root an outcome was stored under and the stored outcome record."""
-
-
-class _Waiters:
-    """In-process wake-ups, keyed by request id.
-
-    The embedded server (and `submit` without a server) calls `notify` with the outcome it has
-    just stored, after sending the reply, so a waiting call returns within milliseconds instead of
-    at its next poll, and without reading the record back: at 10,000 waits those reads held the
-    wake-ups up to 1.8 s behind the answers.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._wakers: dict[str, list[_Waker]] = {}  # lists: a set of one costs 150 bytes more
-
-    # add/remove rather than a context manager: a waiting call holds what it allocates for as
-    # long as it waits, and a generator-based one costs about 380 bytes a wait.
-    def add(self, request_id: str, waker: _Waker) -> None:
-        with self._lock:
-            self._wakers.setdefault(request_id, []).append(waker)
-
-    def remove(self, request_id: str, waker: _Waker) -> None:
-        with self._lock:
-            wakers = self._wakers.get(request_id)
-            if wakers is not None and waker in wakers:
-                wakers.remove(waker)
-                if not wakers:
-                    del self._wakers[request_id]
-
-    def notify(self, root: str, request_id: str, response: Record) -> None:
-        """Wake the waits on `request_id`: `response` is the outcome just stored under `root`.
-
-        A wait on another root (the same id can exist under two) reads its own root instead.
-        """
-        with self._lock:
-            wakers = list(self._wakers.get(request_id, ()))
-        for wake in wakers:
-            wake(root, response)
-
-
-_waiters = _Waiters()
+_waiters = _engine.waiters  # the embedded server and `submit` hand outcomes to waits through it
 _stores: dict[str, Store] = {}
+_readers: weakref.WeakKeyDictionary[Store, Store] = weakref.WeakKeyDictionary()
 _occurrences: dict[tuple[str, ...], int] = {}
 _state_lock = threading.Lock()
-
-
-_wait_loop: asyncio.AbstractEventLoop | None = None
-
-
-def _shared_wait_loop() -> asyncio.AbstractEventLoop:
-    """This process's private event loop (in a daemon thread) that runs the polling of blocking waits."""
-    global _wait_loop
-    with _state_lock:
-        if _wait_loop is None:
-            _wait_loop = asyncio.new_event_loop()
-            threading.Thread(target=_wait_loop.run_forever, name="hitl-waits", daemon=True).start()
-        return _wait_loop
-
-
-def _forget_wait_loop() -> None:
-    global _wait_loop
-    _wait_loop = None  # a forked child has the loop object but not its thread
-
-
-os.register_at_fork(after_in_child=_forget_wait_loop)
 
 
 def _store_for(root: str) -> Store:
@@ -120,6 +65,19 @@ def _store_for(root: str) -> Store:
         if store is None:
             store = _stores[root] = Store(root)
         return store
+
+
+def _reader_for(store: Store) -> Store:
+    """`store`'s root with one attempt per read or write: the wait loop itself retries, asleep on its
+    signal (so an answer handed over during an outage still wakes it), and an ``.aio`` wait holds a
+    worker thread for one storage request only, not for a whole series of retries."""
+    with _state_lock:
+        reader = _readers.get(store)
+        if reader is None:
+            reader = _readers[store] = Store(store.root)
+            reader.attempts = 1
+            reader.batch_from = store.batch_from
+        return reader
 
 
 def _endpoint_for(store: Store) -> str:
@@ -175,15 +133,95 @@ def _check_args(name: object, data_type: object, scope: object, prompt: object, 
         raise InvalidEventError(f"scope must be 'run', got {scope!r}")
     if not isinstance(prompt, str):
         raise InvalidEventError(f"prompt must be a string, got {prompt!r}")
-    _check_seconds("timeout_seconds", timeout)
+    if _check_seconds("timeout_seconds", timeout) > MAX_TIMEOUT_SECONDS:
+        raise InvalidEventError(f"timeout_seconds must be at most {MAX_TIMEOUT_SECONDS:,} (ten years), got {timeout!r}")
     _check_seconds("poll_interval_seconds", poll)
     return type_name(data_type)
+
+
+def _check_reattached(request: Record | None, fresh: Record) -> Record:
+    """The stored event a re-run re-attaches to, if it is the one this call declares."""
+    request_id, name, type_str = fresh["request_id"], fresh["event_name"], fresh["data_type"]
+    if request is None or request.get("event_name") != name or request.get("data_type") != type_str:
+        raise InvalidEventError(
+            f"request_id {request_id!r} already holds event {request and request.get('event_name')!r} "
+            f"of type {request and request.get('data_type')!r}, not {name!r} of type {type_str!r}"
+        )
+    for key in ("schema", "choices", "default"):
+        if request.get(key) != fresh.get(key):
+            raise InvalidEventError(
+                f"event {name!r} (request_id {request_id!r}) exists already, with {key} {request.get(key)!r}; "
+                f"this call asks for {fresh.get(key)!r}. A re-run keeps the event it created first: "
+                "give the event a new name to ask a different question"
+            )
+    return request
+
+
+def _create(
+    name: str,
+    data_type: type[V],
+    scope: EventScope = "run",
+    prompt: str = "Please provide a value",
+    timeout_seconds: float = 3600,
+    poll_interval_seconds: float = 5,
+    *,
+    choices: list[V] | None = None,
+    default: V | None = None,
+    notify: str | None = None,
+    comment_required_on_reject: bool = False,
+    details: Mapping[str, Any] | None = None,
+) -> Event[V]:
+    """Create the event, or re-attach to it in a re-run task: `Event.create`, the same as `new_event`.
+
+    Example:
+        >>> event = hitl.Event.create("approve", data_type=bool, prompt="Ship it?")
+        >>> event = await hitl.Event.create.aio("approve", data_type=bool)
+        >>> event = await hitl.Event.create("approve", data_type=bool)  # 2.12.1's form
+    """
+    type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
+    declared = declare(data_type, choices, default)
+    checked_details = _markdown.check_details(details)
+    notify_url = _notify.check_url(notify if notify is not None else os.environ.get(_notify.NOTIFY_ENV) or None)
+    store = _store_for(default_root())
+    endpoint = _endpoint_for(store)
+    request_id = _new_request_id(name)
+    now = time.time()
+    fresh = {
+        "request_id": request_id,
+        "event_name": name,
+        "scope": scope,
+        "prompt": prompt,
+        "data_type": type_str,
+        "token": secrets.token_urlsafe(24),
+        "created_at": utc(now),
+        "expires_at": utc(now + float(timeout_seconds)),
+        "timeout_seconds": timeout_seconds,
+        "endpoint": endpoint,
+    }
+    optional = {
+        "schema": declared.get("schema"),
+        "choices": declared.get("choices"),
+        "default": declared.get("default"),
+        "details": checked_details,
+        "comment_required_on_reject": comment_required_on_reject or None,
+    }
+    fresh.update({k: v for k, v in optional.items() if v is not None})
+    # Create first: a new event is one write (one request on an object store, where reading
+    # first made it two). A refused create means the event exists, made by an earlier run of
+    # this task (or a racing process): re-attach to it.
+    request = fresh if store.create_request(fresh) else _check_reattached(store.read_request(request_id), fresh)
+    event = Event(request, data_type, float(poll_interval_seconds), store, endpoint)
+    remember(request_id, spec_for(data_type))
+    # Kept off storage: a webhook URL often carries a secret, and a re-run passes it again.
+    event._notify_url = notify_url
+    return event
 
 
 class Event(Generic[T]):
     """A question waiting for one typed answer from a person (web form) or a program (JSON).
 
-    Create events with `new_event` (or `Event.create`); both have an ``.aio`` variant.
+    Create events with `new_event` (or `Event.create`); both have an ``.aio`` variant. An event is
+    also awaitable, to itself: ``await Event.create(...)``, as written for 2.12.1, gives the event.
 
     Example:
         >>> event = new_event("approve", data_type=bool, prompt="Ship it?")
@@ -192,6 +230,8 @@ class Event(Generic[T]):
 
     #: Seconds between the "waiting for ... left" lines on the console.
     note_every_seconds: float = 60.0
+    #: Seconds past its deadline that a wait keeps trying, through a storage outage, to store the expiry mark.
+    expiry_grace_seconds: float = 60.0
     #: The clock that deadlines are measured on; tests may replace it.
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
@@ -224,7 +264,7 @@ class Event(Generic[T]):
 
     @property
     def data_type(self) -> type[T]:
-        """The Python type of the answer (int, float, str, bool, or a structured type)."""
+        """The Python type of the answer: int, float, str or bool."""
         return self._data_type
 
     @property
@@ -302,218 +342,157 @@ class Event(Generic[T]):
             f"request_id={self.request_id!r}, endpoint={self._endpoint!r})"
         )
 
-    def _create(
-        cls,
-        name: str,
-        data_type: type[T],
-        scope: EventScope = "run",
-        prompt: str = "Please provide a value",
-        timeout_seconds: float = 3600,
-        poll_interval_seconds: float = 5,
-        *,
-        choices: list[T] | None = None,
-        default: T | None = None,
-        notify: str | None = None,
-        comment_required_on_reject: bool = False,
-        details: Mapping[str, Any] | None = None,
-    ) -> Event[T]:
-        type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
-        declared = declare(data_type, choices, default)
-        checked_details = _markdown.check_details(details)
-        notify_url = _notify.check_url(notify if notify is not None else os.environ.get(_notify.NOTIFY_ENV) or None)
-        store = _store_for(default_root())
-        endpoint = _endpoint_for(store)
-        request_id = _new_request_id(name)
-        now = time.time()
-        fresh = {
-            "request_id": request_id,
-            "event_name": name,
-            "scope": scope,
-            "prompt": prompt,
-            "data_type": type_str,
-            "token": secrets.token_urlsafe(24),
-            "created_at": utc(now),
-            "expires_at": utc(now + float(timeout_seconds)),
-            "timeout_seconds": timeout_seconds,
-            "endpoint": endpoint,
-        }
-        optional = {
-            "schema": declared.get("schema"),
-            "choices": declared.get("choices"),
-            "default": declared.get("default"),
-            "details": checked_details,
-            "comment_required_on_reject": comment_required_on_reject or None,
-        }
-        fresh.update({k: v for k, v in optional.items() if v is not None})
-        # Create first: a new event is one write (one request on an object store, where reading
-        # first made it two). A refused create means the event exists, made by an earlier run of
-        # this task (or a racing process): re-attach to it.
-        request = fresh if store.create_request(fresh) else store.read_request(request_id)
-        if request is None or request.get("event_name") != name or request.get("data_type") != type_str:
-            raise InvalidEventError(
-                f"request_id {request_id!r} already holds event {request and request.get('event_name')!r} "
-                f"of type {request and request.get('data_type')!r}, not {name!r} of type {type_str!r}"
-            )
-        event = cls(request, data_type, float(poll_interval_seconds), store, endpoint)
-        remember(request_id, spec_for(data_type))
-        # Kept off storage: a webhook URL often carries a secret, and a re-run passes it again.
-        event._notify_url = notify_url
-        return event
+    create = Blocking(_create)
 
-    create = Blocking(_create, bind="class")
+    def __await__(self) -> Generator[Any, None, Self]:
+        # 2.12.1's `create` was a coroutine, so code written for it says `await Event.create(...)`.
+        yield from ()
+        return self
 
     def _wait(self) -> T:
-        # The calling thread sleeps on one lock; a shared loop does the polling (see _wait_aio).
-        # Threads that each wake on their own timer every poll starve each other of the GIL: at
-        # 10,000 waits a 2-core machine spent its time in the scheduler and never answered.
-        # A bare lock, not run_coroutine_threadsafe's future: a parked thread holds less memory.
-        loop = _shared_wait_loop()
-        parked = _Parked(self._wait_aio(inline=self._store.is_local))
-        # The task runs in this thread's context variables (Flyte's task context).
-        loop.call_soon_threadsafe(parked.start, loop, context=contextvars.copy_context())
-        try:
-            parked.finished.acquire()
-        except BaseException:  # interrupted (Ctrl-C): stop polling for a wait nobody is in
-            loop.call_soon_threadsafe(parked.cancel)
-            raise
-        assert parked.task is not None
-        return parked.task.result()
+        """Block until the event is answered and return the answer as `data_type`.
 
-    async def _wait_aio(self, inline: bool = False) -> T:
-        # Between polls the coroutine awaits a bare future that a timer or the in-process server
-        # settles, so it holds no thread (and no extra task); only the storage reads go through
-        # asyncio.to_thread. Thousands of waits share a handful of threads.
-        # `inline`: blocking waits on a local root pass True, and their shared private loop then
-        # reads the small record itself (tens of microseconds) after the first pass, instead of
-        # handing every poll to a worker thread. With 10,000 waits those hand-offs came 2,000 a
-        # second and starved the wake-ups: the last one came up to 54 s after the last answer.
-        # The price: while a local read is retried after an I/O error, the other blocking waits'
-        # wake-ups wait too. `.aio` waits run on the caller's loop and keep the worker thread.
-        loop = _WaitLoop(self)
-        running = asyncio.get_running_loop()
-        sleeper: asyncio.Future[None] | None = None
-        notified = True  # the first pass reads storage at once
-        stored: Record | None = None  # the outcome an in-process notifier stored under our root
+        Raises `EventTimeoutError` (a `TimeoutError`) once `timeout_seconds` have passed since the
+        event was created; the stored event is then marked expired so late answers are refused.
+        Transient storage errors (timeouts, refused connections, 5xx) do not end the wait before its
+        deadline: it reads again with a capped back-off, and logs the outage when it starts and ends.
+        ``await event.wait.aio()`` does the same without blocking the event loop or holding a thread.
 
-        def on_loop_notified(root: str, response: Record) -> None:
-            nonlocal notified, stored
-            notified = True  # kept until the next pass, whatever woke the sleeper first
-            if root == self._store.root:
-                stored = response
-            if sleeper is not None:
-                _settle(sleeper)
-
-        def waker(root: str, response: Record) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
-                running.call_soon_threadsafe(on_loop_notified, root, response)
-
-        _waiters.add(self.request_id, waker)
-        try:
+        Example:
+            >>> value = event.wait()
+            >>> value = await event.wait.aio()
+        """
+        signal = threading.Event()
+        with _engine.registered(self._store, self._request, signal.set) as wake:
+            poller = _Poller(self)
             while True:
-                woken, notified = notified, False
-                if stored is not None:  # the first writer's outcome, as a read would return it
-                    if inline:
-                        return cast(T, _outcome(self, dict(stored)))
-                    return cast(T, await asyncio.to_thread(_outcome, self, dict(stored)))
-                if inline and self._announced:
-                    done, value = loop.step(woken)
-                else:
-                    done, value = await asyncio.to_thread(loop.step, woken)
+                signal.clear()  # before the read: a wake-up during it makes the next sleep return at once
+                woken = wake.take()
+                if wake.handed is not None:  # the first writer's outcome, as a read would return it
+                    return cast(T, _outcome(self, dict(wake.handed)))
+                done, value = poller.step(poller.clock(), woken)
                 if done:
                     return cast(T, value)
-                if notified:  # an answer arrived during the step: read again at once
-                    continue
-                sleeper = running.create_future()
-                timer = running.call_later(loop.sleep_seconds(), _settle, sleeper)
+                signal.wait(poller.sleep_seconds())
+
+    async def _wait_aio(self) -> T:
+        # The same loop as `_wait`, asleep on an asyncio.Event instead: it holds no thread between
+        # polls, and each storage request goes to a worker thread (context variables included).
+        loop = asyncio.get_running_loop()
+        signal = asyncio.Event()
+
+        def set_signal() -> None:  # from any thread
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+                loop.call_soon_threadsafe(signal.set)
+
+        with _engine.registered(self._store, self._request, set_signal) as wake:
+            poller = _Poller(self)
+            while True:
+                signal.clear()
+                woken = wake.take()
+                if wake.handed is not None:
+                    return cast(T, _outcome(self, dict(wake.handed)))
+                now = poller.clock()
+                if poller.reads_storage(now, woken):
+                    done, value = await asyncio.to_thread(poller.step, now, woken)
+                else:
+                    done, value = poller.step(now, woken)  # the console line at most
+                if done:
+                    return cast(T, value)
+                timer = loop.call_later(poller.sleep_seconds(), signal.set)
                 try:
-                    await sleeper
+                    await signal.wait()
                 finally:
                     timer.cancel()
-                    sleeper = None
-        finally:
-            _waiters.remove(self.request_id, waker)
 
-    wait = Blocking(_wait, _wait_aio, bind="instance")
-    """Block until the event is answered and return the answer as `data_type`.
+    wait = BlockingMethod(_wait, _wait_aio)
 
-    Raises `EventTimeoutError` (a `TimeoutError`) once `timeout_seconds` have passed since the
-    event was created; the stored event is then marked expired so late answers are refused.
-    ``await event.wait.aio()`` does the same without blocking the event loop.
+
+class _Poller:
+    """The state of one wait: when to read storage next, when to print, when to give up.
+
+    `step` does one pass; a pass that reads storage makes one storage request (two when an answer
+    races the expiry mark). Transient storage errors before the deadline (and for a grace period
+    after it, to store the expiry mark) make the next read come sooner, with a capped back-off.
     """
-
-
-class _Parked:
-    """A blocking wait's task on the shared loop, and the lock its calling thread sleeps on."""
-
-    __slots__ = ("coro", "finished", "task")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
-        self.coro: Coroutine[Any, Any, Any] | None = coro
-        self.task: asyncio.Task[Any] | None = None
-        self.finished = threading.Lock()
-        self.finished.acquire()
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the loop: run the wait as a task, and let the caller go when it is done."""
-        assert self.coro is not None
-        self.task, self.coro = loop.create_task(self.coro), None
-        self.task.add_done_callback(self._done)
-
-    def _done(self, _: object) -> None:
-        self.finished.release()
-
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        elif self.coro is not None:  # interrupted before it started
-            self.coro.close()
-            self.coro = None
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-class _WaitLoop:
-    """The state of one wait: when to read storage next, when to print, when to give up."""
 
     def __init__(self, event: Event[Any]) -> None:
         self._event = event
-        self._clock = event.clock
-        now = self._clock()
+        self._reader = _reader_for(event._store)
+        self.clock = event.clock
+        now = self.clock()
         self._deadline = now + seconds_left(event._request)
-        self._next_poll = now
+        self._next_poll = now  # the first pass reads at once
         self._next_note = now + event.note_every_seconds
-
-    def sleep_seconds(self) -> float:
-        return max(0.0, min(self._next_poll, self._next_note, self._deadline) - self._clock())
-
-    def step(self, woken: bool) -> tuple[bool, Any]:
-        """One pass: read storage if woken or due, expire if past the deadline. Returns (done, value)."""
-        event, now = self._event, self._clock()
+        self._backoff = 0.0  # while storage fails: the delay before the next read, else 0
         if not event._announced:
             event._announced = True
             _announce(event)
-        if woken or now >= self._next_poll or now >= self._deadline:
-            self._next_poll = now + event.poll_interval_seconds
-            if woken or now >= self._deadline:
-                response = event._store.read_response(event.request_id)
-            else:  # a timed poll: many waits on one object store share a listing per interval
-                response = event._store.poll_response(event.request_id, event.poll_interval_seconds)
+
+    def reads_storage(self, now: float, woken: bool) -> bool:
+        return woken or now >= self._next_poll or (not self._backoff and now >= self._deadline)
+
+    def sleep_seconds(self) -> float:
+        due = self._next_poll if self._backoff else min(self._next_poll, self._deadline)
+        return min(max(0.0, min(due, self._next_note) - self.clock()), threading.TIMEOUT_MAX)
+
+    def step(self, now: float, woken: bool) -> tuple[bool, Any]:
+        """One pass at time `now`: read storage if woken or due, expire past the deadline. Returns (done, value)."""
+        event = self._event
+        if self.reads_storage(now, woken):
+            try:
+                response, mine = self._read(now, direct=woken or bool(self._backoff))
+            except StorageError as e:
+                if not _transient(e) or now >= self._deadline + event.expiry_grace_seconds:
+                    raise
+                self._backoff = min(max(2 * self._backoff, _engine.FIRST_BACKOFF_SECONDS), _engine.MAX_BACKOFF_SECONDS)
+                self._next_poll = now + self._backoff
+                _engine.outages.failed(self._reader.root, e, self._backoff)
+                response, mine = None, True
+            else:
+                if self._backoff:
+                    self._backoff = 0.0
+                    _engine.outages.answered(self._reader.root)
+                self._next_poll = now + event.poll_interval_seconds
             if response is not None:
+                if not mine:
+                    _await_replies(event.request_id)
                 return True, _outcome(event, response)
-        if now >= self._deadline:
-            expired = expired_record(event._request)
-            if event._store.create_response(event.request_id, expired):
-                response = expired
-            else:  # an answer landed between our read and the expiry mark: it wins
-                response = event._store.read_response(event.request_id) or expired
-            return True, _outcome(event, response)
         if now >= self._next_note:
             self._next_note = now + event.note_every_seconds
             _say(f"waiting for {event.name!r} … {_html.time_left(max(1.0, self._deadline - now))}")
         return False, None
+
+    def _read(self, now: float, direct: bool) -> tuple[Record | None, bool]:
+        """The stored outcome (or the expiry mark this pass stored, past the deadline), and whether
+        this wait wrote it."""
+        event, reader = self._event, self._reader
+        if now >= self._deadline:
+            expired = expired_record(event._request)
+            if reader.create_response(event.request_id, expired):
+                return expired, True
+            return reader.read_response(event.request_id) or expired, False  # an answer came first: it wins
+        if direct:
+            return reader.read_response(event.request_id), False
+        # A timed poll: many waits on one object store share a listing per interval.
+        return reader.poll_response(event.request_id, event.poll_interval_seconds), False
+
+
+def _transient(error: StorageError) -> bool:
+    """Whether retrying may fix `error` (a timeout, a refused connection, a 5xx), judged by its cause."""
+    return error.__cause__ is not None and _is_transient(error.__cause__)
+
+
+def _await_replies(request_id: str) -> None:
+    """Return once this process's server has written its replies for `request_id`, if it is sending one.
+
+    A wait that finds its answer by reading storage may find it before the server that stored it has
+    replied; if the program then ends at once, the person would see an error for an answer that counted.
+    """
+    server = sys.modules.get("flyteplugins.hitl.server")
+    await_replies = getattr(server, "await_replies", None)
+    if await_replies is not None:
+        await_replies(request_id)
 
 
 def _outcome(event: Event[Any], response: Record) -> Any:
@@ -535,9 +514,19 @@ def _outcome(event: Event[Any], response: Record) -> Any:
     return value
 
 
+# C0 and C1 controls (ESC, CR, BS, ...) and the bidirectional overrides: shown escaped, so that
+# text from a person (a comment, an identity, a name) can neither move the cursor nor fake a line.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_controls(text: str) -> str:
+    return _CONTROL_RE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
 def _say(line: str) -> None:
-    """Print one console line; text the console cannot encode is escaped rather than lost or fatal."""
-    text = f"[hitl] {line}"
+    """Print one console line, control characters escaped; text the console cannot encode is escaped
+    rather than lost or fatal."""
+    text = f"[hitl] {_escape_controls(line)}"
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
     try:
         text.encode(encoding)
@@ -561,33 +550,60 @@ def _announce(event: Event[Any]) -> None:
     _update_report(event, None)
 
 
+#: Seconds a report write may take before it is given up (and logged).
+_REPORT_WRITE_SECONDS = 10.0
+_report_writes: dict[int, bool] = {}  # id(report) -> whether another write is wanted after the running one
+
+
 def _update_report(event: Event[Any], response: Record | None) -> None:
-    """Show the event (and its answer, once there is one) in the task's Flyte report, if it has one."""
-    import flyte
+    """Show the event (and its answer, once there is one) in the task's Flyte report, if it has one.
 
-    if not flyte.ctx():
-        return
-    from flyte._context import internal_ctx
-
-    report = internal_ctx().get_report()
+    The tab is replaced at once; writing the report out happens in the background and never holds up
+    the wait: a blocking wait in an ``async def`` task holds Flyte's event loop, which the write may need.
+    """
+    report = _flyte.current_report()
     if report is None:
         return
     report.get_tab(f"HITL: {event.name}").replace(_html.report_section(event, response))
+    key = id(report)
+    with _state_lock:
+        if key in _report_writes:  # a write is running: it goes once more, with this tab in it
+            _report_writes[key] = True
+            return
+        _report_writes[key] = False
+    # In a thread that carries this thread's context variables (Flyte's task context).
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(_write_report, key), name="hitl-report", daemon=True).start()
+
+
+def _write_report(key: int) -> None:
     import flyte.report
 
-    def flush() -> None:
-        # The report is a convenience: failing to write it must not fail the wait.
+    while True:
         try:
-            asyncio.run(flyte.report.flush.aio())
-        except Exception as e:
-            logging.getLogger("flyteplugins.hitl").warning("could not update the Flyte report: %s", e)
+            asyncio.run(asyncio.wait_for(flyte.report.flush.aio(), _REPORT_WRITE_SECONDS))
+        except TimeoutError:
+            logger.warning("could not update the Flyte report: no write finished within %g s", _REPORT_WRITE_SECONDS)
+        except Exception as e:  # the report is a convenience: failing to write it must not fail the wait
+            logger.warning("could not update the Flyte report: %s", str(e) or type(e).__name__)
+        with _state_lock:
+            if not _report_writes[key]:
+                del _report_writes[key]
+                return
+            _report_writes[key] = False
 
-    # flush is async; run it on a private loop in a thread that carries this thread's context,
-    # which works whether or not the caller is itself inside an event loop.
-    context = contextvars.copy_context()
-    thread = threading.Thread(target=context.run, args=(flush,), daemon=True)
-    thread.start()
-    thread.join()
+
+def _after_fork_in_child() -> None:
+    # The child has only the forking thread. A lock that another thread held at the fork stays
+    # held forever, the locks inside cached stores included: start again with fresh ones.
+    global _state_lock, _readers
+    _state_lock = threading.Lock()
+    _stores.clear()
+    _readers = weakref.WeakKeyDictionary()
+    _report_writes.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @blocking()
@@ -612,7 +628,7 @@ def new_event(
             list[...] of those, or a dataclass, TypedDict or pydantic model of those (see the README).
         scope: Where the event lives; only "run" is supported.
         prompt: The question shown to the person, in Markdown (plain text on the console).
-        timeout_seconds: How long to wait for an answer, from creation (default: one hour).
+        timeout_seconds: How long to wait for an answer, from creation (default: one hour; at most ten years).
         poll_interval_seconds: How often to read storage for answers from other servers (default: 5).
         choices: The only answers allowed (str, int, float, Enum and Literal events); the form offers
             them as buttons.
@@ -632,7 +648,7 @@ def new_event(
         >>> event = new_event("size", data_type=str, choices=["S", "M", "L"], default="M")
         >>> review = new_event("review", data_type=Review, prompt="Label **img-42**", details={"model": 0.91})
     """
-    return Event.create(
+    return _create(
         name,
         data_type,
         scope,
@@ -646,7 +662,33 @@ def new_event(
     )
 
 
-@blocking()
+async def _approve_aio(
+    name: str,
+    prompt: str = "Do you approve?",
+    timeout_seconds: float = 3600,
+    poll_interval_seconds: float = 5,
+    *,
+    default: bool | None = None,
+    require_reject_comment: bool = False,
+    notify: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> bool:
+    event = await Event.create.aio(
+        name,
+        bool,
+        "run",
+        prompt,
+        timeout_seconds,
+        poll_interval_seconds,
+        default=default,
+        notify=notify,
+        comment_required_on_reject=require_reject_comment,
+        details=details,
+    )
+    return await event.wait.aio()
+
+
+@blocking(_approve_aio)
 def approve(
     name: str,
     prompt: str = "Do you approve?",
@@ -663,6 +705,7 @@ def approve(
     The responder may add a comment (kept in the audit trail); with ``require_reject_comment``
     a rejection without one is refused. Without ``default``, no answer in time raises
     `EventTimeoutError`. ``details`` (a mapping) is shown under the prompt as a table.
+    ``await approve.aio(...)`` waits without holding a thread.
 
     Example:
         >>> if hitl.approve("deploy", prompt="Deploy model v3 to production?"):

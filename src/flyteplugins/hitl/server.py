@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 from . import _endpoints
 from ._endpoints import Request, Response, Site
-from ._errors import HitlError
+from ._errors import ConfigurationError
 from ._store import Record, Store
 
 logger = logging.getLogger("flyteplugins.hitl.server")
@@ -466,7 +466,7 @@ def embedded_server(store: Store, on_answer: Callable[[str, Record], None]) -> s
             try:
                 port = int(port_text)
             except ValueError:
-                raise HitlError(f"{PORT_ENV} must be a port number, got {port_text!r}") from None
+                raise ConfigurationError(f"{PORT_ENV} must be a port number, got {port_text!r}") from None
             if not _embedded:
                 atexit.register(_stop_embedded)
             entry = _embedded[store.root] = start_server(store, host, port, on_answer, check_host=True)
