@@ -86,7 +86,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    record = _client.status(args.request_id, token=args.token, endpoint=args.endpoint, root=args.root)
+    if not 0 <= args.wait < float("inf"):  # also refuses nan
+        raise InvalidValueError(f"--wait must be 0 or more seconds, got {args.wait!r}")
+    record = _client.status(args.request_id, token=args.token, endpoint=args.endpoint, root=args.root, wait=args.wait)
     print(json.dumps(record, indent=2, ensure_ascii=False))
     return 0
 
@@ -133,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--root", default=None, help=root_help)
     status.add_argument("--endpoint", default=None, help="ask this server instead of reading the root")
     status.add_argument("--token", default=None, help="the event's token (needed with --endpoint)")
+    status.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS", help="block up to SECONDS until it is answered or expires"
+    )
     status.set_defaults(run=_status)
 
     submit = commands.add_parser("submit", help="answer an event: first answer wins")

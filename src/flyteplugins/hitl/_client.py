@@ -7,7 +7,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from . import _answers
+from . import _answers, _wake
 from ._aio import blocking
 from ._errors import (
     AlreadyAnsweredError,
@@ -64,21 +64,51 @@ def answer(
     from .hitl import _waiters  # a waiter in this very process wakes at once
 
     _waiters.notify(store.root, request["request_id"], response)
+    _wake.poke(store, request)  # and one in another process (a task pod) soon after
     return response
 
 
 def status(
-    request_id: str, *, token: str | None = None, endpoint: str | None = None, root: str | None = None
+    request_id: str,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    root: str | None = None,
+    wait: float = 0,
 ) -> Record:
-    """The event's status record (as ``GET /status`` returns it), without its token."""
+    """The event's status record (as ``GET /status`` returns it), without its token.
+
+    With `wait`, block up to that many seconds for the event to be answered or expire: through
+    the server's long-poll (60 s at a time), or by watching the root once a second.
+    """
+    import time
+
+    deadline = time.monotonic() + wait
     if endpoint:
         import urllib.request
 
         url = f"{endpoint.rstrip('/')}/status/{check_request_id(request_id)}?token={quote(token or '', safe='')}"
-        return _call(urllib.request.Request(url), request_id)
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            step = min(left, 60.0)
+            record = _call(urllib.request.Request(f"{url}&wait={step:.3f}" if step else url), request_id, step)
+            if record.get("status") != "pending" or left <= 60.0:
+                return record
     store = Store(root or default_root())
     request = _answers.load(store, request_id)
-    return _answers.status_record(request, store.read_response(request_id))
+    response = store.read_response(request_id)
+    if response is None and wait > 0:
+        from ._answers import seconds_left
+        from ._watch import Watch
+
+        watch = Watch(store)
+        try:
+            response = watch.wait(request_id, min(wait, max(0.0, seconds_left(request))))
+        finally:
+            watch.close()
+        if response is None and seconds_left(request) <= 0:
+            response = store.read_response(request_id)
+    return _answers.status_record(request, response)
 
 
 @blocking()
@@ -129,12 +159,12 @@ def _post(endpoint: str, request_id: str, value: Any, token: str | None, comment
     return _call(request, request_id)
 
 
-def _call(request: urllib.request.Request, request_id: str) -> Record:
+def _call(request: urllib.request.Request, request_id: str, wait: float = 0) -> Record:
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as reply:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS + wait) as reply:
             return json.loads(reply.read())
     except urllib.error.HTTPError as e:
         try:

@@ -42,6 +42,7 @@ logger = logging.getLogger("flyteplugins.hitl.store")
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 REQUEST_FILE = "request.json"
 RESPONSE_FILE = "response.json"
+WAITER_FILE = "waiter.json"
 DEFAULT_LOCAL_ROOT = "/tmp/flyte/hitl"
 ROOT_ENV = "FLYTE_HITL_ROOT"
 FSYNC_ENV = "FLYTE_HITL_FSYNC"
@@ -74,6 +75,7 @@ def fsync_wanted() -> bool:
 class _Backend(Protocol):
     def read(self, key: str) -> bytes | None: ...
     def create(self, key: str, data: bytes) -> bool: ...
+    def put(self, key: str, data: bytes) -> None: ...
     def list_ids(self) -> list[str]: ...
     def list_answered(self) -> set[str] | None: ...
 
@@ -151,6 +153,21 @@ class Store:
     def create_response(self, request_id: str, record: Record) -> bool:
         """Store the outcome; False (and nothing written) if one exists: the first writer wins."""
         return self._create(check_request_id(request_id), RESPONSE_FILE, record)
+
+    def read_waiter(self, request_id: str) -> Record | None:
+        """Where a process waiting on `request_id` takes wake-ups (see `_wake`), or None."""
+        return self._read(check_request_id(request_id), WAITER_FILE)
+
+    def put_waiter(self, request_id: str, record: Record) -> None:
+        """Record where this process takes wake-ups for `request_id`, replacing any earlier record."""
+        key = f"{check_request_id(request_id)}/{WAITER_FILE}"
+        data = json.dumps(record, separators=(",", ":")).encode()
+        self._retry(f"write {key}", lambda: self._backend.put(key, data))
+
+    def list_answered(self) -> set[str] | None:
+        """Ids with a stored outcome, from one listing of the root (object stores); None where a
+        read of each response costs less (local roots, generic fsspec)."""
+        return self._retry("list answers", lambda: self._backend.list_answered())
 
     def list_ids(self) -> list[str]:
         """Request ids of every event under the root (unordered)."""
@@ -348,6 +365,22 @@ class _LocalBackend:
         finally:
             os.unlink(tmp)
 
+    def put(self, key: str, data: bytes) -> None:
+        # A temp file renamed over the old one: readers see the old record or the new one, never half.
+        path = os.path.join(self.root, key)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(tmp, flags, 0o600)
+        try:
+            self._write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
     def _create_unnamed(self, directory: str, path: str, data: bytes) -> bool:
         """Write an unnamed file (O_TMPFILE), sync it, then give it its name with linkat(2).
 
@@ -473,6 +506,11 @@ class _ObjectBackend:
             raise OSError(f"conditional write conflict on {path}; retrying") from None
         return False
 
+    def put(self, key: str, data: bytes) -> None:
+        import obstore
+
+        obstore.put(self._store, self._prefix + key, data)
+
     def list_ids(self) -> list[str]:
         import obstore
 
@@ -516,6 +554,9 @@ class _FsspecBackend:
                 return False
             self._fs.pipe_file(path, data)
             return True
+
+    def put(self, key: str, data: bytes) -> None:
+        self._fs.pipe_file(f"{self._root}/{key}", data)
 
     def list_ids(self) -> list[str]:
         try:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Literal, TypeVar, cast
 from urllib.parse import quote
 
-from . import _html, _notify
+from . import _html, _notify, _wake
 from ._aio import Blocking, blocking
 from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError, InvalidValueError
@@ -421,6 +421,15 @@ class Event(Generic[T]):
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
                 running.call_soon_threadsafe(on_loop_notified, root, response)
 
+        def on_wake() -> None:  # another process stored an outcome: read storage now
+            with contextlib.suppress(RuntimeError):
+                running.call_soon_threadsafe(on_loop_notified, "", {})
+
+        # Before the first read, so an outcome stored after it is announced to this wait.
+        if inline:
+            unlisten = _wake.listen(self._store, self._request, on_wake)
+        else:
+            unlisten = await asyncio.to_thread(_wake.listen, self._store, self._request, on_wake)
         _waiters.add(self.request_id, waker)
         try:
             while True:
@@ -445,6 +454,7 @@ class Event(Generic[T]):
                     timer.cancel()
                     sleeper = None
         finally:
+            unlisten()
             _waiters.remove(self.request_id, waker)
 
     wait = Blocking(_wait, _wait_aio, bind="instance")

@@ -7,7 +7,8 @@ Endpoints (every one answers a client's mistake with a clear 4xx and writes noth
 - ``GET /form/<request_id>?token=…``: the answer form (or the event's state once answered/expired)
 - ``POST /submit``: a form-encoded answer (``request_id``, ``token``, ``value``) → an HTML page
 - ``POST /submit/json``: a JSON answer ``{"request_id", "token", "value"[, "data_type"]}`` → JSON
-- ``GET /status/<request_id>?token=…``: the event and its outcome as JSON (never the token)
+- ``GET /status/<request_id>?token=…[&wait=N]``: the event and its outcome as JSON (never the token);
+  with ``wait`` (0 to 60 s), once the event is answered or expired, or after N seconds
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import _answers, _html
+from . import _answers, _html, _wake
 from ._answers import seconds_left
 from ._errors import (
     AlreadyAnsweredError,
@@ -41,6 +42,7 @@ from ._errors import (
     StorageError,
 )
 from ._store import Record, Store
+from ._watch import Watch
 
 logger = logging.getLogger("flyteplugins.hitl.server")
 
@@ -137,7 +139,13 @@ class HitlServer(ThreadingHTTPServer):
         #: The header an authenticating proxy in front of us sets to the user's identity; trusted only
         #: when configured, since any client can send any header.
         self.identity_header = identity_header
+        #: Long-polls of ``GET /status/<id>?wait=N``.
+        self.watch = Watch(store)
         super().__init__(address, HitlHandler)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.watch.close()
 
     @property
     def url(self) -> str:
@@ -434,12 +442,15 @@ class HitlHandler(BaseHTTPRequestHandler):
             self.server.store, request, raw, via=via, client=self.client_address[0], comment=comment, identity=identity
         )
 
-    def _answered(self, request_id: str, response: Record) -> None:
-        """Hand the stored outcome to an in-process waiter, after the reply is on its way, so it can
-        never outrun the reply."""
+    def _answered(self, request: Record, response: Record) -> None:
+        """Hand the stored outcome to an in-process waiter, this server's long-polls and (by a
+        wake-up) a waiting process elsewhere, after the reply is on its way, so none can outrun it."""
+        request_id = request["request_id"]
+        self.wfile.flush()
+        self.server.watch.stored(request_id, response)
         if self.server.on_answer is not None:
-            self.wfile.flush()
             self.server.on_answer(request_id, response)
+        _wake.poke(self.server.store, request)
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -478,9 +489,21 @@ class HitlHandler(BaseHTTPRequestHandler):
             raise _Reply(status, detail, html=_html.message_page("Cannot open this event", detail)) from None
         self._send_html(*self._page_for(request))
 
+    #: Longest ``wait`` a status request may ask for, in seconds.
+    max_status_wait = 60.0
+
     def _get_status(self, request_id: str) -> None:
-        request = self._event(request_id, self._query().get("token"))
-        self._send_json(200, _answers.status_record(request, self.server.store.read_response(request_id)))
+        query = self._query()
+        wait = _wait_seconds(query.get("wait"), self.max_status_wait)
+        request = self._event(request_id, query.get("token"))
+        store = self.server.store
+        response = store.read_response(request_id)
+        if response is None and wait > 0:
+            left = seconds_left(request)
+            response = self.server.watch.wait(request_id, min(wait, max(0.0, left)))
+            if response is None and left <= wait:  # the deadline passed meanwhile: show its expiry mark if any
+                response = store.read_response(request_id)
+        self._send_json(200, _answers.status_record(request, response))
 
     def _post_form(self, _: str) -> None:
         def fail(status: int, detail: str) -> _Reply:
@@ -517,7 +540,7 @@ class HitlHandler(BaseHTTPRequestHandler):
             self._send_html(410, _html.expired_page(request))
             return
         self._send_html(200, _html.answered_page(request, response, just_now=True))
-        self._answered(request["request_id"], response)
+        self._answered(request, response)
 
     def _post_json(self, _: str) -> None:
         body = self._body()
@@ -554,7 +577,20 @@ class HitlHandler(BaseHTTPRequestHandler):
                 "message": f"answer for {request['event_name']!r} accepted",
             },
         )
-        self._answered(request_id, response)
+        self._answered(request, response)
+
+
+def _wait_seconds(text: str | None, limit: float) -> float:
+    """The ``wait`` of a status request: 0 to `limit` seconds; anything else is a 400."""
+    if text is None:
+        return 0.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= limit:  # also refuses nan
+        raise _Reply(400, f"wait must be a number of seconds from 0 to {limit:g}, got {text[:40]!r}")
+    return seconds
 
 
 def make_server(
