@@ -10,7 +10,8 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,14 @@ def listening(store: Store) -> Iterator[tuple[dict, Woken, tuple[str, int]]]:
     unregister()
 
 
+def until(done: Callable[[], bool], what: str) -> None:
+    """Wait for `done()` to hold, checking every 10 ms; fail after HANG_GUARD seconds."""
+    deadline = time.monotonic() + HANG_GUARD
+    while not done():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
 def _send(address: tuple[str, int], data: bytes) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.sendto(data, address)
@@ -97,7 +106,7 @@ def test_unauthenticated_wake_ups_are_dropped_before_an_authentic_one(listening:
     request_id = request["request_id"]
     forged = _wake.datagram({"request_id": request_id, "token": "not-the-token"})
     stamp, nonce = "1" + "0" * 12, "ab" * 8
-    for data in (
+    forgeries = (
         forged,
         forged.rsplit(b" ", 1)[0] + b" " + b"0" * 64,  # right shape, made-up mac
         _wake.datagram({"request_id": "other-event", "token": request["token"]}),  # no wait here for it
@@ -105,7 +114,12 @@ def test_unauthenticated_wake_ups_are_dropped_before_an_authentic_one(listening:
         b"GET / HTTP/1.1\r\n\r\n",
         b"",
         b"\xff" * 600,
-    ):
+        b"HITLWAKE1 \xff \xff \xff \xff",
+    )
+    for data in forgeries:
+        assert not _wake._listener.handle(data, "test")
+    assert woken.count == 0
+    for data in forgeries:  # the same through the socket
         _send(address, data)
     # Datagrams from one socket on loopback arrive in order and one thread handles them: when the
     # authentic one has woken the wait, every forged one before it has been dropped.
@@ -205,9 +219,7 @@ def test_a_wait_with_an_hour_poll_returns_at_once_when_another_process_answers(r
     waiting = threading.Thread(target=lambda: result.append(event.wait()), daemon=True)
     waiting.start()
     store = Store(str(root))
-    while store.read_waiter(event.request_id) is None:  # the wait has registered (bounded by the join below)
-        waiting.join(0.01)
-        assert waiting.is_alive()
+    until(lambda: store.read_waiter(event.request_id) is not None, "the wait registers for wake-ups")
     cli = python("-m", "flyteplugins.hitl", "submit", event.request_id, "7", "--root", str(root))
     out, _ = cli.communicate(timeout=HANG_GUARD)
     assert cli.returncode == 0, out
@@ -225,8 +237,7 @@ def test_watch_releases_a_long_poll_when_this_process_stores_the_outcome(store: 
     got: list[object] = []
     thread = threading.Thread(target=lambda: got.append(watch.wait("w-1", HANG_GUARD * 2)))
     thread.start()
-    while not watch._watched:
-        thread.join(0.01)
+    until(lambda: bool(watch._watched), "the long-poll waits")
     watch.stored("w-1", {"status": "completed", "value": 1})
     thread.join(HANG_GUARD)
     assert got == [{"status": "completed", "value": 1}]
@@ -254,8 +265,7 @@ def test_close_releases_every_long_poll(store: Store) -> None:
     threads = [threading.Thread(target=watch.wait, args=(f"w-{i}", 3600)) for i in range(5)]
     for t in threads:
         t.start()
-    while len(watch._watched) < 5:
-        threads[0].join(0.01)
+    until(lambda: len(watch._watched) == 5, "five long-polls wait")
     watch.close()
     for t in threads:
         t.join(HANG_GUARD)
@@ -282,8 +292,7 @@ def test_long_polls_on_s3_share_one_listing_and_read_only_what_is_answered(
     threads = [threading.Thread(target=lambda i=i: results.update({i: watch.wait(i, HANG_GUARD * 2)})) for i in ids]
     for t in threads:
         t.start()
-    while len(watch._watched) < len(ids):
-        threads[0].join(0.01)
+    until(lambda: len(watch._watched) == len(ids), "every long-poll waits")
     before = moto.count("GET", "/response.json")
     lists = sum(1 for m, p in list(moto.requests) if m == "GET" and p.rstrip("/").count("/") <= 1)
     store.create_response(ids[3], {"status": "completed", "value": 3})
@@ -334,11 +343,12 @@ def test_status_long_poll_returns_when_the_event_is_answered(
     store: Store, two_servers: tuple[HitlServer, HitlServer], where: str
 ) -> None:
     polled, answering = two_servers[0], two_servers[0 if where == "same server" else 1]
+    if where == "same server":
+        polled.watch.poll_seconds = 3600  # only the server's own store can release it in time
     event = _event(store)
     out: list = []
     thread = _long_poll(polled.url, event["request_id"], event["token"], "60", out)
-    while not polled.watch._watched:  # the long-poll is waiting
-        thread.join(0.01)
+    until(lambda: bool(polled.watch._watched), "the long-poll waits")
     reply = post_json(answering.url, {"request_id": event["request_id"], "token": event["token"], "value": 4})
     assert reply.status == 200
     thread.join(HANG_GUARD + 5)
