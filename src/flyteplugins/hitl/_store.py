@@ -13,6 +13,9 @@ reader ever sees a half-written file:
   ``flyte.storage`` so Flyte's configured credentials and endpoints apply;
 - other fsspec protocols: exists-then-write, atomic only within one process (documented).
 
+``<root>/<request_id>/waiter.json`` says where the process waiting on the event takes wake-ups
+(`_wake`); each wait overwrites it (a rename locally, a plain put on object stores).
+
 A waiting event polls with one read of its response; many waits of one process on one object
 store share a listing of the root per poll interval instead (`Store.poll_response`).
 
@@ -159,10 +162,16 @@ class Store:
         return self._read(check_request_id(request_id), WAITER_FILE)
 
     def put_waiter(self, request_id: str, record: Record) -> None:
-        """Record where this process takes wake-ups for `request_id`, replacing any earlier record."""
+        """Record where this process takes wake-ups for `request_id`, replacing any earlier record.
+
+        One attempt, never retried: a wait must not be held up by it (without it, the wait polls).
+        """
         key = f"{check_request_id(request_id)}/{WAITER_FILE}"
         data = json.dumps(record, separators=(",", ":")).encode()
-        self._retry(f"write {key}", lambda: self._backend.put(key, data))
+        try:
+            self._backend.put(key, data)
+        except _storage_errors()[0] as e:
+            raise StorageError(f"cannot write {key} under {self.root!r}: {_brief(e)}", self.root) from e
 
     def list_answered(self) -> set[str] | None:
         """Ids with a stored outcome, from one listing of the root (object stores); None where a
