@@ -228,6 +228,29 @@ def test_a_wait_with_an_hour_poll_returns_at_once_when_another_process_answers(r
     assert _wake._listener.address is None  # closed with the last wait
 
 
+def test_an_answer_found_by_a_poll_instead_of_a_wake_up_is_reported_once(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Stored by a writer that sends no wake-up (as when a NetworkPolicy drops them): the poll finds it.
+    from flyteplugins.hitl import _answers
+
+    monkeypatch.setattr(_wake, "_missed_once", False)
+    store = Store(str(root))
+    with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.wake"):
+        for value in (1, 2):
+            event = hitl.new_event("polled", data_type=int, prompt="n?", poll_interval_seconds=0.05)
+            result: list[int] = []
+            waiting = threading.Thread(target=lambda e=event, r=result: r.append(e.wait()))
+            waiting.start()
+            # Its first read follows the record at once; this answer comes later, so a poll finds it.
+            until(lambda e=event: store.read_waiter(e.request_id) is not None, "the wait registers")
+            _answers.submit(store, _answers.load(store, event.request_id), value, via="python", client="t")
+            waiting.join(HANG_GUARD)
+            assert result == [value]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.wake"]
+    assert len(warnings) == 1 and "at a poll, not by a wake-up" in warnings[0] and "udp 127.0.0.1:" in warnings[0]
+
+
 # -- _watch ------------------------------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from ._errors import StorageError
 from ._store import Record, Store
@@ -80,6 +81,12 @@ def datagram(request: Record, now: float | None = None) -> bytes:
 
 
 # -- the waiting side ---------------------------------------------------------------------------------
+
+
+class Unregister(Protocol):
+    """What `listen` returns: call it when the wait ends."""
+
+    def __call__(self, answered_by_poll: bool = False) -> None: ...
 
 
 class _Wait:
@@ -226,7 +233,7 @@ _listener = Listener()
 _record_failed = False
 
 
-def listen(store: Store, request: Record, on_wake: Callable[[], None]) -> Callable[[], None]:
+def listen(store: Store, request: Record, on_wake: Callable[[], None]) -> Unregister:
     """Take wake-ups for `request` until the returned function is called.
 
     `on_wake()` is called from the listener's thread for each accepted wake-up: it means "read
@@ -234,6 +241,9 @@ def listen(store: Store, request: Record, on_wake: Callable[[], None]) -> Callab
     write) before it returns, so that a writer that stores the outcome after this call finds it;
     the wait should read storage once after this call. Never raises: without a listener the wait
     simply polls.
+
+    Call the returned function with ``answered_by_poll=True`` when a timed poll, not a wake-up,
+    found the answer: the first time, a warning says that wake-ups do not reach this process.
 
     Example:
         >>> unregister = listen(store, event_request, lambda: loop.call_soon_threadsafe(wake))
@@ -256,14 +266,31 @@ def listen(store: Store, request: Record, on_wake: Callable[[], None]) -> Callab
             _record_failed = True
             logger.warning("cannot record where this process takes wake-ups (%s); waits find answers by polling", e)
 
-    def unregister() -> None:
+    def unregister(answered_by_poll: bool = False) -> None:
         _listener.remove(wait)
+        if answered_by_poll:
+            _missed(wait.request_id, address)
 
     return unregister
 
 
-def _nothing() -> None:
+def _nothing(answered_by_poll: bool = False) -> None:
     pass
+
+
+_missed_once = False
+
+
+def _missed(request_id: str, address: tuple[str, int]) -> None:
+    global _missed_once
+    if not _missed_once:
+        _missed_once = True
+        logger.warning(
+            "the answer to %r reached this process at a poll, not by a wake-up: if that repeats, writers "
+            "cannot reach udp %s:%d (a NetworkPolicy?) or do not send wake-ups; see docs/DEPLOYMENT.md",
+            request_id,
+            *address,
+        )
 
 
 def _wake_host() -> str:

@@ -431,6 +431,7 @@ class Event(Generic[T]):
         else:
             unlisten = await asyncio.to_thread(_wake.listen, self._store, self._request, on_wake)
         _waiters.add(self.request_id, waker)
+        answered_by_poll = False
         try:
             while True:
                 woken, notified = notified, False
@@ -443,6 +444,7 @@ class Event(Generic[T]):
                 else:
                     done, value = await asyncio.to_thread(loop.step, woken)
                 if done:
+                    answered_by_poll = not woken and (self._response or {}).get("status") == "completed"
                     return cast(T, value)
                 if notified:  # an answer arrived during the step: read again at once
                     continue
@@ -454,7 +456,7 @@ class Event(Generic[T]):
                     timer.cancel()
                     sleeper = None
         finally:
-            unlisten()
+            unlisten(answered_by_poll=answered_by_poll)
             _waiters.remove(self.request_id, waker)
 
     wait = Blocking(_wait, _wait_aio, bind="instance")
