@@ -268,6 +268,21 @@ def test_watch_releases_a_long_poll_when_this_process_stores_the_outcome(store: 
     watch.close()
 
 
+def test_watch_remembers_a_bounded_number_of_outcomes_for_a_bounded_time(store: Store) -> None:
+    watch = Watch(store)
+    now = [0.0]
+    watch.clock = lambda: now[0]  # type: ignore[method-assign]
+    watch.remember_most = 2
+    for i in range(3):
+        watch.stored(f"r-{i}", {"value": i})
+    assert list(watch._recent) == ["r-1", "r-2"]
+    now[0] += watch.remember_seconds
+    watch.stored("r-3", {"value": 3})
+    assert list(watch._recent) == ["r-3"]
+    assert watch.wait("r-3", 0) == {"value": 3} and watch.wait("r-1", 0) is None
+    watch.close()
+
+
 def test_watch_finds_an_outcome_stored_elsewhere_by_its_shared_poll(store: Store) -> None:
     _event(store, "w-2")
     watch = Watch(store)

@@ -147,6 +147,14 @@ class Listener:
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
 
+    def wake_here(self, request_id: str) -> bool:
+        """Wake this process's own waits on `request_id` directly; False if it has none."""
+        with self._lock:
+            waits = list(self._waits.get(request_id, ()))
+        for wait in waits:
+            wait.on_wake()
+        return bool(waits)
+
     @property
     def waiting(self) -> int:
         """How many waits are registered."""
@@ -191,7 +199,10 @@ class Listener:
                 if self._sock is not sock:
                     return  # shut down by remove()
                 continue
-            self.handle(data, sender)
+            try:
+                self.handle(data, sender)
+            except Exception:  # a bug here must not end wake-ups for every wait of the process
+                logger.exception("error while handling a wake-up from %s", sender)
 
     def handle(self, data: bytes, sender: object = None) -> bool:
         """Check one datagram; call the matching wait's ``on_wake`` and return True if it is accepted."""
@@ -315,13 +326,14 @@ def poke(store: Store, request: Record) -> None:
     Best-effort: at most one storage read (``waiter.json``) and one UDP datagram; never raises.
     On an object store the read runs in a daemon thread and the caller waits for it at most
     `POKE_WAIT_SECONDS`. A failure is logged once per process; the wait then finds the outcome
-    at its next poll.
+    at its next poll. A wait in this very process (the embedded server's) is woken directly,
+    with neither.
 
     Example:
         >>> if store.create_response(request_id, response):
         ...     poke(store, request)
     """
-    if not enabled():
+    if not enabled() or _listener.wake_here(str(request.get("request_id"))):
         return
     if store.is_local:
         _poke(store, request)

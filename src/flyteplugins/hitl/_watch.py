@@ -42,6 +42,8 @@ class Watch:
     poll_seconds = 1.0
     #: Seconds an outcome this server stored is remembered for long-polls that start later.
     remember_seconds = 60.0
+    #: Most outcomes remembered that way.
+    remember_most = 10_000
     #: The clock; tests may replace it.
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
@@ -59,9 +61,14 @@ class Watch:
         """This process has just stored `response` as the outcome of `request_id`: release its long-polls."""
         now = self.clock()
         with self._lock:
+            self._recent.pop(request_id, None)
             self._recent[request_id] = (now, response)
-            if len(self._recent) > 1000:
-                self._recent = {k: v for k, v in self._recent.items() if now - v[0] < self.remember_seconds}
+            # Oldest first (insertion order): drop the expired ones, and any beyond the cap.
+            while self._recent:
+                oldest = next(iter(self._recent))
+                if len(self._recent) <= self.remember_most and now - self._recent[oldest][0] < self.remember_seconds:
+                    break
+                del self._recent[oldest]
             watched = self._watched.get(request_id)
         if watched is not None:
             watched.response = response
