@@ -271,10 +271,16 @@ def bench_storage(n: int, seconds: float) -> dict[str, Any]:
                 _post(urls[-1], e["id"], e["token"], i)
             returned = sum(1 for line in proc.stdout if line.startswith("RET"))
             proc.wait(60)
-    if count is None:
-        raise RuntimeError("the waiting process printed no counts")
-    count["returned"] = returned
-    return count
+        if count is None:
+            raise RuntimeError("the waiting process printed no counts")
+        count["returned"] = returned
+        out = {"new": count}
+        if OLD_PY.exists():
+            log(f"storage cost: {n} events waiting on s3:// (moto) for {seconds:g}s, old plugin")
+            env = child_env(RAW_DATA_PATH=f"s3://{BUCKET}/old-storage", **s3_env(port))
+            argv = [str(OLD_PY), str(BENCH / "_old_tools.py"), "storage", "-n", str(n), "--seconds", str(seconds)]
+            out["old"] = run_json([*argv, "--counter", f"http://127.0.0.1:{port}/__bench/count"], env=env, timeout=900)
+    return out
 
 
 def bench_start(rounds: int) -> dict[str, Any]:
@@ -359,8 +365,9 @@ def table(results: dict[str, Any]) -> str:
             )
     st = results.get("storage")
     if st:
-        per_min = st["requests"].get("total", 0) / st["window_s"] * 60
-        rows.append((f"storage requests a minute, {st['n']:,} waits on S3 (cluster layout)", "", f"{per_min:,.0f}", ""))
+        per_min = {k: v["requests"].get("total", 0) / v["window_s"] * 60 for k, v in st.items()}
+        cells = [f"{per_min[k]:,.0f}" if k in per_min else "–" for k in ("old", "new")]
+        rows.append((f"storage requests a minute, {st['new']['n']:,} waits on S3 (cluster layout)", *cells, "not more"))
     start = results.get("start")
     if start:
         for key, what in (
