@@ -244,6 +244,14 @@ _listener = Listener()
 _record_failed = False
 
 
+def _forget_listener() -> None:
+    global _listener
+    _listener = Listener()  # a forked child has the socket object but not its thread, nor the parent's waits
+
+
+os.register_at_fork(after_in_child=_forget_listener)
+
+
 def listen(store: Store, request: Record, on_wake: Callable[[], None]) -> Unregister:
     """Take wake-ups for `request` until the returned function is called.
 
