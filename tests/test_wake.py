@@ -181,10 +181,15 @@ def test_wake_ups_can_be_turned_off(store: Store, monkeypatch: pytest.MonkeyPatc
     _wake.poke(store, request)  # nothing to do, nothing raised
 
 
+@pytest.mark.parametrize(
+    ("host", "port"), [("192.0.2.1", "0"), ("0.0.0.0", "0"), ("::", "0"), ("pod", "0"), ("127.0.0.1", "70000")]
+)
 def test_a_listener_that_cannot_bind_leaves_the_wait_polling_and_says_so_once(
-    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, host: str, port: str
 ) -> None:
-    monkeypatch.setenv(_wake.HOST_ENV, "192.0.2.1")  # TEST-NET-1: no interface here has it
+    # 192.0.2.1 (TEST-NET-1) is on no interface here; a wildcard address is no address to send to.
+    monkeypatch.setenv(_wake.HOST_ENV, host)
+    monkeypatch.setenv(_wake.PORT_ENV, port)
     monkeypatch.setattr(_wake._listener, "_bind_failed", False)
     request = _event(store)
     with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.wake"):
@@ -192,7 +197,8 @@ def test_a_listener_that_cannot_bind_leaves_the_wait_polling_and_says_so_once(
             _wake.listen(store, request, Woken())()
     assert store.read_waiter(request["request_id"]) is None
     warnings = [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.wake"]
-    assert len(warnings) == 1 and "192.0.2.1" in warnings[0] and "polling" in warnings[0]
+    assert len(warnings) == 1 and host in warnings[0]
+    assert "polling" in warnings[0]
 
 
 def test_poke_never_raises_and_logs_a_bad_waiter_record_once(

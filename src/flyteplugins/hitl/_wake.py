@@ -165,12 +165,13 @@ class Listener:
         host = _wake_host()
         port_text = os.environ.get(PORT_ENV) or "0"
         try:
-            port = int(port_text)
-            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
+            port, ip = int(port_text), ipaddress.ip_address(host)
+            if ip.is_unspecified or not 0 <= port < 65536:  # writers need the one address to send to
+                raise ValueError
         except ValueError:
-            self._warn_once(f"{HOST_ENV}={host!r} / {PORT_ENV}={port_text!r} is not an IP address and port")
+            self._warn_once(f"{HOST_ENV}={host!r} / {PORT_ENV}={port_text!r} is not one IP address and a port")
             return False
+        sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.bind((host, port))
         except OSError as e:
