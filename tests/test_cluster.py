@@ -4,8 +4,8 @@ Each form server is started the way the app starts it (``python -m flyteplugins.
 once through ``flyte.with_servecontext(mode="local").serve(hitl.app_env)``); the waiting side is a
 Flyte local run with ``FLYTE_HITL_ENDPOINT`` pointing at the first server, polling once an hour,
 so only a wake-up can return its wait while the test runs. They share only the storage root (a
-local directory, or a bucket on the S3 test server) and reach each other only by the addresses
-they record there, as pods do.
+local directory, or a bucket on the S3 test server); the servers find the task only by the address
+it records there, as pods do.
 """
 
 from __future__ import annotations
