@@ -91,9 +91,9 @@ def test_a_waiting_event_sees_an_answer_written_while_it_waits(
     """The answer comes from another client of the container, not through a form server."""
     waiter, request_id, _ = start_waiter(procs, "http://127.0.0.1:9")
     time.sleep(0.6)  # a few polls that find nothing
-    assert container.keys(abfs_root) == [f"{request_id}/request.json", f"{request_id}/waiter.json"]
+    assert container.keys(abfs_root) == [f"{request_id}/request.json"]
     assert Store(abfs_root).create_response(request_id, {"request_id": request_id, "status": "completed", "value": 12})
     waiter.expect(r"^RESULT 12$", timeout=60)
     waiter.finish()
     assert waiter.popen.returncode == 0
-    assert container.keys(abfs_root) == [f"{request_id}/{n}.json" for n in ("request", "response", "waiter")]
+    assert container.keys(abfs_root) == [f"{request_id}/request.json", f"{request_id}/response.json"]

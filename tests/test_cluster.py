@@ -170,13 +170,11 @@ def first_read_done(run: FlyteRun, root: Root, request_id: str) -> int:
     return root.reads_of(request_id)
 
 
-def registered(store: Store, request_id: str) -> dict:
-    """The task's waiter record, once its wait has registered for wake-ups (polled until then, with a hang guard)."""
-    deadline = time.monotonic() + HANG_GUARD
-    while (waiter := store.read_waiter(request_id)) is None:
-        assert time.monotonic() < deadline, "the waiting task never recorded where it takes wake-ups"
-        time.sleep(0.02)
-    return waiter
+def wake_address(store: Store, request_id: str) -> dict:
+    """Where the task takes wake-ups, as its new event's request records it (and no waiter.json written)."""
+    request = store.read_request(request_id)
+    assert request is not None and store.read_waiter(request_id) is None
+    return request["wake"]
 
 
 # -- the cluster layout -------------------------------------------------------------------------------
@@ -193,9 +191,8 @@ def test_an_answer_on_any_replica_wakes_the_task_long_before_its_poll(
     form = run.expect(FORM_LINE.pattern)
     assert form.group("endpoint") == servers[0]
     request_id, token = form.group("id"), form.group("token")
-    waiter = registered(store, request_id)
-    assert waiter["host"] == TASK_HOST
-    first_read_done(run, root, request_id)
+    first_read_done(run, root, request_id)  # after the wait registered for wake-ups
+    assert wake_address(store, request_id)["host"] == TASK_HOST
     # Posted to the last replica: with two, not the one in the event's links.
     reply = post_json(servers[-1], {"request_id": request_id, "token": token, "value": 7})
     assert reply.status == 200, reply.text
@@ -214,9 +211,9 @@ def test_a_forged_wake_up_causes_no_storage_read(
     run = task_run(root, server, "log-wake")
     form = run.expect(FORM_LINE.pattern)
     request_id, token = form.group("id"), form.group("token")
-    waiter = registered(store, request_id)
-    address = (waiter["host"], waiter["port"])
     reads = first_read_done(run, root, request_id)
+    waiter = wake_address(store, request_id)
+    address = (waiter["host"], waiter["port"])
 
     forged = [
         _wake.datagram({"request_id": request_id, "token": "a guessed token"}),
@@ -283,8 +280,8 @@ def test_the_app_served_by_flyte_wakes_the_task(
         run = task_run(root, endpoint)
         form = run.expect(FORM_LINE.pattern)
         request_id, token = form.group("id"), form.group("token")
-        registered(store, request_id)
         first_read_done(run, root, request_id)
+        wake_address(store, request_id)
         assert post_json(endpoint, {"request_id": request_id, "token": token, "value": 11}).status == 200
         run.expect(r"^RESULT 11$", timeout=HANG_GUARD)
         assert run.finish() == 0

@@ -172,6 +172,51 @@ def test_the_listener_is_shared_and_closes_with_the_last_wait(store: Store) -> N
         probe.bind(address)
 
 
+def test_a_new_event_records_the_address_and_its_wait_writes_no_waiter_record(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(str(root))
+    event = hitl.new_event("fresh", data_type=int, prompt="n?", poll_interval_seconds=3600)
+    request = store.read_request(event.request_id)
+    assert request is not None
+    host, port = _wake._listener.address or ("", 0)
+    assert request["wake"] == {"host": host, "port": port} and host == "127.0.0.1"
+    woken = Woken()
+    unregister = _wake.listen(store, request, woken)
+    try:
+        assert store.read_waiter(event.request_id) is None  # the request says it: no write
+        _wake.poke(store, request)
+        woken.wait_for(1)  # woken directly: the wait is in this process
+        # As another process would poke: to the request's address.
+        monkeypatch.setattr(_wake._listener, "wake_here", lambda request_id: False)
+        monkeypatch.setattr(_wake._listener, "min_gap_seconds", 0)
+        _wake.poke(store, request)
+        woken.wait_for(2)
+    finally:
+        unregister()
+
+
+def test_a_re_attached_wait_records_where_it_listens(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An earlier run created the event, and recorded an address where nobody listens any more.
+    request = {**_event(store), "wake": {"host": "127.0.0.1", "port": closed_udp_port()}}
+    woken = Woken()
+    unregister = _wake.listen(store, request, woken)
+    try:
+        host, port = _wake._listener.address or ("", 0)
+        assert store.read_waiter(request["request_id"]) == {"host": host, "port": port}
+        monkeypatch.setattr(_wake._listener, "wake_here", lambda request_id: False)
+        _wake.poke(store, request)  # waiter.json wins over the request's stale address
+        woken.wait_for(1)
+    finally:
+        unregister()
+
+
+def closed_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_wake_ups_can_be_turned_off(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(_wake.WAKE_ENV, "0")
     request = _event(store)
@@ -224,8 +269,7 @@ def test_a_wait_with_an_hour_poll_returns_at_once_when_another_process_answers(r
     result: list[int] = []
     waiting = threading.Thread(target=lambda: result.append(event.wait()), daemon=True)
     waiting.start()
-    store = Store(str(root))
-    until(lambda: store.read_waiter(event.request_id) is not None, "the wait registers for wake-ups")
+    until(lambda: _wake._listener.waiting == 1, "the wait registers for wake-ups")
     cli = python("-m", "flyteplugins.hitl", "submit", event.request_id, "7", "--root", str(root))
     out, _ = cli.communicate(timeout=HANG_GUARD)
     assert cli.returncode == 0, out
@@ -249,7 +293,7 @@ def test_an_answer_found_by_a_poll_instead_of_a_wake_up_is_reported_once(
             waiting = threading.Thread(target=lambda e=event, r=result: r.append(e.wait()))
             waiting.start()
             # Its first read follows the record at once; this answer comes later, so a poll finds it.
-            until(lambda e=event: store.read_waiter(e.request_id) is not None, "the wait registers")
+            until(lambda: _wake._listener.waiting == 1, "the wait registers")
             _answers.submit(store, _answers.load(store, event.request_id), value, via="python", client="t")
             waiting.join(HANG_GUARD)
             assert result == [value]

@@ -3,11 +3,15 @@
 In a cluster the waiting task and the form server are different pods that share only the storage
 root, so without this an answer reaches the task at its next poll. With it:
 
-1. A wait calls `listen`. The process's one listener (a UDP socket, shared by all its waits, open
-   while any wait is) records where it takes datagrams in ``<root>/<request_id>/waiter.json``.
-2. Every writer, right after it stored an outcome, calls `poke`: one read of ``waiter.json``, then
-   one datagram ``HITLWAKE1 <request_id> <time ms> <nonce> <mac>`` to that address, where the mac
-   is HMAC-SHA256 keyed by the event's token (which every writer has just read to check the answer).
+1. A new event's request record carries where its process takes wake-ups (`address`, under
+   ``"wake"``). A wait calls `listen`: the process's one listener (a UDP socket, shared by all its
+   waits, open while any wait is) takes datagrams for it. Only when the request does not say where
+   this process listens (a re-run re-attached to the event, or the listener moved) does the wait
+   record it in ``<root>/<request_id>/waiter.json``, which overrides the request's.
+2. Every writer, right after it stored an outcome, calls `poke`: one read of ``waiter.json`` (else
+   the request's address), then one datagram ``HITLWAKE1 <request_id> <time ms> <nonce> <mac>`` to
+   that address, where the mac is HMAC-SHA256 keyed by the event's token (which every writer has
+   just read to check the answer).
 3. The listener drops anything that is not authenticated for an event one of its waits is on, is
    older than `MAX_SKEW_SECONDS`, repeats a nonce, or comes within `Listener.min_gap_seconds` of the
    event's last wake-up; it never reads storage itself. For the rest it calls the wait's
@@ -36,7 +40,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._errors import StorageError
 from ._store import Record, Store
@@ -123,6 +127,13 @@ class Listener:
         #: (host, port) the open socket takes datagrams on.
         self.address: tuple[str, int] | None = None
         self._bind_failed = False
+
+    def open(self) -> tuple[str, int] | None:
+        """Open the socket if it is not open (it closes when the last wait ends); its address, or None."""
+        with self._lock:
+            if self._sock is None and not self._open():
+                return None
+            return self.address
 
     def add(self, wait: _Wait) -> tuple[str, int] | None:
         """Register `wait`, opening the socket if it is the first; returns the address, or None if it cannot listen."""
@@ -253,13 +264,37 @@ def _forget_listener() -> None:
 os.register_at_fork(after_in_child=_forget_listener)
 
 
+_fresh: set[str] = set()  # events this process created with its listener's address in the request
+_fresh_lock = threading.Lock()
+
+
+def address(request_id: str) -> dict[str, Any] | None:
+    """Where this process takes wake-ups, for the request record of the new event `request_id`.
+
+    Opens the listener if it is not open; None when wake-ups are off or it cannot listen. A wait
+    on this event in this process then writes no ``waiter.json`` while the listener is still there.
+
+    Example:
+        >>> fresh["wake"] = address(fresh["request_id"])  # {"host": "10.0.3.7", "port": 41233}
+    """
+    if not enabled():
+        return None
+    where = _listener.open()
+    if where is None:
+        return None
+    with _fresh_lock:
+        _fresh.add(request_id)
+    return {"host": where[0], "port": where[1]}
+
+
 def listen(store: Store, request: Record, on_wake: Callable[[], None]) -> Unregister:
     """Take wake-ups for `request` until the returned function is called.
 
     `on_wake()` is called from the listener's thread for each accepted wake-up: it means "read
-    storage now" and carries nothing the wait should trust. Writes ``waiter.json`` (one storage
-    write) before it returns, so that a writer that stores the outcome after this call finds it;
-    the wait should read storage once after this call. Never raises: without a listener the wait
+    storage now" and carries nothing the wait should trust. Unless this process created the event
+    and its request records where the listener still is, writes ``waiter.json`` (one storage write)
+    before it returns, so that a writer that stores the outcome after this call finds it; the
+    wait should read storage once after this call. Never raises: without a listener the wait
     simply polls.
 
     Call the returned function with ``answered_by_poll=True`` when a timed poll, not a wake-up,
@@ -276,20 +311,25 @@ def listen(store: Store, request: Record, on_wake: Callable[[], None]) -> Unregi
     if not enabled():
         return _nothing
     wait = _Wait(str(request["request_id"]), str(request["token"]), on_wake)
-    address = _listener.add(wait)
-    if address is None:
+    where = _listener.add(wait)
+    if where is None:
         return _nothing
-    try:
-        store.put_waiter(wait.request_id, {"host": address[0], "port": address[1]})
-    except StorageError as e:
-        if not _record_failed:
-            _record_failed = True
-            logger.warning("cannot record where this process takes wake-ups (%s); waits find answers by polling", e)
+    record = {"host": where[0], "port": where[1]}
+    with _fresh_lock:
+        created_here = wait.request_id in _fresh
+        _fresh.discard(wait.request_id)
+    if not (created_here and request.get("wake") == record):
+        try:
+            store.put_waiter(wait.request_id, record)
+        except StorageError as e:
+            if not _record_failed:
+                _record_failed = True
+                logger.warning("cannot record where this process takes wake-ups (%s); waits find answers by polling", e)
 
     def unregister(answered_by_poll: bool = False) -> None:
         _listener.remove(wait)
         if answered_by_poll:
-            _missed(wait.request_id, address)
+            _missed(wait.request_id, where)
 
     return unregister
 
@@ -332,7 +372,8 @@ _send_failed = False
 def poke(store: Store, request: Record) -> None:
     """Tell the process waiting on `request` that its outcome is stored; call right after storing it.
 
-    Best-effort: at most one storage read (``waiter.json``) and one UDP datagram; never raises.
+    Best-effort: at most one storage read (``waiter.json``; else the request's ``"wake"``) and one
+    UDP datagram; never raises.
     On an object store the read runs in a daemon thread and the caller waits for it at most
     `POKE_WAIT_SECONDS`. A failure is logged once per process; the wait then finds the outcome
     at its next poll. A wait in this very process (the embedded server's) is woken directly,
@@ -355,7 +396,7 @@ def poke(store: Store, request: Record) -> None:
 def _poke(store: Store, request: Record) -> None:
     global _send_failed
     try:
-        waiter = store.read_waiter(str(request["request_id"]))
+        waiter = store.read_waiter(str(request["request_id"])) or request.get("wake")
         if waiter is None:
             return  # nobody waits with wake-ups (yet): the wait's first read finds the outcome
         host, port = ipaddress.ip_address(str(waiter["host"])), int(waiter["port"])

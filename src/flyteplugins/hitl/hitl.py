@@ -358,6 +358,7 @@ class Event(Generic[T]):
             "choices": checked_choices,
             "default": checked_default,
             "comment_required_on_reject": comment_required_on_reject or None,
+            "wake": _wake.address(request_id),  # where writers send this process wake-ups
         }
         fresh.update({k: v for k, v in optional.items() if v is not None})
         # Create first: a new event is one write (one request on an object store, where reading
