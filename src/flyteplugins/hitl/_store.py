@@ -13,8 +13,9 @@ reader ever sees a half-written file:
   ``flyte.storage`` so Flyte's configured credentials and endpoints apply;
 - other fsspec protocols: exists-then-write, atomic only within one process (documented).
 
-``<root>/<request_id>/waiter.json`` says where the process waiting on the event takes wake-ups
-(`_wake`); each wait overwrites it (a rename locally, a plain put on object stores).
+``<root>/<request_id>/waiter.json`` says where a process that re-attached to the event takes
+wake-ups (`_wake`; the creating process records it in the request); each such wait overwrites it
+(a rename locally, a plain put on object stores).
 
 A waiting event polls with one read of its response; many waits of one process on one object
 store share a listing of the root per poll interval instead (`Store.poll_response`).
