@@ -455,4 +455,5 @@ def test_a_killed_flyte_run_rerun_with_its_name_gets_the_answer_given_meanwhile(
     second.expect(r"^RESULT 41$", timeout=120)
     second.finish()
     assert second.popen.returncode == 0, second.text
-    assert bucket.keys(s3_root) == [f"{request_id}/request.json", f"{request_id}/response.json"]
+    # The re-run's wait recorded where it takes wake-ups: the request names the killed process.
+    assert bucket.keys(s3_root) == [f"{request_id}/{n}.json" for n in ("request", "response", "waiter")]

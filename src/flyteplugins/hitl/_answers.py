@@ -53,7 +53,8 @@ def status_of(request: Record, response: Record | None) -> str:
 def status_record(request: Record, response: Record | None) -> Record:
     """What ``GET /status`` shows: the event without its token, its type as people read it
     (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its status and its outcome."""
-    public = {k: v for k, v in request.items() if k != "token"}
+    # Neither the token nor where the waiting process takes wake-ups (an internal address).
+    public = {k: v for k, v in request.items() if k not in ("token", "wake")}
     schema = request.get("schema")
     return {
         "request_id": request["request_id"],

@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from . import _answers
+from . import _answers, _wake
 from ._aio import blocking
 from ._errors import (
     AlreadyAnsweredError,
@@ -102,22 +102,54 @@ def answer(
     from .hitl import _waiters  # a waiter in this very process wakes at once
 
     _waiters.notify(store.root, request["request_id"], response)
+    _wake.poke(store, request)  # and one in another process (a task pod) soon after
     return response
 
 
 def status(
-    request_id: str, *, token: str | None = None, endpoint: str | None = None, root: str | None = None
+    request_id: str,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    root: str | None = None,
+    wait: float = 0,
 ) -> Record:
-    """The event's status record (as ``GET /status`` returns it), without its token."""
+    """The event's status record (as ``GET /status`` returns it), without its token.
+
+    With `wait`, block up to that many seconds for the event to be answered or expire: through
+    the server's long-poll (60 s at a time), or by watching the root once a second.
+    """
+    deadline = time.monotonic() + wait
     if endpoint:
         import urllib.request
 
         base = check_endpoint(endpoint)
         url = f"{base}/status/{check_request_id(request_id)}?token={quote(token or '', safe='')}"
-        return _call(urllib.request.Request(url), request_id, token or "")
+        while True:
+            asked = time.monotonic()
+            left = max(0.0, deadline - asked)
+            step = min(left, 60.0)
+            request = urllib.request.Request(f"{url}&wait={step:.3f}" if step else url)
+            record = _call(request, request_id, token or "", wait=step)
+            if record.get("status") != "pending" or left <= 60.0:
+                return record
+            if time.monotonic() - asked < step - 1:  # a server that does not long-poll: ask once a second
+                time.sleep(1.0)
     store = Store(root or default_root())
     request = _answers.load(store, request_id)
-    return _answers.status_record(request, store.read_response(request_id))
+    response = store.read_response(request_id)
+    if response is None and wait > 0:
+        from ._answers import seconds_left
+        from ._watch import Watch
+
+        watch = Watch(store)
+        try:
+            response = watch.wait(request_id, min(wait, max(0.0, seconds_left(request))))
+        finally:
+            watch.close()
+        if response is None and seconds_left(request) <= 0:
+            response = store.read_response(request_id)
+    return _answers.status_record(request, response)
 
 
 @blocking()
@@ -184,17 +216,18 @@ def _post(endpoint: str, request_id: str, value: Any, token: str | None, comment
 MAX_REPLY_BYTES = 1 << 20
 
 
-def _call(request: urllib.request.Request, request_id: str, token: str, value: Any = None) -> Record:
+def _call(request: urllib.request.Request, request_id: str, token: str, value: Any = None, wait: float = 0) -> Record:
     """Send `request` without following redirects; return the JSON object of a 2xx reply, or raise
-    the `HitlError` that matches the reply (see `_error_for`)."""
+    the `HitlError` that matches the reply (see `_error_for`). `wait`: seconds the server may hold
+    a long-poll before it replies, added to the timeouts."""
     import http.client
     import urllib.error
 
     where = redact_url(request.full_url)
-    deadline = time.monotonic() + 2 * TIMEOUT_SECONDS
+    deadline = time.monotonic() + 2 * TIMEOUT_SECONDS + wait
     try:
         try:
-            reply = _opener().open(request, timeout=TIMEOUT_SECONDS)
+            reply = _opener().open(request, timeout=TIMEOUT_SECONDS + wait)
         except urllib.error.HTTPError as e:  # any status but 2xx, redirects included
             reply = e
         with reply:

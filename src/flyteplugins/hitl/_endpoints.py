@@ -36,6 +36,7 @@ from ._errors import (
     StorageError,
 )
 from ._store import Listed, Record, Store
+from ._watch import Watch
 
 logger = logging.getLogger("flyteplugins.hitl.server")
 
@@ -48,6 +49,8 @@ PAGE_SIZE = 50
 MAX_FORM_FIELDS = 1000
 #: Most query parameters accepted in a request target.
 MAX_QUERY_FIELDS = 20
+#: Longest ``wait`` a status request may ask for, in seconds.
+MAX_STATUS_WAIT = 60.0
 #: The longest identity header value recorded, in characters.
 MAX_IDENTITY = 320
 
@@ -200,6 +203,11 @@ class Site:
     replies: Replies = field(default_factory=Replies)
     records: _Records = field(default_factory=_Records)
     listing: _Listing = field(default_factory=_Listing)
+    #: Long-polls of ``GET /status/<id>?wait=N``.
+    watch: Watch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.watch = Watch(self.store)
 
 
 class _Refusal(Exception):
@@ -416,9 +424,34 @@ def _page_for(
 
 
 def status(site: Site, request: Request, request_id: str) -> Response:
-    """``GET /status/<request_id>?token=…``: the event (never its token) and its outcome."""
-    event = _event(site.store, request_id, _query(request).get("token"))
-    return json_reply(200, _answers.status_record(event, site.store.read_response(request_id)))
+    """``GET /status/<request_id>?token=…[&wait=N]``: the event (never its token) and its outcome.
+
+    With ``wait`` (0 to `MAX_STATUS_WAIT` seconds), a pending event's reply waits until it is
+    answered or expires, or N seconds pass; the long-poll itself reads no storage (`Watch`).
+    """
+    query = _query(request)
+    wait = _wait_seconds(query.get("wait"))
+    event = _event(site.store, request_id, query.get("token"))
+    response = site.store.read_response(request_id)
+    if response is None and wait > 0:
+        left = seconds_left(event)
+        response = site.watch.wait(request_id, min(wait, max(0.0, left)))
+        if response is None and left <= wait:  # the deadline passed meanwhile: show its expiry mark if any
+            response = site.store.read_response(request_id)
+    return json_reply(200, _answers.status_record(event, response))
+
+
+def _wait_seconds(text: str | None) -> float:
+    """The ``wait`` of a status request: 0 to `MAX_STATUS_WAIT` seconds; anything else is a 400."""
+    if not text:
+        return 0.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_STATUS_WAIT:  # also refuses nan
+        raise _refuse(400, f"wait must be a number of seconds from 0 to {MAX_STATUS_WAIT:g}, got {text[:40]!r}")
+    return seconds
 
 
 # -- POST --------------------------------------------------------------------------------------------

@@ -20,6 +20,10 @@ records with 0600, and a root that another user owns or could change (it, or a d
 is writable by others without the sticky bit) is refused with `UnsafeRootError`, since answers
 planted there would be believed.
 
+``<root>/<request_id>/waiter.json`` says where a process that re-attached to the event takes
+wake-ups (`_wake`; the creating process records it in the request); each such wait overwrites it
+(a rename locally, a plain put on object stores).
+
 A waiting event polls with one read of its response; many waits of one process on one object
 store share a listing of the root per poll interval instead (`Store.poll_response`).
 
@@ -52,6 +56,7 @@ logger = logging.getLogger("flyteplugins.hitl.store")
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 REQUEST_FILE = "request.json"
 RESPONSE_FILE = "response.json"
+WAITER_FILE = "waiter.json"
 DEFAULT_LOCAL_ROOT = "/tmp/flyte/hitl"
 ROOT_ENV = "FLYTE_HITL_ROOT"
 FSYNC_ENV = "FLYTE_HITL_FSYNC"
@@ -167,6 +172,7 @@ def fsync_wanted() -> bool:
 class _Backend(Protocol):
     def read(self, key: str) -> bytes | None: ...
     def create(self, key: str, data: bytes) -> bool: ...
+    def put(self, key: str, data: bytes) -> None: ...
     def list_ids(self) -> list[str]: ...
     def list_answered(self) -> set[str] | None: ...
     def list_events(self) -> list[Listed]: ...
@@ -248,6 +254,27 @@ class Store:
     def create_response(self, request_id: str, record: Record) -> bool:
         """Store the outcome; False (and nothing written) if one exists: the first writer wins."""
         return self._create(check_request_id(request_id), RESPONSE_FILE, record)
+
+    def read_waiter(self, request_id: str) -> Record | None:
+        """Where a process waiting on `request_id` takes wake-ups (see `_wake`), or None."""
+        return self._read(check_request_id(request_id), WAITER_FILE)
+
+    def put_waiter(self, request_id: str, record: Record) -> None:
+        """Record where this process takes wake-ups for `request_id`, replacing any earlier record.
+
+        One attempt, never retried: a wait must not be held up by it (without it, the wait polls).
+        """
+        key = f"{check_request_id(request_id)}/{WAITER_FILE}"
+        data = json.dumps(record, separators=(",", ":")).encode()
+        try:
+            self._backend.put(key, data)
+        except _storage_errors()[0] as e:
+            raise StorageError(f"cannot write {key} under {self.root!r}: {_brief(e)}", self.root) from e
+
+    def list_answered(self) -> set[str] | None:
+        """Ids with a stored outcome, from one listing of the root (object stores); None where a
+        read of each response costs less (local roots)."""
+        return self._retry("list answers", lambda: self._backend.list_answered())
 
     def list_ids(self) -> list[str]:
         """Request ids of every event under the root (unordered)."""
@@ -540,6 +567,23 @@ class _LocalBackend:
         finally:
             os.unlink(tmp)
 
+    def put(self, key: str, data: bytes) -> None:
+        # A temp file renamed over the old one: readers see the old record or the new one, never half.
+        self.prepare()
+        path = os.path.join(self.root, key)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            fd = os.open(tmp, flags, 0o600)
+        try:
+            self._write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
     def _create_unnamed(self, directory: str, path: str, data: bytes) -> bool:
         """Write an unnamed file (O_TMPFILE), sync it, then give it its name with linkat(2).
 
@@ -645,6 +689,9 @@ class _ObjectBackend:
         except FileNotFoundError:
             raise OSError(f"conditional write conflict on {path}; retrying") from None
         return False
+
+    def put(self, key: str, data: bytes) -> None:
+        self._store.put(self._prefix + key, data)
 
     def list_ids(self) -> list[str]:
         listing = self._store.list_with_delimiter(self._prefix or None)

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from typing_extensions import Self
 
-from . import _engine, _flyte, _html, _markdown, _notify
+from . import _engine, _flyte, _html, _markdown, _notify, _wake
 from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError, StorageError
@@ -204,6 +204,7 @@ def _create(
         "default": declared.get("default"),
         "details": checked_details,
         "comment_required_on_reject": comment_required_on_reject or None,
+        "wake": _wake.address(request_id),  # where writers send this process wake-ups
     }
     fresh.update({k: v for k, v in optional.items() if v is not None})
     # Create first: a new event is one write (one request on an object store, where reading
@@ -364,16 +365,23 @@ class Event(Generic[T]):
         """
         signal = threading.Event()
         with _engine.registered(self._store, self._request, signal.set) as wake:
-            poller = _Poller(self)
-            while True:
-                signal.clear()  # before the read: a wake-up during it makes the next sleep return at once
-                woken = wake.take()
-                if wake.handed is not None:  # the first writer's outcome, as a read would return it
-                    return cast(T, _outcome(self, dict(wake.handed)))
-                done, value = poller.step(poller.clock(), woken)
-                if done:
-                    return cast(T, value)
-                signal.wait(poller.sleep_seconds())
+            # Before the first read, so that an outcome stored after it reaches this wait by a wake-up.
+            unlisten = _wake.listen(self._store, self._request, wake.read_now)
+            by_poll = False
+            try:
+                poller = _Poller(self)
+                while True:
+                    signal.clear()  # before the read: a wake-up during it makes the next sleep return at once
+                    woken = wake.take()
+                    if wake.handed is not None:  # the first writer's outcome, as a read would return it
+                        return cast(T, _outcome(self, dict(wake.handed)))
+                    done, value = poller.step(poller.clock(), woken)
+                    if done:
+                        by_poll = not woken and _answered(self)
+                        return cast(T, value)
+                    signal.wait(poller.sleep_seconds())
+            finally:
+                unlisten(answered_by_poll=by_poll)
 
     async def _wait_aio(self) -> T:
         # The same loop as `_wait`, asleep on an asyncio.Event instead: it holds no thread between
@@ -386,24 +394,30 @@ class Event(Generic[T]):
                 loop.call_soon_threadsafe(signal.set)
 
         with _engine.registered(self._store, self._request, set_signal) as wake:
-            poller = _Poller(self)
-            while True:
-                signal.clear()
-                woken = wake.take()
-                if wake.handed is not None:
-                    return cast(T, _outcome(self, dict(wake.handed)))
-                now = poller.clock()
-                if poller.reads_storage(now, woken):
-                    done, value = await asyncio.to_thread(poller.step, now, woken)
-                else:
-                    done, value = poller.step(now, woken)  # the console line at most
-                if done:
-                    return cast(T, value)
-                timer = loop.call_later(poller.sleep_seconds(), signal.set)
-                try:
-                    await signal.wait()
-                finally:
-                    timer.cancel()
+            unlisten = await asyncio.to_thread(_wake.listen, self._store, self._request, wake.read_now)
+            by_poll = False
+            try:
+                poller = _Poller(self)
+                while True:
+                    signal.clear()
+                    woken = wake.take()
+                    if wake.handed is not None:
+                        return cast(T, _outcome(self, dict(wake.handed)))
+                    now = poller.clock()
+                    if poller.reads_storage(now, woken):
+                        done, value = await asyncio.to_thread(poller.step, now, woken)
+                    else:
+                        done, value = poller.step(now, woken)  # the console line at most
+                    if done:
+                        by_poll = not woken and _answered(self)
+                        return cast(T, value)
+                    timer = loop.call_later(poller.sleep_seconds(), signal.set)
+                    try:
+                        await signal.wait()
+                    finally:
+                        timer.cancel()
+            finally:
+                unlisten(answered_by_poll=by_poll)
 
     wait = BlockingMethod(_wait, _wait_aio)
 
@@ -481,6 +495,11 @@ class _Poller:
 def _transient(error: StorageError) -> bool:
     """Whether retrying may fix `error` (a timeout, a refused connection, a 5xx), judged by its cause."""
     return error.__cause__ is not None and _is_transient(error.__cause__)
+
+
+def _answered(event: Event[Any]) -> bool:
+    """Whether the event's outcome is an answer (not an expiry mark)."""
+    return (event._response or {}).get("status") == "completed"
 
 
 def _await_replies(request_id: str) -> None:

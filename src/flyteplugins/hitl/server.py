@@ -7,7 +7,8 @@ Endpoints (`_endpoints.py`; every one answers a client's mistake with a clear 4x
 - ``GET /form/<request_id>?token=…``: the answer form (or the event's state once answered/expired)
 - ``POST /submit``: a form-encoded answer (``request_id``, ``token``, ``value``) → an HTML page
 - ``POST /submit/json``: a JSON answer ``{"request_id", "token", "value"[, "data_type"]}`` → JSON
-- ``GET /status/<request_id>?token=…``: the event and its outcome as JSON (never the token)
+- ``GET /status/<request_id>?token=…[&wait=N]``: the event and its outcome as JSON (never the token);
+  with ``wait`` (0 to 60 s), once the event is answered or expired, or after N seconds
 
 The handler leaves parsing to the standard library's `parse_request` and adds the checks that keep
 the framing of each request unambiguous (RFC 9112): a request whose length could be read two ways
@@ -30,7 +31,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO
 
-from . import _endpoints
+from . import _endpoints, _wake
 from ._endpoints import Request, Response, Site
 from ._errors import ConfigurationError
 from ._store import Record, Store
@@ -128,6 +129,10 @@ class HitlServer(ThreadingHTTPServer):
     @property
     def store(self) -> Store:
         return self.site.store
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.site.watch.close()  # open long-polls answer now
 
     @property
     def url(self) -> str:
@@ -294,14 +299,21 @@ class HitlHandler(BaseHTTPRequestHandler):
         finally:
             for request_id in request.replying:
                 self.server.site.replies.end(request_id)
-        if reply.answered is not None and self.server.on_answer is not None:
-            # After the reply, so the waiter can never outrun it; the reply is out, so a failure here
-            # is logged and never answered a second time.
-            request_id, response = reply.answered[0]["request_id"], reply.answered[1]
+        if reply.answered is not None:
+            self._answered(*reply.answered)
+
+    def _answered(self, event: Record, response: Record) -> None:
+        """Tell whoever waits for `response`, the outcome just stored: this server's long-polls, the
+        in-process waiter, and (by a wake-up) a waiting process elsewhere. After the reply, so none of
+        them can outrun it; the reply is out, so a failure here is logged, never answered again."""
+        request_id = event["request_id"]
+        self.server.site.watch.stored(request_id, response)
+        if self.server.on_answer is not None:
             try:
                 self.server.on_answer(request_id, response)
             except Exception:
                 logger.exception("handing the answer to %s to its waiter failed", request_id)
+        _wake.poke(self.server.store, event)
 
     def _read_body(self) -> bytes | Response | None:
         """The body (None if the request has no Content-Length), or the reply refusing it."""

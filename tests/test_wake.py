@@ -1,0 +1,496 @@
+"""Wake-ups across processes (`_wake`) and long-polls (`_watch`, ``GET /status?wait=N``, ``hitl status --wait``).
+
+Real UDP sockets on loopback, real roots, real servers on port 0, real processes for the CLI.
+The cluster layout itself (form servers and Flyte runs in separate processes) is in test_cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import post_json, request
+from s3_helpers import MotoS3, S3Bucket, moto_server, python, use_root
+
+import flyteplugins.hitl as hitl
+from flyteplugins.hitl import _wake
+from flyteplugins.hitl._answers import utc
+from flyteplugins.hitl._store import Store
+from flyteplugins.hitl._watch import Watch
+from flyteplugins.hitl.server import HitlServer, start_server, stop_server
+
+HANG_GUARD = 30.0
+
+
+def _event(store: Store, request_id: str = "wake-1", token: str = "tok-123", seconds: float = 600) -> dict:
+    import time
+
+    now = time.time()
+    record = {
+        "request_id": request_id,
+        "event_name": "wake",
+        "scope": "run",
+        "prompt": "Wake?",
+        "data_type": "int",
+        "token": token,
+        "created_at": utc(now),
+        "expires_at": utc(now + seconds),
+        "timeout_seconds": seconds,
+        "endpoint": "http://127.0.0.1:9",
+    }
+    assert store.create_request(record)
+    return record
+
+
+class Woken:
+    """An ``on_wake`` that counts its calls and lets a test wait for the next one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._cond = threading.Condition()
+
+    def __call__(self) -> None:
+        with self._cond:
+            self.count += 1
+            self._cond.notify_all()
+
+    def wait_for(self, count: int) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: self.count >= count, HANG_GUARD), f"only {self.count} wake-ups"
+
+
+@pytest.fixture
+def listening(store: Store) -> Iterator[tuple[dict, Woken, tuple[str, int]]]:
+    """A registered wait on a fresh event: (request, on_wake counter, the listener's address)."""
+    request = _event(store)
+    woken = Woken()
+    unregister = _wake.listen(store, request, woken)
+    waiter = store.read_waiter(request["request_id"])
+    assert waiter is not None
+    yield request, woken, (waiter["host"], waiter["port"])
+    unregister()
+
+
+def until(done: Callable[[], bool], what: str) -> None:
+    """Wait for `done()` to hold, checking every 10 ms; fail after HANG_GUARD seconds."""
+    deadline = time.monotonic() + HANG_GUARD
+    while not done():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+def _send(address: tuple[str, int], data: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(data, address)
+
+
+# -- _wake -------------------------------------------------------------------------------------------
+
+
+def test_listen_records_its_address_and_a_poke_wakes_the_wait(store: Store, listening: tuple) -> None:
+    request, woken, address = listening
+    assert address[0] == "127.0.0.1" and address[1] > 0
+    assert _wake._listener.address == address
+    _wake.poke(store, request)
+    woken.wait_for(1)
+
+
+def test_unauthenticated_wake_ups_are_dropped_before_an_authentic_one(listening: tuple) -> None:
+    request, woken, address = listening
+    request_id = request["request_id"]
+    forged = _wake.datagram({"request_id": request_id, "token": "not-the-token"})
+    stamp, nonce = "1" + "0" * 12, "ab" * 8
+    forgeries = (
+        forged,
+        forged.rsplit(b" ", 1)[0] + b" " + b"0" * 64,  # right shape, made-up mac
+        _wake.datagram({"request_id": "other-event", "token": request["token"]}),  # no wait here for it
+        b" ".join([_wake.MAGIC, request_id.encode(), stamp.encode(), nonce.encode()]),  # four fields
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"",
+        b"\xff" * 600,
+        b"HITLWAKE1 \xff \xff \xff \xff",
+    )
+    for data in forgeries:
+        assert not _wake._listener.handle(data, "test")
+    assert woken.count == 0
+    for data in forgeries:  # the same through the socket
+        _send(address, data)
+    # Datagrams from one socket on loopback arrive in order and one thread handles them: when the
+    # authentic one has woken the wait, every forged one before it has been dropped.
+    _send(address, _wake.datagram(request))
+    woken.wait_for(1)
+    assert woken.count == 1
+
+
+def test_a_replayed_wake_up_is_dropped_and_wake_ups_are_rate_limited(listening: tuple) -> None:
+    request, woken, _ = listening
+    listener = _wake._listener
+    now = [1000.0]
+    listener.clock = lambda: now[0]  # type: ignore[method-assign]
+    try:
+        first = _wake.datagram(request)
+        assert listener.handle(first)
+        now[0] += 10 * listener.min_gap_seconds
+        assert not listener.handle(first)  # a replay, however late
+        assert listener.handle(_wake.datagram(request))  # a fresh one after the gap
+        assert not listener.handle(_wake.datagram(request))  # too soon after the last one
+        now[0] += listener.min_gap_seconds
+        assert listener.handle(_wake.datagram(request))
+    finally:
+        del listener.clock
+    assert woken.count == 3
+
+
+def test_a_stale_or_future_wake_up_is_dropped(listening: tuple) -> None:
+    request, woken, _ = listening
+    import time
+
+    listener = _wake._listener
+    assert not listener.handle(_wake.datagram(request, now=time.time() - _wake.MAX_SKEW_SECONDS - 5))
+    assert not listener.handle(_wake.datagram(request, now=time.time() + _wake.MAX_SKEW_SECONDS + 5))
+    assert woken.count == 0
+
+
+def test_the_listener_is_shared_and_closes_with_the_last_wait(store: Store) -> None:
+    first, second = _event(store, "wake-a"), _event(store, "wake-b")
+    stop_first = _wake.listen(store, first, Woken())
+    address = _wake._listener.address
+    stop_second = _wake.listen(store, second, Woken())
+    assert _wake._listener.address == address
+    assert store.read_waiter("wake-a") == store.read_waiter("wake-b") == {"host": address[0], "port": address[1]}
+    stop_first()
+    assert _wake._listener.address == address
+    stop_second()
+    assert _wake._listener.address is None and _wake._listener.waiting == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # the port is free again
+        probe.bind(address)
+
+
+def test_a_new_event_records_the_address_and_its_wait_writes_no_waiter_record(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(str(root))
+    event = hitl.new_event("fresh", data_type=int, prompt="n?", poll_interval_seconds=3600)
+    request = store.read_request(event.request_id)
+    assert request is not None
+    host, port = _wake._listener.address or ("", 0)
+    assert request["wake"] == {"host": host, "port": port} and host == "127.0.0.1"
+    woken = Woken()
+    unregister = _wake.listen(store, request, woken)
+    try:
+        assert store.read_waiter(event.request_id) is None  # the request says it: no write
+        _wake.poke(store, request)
+        woken.wait_for(1)  # woken directly: the wait is in this process
+        # As another process would poke: to the request's address.
+        monkeypatch.setattr(_wake._listener, "wake_here", lambda request_id: False)
+        monkeypatch.setattr(_wake._listener, "min_gap_seconds", 0)
+        _wake.poke(store, request)
+        woken.wait_for(2)
+    finally:
+        unregister()
+
+
+def test_a_re_attached_wait_records_where_it_listens(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An earlier run created the event, and recorded an address where nobody listens any more.
+    request = {**_event(store), "wake": {"host": "127.0.0.1", "port": closed_udp_port()}}
+    woken = Woken()
+    unregister = _wake.listen(store, request, woken)
+    try:
+        host, port = _wake._listener.address or ("", 0)
+        assert store.read_waiter(request["request_id"]) == {"host": host, "port": port}
+        monkeypatch.setattr(_wake._listener, "wake_here", lambda request_id: False)
+        _wake.poke(store, request)  # waiter.json wins over the request's stale address
+        woken.wait_for(1)
+    finally:
+        unregister()
+
+
+def closed_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_wake_ups_can_be_turned_off(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_wake.WAKE_ENV, "0")
+    request = _event(store)
+    unregister = _wake.listen(store, request, Woken())
+    assert store.read_waiter(request["request_id"]) is None and _wake._listener.address is None
+    unregister()
+    _wake.poke(store, request)  # nothing to do, nothing raised
+
+
+@pytest.mark.parametrize(
+    ("host", "port"), [("192.0.2.1", "0"), ("0.0.0.0", "0"), ("::", "0"), ("pod", "0"), ("127.0.0.1", "70000")]
+)
+def test_a_listener_that_cannot_bind_leaves_the_wait_polling_and_says_so_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, host: str, port: str
+) -> None:
+    # 192.0.2.1 (TEST-NET-1) is on no interface here; a wildcard address is no address to send to.
+    monkeypatch.setenv(_wake.HOST_ENV, host)
+    monkeypatch.setenv(_wake.PORT_ENV, port)
+    monkeypatch.setattr(_wake._listener, "_bind_failed", False)
+    request = _event(store)
+    with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.wake"):
+        for _ in range(2):
+            _wake.listen(store, request, Woken())()
+    assert store.read_waiter(request["request_id"]) is None
+    warnings = [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.wake"]
+    assert len(warnings) == 1 and host in warnings[0]
+    assert "polling" in warnings[0]
+
+
+def test_poke_never_raises_and_logs_a_bad_waiter_record_once(
+    store: Store, root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_wake, "_send_failed", False)
+    request = _event(store)
+    _wake.poke(store, request)  # no waiter.json: nobody listens yet
+    with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.wake"):
+        for record in ({"host": "not an address", "port": 1}, {"host": "127.0.0.1", "port": 70000}, {}):
+            store.put_waiter(request["request_id"], record)
+            _wake.poke(store, request)
+        (root / request["request_id"] / "waiter.json").write_text("{not json")
+        _wake.poke(store, request)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.wake"]
+    assert len(warnings) == 1 and "polling" in warnings[0]
+
+
+def test_a_wait_with_an_hour_poll_returns_at_once_when_another_process_answers(root: Path) -> None:
+    # The answer comes from `hitl submit` straight to the root, in another process: only a
+    # wake-up can bring it to the wait before its next poll, an hour away.
+    event = hitl.new_event("cli", data_type=int, prompt="n?", poll_interval_seconds=3600, timeout_seconds=600)
+    result: list[int] = []
+    waiting = threading.Thread(target=lambda: result.append(event.wait()), daemon=True)
+    waiting.start()
+    until(lambda: _wake._listener.waiting == 1, "the wait registers for wake-ups")
+    cli = python("-m", "flyteplugins.hitl", "submit", event.request_id, "7", "--root", str(root))
+    out, _ = cli.communicate(timeout=HANG_GUARD)
+    assert cli.returncode == 0, out
+    waiting.join(HANG_GUARD)
+    assert result == [7]
+    assert _wake._listener.address is None  # closed with the last wait
+
+
+def test_an_answer_found_by_a_poll_instead_of_a_wake_up_is_reported_once(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Stored by a writer that sends no wake-up (as when a NetworkPolicy drops them): the poll finds it.
+    from flyteplugins.hitl import _answers
+
+    monkeypatch.setattr(_wake, "_missed_once", False)
+    store = Store(str(root))
+    with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.wake"):
+        for value in (1, 2):
+            event = hitl.new_event("polled", data_type=int, prompt="n?", poll_interval_seconds=0.05)
+            result: list[int] = []
+            waiting = threading.Thread(target=lambda e=event, r=result: r.append(e.wait()))
+            waiting.start()
+            # Its first read follows the record at once; this answer comes later, so a poll finds it.
+            until(lambda: _wake._listener.waiting == 1, "the wait registers")
+            _answers.submit(store, _answers.load(store, event.request_id), value, via="python", client="t")
+            waiting.join(HANG_GUARD)
+            assert result == [value]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.wake"]
+    assert len(warnings) == 1 and "at a poll, not by a wake-up" in warnings[0] and "udp 127.0.0.1:" in warnings[0]
+
+
+# -- _watch ------------------------------------------------------------------------------------------
+
+
+def test_watch_releases_a_long_poll_when_this_process_stores_the_outcome(store: Store) -> None:
+    watch = Watch(store)
+    watch.poll_seconds = 3600  # only `stored` can release it
+    got: list[object] = []
+    thread = threading.Thread(target=lambda: got.append(watch.wait("w-1", HANG_GUARD * 2)))
+    thread.start()
+    until(lambda: bool(watch._watched), "the long-poll waits")
+    watch.stored("w-1", {"status": "completed", "value": 1})
+    thread.join(HANG_GUARD)
+    assert got == [{"status": "completed", "value": 1}]
+    assert watch.wait("w-1", 3600) == {"status": "completed", "value": 1}  # remembered for later long-polls
+    watch.close()
+
+
+def test_watch_remembers_a_bounded_number_of_outcomes_for_a_bounded_time(store: Store) -> None:
+    watch = Watch(store)
+    now = [0.0]
+    watch.clock = lambda: now[0]  # type: ignore[method-assign]
+    watch.remember_most = 2
+    for i in range(3):
+        watch.stored(f"r-{i}", {"value": i})
+    assert list(watch._recent) == ["r-1", "r-2"]
+    now[0] += watch.remember_seconds
+    watch.stored("r-3", {"value": 3})
+    assert list(watch._recent) == ["r-3"]
+    assert watch.wait("r-3", 0) == {"value": 3} and watch.wait("r-1", 0) is None
+    watch.close()
+
+
+def test_watch_finds_an_outcome_stored_elsewhere_by_its_shared_poll(store: Store) -> None:
+    _event(store, "w-2")
+    watch = Watch(store)
+    watch.poll_seconds = 0.05
+    got: list[object] = []
+    thread = threading.Thread(target=lambda: got.append(watch.wait("w-2", HANG_GUARD * 2)))
+    thread.start()
+    Store(store.root).create_response("w-2", {"status": "completed", "value": 2})
+    thread.join(HANG_GUARD)
+    assert got and got[0] == {"status": "completed", "value": 2}
+    assert watch.wait("w-3", 0.01) is None
+    watch.close()
+
+
+def test_close_releases_every_long_poll(store: Store) -> None:
+    watch = Watch(store)
+    watch.poll_seconds = 3600
+    threads = [threading.Thread(target=watch.wait, args=(f"w-{i}", 3600)) for i in range(5)]
+    for t in threads:
+        t.start()
+    until(lambda: len(watch._watched) == 5, "five long-polls wait")
+    watch.close()
+    for t in threads:
+        t.join(HANG_GUARD)
+        assert not t.is_alive()
+    assert watch.wait("w-9", 3600) is None
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoS3]:
+    yield from moto_server()
+
+
+def test_long_polls_on_s3_share_one_listing_and_read_only_what_is_answered(
+    moto: MotoS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = use_root(S3Bucket(moto), monkeypatch)
+    store = Store(root)
+    ids = [f"s3-{i}" for i in range(20)]
+    for request_id in ids:
+        _event(store, request_id)
+    watch = Watch(store)
+    watch.poll_seconds = 0.05
+    results: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda i=i: results.update({i: watch.wait(i, HANG_GUARD * 2)})) for i in ids]
+    for t in threads:
+        t.start()
+    until(lambda: len(watch._watched) == len(ids), "every long-poll waits")
+    before = moto.count("GET", "/response.json")
+    lists = sum(1 for m, p in list(moto.requests) if m == "GET" and p.rstrip("/").count("/") <= 1)
+    store.create_response(ids[3], {"status": "completed", "value": 3})
+    threads[3].join(HANG_GUARD)
+    assert results[ids[3]] == {"status": "completed", "value": 3}
+    polls = sum(1 for m, p in list(moto.requests) if m == "GET" and p.rstrip("/").count("/") <= 1) - lists
+    # The 19 still pending read nothing of their own: only the answered one was read.
+    assert moto.count("GET", "/response.json") - before == 1
+    assert polls >= 1
+    watch.close()
+    for t in threads:
+        t.join(HANG_GUARD)
+
+
+# -- GET /status?wait=N and hitl status --wait --------------------------------------------------------
+
+
+@pytest.fixture
+def two_servers(store: Store) -> Iterator[tuple[HitlServer, HitlServer]]:
+    servers = [start_server(Store(store.root), "127.0.0.1", 0) for _ in range(2)]
+    yield servers[0][0], servers[1][0]
+    for httpd, thread in servers:
+        stop_server(httpd, thread)
+
+
+def _long_poll(base: str, request_id: str, token: str, wait: str, out: list) -> threading.Thread:
+    """GET /status?wait= in a thread; the client gives up after HANG_GUARD s, long before wait=60 would end."""
+
+    def run() -> None:
+        import http.client
+
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=HANG_GUARD)
+        try:
+            conn.request("GET", f"/status/{request_id}?token={token}&wait={wait}")
+            reply = conn.getresponse()
+            out.append((reply.status, json.loads(reply.read())))
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("where", ["same server", "other replica"])
+def test_status_long_poll_returns_when_the_event_is_answered(
+    store: Store, two_servers: tuple[HitlServer, HitlServer], where: str
+) -> None:
+    polled, answering = two_servers[0], two_servers[0 if where == "same server" else 1]
+    if where == "same server":
+        polled.watch.poll_seconds = 3600  # only the server's own store can release it in time
+    event = _event(store)
+    out: list = []
+    thread = _long_poll(polled.url, event["request_id"], event["token"], "60", out)
+    until(lambda: bool(polled.watch._watched), "the long-poll waits")
+    reply = post_json(answering.url, {"request_id": event["request_id"], "token": event["token"], "value": 4})
+    assert reply.status == 200
+    thread.join(HANG_GUARD + 5)
+    assert out and out[0][0] == 200
+    assert out[0][1]["status"] == "completed" and out[0][1]["response"]["value"] == 4
+
+
+def test_status_long_poll_returns_when_the_event_expires(store: Store, server: HitlServer) -> None:
+    event = _event(store, seconds=0.5)
+    out: list = []
+    _long_poll(server.url, event["request_id"], event["token"], "60", out).join(HANG_GUARD + 5)
+    assert out and out[0][0] == 200 and out[0][1]["status"] == "expired"
+
+
+def test_status_without_wait_or_with_wait_0_answers_at_once(store: Store, server: HitlServer) -> None:
+    event = _event(store)
+    for query in ("", "&wait=0", "&wait=0.0"):
+        reply = request(server.url, "GET", f"/status/{event['request_id']}?token={event['token']}{query}")
+        assert reply.status == 200 and reply.json()["status"] == "pending"
+
+
+@pytest.mark.parametrize("wait", ["-1", "61", "60.5", "abc", "nan", "inf", "1e9", "%00", "1,2"])
+def test_bad_wait_values_are_400_and_the_server_keeps_serving(store: Store, server: HitlServer, wait: str) -> None:
+    event = _event(store)
+    reply = request(server.url, "GET", f"/status/{event['request_id']}?token={event['token']}&wait={wait}")
+    assert reply.status == 400 and "wait must be" in reply.json()["detail"]
+    assert request(server.url, "GET", "/health").status == 200
+
+
+def test_bad_wait_with_a_wrong_token_is_still_a_400_before_any_read(store: Store, server: HitlServer) -> None:
+    reply = request(server.url, "GET", "/status/nope?token=x&wait=x")
+    assert reply.status == 400
+
+
+@pytest.mark.parametrize("through", ["endpoint", "root"])
+def test_hitl_status_wait_blocks_until_answered(store: Store, server: HitlServer, through: str) -> None:
+    event = _event(store)
+    request_id, token = event["request_id"], event["token"]
+    where = ["--endpoint", server.url, "--token", token] if through == "endpoint" else ["--root", store.root]
+    quick = python("-m", "flyteplugins.hitl", "status", request_id, *where, "--wait", "0.1")
+    out, _ = quick.communicate(timeout=HANG_GUARD)
+    assert quick.returncode == 0 and json.loads(out)["status"] == "pending"
+    blocked = python("-m", "flyteplugins.hitl", "status", request_id, *where, "--wait", "600")
+    assert post_json(server.url, {"request_id": request_id, "token": token, "value": 9}).status == 200
+    out, _ = blocked.communicate(timeout=HANG_GUARD)
+    assert blocked.returncode == 0, out
+    record = json.loads(out)
+    assert record["status"] == "completed" and record["response"]["value"] == 9
+
+
+@pytest.mark.parametrize("wait", ["-1", "nan", "inf", "soon"])
+def test_hitl_status_refuses_a_bad_wait(store: Store, wait: str) -> None:
+    event = _event(store)
+    proc = python("-m", "flyteplugins.hitl", "status", event["request_id"], "--root", store.root, "--wait", wait)
+    out, _ = proc.communicate(timeout=HANG_GUARD)
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out
