@@ -35,6 +35,7 @@ from . import _endpoints, _wake
 from ._endpoints import Request, Response, Site
 from ._errors import ConfigurationError
 from ._store import Record, Store
+from ._watch import Watch
 
 logger = logging.getLogger("flyteplugins.hitl.server")
 
@@ -130,9 +131,15 @@ class HitlServer(ThreadingHTTPServer):
     def store(self) -> Store:
         return self.site.store
 
+    @property
+    def watch(self) -> Watch:
+        """The long-polls of ``GET /status/<id>?wait=N``."""
+        return self.site.watch
+
     def server_close(self) -> None:
         super().server_close()
-        self.site.watch.close()  # open long-polls answer now
+        if hasattr(self, "site"):  # not when binding failed, which closes the socket before the site exists
+            self.site.watch.close()  # open long-polls answer now
 
     @property
     def url(self) -> str:
