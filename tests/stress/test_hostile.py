@@ -727,3 +727,30 @@ def test_the_corpus_gets_one_refusal_each_and_nothing_is_stored(
     assert len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)) == 1, reply[-500:]
     assert smuggled == []
     assert not (site.root / request_id / "response.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("event", "value"),
+    [
+        ("pending-float", "1" * 20_000 + "x"),  # a backtracking float pattern took 10 s on this
+        ("pending-float", "1" * 500_000 + "e"),
+        ("pending-int", "9" * 500_000 + "x"),
+        ("answered", "1" * 500_000 + "x"),  # settled: refused before its value is looked at
+    ],
+)
+def test_a_long_value_is_refused_while_health_stays_prompt(site: Site, event: str, value: str) -> None:
+    record = site.events[event]
+    body = json.dumps({"request_id": record["request_id"], "token": record["token"], "value": value}).encode()
+    raw = (
+        f"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    replies: list[bytes] = []
+    poster = threading.Thread(target=lambda: replies.append(exchange(site.port, raw)))
+    poster.start()
+    health = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    while poster.is_alive():  # /health on other connections while the value is checked
+        assert exchange(site.port, health).startswith(b"HTTP/1.1 200 "), "the server stopped serving"
+    poster.join(timeout=60)
+    assert replies and re.match(rb"HTTP/1\.1 (400|409) ", replies[0]), replies[:1]
+    check_after(site, "long value", raw, replies[0])

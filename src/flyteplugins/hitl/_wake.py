@@ -154,9 +154,13 @@ class Listener:
             if self._waits or self._sock is None:
                 return
             sock, self._sock, self.address = self._sock, None, None
+            thread, self._thread = self._thread, None
         with contextlib.suppress(OSError):  # wakes the receiving thread (Linux), which then exits
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
+        # The port is free only once the receiving thread's recvfrom has returned.
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
 
     def wake_here(self, request_id: str) -> bool:
         """Wake this process's own waits on `request_id` directly; False if it has none."""
