@@ -17,6 +17,7 @@ gets 400 and the connection closes, so nothing hidden in it is ever read as the 
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import errno
 import logging
@@ -130,6 +131,12 @@ class HitlServer(ThreadingHTTPServer):
     @property
     def store(self) -> Store:
         return self.site.store
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # A daemon thread per connection, started without waiting for it to run: threading's
+        # Thread.start waits until the new thread runs, a GIL hand-off per connection in the
+        # accepting thread, and a burst of 256 new connections then waited seconds to be accepted.
+        _thread.start_new_thread(self.process_request_thread, (request, client_address))
 
     @property
     def watch(self) -> Watch:
