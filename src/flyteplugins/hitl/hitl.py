@@ -3,9 +3,10 @@
 Data flows one way. `Event.create` writes the question through `_store`. The form server
 (`server.py`, embedded in this process unless ``FLYTE_HITL_ENDPOINT`` names another one) checks
 and stores the answer, then calls `_waiters.notify` with it, which hands it to the waiting call
-at once: the wait returns without reading storage again. Answers stored by anything else
-(another server replica, the CLI) are found by polling the root: one storage read per poll
-interval. How a wait sleeps and is woken is in `_engine.py`.
+at once: the wait returns without reading storage again. A writer in another process (another
+server replica, the CLI) sends the waiting process a wake-up (`_wake.py`), after which the wait
+reads the outcome from storage; without one, the wait finds it by polling the root, one storage
+read per poll interval. How a wait sleeps and is woken is in `_engine.py`.
 """
 
 from __future__ import annotations
