@@ -89,3 +89,30 @@ def procs() -> Iterator[list[Any]]:
     yield started
     for proc in started:
         proc.kill()
+
+
+# The S3 fixtures import s3_helpers when used: it imports this module's helpers in turn.
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[Any]:
+    """A moto S3 server on loopback (`s3_helpers.MotoS3`), one per test module."""
+    from s3_helpers import moto_server
+
+    yield from moto_server()
+
+
+@pytest.fixture(scope="module")
+def bucket(moto: Any) -> Any:
+    """A fresh bucket on the module's moto server (`s3_helpers.S3Bucket`)."""
+    from s3_helpers import S3Bucket
+
+    return S3Bucket(moto)
+
+
+@pytest.fixture
+def s3_root(bucket: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh s3:// root, set as FLYTE_HITL_ROOT along with Flyte's S3 settings for the moto server."""
+    from s3_helpers import use_root
+
+    return use_root(bucket, monkeypatch)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import post_json, request
 from flyte_run import FlyteRun
-from s3_helpers import FORM_LINE, MotoS3, Proc, S3Bucket, closed_port, moto_server, python
+from s3_helpers import FORM_LINE, MotoS3, Proc, S3Bucket, closed_port, python
 
 from flyteplugins.hitl import _wake
 from flyteplugins.hitl._store import Store
@@ -111,11 +111,6 @@ class Root:
         """GETs of the event's response so far (S3 only)."""
         assert self.moto is not None
         return self.moto.count("GET", f"/{request_id}/response.json")
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    yield from moto_server()
 
 
 @pytest.fixture(params=["local", "s3"])

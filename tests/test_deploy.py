@@ -19,7 +19,7 @@ from typing import Any
 import flyte
 import pytest
 from conftest import post_json, request
-from s3_helpers import MotoS3, Proc, S3Bucket, closed_port, moto_server, python, start_waiter, use_root
+from s3_helpers import Proc, closed_port, python, start_waiter
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl._errors import ConfigurationError
@@ -32,21 +32,6 @@ with warnings.catch_warnings():
     from flyteplugins.hitl import _deploy
 
 PACKAGE_DIR = Path(hitl.__file__).resolve().parent
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    yield from moto_server()
-
-
-@pytest.fixture(scope="module")
-def bucket(moto: MotoS3) -> S3Bucket:
-    return S3Bucket(moto)
-
-
-@pytest.fixture
-def s3_root(bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> str:
-    return use_root(bucket, monkeypatch)
 
 
 def _print_in_subprocess(code: str, env: dict[str, str]) -> Any:

@@ -10,12 +10,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from s3_helpers import MotoS3, S3Bucket, moto_server, use_root
+from s3_helpers import MotoS3, S3Bucket, use_root
 
 from flyteplugins.hitl import _answers
 from flyteplugins.hitl._endpoints import PAGE_SIZE, Replies, Request, Response, Site, _headers, handle
@@ -556,11 +555,6 @@ def test_list_events_sees_answers_given_after_an_earlier_listing(tmp_path: Path)
     other = Store(str(tmp_path / "root"))  # another process answers
     _answers.submit(other, event, "1", via="json", client="x")
     assert [e.answered for e in store.list_events()] == [True]
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    yield from moto_server()
 
 
 def test_list_events_on_s3_is_one_listing_newest_first(moto: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from s3_helpers import FORM_LINE, Door, MotoS3, Proc, S3Bucket, moto_server, python, use_root
+from s3_helpers import FORM_LINE, Door, Proc, S3Bucket, python
 
 from flyteplugins.hitl._store import Store
 
@@ -26,21 +26,6 @@ except hitl.StorageError as e:
     print("STORAGE_ERROR", json.dumps({"root": e.root, "message": str(e)}), flush=True)
     sys.exit(3)
 """
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    yield from moto_server()
-
-
-@pytest.fixture(scope="module")
-def bucket(moto: MotoS3) -> S3Bucket:
-    return S3Bucket(moto)
-
-
-@pytest.fixture
-def s3_root(bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> str:
-    return use_root(bucket, monkeypatch)
 
 
 @pytest.fixture

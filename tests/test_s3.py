@@ -29,33 +29,15 @@ from s3_helpers import (
     check_race_over_two_replicas,
     check_round_trip,
     closed_port,
-    moto_server,
     python,
     start_server,
     start_waiter,
-    use_root,
 )
 
 from flyteplugins.hitl import StorageError
 from flyteplugins.hitl._store import Store
 
 # -- fixtures and process helpers -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    yield from moto_server()
-
-
-@pytest.fixture(scope="module")
-def bucket(moto: MotoS3) -> S3Bucket:
-    return S3Bucket(moto)
-
-
-@pytest.fixture
-def s3_root(bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh s3:// root, set as FLYTE_HITL_ROOT along with Flyte's S3 settings for the moto server."""
-    return use_root(bucket, monkeypatch)
 
 
 # -- the store on S3 --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import post_json, request
-from s3_helpers import MotoS3, S3Bucket, moto_server, python, use_root
+from s3_helpers import MotoS3, S3Bucket, python, use_root
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _wake
@@ -359,11 +359,6 @@ def test_close_releases_every_long_poll(store: Store) -> None:
         t.join(HANG_GUARD)
         assert not t.is_alive()
     assert watch.wait("w-9", 3600) is None
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    yield from moto_server()
 
 
 def test_long_polls_on_s3_share_one_listing_and_read_only_what_is_answered(
