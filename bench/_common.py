@@ -113,3 +113,32 @@ def cpu_split() -> tuple[str | None, str | None]:
     if n < 2:
         return None, None
     return "0", f"1-{n - 1}" if n > 2 else "1"
+
+
+#: The bucket the benchmarks' S3 server (bench/_moto.py) holds.
+BUCKET = "hitl-bench"
+
+
+@contextlib.contextmanager
+def moto(name: str) -> Iterator[int]:
+    """A counting moto S3 server (bench/_moto.py) with the bench bucket; yields its port."""
+    port = free_port()
+    log_path = RESULTS / "logs" / f"{name}-moto.log"
+    with process([str(NEW_PY), str(BENCH / "_moto.py"), str(port), BUCKET], env=child_env(), log_path=log_path):
+        deadline = time.monotonic() + 60
+        while "ready" not in log_path.read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the moto server did not start; see {log_path}")
+            time.sleep(0.1)
+        yield port
+
+
+def s3_env(port: int) -> dict[str, str]:
+    """Flyte's S3 settings for the bench's moto server on `port`."""
+    from _moto import ACCESS_KEY, SECRET_KEY
+
+    return {
+        "FLYTE_AWS_ENDPOINT": f"http://127.0.0.1:{port}",
+        "FLYTE_AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "FLYTE_AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    }

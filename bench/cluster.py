@@ -35,11 +35,25 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BENCH, NEW_PY, OLD_PY, RESULTS, child_env, free_port, log, median, process, run_json, wait_http
+from _common import (
+    BENCH,
+    BUCKET,
+    NEW_PY,
+    OLD_PY,
+    RESULTS,
+    child_env,
+    free_port,
+    log,
+    median,
+    moto,
+    process,
+    run_json,
+    s3_env,
+    wait_http,
+)
 
 TASK_HOST = "127.0.0.2"
 SERVER_HOSTS = ("127.0.0.3", "127.0.0.4")
-BUCKET = "hitl-bench"
 POLL = 5.0
 
 
@@ -101,30 +115,6 @@ def _count(url: str) -> dict[str, int]:
 
 
 # -- the driver ---------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def moto() -> Iterator[int]:
-    """A counting moto S3 server (bench/_moto.py) with the bench bucket; yields its port."""
-    port = free_port()
-    log_path = RESULTS / "logs" / "cluster-moto.log"
-    with process([str(NEW_PY), str(BENCH / "_moto.py"), str(port), BUCKET], env=child_env(), log_path=log_path):
-        deadline = time.monotonic() + 60
-        while "ready" not in log_path.read_text(errors="replace"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the moto server did not start; see {log_path}")
-            time.sleep(0.1)
-        yield port
-
-
-def s3_env(port: int) -> dict[str, str]:
-    from _moto import ACCESS_KEY, SECRET_KEY
-
-    return {
-        "FLYTE_AWS_ENDPOINT": f"http://127.0.0.1:{port}",
-        "FLYTE_AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "FLYTE_AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-    }
 
 
 @contextlib.contextmanager
@@ -205,7 +195,7 @@ def run_waits(root: str, urls: list[str], env: dict[str, str], n: int, cycles: i
 
 def bench_wake(n: int, cycles: int, old_n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with moto() as port:
+    with moto("cluster") as port:
         for where in ("local", "s3"):
             for replicas in (1, 2):
                 label = f"{where}-{replicas}"
@@ -239,7 +229,7 @@ def old_wake(where: str, replicas: int, port: int, n: int) -> dict[str, Any]:
 
 
 def bench_storage(n: int, seconds: float) -> dict[str, Any]:
-    with moto() as port:
+    with moto("cluster") as port:
         root = f"s3://{BUCKET}/storage"
         env = s3_env(port)
         log(f"storage cost, cluster layout: {n} events waiting on s3:// (moto) for {seconds:g}s")

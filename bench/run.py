@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 import venv
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput
 from _common import (
     BENCH,
+    BUCKET,
     NEW_PY,
     OLD_PY,
     OLD_SPEC,
@@ -39,8 +39,10 @@ from _common import (
     free_port,
     log,
     median,
+    moto,
     process,
     run_json,
+    s3_env,
     wait_http,
 )
 
@@ -183,42 +185,15 @@ def bench_scale(n: int, runs: int) -> dict[str, Any]:
     return out
 
 
-BUCKET = "hitl-bench"
-
-
-def _s3_env(port: int) -> dict[str, str]:
-    from _moto import ACCESS_KEY, SECRET_KEY
-
-    return {
-        "FLYTE_AWS_ENDPOINT": f"http://127.0.0.1:{port}",
-        "FLYTE_AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "FLYTE_AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-    }
-
-
-@contextlib.contextmanager
-def moto(name: str) -> Iterator[int]:
-    """A counting moto S3 server (see _moto.py) with the bench bucket; yields its port."""
-    port = free_port()
-    log_path = RESULTS / "logs" / f"{name}-moto.log"
-    with process([str(NEW_PY), str(BENCH / "_moto.py"), str(port), BUCKET], env=child_env(), log_path=log_path):
-        deadline = time.monotonic() + 60
-        while "ready" not in log_path.read_text(errors="replace"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the moto server did not start; see {log_path}")
-            time.sleep(0.1)
-        yield port
-
-
 def bench_storage(n: int, seconds: float) -> dict[str, Any]:
     with moto("storage") as port:
         counter = f"http://127.0.0.1:{port}/__bench/count"
         log(f"storage cost: {n} events waiting on s3:// (moto) for {seconds:g}s, this package")
-        env = child_env(FLYTE_HITL_ROOT=f"s3://{BUCKET}/new", **_s3_env(port))
+        env = child_env(FLYTE_HITL_ROOT=f"s3://{BUCKET}/new", **s3_env(port))
         argv = [str(NEW_PY), str(BENCH / "_new_tools.py"), "storage", "-n", str(n), "--seconds", str(seconds)]
         new = run_json([*argv, "--counter", counter], env=env, timeout=600)
         log(f"storage cost: {n} events waiting on s3:// (moto) for {seconds:g}s, old plugin")
-        env = child_env(RAW_DATA_PATH=f"s3://{BUCKET}/old", **_s3_env(port))
+        env = child_env(RAW_DATA_PATH=f"s3://{BUCKET}/old", **s3_env(port))
         argv = [str(OLD_PY), str(BENCH / "_old_tools.py"), "storage", "-n", str(n), "--seconds", str(seconds)]
         old = run_json([*argv, "--counter", counter], env=env, timeout=600)
     return {"new": new, "old": old}
@@ -236,7 +211,7 @@ def bench_create(rounds: int, n_local: int, n_s3: int) -> dict[str, Any]:
                 for where, n in places:
                     scratch = tempfile.mkdtemp(prefix="hitl-bench-create-")
                     root = f"s3://{BUCKET}/{impl}-create-{r}" if where == "s3" else scratch
-                    extra = _s3_env(port) if where == "s3" else {}
+                    extra = s3_env(port) if where == "s3" else {}
                     if where == "local_fsync":
                         extra = {"FLYTE_HITL_FSYNC": "1"}
                     if impl == "new":
