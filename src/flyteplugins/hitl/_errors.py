@@ -97,11 +97,16 @@ class EventTimeoutError(HitlError, TimeoutError):
 
 
 class StorageError(HitlError, OSError):
-    """The storage root could not be read or written, even after retries."""
+    """The storage root could not be read or written, even after retries.
 
-    def __init__(self, message: str, root: str) -> None:
+    `transient` says whether the last failure was one that retrying may fix (a timeout, a refused
+    connection, a 5xx), as opposed to denied access or a missing bucket.
+    """
+
+    def __init__(self, message: str, root: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.root = root
+        self.transient = transient
 
 
 class ConfigurationError(HitlError, ValueError):

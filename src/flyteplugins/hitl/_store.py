@@ -269,7 +269,9 @@ class Store:
         try:
             self._backend.put(key, data)
         except _storage_errors()[0] as e:
-            raise StorageError(f"cannot write {key} under {self.root!r}: {_brief(e)}", self.root) from e
+            raise StorageError(
+                f"cannot write {key} under {self.root!r}: {_brief(e)}", self.root, transient=_is_transient(e)
+            ) from e
 
     def list_answered(self) -> set[str] | None:
         """Ids with a stored outcome, from one listing of the root (object stores); None where a
@@ -375,7 +377,9 @@ class Store:
                     raise StorageError(f"cannot {what} under {self.root!r}: {_brief(e)}", self.root) from e
                 if attempt >= self.attempts:
                     raise StorageError(
-                        f"cannot {what} under {self.root!r} after {attempt} attempts: {_brief(e)}", self.root
+                        f"cannot {what} under {self.root!r} after {attempt} attempts: {_brief(e)}",
+                        self.root,
+                        transient=True,
                     ) from e
                 now = time.monotonic()
                 # Once per outage, and at most once a minute when failures and successes interleave.

@@ -36,7 +36,7 @@ from . import _engine, _flyte, _html, _markdown, _notify, _wake
 from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError, StorageError
-from ._store import Record, Store, _is_transient, default_root
+from ._store import Record, Store, default_root
 from ._values import build_value, declare, remember, spec_for, type_name
 
 T = TypeVar("T")
@@ -458,7 +458,7 @@ class _Poller:
             try:
                 response, mine = self._read(now, direct=woken or bool(self._backoff))
             except StorageError as e:
-                if not _transient(e) or now >= self._deadline + event.expiry_grace_seconds:
+                if not e.transient or now >= self._deadline + event.expiry_grace_seconds:
                     raise
                 self._backoff = min(max(2 * self._backoff, _engine.FIRST_BACKOFF_SECONDS), _engine.MAX_BACKOFF_SECONDS)
                 self._next_poll = now + self._backoff
@@ -491,11 +491,6 @@ class _Poller:
             return reader.read_response(event.request_id), False
         # A timed poll: many waits on one object store share a listing per interval.
         return reader.poll_response(event.request_id, event.poll_interval_seconds), False
-
-
-def _transient(error: StorageError) -> bool:
-    """Whether retrying may fix `error` (a timeout, a refused connection, a 5xx), judged by its cause."""
-    return error.__cause__ is not None and _is_transient(error.__cause__)
 
 
 def _answered(event: Event[Any]) -> bool:
