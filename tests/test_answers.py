@@ -247,7 +247,7 @@ def test_a_huge_float_answer_is_refused_at_once_and_the_server_keeps_serving(roo
         slowest = max(slowest, time.monotonic() - started)
     poster.join()
     assert replies[0].status == 400 and "expected float" in replies[0].json()["detail"]
-    assert slowest < 2.0, f"/health took {slowest:.1f} s while a float answer was checked"  # a hang guard
+    assert slowest < 5.0, f"/health took {slowest:.1f} s while a float answer was checked"  # a hang guard
     assert not (root / event.request_id / "response.json").exists()
 
 
