@@ -14,6 +14,7 @@ import re
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -416,6 +417,32 @@ def test_an_in_process_answer_is_handed_to_the_wait_without_a_read(
     assert value == 5
     assert event.response == outcome and event.response is not outcome  # the wait keeps its own copy
     assert Store(str(root)).read_response(event.request_id) is None
+
+
+def test_an_answer_whose_client_resets_the_connection_still_ends_the_wait_at_once(
+    mode: str, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client (a phone losing its signal, a script killed by its timeout) sends its answer and resets
+    the connection: the reply cannot be written, but the answer is stored, so the server hands it on
+    all the same. The wait polls hourly: only that hand-over ends it."""
+    console = Console(monkeypatch)
+    event = create(mode, "reset", data_type=int, poll_interval_seconds=3600, timeout_seconds=120)
+
+    def answer_and_reset() -> None:
+        console.wait_for(f"form: {event.form_url}")
+        host, port = event.endpoint.removeprefix("http://").rsplit(":", 1)
+        body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 8}).encode()
+        head = f"POST /submit/json HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+    thread = threading.Thread(target=answer_and_reset)
+    thread.start()
+    value, _ = wait_in_thread(mode, event, timeout=30)
+    thread.join()
+    assert value == 8
+    assert Store(str(root)).read_response(event.request_id)["value"] == 8
 
 
 def test_an_outcome_stored_under_another_root_is_not_taken(

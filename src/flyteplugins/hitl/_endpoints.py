@@ -94,7 +94,8 @@ class Response:
 
 
 class Replies:
-    """Request ids with an answer being handled whose reply is not yet written (see `server.await_replies`)."""
+    """Request ids with an answer being handled whose reply is not yet written, or the answer not yet
+    handed on (see `server.await_replies`)."""
 
     def __init__(self) -> None:
         self._open: Counter[str] = Counter()
@@ -510,7 +511,8 @@ def _identity(site: Site, request: Request, page: str | None = None) -> str:
 
 
 def _track(site: Site, request: Request, request_id: str) -> None:
-    """From here until the handler wrote the reply, `await_replies(request_id)` waits for it."""
+    """From here until the handler wrote the reply and handed the answer on, `await_replies(request_id)`
+    waits for it."""
     site.replies.begin(request_id)
     request.replying.append(request_id)
 

@@ -311,15 +311,19 @@ class HitlHandler(BaseHTTPRequestHandler):
         try:
             self._write(reply, head=self.command == "HEAD")
         finally:
-            for request_id in request.replying:
-                self.server.site.replies.end(request_id)
-        if reply.answered is not None:
-            self._answered(*reply.answered)
+            try:
+                # Also when the client is gone (the write raised): the answer is stored all the same.
+                if reply.answered is not None:
+                    self._answered(*reply.answered)
+            finally:
+                for request_id in request.replying:
+                    self.server.site.replies.end(request_id)
 
     def _answered(self, event: Record, response: Record) -> None:
         """Tell whoever waits for `response`, the outcome just stored: this server's long-polls, the
         in-process waiter, and (by a wake-up) a waiting process elsewhere. After the reply, so none of
-        them can outrun it; the reply is out, so a failure here is logged, never answered again."""
+        them can outrun it, and before `await_replies` lets a wait that read the outcome return, so
+        such a wait sees it was handed over. The reply is out: a failure here is logged, never answered."""
         request_id = event["request_id"]
         self.server.site.watch.stored(request_id, response)
         if self.server.on_answer is not None:
@@ -458,12 +462,12 @@ _servers: weakref.WeakSet[HitlServer] = weakref.WeakSet()
 
 
 def await_replies(request_id: str, timeout: float = 2.0) -> None:
-    """Wait until no server of this process is in the middle of a reply to an answer for `request_id`.
+    """Wait until no server of this process is in the middle of handling an answer for `request_id`.
 
-    From the moment a server handles a submit for `request_id` until its reply is written, the answer
-    may already be in storage. A wait that finds it there calls this before it returns, so that a
-    program ending right after the wait does not cut that reply off. Returns after `timeout` seconds
-    at most.
+    From the moment a server handles a submit for `request_id` until its reply is written and the
+    answer handed on (to this process's waits, long-polls and wake-ups), the answer may already be in
+    storage. A wait that finds it there calls this before it returns, so that a program ending right
+    after the wait does not cut that reply off. Returns after `timeout` seconds at most.
 
     Example:
         >>> await_replies("approve-5d10420902c680f3a2abfc22", timeout=0.5)
