@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from conftest import post_json, request
@@ -299,6 +300,46 @@ def test_an_answer_found_by_a_poll_instead_of_a_wake_up_is_reported_once(
             assert result == [value]
     warnings = [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.wake"]
     assert len(warnings) == 1 and "at a poll, not by a wake-up" in warnings[0] and "udp 127.0.0.1:" in warnings[0]
+
+
+def test_an_answer_older_than_the_wait_is_no_sign_of_a_missed_wake_up(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Answered by another process before the wait began (as for a run re-attaching after a crash):
+    # its wake-up found nobody listening, and the wait's first read finds the answer.
+    monkeypatch.setattr(_wake, "_missed_once", False)
+    event = hitl.new_event("early", data_type=int, prompt="n?", poll_interval_seconds=0.05)
+    cli = python("-m", "flyteplugins.hitl", "submit", event.request_id, "3", "--root", str(root))
+    out, _ = cli.communicate(timeout=HANG_GUARD)
+    assert cli.returncode == 0, out
+    with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.wake"):
+        assert event.wait() == 3
+    assert [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.wake"] == []
+
+
+RACING_WAITS = 300
+
+
+def test_answers_stored_by_this_process_s_server_are_no_sign_of_a_missed_wake_up(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Timed reads every millisecond: now and then one finds the answer before the server that stored
+    # it has replied (a page: the form's reply) and handed it over. That answer came from this very
+    # process: no wake-up was missed.
+    monkeypatch.setattr(_wake, "_missed_once", False)
+    with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.wake"):
+        for i in range(RACING_WAITS):
+            event = hitl.new_event(f"own-{i}", data_type=int, prompt="n?", poll_interval_seconds=0.001)
+            result: list[int] = []
+            waiting = threading.Thread(target=lambda e=event, r=result: r.append(e.wait()))
+            waiting.start()
+            until(lambda: _wake._listener.waiting == 1, "the wait registers")
+            form = urlencode({"request_id": event.request_id, "token": event.token, "value": str(i)}).encode()
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            assert request(event.endpoint, "POST", "/submit", form, headers).status == 200
+            waiting.join(HANG_GUARD)
+            assert result == [i]
+    assert [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.wake"] == []
 
 
 # -- _watch ------------------------------------------------------------------------------------------

@@ -378,7 +378,7 @@ class Event(Generic[T]):
                         return cast(T, _outcome(self, dict(wake.handed)))
                     done, value = poller.step(poller.clock(), woken)
                     if done:
-                        by_poll = not woken and _answered(self)
+                        by_poll = poller.missed_wake_up(woken, wake)
                         return cast(T, value)
                     signal.wait(poller.sleep_seconds())
             finally:
@@ -410,7 +410,7 @@ class Event(Generic[T]):
                     else:
                         done, value = poller.step(now, woken)  # the console line at most
                     if done:
-                        by_poll = not woken and _answered(self)
+                        by_poll = poller.missed_wake_up(woken, wake)
                         return cast(T, value)
                     timer = loop.call_later(poller.sleep_seconds(), signal.set)
                     try:
@@ -440,6 +440,7 @@ class _Poller:
         self._next_poll = now  # the first pass reads at once
         self._next_note = now + event.note_every_seconds
         self._backoff = 0.0  # while storage fails: the delay before the next read, else 0
+        self._reads = 0
         if not event._announced:
             event._announced = True
             _announce(event)
@@ -451,10 +452,17 @@ class _Poller:
         due = self._next_poll if self._backoff else min(self._next_poll, self._deadline)
         return min(max(0.0, min(due, self._next_note) - self.clock()), threading.TIMEOUT_MAX)
 
+    def missed_wake_up(self, woken: bool, wake: _engine.Wake) -> bool:
+        """Whether the answer the last pass read came at a timed poll that a wake-up should have
+        beaten: not at the wait's first read (the answer may be older than the wait), not when woken,
+        and not when this process's server stored it (it hands the answer over before the wait returns)."""
+        return self._reads > 1 and not woken and wake.handed is None and _answered(self._event)
+
     def step(self, now: float, woken: bool) -> tuple[bool, Any]:
         """One pass at time `now`: read storage if woken or due, expire past the deadline. Returns (done, value)."""
         event = self._event
         if self.reads_storage(now, woken):
+            self._reads += 1
             try:
                 response, mine = self._read(now, direct=woken or bool(self._backoff))
             except StorageError as e:
