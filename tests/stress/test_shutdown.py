@@ -10,13 +10,15 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_python
+from conftest import REPO, run_python
 
 from flyteplugins.hitl._store import Store
 
@@ -239,7 +241,7 @@ def test_a_flyte_local_run_ends_once_answered_despite_open_connections(root: Pat
 
 # Creates one event, waits for it and ends at once: the answer's reply races the end of the program.
 RACE_PROGRAM = """
-import json
+import json, signal, sys
 import flyteplugins.hitl as hitl
 
 # Timed reads every millisecond: one of them is bound to find the answer before its reply is written.
@@ -247,32 +249,40 @@ event = hitl.new_event("race", data_type=int, prompt="A number?", poll_interval_
 shown = {"url": event.endpoint, "request_id": event.request_id, "token": event.token}
 print("EVENT " + json.dumps(shown), flush=True)
 print("RESULT " + json.dumps(event.wait()), flush=True)
+if sys.argv[1] == "sys.exit":
+    sys.exit(0)
+if sys.argv[1] == "ctrl-c":
+    signal.raise_signal(signal.SIGINT)  # as if Ctrl-C was pressed the moment the answer came
 """
+ENDINGS = {"return": 0, "sys.exit": 0, "ctrl-c": -signal.SIGINT}  # how the program ends: its exit code
 RACES = 100  # per way of answering
 RACING = 6  # programs at a time
 
 
-def race_once(script: Path, how: str, value: int) -> str | None:
+def answer_at_once(url: str, event: Pending, how: str, value: int) -> str | None:
+    """Post the answer; None if its 200 reply came, else what the answerer saw instead."""
+    path, body, headers = (answer_json if how == "json" else answer_form)(event, value)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("POST", path, body, headers)
+        response = conn.getresponse()
+        response.read()
+        return None if response.status == 200 else f"status {response.status}"
+    except (OSError, http.client.HTTPException) as e:
+        return f"{type(e).__name__}: {e}"
+    finally:
+        conn.close()
+
+
+def race_once(script: Path, ending: str, how: str, value: int) -> str | None:
     """Run the program, answer its event the moment it is shown; None if the reply came, else what happened."""
-    program = Lines(run_python(str(script)))
+    program = Lines(run_python(str(script), ending))
     try:
         shown = json.loads(program.wait_for(r"^EVENT (.*)$").group(1))
-        path, body, headers = (answer_json if how == "json" else answer_form)(
-            Pending(shown["request_id"], shown["token"]), value
-        )
-        host, port = shown["url"].removeprefix("http://").rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        try:
-            conn.request("POST", path, body, headers)
-            response = conn.getresponse()
-            response.read()
-            lost = None if response.status == 200 else f"status {response.status}"
-        except (OSError, http.client.HTTPException) as e:
-            lost = f"{type(e).__name__}: {e}"
-        finally:
-            conn.close()
+        lost = answer_at_once(shown["url"], Pending(shown["request_id"], shown["token"]), how, value)
         assert program.wait_for(r"^RESULT (.*)$").group(1) == str(value)
-        assert program.proc.wait(EXIT_WITHIN) == 0, program.text()
+        assert program.proc.wait(EXIT_WITHIN) == ENDINGS[ending], program.text()
         return lost
     finally:
         program.close()
@@ -282,10 +292,63 @@ def race_once(script: Path, how: str, value: int) -> str | None:
 def test_an_answer_gets_its_reply_when_the_program_ends_right_after_the_wait(
     root: Path, tmp_path: Path, how: str
 ) -> None:
+    """The programs end in turn by returning, by `sys.exit` and by Ctrl-C."""
     script = tmp_path / "race.py"
     script.write_text(RACE_PROGRAM)
+    endings = list(ENDINGS)
+    races = [(script, endings[i % len(endings)], how, 1000 + i) for i in range(RACES)]
     with concurrent.futures.ThreadPoolExecutor(RACING) as pool:
-        outcomes = list(pool.map(lambda i: race_once(script, how, 1000 + i), range(RACES)))
+        outcomes = list(pool.map(lambda race: race_once(*race), races))
     lost = [outcome for outcome in outcomes if outcome is not None]
     print(f"\nshutdown race ({how}): {RACES} programs ended right after their wait; {len(lost)} replies lost")
     assert lost == []
+
+
+EXAMPLE = REPO / "examples" / "example.py"
+FLYTE_RACING = 4  # Flyte local runs at a time
+
+
+def example_race_once(cwd: Path, how: str, value: int) -> str | None:
+    """A Flyte local run of the README example, answered the moment its form link is printed."""
+    cwd.mkdir()
+    run = Lines(run_python(str(EXAMPLE), cwd=cwd))
+    try:
+        form = run.wait_for(r"^\[hitl\] form: (http://[^/]+)/form/([\w-]+)\?token=(\S+)$", timeout=120)
+        url, request_id, token = form.groups()
+        lost = answer_at_once(url, Pending(request_id, token), how, value)
+        run.wait_for(rf"^ActionOutputs\(.*\b{value}\b.*\)$")
+        assert run.proc.wait(EXIT_WITHIN) == 0, run.text()
+        return lost
+    finally:
+        run.close()
+
+
+@pytest.mark.flyte_run
+def test_an_answer_gets_its_reply_when_a_flyte_local_run_of_the_example_ends_right_after_the_wait(
+    root: Path, tmp_path: Path
+) -> None:
+    """The example's task ends with its wait, and its run with the task. Its wait's first read comes
+    right after the form link, and the answer is posted the moment that link is printed, so now and
+    then the read finds the answer before the server has replied. Half the answers come through the
+    JSON API, half through the form."""
+    runs = [(tmp_path / f"run-{i}", "json" if i % 2 else "form", 2000 + i) for i in range(RACES)]
+    with flyte_local_files_removed(), concurrent.futures.ThreadPoolExecutor(FLYTE_RACING) as pool:
+        outcomes = list(pool.map(lambda run: example_race_once(*run), runs))
+    lost = [outcome for outcome in outcomes if outcome is not None]
+    print(f"\nshutdown race (Flyte local run): {RACES} runs of the example ended at once; {len(lost)} replies lost")
+    assert lost == []
+
+
+@contextlib.contextmanager
+def flyte_local_files_removed() -> Iterator[None]:
+    """Remove the files that the Flyte local runs started inside this block leave under /tmp/flyte."""
+    base = Path("/tmp/flyte")
+    kinds = ("metadata", "raw_data")
+    before = {kind: set(os.listdir(base / kind)) if (base / kind).is_dir() else set() for kind in kinds}
+    try:
+        yield
+    finally:
+        for kind in kinds:
+            if (base / kind).is_dir():
+                for name in set(os.listdir(base / kind)) - before[kind]:
+                    shutil.rmtree(base / kind / name, ignore_errors=True)
