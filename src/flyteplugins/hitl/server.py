@@ -323,7 +323,8 @@ class HitlHandler(BaseHTTPRequestHandler):
         """Tell whoever waits for `response`, the outcome just stored: this server's long-polls, the
         in-process waiter, and (by a wake-up) a waiting process elsewhere. After the reply, so none of
         them can outrun it, and before `await_replies` lets a wait that read the outcome return, so
-        such a wait sees it was handed over. The reply is out: a failure here is logged, never answered."""
+        such a wait sees it was handed over. The reply is out (or its client gone): a failure here is
+        logged, never answered."""
         request_id = event["request_id"]
         self.server.site.watch.stored(request_id, response)
         if self.server.on_answer is not None:
