@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -29,7 +30,7 @@ import flyteplugins.hitl as hitl
 from flyteplugins.hitl._store import Store
 from flyteplugins.hitl.server import HitlHandler, HitlServer, make_server, stop_server
 
-from ._util import event_record
+from ._util import ServerProcess, assert_clean_log, event_record, start_server_process
 
 EXAMPLES = 300
 SETTINGS = settings(
@@ -140,9 +141,9 @@ def no_traceback_on_stderr(capfd: pytest.CaptureFixture[str]) -> Iterator[None]:
     assert "Traceback" not in err, err[-4000:]
 
 
-def exchange(port: int, data: bytes) -> bytes:
+def exchange(port: int, data: bytes, timeout: float = 30) -> bytes:
     """Send `data` and half-close, then read everything until the server closes the connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
@@ -729,6 +730,28 @@ def test_the_corpus_gets_one_refusal_each_and_nothing_is_stored(
     assert not (site.root / request_id / "response.json").exists()
 
 
+@pytest.fixture(scope="module")
+def lone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict[str, dict[str, Any]]]]:
+    """A standalone server in its own process: a value check that never ends (a backtracking pattern
+    holds the GIL) freezes that process, not this one, so the test fails instead of hanging."""
+    base = tmp_path_factory.mktemp("long-values")
+    store = Store(str(base / "root"))
+    events = {name: event_record(name, data_type=name.rsplit("-", 1)[-1]) for name in ("pending-float", "pending-int")}
+    events["answered"] = event_record("answered", data_type="str")
+    for record in events.values():
+        assert store.create_request(record)
+    assert store.create_response("answered", {"request_id": "answered", "status": "completed", "value": "kept"})
+    server = start_server_process(base / "root", base / "server.log")
+    try:
+        yield server, events
+    finally:
+        server.kill()
+    assert_clean_log(server.log_text())
+
+
+LONG_VALUE_SECONDS = 60  # for the whole exchange; a linear check takes well under a second
+
+
 @pytest.mark.parametrize(
     ("event", "value"),
     [
@@ -738,19 +761,27 @@ def test_the_corpus_gets_one_refusal_each_and_nothing_is_stored(
         ("answered", "1" * 500_000 + "x"),  # settled: refused before its value is looked at
     ],
 )
-def test_a_long_value_is_refused_while_health_stays_prompt(site: Site, event: str, value: str) -> None:
-    record = site.events[event]
+def test_a_long_value_is_refused_while_health_stays_prompt(
+    lone_server: tuple[ServerProcess, dict[str, dict[str, Any]]], event: str, value: str
+) -> None:
+    server, events = lone_server
+    record = events[event]
     body = json.dumps({"request_id": record["request_id"], "token": record["token"], "value": value}).encode()
     raw = (
         f"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     replies: list[bytes] = []
-    poster = threading.Thread(target=lambda: replies.append(exchange(site.port, raw)))
+    poster = threading.Thread(target=lambda: replies.append(exchange(server.port, raw)), daemon=True)
     poster.start()
     health = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    deadline = time.monotonic() + LONG_VALUE_SECONDS
     while poster.is_alive():  # /health on other connections while the value is checked
-        assert exchange(site.port, health).startswith(b"HTTP/1.1 200 "), "the server stopped serving"
-    poster.join(timeout=60)
+        assert time.monotonic() < deadline, f"no reply to a {len(value):,}-character value in {LONG_VALUE_SECONDS} s"
+        assert exchange(server.port, health, timeout=10).startswith(b"HTTP/1.1 200 "), "the server stopped serving"
     assert replies and re.match(rb"HTTP/1\.1 (400|409) ", replies[0]), replies[:1]
-    check_after(site, "long value", raw, replies[0])
+    root = server.log.parent / "root"
+    if event == "answered":
+        assert json.loads((root / "answered" / "response.json").read_text())["value"] == "kept"
+    else:
+        assert not (root / record["request_id"] / "response.json").exists()
