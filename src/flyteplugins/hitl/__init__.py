@@ -1,8 +1,8 @@
 """Human-in-the-loop events for Flyte 2.
 
 Pause a task until a person answers through a web form, or a program answers through a JSON
-endpoint; answers are typed (int, float, str, bool) and kept in storage, so a re-run task finds
-its question and any answer given meanwhile.
+endpoint; answers are typed (scalars, enums, dates, lists, dataclasses, ...) and kept in storage,
+so a re-run task finds its question and any answer given meanwhile.
 
 Example:
     >>> import flyteplugins.hitl as hitl

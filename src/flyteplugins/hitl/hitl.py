@@ -266,7 +266,7 @@ class Event(Generic[T]):
 
     @property
     def data_type(self) -> type[T]:
-        """The Python type of the answer: int, float, str or bool."""
+        """The Python type of the answer, as given to `new_event` (int, bool, a dataclass, ...)."""
         return self._data_type
 
     @property
