@@ -363,6 +363,22 @@ def test_json_with_an_unpaired_surrogate_is_400_and_writes_nothing(
     assert answer(server.url, event, "fine").status == 200
 
 
+@pytest.mark.parametrize("depth", [600, 100_000])
+def test_a_deeply_nested_value_is_400_and_writes_nothing(
+    server: HitlServer, make_event: MakeEvent, root: Path, depth: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 600 levels parse as JSON but are deeper than checking the value could recurse; 100,000 do not parse.
+    event = make_event(list[int])
+    value = "[" * depth + "]" * depth
+    body = f'{{"request_id": "{event.request_id}", "token": "{event.token}", "value": {value}}}'.encode()
+    reply = request(server.url, "POST", "/submit/json", body, {"Content-Type": "application/json"})
+    assert reply.status == 400, reply.body
+    assert "nested too deeply" in reply.json()["detail"] or "recursion" in reply.json()["detail"]
+    assert not response_file(root, event).exists()
+    assert not [r for r in caplog.records if r.exc_info]
+    assert answer(server.url, event, [1, 2]).status == 200
+
+
 def test_json_without_a_value_is_400(server: HitlServer, make_event: MakeEvent, root: Path) -> None:
     event = make_event()
     reply = post_json(server.url, {"request_id": event.request_id, "token": event.token})

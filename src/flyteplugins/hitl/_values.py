@@ -66,7 +66,7 @@ class TypeSpec:
         """`raw` checked against the schema (server side, no classes needed), as plain JSON."""
         if self.schema is None:
             return parse_value(raw, self.name)
-        return _schema.check(self.schema, encode(raw))
+        return _schema.check(self.schema, _plain(raw))
 
     def build(self, value: Json) -> Any:
         """The instance for a stored answer (task side): the type's own validation runs here."""
@@ -213,7 +213,7 @@ def check_answer(request: Mapping[str, Any], raw: object) -> Json:
         # The command line passes its argument as text: '{"score": 4}' is read as the JSON it spells.
         with contextlib.suppress(ValueError, RecursionError):  # the check below says what was expected
             raw = json.loads(raw)
-    value = _schema.check(schema, encode(raw))
+    value = _schema.check(schema, _plain(raw))
     choices = request.get("choices")
     if choices is not None and value not in choices:
         raise InvalidValueError(f"value {_short(raw)!r} is not one of the allowed choices {choices!r}", raw)
@@ -221,6 +221,15 @@ def check_answer(request: Mapping[str, Any], raw: object) -> Json:
     if spec is not None and spec.schema == schema:
         spec.build(value)
     return value
+
+
+def _plain(raw: object) -> Json:
+    """`encode(raw)`; a value nested deeper than Python's recursion limit (no answer comes close: the
+    deepest type is a list in an object) is an `InvalidValueError`."""
+    try:
+        return encode(raw)
+    except RecursionError:
+        raise InvalidValueError("value is nested too deeply: answers hold at most a list in an object") from None
 
 
 def build_value(data_type: object, value: Json) -> Any:
