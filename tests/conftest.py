@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,3 +120,46 @@ def s3_root(bucket: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     from s3_helpers import use_root
 
     return use_root(bucket, monkeypatch)
+
+
+class Trickler:
+    """A receiver that reads the request, then sends its reply one byte a second and never finishes."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.connected = threading.Event()
+        self.closed_by_client = threading.Event()
+        self.sending = threading.Event()  # set while a connection is open and trickling
+        self.sent = 0  # bytes sent so far: one a second
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.listener.accept()
+            self.connected.set()
+            conn.recv(65536)
+            self.sending.set()
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" * 100:
+                    conn.sendall(bytes([byte]))
+                    self.sent += 1
+                    time.sleep(1)
+            except OSError:
+                self.closed_by_client.set()
+            finally:
+                self.sending.clear()
+                conn.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def trickler() -> Iterator[Trickler]:
+    receiver = Trickler()
+    yield receiver
+    receiver.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Trickler
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _client
@@ -298,6 +299,20 @@ def test_a_server_that_never_replies_is_a_server_unavailable_error(
     assert isinstance(error, ConnectionError)
     assert base in str(error) and "timed out" in str(error)
     assert SECRET not in str(error)
+
+
+@pytest.mark.parametrize("call", [_submit, _status])
+def test_a_server_that_trickles_its_reply_is_given_up_at_the_deadline(
+    call: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch, trickler: Trickler
+) -> None:
+    # A byte a second: never long enough between bytes for a read to time out; only the whole
+    # exchange's deadline (twice TIMEOUT_SECONDS) ends it.
+    monkeypatch.setattr(_client, "TIMEOUT_SECONDS", 2.0)
+    base = trickler.url.removesuffix("/hook")
+    error = _in_time(lambda: call(base))
+    assert isinstance(error, ServerUnavailableError), repr(error)
+    assert "no complete reply within 4 s" in str(error) and SECRET not in str(error)
+    assert trickler.closed_by_client.wait(30)
 
 
 @pytest.mark.parametrize("call", [_submit, _status])

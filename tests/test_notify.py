@@ -4,7 +4,6 @@ never fails the task, holds up no wait and no exit, and no log shows the webhook
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import socket
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from conftest import run_python
+from conftest import Trickler, run_python
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _notify
@@ -124,49 +123,6 @@ def test_unreachable_receiver_is_logged_and_the_wait_goes_on(root: Path, caplog:
     assert all("failed" in r.getMessage() for r in notice_logs(caplog, "y"))
 
 
-class Trickler:
-    """A receiver that reads the request, then sends its reply one byte a second and never finishes."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.connected = threading.Event()
-        self.closed_by_client = threading.Event()
-        self.sending = threading.Event()  # set while a connection is open and trickling
-        self.sent = 0  # bytes sent so far: one a second
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
-
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = self.listener.accept()
-            self.connected.set()
-            conn.recv(65536)
-            self.sending.set()
-            try:
-                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" * 100:
-                    conn.sendall(bytes([byte]))
-                    self.sent += 1
-                    time.sleep(1)
-            except OSError:
-                self.closed_by_client.set()
-            finally:
-                self.sending.clear()
-                conn.close()
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-@pytest.fixture
-def trickler() -> Iterator[Trickler]:
-    receiver = Trickler()
-    yield receiver
-    receiver.close()
-
-
 def test_a_trickling_receiver_holds_up_neither_the_wait_nor_other_waits(
     root: Path, trickler: Trickler, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -191,6 +147,28 @@ def test_the_whole_exchange_has_one_deadline(trickler: Trickler, caplog: pytest.
     assert trickler.closed_by_client.wait(30)
     [record] = notice_logs(caplog, "deadline")
     assert "no complete reply within 1.5 s" in record.getMessage()
+
+
+def test_a_slow_connect_counts_against_the_deadline(
+    trickler: Trickler, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The deadline passes while connecting, before there is a socket for it to shut: the exchange
+    # must still end there, not trickle on for an hour.
+    caplog.set_level(logging.WARNING, logger="flyteplugins.hitl.notify")
+    connect = socket.create_connection
+
+    def slow_connect(*args: Any, **kwargs: Any) -> socket.socket:
+        time.sleep(1.5)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", slow_connect)  # a slow network, not our code
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(_notify.post(trickler.url, {"event_name": "slow"}, 1.0)))
+    thread.start()
+    thread.join(30)
+    assert result == [False]
+    [record] = notice_logs(caplog, "slow")
+    assert "no complete reply within 1 s" in record.getMessage()
 
 
 EXITING = """

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import socket
 import time
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
-from . import _answers, _wake
+from . import _answers, _http, _wake
 from ._aio import blocking
 from ._errors import (
     AlreadyAnsweredError,
@@ -21,17 +21,12 @@ from ._errors import (
     ServerReplyError,
     ServerUnavailableError,
 )
+from ._http import redact_url
 from ._store import Record, Store, check_request_id, default_root
 from ._values import encode
 
-if TYPE_CHECKING:
-    import urllib.request
-
-# urllib.request (with http.client, email and tempfile) is imported on the first HTTP call, not with
-# the package: it was over half of the package's import time, and waits never use it.
-
-#: Seconds a server may take to accept the connection, and then between any two parts of its reply
-#: (the whole reply must arrive within twice this).
+#: Seconds a server may take to accept the connection, and then between any two parts of its reply;
+#: the whole exchange ends within twice this (plus the seconds a long-poll asks the server to wait).
 TIMEOUT_SECONDS = 30.0
 
 
@@ -121,16 +116,13 @@ def status(
     """
     deadline = time.monotonic() + wait
     if endpoint:
-        import urllib.request
-
         base = check_endpoint(endpoint)
         url = f"{base}/status/{check_request_id(request_id)}?token={quote(token or '', safe='')}"
         while True:
             asked = time.monotonic()
             left = max(0.0, deadline - asked)
             step = min(left, 60.0)
-            request = urllib.request.Request(f"{url}&wait={step:.3f}" if step else url)
-            record = _call(request, request_id, token or "", wait=step)
+            record = _call("GET", f"{url}&wait={step:.3f}" if step else url, request_id, token or "", wait=step)
             if record.get("status") != "pending" or left <= 60.0:
                 return record
             if time.monotonic() - asked < step - 1:  # a server that does not long-poll: ask once a second
@@ -197,8 +189,6 @@ def submit(
 def _post(endpoint: str, request_id: str, value: Any, token: str | None, comment: str | None, via: str) -> Record:
     if not token:
         raise InvalidTokenError(request_id)
-    import urllib.request
-
     body: dict[str, Any] = {"request_id": request_id, "token": token, "value": encode(value), "via": via}
     if comment is not None:
         body["comment"] = comment
@@ -206,84 +196,55 @@ def _post(endpoint: str, request_id: str, value: Any, token: str | None, comment
         data = json.dumps(body).encode()
     except (TypeError, ValueError) as e:
         raise InvalidValueError(f"cannot send {value!r} as JSON: {e}", value) from None
-    request = urllib.request.Request(
-        f"{endpoint}/submit/json", data=data, headers={"Content-Type": "application/json"}, method="POST"
-    )
-    return _call(request, request_id, token, value)
+    return _call("POST", f"{endpoint}/submit/json", request_id, token, body=data, value=value)
 
 
 #: Largest reply read from a server; the API's replies are a few KiB.
 MAX_REPLY_BYTES = 1 << 20
 
 
-def _call(request: urllib.request.Request, request_id: str, token: str, value: Any = None, wait: float = 0) -> Record:
-    """Send `request` without following redirects; return the JSON object of a 2xx reply, or raise
+def _call(
+    method: str, url: str, request_id: str, token: str, *, body: bytes | None = None, value: Any = None, wait: float = 0
+) -> Record:
+    """Send one request without following redirects; return the JSON object of a 2xx reply, or raise
     the `HitlError` that matches the reply (see `_error_for`). `wait`: seconds the server may hold
     a long-poll before it replies, added to the timeouts."""
-    import http.client
-    import urllib.error
-
-    where = redact_url(request.full_url)
-    deadline = time.monotonic() + 2 * TIMEOUT_SECONDS + wait
+    where = redact_url(url)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
     try:
-        try:
-            reply = _opener().open(request, timeout=TIMEOUT_SECONDS + wait)
-        except urllib.error.HTTPError as e:  # any status but 2xx, redirects included
-            reply = e
-        with reply:
-            status, headers = reply.status, reply.headers
-            body = _read(reply, deadline)
-    except urllib.error.URLError as e:
-        raise ServerUnavailableError(f"cannot reach {where}: {_reason(e.reason)}") from None
-    except (OSError, http.client.HTTPException) as e:  # timeouts and resets while reading, bad status lines
-        raise ServerUnavailableError(f"no usable reply from {where}: {_reason(e)}") from None
-    if status is None:
-        raise ServerUnavailableError(f"no usable reply from {where}")
+        reply = _http.exchange(
+            method,
+            url,
+            seconds=2 * TIMEOUT_SECONDS + wait,
+            read_seconds=TIMEOUT_SECONDS + wait,
+            body=body,
+            headers=headers,
+            max_body=MAX_REPLY_BYTES,
+        )
+    except _http.ExchangeError as e:
+        what = "no usable reply from" if e.connected else "cannot reach"
+        raise ServerUnavailableError(f"{what} {where}: {_reason(e)}") from None
+    status, headers_in, data = reply.status, reply.headers, reply.body
+    if len(data) > MAX_REPLY_BYTES:
+        raise ServerReplyError(f"{where} sent a reply larger than {MAX_REPLY_BYTES} bytes", status)
     if 300 <= status < 400:
-        location = _redact_token(redact_url(headers.get("Location") or "(no Location header)"), token)
+        location = _redact_token(redact_url(headers_in.get("Location") or "(no Location header)"), token)
         raise ServerReplyError(
             f"{where} redirects ({status}) to {location}; redirects are not followed, so that the answer and its "
             "token go only where you sent them: use the server's own URL",
             status,
         )
-    record = _json_object(body)
+    record = _json_object(data)
     if 200 <= status < 300:
         if record is None:
             raise ServerReplyError(
-                f"{where} answered {status} with {_kind(headers, body)}, not this API's JSON: is it a hitl form "
+                f"{where} answered {status} with {_kind(headers_in, data)}, not this API's JSON: is it a hitl form "
                 "server (or a login page in front of one)?",
                 status,
             )
         return record
     detail = record.get("detail") if record is not None else None
-    raise _error_for(status, str(detail) if detail is not None else None, request_id, where, value, headers, body)
-
-
-def _opener() -> urllib.request.OpenerDirector:
-    import urllib.request
-
-    class NoRedirects(urllib.request.HTTPRedirectHandler):
-        # Returning None makes urllib hand the 3xx reply back as an HTTPError, which _call reports.
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    return urllib.request.build_opener(NoRedirects)
-
-
-def _read(reply: Any, deadline: float) -> bytes:
-    """The reply's body, up to `MAX_REPLY_BYTES`, read within `deadline` (each read is also bounded
-    by the socket's timeout), so a server that trickles bytes cannot hold the caller."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= MAX_REPLY_BYTES:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"reply not complete after {2 * TIMEOUT_SECONDS:g} s")
-        chunk = reply.read(1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-    raise ServerReplyError(f"reply larger than {MAX_REPLY_BYTES} bytes", reply.status)
+    raise _error_for(status, str(detail) if detail is not None else None, request_id, where, value, headers_in, data)
 
 
 def _json_object(body: bytes) -> Record | None:
@@ -343,26 +304,6 @@ def _error_for(
         return ServerReplyError(f"{where} refused the request ({phrase}): {detail}", status)
     error.args = (detail,)
     return error
-
-
-def redact_url(url: str) -> str:
-    """`url` without its user name, password, query or fragment: what may be shown in a message or a log.
-
-    Example:
-        >>> redact_url("https://user:secret@hooks.example/x?token=abc")
-        'https://hooks.example/x'
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-    except ValueError:  # a port that is not a number, an unclosed bracket
-        parts = urlsplit(url.split("?", 1)[0].split("#", 1)[0])
-        host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _redact_token(text: str, token: str) -> str:
