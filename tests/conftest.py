@@ -23,6 +23,18 @@ from flyteplugins.hitl.server import HitlServer, start_server, stop_server
 
 REPO = Path(__file__).resolve().parent.parent
 
+# What could send a test's traffic off this machine: a proxy (urllib and the client use the one the
+# environment names, loopback included) and a pod's address (wake-ups bind to it inside Kubernetes).
+_OFF_LOOPBACK = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test, and every process it starts, talks to loopback only."""
+    for name in _OFF_LOOPBACK:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
 
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

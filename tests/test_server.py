@@ -929,7 +929,8 @@ def quick_timeout(monkeypatch: pytest.MonkeyPatch) -> float:
 
 
 def _closed_after(sock: socket.socket) -> tuple[bytes, float]:
-    """Everything the server sends until it closes `sock`, and how long that took."""
+    """Everything the server sends until it closes `sock`, and how long that took (on a clock that
+    starts after the server's, so a lower bound allows for the client's scheduling)."""
     start, chunks = time.monotonic(), []
     while chunk := sock.recv(65536):
         chunks.append(chunk)
@@ -955,7 +956,7 @@ def test_a_stalled_connection_is_closed_after_the_handler_timeout_without_a_repl
         received, waited = _closed_after(sock)
     complete = sent.endswith(b"\r\n\r\n")
     assert raw_status(received) == 200 if complete else received == b""
-    assert quick_timeout * 0.8 <= waited < quick_timeout + 5
+    assert quick_timeout * 0.5 <= waited < quick_timeout + 5
     assert request(server.url, "GET", "/health").status == 200
 
 
@@ -966,7 +967,7 @@ def test_a_body_that_stalls_gets_a_400_saying_how_much_came(quick_timeout: float
     assert raw_status(received) == 400
     assert b"request body ended after 1 of 1000 bytes" in received
     assert b"Connection: close" in received
-    assert quick_timeout * 0.8 <= waited < quick_timeout + 5
+    assert quick_timeout * 0.5 <= waited < quick_timeout + 5
 
 
 def test_a_request_that_keeps_trickling_in_is_served(quick_timeout: float, server: HitlServer) -> None:

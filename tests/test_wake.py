@@ -516,6 +516,12 @@ def test_hitl_status_wait_blocks_until_answered(store: Store, server: HitlServer
     out, _ = quick.communicate(timeout=HANG_GUARD)
     assert quick.returncode == 0 and json.loads(out)["status"] == "pending"
     blocked = python("-m", "flyteplugins.hitl", "status", request_id, *where, "--wait", "600")
+    # Answer only once the command is waiting: an answer already there would need no wait at all.
+    if through == "endpoint":
+        until(lambda: request_id in server.watch._watched, "the command's long-poll reaches the server")
+    else:
+        time.sleep(2)  # the command starts and reads in about 0.2 s; it watches the root from there
+    assert blocked.poll() is None, "the command did not wait"
     assert post_json(server.url, {"request_id": request_id, "token": token, "value": 9}).status == 200
     out, _ = blocked.communicate(timeout=HANG_GUARD)
     assert blocked.returncode == 0, out
