@@ -98,6 +98,21 @@ def run_python(code_or_path: str, *args: str, env: dict[str, str] | None = None,
     return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def read_line(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The next line of `proc`'s output ("" at its end); a process silent for `timeout` seconds is
+    killed and the test fails, instead of hanging on the read."""
+    stdout = proc.stdout
+    assert stdout is not None
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        proc.kill()
+        raise AssertionError(f"no line from {proc.args} within {timeout} s")
+    return got[0]
+
+
 @pytest.fixture
 def procs() -> Iterator[list[Any]]:
     """Processes (`s3_helpers.Proc`) started by a test; any still running at the end are killed."""

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import pytest
-from conftest import post_json, request
+from conftest import post_json, read_line, request
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _answers
@@ -297,8 +297,7 @@ def remote(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         text=True,
     )
     try:
-        assert proc.stdout is not None
-        url = re.search(r"(http://127\.0\.0\.1:\d+)\s*$", proc.stdout.readline())
+        url = re.search(r"(http://127\.0\.0\.1:\d+)\s*$", read_line(proc))
         assert url, "the server did not say where it serves"
         monkeypatch.setenv("FLYTE_HITL_ENDPOINT", url.group(1))
         yield url.group(1)

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from conftest import Reply, post_json, request, run_python
+from conftest import Reply, post_json, read_line, request, run_python
 
 import flyteplugins.hitl as hitl
 import flyteplugins.hitl.hitl as core
@@ -680,7 +680,7 @@ def test_control_characters_from_people_are_escaped_on_the_console(root: Path, m
     threading.Timer(
         0.2, hitl.submit, (event.form_url, f"v{erase}"), {"comment": f"c{erase}[hitl] 'x' answered"}
     ).start()
-    assert event.wait() == f"v{erase}"
+    assert wait_in_thread("sync", event, timeout=30)[0] == f"v{erase}"
     assert console.lines and not [line for line in console.lines if any(c in line for c in "\x1b\r\x08")]
     shown, flat = "\\x1b[2K\\x1b[1A\\r", "\\x1b[2K\\x1b[1A "  # prompts and comments are kept to one line
     assert f"[hitl] waiting for 'tricky{shown}' (str, 1h 00m left): Why{flat}?" in console.lines
@@ -791,8 +791,9 @@ def test_the_answering_client_gets_its_whole_reply_even_when_the_program_exits_a
     for attempt in range(2):
         proc = run_python(WAIT_AND_EXIT)
         try:
-            assert proc.stdout is not None
-            form_line = next(line for line in proc.stdout if line.startswith("[hitl] form: "))
+            form_line = read_line(proc)
+            while form_line and not form_line.startswith("[hitl] form: "):
+                form_line = read_line(proc)
             match = re.search(r"(http://[\d.:]+)/form/([\w-]+)\?token=([\w%-]+)", form_line)
             assert match, form_line
             base, request_id, token = match.groups()
@@ -1007,8 +1008,7 @@ def test_a_forked_child_waits_on_its_own_events_while_the_parent_waits_on_its_ow
 
 def test_ctrl_c_interrupts_a_blocking_wait_and_stops_its_polling(root: Path) -> None:
     proc = run_python(CTRL_C_PROGRAM)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "waiting"
+    assert read_line(proc).strip() == "waiting"
     time.sleep(0.5)  # inside wait() by now
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import post_json, request
+from conftest import post_json, read_line, request
 
 from flyteplugins.hitl._store import Store
 
@@ -29,8 +29,7 @@ def serve(root: Path, *extra: str) -> subprocess.Popen[str]:
 
 def first_url(proc: subprocess.Popen[str]) -> str:
     """The URL from the server's first line ("serving ROOT at URL"), which carries the actual port."""
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
+    line = read_line(proc)
     match = re.search(r"(http://127\.0\.0\.1:(\d+))\s*$", line)
     assert match, f"unexpected first line {line!r}"
     assert int(match.group(2)) > 0, "port 0 was replaced by the port actually bound"

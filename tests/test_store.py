@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_python
+from conftest import read_line, run_python
 
 from flyteplugins.hitl import InvalidRequestIdError, StorageError
 from flyteplugins.hitl._errors import ConfigurationError, UnsafeRootError
@@ -206,7 +206,7 @@ while True:
 """
     for delay in (0.003, 0.011, 0.023, 0.037):
         proc = run_python(code, env={"KILL_ROOT": str(root)})
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert read_line(proc).strip() == "ready"
         deadline = time.monotonic() + 30
         while not list(root.glob(f"{proc.pid}-2/response.json")) and time.monotonic() < deadline:
             time.sleep(0.001)
@@ -241,8 +241,7 @@ print(json.dumps(won))
     outputs: dict[str, str] = {}
     try:
         for proc in procs:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready"
+            assert read_line(proc).strip() == "ready"
         go.touch()  # all four have imported the package and now spin until this file appears
         for n, proc in enumerate(procs):
             outputs[f"proc{n}"], _ = proc.communicate(timeout=60)

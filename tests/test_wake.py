@@ -291,7 +291,7 @@ def test_an_answer_found_by_a_poll_instead_of_a_wake_up_is_reported_once(
         for value in (1, 2):
             event = hitl.new_event("polled", data_type=int, prompt="n?", poll_interval_seconds=0.05)
             result: list[int] = []
-            waiting = threading.Thread(target=lambda e=event, r=result: r.append(e.wait()))
+            waiting = threading.Thread(target=lambda e=event, r=result: r.append(e.wait()), daemon=True)
             waiting.start()
             # Its first read follows the record at once; this answer comes later, so a poll finds it.
             until(lambda: _wake._listener.waiting == 1, "the wait registers")
@@ -331,7 +331,7 @@ def test_answers_stored_by_this_process_s_server_are_no_sign_of_a_missed_wake_up
         for i in range(RACING_WAITS):
             event = hitl.new_event(f"own-{i}", data_type=int, prompt="n?", poll_interval_seconds=0.001)
             result: list[int] = []
-            waiting = threading.Thread(target=lambda e=event, r=result: r.append(e.wait()))
+            waiting = threading.Thread(target=lambda e=event, r=result: r.append(e.wait()), daemon=True)
             waiting.start()
             until(lambda: _wake._listener.waiting == 1, "the wait registers")
             form = urlencode({"request_id": event.request_id, "token": event.token, "value": str(i)}).encode()

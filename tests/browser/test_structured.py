@@ -77,7 +77,7 @@ def test_dataclass_form_shows_a_field_error_keeps_every_value_and_delivers_the_i
 ) -> None:
     event = release_event(server, monkeypatch)
     got: list[Any] = []
-    waiter = threading.Thread(target=lambda: got.append(event.wait()))
+    waiter = threading.Thread(target=lambda: got.append(event.wait()), daemon=True)
     waiter.start()
 
     tab = open_tab("light", PHONE)
