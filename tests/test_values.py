@@ -478,6 +478,23 @@ def test_pydantic_model_constraints_descriptions_and_validators() -> None:
     assert spec.encode(built)["at"] == "2026-12-01T10:00:00+00:00"
 
 
+def test_the_curl_example_of_a_constrained_type_is_an_answer_it_takes() -> None:
+    import pydantic
+
+    class Bounded(pydantic.BaseModel):
+        count: int = pydantic.Field(gt=0)
+        rating: int = pydantic.Field(ge=1, le=5)
+        below: int = pydantic.Field(lt=0)
+        share: float = pydantic.Field(gt=0, lt=0.1)
+        code: str = pydantic.Field(min_length=10)
+        tag: str = pydantic.Field(max_length=2)
+        picks: list[int] = pydantic.Field(min_length=3)
+
+    spec = spec_for(Bounded)
+    example = spec.example()
+    assert spec.build(spec.check(example)) == Bounded(**example)  # the server's check, then pydantic's own
+
+
 _PATTERN_CHECK = """
 import pydantic
 from flyteplugins.hitl._errors import InvalidValueError

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable
 from datetime import date, datetime, timezone
 from typing import Any
@@ -222,15 +223,34 @@ def describe(schema: Schema) -> str:
 
 
 def example(schema: Schema) -> Json:
-    """A valid-looking answer for `schema`, for curl commands and docs."""
+    """An answer for `schema`, for curl commands and docs: within its bounds and lengths (a pattern
+    it cannot know; such an example may still be refused)."""
     kind = schema["kind"]
     if kind == "object":
         return {f["name"]: f.get("default", example(f["type"])) for f in schema["fields"]}
     if kind == "list":
-        return [example(schema["items"])]
+        count = schema.get("min_length", 1)
+        return [example(schema["items"])] * min(count, schema.get("max_length", count))
     if kind == "choice":
         return schema["choices"][0]
     if kind in ("int", "float"):
-        low = schema.get("ge", schema.get("gt"))
-        return low if low is not None else {"int": 42, "float": 0.5}[kind]
-    return {"str": "text", "bool": True, "date": "2026-12-01", "datetime": "2026-12-01T12:00:00+00:00"}[kind]
+        return _number_example(schema, kind)
+    if kind == "str":
+        text = "text".ljust(schema.get("min_length", 0), "x")
+        return text[: schema.get("max_length", len(text))]
+    return {"bool": True, "date": "2026-12-01", "datetime": "2026-12-01T12:00:00+00:00"}[kind]
+
+
+def _number_example(schema: Schema, kind: str) -> int | float:
+    """42 (or 0.5) when the bounds allow it, else the value nearest to it that they allow."""
+    step = 1 if kind == "int" else 0.5
+    low = schema["ge"] if "ge" in schema else schema["gt"] + step if "gt" in schema else None
+    high = schema["le"] if "le" in schema else schema["lt"] - step if "lt" in schema else None
+    if kind == "float" and "gt" in schema and "lt" in schema:  # a narrow open range: its middle
+        low = high = (schema["gt"] + schema["lt"]) / 2
+    value = 42 if kind == "int" else 0.5
+    if low is not None:
+        value = max(value, low)
+    if high is not None:
+        value = min(value, high)
+    return math.ceil(value) if kind == "int" else value

@@ -282,11 +282,6 @@ def _from_inputs(schema: Mapping[str, Any], values: Sequence[str], nullable: boo
     return text if schema["kind"] == "str" and values else _MISSING
 
 
-def example(name: str) -> str:
-    """A short example of a valid answer for type `name`, for messages and forms."""
-    return _EXAMPLES[name]
-
-
 def parse_value(raw: object, name: str, *, choices: list[Value] | None = None) -> Value:
     """Check an answer and return it as the event's type.
 
