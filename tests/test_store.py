@@ -87,6 +87,21 @@ def test_second_create_returns_false_and_keeps_the_first_content(any_store: Stor
     assert any_store.read_response("ev-1") == {"status": "completed", "value": 1}
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
+def test_writes_leave_no_file_open_and_no_temp_file(any_store: Store, root: Path) -> None:
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    any_store.create_request(_request("warm-up"))
+    before = open_files()
+    for i in range(100):
+        assert any_store.create_request(_request(f"ev-{i}")) is True
+        assert any_store.create_request(_request(f"ev-{i}")) is False  # refused: the name exists
+        any_store.put_waiter(f"ev-{i}", {"host": "127.0.0.1", "port": 9})
+    assert open_files() == before
+    assert not [p for p in _tree(root) if p.endswith(".tmp")]
+
+
 def test_records_keep_unicode_and_markup_exactly(any_store: Store) -> None:
     record = _request("ev-u", prompt='Größe? <b>"quoted"</b> \u2603 \n second line')
     assert any_store.create_request(record)

@@ -554,39 +554,37 @@ class _LocalBackend:
                 return self._create_unnamed(directory, path, data)
             except _Unsupported:
                 self._unnamed = False
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
-            fd = os.open(tmp, flags, 0o600)
-        except FileNotFoundError:
-            self._make_event_dir(directory)
-            fd = os.open(tmp, flags, 0o600)
-        try:
-            self._write(fd, data)
             # link() refuses an existing name: an atomic create-only publish of a complete file.
-            os.link(tmp, path)
+            self._via_temp(path, data, os.link)
             return True
         except FileExistsError:
             return False
-        finally:
-            os.unlink(tmp)
 
     def put(self, key: str, data: bytes) -> None:
         # A temp file renamed over the old one: readers see the old record or the new one, never half.
         self.prepare()
-        path = os.path.join(self.root, key)
+        self._via_temp(os.path.join(self.root, key), data, os.replace)
+
+    def _via_temp(self, path: str, data: bytes, publish: Callable[[str, str], None]) -> None:
+        """Write `data` to a new temporary file beside `path` (making the event's directory if need
+        be), then `publish(temp, path)`. The temporary name never outlives the call."""
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
             fd = os.open(tmp, flags, 0o600)
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            self._make_event_dir(os.path.dirname(path))
             fd = os.open(tmp, flags, 0o600)
         try:
-            self._write(fd, data)
+            try:
+                self._write(fd, data)
+            finally:
+                os.close(fd)
+            publish(tmp, path)
         finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            with contextlib.suppress(FileNotFoundError):  # os.replace has moved it
+                os.unlink(tmp)
 
     def _create_unnamed(self, directory: str, path: str, data: bytes) -> bool:
         """Write an unnamed file (O_TMPFILE), sync it, then give it its name with linkat(2).
