@@ -1,8 +1,10 @@
 """Accepting an answer: the one rule every writer follows (server, CLI, `hitl.submit`).
 
-Check the token and the value, refuse answers after the deadline, then store the answer with a
-create-only write so the first answer wins. Also builds the expiry mark, which takes the answer
-slot when the deadline passes (carrying the default value when the event has one).
+Callers that take answers from clients check the token first (`check_token`). Then `submit` reads
+the stored outcome (an answered or expired event refuses at once), refuses answers after the
+deadline, checks the value, and stores the answer with a create-only write so the first answer wins.
+Also builds the expiry mark, which takes the answer slot when the deadline passes (carrying the
+default value when the event has one).
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def submit(
     # The outcome is settled first: an answered or expired event's token must not buy a value check.
     existing = store.read_response(request_id)
     if existing is None and seconds_left(request) <= 0:
-        store.create_response(request_id, expired_record(request))
+        if store.create_response(request_id, expired_record(request)):
+            raise EventExpiredError(request_id, str(request["expires_at"]))
     elif existing is None:
         value = check_answer(request, raw)
         note = _check_comment(request, value, comment)
