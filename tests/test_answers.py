@@ -449,9 +449,9 @@ def test_approve_stores_and_shows_the_details_of_an_agents_tool_call(root: Path,
     )
     asker.start()
     deadline = time.monotonic() + 60  # a hang guard while the event is created
-    while not store.list_ids() and time.monotonic() < deadline:
+    while not [e.request_id for e in store.list_events()] and time.monotonic() < deadline:
         time.sleep(0.02)
-    (request_id,) = store.list_ids()
+    (request_id,) = [e.request_id for e in store.list_events()]
     stored = store.read_request(request_id)
     assert stored is not None and stored["details"] == details
     page = request(stored["endpoint"], "GET", f"/form/{request_id}?token={stored['token']}").text

@@ -53,7 +53,7 @@ def test_store_layout_create_only_and_listing_on_azure(
     assert store.read_request("ev-1") == {"request_id": "ev-1", "prompt": "Größe? <b>"}
     assert store.read_response("ev-1") == {"status": "completed", "value": 3}
     assert store.read_response("ev-2") is None
-    assert sorted(store.list_ids()) == ["ev-1", "ev-2"]
+    assert sorted([e.request_id for e in store.list_events()]) == ["ev-1", "ev-2"]
     assert store._backend.list_answered() == {"ev-1"}
     # What another client of the container sees: exactly the documented layout, one blob per record.
     assert container.keys(root) == ["ev-1/request.json", "ev-1/response.json", "ev-2/request.json"]

@@ -134,7 +134,12 @@ def test_cli_list_status_and_submit(root: Path) -> None:
     only_pending = cli("list", "--status", "pending", "--json", env_root=root)
     rows = json.loads(only_pending.stdout)
     assert [r["request_id"] for r in rows] == [pending.request_id]
-    assert "token" not in rows[0]
+    assert "token" not in rows[0] and "wake" not in rows[0]  # no secret, no internal address
+    everything = json.loads(cli("list", "--json", env_root=root).stdout)
+    assert {(r["request_id"], r["status"]) for r in everything} == {
+        (pending.request_id, "pending"),
+        (answered.request_id, "completed"),
+    }
 
     status = cli("status", pending.request_id, env_root=root)
     assert status.returncode == 0

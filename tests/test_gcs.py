@@ -79,7 +79,7 @@ def test_reads_and_listings_on_gs(gs_root: str, bucket: GcsBucket) -> None:
     assert store.read_response("ev-1") == answer("ev-1", 3)
     assert store.read_response("ev-2") is None
     assert store.read_request("ev-3") is None
-    assert sorted(store.list_ids()) == ["ev-1", "ev-2"]
+    assert sorted([e.request_id for e in store.list_events()]) == ["ev-1", "ev-2"]
     assert store._backend.list_answered() == {"ev-1"}
 
     assert bucket.upload(gs_root, "ev-4", "response.json", data=b"[1, 2") == 200

@@ -53,7 +53,7 @@ def test_store_layout_create_only_and_listing_on_s3(s3_root: str, bucket: S3Buck
     assert store.create_request({"request_id": "ev-2"}) is True
     assert store.read_request("ev-1") == {"request_id": "ev-1", "prompt": "Größe? <b>"}
     assert store.read_response("ev-1") == {"status": "completed", "value": 3}
-    assert sorted(store.list_ids()) == ["ev-1", "ev-2"]
+    assert sorted([e.request_id for e in store.list_events()]) == ["ev-1", "ev-2"]
     assert bucket.keys(s3_root) == ["ev-1/request.json", "ev-1/response.json", "ev-2/request.json"]
     assert bucket.get_json(s3_root, "ev-1", "response.json") == {"status": "completed", "value": 3}
 

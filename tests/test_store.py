@@ -311,23 +311,23 @@ def test_long_bad_ids_are_shortened_in_the_message() -> None:
 # -- listing --------------------------------------------------------------------------------------
 
 
-def test_list_ids_of_a_missing_root_is_empty(any_store: Store) -> None:
-    assert any_store.list_ids() == []
+def test_listing_of_a_missing_root_is_empty(any_store: Store) -> None:
+    assert [e.request_id for e in any_store.list_events()] == []
 
 
-def test_list_ids_returns_every_event(any_store: Store) -> None:
+def test_listing_returns_every_event(any_store: Store) -> None:
     ids = {f"ev-{i}" for i in range(7)}
     for rid in ids:
         any_store.create_request(_request(rid))
     any_store.create_response("ev-3", {"status": "completed", "value": 1})
-    assert sorted(any_store.list_ids()) == sorted(ids)
+    assert sorted([e.request_id for e in any_store.list_events()]) == sorted(ids)
 
 
-def test_list_ids_skips_stray_entries(store: Store, root: Path) -> None:
+def test_listing_skips_stray_entries(store: Store, root: Path) -> None:
     store.create_request(_request("real-one"))
     (root / "not.an.id").mkdir()
     (root / "stray-file").write_text("x")
-    assert store.list_ids() == ["real-one"]
+    assert [e.request_id for e in store.list_events()] == ["real-one"]
 
 
 # -- damaged records and storage failures -----------------------------------------------------------
@@ -361,7 +361,7 @@ def test_a_root_that_is_a_file_fails_after_retries_with_a_storage_error_naming_t
         lambda: broken.create_response("ev-1", {"status": "completed", "value": 1}),
         lambda: broken.read_request("ev-1"),
         lambda: broken.read_response("ev-1"),
-        broken.list_ids,
+        broken.list_events,
     ):
         sleeps.clear()
         with pytest.raises(StorageError) as info:
@@ -570,7 +570,7 @@ def test_a_world_writable_root_is_refused_and_nothing_is_read_or_written(store: 
     for call in (
         lambda: store.read_response("ev"),
         lambda: store.create_request(_request("other")),
-        store.list_ids,
+        store.list_events,
     ):
         with pytest.raises(UnsafeRootError) as info:
             call()

@@ -125,16 +125,17 @@ def _serve(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     store = Store(args.root or default_root())
     rows = []
-    for request_id in store.list_ids():
-        request = store.read_request(request_id)
+    for listed in store.list_events():  # one listing, which also says which events have an outcome
+        request = store.read_request(listed.request_id)
         if request is None:
             continue
-        status = _answers.status_of(request, store.read_response(request_id))
+        response = store.read_response(listed.request_id) if listed.answered else None
+        status = _answers.status_of(request, response)
         if args.status in ("all", status):
             rows.append((str(request.get("created_at", "")), status, request))
     rows.sort(key=lambda row: row[0])
     if args.json:
-        _print_json([{k: v for k, v in r.items() if k != "token"} | {"status": s} for _, s, r in rows], indent=2)
+        _print_json([_answers.public_request(r) | {"status": s} for _, s, r in rows], indent=2)
         return 0
     for created, status, request in rows:
         line = f"{status:<9} {request.get('data_type')!s:<5} {created:<24} {request['request_id']}  "

@@ -55,16 +55,20 @@ def status_of(request: Record, response: Record | None) -> str:
 def status_record(request: Record, response: Record | None) -> Record:
     """What ``GET /status`` shows: the event without its token, its type as people read it
     (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its status and its outcome."""
-    # Neither the token nor where the waiting process takes wake-ups (an internal address).
-    public = {k: v for k, v in request.items() if k not in ("token", "wake")}
     schema = request.get("schema")
     return {
         "request_id": request["request_id"],
         "status": status_of(request, response),
         "type": describe(schema) if isinstance(schema, dict) else request.get("data_type"),
-        "request": public,
+        "request": public_request(request),
         "response": response,
     }
+
+
+def public_request(request: Record) -> Record:
+    """The request as anyone may see it: neither the token nor where the waiting process takes
+    wake-ups (an internal address)."""
+    return {k: v for k, v in request.items() if k not in ("token", "wake")}
 
 
 def expired_record(request: Record) -> Record:

@@ -173,7 +173,6 @@ class _Backend(Protocol):
     def read(self, key: str) -> bytes | None: ...
     def create(self, key: str, data: bytes) -> bool: ...
     def put(self, key: str, data: bytes) -> None: ...
-    def list_ids(self) -> list[str]: ...
     def list_answered(self) -> set[str] | None: ...
     def list_events(self) -> list[Listed]: ...
     def prepare(self) -> None: ...
@@ -277,11 +276,6 @@ class Store:
         """Ids with a stored outcome, from one listing of the root (object stores); None where a
         read of each response costs less (local roots)."""
         return self._retry("list answers", lambda: self._backend.list_answered())
-
-    def list_ids(self) -> list[str]:
-        """Request ids of every event under the root (unordered)."""
-        ids = self._retry("list", lambda: self._backend.list_ids())
-        return [i for i in ids if REQUEST_ID_RE.fullmatch(i)]
 
     def check_root(self) -> None:
         """Make sure a local root exists and is safe to use (`UnsafeRootError` if not), as the first
@@ -622,11 +616,6 @@ class _LocalBackend:
         if self.fsync:
             os.fsync(fd)
 
-    def list_ids(self) -> list[str]:
-        self.prepare()
-        with os.scandir(self.root) as entries:
-            return [e.name for e in entries if e.is_dir()]
-
     def list_answered(self) -> set[str] | None:
         return None  # a local read costs nothing worth saving
 
@@ -694,10 +683,6 @@ class _ObjectBackend:
 
     def put(self, key: str, data: bytes) -> None:
         self._store.put(self._prefix + key, data)
-
-    def list_ids(self) -> list[str]:
-        listing = self._store.list_with_delimiter(self._prefix or None)
-        return [p.rstrip("/").rsplit("/", 1)[-1] for p in listing["common_prefixes"]]
 
     def list_answered(self) -> set[str] | None:
         # One request per 1,000 objects under the root: <id>/request.json and <id>/response.json.
