@@ -129,18 +129,13 @@ def status(
                 time.sleep(1.0)
     store = Store(root or default_root())
     request = _answers.load(store, request_id)
-    response = store.read_response(request_id)
-    if response is None and wait > 0:
-        from ._answers import seconds_left
-        from ._watch import Watch
+    from ._watch import Watch
 
-        watch = Watch(store)
-        try:
-            response = watch.wait(request_id, min(wait, max(0.0, seconds_left(request))))
-        finally:
-            watch.close()
-        if response is None and seconds_left(request) <= 0:
-            response = store.read_response(request_id)
+    watch = Watch(store)
+    try:
+        response = watch.outcome(request, wait)
+    finally:
+        watch.close()
     return _answers.status_record(request, response)
 
 

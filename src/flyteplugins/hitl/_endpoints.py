@@ -433,13 +433,7 @@ def status(site: Site, request: Request, request_id: str) -> Response:
     query = _query(request)
     wait = _wait_seconds(query.get("wait"))
     event = _event(site.store, request_id, query.get("token"))
-    response = site.store.read_response(request_id)
-    if response is None and wait > 0:
-        left = seconds_left(event)
-        response = site.watch.wait(request_id, min(wait, max(0.0, left)))
-        if response is None and left <= wait:  # the deadline passed meanwhile: show its expiry mark if any
-            response = site.store.read_response(request_id)
-    return json_reply(200, _answers.status_record(event, response))
+    return json_reply(200, _answers.status_record(event, site.watch.outcome(event, wait)))
 
 
 def _wait_seconds(text: str | None) -> float:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ._answers import seconds_left
 from ._errors import StorageError
 from ._store import Record, Store
 
@@ -56,6 +57,18 @@ class Watch:
         self._wakeup = threading.Event()  # cut the poller's sleep short (close)
         self._closed = False
         self._failing = False
+
+    def outcome(self, request: Record, wait: float) -> Record | None:
+        """The stored outcome of the event `request`; with `wait`, the one that comes within that
+        many seconds, never waiting past the event's deadline (its expiry mark is read then, if any)."""
+        request_id = str(request["request_id"])
+        response = self.store.read_response(request_id)
+        if response is None and wait > 0:
+            left = seconds_left(request)
+            response = self.wait(request_id, min(wait, max(0.0, left)))
+            if response is None and left <= wait:  # the deadline passed meanwhile
+                response = self.store.read_response(request_id)
+        return response
 
     def stored(self, request_id: str, response: Record) -> None:
         """This process has just stored `response` as the outcome of `request_id`: release its long-polls."""
