@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _html
-from flyteplugins.hitl._values import declare
+from flyteplugins.hitl._values import declare, spec_for
 
 XSS = "<script>alert(1)</script>\"'&<img src=x onerror=alert(2)>"
 
@@ -297,14 +297,14 @@ def test_one_line() -> None:
 
 
 def test_curl_command_is_one_line_that_a_shell_reads_back() -> None:
-    command = _html.curl_command("http://h:1/submit/json", "r-1", "to'k\"en", "str")
+    command = _html.curl_command("http://h:1/submit/json", "r-1", "to'k\"en", spec_for(str).example())
     assert "\n" not in command
     argv = shlex.split(command)
     assert argv[:5] == ["curl", "-sS", "-X", "POST", "http://h:1/submit/json"]
     body = json.loads(argv[argv.index("-d") + 1])
     assert body == {"request_id": "r-1", "token": "to'k\"en", "value": "your answer"}
-    for type_name, placeholder in (("int", 42), ("float", 0.5), ("bool", True)):
-        argv = shlex.split(_html.curl_command("http://h:1/submit/json", "r-1", "t", type_name))
+    for data_type, placeholder in ((int, 42), (float, 0.5), (bool, True)):
+        argv = shlex.split(_html.curl_command("http://h:1/submit/json", "r-1", "t", spec_for(data_type).example()))
         assert json.loads(argv[-1])["value"] == placeholder
 
 

@@ -31,9 +31,8 @@ from ._errors import (
     UnsafeRootError,
 )
 from ._store import DEFAULT_LOCAL_ROOT, ROOT_ENV, Store, default_root
+from .hitl import ENDPOINT_ENV
 from .server import GRACE_SECONDS, HOST_ENV, PORT_ENV, make_server
-
-ENDPOINT_ENV = "FLYTE_HITL_ENDPOINT"
 
 #: The exit code of each error (the first class that matches); any other HitlError exits with 1.
 EXIT_CODES: tuple[tuple[type[HitlError], int], ...] = (

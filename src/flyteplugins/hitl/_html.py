@@ -268,12 +268,12 @@ def _choice_fields(choices: Sequence[object], value: str, labels: Sequence[str] 
     shown = list(labels) if labels else [shown_value(c) for c in choices]
     if len(choices) <= _MAX_CHOICE_BUTTONS and all(len(s) <= _MAX_CHOICE_BUTTON_TEXT for s in shown):
         buttons = "".join(
-            f'<button type="submit" name="value" value="{esc(_wire(c))}">{esc(s)}</button>'
+            f'<button type="submit" name="value" value="{esc(wire(c))}">{esc(s)}</button>'
             for c, s in zip(choices, shown, strict=True)
         )
         return f'<fieldset><legend>Choose one</legend><div class="actions choices">{buttons}</div></fieldset>'
     options = "".join(
-        f'<option value="{esc(_wire(c))}"{" selected" if _wire(c) == value else ""}>{esc(s)}</option>'
+        f'<option value="{esc(wire(c))}"{" selected" if wire(c) == value else ""}>{esc(s)}</option>'
         for c, s in zip(choices, shown, strict=True)
     )
     return (
@@ -296,11 +296,6 @@ def _bool_fields(request: Mapping[str, Any], comment: str, invalid: bool) -> str
         '<button type="submit" name="value" value="true" class="yes">Yes</button>'
         '<button type="submit" name="value" value="false" class="no">No</button></div></fieldset>'
     )
-
-
-def _wire(value: object) -> str:
-    """A choice as the form sends it back (the server parses it with the event's type)."""
-    return wire(value)
 
 
 def form_page(
@@ -659,17 +654,10 @@ def index_page(
     return page("Human input", body)
 
 
-_NO_EXAMPLE = object()
-
-
-def curl_command(api_url: str, request_id: str, token: str, type_name: str, example: object = _NO_EXAMPLE) -> str:
-    """A one-line curl command answering an event; the value is a placeholder to replace.
-
-    `example` is the placeholder (plain JSON) for a structured type; the four scalars have their own.
-    """
-    placeholders: dict[str, object] = {"int": 42, "float": 0.5, "bool": True, "str": "your answer"}
-    placeholder = example if example is not _NO_EXAMPLE else placeholders[type_name]
-    body = json.dumps({"request_id": request_id, "token": token, "value": placeholder})
+def curl_command(api_url: str, request_id: str, token: str, example: object) -> str:
+    """A one-line curl command answering an event; `example` (plain JSON, `TypeSpec.example`) is the
+    value to replace."""
+    body = json.dumps({"request_id": request_id, "token": token, "value": example})
     return f"curl -sS -X POST {shlex.quote(api_url)} -H 'Content-Type: application/json' -d {shlex.quote(body)}"
 
 

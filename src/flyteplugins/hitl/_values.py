@@ -24,11 +24,12 @@ from typing import Any
 
 from . import _schema, _types
 from ._errors import InvalidEventError, InvalidValueError, UnsupportedTypeError
+from ._schema import _short
 from ._types import Json, encode
 
 Value = int | float | str | bool
 
-TYPE_NAMES: dict[type, str] = {int: "int", float: "float", str: "str", bool: "bool"}
+TYPE_NAMES: dict[type, str] = _types.SCALARS
 TYPES_BY_NAME: dict[str, type] = {name: tp for tp, name in TYPE_NAMES.items()}
 
 _TRUE = frozenset({"true", "yes", "1", "on"})
@@ -59,7 +60,6 @@ class TypeSpec:
 
     name: str
     schema: _schema.Schema | None
-    python_type: object
     node: _types._Node | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def check(self, raw: object) -> Json:
@@ -104,7 +104,7 @@ def spec_for(data_type: object) -> TypeSpec:
         'score'
     """
     if isinstance(data_type, type) and data_type in TYPE_NAMES:
-        return TypeSpec(TYPE_NAMES[data_type], None, data_type)
+        return TypeSpec(TYPE_NAMES[data_type], None)
     try:
         return _cached_spec(data_type)
     except TypeError as e:  # unhashable metadata in an Annotated type: build it each time
@@ -126,7 +126,7 @@ def _new_spec(data_type: object) -> TypeSpec:
         raise UnsupportedTypeError(f"unsupported data_type {data_type!r}: it refers to itself") from None
     schema = node.schema
     name = schema["name"] if schema["kind"] == "object" else _schema.describe(schema)
-    return TypeSpec(name, schema, data_type, node)
+    return TypeSpec(name, schema, node)
 
 
 def type_name(data_type: object) -> str:
@@ -297,11 +297,6 @@ def parse_value(raw: object, name: str, *, choices: list[Value] | None = None) -
     if choices is not None and value not in choices:
         raise InvalidValueError(f"value {raw!r} is not one of the allowed choices {choices!r}", raw)
     return value
-
-
-def _short(raw: object) -> object:
-    # A client may send a megabyte of text; the message names the value without echoing all of it.
-    return raw if not isinstance(raw, str) or len(raw) <= 80 else raw[:80] + "..."
 
 
 def _fail(raw: object, name: str) -> InvalidValueError:

@@ -336,7 +336,7 @@ class Event(Generic[T]):
     def curl_command(self) -> str:
         """A one-line curl command that answers the event (replace the value placeholder)."""
         example = spec_for(self._data_type).example()
-        return _html.curl_command(self.api_url, self.request_id, self.token, type_name(self._data_type), example)
+        return _html.curl_command(self.api_url, self.request_id, self.token, example)
 
     def __repr__(self) -> str:
         return (
