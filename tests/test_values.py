@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import types
+from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import annotated_types
@@ -19,13 +20,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from typing_extensions import NotRequired, TypedDict
 
-from flyteplugins.hitl import InvalidEventError, InvalidValueError, UnsupportedTypeError
+import flyteplugins.hitl as hitl
+from flyteplugins.hitl import InvalidEventError, InvalidValueError, UnsupportedTypeError, _values
 from flyteplugins.hitl._values import (
     TYPE_NAMES,
     TYPES_BY_NAME,
     check_answer,
     declare,
     encode,
+    forget,
     parse_value,
     remember,
     spec_for,
@@ -649,6 +652,16 @@ def test_check_answer_runs_the_types_own_validation_for_events_of_this_process()
     remember("q-remembered", spec_for(Review))
     with pytest.raises(InvalidValueError, match="forbidden"):
         check_answer(request, answer)
+    forget("q-remembered")  # the event has its outcome
+    assert check_answer(request, answer)["tags"] == ["forbidden"]
+
+
+def test_a_settled_event_of_this_process_is_forgotten(root: Path) -> None:
+    event = hitl.new_event("kept-until-settled", data_type=Review, timeout_seconds=60)
+    assert event.request_id in _values._remembered
+    hitl.submit(event.form_url, {"score": 3, "size": "small"})
+    assert event.wait().score == 3
+    assert event.request_id not in _values._remembered  # one entry per event would grow for ever
 
 
 def test_value_from_form_reads_every_field() -> None:

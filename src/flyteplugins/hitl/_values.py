@@ -198,6 +198,12 @@ def remember(request_id: str, spec: TypeSpec) -> None:
             _remembered[request_id] = spec
 
 
+def forget(request_id: str) -> None:
+    """`request_id` has its outcome: no answer will be checked for it any more."""
+    with _remembered_lock:
+        _remembered.pop(request_id, None)
+
+
 def check_answer(request: Mapping[str, Any], raw: object) -> Json:
     """Check an answer against the stored request: its type (schema), its choices and, when the
     event was created in this process, the type's own validation. Returns plain JSON to store.

@@ -37,7 +37,7 @@ from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError, StorageError
 from ._store import Record, Store, default_root
-from ._values import build_value, declare, remember, spec_for, type_name
+from ._values import build_value, declare, forget, remember, spec_for, type_name
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -520,6 +520,7 @@ def _await_replies(request_id: str) -> None:
 
 def _outcome(event: Event[Any], response: Record) -> Any:
     event._response = response
+    forget(event.request_id)  # settled: its type is no longer needed to check answers
     if response.get("status") != "completed":
         if not response.get("default_applied"):
             _say(f"{event.name!r} expired without an answer")
