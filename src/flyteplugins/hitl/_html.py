@@ -258,8 +258,7 @@ def _text_field(type_name: str, value: str, invalid: bool) -> str:
         f'<label for="value">Your answer <span class="hint">({esc(_TYPE_HINTS[type_name])})</span></label>'
         f'<input id="value" name="value" type="text" inputmode="{_INPUT_MODES[type_name]}" value="{esc(value)}" '
         f'required autofocus autocomplete="off" autocapitalize="off" spellcheck="false" enterkeyhint="send" '
-        f"{described}>"
-        '<div class="actions"><button type="submit">Submit answer</button></div>'
+        f"{described}>" + _SUBMIT
     )
 
 
@@ -279,7 +278,7 @@ def _choice_fields(choices: Sequence[object], value: str, labels: Sequence[str] 
     return (
         '<label for="value">Your answer</label>'
         f'<select id="value" name="value" required autofocus><option value="">Choose one…</option>{options}</select>'
-        '<div class="actions"><button type="submit">Submit answer</button></div>'
+        + _SUBMIT
     )
 
 
@@ -364,7 +363,7 @@ def _structured_fields(
     kind = schema["kind"]
     readable = f'<p class="schema">Answer format: <code>{esc(describe(dict(schema)))}</code></p>'
     if kind == "choice":
-        return _choice_fields(schema["choices"], value, schema.get("labels")) + readable
+        return _choice_fields(schema["choices"], value, _labels(schema)) + readable
     if kind != "object":
         entered = list(form.get("value", [])) if form is not None else ([value] if value else [])
         spec = {"name": "value", "type": schema, "required": True}
@@ -464,7 +463,7 @@ def _field(
         )
     head = f'<div class="field"><label for="{esc(ident)}">{esc(label)}{mark}{hint}</label>{desc}'
     if kind == "choice":  # many choices: a select
-        labels = schema.get("labels") or [shown_value(c) for c in schema["choices"]]
+        labels = _labels(schema)
         items = "".join(
             f'<option value="{esc(wire(c))}"{" selected" if wire(c) == first else ""}>{esc(t)}</option>'
             for c, t in zip(schema["choices"], labels, strict=True)
