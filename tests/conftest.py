@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,14 @@ def run_python(code_or_path: str, *args: str, env: dict[str, str] | None = None,
     argv = [sys.executable, *script, *args]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Wait for `done()` to hold, checking every 10 ms; fail after `timeout` seconds (a hang guard)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
 
 
 def read_line(proc: subprocess.Popen[str], timeout: float = 60) -> str:

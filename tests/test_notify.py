@@ -9,13 +9,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from conftest import Trickler, run_python
+from conftest import Trickler, run_python, until
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _notify
@@ -50,14 +50,6 @@ class ReceiverHandler(BaseHTTPRequestHandler):
         pass
 
 
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    """Notices go out in the background: wait for one to have arrived (or been logged)."""
-    deadline = time.monotonic() + 30
-    while not check():
-        assert time.monotonic() < deadline, f"{what} did not happen"
-        time.sleep(0.01)
-
-
 def notice_logs(caplog: pytest.LogCaptureFixture, event_name: str) -> list[logging.LogRecord]:
     # Only this test's: notices of earlier tests may still be logging from their own threads.
     return [r for r in caplog.records if r.name == "flyteplugins.hitl.notify" and repr(event_name) in r.getMessage()]
@@ -79,7 +71,7 @@ def test_notice_is_posted_when_waiting_starts(root: Path, receiver: Receiver) ->
     assert receiver.received == []  # creating is not waiting
     threading.Timer(0.3, hitl.submit, (event.form_url, True)).start()
     assert event.wait() is True
-    wait_until(lambda: receiver.received != [], "the notice")
+    until(lambda: receiver.received != [], "the notice")
     [(path, content_type, body)] = receiver.received
     assert path == "/hooks/abc" and content_type == "application/json"
     assert body["event_name"] == "deploy" and body["prompt"] == "Ship\nit?" and body["data_type"] == "bool"
@@ -96,7 +88,7 @@ def test_notify_url_from_the_environment(root: Path, receiver: Receiver, monkeyp
     event = hitl.new_event("env", data_type=int, timeout_seconds=30)
     threading.Timer(0.3, hitl.submit, (event.form_url, 3)).start()
     assert event.wait() == 3
-    wait_until(lambda: receiver.received != [], "the notice")
+    until(lambda: receiver.received != [], "the notice")
     assert [body["event_name"] for _, _, body in receiver.received] == ["env"]
 
 
@@ -108,7 +100,7 @@ def test_failing_receiver_is_logged_and_the_wait_goes_on(
     event = hitl.new_event("x", data_type=int, timeout_seconds=30, notify=receiver.url)
     threading.Timer(0.3, hitl.submit, (event.form_url, 1)).start()
     assert event.wait() == 1
-    wait_until(lambda: notice_logs(caplog, "x") != [], "the failure's log line")
+    until(lambda: notice_logs(caplog, "x") != [], "the failure's log line")
     assert len(receiver.received) == 1
     [record] = notice_logs(caplog, "x")
     assert "500" in record.getMessage() and record.exc_info is None
@@ -119,7 +111,7 @@ def test_unreachable_receiver_is_logged_and_the_wait_goes_on(root: Path, caplog:
     event = hitl.new_event("y", data_type=int, timeout_seconds=30, notify="http://127.0.0.1:9/hook")
     threading.Timer(0.3, hitl.submit, (event.form_url, 2)).start()
     assert event.wait() == 2
-    wait_until(lambda: notice_logs(caplog, "y") != [], "the failure's log line")
+    until(lambda: notice_logs(caplog, "y") != [], "the failure's log line")
     assert all("failed" in r.getMessage() for r in notice_logs(caplog, "y"))
 
 

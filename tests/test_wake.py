@@ -11,12 +11,12 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import post_json, request
+from conftest import post_json, request, until
 from s3_helpers import MotoS3, S3Bucket, python, use_root
 
 import flyteplugins.hitl as hitl
@@ -76,14 +76,6 @@ def listening(store: Store) -> Iterator[tuple[dict, Woken, tuple[str, int]]]:
     assert waiter is not None
     yield request, woken, (waiter["host"], waiter["port"])
     unregister()
-
-
-def until(done: Callable[[], bool], what: str) -> None:
-    """Wait for `done()` to hold, checking every 10 ms; fail after HANG_GUARD seconds."""
-    deadline = time.monotonic() + HANG_GUARD
-    while not done():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
 
 
 def _send(address: tuple[str, int], data: bytes) -> None:
