@@ -106,11 +106,10 @@ def spec_for(data_type: object) -> TypeSpec:
     if isinstance(data_type, type) and data_type in TYPE_NAMES:
         return TypeSpec(TYPE_NAMES[data_type], None)
     try:
-        return _cached_spec(data_type)
-    except TypeError as e:  # unhashable metadata in an Annotated type: build it each time
-        if isinstance(e, UnsupportedTypeError):
-            raise
+        hash(data_type)
+    except TypeError:  # unhashable metadata in an Annotated type: build it each time
         return _new_spec(data_type)
+    return _cached_spec(data_type)
 
 
 @functools.lru_cache(maxsize=256)
