@@ -200,7 +200,7 @@ def linear_pattern(pattern: str) -> Callable[[str], object]:
 
 
 def describe(schema: Schema) -> str:
-    """A readable one-line form of `schema`: ``Review {score: int (1..5), label: Label, due?: date}``."""
+    """A readable one-line form of `schema`: ``Review {score: int (≥ 1, ≤ 5), label: Label, due?: date | None}``."""
     kind = schema["kind"]
     if kind == "object":
         parts = []

@@ -1,9 +1,9 @@
 """Answer types, their names on the wire, and strict checking of answers.
 
 Both sides use this module: `hitl.py` to declare an event's type (`declare`) and to turn the
-stored answer into the type's instance (`build_value`); `server.py` (and any other writer) to
-check an answer before it is stored (`check_answer`, `value_from_form`). An answer that does not
-fit is an error, never a silent guess: "ture" is not False and "4.5" is not 4.
+stored answer into the type's instance (`build_value`); every writer (`_answers.submit`, and
+`_endpoints` for forms) to check an answer before it is stored (`check_answer`, `value_from_form`).
+An answer that does not fit is an error, never a silent guess: "ture" is not False and "4.5" is not 4.
 
 The four scalar types (int, float, str, bool) keep their records as they always were: a
 ``data_type`` name and no schema. Every other type (Enum, Literal, list, date, datetime, dataclass,
