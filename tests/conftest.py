@@ -106,6 +106,19 @@ def until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
         time.sleep(0.01)
 
 
+def first_read_done(event: Any, polls: int = 1) -> None:
+    """Wait until the wait on `event` (in this process) has begun `polls` timed storage reads after
+    its first one, so that its first read has returned: an answer given from now on is found by a
+    wake-up or a later poll, not by that read. With `polls=0`, until the first read has begun."""
+    from flyteplugins.hitl.hitl import _reader_for
+
+    reader = _reader_for(event._store)
+    until(lambda: event.request_id in reader._polls, f"the wait on {event.name!r} reads storage")
+    for _ in range(polls):
+        started = reader._polls[event.request_id]
+        until(lambda s=started: reader._polls[event.request_id] != s, f"the wait on {event.name!r} polls again")
+
+
 def read_line(proc: subprocess.Popen[str], timeout: float = 60) -> str:
     """The next line of `proc`'s output ("" at its end); a process silent for `timeout` seconds is
     killed and the test fails, instead of hanging on the read."""

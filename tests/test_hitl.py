@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from conftest import Reply, post_json, read_line, request, run_python
+from conftest import Reply, first_read_done, post_json, read_line, request, run_python
 
 import flyteplugins.hitl as hitl
 import flyteplugins.hitl.hitl as core
@@ -115,6 +115,7 @@ class Answerer:
         if after is not None:
             console.wait_for(*after)
         # Let the wait's first storage read pass, so that what ends it is a wake-up (or a poll), not that read.
+        first_read_done(event, polls=0)
         time.sleep(0.05)
         self.sent_at = time.perf_counter()
         self.reply = answer(event, value, base)

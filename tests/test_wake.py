@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import post_json, request, until
+from conftest import first_read_done, post_json, request, until
 from s3_helpers import MotoS3, S3Bucket, python, use_root
 
 import flyteplugins.hitl as hitl
@@ -285,8 +285,8 @@ def test_an_answer_found_by_a_poll_instead_of_a_wake_up_is_reported_once(
             result: list[int] = []
             waiting = threading.Thread(target=lambda e=event, r=result: r.append(e.wait()), daemon=True)
             waiting.start()
-            # Its first read follows the record at once; this answer comes later, so a poll finds it.
-            until(lambda: _wake._listener.waiting == 1, "the wait registers")
+            # Answered once the wait's first read has returned, so a later poll finds it.
+            first_read_done(event)
             _answers.submit(store, _answers.load(store, event.request_id), value, via="python", client="t")
             waiting.join(HANG_GUARD)
             assert result == [value]
