@@ -106,7 +106,7 @@ def until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
         time.sleep(0.01)
 
 
-def first_read_done(event: Any, polls: int = 1) -> None:
+def after_first_read(event: Any, polls: int = 1) -> None:
     """Wait until the wait on `event` (in this process) has begun `polls` timed storage reads after
     its first one, so that its first read has returned: an answer given from now on is found by a
     wake-up or a later poll, not by that read. With `polls=0`, until the first read has begun."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import first_read_done, post_json, request, until
+from conftest import after_first_read, post_json, request, until
 from s3_helpers import MotoS3, S3Bucket, python, use_root
 
 import flyteplugins.hitl as hitl
@@ -286,7 +286,7 @@ def test_an_answer_found_by_a_poll_instead_of_a_wake_up_is_reported_once(
             waiting = threading.Thread(target=lambda e=event, r=result: r.append(e.wait()), daemon=True)
             waiting.start()
             # Answered once the wait's first read has returned, so a later poll finds it.
-            first_read_done(event)
+            after_first_read(event)
             _answers.submit(store, _answers.load(store, event.request_id), value, via="python", client="t")
             waiting.join(HANG_GUARD)
             assert result == [value]
