@@ -8,6 +8,7 @@ Screenshots go to ``tests/artifacts/`` (git-ignored).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,13 @@ class Tab:
         response = navigation.value
         assert response is not None
         return response
+
+    def until(self, done: Callable[[], bool], what: str, timeout: float = 15) -> None:
+        """Let the page run until `done()` holds (console messages arrive meanwhile); fail after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"never happened: {what}; console: {self.console}"
+            self.page.wait_for_timeout(50)
 
     def csp_violations(self) -> list[str]:
         return [m for m in self.console if "Content Security Policy" in m or "Content-Security-Policy" in m]
