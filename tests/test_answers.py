@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import pytest
-from conftest import post_json, read_line, request
+from conftest import post_json, read_line, request, until
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _answers
@@ -45,6 +45,12 @@ def later(seconds: float, fn: Any, *args: Any, **kwargs: Any) -> threading.Threa
     thread = threading.Timer(seconds, fn, args, kwargs)
     thread.start()
     return thread
+
+
+def first_request_id(root: Path) -> str:
+    """The id of the first event stored under `root`, once its question is stored (60 s hang guard)."""
+    until(lambda: any(root.glob("*/request.json")), "the event is stored", timeout=60)
+    return next(root.glob("*/request.json")).parent.name
 
 
 def response_file(root: Path, event: hitl.Event[Any]) -> dict[str, Any]:
@@ -129,10 +135,10 @@ def test_server_applies_the_default_when_the_first_writer_after_the_deadline_is_
 @pytest.mark.parametrize("mode", MODES)
 def test_approve_returns_the_answer_and_keeps_the_comment(root: Path, mode: str) -> None:
     def answer() -> None:
-        rid = next(p.name for p in root.iterdir())
+        rid = first_request_id(root)
         hitl.submit(rid, "yes", comment="looks good")
 
-    later(0.3, answer)
+    later(0, answer)
     if mode == "sync":
         approved = hitl.approve("deploy", prompt="Deploy?", timeout_seconds=30)
     else:
@@ -146,13 +152,13 @@ def test_approve_can_require_a_comment_to_reject(root: Path) -> None:
     outcome: dict[str, Any] = {}
 
     def answer() -> None:
-        rid = next(p.name for p in root.iterdir())
+        rid = first_request_id(root)
         with pytest.raises(hitl.InvalidValueError, match="comment is required to reject"):
             hitl.submit(rid, False)
         outcome["bare"] = (root / rid / "response.json").exists()
         hitl.submit(rid, False, comment="tests are red")
 
-    later(0.3, answer)
+    later(0, answer)
     assert hitl.approve("deploy", require_reject_comment=True, timeout_seconds=30) is False
     assert outcome == {"bare": False}
     assert json.loads(next(root.glob("*/response.json")).read_text())["comment"] == "tests are red"

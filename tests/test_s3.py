@@ -354,7 +354,8 @@ def test_a_waiter_rides_out_an_outage_and_logs_it_once(s3_root: str, bucket: S3B
         waiter, request_id, token = start_waiter(procs, server, env)
         time.sleep(0.5)
         door.stop()
-        time.sleep(1.5)  # several failed polls
+        waiter.expect(r"storage error under .*still waiting", timeout=60)  # a failed poll
+        time.sleep(1.0)  # and a few more
         assert post_json(server, {"request_id": request_id, "token": token, "value": 7}).status == 200
         time.sleep(0.5)
         door.start()  # the same port again
