@@ -7,9 +7,11 @@ import gzip
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -322,9 +324,11 @@ from flyte.models import ActionID, RawDataPath, TaskContext
 from flyte.report import Report
 
 import flyteplugins.hitl as hitl
-from flyteplugins.hitl import server
+from flyteplugins.hitl import _deploy, server
 
 scratch = sys.argv[1]
+if len(sys.argv) > 2:
+    _deploy.LOOKUP_SECONDS = float(sys.argv[2])
 task = TaskContext(
     action=ActionID(name="a0", run_name="cluster-run", project="proj", domain="development"),
     version="v1",
@@ -345,9 +349,9 @@ with internal_ctx().replace_task_context(task):
 """
 
 
-def _in_cluster(tmp_path: Path, **env: str) -> dict[str, Any]:
+def _in_cluster(tmp_path: Path, *args: str, **env: str) -> dict[str, Any]:
     base = {"FLYTE_INTERNAL_EXECUTION_PROJECT": "proj", "FLYTE_INTERNAL_EXECUTION_DOMAIN": "development"}
-    proc = python("-c", IN_CLUSTER, str(tmp_path), env={**base, **env}, cwd=tmp_path)
+    proc = python("-c", IN_CLUSTER, str(tmp_path), *args, env={**base, **env}, cwd=tmp_path)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     return json.loads(out.strip().splitlines()[-1])
@@ -381,6 +385,33 @@ def test_a_cluster_task_without_any_app_url_says_to_set_the_endpoint(
     result = _in_cluster(tmp_path, _U_EP_OVERRIDE=f"localhost:{closed_port()}")
     assert result["error"] == "HitlError"
     assert "hitl-form-server" in result["message"] and "FLYTE_HITL_ENDPOINT" in result["message"]
+
+
+@pytest.fixture
+def silent_control_plane() -> Iterator[str]:
+    """A control plane that accepts connections and never answers, as task pods receive its address."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield f"localhost:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("internal", [True, False], ids=["internal-url", "no-internal-url"])
+def test_a_silent_control_plane_holds_event_creation_only_until_the_lookup_deadline(
+    s3_root: str, silent_control_plane: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, internal: bool
+) -> None:
+    # Flyte's own call waits for ever on such a control plane; the task must go on with the
+    # cluster-internal URL, or fail saying what to set, and the process must still end.
+    monkeypatch.delenv("INTERNAL_APP_ENDPOINT_PATTERN", raising=False)
+    env = {"INTERNAL_APP_ENDPOINT_PATTERN": "http://{app_fqdn}.hitl.svc"} if internal else {}
+    started = time.monotonic()
+    result = _in_cluster(tmp_path, "2", _U_EP_OVERRIDE=silent_control_plane, **env)
+    if internal:
+        assert result["endpoint"] == "http://hitl-form-server.hitl.svc"
+    else:
+        assert result["error"] == "HitlError"
+        assert "did not answer within 2 s" in result["message"] and "FLYTE_HITL_ENDPOINT" in result["message"]
+    print(f"\n[figure] silent control plane: the task went on after {time.monotonic() - started:.1f} s")
 
 
 def test_a_cluster_task_refuses_a_root_local_to_its_pod(root: Path, tmp_path: Path) -> None:

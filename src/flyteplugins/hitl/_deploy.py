@@ -140,6 +140,10 @@ env = flyte.TaskEnvironment(
 _endpoint_lock = threading.Lock()
 _endpoint: str | None = None
 
+#: How long the control plane may take to name the app's public URL. A control plane that accepts
+#: the connection and never answers would otherwise hold event creation (and this lock) for ever.
+LOOKUP_SECONDS = 30.0
+
 
 def served_endpoint(store: Store) -> str:
     """The form server app's URL for an event created inside a cluster task.
@@ -178,6 +182,28 @@ def _find_app_endpoint() -> str:
 
 
 def _public_endpoint() -> str:
+    """`_ask_control_plane` with a deadline of `LOOKUP_SECONDS`. Flyte's client gives its call none,
+    so the call runs in a daemon thread that is left behind if it never returns."""
+    found: list[str] = []
+    failed: list[Exception] = []
+
+    def look_up() -> None:
+        try:
+            found.append(_ask_control_plane())
+        except Exception as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=look_up, name="hitl-app-lookup", daemon=True)
+    thread.start()
+    thread.join(LOOKUP_SECONDS)
+    if failed:
+        raise failed[0]
+    if not found:
+        raise HitlError(f"the Flyte control plane did not answer within {LOOKUP_SECONDS:g} s")
+    return found[0]
+
+
+def _ask_control_plane() -> str:
     import flyte.remote
     from flyte.errors import InitializationError
 
