@@ -301,6 +301,34 @@ def test_a_bad_port_setting_is_a_clear_error_and_writes_nothing(root: Path, monk
     assert not root.exists() or not any(root.iterdir())
 
 
+def test_a_port_in_use_is_a_clear_error_and_writes_nothing(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("FLYTE_HITL_PORT", str(port))
+        with pytest.raises(hitl.ConfigurationError, match=f"127.0.0.1:{port} .*Address already in use"):
+            hitl.new_event("taken port", data_type=int)
+    assert not root.exists() or not any(root.iterdir())
+    monkeypatch.setenv("FLYTE_HITL_PORT", "0")
+    assert request(hitl.new_event("free port", data_type=int).endpoint, "GET", "/health").status == 200
+
+
+def test_the_embedded_server_listens_on_ipv6_loopback(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6")
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError as e:
+            pytest.skip(f"no IPv6 loopback here: {e}")
+    monkeypatch.setenv("FLYTE_HITL_HOST", "::1")
+    event = hitl.new_event("six", data_type=int, timeout_seconds=60)
+    assert event.form_url.startswith("http://[::1]:")
+    assert hitl.submit(event.form_url, 6)["status"] == "submitted"
+    assert event.wait() == 6
+
+
 def test_one_embedded_server_per_process_and_root(root: Path) -> None:
     before = server_threads()
     events = [hitl.new_event(f"e{i}", data_type=int) for i in range(5)]

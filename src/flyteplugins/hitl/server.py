@@ -23,6 +23,7 @@ import errno
 import logging
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -120,6 +121,8 @@ class HitlServer(ThreadingHTTPServer):
         check_host: bool = False,
     ) -> None:
         self.on_answer = on_answer
+        if ":" in address[0]:  # an IPv6 address, such as ::1 or ::
+            self.address_family = socket.AF_INET6
         super().__init__(address, HitlHandler)
         hosts = _own_names(self.server_address[0], self.server_address[1]) if check_host else None
         self.site = Site(store, identity_header, hosts)
@@ -498,9 +501,15 @@ def embedded_server(store: Store, on_answer: Callable[[str, Record], None]) -> s
                 port = int(port_text)
             except ValueError:
                 raise ConfigurationError(f"{PORT_ENV} must be a port number, got {port_text!r}") from None
+            try:
+                entry = start_server(store, host, port, on_answer, check_host=True)
+            except OSError as e:  # the port is taken, the address is not this host's: the settings
+                raise ConfigurationError(
+                    f"cannot start the form server on {host}:{port} ({HOST_ENV}, {PORT_ENV}): {e.strerror or e}"
+                ) from None
             if not _embedded:
                 atexit.register(_stop_embedded)
-            entry = _embedded[store.root] = start_server(store, host, port, on_answer, check_host=True)
+            _embedded[store.root] = entry
             logger.info("serving %s at %s", store.root, entry[0].url)
         return entry[0].url
 
