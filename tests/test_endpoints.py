@@ -114,6 +114,12 @@ def test_a_malformed_target_is_400(site: Site) -> None:
     assert call(site, "GET", "http://[/").status == 400
 
 
+def test_a_query_that_is_not_utf8_is_400(site: Site, store: Store) -> None:
+    event = make_event(store)
+    response = call(site, "GET", f"/status/{event['request_id']}?token=%E9")
+    assert response.status == 400 and "not valid UTF-8" in detail(response)
+
+
 # -- Host --------------------------------------------------------------------------------------------
 
 
@@ -347,6 +353,18 @@ def test_a_bad_form_value_shows_the_form_again(site: Site, store: Store) -> None
     response = post(site, "/submit", answer_form(event, "4.5"), FORM_TYPE)
     assert response.status == 400
     assert "4.5" in response.body.decode()
+    assert store.read_response(event["request_id"]) is None
+
+
+@pytest.mark.parametrize("encoded", [b"caf%E9", b"%ED%A0%80", b"caf\xe9"], ids=["latin-1", "surrogate", "raw"])
+def test_a_form_value_that_is_not_utf8_is_400_and_stores_nothing(site: Site, store: Store, encoded: bytes) -> None:
+    # Percent-encoded or raw, a byte that is not UTF-8 is refused, never stored as U+FFFD.
+    event = make_event(store, data_type="str")
+    body = answer_form(event, "x").replace(b"value=x", b"value=" + encoded)
+    assert b"value=" + encoded in body
+    response = post(site, "/submit", body, FORM_TYPE)
+    assert response.status == 400
+    assert "not valid UTF-8" in response.body.decode()
     assert store.read_response(event["request_id"]) is None
 
 

@@ -334,7 +334,9 @@ def _check_host(site: Site, request: Request) -> None:
 
 def _query(request: Request) -> dict[str, str]:
     try:
-        fields = parse_qs(urlsplit(request.target).query, max_num_fields=MAX_QUERY_FIELDS)
+        fields = parse_qs(urlsplit(request.target).query, max_num_fields=MAX_QUERY_FIELDS, errors="strict")
+    except UnicodeDecodeError:
+        raise _refuse(400, "the query string is not valid UTF-8") from None
     except ValueError as e:
         raise _refuse(400, f"malformed query string: {e}") from None
     return {k: v[0] for k, v in fields.items()}
@@ -518,7 +520,10 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
         _check_same_site(request, title)
         if _media_type(request) != FORM:
             raise _refuse(415, f"expected a form ({FORM}), got {_media_type(request) or 'nothing'!r}", page=title)
-        fields = parse_qs(_body(request, title).decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        # Strict: a percent-encoded byte that is not UTF-8 (%E9) is refused like a raw one, not
+        # stored as U+FFFD in place of what was sent.
+        body = _body(request, title).decode("utf-8")
+        fields = parse_qs(body, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict")
         for name in ("request_id", "token", "comment"):
             if len(fields.get(name, [])) > 1:
                 raise _refuse(400, f"the form has more than one {name!r} field", page=title)
