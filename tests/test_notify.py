@@ -257,3 +257,20 @@ def test_a_bad_webhook_url_is_refused_when_the_event_is_created(root: Path, url:
     with pytest.raises(hitl.InvalidEventError, match="notify must be an http"):
         hitl.new_event("bad hook", data_type=int, notify=url)
     assert not root.exists(), "nothing was written"
+
+
+def test_a_bad_webhook_url_in_the_environment_is_named_without_its_secret(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Slack-style URL pasted without its scheme: the path is the secret, and the message says
+    # which variable is wrong without showing it.
+    monkeypatch.setenv("FLYTE_HITL_NOTIFY_URL", "hooks.slack.com/services/T0/B0/s3cretXYZ")
+    with pytest.raises(hitl.InvalidEventError) as info:
+        hitl.new_event("bad hook", data_type=int)
+    message = str(info.value)
+    assert message == "FLYTE_HITL_NOTIFY_URL must be an http:// or https:// URL, got 40 characters without a scheme"
+    monkeypatch.setenv("FLYTE_HITL_NOTIFY_URL", "ftp://bot:pw@files.example.com/drop?key=s3cretXYZ")
+    with pytest.raises(hitl.InvalidEventError, match="FLYTE_HITL_NOTIFY_URL must be an http") as info:
+        hitl.new_event("bad hook", data_type=int)
+    assert "'ftp://files.example.com'" in str(info.value) and "s3cret" not in str(info.value)
+    assert not root.exists(), "nothing was written"

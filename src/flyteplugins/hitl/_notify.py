@@ -26,8 +26,10 @@ NOTIFY_ENV = "FLYTE_HITL_NOTIFY_URL"
 TIMEOUT_SECONDS = 10.0
 
 
-def check_url(url: str | None) -> str | None:
-    """Return `url` if it is an http(s) URL (or None), else raise `InvalidEventError`."""
+def check_url(url: str | None, source: str = "notify") -> str | None:
+    """Return `url` if it is an http(s) URL (or None), else raise `InvalidEventError` naming `source`
+    (the argument or the variable it came from). A webhook URL's path and query are its secret, so
+    the message shows at most its scheme and host."""
     if url is None:
         return None
     try:
@@ -36,7 +38,13 @@ def check_url(url: str | None) -> str | None:
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidEventError(f"notify must be an http:// or https:// URL, got {shown_url(url)!r}")
+        if not isinstance(url, str):
+            got = repr(url)
+        elif "://" in url:
+            got = repr(shown_url(url))
+        else:
+            got = f"{len(url)} characters without a scheme"
+        raise InvalidEventError(f"{source} must be an http:// or https:// URL, got {got}")
     return url
 
 

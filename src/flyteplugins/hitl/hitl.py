@@ -182,7 +182,10 @@ def _create(
     type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
     declared = declare(data_type, choices, default)
     checked_details = _markdown.check_details(details)
-    notify_url = _notify.check_url(notify if notify is not None else os.environ.get(_notify.NOTIFY_ENV) or None)
+    if notify is not None:
+        notify_url = _notify.check_url(notify)
+    else:
+        notify_url = _notify.check_url(os.environ.get(_notify.NOTIFY_ENV) or None, _notify.NOTIFY_ENV)
     store = _store_for(default_root())
     endpoint = _endpoint_for(store)
     request_id = _new_request_id(name)
