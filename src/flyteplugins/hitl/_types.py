@@ -265,7 +265,7 @@ def _strip_annotated(tp: object) -> tuple[object, list[str], dict[str, Any]]:
     constraints: dict[str, Any] = {}
     while typing_extensions.get_origin(tp) is typing_extensions.Annotated:
         tp, *metadata = typing_extensions.get_args(tp)
-        for item in metadata:
+        for item in _unpack_field_info(metadata):
             if isinstance(item, str):
                 docs.append(item)
                 continue
@@ -274,6 +274,21 @@ def _strip_annotated(tp: object) -> tuple[object, list[str], dict[str, Any]]:
                 if value is not None and not callable(value):
                     constraints[name] = value if name != "pattern" else str(getattr(value, "pattern", value))
     return tp, docs, constraints
+
+
+def _unpack_field_info(metadata: list[Any]) -> list[Any]:
+    """`metadata` with each pydantic ``Field(...)`` replaced by what it holds: its constraints (annotated_types
+    objects, and pydantic's own metadata carrying ``pattern``) and its description, read like a doc string."""
+    fields = sys.modules.get("pydantic.fields")  # a FieldInfo exists only once pydantic is imported (not here)
+    if fields is None:
+        return metadata
+    out = []
+    for item in metadata:
+        if isinstance(item, fields.FieldInfo):
+            out += [*item.metadata, *([item.description] if item.description else [])]
+        else:
+            out.append(item)
+    return out
 
 
 def _split_optional(tp: object) -> tuple[object, bool]:
