@@ -337,8 +337,10 @@ class Event(Generic[T]):
 
     @property
     def curl_command(self) -> str:
-        """A one-line curl command that answers the event (replace the value placeholder)."""
-        example = spec_for(self._data_type).example()
+        """A one-line curl command that answers the event (replace the value placeholder). With
+        `choices`, its value is the first choice (as stored: an Enum member's value), so it runs as is."""
+        choices = self._request.get("choices")
+        example = choices[0] if choices else spec_for(self._data_type).example()
         return _html.curl_command(self.api_url, self.request_id, self.token, example)
 
     def __repr__(self) -> str:
