@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import post_json, read_line, request
 
+import flyteplugins.hitl as hitl
+from flyteplugins.hitl import hitl as hitl_module
 from flyteplugins.hitl._store import Store
 
 
@@ -281,6 +283,21 @@ def test_an_answer_with_control_characters_is_printed_escaped(root: Path) -> Non
     assert done.returncode == 0, done.stderr
     _no_controls(done.stdout + done.stderr)
     assert json.loads(done.stdout)["value"] == HOSTILE
+
+
+def test_a_value_and_a_token_that_start_with_a_dash(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An answer such as -1e3 goes after "--", as the help says; no token starts with "-", so the
+    # documented "--token TOKEN" always parses.
+    monkeypatch.setenv("FLYTE_HITL_ROOT", str(root))
+    event = hitl.new_event("dash", data_type=float, timeout_seconds=60)
+    assert not any(hitl_module._new_token().startswith("-") for _ in range(2000))
+    one_line_failure(hitl_cli("submit", event.request_id, "-1e3", FLYTE_HITL_ROOT=str(root)), 2, "required: value")
+    assert "after -- if it starts with '-'" in hitl_cli("submit", "--help").stdout
+    done = hitl_cli("submit", event.request_id, "--", "-1e3", FLYTE_HITL_ROOT=str(root))
+    assert done.returncode == 0, done.stderr
+    assert event.wait() == -1000.0
+    shown = hitl_cli("status", event.request_id, "--endpoint", event.endpoint, "--token", event.token)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["response"]["value"] == -1000.0, shown.stderr
 
 
 def test_a_port_in_use_is_a_clear_error(cli_server: tuple[subprocess.Popen[str], str], root: Path) -> None:

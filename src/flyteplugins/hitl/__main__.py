@@ -218,7 +218,9 @@ def _parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser("submit", help="answer an event: first answer wins")
     submit.add_argument("target", help="the event's request id, or its form URL (which carries the token)")
-    submit.add_argument("value", help="the answer, checked against the event's type and choices")
+    submit.add_argument(
+        "value", help="the answer, checked against the event's type and choices (after -- if it starts with '-')"
+    )
     submit.add_argument("--comment", default=None, help="a comment for the audit trail")
     submit.add_argument("--json-value", action="store_true", help='parse VALUE as JSON (e.g. 42, true, "text")')
     submit.add_argument("--root", default=None, help=root_help)

@@ -99,6 +99,14 @@ def _endpoint_for(store: Store) -> str:
     return server.embedded_server(store, functools.partial(_waiters.notify, store.root))
 
 
+def _new_token() -> str:
+    """A random token (32 URL-safe characters) that does not start with "-", which a command line
+    such as ``hitl status ID --token TOKEN`` would take for an option."""
+    while (token := secrets.token_urlsafe(24)).startswith("-"):
+        pass
+    return token
+
+
 def _new_request_id(name: str) -> str:
     """A request id that a re-run of the same task finds again.
 
@@ -196,7 +204,7 @@ def _create(
         "scope": scope,
         "prompt": prompt,
         "data_type": type_str,
-        "token": secrets.token_urlsafe(24),
+        "token": _new_token(),
         "created_at": utc(now),
         "expires_at": utc(now + float(timeout_seconds)),
         "timeout_seconds": timeout_seconds,
