@@ -336,6 +336,13 @@ def test_a_redirect_is_not_followed_and_is_an_error_naming_where_without_the_tok
     assert len(httpd.seen) == 1, "the redirect was not followed"
 
 
+def test_a_short_token_does_not_mangle_the_error(canned: Callable[..., _CannedServer]) -> None:
+    httpd = canned(302, [("Location", "http://127.0.0.1:1/x")], b"")
+    error = _in_time(lambda: hitl.submit(f"{httpd.url}/form/ev-1?token=t", 5))
+    assert isinstance(error, ServerReplyError), repr(error)
+    assert "redirects (302) to http://127.0.0.1:1/x" in str(error), str(error)
+
+
 @pytest.mark.parametrize("call", [_submit, _status])
 @pytest.mark.parametrize("status", [200, 400, 403, 404])
 def test_an_html_page_in_reply_is_a_clear_error_not_a_json_decode_error(

@@ -302,5 +302,7 @@ def _error_for(
 
 
 def _redact_token(text: str, token: str) -> str:
-    # A redirect may echo the request's path, and a token inside it, in its own path.
-    return text.replace(token, "<token>") if token else text
+    # A redirect may echo the request's path, and a token inside it, in its own path (percent-encoded
+    # or not, so a plain search). Tokens of a few characters are not ours (ours have 32) and would
+    # match inside other words: "t" turned "http" into "h<token><token>p".
+    return text.replace(token, "<token>") if len(token) >= 8 else text
