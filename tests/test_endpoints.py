@@ -6,6 +6,7 @@ Also `Store.list_events`, the one listing the index reads per visit, on each kin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -462,6 +463,24 @@ def test_the_index_filters_by_status(many: tuple[CountingStore, list[Record]]) -
     done = call(site, "GET", "/?status=done").body.decode()
     assert names_in(done) == [e["event_name"] for e in reversed(events) if events.index(e) % 3 == 0]
     assert 'name="page"' not in done
+
+
+@pytest.mark.parametrize("record", ["request.json", "response.json"])
+def test_a_damaged_record_leaves_its_event_out_of_the_index_and_is_logged_once(
+    site: Site, store: Store, root: Path, record: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = [make_event(store, f"ev-{i}") for i in range(3)]
+    for event in events:
+        _answers.submit(store, event, "1", via="json", client="x")
+    (root / events[1]["request_id"] / record).write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.server"):
+        for _ in range(2):
+            site.listing.forget()
+            response = call(site, "GET", "/")
+            assert response.status == 200
+            assert sorted(names_in(response.body.decode())) == ["ev-0", "ev-2"]
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert events[1]["request_id"] in warning and "not valid JSON" in warning
 
 
 @pytest.mark.parametrize("query", ["page=0", "page=-1", "page=x", "page=1234567", "status=all", "status=<b>"])

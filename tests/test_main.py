@@ -225,6 +225,18 @@ def test_a_damaged_record_is_a_one_line_storage_error(root: Path) -> None:
     one_line_failure(hitl_cli("status", "torn", FLYTE_HITL_ROOT=str(root)), 1, "not valid JSON")
 
 
+def test_a_damaged_record_leaves_its_event_out_of_the_list(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYTE_HITL_ROOT", str(root))
+    first, torn, last = (hitl.new_event(name, data_type=int) for name in ("first", "torn", "last"))
+    (root / torn.request_id / "request.json").write_text('{"request_id": "to')
+    for argv in (["list"], ["list", "--json"]):
+        done = hitl_cli(*argv, FLYTE_HITL_ROOT=str(root))
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("\n") == 1 and f"left out {torn.request_id}" in done.stderr, done.stderr
+        assert "not valid JSON" in done.stderr and "Traceback" not in done.stderr
+        assert first.request_id in done.stdout and last.request_id in done.stdout
+
+
 def test_an_unreachable_server_is_a_one_line_network_error(root: Path) -> None:
     one_line_failure(hitl_cli("submit", "http://127.0.0.1:9/form/ev?token=secret", "1"), 1, "cannot reach")
     done = hitl_cli("status", "ev", "--endpoint", "http://127.0.0.1:9", "--token", "secret")

@@ -28,6 +28,7 @@ from ._errors import (
     InvalidRequestIdError,
     InvalidTokenError,
     InvalidValueError,
+    StorageError,
     UnsafeRootError,
 )
 from ._store import DEFAULT_LOCAL_ROOT, ROOT_ENV, Store, default_root
@@ -124,25 +125,33 @@ def _serve(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     store = Store(args.root or default_root())
     rows = []
+    damaged = 0
     for listed in store.list_events():  # one listing, which also says which events have an outcome
-        request = store.read_request(listed.request_id)
+        try:
+            request = store.read_request(listed.request_id)
+            response = store.read_response(listed.request_id) if request and listed.answered else None
+        except StorageError as e:
+            if e.transient:
+                raise
+            damaged += 1  # one damaged record leaves its event out, not the whole list
+            print(printable(f"hitl: left out {listed.request_id}: {e}"), file=sys.stderr)
+            continue
         if request is None:
             continue
-        response = store.read_response(listed.request_id) if listed.answered else None
         status = _answers.status_of(request, response)
         if args.status in ("all", status):
             rows.append((str(request.get("created_at", "")), status, request))
     rows.sort(key=lambda row: row[0])
     if args.json:
         _print_json([_answers.public_request(r) | {"status": s} for _, s, r in rows], indent=2)
-        return 0
+        return 1 if damaged else 0
     for created, status, request in rows:
         line = f"{status:<9} {request.get('data_type')!s:<5} {created:<24} {request['request_id']}  "
         print(printable(line + str(request.get("event_name"))))
     if not rows:
         which = "" if args.status == "all" else args.status + " "
         print(printable(f"no {which}events under {store.root}"), file=sys.stderr)
-    return 0
+    return 1 if damaged else 0
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -128,6 +128,7 @@ class _Records:
         # request id -> (request, its outcome's status if read, its deadline in seconds since the epoch)
         self._rows: OrderedDict[str, tuple[Record, str | None, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self._damaged: set[str] = set()  # events whose records cannot be read, logged once each
 
     def _get(self, store: Store, event: Listed, outcome: bool) -> tuple[Record, str | None, float] | None:
         """The event's request and, if `outcome` and it has one, its outcome's status."""
@@ -135,13 +136,24 @@ class _Records:
             cached = self._rows.get(event.request_id)
         if cached is not None and not (outcome and event.answered and cached[1] is None):
             return cached
-        request = cached[0] if cached else store.read_request(event.request_id)
-        if request is None:
+        try:
+            request = cached[0] if cached else store.read_request(event.request_id)
+            if request is None:
+                return None
+            status = None
+            if outcome and event.answered:
+                response = store.read_response(event.request_id)
+                status = _answers.status_of(request, response) if response is not None else None
+        except StorageError as e:
+            if e.transient:
+                raise  # storage is down: the whole page says so
+            # One damaged record (not JSON, say) leaves its event out, not the whole index.
+            with self._lock:
+                first = event.request_id not in self._damaged
+                self._damaged.add(event.request_id)
+            if first:
+                logger.warning("the index leaves out %s: %s", event.request_id, e)
             return None
-        status = None
-        if outcome and event.answered:
-            response = store.read_response(event.request_id)
-            status = _answers.status_of(request, response) if response is not None else None
         entry = (request, status, time.time() + seconds_left(request))
         with self._lock:
             self._rows[event.request_id] = entry
