@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import resource
+import subprocess
 import sys
 import threading
 import time
@@ -15,7 +18,15 @@ from conftest import read_line, run_python, until
 
 from flyteplugins.hitl import InvalidRequestIdError, StorageError
 from flyteplugins.hitl._errors import ConfigurationError, UnsafeRootError
-from flyteplugins.hitl._store import FSYNC_ENV, ROOT_ENV, Store, check_request_id, default_root
+from flyteplugins.hitl._store import (
+    FSYNC_ENV,
+    ROOT_ENV,
+    Store,
+    _is_transient,
+    _storage_errors,
+    check_request_id,
+    default_root,
+)
 
 BAD_IDS: list[object] = [
     "../x",
@@ -350,12 +361,29 @@ def test_a_record_that_is_not_an_object_is_a_storage_error(store: Store, root: P
         store.read_request("list")
 
 
-def test_a_root_that_is_a_file_fails_after_retries_with_a_storage_error_naming_the_root(
-    root: Path, caplog: pytest.LogCaptureFixture
+def _break_root(root: Path, how: str) -> Path:
+    """A local root that no retry can fix; returns the path to give `Store`."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if how == "a regular file":
+        root.write_text("I am a file, not a directory")
+        return root
+    if how == "under a regular file":
+        root.write_text("I am a file, not a directory")
+        return root / "sub"
+    if how == "in a symlink loop":
+        root.symlink_to(root)
+        return root / "sub"
+    assert how == "a name too long"
+    return root / ("x" * 300)
+
+
+@pytest.mark.parametrize("how", ["a regular file", "under a regular file", "in a symlink loop", "a name too long"])
+def test_a_root_no_retry_can_fix_fails_at_once_with_a_storage_error_naming_the_root(
+    root: Path, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root.write_text("I am a file, not a directory")
+    broken_root = _break_root(root, how)
     sleeps: list[float] = []
-    broken = Store(str(root), sleep=sleeps.append)
+    broken = Store(str(broken_root), sleep=sleeps.append)
     caplog.set_level(logging.WARNING, logger="flyteplugins.hitl.store")
     for call in (
         lambda: broken.create_request(_request("ev-1")),
@@ -363,38 +391,99 @@ def test_a_root_that_is_a_file_fails_after_retries_with_a_storage_error_naming_t
         lambda: broken.read_request("ev-1"),
         lambda: broken.read_response("ev-1"),
         broken.list_events,
+        broken.check_root,
     ):
-        sleeps.clear()
         with pytest.raises(StorageError) as info:
             call()
         assert isinstance(info.value, OSError), "callers can catch it as an OSError too"
-        assert info.value.root == str(root)
-        assert str(root) in str(info.value)
-        assert f"after {Store.attempts} attempts" in str(info.value)
-        assert isinstance(info.value.__cause__, NotADirectoryError)
-        # Exponential back-off between the attempts.
-        assert sleeps == [Store.backoff_seconds * 2**i for i in range(Store.attempts - 1)]
-    assert root.read_text() == "I am a file, not a directory", "nothing was written"
-    warnings = [r for r in caplog.records if r.name == "flyteplugins.hitl.store"]
-    assert len(warnings) == 1, "one warning per store, not one per retry"
-    assert warnings[0].exc_info is None
+        assert info.value.root == str(broken_root)
+        assert str(broken_root) in str(info.value)
+        assert info.value.transient is False, "a wait raises it at once instead of riding it out"
+        assert "attempts" not in str(info.value), f"retried: {info.value}"
+        assert isinstance(info.value.__cause__, OSError)
+        assert not isinstance(info.value.__cause__, StorageError)
+    assert sleeps == [], "one attempt each, no back-off"
+    assert not [r for r in caplog.records if r.name == "flyteplugins.hitl.store"], "no 'retrying' warning"
+    if root.is_file():
+        assert root.read_text() == "I am a file, not a directory", "nothing was written"
 
 
-def test_a_transient_failure_that_heals_is_retried_and_succeeds(root: Path) -> None:
-    # The root starts out as a file (writes fail); the first back-off replaces it with a directory.
-    root.write_text("temporarily in the way")
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        *[(OSError(e, os.strerror(e)), False) for e in (errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EROFS)],
+        *[(OSError(e, os.strerror(e)), False) for e in (errno.ENAMETOOLONG, errno.EEXIST, errno.EINVAL)],
+        (PermissionError(errno.EACCES, "denied"), False),
+        (PermissionError("403 from an object store, no errno"), False),
+        *[(OSError(e, os.strerror(e)), True) for e in (errno.EAGAIN, errno.EINTR, errno.EIO, errno.ENOSPC)],
+        *[(OSError(e, os.strerror(e)), True) for e in (errno.EDQUOT, errno.EMFILE, errno.ESTALE)],
+        (TimeoutError(errno.ETIMEDOUT, "timed out"), True),
+        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), True),
+        (OSError("conditional write conflict; retrying"), True),
+    ],
+    ids=repr,
+)
+def test_only_errors_a_retry_may_fix_are_transient(error: OSError, transient: bool) -> None:
+    assert _is_transient(error) is transient
+
+
+def test_a_transient_failure_that_heals_is_retried_and_succeeds(root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Too many open files (EMFILE), for real: the soft limit is lowered to the lowest free descriptor,
+    # so the write's next open fails; the first back-off raises it again.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     sleeps: list[float] = []
 
     def heal(seconds: float) -> None:
         sleeps.append(seconds)
-        if root.is_file():
-            root.unlink()
-            root.mkdir()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
     healing = Store(str(root), sleep=heal)
-    assert healing.create_request(_request("ev-heal")) is True
+    healing.check_root()
+    _storage_errors()  # imports obstore's exception classes now, while files can still be opened
+    free = os.open(os.devnull, os.O_RDONLY)
+    os.close(free)
+    caplog.set_level(logging.INFO, logger="flyteplugins.hitl.store")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (free, hard))
+    try:
+        assert healing.create_request(_request("ev-heal")) is True
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert sleeps == [Store.backoff_seconds]
     assert healing.read_request("ev-heal") == _request("ev-heal")
+    lines = [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.store"]
+    assert len(lines) == 2 and "retrying" in lines[0] and "answers again" in lines[1], lines
+
+
+@pytest.mark.parametrize(
+    ("command", "via"),
+    [(["list"], "--root"), (["list"], ROOT_ENV), (["status", "ev-1"], ROOT_ENV), (["submit", "ev-1", "1"], ROOT_ENV)],
+)
+def test_the_cli_on_a_root_that_is_a_file_fails_promptly_with_one_line(
+    tmp_path: Path, command: list[str], via: str
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("I am a file, not a directory")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYTE_HITL_")}
+    if via == ROOT_ENV:
+        env[ROOT_ENV] = str(afile)
+    else:
+        command = [*command, "--root", str(afile)]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "flyteplugins.hitl", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("hitl: cannot "), done.stderr
+    assert "Not a directory" in done.stderr and str(afile) in done.stderr
+    assert "attempts" not in done.stderr and "retrying" not in done.stderr and "Traceback" not in done.stderr
+    assert elapsed < 10, f"took {elapsed:.1f} s: retried (6 attempts take about 15 s)"
+    assert afile.read_text() == "I am a file, not a directory"
 
 
 def test_a_record_path_that_is_a_directory_is_a_storage_error(store: Store, root: Path) -> None:

@@ -413,8 +413,31 @@ def _storage_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseE
     return tuple(storage), tuple(transient)
 
 
+# Local errors that no retry can fix: a root (or a directory above it) that is a file or a symbolic
+# link loop, a path that is too long, no permission, a read-only filesystem, a name that exists where
+# it should not, an argument the filesystem refuses. They fail at once instead of after ~15 s of
+# back-off. Every other OSError stays transient: out of space or quota (someone may free it), I/O
+# errors and stale handles (network filesystems), too many open files, EAGAIN/EINTR, and the errors of
+# object stores (timeouts and refused connections; their OSErrors carry no errno or a network one).
+_PERMANENT_ERRNOS = frozenset(
+    {
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.EEXIST,
+        errno.EINVAL,
+    }
+)
+
+
 def _is_transient(error: BaseException) -> bool:
-    return isinstance(error, _storage_errors()[1]) and not isinstance(error, PermissionError)
+    if isinstance(error, PermissionError) or getattr(error, "errno", None) in _PERMANENT_ERRNOS:
+        return False
+    return isinstance(error, _storage_errors()[1])
 
 
 def _brief(error: BaseException) -> str:
