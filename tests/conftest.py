@@ -98,6 +98,12 @@ def run_python(code_or_path: str, *args: str, env: dict[str, str] | None = None,
     return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def question(request_id: str, **extra: object) -> dict[str, Any]:
+    """A question record with the fields `Store.read_request` requires, for tests of the store itself."""
+    base = {"event_name": "q", "prompt": "?", "data_type": "int", "token": "t", "expires_at": "2099-01-01T00:00:00Z"}
+    return {"request_id": request_id, **base, **extra}
+
+
 def until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
     """Wait for `done()` to hold, checking every 10 ms; fail after `timeout` seconds (a hang guard)."""
     deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from azure_helpers import AzureContainer, Azurite, azurite_server
+from conftest import question
 from s3_helpers import Proc, check_race_over_two_replicas, check_round_trip, start_waiter, use_root
 
 from flyteplugins.hitl import StorageError
@@ -45,12 +46,12 @@ def test_store_layout_create_only_and_listing_on_azure(
     root = container.new_root(scheme=scheme)
     store = Store(root)
     assert store.read_request("ev-1") is None
-    assert store.create_request({"request_id": "ev-1", "prompt": "Größe? <b>"}) is True
-    assert store.create_request({"request_id": "ev-1", "prompt": "second"}) is False
+    assert store.create_request(question("ev-1", prompt="Größe? <b>")) is True
+    assert store.create_request(question("ev-1", prompt="second")) is False
     assert store.create_response("ev-1", {"status": "completed", "value": 3}) is True
     assert store.create_response("ev-1", {"status": "completed", "value": 4}) is False
-    assert store.create_request({"request_id": "ev-2"}) is True
-    assert store.read_request("ev-1") == {"request_id": "ev-1", "prompt": "Größe? <b>"}
+    assert store.create_request(question("ev-2")) is True
+    assert store.read_request("ev-1") == question("ev-1", prompt="Größe? <b>")
     assert store.read_response("ev-1") == {"status": "completed", "value": 3}
     assert store.read_response("ev-2") is None
     assert sorted([e.request_id for e in store.list_events()]) == ["ev-1", "ev-2"]

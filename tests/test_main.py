@@ -229,11 +229,18 @@ def test_a_damaged_record_leaves_its_event_out_of_the_list(root: Path, monkeypat
     monkeypatch.setenv("FLYTE_HITL_ROOT", str(root))
     first, torn, last = (hitl.new_event(name, data_type=int) for name in ("first", "torn", "last"))
     (root / torn.request_id / "request.json").write_text('{"request_id": "to')
+    odd = json.loads((root / first.request_id / "request.json").read_text())
+    del odd["expires_at"]  # JSON, but not a question: once a KeyError and a traceback
+    (root / "odd-1").mkdir(mode=0o700)
+    (root / "odd-1" / "request.json").write_text(json.dumps(odd | {"request_id": "odd-1"}))
+    (root / "odd-1" / "request.json").chmod(0o600)
+    status = hitl_cli("status", "odd-1", FLYTE_HITL_ROOT=str(root))
+    one_line_failure(status, 1, "odd-1/request.json is not an event's question: expires_at missing or not valid")
     for argv in (["list"], ["list", "--json"]):
         done = hitl_cli(*argv, FLYTE_HITL_ROOT=str(root))
         assert done.returncode == 1, done.stderr
-        assert done.stderr.count("\n") == 1 and f"left out {torn.request_id}" in done.stderr, done.stderr
-        assert "not valid JSON" in done.stderr and "Traceback" not in done.stderr
+        assert done.stderr.count("\n") == 2 and f"left out {torn.request_id}" in done.stderr, done.stderr
+        assert "not valid JSON" in done.stderr and "left out odd-1" in done.stderr and "Traceback" not in done.stderr
         assert first.request_id in done.stdout and last.request_id in done.stdout
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import post_json
+from conftest import post_json, question
 from s3_helpers import (
     FORM_LINE,
     Door,
@@ -46,12 +46,12 @@ from flyteplugins.hitl._store import Store
 def test_store_layout_create_only_and_listing_on_s3(s3_root: str, bucket: S3Bucket) -> None:
     store = Store(s3_root)
     assert store.read_request("ev-1") is None
-    assert store.create_request({"request_id": "ev-1", "prompt": "Größe? <b>"}) is True
-    assert store.create_request({"request_id": "ev-1", "prompt": "second"}) is False
+    assert store.create_request(question("ev-1", prompt="Größe? <b>")) is True
+    assert store.create_request(question("ev-1", prompt="second")) is False
     assert store.create_response("ev-1", {"status": "completed", "value": 3}) is True
     assert store.create_response("ev-1", {"status": "completed", "value": 4}) is False
-    assert store.create_request({"request_id": "ev-2"}) is True
-    assert store.read_request("ev-1") == {"request_id": "ev-1", "prompt": "Größe? <b>"}
+    assert store.create_request(question("ev-2")) is True
+    assert store.read_request("ev-1") == question("ev-1", prompt="Größe? <b>")
     assert store.read_response("ev-1") == {"status": "completed", "value": 3}
     assert sorted([e.request_id for e in store.list_events()]) == ["ev-1", "ev-2"]
     assert bucket.keys(s3_root) == ["ev-1/request.json", "ev-1/response.json", "ev-2/request.json"]
@@ -59,8 +59,8 @@ def test_store_layout_create_only_and_listing_on_s3(s3_root: str, bucket: S3Buck
 
 
 def test_a_root_ending_in_a_slash_and_a_bucket_root_work(s3_root: str, bucket: S3Bucket) -> None:
-    assert Store(s3_root + "/").create_request({"request_id": "slash"})
-    assert Store(s3_root).read_request("slash") == {"request_id": "slash"}
+    assert Store(s3_root + "/").create_request(question("slash"))
+    assert Store(s3_root).read_request("slash") == question("slash")
     whole = Store(f"s3://{bucket.name}")
     assert whole.read_request("nothing-here") is None
     assert whole.root == f"s3://{bucket.name}"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_line, run_python, until
+from conftest import question, read_line, run_python, until
 
 from flyteplugins.hitl import InvalidRequestIdError, StorageError
 from flyteplugins.hitl._errors import ConfigurationError, UnsafeRootError
@@ -52,7 +52,7 @@ BAD_IDS: list[object] = [
 
 
 def _request(request_id: str, **extra: object) -> dict[str, object]:
-    return {"request_id": request_id, "event_name": "q", "data_type": "int", "token": "t", **extra}
+    return question(request_id, **extra)
 
 
 def _tree(path: Path) -> list[str]:
@@ -111,6 +111,27 @@ def test_writes_leave_no_file_open_and_no_temp_file(any_store: Store, root: Path
         any_store.put_waiter(f"ev-{i}", {"host": "127.0.0.1", "port": 9})
     assert open_files() == before
     assert not [p for p in _tree(root) if p.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"expires_at": None}, "expires_at"),
+        ({"expires_at": "next tuesday"}, "expires_at"),
+        ({"token": 42}, "token"),
+        ({"prompt": None, "data_type": ["int"]}, "prompt, data_type"),
+    ],
+)
+def test_a_question_without_the_fields_readers_rely_on_is_a_storage_error(
+    local_store: Store, root: Path, change: dict[str, object], named: str
+) -> None:
+    # A record edited by hand, or not written by this package: one clear error, not a KeyError later.
+    record = {k: v for k, v in {**question("odd"), **change}.items() if v is not None}
+    (root / "odd").mkdir(parents=True)
+    (root / "odd" / "request.json").write_text(json.dumps(record))
+    message = f"odd/request.json is not an event's question: {named} missing or not valid"
+    with pytest.raises(StorageError, match=message):
+        local_store.read_request("odd")
 
 
 def test_records_keep_unicode_and_markup_exactly(any_store: Store) -> None:

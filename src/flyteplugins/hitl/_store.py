@@ -46,6 +46,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from . import _flyte
@@ -239,8 +240,21 @@ class Store:
         return not separator or protocol == "file"
 
     def read_request(self, request_id: str) -> Record | None:
-        """The stored question for `request_id`, or None if there is none."""
-        return self._read(check_request_id(request_id), REQUEST_FILE)
+        """The stored question for `request_id`, or None if there is none. A record without the
+        fields every reader relies on (edited by hand, or not written by this package) raises
+        `StorageError` here, rather than a KeyError wherever it is used."""
+        record = self._read(check_request_id(request_id), REQUEST_FILE)
+        if record is not None:
+            bad = [k for k in _REQUEST_FIELDS if not isinstance(record.get(k), str)]
+            if not bad and not _is_timestamp(record["expires_at"]):
+                bad = ["expires_at"]
+            if bad:
+                raise StorageError(
+                    f"{self.root}/{request_id}/{REQUEST_FILE} is not an event's question: "
+                    f"{', '.join(bad)} missing or not valid",
+                    self.root,
+                )
+        return record
 
     def read_response(self, request_id: str) -> Record | None:
         """The stored outcome (answer or expiry) for `request_id`, or None while it is pending."""
@@ -432,6 +446,18 @@ _PERMANENT_ERRNOS = frozenset(
         errno.EINVAL,
     }
 )
+
+
+# What a question record must hold, as strings, for every reader (pages, status, waits, the CLI).
+_REQUEST_FIELDS = ("request_id", "event_name", "prompt", "data_type", "token", "expires_at")
+
+
+def _is_timestamp(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def _is_transient(error: BaseException) -> bool:
