@@ -517,6 +517,16 @@ def test_console_shows_the_form_and_curl_lines_and_time_left(
     assert any("answered: 5" in line for line in console.lines)
 
 
+def test_a_long_answer_is_cut_on_the_console(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    console = Console(monkeypatch)
+    event = hitl.new_event("essay", data_type=str, timeout_seconds=60)
+    hitl.submit(event.form_url, "x" * 100_000)
+    assert event.wait() == "x" * 100_000  # the value itself is whole
+    [line] = [line for line in console.lines if "answered: " in line]
+    assert line.startswith("[hitl] 'essay' answered: 'xxx") and "... (100,002 characters) (via " in line
+    assert len(line) < 300
+
+
 def test_the_printed_curl_command_works_as_is(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Console(monkeypatch)
     event = hitl.new_event("curl me", data_type=str, prompt="Say hi")

@@ -540,15 +540,21 @@ def _outcome(event: Event[Any], response: Record) -> Any:
             _update_report(event, response)
             raise EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
         value = build_value(event.data_type, response.get("value"))
-        _say(f"{event.name!r} timed out; using its default {value!r}")
+        _say(f"{event.name!r} timed out; using its default {_shown(value)}")
         _update_report(event, response)
         return value
     value = build_value(event.data_type, response.get("value"))
     source = _html.source(response)
     comment = f', comment "{_html.one_line(str(response["comment"]), 80)}"' if response.get("comment") else ""
-    _say(f"{event.name!r} answered: {value!r}" + (f" (via {source}{comment})" if source or comment else ""))
+    _say(f"{event.name!r} answered: {_shown(value)}" + (f" (via {source}{comment})" if source or comment else ""))
     _update_report(event, response)
     return value
+
+
+def _shown(value: object, limit: int = 200) -> str:
+    """`value` for a console line: its repr, cut at `limit` characters (an answer may be a megabyte)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 # C0 and C1 controls (ESC, CR, BS, ...) and the bidirectional overrides: shown escaped, so that
