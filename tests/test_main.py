@@ -225,6 +225,14 @@ def test_a_damaged_record_is_a_one_line_storage_error(root: Path) -> None:
     one_line_failure(hitl_cli("status", "torn", FLYTE_HITL_ROOT=str(root)), 1, "not valid JSON")
 
 
+def test_reading_a_root_that_does_not_exist_creates_nothing(tmp_path: Path) -> None:
+    typo = tmp_path / "hitl-roto"
+    done = hitl_cli("list", "--root", str(typo))
+    assert done.returncode == 0 and done.stderr == f"no events under {typo}\n", done.stderr
+    one_line_failure(hitl_cli("status", "ev-1", "--root", str(typo)), 3, "ev-1")
+    assert not typo.exists()
+
+
 def test_a_damaged_record_leaves_its_event_out_of_the_list(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLYTE_HITL_ROOT", str(root))
     first, torn, last = (hitl.new_event(name, data_type=int) for name in ("first", "torn", "last"))

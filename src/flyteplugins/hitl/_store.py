@@ -543,8 +543,8 @@ class _LocalBackend:
     def prepare(self) -> None:
         """Create the root (mode 0700) if it is missing, then check that it is safe to trust.
 
-        Done before the first read as well as the first write: a root someone else made first
-        (or changed) could hold planted answers. Checked after creating, so a root created by
+        Done before the first write, and before the first read of a root that exists: a root someone
+        else made first (or changed) could hold planted answers. Checked after creating, so a root created by
         someone else in between is checked too.
         """
         if self._ready:
@@ -559,6 +559,18 @@ class _LocalBackend:
         _check_local_root(self.root)
         self._ready = True
 
+    def _readable(self) -> bool:
+        """Whether there is a root to read. A read does not create a missing root: there is nothing
+        in it yet, and a mistyped ``--root`` should leave no directory behind. An existing root is
+        checked as for a write."""
+        if not self._ready:
+            try:
+                os.stat(self.root)
+            except FileNotFoundError:
+                return False
+            self.prepare()
+        return True
+
     def _make_event_dir(self, directory: str) -> None:
         try:
             os.mkdir(directory, 0o700)
@@ -570,7 +582,8 @@ class _LocalBackend:
             os.mkdir(directory, 0o700)
 
     def read(self, key: str) -> bytes | None:
-        self.prepare()
+        if not self._readable():
+            return None
         try:
             fd = os.open(os.path.join(self.root, key), os.O_RDONLY)
         except FileNotFoundError:
@@ -669,7 +682,8 @@ class _LocalBackend:
         return None  # a local read costs nothing worth saving
 
     def list_events(self) -> list[Listed]:
-        self.prepare()
+        if not self._readable():
+            return []
         with os.scandir(self.root) as entries:
             names = [e.name for e in entries if e.is_dir()]
         events = []
