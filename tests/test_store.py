@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -742,3 +743,14 @@ def test_a_symlinked_root_is_checked_where_it_leads(tmp_path: Path) -> None:
         Store(str(tmp_path / "link")).read_request("ev")
     target.chmod(0o700)
     assert Store(str(tmp_path / "link")).create_request(_request("ev"))
+
+
+def test_a_root_removed_while_in_use_lists_nothing_at_once(root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = Store(str(root))
+    store.create_request(question("ev-1"))
+    assert [e.request_id for e in store.list_events()] == ["ev-1"]
+    shutil.rmtree(root)  # a /tmp cleaner
+    with caplog.at_level(logging.WARNING):
+        assert store.list_events() == [] and store.read_request("ev-1") is None
+    assert caplog.records == [], "no storage error, no retries"
+    assert not root.exists()

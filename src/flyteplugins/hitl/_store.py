@@ -684,8 +684,12 @@ class _LocalBackend:
     def list_events(self) -> list[Listed]:
         if not self._readable():
             return []
-        with os.scandir(self.root) as entries:
-            names = [e.name for e in entries if e.is_dir()]
+        try:
+            with os.scandir(self.root) as entries:
+                names = [e.name for e in entries if e.is_dir()]
+        except FileNotFoundError:  # the root went away (a /tmp cleaner): nothing in it, checked again when back
+            self._ready = False
+            return []
         events = []
         for name in names:
             directory = os.path.join(self.root, name)
