@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import post_json, question
+from conftest import post_json, question, request
 from s3_helpers import (
     FORM_LINE,
     Door,
@@ -36,6 +36,8 @@ from s3_helpers import (
 
 from flyteplugins.hitl import StorageError
 from flyteplugins.hitl._store import Store
+from flyteplugins.hitl.server import start_server as start_server_thread
+from flyteplugins.hitl.server import stop_server
 
 # -- fixtures and process helpers -------------------------------------------------------------------
 
@@ -317,6 +319,25 @@ def test_5xx_answers_are_retried_one_request_per_attempt(s3_root: str, monkeypat
             store.read_response("ev-1")
     assert _Always503.hits == 3, "one request per attempt: obstore does not retry on its own"
     assert "503" in str(info.value)
+
+
+@pytest.mark.parametrize(("handler", "status"), [(_Always503, 503), (_Always403, 500)], ids=["outage", "denied"])
+def test_the_form_server_says_whether_a_storage_failure_is_worth_retrying(
+    s3_root: str, monkeypatch: pytest.MonkeyPatch, handler: type[BaseHTTPRequestHandler], status: int
+) -> None:
+    # An outage is 503 with Retry-After; denied access will not heal by retrying, and is 500.
+    with fake_s3(handler) as endpoint:
+        monkeypatch.setenv("FLYTE_AWS_ENDPOINT", endpoint)
+        store = Store(s3_root, sleep=lambda s: None)
+        store.attempts = 2
+        httpd, thread = start_server_thread(store)
+        try:
+            reply = request(httpd.url, "GET", "/status/ev-1?token=t")
+        finally:
+            stop_server(httpd, thread)
+    assert reply.status == status, reply.text
+    assert bool(reply.headers.get("retry-after")) == (status == 503)
+    assert s3_root not in reply.text and endpoint not in reply.text, "clients are not told where storage is"
 
 
 def test_a_server_that_never_answers_times_out_and_is_retried(s3_root: str, monkeypatch: pytest.MonkeyPatch) -> None:

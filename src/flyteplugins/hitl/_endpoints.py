@@ -302,7 +302,10 @@ def handle(site: Site, request: Request) -> Response:
     except StorageError as e:
         # Before HitlError (its base class).
         logger.error("storage error: %s", e)
-        return json_reply(503, {"detail": "storage is unavailable; try again later"}, [("Retry-After", "5")])
+        if e.transient:
+            return json_reply(503, {"detail": "storage is unavailable; try again later"}, [("Retry-After", "5")])
+        # Denied access, a damaged record: retrying will not help, and the log says what to fix.
+        return json_reply(500, {"detail": "storage refused this request; the server's log says why"})
     except HitlError as e:
         refusal = _refusal(e)
         if refusal is not None:
