@@ -34,3 +34,16 @@ def test_mypy_sees_the_type_of_each_answer(tmp_path: Path) -> None:
     # mypy writes `builtins.int` or `int` depending on its version; both are the same type.
     shown = {n: re.sub(r"\b(builtins|flyteplugins\.hitl\.hitl)\.", "", t) for n, t in revealed.items()}
     assert shown == expected
+
+
+def test_the_package_itself_type_checks(tmp_path: Path) -> None:
+    # Its annotations are what users' checkers read (py.typed); they must agree with the code.
+    src = Path(hitl.__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path), "-p", "flyteplugins.hitl"],
+        env={**os.environ, "MYPYPATH": str(src)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

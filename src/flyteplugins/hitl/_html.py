@@ -573,7 +573,7 @@ def expired_page(request: Mapping[str, Any], response: Mapping[str, Any] | None 
 
 
 def index_page(
-    rows: list[tuple[Mapping[str, Any], str, float]],
+    rows: Sequence[tuple[Mapping[str, Any], str, float]],
     *,
     waiting: int | None = None,
     done: int | None = None,
@@ -594,7 +594,7 @@ def index_page(
     n_waiting = len(open_rows) if waiting is None else waiting
     n_done = len(rows) - len(open_rows) if done is None else done
 
-    def items(selected: list[tuple[Mapping[str, Any], str, float]], empty: str) -> str:
+    def items(selected: Sequence[tuple[Mapping[str, Any], str, float]], empty: str) -> str:
         if not selected:
             return f'<p class="empty">{empty}</p>'
         out = []
@@ -613,7 +613,7 @@ def index_page(
             )
         return f'<ul class="events">{"".join(out)}</ul>'
 
-    def section(title: str, count: int, selected: list[tuple[Mapping[str, Any], str, float]], empty: str) -> str:
+    def section(title: str, count: int, selected: Sequence[tuple[Mapping[str, Any], str, float]], empty: str) -> str:
         heading = f'<h2>{title} <span class="count">{count}</span></h2>'
         return f'<section class="card">{heading}{items(selected, empty)}</section>'
 

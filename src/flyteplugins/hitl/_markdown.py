@@ -31,7 +31,7 @@ def _parser() -> Any:
     # The default refuses javascript:, vbscript: and file: links but lets data:image/... through (for
     # images, which are off here): refuse every data: link too.
     allowed = md.validateLink
-    md.validateLink = lambda url: allowed(url) and not url.strip().lower().startswith("data:")
+    md.validateLink = lambda url: allowed(url) and not url.strip().lower().startswith("data:")  # type: ignore[method-assign]
 
     def link_open(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
         tokens[idx].attrSet("rel", "noopener noreferrer")

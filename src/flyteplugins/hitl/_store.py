@@ -735,7 +735,7 @@ class _ObjectBackend:
             # service itself refuses the second writer, so this holds across processes and hosts.
             self._store.put(path, data, mode="create")
             return True
-        except (*_flyte.obstore_errors().exists, FileExistsError):
+        except _flyte.obstore_errors().exists:
             pass
         except FileNotFoundError as e:
             raise _PermanentError(f"{self._root!r} cannot be written (does the bucket exist?): {_brief(e)}") from e

@@ -327,7 +327,9 @@ def _encode_datetime(value: object) -> Json:
     return value
 
 
-def _build_model(tp: Any, model: str, build_fields: Callable[[Mapping[str, Json]], dict[str, Any]], value: Json) -> Any:
+def _build_model(
+    tp: Any, model: str | None, build_fields: Callable[[Mapping[str, Json]], dict[str, Any]], value: Json
+) -> Any:
     if model == "pydantic":
         from pydantic import ValidationError
 

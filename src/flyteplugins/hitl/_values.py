@@ -20,7 +20,7 @@ import json
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from . import _schema, _types
 from ._errors import InvalidEventError, InvalidValueError, UnsupportedTypeError
@@ -298,7 +298,7 @@ def parse_value(raw: object, name: str, *, choices: list[Value] | None = None) -
         >>> parse_value("Yes", "bool")
         True
     """
-    value = _PARSERS[name](raw)
+    value = cast(Value, _PARSERS[name](raw))
     if choices is not None and value not in choices:
         raise InvalidValueError(f"value {raw!r} is not one of the allowed choices {choices!r}", raw)
     return value

@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from . import _endpoints, _wake
 from ._endpoints import Request, Response, Site
@@ -124,7 +124,7 @@ class HitlServer(ThreadingHTTPServer):
         if ":" in address[0]:  # an IPv6 address, such as ::1 or ::
             self.address_family = socket.AF_INET6
         super().__init__(address, HitlHandler)
-        hosts = _own_names(self.server_address[0], self.server_address[1]) if check_host else None
+        hosts = _own_names(str(self.server_address[0]), int(self.server_address[1])) if check_host else None
         self.site = Site(store, identity_header, hosts)
         # Requests between their read body and their written reply.
         self._busy = 0
@@ -225,7 +225,7 @@ class HitlHandler(BaseHTTPRequestHandler):
         """The standard parser, plus strict checks of the request line, header lines and framing."""
         self.command, self.headers = None, None  # type: ignore[assignment]
         self._expect_100 = False
-        line = self.raw_requestline
+        line: bytes = self.raw_requestline  # type: ignore[attr-defined]  # set by handle_one_request
         if not line.endswith(b"\n"):  # cut off by the client leaving
             self.close_connection = True
             return False
@@ -237,7 +237,7 @@ class HitlHandler(BaseHTTPRequestHandler):
             return self._refuse(400, f"bad request line {self.requestline[:100]!r}: expected 'METHOD TARGET HTTP/1.1'")
         if words and words[2] not in ("HTTP/1.0", "HTTP/1.1"):
             return self._refuse(400, f"unsupported HTTP version in {self.requestline[:100]!r}: use HTTP/1.0 or 1.1")
-        reader = _HeaderReader(self.rfile)
+        reader = _HeaderReader(cast(BinaryIO, self.rfile))
         self.rfile = reader  # type: ignore[assignment]
         try:
             parsed = super().parse_request()
