@@ -85,7 +85,7 @@ class ObstoreErrors(NamedTuple):
     base: type[BaseException]
     #: 5xx answers and failed connections: worth retrying. obstore's other errors are final.
     transient: type[BaseException]
-    #: A create-only write that found the object there already (FileExistsError from some stores).
+    #: A create-only write that found the object there already.
     exists: tuple[type[BaseException], ...]
 
 
@@ -94,7 +94,7 @@ def obstore_errors() -> ObstoreErrors:
     only a store that meets an error pays for it)."""
     from obstore.exceptions import AlreadyExistsError, BaseError, GenericError, PreconditionError
 
-    return ObstoreErrors(BaseError, GenericError, (AlreadyExistsError, PreconditionError, FileExistsError))
+    return ObstoreErrors(BaseError, GenericError, (AlreadyExistsError, PreconditionError))
 
 
 def internal_app_endpoint(app_name: str) -> str | None:

@@ -735,6 +735,8 @@ class _ObjectBackend:
             # service itself refuses the second writer, so this holds across processes and hosts.
             self._store.put(path, data, mode="create")
             return True
+        except FileExistsError:
+            pass
         except _flyte.obstore_errors().exists:
             pass
         except FileNotFoundError as e:
