@@ -490,7 +490,6 @@ def test_the_cli_on_a_root_that_is_a_file_fails_promptly_with_one_line(
         env[ROOT_ENV] = str(afile)
     else:
         command = [*command, "--root", str(afile)]
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "flyteplugins.hitl", *command],
         env=env,
@@ -499,12 +498,11 @@ def test_the_cli_on_a_root_that_is_a_file_fails_promptly_with_one_line(
         timeout=60,
         check=False,
     )
-    elapsed = time.monotonic() - started
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("hitl: cannot "), done.stderr
     assert "Not a directory" in done.stderr and str(afile) in done.stderr
+    # Retried, it would print a "retrying" warning and fail "after 6 attempts" (about 15 s later).
     assert "attempts" not in done.stderr and "retrying" not in done.stderr and "Traceback" not in done.stderr
-    assert elapsed < 10, f"took {elapsed:.1f} s: retried (6 attempts take about 15 s)"
     assert afile.read_text() == "I am a file, not a directory"
 
 
