@@ -245,6 +245,53 @@ def test_events_of_the_same_name_in_one_task_get_their_own_ids_and_a_re_run_find
     assert sorted(p.name for p in root.iterdir()) == sorted(ids)
 
 
+RETRY = """
+import sys
+
+import flyte
+
+import flyteplugins.hitl as hitl
+
+env = flyte.TaskEnvironment(name="hitl-retry")
+attempts = []
+
+
+@env.task(retries=1)
+def ask() -> str:
+    event = hitl.new_event("approve", data_type=bool, prompt="Ship it?", poll_interval_seconds=60)
+    attempts.append(event.request_id)
+    print("ATTEMPT " + event.request_id, flush=True)
+    if len(attempts) == 1:
+        # Answered while the first attempt is still running, which then fails: the retry must find it.
+        hitl.submit(event.request_id, True, comment="before the retry")
+        raise RuntimeError("the first attempt fails")
+    return f"{event.wait()!r} {event.response['comment']}"
+
+
+if __name__ == "__main__":
+    run = flyte.with_runcontext(mode="local", name=sys.argv[1], raw_data_path=sys.argv[2]).run(ask)
+    print("RESULT " + run.outputs()[0], flush=True)
+"""
+
+
+def test_a_retry_in_the_same_process_re_attaches_to_its_event_and_gets_its_answer(
+    tmp_path: Path, root: Path, run_name: str
+) -> None:
+    script = tmp_path / "retry.py"
+    script.write_text(RETRY)
+    proc = subprocess.run(
+        [sys.executable, str(script), run_name, str(tmp_path / "raw")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FLYTE_HITL_ROOT": str(root)},
+    )
+    attempts = re.findall(r"^ATTEMPT (\S+)$", proc.stdout, re.M)
+    assert len(attempts) == 2 and attempts[0] == attempts[1], proc.stdout + proc.stderr
+    assert "RESULT True before the retry" in proc.stdout, proc.stdout + proc.stderr
+    assert [p.name for p in root.iterdir()] == [attempts[0]]
+
+
 def test_another_run_name_gets_other_events(spawn: Any, root: Path, run_name: str, tmp_path: Path) -> None:
     other_name = f"{run_name}-other"
     try:

@@ -115,3 +115,29 @@ def test_flyte_deploys_the_app_with_the_arguments_container_args_gives(monkeypat
     container = get_proto_container(hitl.app_env, SerializationContext(version="v1", root_dir=source_root))
     assert list(container.args)[-2:] == ["--root", "s3://shared-bucket/hitl"]
     assert "flyteplugins.hitl._deploy:app_env" in list(container.command), "the app is found again in its pod"
+
+
+# -- per-attempt numbering ------------------------------------------------------------------------
+
+
+def test_occurrence_numbers_per_task_context_and_starts_again_for_a_new_attempt() -> None:
+    import flyte.report
+    from flyte.models import ActionID, RawDataPath, TaskContext
+
+    def context() -> TaskContext:
+        action = ActionID(name="a0", run_name="r")
+        return TaskContext(
+            action=action,
+            version="v",
+            raw_data_path=RawDataPath(path="/tmp"),
+            output_path="/tmp",
+            run_base_dir="/tmp",
+            report=flyte.report.Report(name="r"),
+        )
+
+    first, retry = context(), context()
+    assert [_flyte.occurrence(first, "approve") for _ in range(3)] == [1, 2, 3]
+    assert _flyte.occurrence(first, "other") == 1
+    assert _flyte.occurrence(retry, "approve") == 1, "a new attempt's context counts from the start"
+    grouped = first.replace(data={"group": "g"})
+    assert _flyte.occurrence(grouped, "approve") == 4, "a copy for a group shares its action's numbering"

@@ -8,6 +8,10 @@
   present wherever ``flyte.storage`` works. Only this module imports it.
 - `internal_app_endpoint`: the environment variable named by ``flyte.app._app_environment``'s
   ``INTERNAL_APP_ENDPOINT_PATTERN_ENV_VAR``, the cluster-internal URL pattern of apps.
+- `occurrence`: ``TaskContext._call_counter``, which numbers calls per action attempt (a fresh one for
+  every attempt, even when a reusable container runs many attempts in one process); Flyte's own
+  controllers number sub-actions with it, and the n-th event of a name in an attempt gets the same id
+  in every attempt from it.
 - `current_report`: the running task's report, through public calls only (``flyte.ctx()`` and
   ``flyte.report.current_report()``); listed here because the report is read nowhere else.
 
@@ -24,6 +28,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import flyte.report
+
+
+def occurrence(tctx: Any, key: str) -> int:
+    """How many times `key` has been counted in this action attempt, this call included (1 for the first).
+
+    Example:
+        >>> occurrence(flyte.ctx(), "approve"), occurrence(flyte.ctx(), "approve")
+        (1, 2)
+    """
+    return int(tctx._call_counter.next(f"\x1fhitl\x1f{key}"))
 
 
 def current_report() -> flyte.report.Report | None:

@@ -56,7 +56,6 @@ logger = logging.getLogger("flyteplugins.hitl")
 _waiters = _engine.waiters  # the embedded server and `submit` hand outcomes to waits through it
 _stores: dict[str, Store] = {}
 _readers: weakref.WeakKeyDictionary[Store, Store] = weakref.WeakKeyDictionary()
-_occurrences: dict[tuple[str, ...], int] = {}
 _state_lock = threading.Lock()
 
 
@@ -111,7 +110,8 @@ def _new_request_id(name: str) -> str:
     """A request id that a re-run of the same task finds again.
 
     Inside a Flyte task it is derived from the run, the action, the event name and how many events
-    of that name this action created before; elsewhere it is random.
+    of that name this attempt of the action created before, so every attempt (a retry in the same
+    process or a new one) finds the events the first attempt created; elsewhere it is random.
     """
     import flyte
 
@@ -121,8 +121,8 @@ def _new_request_id(name: str) -> str:
         return f"{slug}-{uuid.uuid4().hex[:24]}"
     action = tctx.action
     key = tuple(str(p or "") for p in (action.org, action.project, action.domain, action.run_name, action.name, name))
-    with _state_lock:
-        occurrence = _occurrences[key] = _occurrences.get(key, 0) + 1
+    with _state_lock:  # events created from several threads of one task still get distinct numbers
+        occurrence = _flyte.occurrence(tctx, name)
     digest = hashlib.sha256("\x1f".join((*key, str(occurrence))).encode()).hexdigest()
     return f"{slug}-{digest[:24]}"
 
