@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test lint bench browser emulators clean
 
-# The package alone (flyte, fsspec, typing-extensions), editable.
+# The package alone (flyte, typing-extensions and what flyte installs), editable.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
