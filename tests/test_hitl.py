@@ -899,15 +899,37 @@ def test_the_package_ships_type_information() -> None:
     assert (Path(hitl.__file__).parent / "py.typed").is_file()
 
 
-def test_runtime_dependencies_are_only_flyte_fsspec_and_typing_extensions() -> None:
-    from importlib.metadata import requires
+def test_request_and_response_path_name_where_the_records_are(root: Path) -> None:
+    event = hitl.new_event("paths", data_type=int, poll_interval_seconds=3600)
+    assert event.request_path == f"{root}/{event.request_id}/request.json"
+    assert event.response_path == f"{root}/{event.request_id}/response.json"
+    assert json.loads(Path(event.request_path).read_text())["request_id"] == event.request_id
+    with pytest.raises(AttributeError):
+        event.response_path = "/elsewhere"  # type: ignore[misc]
 
-    names = {
-        re.split(r"[ <>=!~;\[]", r, maxsplit=1)[0].lower()
-        for r in requires("flyteplugins-hitl") or []
-        if "extra" not in r
-    }
-    assert names == {"flyte", "fsspec", "typing-extensions"}
+
+def test_an_answer_written_to_response_path_as_flyte_sdk_slack_approvals_do_is_returned(root: Path) -> None:
+    """flyte-sdk's Slack approvals (plugins/slack, approval.py) put the choice in the button's value
+    with ``event.response_path``, and the webhook app writes 2.12.1's record there with
+    ``flyte.storage.put_stream``; the waiting task's ``await event.wait.aio()`` returns the choice."""
+    import flyte.storage
+
+    async def approval() -> tuple[str, hitl.Event[str]]:
+        event = await hitl.new_event.aio("slack-approval", data_type=str, prompt="Deploy?", timeout_seconds=60)
+        button = json.dumps({"request_id": event.request_id, "response_path": event.response_path, "choice": "approve"})
+
+        async def on_click() -> None:  # the webhook app, given only the button's value
+            data = json.loads(button)
+            record = {"value": data["choice"], "status": "completed", "request_id": data["request_id"]}
+            record["data_type"] = "str"
+            await flyte.storage.put_stream(json.dumps(record).encode(), to_path=data["response_path"])
+
+        await on_click()
+        return await event.wait.aio(), event
+
+    decision, event = asyncio.run(approval())
+    assert decision == "approve"
+    assert event.response is not None and event.response["status"] == "completed"
 
 
 def test_console_lines_stay_whole_while_other_threads_print(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

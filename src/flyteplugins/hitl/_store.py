@@ -239,6 +239,12 @@ class Store:
         protocol, separator, _ = self.root.partition("://")
         return not separator or protocol == "file"
 
+    def path(self, request_id: str, name: str) -> str:
+        """Where the record `name` (`REQUEST_FILE` or `RESPONSE_FILE`) of `request_id` lives: a local
+        path or an object-store URL. For callers that name a record to others; this store reads and
+        writes it itself."""
+        return f"{self.root}/{check_request_id(request_id)}/{name}"
+
     def read_request(self, request_id: str) -> Record | None:
         """The stored question for `request_id`, or None if there is none. A record without the
         fields every reader relies on (edited by hand, or not written by this package) raises

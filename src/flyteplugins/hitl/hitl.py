@@ -36,7 +36,7 @@ from . import _engine, _flyte, _html, _markdown, _notify, _wake
 from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError, StorageError
-from ._store import Record, Store, default_root
+from ._store import REQUEST_FILE, RESPONSE_FILE, Record, Store, default_root
 from ._values import build_value, declare, forget, remember, spec_for, type_name
 
 T = TypeVar("T")
@@ -319,6 +319,18 @@ class Event(Generic[T]):
     def api_url(self) -> str:
         """The JSON endpoint that programs POST answers to."""
         return f"{self._endpoint}/submit/json"
+
+    @property
+    def request_path(self) -> str:
+        """Where the question is stored (a local path or an object-store URL), as 2.12.1's ``request_path``."""
+        return self._store.path(self.request_id, REQUEST_FILE)
+
+    @property
+    def response_path(self) -> str:
+        """Where the outcome will be stored, as 2.12.1's ``response_path``. A writer with access to the
+        root may store an answer there itself (a JSON record ``{"status": "completed", "value": ...}``,
+        2.12.1's format); the servers never take a path from a client."""
+        return self._store.path(self.request_id, RESPONSE_FILE)
 
     @property
     def expires_at(self) -> str:
