@@ -75,7 +75,7 @@ def test_one_poll_is_one_get_and_one_create_is_one_put(s3_root: str, moto: MotoS
     gets, puts, heads = (moto.count(m, prefix) for m in ("GET", "PUT", "HEAD"))
     for _ in range(10):
         assert store.read_response("costly") is None
-    assert store.create_response("costly", {"status": "completed", "value": 1})
+    assert store.create_response("costly", {"status": "completed", "value": 1}, slot=0)
     assert moto.count("GET", prefix) - gets == 10, "one GET per poll (no exists-then-get)"
     assert moto.count("PUT", prefix) - puts == 1
     assert moto.count("HEAD", prefix) == heads
@@ -461,3 +461,16 @@ def test_a_killed_flyte_run_rerun_with_its_name_gets_the_answer_given_meanwhile(
     assert second.popen.returncode == 0, second.text
     # The re-run's wait recorded where it takes wake-ups: the request names the killed process.
     assert bucket.keys(s3_root) == [f"{request_id}/{n}.json" for n in ("request", "response", "waiter")]
+
+
+def test_answer_slots_and_their_listing_on_s3(s3_root: str) -> None:
+    store = Store(s3_root)
+    store.create_request({"request_id": "slots"})
+    assert store.create_response("slots", {"status": "completed", "value": 7})
+    assert [(e.request_id, e.answered) for e in store.list_events()] == [("slots", True)]
+    assert store.create_refusal("slots", 0, {"error": "no"})
+    assert store.read_outcome("slots") == (None, 1, {"error": "no"})
+    assert [(e.request_id, e.answered) for e in store.list_events()] == [("slots", False)]
+    assert store.create_response("slots", {"status": "completed", "value": 10})
+    assert store.read_response("slots") == {"status": "completed", "value": 10}
+    assert [(e.request_id, e.answered) for e in store.list_events()] == [("slots", True)]

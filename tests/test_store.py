@@ -511,7 +511,7 @@ def test_a_record_path_that_is_a_directory_is_a_storage_error(store: Store, root
     odd = Store(str(root), sleep=lambda s: None)
     with pytest.raises(StorageError, match=r"odd/response\.json"):
         odd.read_response("odd")
-    assert store.create_response("odd", {"status": "completed", "value": 1}) is False
+    assert store.create_response("odd", {"status": "completed", "value": 1}, slot=0) is False
 
 
 def test_file_url_roots_use_the_local_backend(root: Path) -> None:
@@ -752,3 +752,38 @@ def test_a_root_removed_while_in_use_lists_nothing_at_once(root: Path, caplog: p
         assert store.list_events() == [] and store.read_request("ev-1") is None
     assert caplog.records == [], "no storage error, no retries"
     assert not root.exists()
+
+
+# -- answer slots: a refusal by the waiting task reopens the event -------------------------------
+
+
+def test_a_refused_answer_reopens_the_event_in_the_next_slot(store: Store, root: Path) -> None:
+    store.create_request({"request_id": "slots"})
+    assert store.read_outcome("slots") == (None, 0, None)
+    assert store.create_response("slots", {"status": "completed", "value": 7})
+    assert store.read_outcome("slots").response == {"status": "completed", "value": 7}
+    assert [e.answered for e in store.list_events()] == [True]
+
+    refusal = {"error": "value must be a multiple of 5"}
+    assert store.create_refusal("slots", 0, refusal)
+    assert store.create_refusal("slots", 0, {"error": "again"}) is False, "one refusal per answer"
+    assert store.read_outcome("slots") == (None, 1, refusal)
+    assert [e.answered for e in store.list_events()] == [False], "waiting again"
+
+    assert store.create_response("slots", {"status": "completed", "value": 10})
+    assert store.create_response("slots", {"status": "completed", "value": 15}) is False, "first answer wins"
+    assert store.read_outcome("slots") == ({"status": "completed", "value": 10}, 1, refusal)
+    assert sorted(p.name for p in (root / "slots").iterdir()) == [
+        "refused.json",
+        "request.json",
+        "response.1.json",
+        "response.json",
+    ]
+    assert [e.answered for e in store.list_events()] == [True]
+
+
+def test_an_expiry_mark_is_never_followed_by_another_slot(store: Store) -> None:
+    store.create_request({"request_id": "gone"})
+    assert store.create_response("gone", {"status": "expired"})
+    store.create_refusal("gone", 0, {"error": "not an answer"})  # nobody refuses an expiry; if one did
+    assert store.read_outcome("gone") == ({"status": "expired"}, 0, None)

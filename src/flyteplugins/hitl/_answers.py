@@ -52,17 +52,31 @@ def status_of(request: Record, response: Record | None) -> str:
     return "pending" if seconds_left(request) > 0 else "expired"
 
 
-def status_record(request: Record, response: Record | None) -> Record:
+def status_record(request: Record, response: Record | None, refusal: Record | None = None) -> Record:
     """What ``GET /status`` shows: the event without its token, its type as people read it
-    (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its status and its outcome."""
+    (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its status and its outcome, and the
+    answer the waiting task last refused, with why, if it refused one."""
     schema = request.get("schema")
-    return {
+    record = {
         "request_id": request["request_id"],
         "status": status_of(request, response),
         "type": describe(schema) if isinstance(schema, dict) else request.get("data_type"),
         "request": public_request(request),
         "response": response,
     }
+    if refusal is not None:
+        record["refused"] = refusal
+    return record
+
+
+def refusal_record(request_id: str, slot: int, answer: Record, error: str, field_errors: dict[str, str]) -> Record:
+    """What the waiting task stores when its type refuses the answer in `slot`: the answer, the
+    error and each field's message; the event then takes answers again."""
+    record: Record = {"request_id": request_id, "slot": slot, "refused_at": utc_now(), "answer": answer}
+    record["error"] = error
+    if field_errors:
+        record["field_errors"] = field_errors
+    return record
 
 
 def public_request(request: Record) -> Record:
@@ -116,9 +130,9 @@ def submit(
     """
     request_id = str(request["request_id"])
     # The outcome is settled first: an answered or expired event's token must not buy a value check.
-    existing = store.read_response(request_id)
+    existing, slot, refusal = store.read_outcome(request_id)
     if existing is None and seconds_left(request) <= 0:
-        if store.create_response(request_id, expired_record(request)):
+        if store.create_response(request_id, expired_record(request), slot):
             raise EventExpiredError(request_id, str(request["expires_at"]))
     elif existing is None:
         value = check_answer(request, raw)
@@ -137,7 +151,11 @@ def submit(
             response["comment"] = note
         if identity:
             response["identity"] = identity
-        if store.create_response(request_id, response):
+        if refusal:  # the answer the task refused before this one, and why: in the audit trail and the reply
+            response["refused_before"] = {
+                k: refusal[k] for k in ("refused_at", "error", "field_errors") if k in refusal
+            }
+        if store.create_response(request_id, response, slot):
             return response
     existing = existing or store.read_response(request_id) or expired_record(request)
     if existing.get("status") == "completed":

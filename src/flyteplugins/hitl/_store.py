@@ -57,12 +57,41 @@ logger = logging.getLogger("flyteplugins.hitl.store")
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 REQUEST_FILE = "request.json"
 RESPONSE_FILE = "response.json"
+REFUSED_FILE = "refused.json"
 WAITER_FILE = "waiter.json"
 DEFAULT_LOCAL_ROOT = "/tmp/flyte/hitl"
 ROOT_ENV = "FLYTE_HITL_ROOT"
 FSYNC_ENV = "FLYTE_HITL_FSYNC"
 
 Record = dict[str, Any]
+
+
+#: Answers the waiting task may refuse before an event stops reopening: the next refusal ends its wait.
+MAX_REFUSALS = 20
+
+
+def slotted(name: str, slot: int) -> str:
+    """The record `name` of answer slot `slot`: ``response.json``, ``response.1.json``, ...
+
+    An event takes its answer in slot 0. When the waiting task's type refuses a stored answer (a
+    validator only the task's code knows), the task records the refusal beside it and the event
+    takes answers in the next slot: every record stays create-only, so the first answer wins in each.
+    """
+    if not slot:
+        return name
+    stem, _, extension = name.rpartition(".")
+    return f"{stem}.{slot}.{extension}"
+
+
+class Outcome(NamedTuple):
+    """An event's state in storage (see `Store.read_outcome`)."""
+
+    #: The current slot's outcome (an answer or the expiry mark), or None while it takes answers.
+    response: Record | None
+    #: The current slot: how many answers the waiting task refused.
+    slot: int
+    #: The latest refusal, if any: the refused answer and why the task refused it.
+    refusal: Record | None
 
 
 class Listed(NamedTuple):
@@ -264,15 +293,37 @@ class Store:
 
     def read_response(self, request_id: str) -> Record | None:
         """The stored outcome (answer or expiry) for `request_id`, or None while it is pending."""
-        return self._read(check_request_id(request_id), RESPONSE_FILE)
+        return self.read_outcome(request_id).response
+
+    def read_outcome(self, request_id: str) -> Outcome:
+        """The current outcome, its slot and the latest refusal: one read while an event waits for
+        its first answer, two once it has one, two more for each answer the task refused."""
+        check_request_id(request_id)
+        slot, refusal = 0, None
+        while True:
+            response = self._read(request_id, slotted(RESPONSE_FILE, slot))
+            if response is None or response.get("status") != "completed" or slot >= MAX_REFUSALS:
+                return Outcome(response, slot, refusal)
+            refused = self._read(request_id, slotted(REFUSED_FILE, slot))
+            if refused is None:
+                return Outcome(response, slot, refusal)
+            slot, refusal = slot + 1, refused
 
     def create_request(self, record: Record) -> bool:
         """Store a new question; False (and nothing written) if one exists under this id."""
         return self._create(check_request_id(record["request_id"]), REQUEST_FILE, record)
 
-    def create_response(self, request_id: str, record: Record) -> bool:
-        """Store the outcome; False (and nothing written) if one exists: the first writer wins."""
-        return self._create(check_request_id(request_id), RESPONSE_FILE, record)
+    def create_response(self, request_id: str, record: Record, slot: int | None = None) -> bool:
+        """Store the outcome in `slot` (default: the current one); False (and nothing written) if one
+        exists there: the first writer wins."""
+        if slot is None:
+            slot = self.read_outcome(request_id).slot
+        return self._create(check_request_id(request_id), slotted(RESPONSE_FILE, slot), record)
+
+    def create_refusal(self, request_id: str, slot: int, record: Record) -> bool:
+        """Record that the waiting task refused the answer in `slot`, which reopens the event in the
+        next slot; False if that answer was refused already (by another attempt of the task)."""
+        return self._create(check_request_id(request_id), slotted(REFUSED_FILE, slot), record)
 
     def read_waiter(self, request_id: str) -> Record | None:
         """Where a process waiting on `request_id` takes wake-ups (see `_wake`), or None."""
@@ -703,8 +754,27 @@ class _LocalBackend:
                 created = os.stat(os.path.join(directory, REQUEST_FILE)).st_mtime
             except (FileNotFoundError, NotADirectoryError):
                 continue  # being created, or not an event
-            events.append(Listed(name, created, os.path.exists(os.path.join(directory, RESPONSE_FILE))))
+            events.append(Listed(name, created, _answered_in(directory)))
         return events
+
+
+def _answered_in(directory: str) -> bool:
+    """Whether the event in `directory` has an outcome in its current slot (see `slotted`)."""
+    slot = 0
+    while os.path.exists(os.path.join(directory, slotted(RESPONSE_FILE, slot))):
+        if slot >= MAX_REFUSALS or not os.path.exists(os.path.join(directory, slotted(REFUSED_FILE, slot))):
+            return True
+        slot += 1
+    return False
+
+
+def _is_slot_of(name: str, base: str) -> bool:
+    """Whether the file `name` is `base` of some slot (``response.json``, ``response.3.json``)."""
+    stem, _, extension = base.rpartition(".")
+    if name == base:
+        return True
+    middle = name.removeprefix(stem + ".").removesuffix("." + extension)
+    return name.startswith(stem + ".") and name.endswith("." + extension) and middle.isdigit()
 
 
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
@@ -760,24 +830,25 @@ class _ObjectBackend:
         self._store.put(self._prefix + key, data)
 
     def list_answered(self) -> set[str] | None:
-        # One request per 1,000 objects under the root: <id>/request.json and <id>/response.json.
-        answered: set[str] = set()
-        suffix = "/" + RESPONSE_FILE
-        for batch in self._store.list(self._prefix or None, chunk_size=1000):
-            for meta in batch:
-                path = meta["path"]
-                if path.endswith(suffix):
-                    answered.add(path[len(self._prefix) : -len(suffix)])
-        return answered
+        # One request per 1,000 objects under the root.
+        return {i for i, (_, answered) in self._list().items() if answered}
 
     def list_events(self) -> list[Listed]:
+        return [Listed(i, created, answered) for i, (created, answered) in self._list().items() if created is not None]
+
+    def _list(self) -> dict[str, tuple[float | None, bool]]:
+        """Each event id under the root: when its request was written, and whether its current slot has
+        an outcome (more answers than refusals)."""
         created: dict[str, float] = {}
-        answered: set[str] = set()
+        counts: dict[str, int] = {}
         for batch in self._store.list(self._prefix or None, chunk_size=1000):
             for meta in batch:
                 request_id, _, name = meta["path"][len(self._prefix) :].partition("/")
                 if name == REQUEST_FILE:
                     created[request_id] = meta["last_modified"].timestamp()
-                elif name == RESPONSE_FILE:
-                    answered.add(request_id)
-        return [Listed(i, t, i in answered) for i, t in created.items()]
+                elif _is_slot_of(name, RESPONSE_FILE):
+                    counts[request_id] = counts.get(request_id, 0) + 1
+                elif _is_slot_of(name, REFUSED_FILE):
+                    counts[request_id] = counts.get(request_id, 0) - 1
+        ids = created.keys() | counts.keys()
+        return {i: (created.get(i), counts.get(i, 0) > 0) for i in ids}
