@@ -124,7 +124,7 @@ def test_text_form_field(data_type: str, mode: str) -> None:
     assert '<label for="value">Your answer' in document
     assert "<h1>question</h1>" in document
     assert f"Type: {data_type}" in document and "12m 34s left" in document
-    assert '<div class="prompt"><p>How many?<br />\nSecond line</p>\n</div>' in document
+    assert '<div class="prompt"><p class="plain">How many?\nSecond line</p></div>' in document
     assert 'name="token" value="tok_SECRET-token"' in document and 'name="request_id"' in document
     body = document.split("</style>", 1)[1]
     assert 'role="alert"' not in body and "aria-invalid" not in body
@@ -321,7 +321,7 @@ def event(root: Path, monkeypatch: pytest.MonkeyPatch) -> hitl.Event[Any]:
 def test_report_while_waiting_has_prompt_link_and_curl(event: hitl.Event[Any]) -> None:
     section = _html.report_section(event, None)
     assert "<h2>ship_it</h2>" in section and ">bool<" in section and ">waiting<" in section
-    assert "Ship it?<br />\n&lt;script&gt;" in section and "<script>" not in section
+    assert '<p class="plain">Ship it?\n&lt;script&gt;' in section and "<script>" not in section
     assert f'href="{event.form_url}"' in section and "Open the form" in section
     assert f"<pre>{_html.esc(event.curl_command)}</pre>" in section
     assert "Answer:" not in section
@@ -352,7 +352,7 @@ def test_prompt_markdown_keeps_raw_html_as_text_and_loads_nothing() -> None:
         "# Deploy?\n**bold** _it_ `code`\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
         "[docs](https://example.com/x) ![logo](https://evil.example/x.png) [js](javascript:alert(1)) " + XSS
     )
-    document = _html.form_page(record("int", prompt=prompt), 60)
+    document = _html.form_page(record("int", prompt=prompt, prompt_type="markdown"), 60)
     body = document.split("</style>", 1)[1]
     assert "<h1>Deploy?</h1>" in body and "<strong>bold</strong>" in body and "<code>code</code>" in body
     assert "<li>one</li>" in body and "<table>" in body and "<td>2</td>" in body
@@ -366,7 +366,7 @@ def test_prompt_is_escaped_text_when_markdown_it_is_missing() -> None:
     code = (
         "import sys; sys.modules['markdown_it'] = None\n"  # as if the package were not installed
         "from flyteplugins.hitl import _markdown\n"
-        "print(_markdown.render('**a** <b>\\nline'))"
+        "print(_markdown.render('**a** <b>\\nline', 'markdown'))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout == '<p class="plain">**a** &lt;b&gt;\nline</p>\n', done.stderr
@@ -475,11 +475,13 @@ def test_top_level_enum_list_and_date_forms() -> None:
     assert 'name="value" type="date" value="2026-01-02"' in day
 
 
-def test_report_shows_markdown_and_details(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_shows_a_markdown_prompt_as_plain_text_and_details(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLYTE_HITL_ENDPOINT", "http://hitl.example:8080")
-    event = hitl.new_event("pick", data_type=Size, prompt="Pick a **size**", details={"stock": 1200})
+    event = hitl.new_event(
+        "pick", data_type=Size, prompt="Pick a **size**", prompt_type="markdown", details={"stock": 1200}
+    )
     section = _html.report_section(event, None)
-    assert ">Size<" in section and "Pick a <strong>size</strong>" in section
+    assert ">Size<" in section and '<p class="plain">Pick a size</p>' in section and "**" not in section
     assert '<table class="hitl-details"><tr><th scope="row">stock</th><td>1,200</td></tr></table>' in section
     assert json.loads(shlex.split(event.curl_command)[-1])["value"] == "small"
 
@@ -511,7 +513,8 @@ MARKDOWNISH = st.lists(st.sampled_from(_PIECES), max_size=60).map("".join)
 @example("```js\n<script>\n```")
 def test_rendered_markdown_holds_only_plain_elements_safe_links_and_no_style(text: str) -> None:
     parser = _Tags()
-    parser.feed(_html.form_page(record("int", prompt=text), 60).split('<div class="prompt">', 1)[1].split("</div>")[0])
+    document = _html.form_page(record("int", prompt=text, prompt_type="markdown"), 60)
+    parser.feed(document.split('<div class="prompt">', 1)[1].split("</div>")[0])
     for tag, attrs in parser.seen:
         assert tag in _MARKDOWN_TAGS, tag
         assert all((tag, a) in _MARKDOWN_ATTRS for a in attrs), (tag, attrs)
