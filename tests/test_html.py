@@ -23,7 +23,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import flyteplugins.hitl as hitl
-from flyteplugins.hitl import _html
+from flyteplugins.hitl import _html, _text
 from flyteplugins.hitl._values import declare, spec_for
 
 XSS = "<script>alert(1)</script>\"'&<img src=x onerror=alert(2)>"
@@ -108,6 +108,79 @@ def test_everything_shown_is_escaped() -> None:
     for document in docs:
         assert "<script>" not in document and "<img" not in document and 't"><x' not in document
         assert "&lt;script&gt;" in document
+
+
+RLO = "invoice_2026_\u202efdp.exe"  # reads "invoice_2026_exe.pdf" where the override is obeyed
+RLO_MARKED = 'invoice_2026_<span class="cf">&lt;U+202E&gt;</span>fdp.exe'
+
+
+def outside_tags_and_textareas(document: str) -> str:
+    return re.sub(r"<textarea\b.*?</textarea>|<[^>]*>", "", document, flags=re.S)
+
+
+def test_invisible_characters_are_shown_as_markers_on_every_page() -> None:
+    """Prompts, details, names, comments, answers, choices and errors: a bidi override or any other
+    invisible character in what a page shows becomes a visible marker."""
+    req = record(
+        "str",
+        event_name=f"name {RLO}",
+        prompt=f"Send {RLO}?\u2028\u2066x\u2069\u200b",
+        details={RLO: RLO},
+        default=RLO,
+    )
+    markdown = {**req, "prompt_type": "markdown"}
+    docs = [
+        _html.form_page(req, 60, value=RLO, error=f"refused {RLO}"),
+        _html.form_page(markdown, 60),
+        _html.form_page({**req, "data_type": "bool"}, 60, comment=RLO),
+        _html.form_page({**req, "choices": [RLO, "b"]}, 60),
+        _html.form_page({**req, "choices": [RLO, *"bcdefgh"]}, 60),
+        _html.answered_page(req, answer(RLO, comment=RLO), just_now=True),
+        _html.answered_page(markdown, answer(RLO), just_now=False),
+        _html.expired_page(req),
+        _html.message_page(f"Cannot open {RLO}", RLO),
+        _html.index_page([(req, "pending", 5.0), (markdown, "expired", -1.0)]),
+    ]
+    for document in docs:
+        shown = outside_tags_and_textareas(document)
+        assert not _text.INVISIBLE_RE.search(shown), [hex(ord(c)) for c in _text.INVISIBLE_RE.findall(shown)]
+        assert RLO_MARKED in document
+    form = docs[0]
+    assert "<title>name invoice_2026_&lt;U+202E&gt;fdp.exe · human input</title>" in form
+    assert '<span class="cf">&lt;U+2028&gt;</span><span class="cf">&lt;U+2066&gt;</span>x' in form
+    assert f'<tr><th scope="row">{RLO_MARKED}</th><td>{RLO_MARKED}</td></tr>' in form
+    # What is sent back stays exactly what it was: attribute values and the comment being typed.
+    assert f'value="{RLO}"' in form and f'value="{RLO}"' in docs[3]
+    assert f">{RLO}</textarea>" in docs[2]
+
+
+@pytest.mark.parametrize(
+    "prompt", ["Run: rm -rf /data/*/old/* ?", "Rename __init__?", "2*3*4", "# of retries?", "[x](y) <b>"]
+)
+def test_a_text_prompt_is_shown_as_written(prompt: str) -> None:
+    """The default: the person reads the code's text, not what Markdown makes of it."""
+    req = record("bool", prompt=f"{prompt}\nsecond line")
+    escaped = _html.esc(f"{prompt}\nsecond line")
+    for document in (
+        _html.form_page(req, 60),
+        _html.answered_page(req, answer(True), just_now=True),
+        _html.expired_page(req),
+    ):
+        assert f'<p class="plain">{escaped}</p>' in document
+        assert "<em>" not in document and "<strong>" not in document and "<h1>#" not in document
+    assert f'<p class="text">{_html.esc(prompt)} second line</p>' in _html.index_page([(req, "pending", 5.0)])
+
+
+def test_a_markdown_prompt_is_rendered_on_the_form_and_plain_text_on_the_index() -> None:
+    req = record(
+        "bool", prompt="# Deploy?\n**v3** to `prod`, see [notes](https://example.com/n)", prompt_type="markdown"
+    )
+    form = _html.form_page(req, 60)
+    assert "<h1>Deploy?</h1>" in form and "<strong>v3</strong>" in form and "<code>prod</code>" in form
+    assert "<strong>v3</strong>" in _html.answered_page(req, answer(True), just_now=True)
+    index = _html.index_page([(req, "pending", 5.0)])
+    assert '<p class="text">Deploy? v3 to prod, see notes</p>' in index
+    assert "**" not in index and "`" not in index and "https://" not in index
 
 
 # -- the form -------------------------------------------------------------------------------------

@@ -126,8 +126,8 @@ def _plain(text: str) -> str:
             parts.append(token.content)
         elif token.type in ("paragraph_close", "heading_close", "tr_close", "hr"):
             parts.append("\n")
-        elif token.type in ("th_close", "td_close"):
-            parts.append("\t")
+        elif token.type in ("th_open", "td_open") and parts and not parts[-1].endswith("\n"):
+            parts.append("\t")  # between the cells of a row
     return "".join(parts).strip()
 
 
