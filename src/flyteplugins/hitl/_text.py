@@ -9,6 +9,7 @@ marker (``<U+202E>``); terminals show it as an escape (``\\u202e``), as they do 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -47,14 +48,18 @@ def printable_json(text: str) -> str:
     return _JSON_RE.sub(lambda m: json.dumps(m.group())[1:-1], text)
 
 
-def marker(char: str) -> str:
-    """How a page shows an invisible character: ``<U+202E>``."""
+def _marker(char: str) -> str:
     return f"<U+{ord(char):04X}>"
 
 
 def visible(text: str) -> str:
-    """`text` with each invisible character replaced by its marker, for plain text (a page's title)."""
-    return INVISIBLE_RE.sub(lambda m: marker(m.group()), text)
+    """`text` with each invisible character replaced by its marker, for plain text (a page's title).
+
+    Example:
+        >>> visible("invoice_2026_\\u202efdp.exe")
+        'invoice_2026_<U+202E>fdp.exe'
+    """
+    return INVISIBLE_RE.sub(lambda m: _marker(m.group()), text)
 
 
 def mark_html(markup: str) -> str:
@@ -69,4 +74,4 @@ def mark_html(markup: str) -> str:
 
 
 def _span(char: str) -> str:
-    return f'<span class="cf">&lt;U+{ord(char):04X}&gt;</span>'
+    return f'<span class="cf">{html.escape(_marker(char))}</span>'
