@@ -234,6 +234,10 @@ def test_event_scope_is_the_literal_run() -> None:
     assert typing.get_args(hitl.EventScope) == ("run",)
 
 
+def test_prompt_type_is_the_literal_text_or_markdown() -> None:
+    assert typing.get_args(hitl.PromptType) == ("text", "markdown") and "PromptType" in hitl.__all__
+
+
 def test_event_properties_urls_and_repr(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Console(monkeypatch)
     event = hitl.new_event(
