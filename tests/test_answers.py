@@ -317,6 +317,7 @@ def review_event(**kwargs: Any) -> hitl.Event[Review]:
         "review",
         data_type=Review,
         prompt="**Label** this item.\n\n| metric | value |\n|---|---|\n| f1 | 0.91 |",
+        prompt_type="markdown",
         timeout_seconds=60,
         poll_interval_seconds=0.1,
         details={"item": "img-0042.png", "model_scores": {"cat": 0.7, "dog": 0.3}},
@@ -450,7 +451,13 @@ def test_approve_stores_and_shows_the_details_of_an_agents_tool_call(root: Path,
     result: list[bool] = []
     asker = threading.Thread(
         target=lambda: result.append(
-            hitl.approve("run_tool", prompt="Run **`delete_rows`**?", details=details, timeout_seconds=60)
+            hitl.approve(
+                "run_tool",
+                prompt="Run **`delete_rows`**?",
+                prompt_type="markdown",
+                details=details,
+                timeout_seconds=60,
+            )
         )
     )
     asker.start()

@@ -213,6 +213,9 @@ def test_unsupported_data_types_are_a_type_error(mode: str, root: Path, data_typ
         ({"poll_interval_seconds": 0}, "poll_interval_seconds"),
         ({"poll_interval_seconds": math.nan}, "poll_interval_seconds"),
         ({"prompt": 42}, "prompt"),
+        ({"prompt_type": "html"}, "prompt_type of event 'q' must be 'text' or 'markdown', got 'html'"),
+        ({"prompt_type": None}, "prompt_type"),
+        ({"prompt": "é" * 40_000}, "prompt of event 'q' is 80,000 bytes as UTF-8; the limit is 65,536 (64 KiB)"),
     ],
     ids=lambda v: repr(v)[:30] if isinstance(v, dict) else None,
 )
@@ -229,6 +232,10 @@ def test_bad_arguments_are_a_value_error_naming_the_argument(
 
 def test_event_scope_is_the_literal_run() -> None:
     assert typing.get_args(hitl.EventScope) == ("run",)
+
+
+def test_prompt_type_is_the_literal_text_or_markdown() -> None:
+    assert typing.get_args(hitl.PromptType) == ("text", "markdown") and "PromptType" in hitl.__all__
 
 
 def test_event_properties_urls_and_repr(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -352,6 +359,63 @@ def test_event_create_and_new_event_in_both_modes(
     value, _ = wait_in_thread(mode, event)
     assert answerer.join().status == 200
     assert value == 0.25 and type(value) is float
+
+
+@pytest.mark.parametrize("how", ["new_event", "Event.create", "approve"])
+@pytest.mark.parametrize("prompt_type", ["text", "markdown"])
+def test_prompt_type_is_stored_for_markdown_only(
+    mode: str, root: Path, monkeypatch: pytest.MonkeyPatch, how: str, prompt_type: str
+) -> None:
+    """A Markdown prompt says so in its record; a text prompt's record holds no prompt_type, as
+    records written before there was one (and by 2.12.1) do."""
+    Console(monkeypatch)
+    args: dict[str, Any] = {"prompt": "**Ship** 2*3*4?", "prompt_type": prompt_type}
+    if how == "approve":  # answered by its default, so the call returns
+        args.update(timeout_seconds=0.2, default=True, poll_interval_seconds=0.05)
+        call = hitl.approve if mode == "sync" else (lambda *a, **k: asyncio.run(hitl.approve.aio(*a, **k)))
+        assert call("ship", **args) is True
+        [listed] = Store(str(root)).list_events()
+        request_id = listed.request_id
+    else:
+        factory = hitl.new_event if how == "new_event" else hitl.Event.create
+        event = factory("ship", bool, **args) if mode == "sync" else asyncio.run(factory.aio("ship", bool, **args))
+        assert event.prompt_type == prompt_type
+        request_id = event.request_id
+    record = Store(str(root)).read_request(request_id)
+    assert record is not None and record["prompt"] == "**Ship** 2*3*4?"
+    assert record.get("prompt_type") == ("markdown" if prompt_type == "markdown" else None)
+
+
+def test_a_prompt_of_64_kib_is_accepted_and_a_rerun_keeps_the_stored_prompt_type(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Console(monkeypatch)
+    event = hitl.new_event("big", data_type=int, prompt="é" * 32_768, prompt_type="markdown")
+    assert len(event.prompt.encode()) == 65_536
+    stored = Store(str(root)).read_request(event.request_id)
+    assert stored is not None
+    # A re-run that asks the same question with another prompt_type re-attaches to the event as stored.
+    fresh = {**stored, "token": "other", "prompt_type": None}
+    assert core._check_reattached(stored, fresh) is stored
+    legacy = {k: v for k, v in stored.items() if k != "prompt_type"}  # as 2.12.1-format records are
+    assert core._check_reattached(legacy, stored) is legacy
+
+
+def test_the_console_shows_a_markdown_prompt_as_plain_text_and_invisible_characters_escaped(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    console = Console(monkeypatch)
+    prompt = "**Deploy** `v3`\n\nSee [the notes](https://example.com/n)\u2028for invoice_2026_\u202efdp.exe"
+    event = hitl.new_event("ship\u200e\u200f\u2029", data_type=int, prompt=prompt, prompt_type="markdown")
+    hitl.submit(event.form_url, 1, comment="fine\u2066ok")
+    assert event.wait() == 1
+    waiting = next(line for line in console.lines if line.startswith("[hitl] waiting for"))
+    assert waiting.endswith("): Deploy v3 See the notes for invoice_2026_\\u202efdp.exe"), waiting
+    assert "waiting for 'ship\\u200e\\u200f\\u2029' (int, " in waiting
+    answered = next(line for line in console.lines if "answered: 1" in line)
+    assert 'comment "fine\\u2066ok"' in answered
+    escaped = re.compile("[\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+    assert not [line for line in console.lines if escaped.search(line)]
 
 
 # -- answering and waking ------------------------------------------------------------------------------

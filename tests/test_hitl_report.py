@@ -112,7 +112,7 @@ def test_console_and_report_follow_each_event(run: FlyteRun) -> None:
     # The report shows the question while it waits: prompt, link and curl.
     report = wait_for_report(run, form["url"].replace("&", "&amp;"))
     tab = report_tab(report, "count")
-    assert ">waiting<" in tab and "How many replicas?<br />\nProduction runs 3." in tab  # Markdown
+    assert ">waiting<" in tab and '<p class="plain">How many replicas?\nProduction runs 3.</p>' in tab
     assert f'href="{form["url"]}"' in tab and f"<pre>{_html.esc(curl['cmd'])}</pre>" in tab
     assert "Answer:" not in tab
     assert "HITL: count" in report

@@ -23,7 +23,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import flyteplugins.hitl as hitl
-from flyteplugins.hitl import _html
+from flyteplugins.hitl import _html, _text
 from flyteplugins.hitl._values import declare, spec_for
 
 XSS = "<script>alert(1)</script>\"'&<img src=x onerror=alert(2)>"
@@ -110,6 +110,79 @@ def test_everything_shown_is_escaped() -> None:
         assert "&lt;script&gt;" in document
 
 
+RLO = "invoice_2026_\u202efdp.exe"  # reads "invoice_2026_exe.pdf" where the override is obeyed
+RLO_MARKED = 'invoice_2026_<span class="cf">&lt;U+202E&gt;</span>fdp.exe'
+
+
+def outside_tags_and_textareas(document: str) -> str:
+    return re.sub(r"<textarea\b.*?</textarea>|<[^>]*>", "", document, flags=re.S)
+
+
+def test_invisible_characters_are_shown_as_markers_on_every_page() -> None:
+    """Prompts, details, names, comments, answers, choices and errors: a bidi override or any other
+    invisible character in what a page shows becomes a visible marker."""
+    req = record(
+        "str",
+        event_name=f"name {RLO}",
+        prompt=f"Send {RLO}?\u2028\u2066x\u2069\u200b",
+        details={RLO: RLO},
+        default=RLO,
+    )
+    markdown = {**req, "prompt_type": "markdown"}
+    docs = [
+        _html.form_page(req, 60, value=RLO, error=f"refused {RLO}"),
+        _html.form_page(markdown, 60),
+        _html.form_page({**req, "data_type": "bool"}, 60, comment=RLO),
+        _html.form_page({**req, "choices": [RLO, "b"]}, 60),
+        _html.form_page({**req, "choices": [RLO, *"bcdefgh"]}, 60),
+        _html.answered_page(req, answer(RLO, comment=RLO), just_now=True),
+        _html.answered_page(markdown, answer(RLO), just_now=False),
+        _html.expired_page(req),
+        _html.message_page(f"Cannot open {RLO}", RLO),
+        _html.index_page([(req, "pending", 5.0), (markdown, "expired", -1.0)]),
+    ]
+    for document in docs:
+        shown = outside_tags_and_textareas(document)
+        assert not _text.INVISIBLE_RE.search(shown), [hex(ord(c)) for c in _text.INVISIBLE_RE.findall(shown)]
+        assert RLO_MARKED in document
+    form = docs[0]
+    assert "<title>name invoice_2026_&lt;U+202E&gt;fdp.exe · human input</title>" in form
+    assert '<span class="cf">&lt;U+2028&gt;</span><span class="cf">&lt;U+2066&gt;</span>x' in form
+    assert f'<tr><th scope="row">{RLO_MARKED}</th><td>{RLO_MARKED}</td></tr>' in form
+    # What is sent back stays exactly what it was: attribute values and the comment being typed.
+    assert f'value="{RLO}"' in form and f'value="{RLO}"' in docs[3]
+    assert f">{RLO}</textarea>" in docs[2]
+
+
+@pytest.mark.parametrize(
+    "prompt", ["Run: rm -rf /data/*/old/* ?", "Rename __init__?", "2*3*4", "# of retries?", "[x](y) <b>"]
+)
+def test_a_text_prompt_is_shown_as_written(prompt: str) -> None:
+    """The default: the person reads the code's text, not what Markdown makes of it."""
+    req = record("bool", prompt=f"{prompt}\nsecond line")
+    escaped = _html.esc(f"{prompt}\nsecond line")
+    for document in (
+        _html.form_page(req, 60),
+        _html.answered_page(req, answer(True), just_now=True),
+        _html.expired_page(req),
+    ):
+        assert f'<p class="plain">{escaped}</p>' in document
+        assert "<em>" not in document and "<strong>" not in document and "<h1>#" not in document
+    assert f'<p class="text">{_html.esc(prompt)} second line</p>' in _html.index_page([(req, "pending", 5.0)])
+
+
+def test_a_markdown_prompt_is_rendered_on_the_form_and_plain_text_on_the_index() -> None:
+    req = record(
+        "bool", prompt="# Deploy?\n**v3** to `prod`, see [notes](https://example.com/n)", prompt_type="markdown"
+    )
+    form = _html.form_page(req, 60)
+    assert "<h1>Deploy?</h1>" in form and "<strong>v3</strong>" in form and "<code>prod</code>" in form
+    assert "<strong>v3</strong>" in _html.answered_page(req, answer(True), just_now=True)
+    index = _html.index_page([(req, "pending", 5.0)])
+    assert '<p class="text">Deploy? v3 to prod, see notes</p>' in index
+    assert "**" not in index and "`" not in index and "https://" not in index
+
+
 # -- the form -------------------------------------------------------------------------------------
 
 
@@ -124,7 +197,7 @@ def test_text_form_field(data_type: str, mode: str) -> None:
     assert '<label for="value">Your answer' in document
     assert "<h1>question</h1>" in document
     assert f"Type: {data_type}" in document and "12m 34s left" in document
-    assert '<div class="prompt"><p>How many?<br />\nSecond line</p>\n</div>' in document
+    assert '<div class="prompt"><p class="plain">How many?\nSecond line</p></div>' in document
     assert 'name="token" value="tok_SECRET-token"' in document and 'name="request_id"' in document
     body = document.split("</style>", 1)[1]
     assert 'role="alert"' not in body and "aria-invalid" not in body
@@ -321,7 +394,7 @@ def event(root: Path, monkeypatch: pytest.MonkeyPatch) -> hitl.Event[Any]:
 def test_report_while_waiting_has_prompt_link_and_curl(event: hitl.Event[Any]) -> None:
     section = _html.report_section(event, None)
     assert "<h2>ship_it</h2>" in section and ">bool<" in section and ">waiting<" in section
-    assert "Ship it?<br />\n&lt;script&gt;" in section and "<script>" not in section
+    assert '<p class="plain">Ship it?\n&lt;script&gt;' in section and "<script>" not in section
     assert f'href="{event.form_url}"' in section and "Open the form" in section
     assert f"<pre>{_html.esc(event.curl_command)}</pre>" in section
     assert "Answer:" not in section
@@ -352,7 +425,7 @@ def test_prompt_markdown_keeps_raw_html_as_text_and_loads_nothing() -> None:
         "# Deploy?\n**bold** _it_ `code`\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
         "[docs](https://example.com/x) ![logo](https://evil.example/x.png) [js](javascript:alert(1)) " + XSS
     )
-    document = _html.form_page(record("int", prompt=prompt), 60)
+    document = _html.form_page(record("int", prompt=prompt, prompt_type="markdown"), 60)
     body = document.split("</style>", 1)[1]
     assert "<h1>Deploy?</h1>" in body and "<strong>bold</strong>" in body and "<code>code</code>" in body
     assert "<li>one</li>" in body and "<table>" in body and "<td>2</td>" in body
@@ -366,7 +439,7 @@ def test_prompt_is_escaped_text_when_markdown_it_is_missing() -> None:
     code = (
         "import sys; sys.modules['markdown_it'] = None\n"  # as if the package were not installed
         "from flyteplugins.hitl import _markdown\n"
-        "print(_markdown.render('**a** <b>\\nline'))"
+        "print(_markdown.render('**a** <b>\\nline', 'markdown'))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout == '<p class="plain">**a** &lt;b&gt;\nline</p>\n', done.stderr
@@ -475,11 +548,13 @@ def test_top_level_enum_list_and_date_forms() -> None:
     assert 'name="value" type="date" value="2026-01-02"' in day
 
 
-def test_report_shows_markdown_and_details(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_shows_a_markdown_prompt_as_plain_text_and_details(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLYTE_HITL_ENDPOINT", "http://hitl.example:8080")
-    event = hitl.new_event("pick", data_type=Size, prompt="Pick a **size**", details={"stock": 1200})
+    event = hitl.new_event(
+        "pick", data_type=Size, prompt="Pick a **size**", prompt_type="markdown", details={"stock": 1200}
+    )
     section = _html.report_section(event, None)
-    assert ">Size<" in section and "Pick a <strong>size</strong>" in section
+    assert ">Size<" in section and '<p class="plain">Pick a size</p>' in section and "**" not in section
     assert '<table class="hitl-details"><tr><th scope="row">stock</th><td>1,200</td></tr></table>' in section
     assert json.loads(shlex.split(event.curl_command)[-1])["value"] == "small"
 
@@ -511,7 +586,8 @@ MARKDOWNISH = st.lists(st.sampled_from(_PIECES), max_size=60).map("".join)
 @example("```js\n<script>\n```")
 def test_rendered_markdown_holds_only_plain_elements_safe_links_and_no_style(text: str) -> None:
     parser = _Tags()
-    parser.feed(_html.form_page(record("int", prompt=text), 60).split('<div class="prompt">', 1)[1].split("</div>")[0])
+    document = _html.form_page(record("int", prompt=text, prompt_type="markdown"), 60)
+    parser.feed(document.split('<div class="prompt">', 1)[1].split("</div>")[0])
     for tag, attrs in parser.seen:
         assert tag in _MARKDOWN_TAGS, tag
         assert all((tag, a) in _MARKDOWN_ATTRS for a in attrs), (tag, attrs)

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -302,6 +303,40 @@ def test_names_and_prompts_reach_the_terminal_with_their_control_characters_esca
         assert record["event_name"] == HOSTILE, "the JSON still holds the exact text"
     else:
         assert "ok\\x1b[2K\\x1b[1A[hitl] 'x' answered: 1\\x9b31m\\u202eevil\\x07" in done.stdout
+
+
+INVISIBLE = "pay\u200bpal\ufeff\u2066x\u2069\u00ad\U000e0041\u2028"
+
+
+@pytest.mark.parametrize("command", [["list"], ["list", "--json"], ["status", "invisible"]])
+def test_invisible_characters_reach_the_terminal_escaped_and_json_reads_them_back(
+    root: Path, command: list[str]
+) -> None:
+    """Zero-width, bidi isolate, tag and other format characters (Unicode category Cf) are escaped
+    like the control characters, as Python escapes in lines and as JSON escapes in JSON."""
+    Store(str(root)).create_request(
+        {
+            "request_id": "invisible",
+            "event_name": f"name {INVISIBLE}",
+            "scope": "run",
+            "prompt": INVISIBLE,
+            "data_type": "str",
+            "token": "tok-0123456789abcdef",
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "expires_at": "2999-01-01T00:00:00.000Z",
+            "timeout_seconds": 3600,
+        }
+    )
+    done = hitl_cli(*command, FLYTE_HITL_ROOT=str(root))
+    assert done.returncode == 0, done.stderr
+    invisible = [c for c in done.stdout if unicodedata.category(c) == "Cf" or c in "\u2028\u2029"]
+    assert invisible == [], repr(done.stdout)
+    if command == ["list"]:
+        assert "name pay\\u200bpal\\ufeff\\u2066x\\u2069\\xad\\U000e0041\\u2028" in done.stdout
+    else:
+        rows = json.loads(done.stdout)
+        record = rows[0] if isinstance(rows, list) else rows["request"]
+        assert record["event_name"] == f"name {INVISIBLE}" and record["prompt"] == INVISIBLE
 
 
 def test_an_answer_with_control_characters_is_printed_escaped(root: Path) -> None:

@@ -83,6 +83,17 @@ def test_notice_is_posted_when_waiting_starts(root: Path, receiver: Receiver) ->
     assert receiver.url not in (root / event.request_id / "request.json").read_text()
 
 
+def test_a_markdown_prompt_is_plain_text_in_the_notice(root: Path, receiver: Receiver) -> None:
+    prompt = "**Ship** `v3`? See [notes](https://example.com/n)"
+    event = hitl.new_event("md", data_type=bool, prompt=prompt, prompt_type="markdown", notify=receiver.url)
+    hitl.submit(event.form_url, True)
+    assert event.wait() is True
+    until(lambda: receiver.received != [], "the notice")
+    [(_, _, body)] = receiver.received
+    assert body["text"] == f"Human input needed for 'md': Ship v3? See notes\nAnswer: {event.form_url}"
+    assert body["prompt"] == prompt and body["prompt_type"] == "markdown"
+
+
 def test_notify_url_from_the_environment(root: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLYTE_HITL_NOTIFY_URL", receiver.url)
     event = hitl.new_event("env", data_type=int, timeout_seconds=30)

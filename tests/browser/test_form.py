@@ -35,6 +35,7 @@ MakeEvent = Callable[..., hitl.Event[Any]]
 # Background colours of the page in each scheme (from the stylesheet): if the policy blocked the
 # inline stylesheet, the page would be the browser's default white (or black) instead.
 BACKGROUND = {"light": "rgb(243, 244, 247)", "dark": "rgb(15, 17, 21)"}
+ERROR_COLOUR = {"light": "rgb(179, 38, 30)", "dark": "rgb(255, 143, 134)"}
 TIME_LEFT = re.compile(r"^(\d+h \d\dm|\d+m \d\ds|\d+s) left$")
 ANSWERED_LINE = r"\[hitl\] '{name}' answered: {value} \(via the web form from 127\.0\.0\.1\)$"
 
@@ -209,8 +210,7 @@ def test_text_form_is_labelled_focused_styled_and_answers_on_enter(
     page = tab.page
 
     assert page.locator("h1").inner_text() == "the_question"
-    # Markdown: line breaks are kept, a line's leading spaces are not.
-    assert page.locator(".prompt").inner_text() == prompt.replace("\n  ", "\n"), "line breaks are kept"
+    assert page.locator(".prompt").inner_text() == prompt, "shown as written: line breaks and indents kept"
     chips = page.locator(".chips li").all_inner_texts()
     assert chips[0] == f"Type: {data_type.__name__}"
     assert TIME_LEFT.match(chips[1]) and chips[1].startswith("1h 30m"), chips
@@ -335,6 +335,48 @@ def test_long_names_prompts_and_answers_fit_a_phone(make_event: MakeEvent, open_
     assert tab.submit(lambda: tab.page.keyboard.press("Enter")).status == 400
     assert tab.horizontal_overflow() == 0
     assert tab.page.get_by_label("Your answer").input_value() == "z" * 500
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_bidi_and_invisible_characters_show_as_visible_markers(
+    make_event: MakeEvent, open_tab: OpenTab, scheme: str
+) -> None:
+    """``invoice_2026_\\u202efdp.exe`` must not read as ``invoice_2026_exe.pdf``: the override shows
+    as a marker, and the text after it keeps its order. A text prompt shows its asterisks as typed."""
+    tricky = "invoice_2026_\u202efdp.exe"
+    event = make_event(
+        "open_file", bool, prompt=f"Run rm -rf /data/*/old/* and open {tricky}?", details={"file": tricky}
+    )
+    tab = open_tab(scheme, DESKTOP)
+    tab.goto(event.form_url)
+    page = tab.page
+    assert page.locator(".prompt").inner_text() == "Run rm -rf /data/*/old/* and open invoice_2026_<U+202E>fdp.exe?"
+    cell = page.locator(".details td")
+    assert cell.inner_text() == "invoice_2026_<U+202E>fdp.exe"
+    marker = cell.locator(".cf")
+    assert marker.is_visible() and marker.inner_text() == "<U+202E>"
+    assert tab.style(".details td .cf", "color") == ERROR_COLOUR[scheme], "styled as a warning"
+    # Laid out left to right as stored: "invoice_2026_", the marker, then "fdp.exe" (not "exe.pdf").
+    lefts = page.evaluate(
+        """cell => {
+            const range = document.createRange(), boxes = [];
+            for (const node of cell.childNodes) {
+                range.selectNodeContents(node);
+                boxes.push([node.textContent, range.getBoundingClientRect().left]);
+            }
+            return boxes;
+        }""",
+        cell.element_handle(),
+    )
+    assert [text for text, _ in lefts] == ["invoice_2026_", "<U+202E>", "fdp.exe"]
+    assert [left for _, left in lefts] == sorted(left for _, left in lefts)
+    assert tab.csp_violations() == []
+    tab.shot("form-invisible")
+
+    done = tab.submit(lambda: page.get_by_role("button", name="Yes").click())
+    assert done.status == 200
+    assert "invoice_2026_<U+202E>fdp.exe" in page.locator("dd.question").inner_text()
+    assert event.wait() is True
 
 
 # -- answered and expired events show their state, not a form ---------------------------------------

@@ -60,7 +60,9 @@ DETAILS = {"commit": "9f2c1e4", "tests passed": 1412, "changed files": ["api/ser
 
 def release_event(server: HitlServer, monkeypatch: pytest.MonkeyPatch) -> hitl.Event[Release]:
     monkeypatch.setenv("FLYTE_HITL_ENDPOINT", server.url)
-    return hitl.new_event("release", data_type=Release, prompt=PROMPT, details=DETAILS, timeout_seconds=3600)
+    return hitl.new_event(
+        "release", data_type=Release, prompt=PROMPT, prompt_type="markdown", details=DETAILS, timeout_seconds=3600
+    )
 
 
 def fill(tab: Tab, replicas: str) -> None:

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl._store import Store
+from flyteplugins.hitl._text import visible
 from flyteplugins.hitl.server import HitlHandler, HitlServer, make_server, stop_server
 
 from ._util import ServerProcess, assert_clean_log, event_record, start_server_process
@@ -539,8 +540,8 @@ def parse_page(reply: bytes) -> _Page:
 
 
 def fenced(text: str) -> str:
-    """`text` as a Markdown code block, which pages show verbatim: prompts are Markdown, and this test is
-    about escaping, not Markdown's own syntax (tests/test_html.py checks what rendered Markdown may hold)."""
+    """`text` as a Markdown code block, which pages show verbatim: this test is about escaping, not
+    Markdown's own syntax (tests/test_html.py checks what rendered Markdown may hold)."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}\n{text}\n{fence}"
@@ -551,13 +552,18 @@ def as_markdown_shows(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
 
 
+# A page shows an invisible character as a marker: <span class="cf">&lt;U+202E&gt;</span>.
+_MARKER = ("span", ("class",))
+
+
 def check_page(reply: bytes, twin: bytes, shown: list[str]) -> _Page:
     """`reply` has exactly the elements and attributes of `twin` (the same page for plain text) and shows `shown`."""
     page, plain = parse_page(reply), parse_page(twin)
-    assert page.elements == plain.elements, [e for e in page.elements if e not in plain.elements]
+    elements = [e for e in page.elements if e != _MARKER]
+    assert elements == [e for e in plain.elements if e != _MARKER], [e for e in elements if e not in plain.elements]
     text = "".join(page.text)
     for value in shown:
-        assert value in text, (value, text[:2000])
+        assert visible(value) in text, (value, text[:2000])
     return page
 
 
@@ -596,10 +602,10 @@ def test_names_prompts_and_values_stay_text_on_every_page(
     hostile: dict[str, hitl.Event[Any]] = {}
     twin: dict[str, hitl.Event[Any]] = {}
     for events, text in ((hostile, {"name": name, "prompt": prompt}), (twin, plain)):
-        markdown = fenced(text["prompt"])
-        events["int"] = hitl.new_event(text["name"], data_type=int, prompt=markdown)
-        events["str"] = hitl.new_event(text["name"], data_type=str, prompt=markdown)
-        events["gone"] = hitl.new_event(text["name"], data_type=int, prompt=markdown, timeout_seconds=0.001)
+        md: dict[str, Any] = {"prompt": fenced(text["prompt"]), "prompt_type": "markdown"}
+        events["int"] = hitl.new_event(text["name"], data_type=int, **md)
+        events["str"] = hitl.new_event(text["name"], data_type=str, **md)
+        events["gone"] = hitl.new_event(text["name"], data_type=int, **md, timeout_seconds=0.001)
 
     def get(event: hitl.Event[Any]) -> bytes:
         return exchange(port, f"GET /form/{event.request_id}?token={quote(event.token)} HTTP/1.1\r\n\r\n".encode())
@@ -621,9 +627,10 @@ def test_names_prompts_and_values_stay_text_on_every_page(
         accepted = post_form(hostile["str"], value)
         assert accepted[9:12] == b"200"
         page = check_page(accepted, post_form(twin["str"], plain["value"]), [name, shown])
-        assert value in "".join(page.text) or json.dumps(value, ensure_ascii=False) in "".join(page.text)
+        shown_value = "".join(page.text)
+        assert visible(value) in shown_value or visible(json.dumps(value, ensure_ascii=False)) in shown_value
         both = parse_page(exchange(port, b"GET / HTTP/1.1\r\n\r\n"))
-        assert name in "".join(both.text)
+        assert visible(name) in "".join(both.text)
         for event in hostile.values():
             shutil.rmtree(root / event.request_id)
         alone = parse_page(exchange(port, b"GET / HTTP/1.1\r\n\r\n"))

@@ -32,7 +32,7 @@ from ._errors import (
     UnsafeRootError,
     UnsupportedTypeError,
 )
-from .hitl import Event, EventScope, approve, new_event
+from .hitl import Event, EventScope, PromptType, approve, new_event
 
 if TYPE_CHECKING:
     import flyte
@@ -55,6 +55,7 @@ __all__ = [
     "InvalidRequestIdError",
     "InvalidTokenError",
     "InvalidValueError",
+    "PromptType",
     "ServerReplyError",
     "ServerUnavailableError",
     "StorageError",

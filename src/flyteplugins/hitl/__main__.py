@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import signal
 import sys
 from types import FrameType
@@ -32,6 +31,7 @@ from ._errors import (
     UnsafeRootError,
 )
 from ._store import DEFAULT_LOCAL_ROOT, ROOT_ENV, Store, default_root
+from ._text import printable, printable_json
 from .hitl import ENDPOINT_ENV
 from .server import GRACE_SECONDS, HOST_ENV, PORT_ENV, make_server
 
@@ -47,32 +47,9 @@ EXIT_CODES: tuple[tuple[type[HitlError], int], ...] = (
     (InvalidTokenError, 6),
 )
 
-# C0 and C1 controls, DEL, line and paragraph separators and bidirectional overrides: each could move
-# the cursor, erase lines, or make the terminal show text in another order than it is.
-_WIDE_CONTROLS = "\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_CONTROL_RE = re.compile(f"[\\x00-\\x1f{_WIDE_CONTROLS}]")
-# json.dumps escapes C0 controls inside strings already; the others stay raw with ensure_ascii=False.
-_JSON_CONTROL_RE = re.compile(f"[{_WIDE_CONTROLS}]")
-
-
-def printable(text: str) -> str:
-    """`text` with control characters shown as escapes (``\\x1b``, ``\\u202e``), fit for one terminal line.
-
-    Example:
-        >>> printable("ok\\x1b[2K\\nfake line")
-        'ok\\\\x1b[2K\\\\nfake line'
-    """
-    return _CONTROL_RE.sub(lambda m: _escape(m.group()), text)
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
 
 def _print_json(value: Any, indent: int | None = None) -> None:
-    text = json.dumps(value, indent=indent, ensure_ascii=False)
-    print(_JSON_CONTROL_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+    print(printable_json(json.dumps(value, indent=indent, ensure_ascii=False)))
 
 
 def _port(text: str, source: str = "--port") -> int:

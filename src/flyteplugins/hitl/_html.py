@@ -1,7 +1,8 @@
 """HTML pages and text snippets for people: the form, its outcome pages, the index and the Flyte report.
 
-Templates are plain strings and every value passes `esc` on its way in. Pages carry no script and
-load nothing: the one inline stylesheet is allowed by its hash in `csp()`, so the policy can forbid
+Templates are plain strings and every value passes `esc` on its way in; invisible and bidirectional
+characters in a page's text are shown as markers (`_text.mark_html`). Pages carry no script and load
+nothing: the one inline stylesheet is allowed by its hash in `csp()`, so the policy can forbid
 everything else (no external sources, no inline script, no framing).
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _markdown
+from . import _markdown, _text
 from ._schema import describe, wire
 from ._values import form_key
 
@@ -59,6 +60,8 @@ border-left:4px solid var(--accent);background:var(--bg);border-radius:0 10px 10
 .prompt>:last-child{margin-bottom:0}.prompt p,.prompt ul,.prompt ol{margin:0 0 .6rem}
 .prompt ul,.prompt ol{padding-left:1.4rem}.prompt h1,.prompt h2,.prompt h3{font-size:1.125rem;margin:0 0 .5rem}
 .plain{white-space:pre-wrap}
+.cf{direction:ltr;unicode-bidi:isolate;white-space:nowrap;font:600 .75em ui-monospace,SFMono-Regular,Menlo,Consolas,
+monospace;color:var(--err);background:var(--err-soft);border-radius:4px;padding:0 .2em;margin:0 .1em}
 .prompt code,.details pre,.prompt pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
 font-size:.9em;background:var(--chip);border-radius:5px}
 .prompt code{padding:.05rem .3rem}.prompt pre{padding:.6rem .8rem;overflow-x:auto}.prompt pre code{padding:0}
@@ -190,8 +193,8 @@ def csp() -> str:
 
 
 def page(title: str, body: str) -> str:
-    """A whole HTML document around `body` (already escaped)."""
-    return _PAGE.substitute(title=esc(title), style=_STYLE, body=body)
+    """A whole HTML document around `body` (already escaped), its invisible characters shown as markers."""
+    return _PAGE.substitute(title=esc(_text.visible(title)), style=_STYLE, body=_text.mark_html(body))
 
 
 def time_left(seconds: float) -> str:
@@ -338,7 +341,7 @@ def form_page(
         name=esc(request["event_name"]),
         type=esc(type_name),
         left=esc(time_left(seconds_left)),
-        prompt=_markdown.render(str(request["prompt"])),
+        prompt=_markdown.render(str(request["prompt"]), request.get("prompt_type")),
         details=_markdown.details_table(request.get("details")),
         error=alert,
         request_id=esc(request["request_id"]),
@@ -519,15 +522,15 @@ def message_page(heading: str, message: str, *, ok: bool = False, details: str =
     return _outcome_page(heading, heading, message, "ok" if ok else "bad", "✓" if ok else "×", details)
 
 
-def _summary(rows: list[tuple[str, str, bool]], question: str | None = None) -> str:
-    """A definition list of (label, text, is_value) rows (the texts are escaped here), with the event's
-    Markdown `question` second when given."""
+def _summary(rows: list[tuple[str, str, bool]], request: Mapping[str, Any]) -> str:
+    """A definition list of (label, text, is_value) rows (the texts are escaped here), with the
+    `request`'s prompt second."""
     items = [
         f"<dt>{esc(label)}</dt><dd>" + (f'<span class="value">{esc(text)}</span>' if is_value else esc(text)) + "</dd>"
         for label, text, is_value in rows
     ]
-    if question is not None:
-        items.insert(1, f'<dt>Question</dt><dd class="question">{_markdown.render(question)}</dd>')
+    question = _markdown.render(str(request["prompt"]), request.get("prompt_type"))
+    items.insert(1, f'<dt>Question</dt><dd class="question">{question}</dd>')
     return f"<dl>{''.join(items)}</dl>"
 
 
@@ -540,7 +543,7 @@ def answered_page(request: Mapping[str, Any], response: Mapping[str, Any], *, ju
     if response.get("comment"):
         rows.append(("Comment", str(response["comment"]), False))
     rows.append(("Answered", when(response.get("answered_at", "?")), False))
-    details = _summary(rows, str(request["prompt"]))
+    details = _summary(rows, request)
     if just_now:
         return _outcome_page(
             "Answer received",
@@ -567,9 +570,7 @@ def expired_page(request: Mapping[str, Any], response: Mapping[str, Any] | None 
     default = (response or {}).get("value") if (response or {}).get("default_applied") else request.get("default")
     if default is not None:
         rows.append(("Default used", shown_value(default), True))
-    return _outcome_page(
-        "Expired", "This question has expired", message, "gone", "!", _summary(rows, str(request["prompt"]))
-    )
+    return _outcome_page("Expired", "This question has expired", message, "gone", "!", _summary(rows, request))
 
 
 def index_page(
@@ -607,7 +608,7 @@ def index_page(
                 chip = f'<li class="chip gone">{esc(state)}</li>'
             out.append(
                 f'<li><div class="name">{esc(r["event_name"])}</div>'
-                f'<p class="text">{esc(one_line(str(r["prompt"]), 280))}</p>'
+                f'<p class="text">{esc(one_line(_markdown.plain(str(r["prompt"]), r.get("prompt_type")), 280))}</p>'
                 f'<ul class="chips"><li class="chip">{esc(r["data_type"])}</li>{chip}</ul>'
                 f'<p class="when">Created {esc(when(r.get("created_at", "")))}</p></li>'
             )
@@ -669,8 +670,10 @@ _REPORT_STYLE = (
     ".hitl-wait{background:#e8ebfb;color:#3346c4}.hitl-ok{background:#e4f4e9;color:#17753a}"
     ".hitl-gone{background:#fdf1dc;color:#8a5300}.hitl-prompt{border-left:4px solid #3346c4;"
     "padding:.5rem .9rem;background:#f3f4f7;margin:.75rem 0}.hitl-prompt>:last-child{margin-bottom:0}"
-    ".hitl .plain{white-space:pre-wrap}.hitl-prompt table,.hitl-details{border-collapse:collapse;margin:.5rem 0}"
-    ".hitl-prompt th,.hitl-prompt td,.hitl-details th,.hitl-details td{border:1px solid #dcdfe6;padding:.25rem .5rem;"
+    ".hitl .plain{white-space:pre-wrap}.hitl .cf{direction:ltr;unicode-bidi:isolate;white-space:nowrap;"
+    "font:600 .75em ui-monospace,monospace;color:#b3261e;background:#fcebea;border-radius:4px;padding:0 .2em}"
+    ".hitl-details{border-collapse:collapse;margin:.5rem 0}"
+    ".hitl-details th,.hitl-details td{border:1px solid #dcdfe6;padding:.25rem .5rem;"
     "text-align:left;vertical-align:top}.hitl-details pre{margin:0;background:none;color:inherit;padding:0}"
     ".hitl-answer{font-size:1.1rem}"
     ".hitl-answer code{background:#eceef3;padding:.1rem .4rem;border-radius:5px;font-weight:600}"
@@ -683,7 +686,7 @@ _REPORT_STYLE = (
 
 
 def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
-    """The event's section in a Flyte report: prompt, link, curl and, once answered, the value."""
+    """The event's section in a Flyte report: prompt (as plain text), link, curl and, once answered, the value."""
     request = getattr(event, "_request", {})
     type_name = esc(request.get("data_type") or getattr(event.data_type, "__name__", event.data_type))
     if response is None:
@@ -714,10 +717,11 @@ def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
         how = f"<p>{link}Open the form</a></p><p>Or answer from a terminal:</p>{curl}"
     else:  # the outcome is settled: the link shows it, and the command is kept for the record only
         how = f"<p>{link}Open its page</a></p><details><summary>Its curl command</summary>{curl}</details>"
-    return (
-        f'{_REPORT_STYLE}<div class="hitl"><h2>{esc(event.name)}</h2>'
+    prompt = _markdown.plain(event.prompt, request.get("prompt_type"))
+    return _REPORT_STYLE + _text.mark_html(
+        f'<div class="hitl"><h2>{esc(event.name)}</h2>'
         f'<p><span class="hitl-chip">{type_name}</span>{chip}</p>'
-        f'<div class="hitl-prompt">{_markdown.render(event.prompt)}</div>'
+        f'<div class="hitl-prompt">{_markdown.render(prompt)}</div>'
         f"{_markdown.details_table(request.get('details'), 'hitl-details')}{state}{how}"
         f'<p class="hitl-meta">Request id {esc(event.request_id)}</p></div>'
     )

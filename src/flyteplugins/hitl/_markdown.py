@@ -1,10 +1,12 @@
-"""Prompts as Markdown, and an event's details as a table, in safe HTML.
+"""Prompts and an event's details in safe HTML, and prompts as plain text.
 
-Prompts are rendered with markdown-it-py (CommonMark plus tables; a single newline is a line
-break), which every flyte install has (flyte needs rich, rich needs it); it is imported on the first
-prompt shown, and when it is missing the prompt is shown as escaped text. Raw HTML in a prompt is
-shown as text, links open with ``rel="noopener noreferrer"``, and images are not rendered (a page
-loads nothing, and the pages' Content-Security-Policy forbids it anyway).
+A prompt is text (``prompt_type="text"``, the default), shown verbatim with its line breaks, or
+Markdown (``prompt_type="markdown"``), rendered with markdown-it-py (CommonMark plus tables; a single
+newline is a line break), which every flyte install has (flyte needs rich, rich needs it); it is
+imported on the first prompt shown, and when it is missing the prompt is shown as escaped text. Raw
+HTML in a prompt is shown as text, links open with ``rel="noopener noreferrer"``, and images are not
+rendered (a page loads nothing, and the pages' Content-Security-Policy forbids it anyway). Summaries
+(the index, the console, the report, notices) show a Markdown prompt as its plain text.
 """
 
 from __future__ import annotations
@@ -20,6 +22,27 @@ from ._errors import InvalidEventError
 
 #: The largest details mapping, as JSON.
 MAX_DETAILS_BYTES = 64 * 1024
+#: The largest prompt, in bytes as UTF-8.
+MAX_PROMPT_BYTES = 64 * 1024
+PROMPT_TYPES = ("text", "markdown")
+# Rendered and plain-text Markdown prompts, kept so that a page view does not parse its prompt again.
+# Keyed by the prompt's text: at most this many prompts of at most MAX_PROMPT_BYTES each.
+_CACHED_PROMPTS = 64
+
+
+def check_prompt(name: str, prompt: str, prompt_type: object) -> None:
+    """Raise `InvalidEventError` unless `prompt_type` is "text" or "markdown" and `prompt` fits the size limit.
+
+    Example:
+        >>> check_prompt("approve", "Ship **v3**?", "markdown")
+    """
+    if prompt_type not in PROMPT_TYPES:
+        raise InvalidEventError(f"prompt_type of event {name!r} must be 'text' or 'markdown', got {prompt_type!r}")
+    size = len(prompt.encode("utf-8", "surrogatepass"))
+    if size > MAX_PROMPT_BYTES:
+        raise InvalidEventError(
+            f"prompt of event {name!r} is {size:,} bytes as UTF-8; the limit is {MAX_PROMPT_BYTES:,} (64 KiB)"
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,18 +73,62 @@ def _parser() -> Any:
     return md
 
 
-def render(text: str) -> str:
-    """`text` as HTML: rendered Markdown, or escaped text in a ``<p class="plain">`` without markdown-it-py.
+def render(text: str, prompt_type: object = "text") -> str:
+    """A prompt as HTML: rendered Markdown for `prompt_type` "markdown", else (and without
+    markdown-it-py) escaped text in a ``<p class="plain">``, which keeps its line breaks.
 
     Example:
-        >>> render("**Ship** <script>x</script>?")
+        >>> render("**Ship** <script>x</script>?", "markdown")
         '<p><strong>Ship</strong> &lt;script&gt;x&lt;/script&gt;?</p>\\n'
+        >>> render("2*3*4")
+        '<p class="plain">2*3*4</p>'
     """
-    try:
-        parser = _parser()
-    except ImportError:
-        return f'<p class="plain">{html.escape(text, quote=True)}</p>'
-    return str(parser.render(text))
+    if prompt_type == "markdown":
+        try:
+            return _rendered(text)
+        except ImportError:
+            pass
+    return f'<p class="plain">{html.escape(text, quote=True)}</p>'
+
+
+def plain(text: str, prompt_type: object = "text") -> str:
+    """A prompt as plain text: a Markdown prompt without its syntax (the words of its text, code and
+    links, a line per paragraph, heading or table row); a text prompt as it is.
+
+    Example:
+        >>> plain("# Deploy?\\nRun **`make`** on [prod](https://example.com)", "markdown")
+        'Deploy?\\nRun make on prod'
+    """
+    if prompt_type == "markdown":
+        try:
+            return _plain(text)
+        except ImportError:
+            pass
+    return text
+
+
+@functools.lru_cache(maxsize=_CACHED_PROMPTS)
+def _rendered(text: str) -> str:
+    return str(_parser().render(text))
+
+
+@functools.lru_cache(maxsize=_CACHED_PROMPTS)
+def _plain(text: str) -> str:
+    parts: list[str] = []
+    for token in _parser().parse(text):
+        if token.type == "inline":
+            for child in token.children or ():
+                if child.type in ("text", "code_inline"):
+                    parts.append(child.content)
+                elif child.type in ("softbreak", "hardbreak"):
+                    parts.append("\n")
+        elif token.type in ("fence", "code_block"):
+            parts.append(token.content)
+        elif token.type in ("paragraph_close", "heading_close", "tr_close", "hr"):
+            parts.append("\n")
+        elif token.type in ("th_open", "td_open") and parts and not parts[-1].endswith("\n"):
+            parts.append("\t")  # between the cells of a row
+    return "".join(parts).strip()
 
 
 def check_details(details: object) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import _http
+from . import _http, _markdown
 from ._errors import InvalidEventError
 from ._values import type_name
 
@@ -62,12 +62,15 @@ def shown_url(url: object, *, path: bool = False) -> str:
 
 
 def payload(event: Any) -> dict[str, Any]:
-    """The notice for `event`: its facts, and a `text` line that chat webhooks show as is."""
+    """The notice for `event`: its facts, and a `text` line that chat webhooks show as is (with a
+    Markdown prompt as its plain text)."""
+    prompt = _markdown.plain(event.prompt, event.prompt_type)
     return {
-        "text": f"Human input needed for {event.name!r}: {event.prompt}\nAnswer: {event.form_url}",
+        "text": f"Human input needed for {event.name!r}: {prompt}\nAnswer: {event.form_url}",
         "event_name": event.name,
         "request_id": event.request_id,
         "prompt": event.prompt,
+        "prompt_type": event.prompt_type,
         "data_type": type_name(event.data_type),
         "form_url": event.form_url,
         "api_url": event.api_url,

@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from typing_extensions import Self
 
-from . import _engine, _flyte, _html, _markdown, _notify, _wake
+from . import _engine, _flyte, _html, _markdown, _notify, _text, _wake
 from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError, StorageError
@@ -44,6 +44,8 @@ V = TypeVar("V")
 
 EventScope = Literal["run"]
 """Where an event lives. Only "run" exists: an event belongs to the run (and action) that created it."""
+PromptType = Literal["text", "markdown"]
+"""How the form shows a prompt: verbatim ("text") or rendered as Markdown ("markdown")."""
 
 ENDPOINT_ENV = "FLYTE_HITL_ENDPOINT"
 
@@ -179,6 +181,7 @@ def _create(
     notify: str | None = None,
     comment_required_on_reject: bool = False,
     details: Mapping[str, Any] | None = None,
+    prompt_type: PromptType = "text",
 ) -> Event[V]:
     """Create the event, or re-attach to it in a re-run task: `Event.create`, the same as `new_event`.
 
@@ -188,6 +191,7 @@ def _create(
         >>> event = await hitl.Event.create("approve", data_type=bool)  # 2.12.1's form
     """
     type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
+    _markdown.check_prompt(name, prompt, prompt_type)
     declared = declare(data_type, choices, default)
     checked_details = _markdown.check_details(details)
     if notify is not None:
@@ -215,6 +219,7 @@ def _create(
         "choices": declared.get("choices"),
         "default": declared.get("default"),
         "details": checked_details,
+        "prompt_type": "markdown" if prompt_type == "markdown" else None,  # absent: text
         "comment_required_on_reject": comment_required_on_reject or None,
         "wake": _wake.address(request_id),  # where writers send this process wake-ups
     }
@@ -284,6 +289,11 @@ class Event(Generic[T]):
     def prompt(self) -> str:
         """The question shown to the person."""
         return cast(str, self._request["prompt"])
+
+    @property
+    def prompt_type(self) -> PromptType:
+        """How the form shows the prompt: "text" (verbatim) or "markdown" (rendered)."""
+        return "markdown" if self._request.get("prompt_type") == "markdown" else "text"
 
     @property
     def request_id(self) -> str:
@@ -569,19 +579,10 @@ def _shown(value: object, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
-# C0 and C1 controls (ESC, CR, BS, ...) and the bidirectional overrides: shown escaped, so that
-# text from a person (a comment, an identity, a name) can neither move the cursor nor fake a line.
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def _escape_controls(text: str) -> str:
-    return _CONTROL_RE.sub(lambda m: ascii(m.group())[1:-1], text)
-
-
 def _say(line: str) -> None:
     """Print one console line, control characters escaped; text the console cannot encode is escaped
     rather than lost or fatal."""
-    text = f"[hitl] {_escape_controls(line)}"
+    text = f"[hitl] {_text.printable(line)}"
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
     try:
         text.encode(encoding)
@@ -597,7 +598,8 @@ def _say(line: str) -> None:
 def _announce(event: Event[Any]) -> None:
     # One line each, never wrapped or split, so a triple-click copies the whole URL or command.
     left = _html.time_left(seconds_left(event._request))
-    _say(f"waiting for {event.name!r} ({type_name(event.data_type)}, {left}): {_html.one_line(event.prompt)}")
+    prompt = _html.one_line(_markdown.plain(event.prompt, event.prompt_type))
+    _say(f"waiting for {event.name!r} ({type_name(event.data_type)}, {left}): {prompt}")
     _say(f"form: {event.form_url}")
     _say(f"curl: {event.curl_command}")
     if event._notify_url:
@@ -674,6 +676,7 @@ def new_event(
     default: T | None = None,
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
+    prompt_type: PromptType = "text",
 ) -> Event[T]:
     """Create a human-in-the-loop event (or re-attach to it when a task is re-run).
 
@@ -682,7 +685,7 @@ def new_event(
         data_type: The type of the answer: int, float, str, bool, date, datetime, an Enum, a Literal,
             list[...] of those, or a dataclass, TypedDict or pydantic model of those (see the README).
         scope: Where the event lives; only "run" is supported.
-        prompt: The question shown to the person, in Markdown (plain text on the console).
+        prompt: The question shown to the person (at most 64 KiB as UTF-8).
         timeout_seconds: How long to wait for an answer, from creation (default: one hour; at most ten years).
         poll_interval_seconds: How often to read storage for answers from other servers (default: 5).
         choices: The only answers allowed (str, int, float, Enum and Literal events); the form offers
@@ -693,6 +696,9 @@ def new_event(
             ``$FLYTE_HITL_NOTIFY_URL``); a Slack or Mattermost incoming webhook shows its ``text`` as is.
         details: Facts for the decision (an agent's tool call, a model's metrics), shown under the
             prompt as a table on the form, in ``/status`` and in the report; JSON values only.
+        prompt_type: "text" (the default) shows the prompt verbatim, line breaks kept; "markdown"
+            renders it on the form's pages (CommonMark with tables). The index, the console, the report
+            and notices show a Markdown prompt as its plain text.
 
     Returns:
         The `Event`; call ``event.wait()`` (or ``await event.wait.aio()``) for the answer.
@@ -701,7 +707,9 @@ def new_event(
         >>> event = new_event("approve", data_type=bool, prompt="Ship it?")
         >>> event = await new_event.aio("x", data_type=int, prompt="What should I add to x?")
         >>> event = new_event("size", data_type=str, choices=["S", "M", "L"], default="M")
-        >>> review = new_event("review", data_type=Review, prompt="Label **img-42**", details={"model": 0.91})
+        >>> review = new_event(
+        ...     "review", data_type=Review, prompt="Label **img-42**", prompt_type="markdown", details={"model": 0.91}
+        ... )
     """
     return _create(
         name,
@@ -714,6 +722,7 @@ def new_event(
         default=default,
         notify=notify,
         details=details,
+        prompt_type=prompt_type,
     )
 
 
@@ -727,6 +736,7 @@ async def _approve_aio(
     require_reject_comment: bool = False,
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
+    prompt_type: PromptType = "text",
 ) -> bool:
     event = await Event.create.aio(
         name,
@@ -739,6 +749,7 @@ async def _approve_aio(
         notify=notify,
         comment_required_on_reject=require_reject_comment,
         details=details,
+        prompt_type=prompt_type,
     )
     return await event.wait.aio()
 
@@ -754,12 +765,14 @@ def approve(
     require_reject_comment: bool = False,
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
+    prompt_type: PromptType = "text",
 ) -> bool:
     """Ask a person to approve or reject, and return True for approve.
 
     The responder may add a comment (kept in the audit trail); with ``require_reject_comment``
     a rejection without one is refused. Without ``default``, no answer in time raises
-    `EventTimeoutError`. ``details`` (a mapping) is shown under the prompt as a table.
+    `EventTimeoutError`. ``details`` (a mapping) is shown under the prompt as a table. The prompt
+    is shown verbatim; ``prompt_type="markdown"`` renders it as Markdown (see `new_event`).
     ``await approve.aio(...)`` waits without holding a thread.
 
     Example:
@@ -778,5 +791,6 @@ def approve(
         notify=notify,
         comment_required_on_reject=require_reject_comment,
         details=details,
+        prompt_type=prompt_type,
     )
     return event.wait()
