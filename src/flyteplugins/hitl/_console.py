@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
+
+_Hook = Callable[[type[BaseException], BaseException, TracebackType | None], object]
 
 _lock = threading.Lock()
 _interrupted: dict[str, None] = {}  # the names of the events whose wait a Ctrl-C ended, in order
-_previous_hook: list[object] = []  # the hook this module's replaced, once it has
+_previous_hook: _Hook | None = None  # the hook this module replaced, once it has
 
 
 @contextlib.contextmanager
@@ -34,23 +36,23 @@ def interruptible(name: str) -> Iterator[None]:
         >>> with interruptible(event.name):
         ...     signal.wait(seconds)
     """
+    global _previous_hook
     try:
         yield
     except (KeyboardInterrupt, asyncio.CancelledError):
         with _lock:
             _interrupted[name] = None
-            if not _previous_hook:
-                _previous_hook.append(sys.excepthook)
-                sys.excepthook = _excepthook
+            if _previous_hook is None:
+                _previous_hook, sys.excepthook = sys.excepthook, _excepthook
         raise
 
 
 def _excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
     with _lock:
         names = list(_interrupted) if issubclass(kind, KeyboardInterrupt) else []
-        previous = _previous_hook[0] if _previous_hook else sys.__excepthook__
+        previous = _previous_hook or sys.__excepthook__
     if not names:
-        previous(kind, value, tb)  # type: ignore[operator]
+        previous(kind, value, tb)
         return
     with contextlib.suppress(OSError, ValueError):  # stdout closed or gone: nothing more to say
         sys.stdout.write("".join(f"[hitl] interrupted: {n!r} is still waiting; re-run to pick it up\n" for n in names))
