@@ -172,7 +172,7 @@ def test_python_submit_takes_headers_from_the_environment(proxy: _LoginProxy, mo
         (["--header", ": sekrit-value-123"], {}, "--header takes 'Name: value'"),
         (["--header", "Bad Name: sekrit-value-123"], {}, "'Bad Name' is not a header name"),
         (["--header", "Content-Length: 5"], {}, "Content-Length is set by the request itself"),
-        ([], {"FLYTE_HITL_HEADERS": "X-Ok: 1\nsekrit-value-123"}, "FLYTE_HITL_HEADERS line 2 takes 'Name: value'"),
+        ([], {"FLYTE_HITL_HEADERS": "X-Ok: 1\n\nsekrit-value-123"}, "FLYTE_HITL_HEADERS line 3 takes 'Name: value'"),
         ([], {"FLYTE_HITL_HEADERS": "Host: sekrit-value-123"}, "Host is set by the request itself"),
     ],
 )

@@ -220,17 +220,17 @@ def request_headers(headers: Mapping[str, str] | None = None) -> dict[str, str]:
     its value.
 
     Example:
-        >>> os.environ["FLYTE_HITL_HEADERS"] = "Authorization: Bearer abc\nX-Team: sre"
+        >>> os.environ["FLYTE_HITL_HEADERS"] = "Authorization: Bearer abc\\nX-Team: sre"
         >>> request_headers({"x-team": "data"})
         {'Authorization': 'Bearer abc', 'x-team': 'data'}
     """
-    merged: dict[str, tuple[str, str]] = {}
-    text = os.environ.get(HEADERS_ENV) or ""
-    lines = (line for line in text.splitlines() if line.strip())
-    given = headers.items() if headers is not None else ()
-    for (name, value), source in [*_header_lines(lines, HEADERS_ENV), *((item, "headers") for item in given)]:
-        merged[name.lower()] = _check_header(name, value, source)
-    return dict(merged.values())
+    pairs = [
+        parse_header(line, f"{HEADERS_ENV} line {n}")
+        for n, line in enumerate((os.environ.get(HEADERS_ENV) or "").splitlines(), 1)
+        if line.strip()
+    ]
+    pairs += [_check_header(name, value, "headers") for name, value in (headers or {}).items()]
+    return dict({name.lower(): (name, value) for name, value in pairs}.values())
 
 
 def parse_header(line: str, source: str = "--header") -> tuple[str, str]:
@@ -244,10 +244,6 @@ def parse_header(line: str, source: str = "--header") -> tuple[str, str]:
     if not sep or not name.strip():
         raise ConfigurationError(f"{source} takes 'Name: value' (a header name, a colon, then its value)")
     return _check_header(name.strip(), value.strip(), source)
-
-
-def _header_lines(lines: Iterable[str], source: str) -> list[tuple[tuple[str, str], str]]:
-    return [(parse_header(line, f"{source} line {n}"), source) for n, line in enumerate(lines, 1)]
 
 
 def _check_header(name: object, value: object, source: str) -> tuple[str, str]:
