@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import flyteplugins.hitl as hitl
+from flyteplugins.hitl import _client
 from flyteplugins.hitl._client import request_headers
 from flyteplugins.hitl._errors import ConfigurationError, ServerReplyError
 from flyteplugins.hitl.server import HitlServer
@@ -130,6 +131,7 @@ def test_the_cli_sends_repeated_headers_to_submit_and_status(proxy: _LoginProxy,
     login = ["--header", f"Authorization: Bearer {BEARER}", "--header", "X-Team:  sre "]
     refused = cli("status", event.request_id, *server)
     assert refused.returncode == 1 and "asks for a login (401 Unauthorized)" in refused.stderr, refused.stderr
+    assert "send its credentials with --header or FLYTE_HITL_HEADERS" in refused.stderr
 
     waiting = cli("status", event.request_id, *server, *login, "--wait", "0.5")
     assert waiting.returncode == 7, waiting.stderr
@@ -187,6 +189,34 @@ def test_a_bad_header_is_a_one_line_usage_error_without_its_value(
         assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
         assert "sekrit" not in done.stderr and "Traceback" not in done.stderr
     assert proxy.seen == [], "nothing was sent"
+
+
+def test_a_login_page_without_json_says_to_send_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    class _Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>Sign in</html>"
+            self.send_response(401)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(
+            ServerReplyError, match=r"asks for a login \(401 Unauthorized\) with 'text/html' content; send"
+        ) as info:
+            _client.status("ev-1", token="t", endpoint=f"http://127.0.0.1:{httpd.server_address[1]}")
+        assert info.value.status == 401
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
 
 
 def test_a_header_value_on_two_lines_is_refused_without_showing_it(monkeypatch: pytest.MonkeyPatch) -> None:

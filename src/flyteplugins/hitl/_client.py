@@ -387,6 +387,13 @@ def _error_for(
     if status == 429 or status >= 500:
         why = detail if detail is not None else f"{_kind(headers, body)} instead of this API's JSON"
         return ServerUnavailableError(f"{where} answered {phrase}: {why}; try again later")
+    if status == 401:  # the platform's login (or another) in front of the server
+        why = f": {detail}" if detail is not None else f" with {_kind(headers, body)}"
+        return ServerReplyError(
+            f"{where} asks for a login ({phrase}){why}; send its credentials with --header or FLYTE_HITL_HEADERS "
+            "(headers= in Python)",
+            status,
+        )
     if detail is None:
         return ServerReplyError(
             f"{where} answered {phrase} with {_kind(headers, body)}, not this API's JSON: is it a hitl form "
@@ -406,8 +413,6 @@ def _error_for(
         error = AlreadyAnsweredError(request_id, {})
     elif status == 410:
         error = EventExpiredError(request_id, "its deadline")
-    elif status == 401:
-        return ServerReplyError(f"{where} asks for a login ({phrase}): {detail}", status)
     else:  # 405, 411, 413, 415, 431...: the request's form was refused, not its content
         return ServerReplyError(f"{where} refused the request ({phrase}): {detail}", status)
     error.args = (detail,)
