@@ -131,19 +131,19 @@ def test_cli_list_status_and_submit(root: Path) -> None:
     assert listing.returncode == 0, listing.stderr
     assert pending.request_id in listing.stdout and answered.request_id in listing.stdout
     assert pending.token not in listing.stdout and answered.token not in listing.stdout
-    only_pending = cli("list", "--status", "pending", "--json", env_root=root)
+    only_pending = cli("list", "--status", "waiting", "--json", env_root=root)
     rows = json.loads(only_pending.stdout)
     assert [r["request_id"] for r in rows] == [pending.request_id]
     assert "token" not in rows[0] and "wake" not in rows[0]  # no secret, no internal address
     everything = json.loads(cli("list", "--json", env_root=root).stdout)
     assert {(r["request_id"], r["status"]) for r in everything} == {
-        (pending.request_id, "pending"),
-        (answered.request_id, "completed"),
+        (pending.request_id, "waiting"),
+        (answered.request_id, "answered"),
     }
 
     status = cli("status", pending.request_id, env_root=root)
-    assert status.returncode == 0
-    assert json.loads(status.stdout)["status"] == "pending"
+    assert status.returncode == 7, "still waiting"
+    assert json.loads(status.stdout)["status"] == "waiting"
     assert pending.token not in status.stdout
 
     submitted = cli("submit", pending.request_id, "7", "--comment", "cli says 7", env_root=root)

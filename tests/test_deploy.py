@@ -141,6 +141,25 @@ except h.HitlError as e:
     assert message == f"FLYTE_HITL_APP_PORT must be a port number, got {bad!r}"
 
 
+@pytest.mark.parametrize(("setting", "required"), [("0", False), ("off", False), ("1", True), ("", True)])
+def test_the_app_login_can_be_switched_off_for_programs(setting: str, required: bool) -> None:
+    code = "import json, flyteplugins.hitl as h; print(json.dumps(h.app_env.requires_auth))"
+    assert _print_in_subprocess(code, {"FLYTE_HITL_APP_AUTH": setting}) is required
+
+
+def test_a_bad_app_login_setting_is_a_clear_error() -> None:
+    code = """
+import json
+import flyteplugins.hitl as h
+try:
+    h.app_env
+except h.ConfigurationError as e:
+    print(json.dumps(str(e)))
+"""
+    message = _print_in_subprocess(code, {"FLYTE_HITL_APP_AUTH": "maybe"})
+    assert message == "FLYTE_HITL_APP_AUTH must be 1 or 0 (or true/false, yes/no, on/off), got 'maybe'"
+
+
 # -- the image, built by flyte's own Dockerfile writer and applied to a directory ---------------------
 
 

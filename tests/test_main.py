@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import unicodedata
@@ -171,6 +172,7 @@ def one_line_failure(done: subprocess.CompletedProcess[str], code: int, *expecte
         (["launch"], "invalid choice: 'launch'"),
         (["submit", "only-an-id"], "required: value"),
         (["list", "--status", "\x1b[2Kodd"], "\\x1b[2Kodd"),
+        (["list", "--status", "pending"], "invalid choice: 'pending' (choose from 'all', 'waiting', 'answered'"),
     ],
 )
 def test_bad_command_lines_are_one_line_usage_errors(argv: list[str], expected: str) -> None:
@@ -295,7 +297,7 @@ def test_names_and_prompts_reach_the_terminal_with_their_control_characters_esca
 ) -> None:
     _hostile_event(root)
     done = hitl_cli(*command, FLYTE_HITL_ROOT=str(root))
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == (7 if "status" in command else 0), done.stderr  # 7: still waiting
     _no_controls(done.stdout + done.stderr)
     if "--json" in command or "status" in command:
         rows = json.loads(done.stdout)
@@ -375,3 +377,157 @@ def test_a_port_in_use_is_a_clear_error(cli_server: tuple[subprocess.Popen[str],
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- a CLI that scripts can trust ------------------------------------------------------------------
+
+
+def _event_record(request_id: str, created_at: str, expires_at: str = "2999-01-01T00:00:00.000Z") -> dict[str, object]:
+    return {
+        "request_id": request_id,
+        "event_name": request_id.replace("-", " "),
+        "scope": "run",
+        "prompt": "?",
+        "data_type": "int",
+        "token": f"token-of-{request_id}-0123456789",
+        "created_at": created_at,
+        "expires_at": expires_at,
+        "timeout_seconds": 3600,
+    }
+
+
+def test_list_has_a_header_shows_the_newest_first_and_filters_by_state(root: Path) -> None:
+    store = Store(str(root))
+    store.create_request(_event_record("old-answered", "2026-01-01T00:00:00.000Z"))
+    store.create_request(_event_record("mid-expired", "2026-01-02T00:00:00.000Z", "2026-01-02T01:00:00.000Z"))
+    store.create_request(_event_record("new-waiting", "2026-01-03T00:00:00.000Z"))
+    hitl.submit("old-answered", 1, root=str(root))
+
+    done = hitl_cli("list", FLYTE_HITL_ROOT=str(root))
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split() == ["STATUS", "TYPE", "CREATED", "REQUEST_ID", "NAME"]
+    assert [row.split()[0] for row in rows] == ["waiting", "expired", "answered"]
+    assert [row.split()[3] for row in rows] == ["new-waiting", "mid-expired", "old-answered"], "newest first"
+    json_rows = json.loads(hitl_cli("list", "--json", FLYTE_HITL_ROOT=str(root)).stdout)
+    assert [(r["request_id"], r["status"]) for r in json_rows] == [
+        ("new-waiting", "waiting"),
+        ("mid-expired", "expired"),
+        ("old-answered", "answered"),
+    ]
+    for state, request_id in (("waiting", "new-waiting"), ("answered", "old-answered"), ("expired", "mid-expired")):
+        only = hitl_cli("list", "--status", state, FLYTE_HITL_ROOT=str(root))
+        assert only.returncode == 0, only.stderr
+        assert [row.split()[3] for row in only.stdout.splitlines()[1:]] == [request_id]
+        assert (
+            json.loads(hitl_cli("list", "--status", state, "--json", FLYTE_HITL_ROOT=str(root)).stdout)[0]["status"]
+            == state
+        )
+
+
+def test_an_empty_list_prints_no_header(root: Path) -> None:
+    done = hitl_cli("list", "--status", "answered", FLYTE_HITL_ROOT=str(root))
+    assert done.returncode == 0 and done.stdout == "", done.stdout
+    assert done.stderr == f"no answered events under {root}\n"
+
+
+@pytest.mark.parametrize("through", ["root", "endpoint"])
+def test_status_exits_0_answered_5_expired_7_still_waiting(
+    root: Path, monkeypatch: pytest.MonkeyPatch, through: str
+) -> None:
+    monkeypatch.setenv("FLYTE_HITL_ROOT", str(root))
+    waiting = hitl.new_event("still", data_type=int, timeout_seconds=3600)
+    answered = hitl.new_event("answered", data_type=int, timeout_seconds=3600)
+    hitl.submit(answered.form_url, 3)
+    expired = hitl.new_event("gone", data_type=int, timeout_seconds=0.2, poll_interval_seconds=0.05)
+    with pytest.raises(TimeoutError):
+        expired.wait()
+
+    def status(event: hitl.Event[int], *extra: str) -> subprocess.CompletedProcess[str]:
+        server = ["--endpoint", event.endpoint, "--token", event.token] if through == "endpoint" else []
+        return hitl_cli("status", event.request_id, *server, *extra, FLYTE_HITL_ROOT=str(root))
+
+    for event, code, state in ((answered, 0, "answered"), (expired, 5, "expired"), (waiting, 7, "waiting")):
+        for extra in ([], ["--wait", "0.5"]):
+            done = status(event, *extra)
+            assert done.returncode == code, (event.name, extra, done.stdout, done.stderr)
+            assert json.loads(done.stdout)["status"] == state
+            assert done.stderr == ""
+
+
+def test_status_wait_exits_0_once_the_event_is_answered(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYTE_HITL_ROOT", str(root))
+    event = hitl.new_event("later", data_type=int, timeout_seconds=3600)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flyteplugins.hitl", "status", event.request_id, "--wait", "120"],
+        env={**os.environ, "FLYTE_HITL_ROOT": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        hitl.submit(event.form_url, 4)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["response"]["value"] == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "via"),
+    [
+        (["status", "ev-1", "--endpoint", "{url}"], {}, "--endpoint"),
+        (["submit", "ev-1", "1", "--endpoint", "{url}"], {}, "--endpoint"),
+        (["submit", "ev-1", "1"], {"FLYTE_HITL_ENDPOINT": "{url}"}, "answering through FLYTE_HITL_ENDPOINT"),
+    ],
+)
+def test_an_endpoint_without_a_token_says_pass_token_and_sends_nothing(
+    root: Path, argv: list[str], env: dict[str, str], via: str
+) -> None:
+    with socket.socket() as listener:  # a connection attempt would show in its backlog
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(0.5)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        filled = {k: v.format(url=url) for k, v in env.items()}
+        done = hitl_cli(*(a.format(url=url) for a in argv), FLYTE_HITL_ROOT=str(root), **filled)
+        one_line_failure(done, 2, f"hitl: {via} needs the event's token: pass --token")
+        with pytest.raises(TimeoutError):
+            listener.accept()
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["list"], ["status"], ["submit"]])
+def test_every_help_ends_with_an_example(command: list[str]) -> None:
+    done = hitl_cli(*command, "--help")
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.rstrip("\n").split("\n\n")[-1]
+    assert last.startswith("example:\n  hitl "), done.stdout
+    if not command:
+        assert "  7    (status) the event is still waiting" in done.stdout
+
+
+def test_ctrl_c_during_status_wait_is_one_line_without_a_traceback(root: Path) -> None:
+    with socket.socket() as silent:  # accepts the long-poll and never answers it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent.settimeout(60)
+        server = ["--endpoint", f"http://127.0.0.1:{silent.getsockname()[1]}", "--token", "t"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flyteplugins.hitl", "status", "ev-1", "--wait", "600", *server],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            conn, _ = silent.accept()  # the command is in its wait
+            with conn:
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130
+    assert out == ""
+    assert err == "hitl: interrupted: 'ev-1' is still waiting; re-run to pick it up\n"

@@ -1,9 +1,10 @@
 """The command line: ``hitl serve | list | status | submit`` (also ``python -m flyteplugins.hitl``).
 
-Exit codes: 0 done; 1 storage or network failure; 2 bad usage, a bad setting or a value that does
-not fit; 3 no such event; 4 already answered; 5 expired; 6 missing or wrong token. A failure is one
-line on stderr, never a traceback. Every line printed escapes control characters, since names,
-prompts and replies come from storage and servers that others can write to.
+Exit codes: 0 done (``status``: answered); 1 storage or network failure; 2 bad usage, a bad setting
+or a value that does not fit; 3 no such event; 4 already answered; 5 expired; 6 missing or wrong
+token; 7 (``status``) still waiting; 130 interrupted. A failure is one line on stderr, never a
+traceback. Every line printed escapes control characters, since names, prompts and replies come from
+storage and servers that others can write to.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from . import _answers, _client
+from ._client import HEADERS_ENV, WAITING
 from ._errors import (
     AlreadyAnsweredError,
     ConfigurationError,
@@ -46,6 +48,10 @@ EXIT_CODES: tuple[tuple[type[HitlError], int], ...] = (
     (EventExpiredError, 5),
     (InvalidTokenError, 6),
 )
+#: `hitl status`'s exit code for an event still waiting (after ``--wait``, if given).
+STILL_WAITING = 7
+#: An event's state, in the words every command prints: waiting, answered or expired.
+_STATES = {"pending": "waiting", "completed": "answered"}
 
 
 def _print_json(value: Any, indent: int | None = None) -> None:
@@ -115,13 +121,15 @@ def _list(args: argparse.Namespace) -> int:
             continue
         if request is None:
             continue
-        status = _answers.status_of(request, response)
+        status = _state(_answers.status_of(request, response))
         if args.status in ("all", status):
             rows.append((str(request.get("created_at", "")), status, request))
-    rows.sort(key=lambda row: row[0])
+    rows.sort(key=lambda row: row[0], reverse=True)  # newest first, as on the index page
     if args.json:
         _print_json([_answers.public_request(r) | {"status": s} for _, s, r in rows], indent=2)
         return 1 if damaged else 0
+    if rows:
+        print(f"{'STATUS':<9} {'TYPE':<5} {'CREATED':<24} REQUEST_ID  NAME")
     for created, status, request in rows:
         line = f"{status:<9} {request.get('data_type')!s:<5} {created:<24} {request['request_id']}  "
         print(printable(line + str(request.get("event_name"))))
@@ -131,12 +139,33 @@ def _list(args: argparse.Namespace) -> int:
     return 1 if damaged else 0
 
 
+def _state(status: object) -> str:
+    return _STATES.get(str(status), str(status))
+
+
+def _needs_token(args: argparse.Namespace, endpoint: str | None, via: str) -> None:
+    if endpoint and not args.token:
+        raise ConfigurationError(f"{via} needs the event's token: pass --token (it is in the form link)")
+
+
 def _status(args: argparse.Namespace) -> int:
     if not 0 <= args.wait < float("inf"):  # also refuses nan
         raise InvalidValueError(f"--wait must be 0 or more seconds, got {args.wait!r}")
-    record = _client.status(args.request_id, token=args.token, endpoint=args.endpoint, root=args.root, wait=args.wait)
+    _needs_token(args, args.endpoint, "--endpoint")
+    try:
+        record = _client.status(
+            args.request_id,
+            token=args.token,
+            endpoint=args.endpoint,
+            root=args.root,
+            wait=args.wait,
+            headers=_headers(args),
+        )
+    except KeyboardInterrupt:
+        raise _Interrupted(args.request_id) from None
+    record["status"] = state = _state(record.get("status"))
     _print_json(record, indent=2)
-    return 0
+    return {"answered": 0, "expired": 5}.get(state, STILL_WAITING if state in WAITING else 1)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -144,17 +173,33 @@ def _submit(args: argparse.Namespace) -> int:
         value = json.loads(args.value) if args.json_value else args.value
     except ValueError as e:
         raise InvalidValueError(f"--json-value given but {args.value!r} is not JSON: {e}") from e
+    endpoint = args.endpoint or os.environ.get(ENDPOINT_ENV) or None
+    if not args.target.startswith(("http://", "https://")):  # a form URL carries its token
+        _needs_token(args, endpoint, "--endpoint" if args.endpoint else f"answering through {ENDPOINT_ENV}")
     reply = _client.answer(
         args.target,
         value,
         via="cli",
         token=args.token,
-        endpoint=args.endpoint or os.environ.get(ENDPOINT_ENV) or None,
+        endpoint=endpoint,
         root=args.root,
         comment=args.comment,
+        headers=_headers(args),
     )
     _print_json(reply)
     return 0
+
+
+def _headers(args: argparse.Namespace) -> dict[str, str]:
+    return dict(_client.parse_header(line) for line in args.header)
+
+
+class _Interrupted(Exception):
+    """Ctrl-C during a wait for `request_id`."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(request_id)
+        self.request_id = request_id
 
 
 class _Parser(argparse.ArgumentParser):
@@ -164,13 +209,57 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, printable(f"{self.prog}: {message} (see '{self.prog} --help')") + "\n")
 
 
+_EXIT_CODES_HELP = """\
+exit codes:
+  0    done (status: the event is answered)
+  1    storage or network failure
+  2    bad usage, a bad setting, or a value that does not fit the event
+  3    no such event
+  4    already answered
+  5    expired
+  6    missing or wrong token
+  7    (status) the event is still waiting
+  130  interrupted (Ctrl-C)"""
+
+_EXAMPLES = {
+    "hitl": "example:\n  hitl list --status waiting\n  hitl submit approve-1a2b true --comment LGTM",
+    "serve": "example:\n  hitl serve --root s3://my-bucket/hitl --host 0.0.0.0 --port 8080",
+    "list": "example:\n  hitl list --status waiting\n  hitl list --json | jq -r '.[].request_id'",
+    "status": (
+        "example:\n"
+        "  hitl status approve-1a2b --wait 3600 --endpoint https://hitl.example --token TOKEN \\\n"
+        "      --header 'Authorization: Bearer ...'\n"
+        "  case $? in 0) echo answered;; 5) echo expired;; 7) echo still waiting;; esac"
+    ),
+    "submit": (
+        "example:\n"
+        "  hitl submit approve-1a2b true --comment LGTM\n"
+        "  hitl submit 'https://hitl.example/form/approve-1a2b?token=TOKEN' true \\\n"
+        "      --header 'Authorization: Bearer ...'"
+    ),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     # Nothing here reads the environment: a bad variable must not break commands that do not use it.
     root_help = f"storage root (default: ${ROOT_ENV} or {DEFAULT_LOCAL_ROOT})"
-    parser = _Parser(prog="hitl", description="Human-in-the-loop events for Flyte")
+    header_help = (
+        f"a request header for the server, 'Name: value' (repeatable; after those of ${HEADERS_ENV}, one a line), "
+        "e.g. the platform login's 'Authorization: Bearer ...'; never shown in errors"
+    )
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="hitl",
+        description="Human-in-the-loop events for Flyte",
+        epilog=f"{_EXIT_CODES_HELP}\n\n{_EXAMPLES['hitl']}",
+        formatter_class=raw,
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    serve = commands.add_parser("serve", help="serve the form and JSON endpoints for every event under a root")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, epilog=_EXAMPLES[name], formatter_class=raw)
+
+    serve = command("serve", "serve the form and JSON endpoints for every event under a root")
     serve.add_argument("--root", default=None, help=root_help)
     serve.add_argument("--host", default=None, help=f"address to bind (default: ${HOST_ENV} or 127.0.0.1)")
     serve.add_argument(
@@ -185,24 +274,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_serve)
 
-    listing = commands.add_parser("list", help="list events (never their tokens)")
+    listing = command("list", "list events under a root, newest first (never their tokens)")
     listing.add_argument("--root", default=None, help=root_help)
-    listing.add_argument("--status", choices=("all", "pending", "completed", "expired"), default="all")
+    listing.add_argument(
+        "--status", choices=("all", "waiting", "answered", "expired"), default="all", help="only events in this state"
+    )
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(run=_list)
 
     endpoint_help = f"answer through this server (default: ${ENDPOINT_ENV}; without one, write to the root)"
-    status = commands.add_parser("status", help="show one event and its outcome")
+    status = command("status", "show one event and its outcome; exit 0 answered, 5 expired, 7 still waiting")
     status.add_argument("request_id")
     status.add_argument("--root", default=None, help=root_help)
     status.add_argument("--endpoint", default=None, help="ask this server instead of reading the root")
     status.add_argument("--token", default=None, help="the event's token (needed with --endpoint)")
+    status.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help=header_help)
     status.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="block up to SECONDS until it is answered or expires"
     )
     status.set_defaults(run=_status)
 
-    submit = commands.add_parser("submit", help="answer an event: first answer wins")
+    submit = command("submit", "answer an event: first answer wins")
     submit.add_argument("target", help="the event's request id, or its form URL (which carries the token)")
     submit.add_argument(
         "value", help="the answer, checked against the event's type and choices (after -- if it starts with '-')"
@@ -212,6 +304,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--root", default=None, help=root_help)
     submit.add_argument("--endpoint", default=None, help=endpoint_help)
     submit.add_argument("--token", default=None, help="the event's token (needed with --endpoint)")
+    submit.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help=header_help)
     submit.set_defaults(run=_submit)
     return parser
 
@@ -220,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit code.
 
     Example:
-        >>> main(["list", "--status", "pending"])
+        >>> main(["list", "--status", "waiting"])
         0
     """
     args = _parser().parse_args(argv)
@@ -229,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     except HitlError as e:
         print(printable(f"hitl: {e}"), file=sys.stderr)
         return next((code for kind, code in EXIT_CODES if isinstance(e, kind)), 1)
+    except _Interrupted as e:
+        print(printable(f"hitl: interrupted: {e.request_id!r} is still waiting; re-run to pick it up"), file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("hitl: interrupted", file=sys.stderr)
         return 130

@@ -1,10 +1,18 @@
-"""Answering from Python and the command line: through a server's JSON endpoint, or straight to a root."""
+"""Answering from Python and the command line: through a server's JSON endpoint, or straight to a root.
+
+Requests to a server carry the headers the caller gives, after those of ``FLYTE_HITL_HEADERS`` (one
+``Name: value`` a line): credentials for a login in front of the server, such as the platform's
+``Authorization: Bearer ...``. Their values never appear in an error or a log.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -24,6 +32,11 @@ from ._errors import (
 from ._http import redact_url
 from ._store import Record, Store, check_request_id, default_root
 from ._values import encode
+
+#: Extra request headers for every request to a server, one ``Name: value`` a line.
+HEADERS_ENV = "FLYTE_HITL_HEADERS"
+#: What a status record says of an event still waiting (``pending`` from servers of earlier versions).
+WAITING = frozenset({"waiting", "pending"})
 
 #: Seconds a server may take to accept the connection, and then between any two parts of its reply;
 #: the whole exchange ends within twice this (plus the seconds a long-poll asks the server to wait).
@@ -81,13 +94,15 @@ def answer(
     endpoint: str | None = None,
     root: str | None = None,
     comment: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Record:
     """Answer the event `target` (a form URL or a request id); see `hitl.submit`."""
     if target.startswith(("http://", "https://")):
         endpoint, request_id, url_token = parse_form_url(target)
-        return _post(endpoint, request_id, value, token or url_token, comment, via)
+        return _post(endpoint, request_id, value, token or url_token, comment, via, request_headers(headers))
     if endpoint:
-        return _post(check_endpoint(endpoint), check_request_id(target), value, token, comment, via)
+        sent = request_headers(headers)
+        return _post(check_endpoint(endpoint), check_request_id(target), value, token, comment, via, sent)
     store = Store(root or default_root())
     request = _answers.load(store, target)
     import getpass
@@ -108,22 +123,26 @@ def status(
     endpoint: str | None = None,
     root: str | None = None,
     wait: float = 0,
+    headers: Mapping[str, str] | None = None,
 ) -> Record:
     """The event's status record (as ``GET /status`` returns it), without its token.
 
     With `wait`, block up to that many seconds for the event to be answered or expire: through
-    the server's long-poll (60 s at a time), or by watching the root once a second.
+    the server's long-poll (60 s at a time), or by watching the root once a second. `headers` go
+    with each request to the server, after those of ``FLYTE_HITL_HEADERS``.
     """
     deadline = time.monotonic() + wait
     if endpoint:
         base = check_endpoint(endpoint)
         url = f"{base}/status/{check_request_id(request_id)}?token={quote(token or '', safe='')}"
+        sent = request_headers(headers)
         while True:
             asked = time.monotonic()
             left = max(0.0, deadline - asked)
             step = min(left, 60.0)
-            record = _call("GET", f"{url}&wait={step:.3f}" if step else url, request_id, token or "", wait=step)
-            if record.get("status") != "pending" or left <= 60.0:
+            query = f"{url}&wait={step:.3f}" if step else url
+            record = _call("GET", query, request_id, token or "", wait=step, headers=sent)
+            if record.get("status") not in WAITING or left <= 60.0:
                 return record
             if time.monotonic() - asked < step - 1:  # a server that does not long-poll: ask once a second
                 time.sleep(1.0)
@@ -148,6 +167,7 @@ def submit(
     endpoint: str | None = None,
     root: str | None = None,
     comment: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Record:
     """Answer an event from Python, with the same checks and first-answer-wins rule as the form.
 
@@ -159,6 +179,9 @@ def submit(
             written straight to the storage root.
         root: The storage root (default: ``$FLYTE_HITL_ROOT``).
         comment: An optional comment for the audit trail.
+        headers: Extra request headers for the server, after those of ``FLYTE_HITL_HEADERS``: the
+            credentials of a login in front of it (``{"Authorization": "Bearer ..."}``). Their
+            values never appear in an error.
 
     Returns:
         The server's reply, or the stored answer record when written to the root.
@@ -170,18 +193,79 @@ def submit(
             `TIMEOUT_SECONDS`, or answered 429 or 5xx.
         ServerReplyError: the reply was not this API's JSON: a redirect (never followed), an HTML
             page (a login proxy?), or a status the API does not use.
-        ConfigurationError: the form URL or endpoint is not an http(s) URL of a server, or the root
-            is not a storage root.
+        ConfigurationError: the form URL or endpoint is not an http(s) URL of a server, a header is
+            not a valid ``Name: value``, or the root is not a storage root.
         StorageError: the root could not be read or written.
 
     Example:
         >>> hitl.submit("http://127.0.0.1:8080/form/approve-1a2b?token=abc", True)
         >>> hitl.submit("approve-1a2b", True, root="s3://bucket/hitl", comment="LGTM")
+        >>> hitl.submit(form_url, True, headers={"Authorization": f"Bearer {platform_token}"})
     """
-    return answer(target, value, via="python", token=token, endpoint=endpoint, root=root, comment=comment)
+    return answer(
+        target, value, via="python", token=token, endpoint=endpoint, root=root, comment=comment, headers=headers
+    )
 
 
-def _post(endpoint: str, request_id: str, value: Any, token: str | None, comment: str | None, via: str) -> Record:
+# RFC 9110's token characters; a value is visible ASCII or Latin-1, spaces and tabs inside.
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# Set by the request itself: a caller's value would break its framing or send it elsewhere.
+_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-type"})
+
+
+def request_headers(headers: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The headers of ``FLYTE_HITL_HEADERS``, then `headers` (a name given in both takes the value
+    in `headers`), each checked; a bad one is a `ConfigurationError` that names it but never shows
+    its value.
+
+    Example:
+        >>> os.environ["FLYTE_HITL_HEADERS"] = "Authorization: Bearer abc\\nX-Team: sre"
+        >>> request_headers({"x-team": "data"})
+        {'Authorization': 'Bearer abc', 'x-team': 'data'}
+    """
+    pairs = [
+        parse_header(line, f"{HEADERS_ENV} line {n}")
+        for n, line in enumerate((os.environ.get(HEADERS_ENV) or "").splitlines(), 1)
+        if line.strip()
+    ]
+    pairs += [_check_header(name, value, "headers") for name, value in (headers or {}).items()]
+    return dict({name.lower(): (name, value) for name, value in pairs}.values())
+
+
+def parse_header(line: str, source: str = "--header") -> tuple[str, str]:
+    """``Name: value`` as (name, value), or a `ConfigurationError` that does not show the value.
+
+    Example:
+        >>> parse_header("Authorization: Bearer abc")
+        ('Authorization', 'Bearer abc')
+    """
+    name, sep, value = line.partition(":")
+    if not sep or not name.strip():
+        raise ConfigurationError(f"{source} takes 'Name: value' (a header name, a colon, then its value)")
+    return _check_header(name.strip(), value.strip(), source)
+
+
+def _check_header(name: object, value: object, source: str) -> tuple[str, str]:
+    if not isinstance(name, str) or not _HEADER_NAME_RE.fullmatch(name):
+        shown = repr(name)[:60] if isinstance(name, str) else type(name).__name__
+        raise ConfigurationError(f"{source}: {shown} is not a header name")
+    if name.lower() in _OWN_HEADERS:
+        raise ConfigurationError(f"{source}: {name} is set by the request itself; leave it out")
+    if not isinstance(value, str) or not _HEADER_VALUE_RE.fullmatch(value):
+        raise ConfigurationError(f"{source}: the value of {name} is not a text on one line")
+    return name, value
+
+
+def _post(
+    endpoint: str,
+    request_id: str,
+    value: Any,
+    token: str | None,
+    comment: str | None,
+    via: str,
+    headers: Mapping[str, str],
+) -> Record:
     if not token:
         raise InvalidTokenError(request_id)
     body: dict[str, Any] = {"request_id": request_id, "token": token, "value": encode(value), "via": via}
@@ -191,7 +275,7 @@ def _post(endpoint: str, request_id: str, value: Any, token: str | None, comment
         data = json.dumps(body).encode()
     except (TypeError, ValueError) as e:
         raise InvalidValueError(f"cannot send {value!r} as JSON: {e}", value) from None
-    return _call("POST", f"{endpoint}/submit/json", request_id, token, body=data, value=value)
+    return _call("POST", f"{endpoint}/submit/json", request_id, token, body=data, value=value, headers=headers)
 
 
 #: Largest reply read from a server; the API's replies are a few KiB.
@@ -199,13 +283,42 @@ MAX_REPLY_BYTES = 1 << 20
 
 
 def _call(
-    method: str, url: str, request_id: str, token: str, *, body: bytes | None = None, value: Any = None, wait: float = 0
+    method: str,
+    url: str,
+    request_id: str,
+    token: str,
+    *,
+    body: bytes | None = None,
+    value: Any = None,
+    wait: float = 0,
+    headers: Mapping[str, str] | None = None,
 ) -> Record:
     """Send one request without following redirects; return the JSON object of a 2xx reply, or raise
     the `HitlError` that matches the reply (see `_error_for`). `wait`: seconds the server may hold
-    a long-poll before it replies, added to the timeouts."""
+    a long-poll before it replies, added to the timeouts. `headers` (checked by `request_headers`)
+    go with it; neither they nor the token appear in the error."""
+    try:
+        return _exchange(method, url, request_id, token, body=body, value=value, wait=wait, headers=headers or {})
+    except HitlError as e:
+        secrets = [token, *(headers or {}).values()]
+        e.args = tuple(_redact(a, secrets) if isinstance(a, str) else a for a in e.args)
+        raise
+
+
+def _exchange(
+    method: str,
+    url: str,
+    request_id: str,
+    token: str,
+    *,
+    body: bytes | None,
+    value: Any,
+    wait: float,
+    headers: Mapping[str, str],
+) -> Record:
     where = redact_url(url)
-    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if body is not None:
+        headers = {**headers, "Content-Type": "application/json"}
     try:
         reply = _http.exchange(
             method,
@@ -223,7 +336,7 @@ def _call(
     if len(data) > MAX_REPLY_BYTES:
         raise ServerReplyError(f"{where} sent a reply larger than {MAX_REPLY_BYTES} bytes", status)
     if 300 <= status < 400:
-        location = _redact_token(redact_url(headers_in.get("Location") or "(no Location header)"), token)
+        location = redact_url(headers_in.get("Location") or "(no Location header)")
         raise ServerReplyError(
             f"{where} redirects ({status}) to {location}; redirects are not followed, so that the answer and its "
             "token go only where you sent them: use the server's own URL",
@@ -274,6 +387,13 @@ def _error_for(
     if status == 429 or status >= 500:
         why = detail if detail is not None else f"{_kind(headers, body)} instead of this API's JSON"
         return ServerUnavailableError(f"{where} answered {phrase}: {why}; try again later")
+    if status == 401:  # the platform's login (or another) in front of the server
+        why = f": {detail}" if detail is not None else f" with {_kind(headers, body)}"
+        return ServerReplyError(
+            f"{where} asks for a login ({phrase}){why}; send its credentials with --header or FLYTE_HITL_HEADERS "
+            "(headers= in Python)",
+            status,
+        )
     if detail is None:
         return ServerReplyError(
             f"{where} answered {phrase} with {_kind(headers, body)}, not this API's JSON: is it a hitl form "
@@ -293,16 +413,23 @@ def _error_for(
         error = AlreadyAnsweredError(request_id, {})
     elif status == 410:
         error = EventExpiredError(request_id, "its deadline")
-    elif status == 401:
-        return ServerReplyError(f"{where} asks for a login ({phrase}): {detail}", status)
     else:  # 405, 411, 413, 415, 431...: the request's form was refused, not its content
         return ServerReplyError(f"{where} refused the request ({phrase}): {detail}", status)
     error.args = (detail,)
     return error
 
 
-def _redact_token(text: str, token: str) -> str:
-    # A redirect may echo the request's path, and a token inside it, in its own path (percent-encoded
-    # or not, so a plain search). Tokens of a few characters are not ours (ours have 32) and would
-    # match inside other words: "t" turned "http" into "h<token><token>p".
-    return text.replace(token, "<token>") if len(token) >= 8 else text
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each secret (the token, a header's value, and the credential after a value's
+    scheme, as in ``Bearer <credential>``) shown as ``<token>``/``<secret>``.
+
+    A server or proxy may echo the request in its reply: a redirect's path, an error's detail.
+    Secrets of a few characters are not ours (tokens have 32) and would match inside other words:
+    "t" turned "http" into "h<token><token>p".
+    """
+    for n, secret in enumerate(secrets):
+        shown = "<token>" if n == 0 else "<secret>"
+        for part in {secret, secret.rpartition(" ")[2]}:
+            if len(part) >= 8:
+                text = text.replace(part, shown).replace(quote(part, safe=""), shown)
+    return text

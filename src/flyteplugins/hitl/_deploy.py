@@ -16,6 +16,10 @@ on the app's public URL; run locally, the same code serves forms from the waitin
 The app's root is ``FLYTE_HITL_ROOT`` as the deploying process has it when it deploys (not when it
 imports this module), passed as ``serve --root``; a deployment without a shared object-store root
 fails with a `ConfigurationError` before anything is sent.
+
+The app sits behind the platform's login (``requires_auth=True``) unless ``FLYTE_HITL_APP_AUTH=0``
+(read when the app is first used) or ``app_env.requires_auth = False``: then programs reach it
+without platform credentials, and each event's token alone guards it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ logger = logging.getLogger("flyteplugins.hitl.deploy")
 
 APP_NAME = "hitl-form-server"
 APP_PORT_ENV = "FLYTE_HITL_APP_PORT"
+APP_AUTH_ENV = "FLYTE_HITL_APP_AUTH"
 #: Where the image keeps this package (put first on PYTHONPATH).
 IMAGE_PACKAGE_ROOT = "/opt/flyteplugins-hitl"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -52,6 +57,16 @@ def _app_port() -> int:
     if not 0 < port < 65536:
         raise HitlError(f"{APP_PORT_ENV} must be a port number, got {text!r}")
     return port
+
+
+def _app_auth() -> bool:
+    """Whether the app requires the platform's login: ``FLYTE_HITL_APP_AUTH``, on unless it says 0."""
+    text = (os.environ.get(APP_AUTH_ENV) or "1").strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{APP_AUTH_ENV} must be 1 or 0 (or true/false, yes/no, on/off), got {text!r}")
 
 
 def _package_files() -> list[Path]:
@@ -119,13 +134,14 @@ app_env = _FormServerApp(
     # default 127.0.0.1 when served locally, where flyte does not apply env_vars.
     args=["python", "-m", "flyteplugins.hitl", "serve", "--port", str(APP_PORT)],
     port=APP_PORT,
-    requires_auth=True,
+    requires_auth=_app_auth(),
     env_vars={HOST_ENV: "0.0.0.0"},
     resources=flyte.Resources(cpu=1, memory="256Mi"),
 )
 """The form server as a Flyte app; it serves every event under ``FLYTE_HITL_ROOT`` (read when deployed).
 
-For N replicas set ``app_env.scaling = flyte.app.Scaling(replicas=(N, N))`` before deploying.
+For N replicas set ``app_env.scaling = flyte.app.Scaling(replicas=(N, N))`` before deploying. Without
+the platform's login in front of it: ``app_env.requires_auth = False`` (or ``FLYTE_HITL_APP_AUTH=0``).
 """
 
 env = flyte.TaskEnvironment(
@@ -219,4 +235,14 @@ def _ask_control_plane() -> str:
     return endpoint
 
 
-__all__ = ["APP_NAME", "APP_PORT", "ROOT_ENV", "app_env", "deploy_root", "env", "image", "served_endpoint"]
+__all__ = [
+    "APP_AUTH_ENV",
+    "APP_NAME",
+    "APP_PORT",
+    "ROOT_ENV",
+    "app_env",
+    "deploy_root",
+    "env",
+    "image",
+    "served_endpoint",
+]
