@@ -14,8 +14,8 @@ import pytest
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _schema
-from flyteplugins.hitl._types import encode
-from flyteplugins.hitl._values import declare
+from flyteplugins.hitl._schema import encode
+from flyteplugins.hitl._task_types import declare
 
 
 class C(enum.Enum):

@@ -16,7 +16,7 @@ from typing_extensions import NotRequired, TypedDict
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import InvalidValueError
-from flyteplugins.hitl._values import spec_for
+from flyteplugins.hitl._task_types import spec_for
 
 
 @dataclasses.dataclass
@@ -133,7 +133,7 @@ _NO_PYDANTIC = """
 import dataclasses, sys
 from typing import Annotated
 import annotated_types
-from flyteplugins.hitl._values import spec_for
+from flyteplugins.hitl._task_types import spec_for
 
 @dataclasses.dataclass
 class A:

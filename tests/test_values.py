@@ -10,31 +10,20 @@ import math
 import re
 import subprocess
 import sys
-import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import annotated_types
+import pydantic
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from typing_extensions import NotRequired, TypedDict
 
 import flyteplugins.hitl as hitl
-from flyteplugins.hitl import InvalidEventError, InvalidValueError, UnsupportedTypeError, _values
-from flyteplugins.hitl._values import (
-    TYPE_NAMES,
-    TYPES_BY_NAME,
-    check_answer,
-    declare,
-    encode,
-    forget,
-    parse_value,
-    remember,
-    spec_for,
-    type_name,
-    value_from_form,
-)
+from flyteplugins.hitl import InvalidEventError, InvalidValueError, UnsupportedTypeError, _schema
+from flyteplugins.hitl._schema import check_answer, encode, forget, parse_value, remember, value_from_form
+from flyteplugins.hitl._task_types import TYPE_NAMES, TYPES_BY_NAME, declare, spec_for, type_name
 
 # Property tests run without hypothesis' per-example deadline: on a busy machine one example may take
 # longer than 200 ms, and that says nothing about the parser.
@@ -233,7 +222,7 @@ def test_messages_give_an_example_of_a_valid_answer() -> None:
 
 _LINEAR_CHECK = """
 from flyteplugins.hitl import InvalidValueError
-from flyteplugins.hitl._values import parse_value
+from flyteplugins.hitl._schema import parse_value
 for name in ("int", "float"):
     for tail in ("x", "e", ".", "e+x"):
         for size in (20_000, 1 << 20):
@@ -387,9 +376,10 @@ def test_dataclass_schema_lists_fields_in_order_with_defaults_descriptions_and_c
         "description": "How good, 1 to 5",
     }
     assert fields["size"]["required"] and fields["size"]["type"]["labels"] == ["S", "M", "L"]
-    assert fields["tags"]["default"] == [] and fields["tags"]["description"] == "one per line"
+    assert fields["tags"]["description"] == "one per line"
+    assert "default" not in fields["tags"] and not fields["tags"]["required"], "a factory runs when built"
     assert fields["due"]["nullable"] and fields["due"]["default"] is None and not fields["due"]["required"]
-    assert fields["pick"]["default"] == ["a"]
+    assert "default" not in fields["pick"] and not fields["pick"]["required"]
     assert json.loads(json.dumps(spec.schema)) == spec.schema, "the schema is plain JSON"
     assert spec.describe() == (
         "Review {score: int (≥ 1, ≤ 5), size: Size, tags?: list[str], due?: date | None, note?: str | None, "
@@ -400,7 +390,7 @@ def test_dataclass_schema_lists_fields_in_order_with_defaults_descriptions_and_c
 def test_dataclass_answer_is_checked_filled_with_defaults_and_built() -> None:
     spec = spec_for(Review)
     value = spec.check({"score": "4", "size": "small", "due": "2026-12-01"})
-    assert value == {"score": 4, "size": "small", "tags": [], "due": "2026-12-01", "note": None, "pick": ["a"]}
+    assert value == {"score": 4, "size": "small", "due": "2026-12-01", "note": None}, "factories run when built"
     assert spec.build(value) == Review(score=4, size=Size.S, due=datetime.date(2026, 12, 1))
     assert spec.encode(Review(score=2, size=Size.M)) == {
         "score": 2,
@@ -501,7 +491,7 @@ def test_the_curl_example_of_a_constrained_type_is_an_answer_it_takes() -> None:
 _PATTERN_CHECK = """
 import pydantic
 from flyteplugins.hitl._errors import InvalidValueError
-from flyteplugins.hitl._values import spec_for
+from flyteplugins.hitl._task_types import spec_for
 
 class Name(pydantic.BaseModel):
     name: str = pydantic.Field(pattern=r"^(a+)+$")  # catastrophic for a backtracking engine
@@ -520,8 +510,8 @@ def test_a_pattern_is_matched_in_linear_time() -> None:
     assert "does not match the pattern" in done.stdout
 
     @dataclasses.dataclass
-    class Lookahead:  # pydantic refuses this pattern itself; any metadata with a `pattern` carries one
-        name: Annotated[str, types.SimpleNamespace(pattern=r"^(?=a)a+$")]
+    class Lookahead:  # a plain dataclass: pydantic never sees the pattern, so only this check refuses it
+        name: Annotated[str, pydantic.StringConstraints(pattern=r"^(?=a)a+$")]
 
     with pytest.raises(UnsupportedTypeError, match=r"field 'name': its pattern .* cannot be checked in linear time"):
         spec_for(Lookahead)
@@ -658,10 +648,10 @@ def test_check_answer_runs_the_types_own_validation_for_events_of_this_process()
 
 def test_a_settled_event_of_this_process_is_forgotten(root: Path) -> None:
     event = hitl.new_event("kept-until-settled", data_type=Review, timeout_seconds=60)
-    assert event.request_id in _values._remembered
+    assert event.request_id in _schema._remembered
     hitl.submit(event.form_url, {"score": 3, "size": "small"})
     assert event.wait().score == 3
-    assert event.request_id not in _values._remembered  # one entry per event would grow for ever
+    assert event.request_id not in _schema._remembered  # one entry per event would grow for ever
 
 
 def test_value_from_form_reads_every_field() -> None:

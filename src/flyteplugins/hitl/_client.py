@@ -22,8 +22,8 @@ from ._errors import (
     ServerUnavailableError,
 )
 from ._http import redact_url
+from ._schema import encode
 from ._store import Record, Store, check_request_id, default_root
-from ._values import encode
 
 #: Seconds a server may take to accept the connection, and then between any two parts of its reply;
 #: the whole exchange ends within twice this (plus the seconds a long-poll asks the server to wait).
