@@ -475,7 +475,7 @@ def encode(value: Any) -> Json:
         return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
     fields = getattr(type(value), "model_fields", None)
     if isinstance(fields, dict) and hasattr(value, "model_dump"):
-        return {alias_of(name, info): encode(getattr(value, name)) for name, info in fields.items()}
+        return {alias_of(name, info) or name: encode(getattr(value, name)) for name, info in fields.items()}
     if isinstance(value, Mapping):
         return {str(k): encode(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -483,14 +483,15 @@ def encode(value: Any) -> Json:
     return value
 
 
-def alias_of(name: str, info: Any) -> str:
-    """The key pydantic validates a model field `name` (its `FieldInfo` is `info`) under."""
-    for alias in (info.validation_alias, info.alias):
-        choices = getattr(alias, "choices", None)  # AliasChoices: its first choice, if a plain name
-        alias = choices[0] if choices else alias
-        if isinstance(alias, str):
-            return alias
-    return name
+def alias_of(name: str, info: Any) -> str | None:
+    """The key pydantic validates a model's field `name` (its `FieldInfo` is `info`) under: its alias, the
+    first of its `AliasChoices`, or its name; None for an `AliasPath` (a path into nested data)."""
+    alias = info.validation_alias if info.validation_alias is not None else info.alias
+    choices = getattr(alias, "choices", None)
+    first = choices[0] if choices else alias
+    if first is None:
+        return name
+    return first if isinstance(first, str) else None
 
 
 def plain(raw: object) -> Json:

@@ -32,6 +32,7 @@ from ._errors import InvalidEventError, InvalidValueError, UnsupportedTypeError
 from ._schema import (
     Json,
     Schema,
+    alias_of,
     check,
     describe,
     encode,
@@ -389,8 +390,13 @@ def _model_fields(tp: Any, model: str | None) -> list[tuple[str, object, bool, A
         from pydantic_core import PydanticUndefined
 
         for name, info in tp.model_fields.items():
-            alias = info.validation_alias if info.validation_alias is not None else info.alias
-            key = _alias_key(name, alias)
+            key = alias_of(name, info)
+            if key is None:
+                raise UnsupportedTypeError(
+                    f"field {name!r}: its alias {info.validation_alias!r} is a path into nested data; "
+                    "an answer's fields are flat",
+                    name,
+                )
             annotation = info.annotation
             if info.metadata:
                 annotation = typing_extensions.Annotated[(annotation, *info.metadata)]
@@ -419,16 +425,6 @@ def _model_fields(tp: Any, model: str | None) -> list[tuple[str, object, bool, A
             description = meta.get("description") or meta.get("doc") or meta.get("help")
             out.append((f.name, hints[f.name], required, f.default, description))
     return out
-
-
-def _alias_key(name: str, alias: object) -> str:
-    choices = getattr(alias, "choices", None)  # AliasChoices: pydantic takes any; answers use the first
-    first = choices[0] if choices else alias
-    if alias is not None and not isinstance(first, str):
-        raise UnsupportedTypeError(
-            f"field {name!r}: its alias {alias!r} is a path into nested data; an answer's fields are flat", name
-        )
-    return first if isinstance(first, str) else name
 
 
 def _strip_required(tp: object) -> object:
