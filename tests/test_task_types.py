@@ -29,7 +29,7 @@ from flyteplugins.hitl._schema import (
     remember,
     value_from_form,
 )
-from flyteplugins.hitl._task_types import TYPE_NAMES, TYPES_BY_NAME, declare, spec_for, type_name
+from flyteplugins.hitl._task_types import TYPE_NAMES, declare, spec_for, type_name
 
 # -- type names -----------------------------------------------------------------------------------
 
@@ -37,7 +37,6 @@ from flyteplugins.hitl._task_types import TYPE_NAMES, TYPES_BY_NAME, declare, sp
 @pytest.mark.parametrize("tp, name", [(int, "int"), (float, "float"), (str, "str"), (bool, "bool")])
 def test_type_name_of_the_four_types(tp: type, name: str) -> None:
     assert type_name(tp) == name
-    assert TYPES_BY_NAME[name] is tp
     assert TYPE_NAMES[tp] == name
 
 
@@ -94,7 +93,7 @@ def test_enum_is_a_choice_of_its_values_labelled_by_member_names() -> None:
         "labels": ["S", "M", "L"],
     }
     assert spec.check("medium") == "medium" and spec.build("medium") is Size.M
-    assert spec.encode(Size.L) == "large" and spec.check(Size.L) == "large"
+    assert encode(Size.L) == "large" and spec.check(Size.L) == "large"
     with pytest.raises(InvalidValueError, match=r"'huge' is not one of 'small', 'medium', 'large'"):
         spec.check("huge")
 
@@ -158,7 +157,7 @@ def test_datetime_keeps_its_zone_and_reads_no_zone_as_utc() -> None:
     assert spec.check("2026-12-01T14:30:00Z") == "2026-12-01T14:30:00+00:00"
     built = spec.build("2026-12-01T14:30:00+01:00")
     assert built == datetime.datetime(2026, 12, 1, 13, 30, tzinfo=datetime.timezone.utc)
-    assert spec.encode(datetime.datetime(2026, 12, 1, 9, 0)) == "2026-12-01T09:00:00+00:00"
+    assert encode(datetime.datetime(2026, 12, 1, 9, 0)) == "2026-12-01T09:00:00+00:00"
     with pytest.raises(InvalidValueError, match="no zone: UTC"):
         spec.check("tomorrow")
 
@@ -192,7 +191,7 @@ def test_dataclass_answer_is_checked_filled_with_defaults_and_built() -> None:
     value = spec.check({"score": "4", "size": "small", "due": "2026-12-01"})
     assert value == {"score": 4, "size": "small", "due": "2026-12-01", "note": None}, "factories run when built"
     assert spec.build(value) == Review(score=4, size=Size.S, due=datetime.date(2026, 12, 1))
-    assert spec.encode(Review(score=2, size=Size.M)) == {
+    assert encode(Review(score=2, size=Size.M)) == {
         "score": 2,
         "size": "medium",
         "tags": [],
@@ -268,7 +267,7 @@ def test_pydantic_model_constraints_descriptions_and_validators() -> None:
     with pytest.raises(InvalidValueError) as info:
         spec.build(spec.check({"region": "eu", "owner": "root"}))
     assert "root may not deploy" in info.value.field_errors["owner"]
-    assert spec.encode(built)["at"] == "2026-12-01T10:00:00+00:00"
+    assert encode(built)["at"] == "2026-12-01T10:00:00+00:00"
 
 
 def test_the_curl_example_of_a_constrained_type_is_an_answer_it_takes() -> None:
@@ -743,7 +742,7 @@ def test_rules_are_carried_in_the_schema_and_applied_as_pydantic_applies_them() 
 def test_answers_use_the_names_pydantic_validates() -> None:
     spec = spec_for(Aliased)
     assert [f["name"] for f in spec.schema["fields"]] == ["N", "M", "K"]  # type: ignore[index]
-    assert spec.encode(Aliased(N=1, M=2, K=3)) == {"N": 1, "M": 2, "K": 3}
+    assert encode(Aliased(N=1, M=2, K=3)) == {"N": 1, "M": 2, "K": 3}
     assert declare(Aliased, default=Aliased(N=4))["default"] == {"N": 4, "M": 0, "K": 0}
 
 

@@ -5,7 +5,7 @@ An event's request stores its type as ``data_type`` (the four scalars int, float
 `_task_types` makes from the Python type:
 
     {"kind": "object", "name": "Review", "model": "dataclass", "fields": [
-        {"name": "score", "type": {"kind": "int", "ge": 1, "le": 5, "multiple_of": 1}, "required": true},
+        {"name": "score", "type": {"kind": "int", "ge": 1, "le": 5}, "required": true},
         {"name": "label", "type": {"kind": "choice", "name": "Label", "choices": ["cat", "dog"],
                                    "labels": ["CAT", "DOG"]}, "required": true},
         {"name": "tags", "type": {"kind": "list", "items": {"kind": "str", "max_length": 20}}, "required": false},
@@ -239,22 +239,14 @@ def _check_rules(schema: Schema, value: Any, raw: object) -> None:
         raise fail(f"is shorter than the minimum length {schema['min_length']}")
     if "max_length" in schema and len(value) > schema["max_length"]:
         raise fail(f"is longer than the maximum length {schema['max_length']}")
-    if "pattern" in schema and not _matches(str(schema["pattern"]), value):
+    if "pattern" in schema and not _passes(linear_pattern(str(schema["pattern"])), value):
         raise fail(f"does not match the pattern {schema['pattern']!r}")
 
 
 def _is_multiple(value: int | float, step: int | float) -> bool:
     if isinstance(value, int) and isinstance(step, int):
         return value % step == 0
-    try:  # pydantic's own test for floats, which tolerates rounding
-        check_float = _core_validator("float", multiple_of=step)
-    except ImportError:
-        return math.isclose(math.remainder(value, step), 0, abs_tol=abs(value) / 1e9)
-    try:
-        check_float(value)
-    except ValueError:
-        return False
-    return True
+    return _passes(_core_validator("float", multiple_of=step), value)  # pydantic's test, which allows rounding
 
 
 def _check_choice(schema: Schema, raw: Json) -> Json:
@@ -314,28 +306,18 @@ def field_failure(errors: dict[str, str], raw: object) -> InvalidValueError:
     return InvalidValueError(f"invalid answer: {listed}", raw, field_errors=errors)
 
 
-def _matches(pattern: str, text: str) -> bool:
-    """Whether `text` matches `pattern` (anywhere, as pydantic reads patterns), in linear time.
-
-    Without pydantic-core (flyte installs it) the pattern is left to the task's own validation.
-    """
+def _passes(validate: Callable[[Any], object], value: object) -> bool:
     try:
-        validate = linear_pattern(pattern)
-    except ImportError:
-        return True
-    try:
-        validate(text)
+        validate(value)
     except ValueError:
         return False
     return True
 
 
 def linear_pattern(pattern: str) -> Callable[[str], object]:
-    """A check of `pattern` by pydantic-core's Rust regex engine, which runs in linear time.
-
-    Raises ImportError without pydantic-core, and ValueError for a pattern that engine refuses
-    (look-around, back-references: the features that make a backtracking engine slow).
-    """
+    """A check of `pattern` anywhere in a text (as pydantic reads patterns) by pydantic-core's Rust regex
+    engine, which runs in linear time. ValueError for a pattern that engine refuses (look-around,
+    back-references: the features that make a backtracking engine slow)."""
     return _core_validator("str", pattern=pattern)
 
 

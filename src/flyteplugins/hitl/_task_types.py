@@ -46,12 +46,11 @@ from ._schema import (
 )
 
 TYPE_NAMES: dict[type, str] = {int: "int", float: "float", str: "str", bool: "bool"}
-TYPES_BY_NAME: dict[str, type] = {name: tp for tp, name in TYPE_NAMES.items()}
 
 _MAX_FIELDS = 100
 _MAX_CHOICES = 1000
-# The rules each kind carries (see `_schema`), and pydantic metadata that only makes its own validation
-# stricter or looser than a server's, never wider than what the server stores: nothing to carry.
+# The rules each kind carries (see `_schema`), and pydantic settings that leave a server nothing to check:
+# what it stores is already of the exact JSON type (strict), finite (allow_inf_nan), and never a union.
 _RULES = {
     "int": ("ge", "gt", "le", "lt", "multiple_of"),
     "float": ("ge", "gt", "le", "lt", "multiple_of"),
@@ -105,10 +104,6 @@ class TypeSpec:
             why = f"{self.name} refused the answer: {e}"
             errors = {"": why} if self.schema["kind"] == "object" else None
             raise InvalidValueError(why, value, field_errors=errors) from None
-
-    def encode(self, value: Any) -> Json:
-        """An instance (or plain JSON) as plain JSON."""
-        return encode(value)
 
     def example(self) -> Json:
         """A placeholder answer, for curl commands."""
@@ -232,7 +227,8 @@ def _value_node(tp: object, field: str | None, rules: Mapping[str, Any], str_rul
     make: Callable[[Json], Any] = _same
     if tp in TYPE_NAMES:
         kind = TYPE_NAMES[tp]  # type: ignore[index]
-        schema = {"kind": kind, **(str_rules if kind == "str" else {})}
+        schema = {"kind": kind}
+        rules = {**str_rules, **rules} if kind == "str" else rules  # a field's own rule wins over the model's
     elif tp is datetime or tp is date:
         schema, make = {"kind": tp.__name__}, (parse_datetime if tp is datetime else parse_date)
     elif isinstance(tp, type) and issubclass(tp, enum.Enum):
@@ -265,14 +261,13 @@ def _value_node(tp: object, field: str | None, rules: Mapping[str, Any], str_rul
             field,
         )
     for name, value in rules.items():
-        if name not in _RULES.get(kind or "", ()):
-            raise UnsupportedTypeError(f"{where}: the rule {name}={value!r} cannot be checked on it", field)
-        schema[name] = _rule_value(name, value, kind or "", field)
+        value = getattr(value, "pattern", value) if name == "pattern" else value  # a compiled pattern
+        if name not in _RULES.get(kind or "", ()) or not _fits_rule(name, value, kind):
+            raise UnsupportedTypeError(f"unsupported {where}: the rule {name}={value!r} cannot be checked on it", field)
+        schema[name] = value
     if "pattern" in schema:
         try:
             linear_pattern(schema["pattern"])
-        except ImportError:
-            pass
         except ValueError as e:
             raise UnsupportedTypeError(
                 f"field {field!r}: its pattern {schema['pattern']!r} cannot be checked in linear time: {e}", field
@@ -288,22 +283,19 @@ def _build_list(item: Callable[[Json], Any], value: list[Json]) -> list[Any]:
     return [item(x) for x in value]
 
 
-def _rule_value(name: str, value: object, kind: str, field: str | None) -> Json:
-    """`value` as the plain JSON a rule carries; `UnsupportedTypeError` for one no server can check."""
+def _fits_rule(name: str, value: object, kind: str | None) -> bool:
+    """Whether `value` is plain JSON a server can check rule `name` with."""
     if name == "pattern":
-        value = getattr(value, "pattern", value)  # a compiled pattern
-        ok = isinstance(value, str)
-    elif name in ("strip_whitespace", "to_lower", "to_upper"):
-        ok = isinstance(value, bool)
-    elif name in ("min_length", "max_length"):
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    else:
-        number = int if kind == "int" and name == "multiple_of" else (int, float)
-        ok = isinstance(value, number) and not isinstance(value, bool) and math.isfinite(value)  # type: ignore[arg-type]
-        ok = ok and (name != "multiple_of" or value > 0)  # type: ignore[operator]
-    if not ok:
-        raise UnsupportedTypeError(f"field {field!r}: the rule {name}={value!r} cannot be checked on {kind}", field)
-    return value
+        return isinstance(value, str)
+    if name in ("strip_whitespace", "to_lower", "to_upper"):
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, int if name.endswith("length") else (int, float)):
+        return False
+    if name.endswith("length"):
+        return value >= 0
+    if name == "multiple_of":
+        return value > 0 and math.isfinite(value) and (kind != "int" or isinstance(value, int))
+    return math.isfinite(value)
 
 
 def _check_choices(values: list[Any], message: str) -> None:
