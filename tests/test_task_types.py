@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Optional
 import annotated_types
 import pydantic
 import pytest
+from test_answers import remote  # noqa: F401  (`serve` in another process: it has no classes)
 from typing_extensions import NotRequired, TypedDict
 
 import flyteplugins.hitl as hitl
@@ -908,3 +909,24 @@ def test_a_re_run_re_attaches_to_an_event_with_a_factory_default(root: Path, tmp
     finally:
         for kind in ("metadata", "raw_data"):
             shutil.rmtree(Path("/tmp/flyte") / kind / run_name, ignore_errors=True)
+
+
+class Remote(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(str_max_length=3)
+    n: int = pydantic.Field(multiple_of=5, validation_alias="N")
+    code: str
+    at: datetime.datetime | None = None
+
+
+@pytest.mark.usefixtures("remote")  # FLYTE_HITL_ENDPOINT names it: no server in this process
+def test_a_separate_server_refuses_what_the_tasks_type_would_and_stores_nothing(root: Path) -> None:
+    event = hitl.new_event("remote-rules", data_type=Remote, timeout_seconds=60)
+    bad = {"N": 7, "code": "abcd", "at": "2026-12-01T14:30:00+01:00:30"}
+    with pytest.raises(InvalidValueError) as info:
+        hitl.submit(event.form_url, bad)
+    for words in ("N: 7 is not a multiple of 5", "code: 'abcd' is longer than the maximum length 3", "at: invalid"):
+        assert words in str(info.value)
+    assert not (root / event.request_id / "response.json").exists()
+    assert hitl.submit(event.form_url, {"N": 10, "code": "abc", "at": "2026-12-01T14:30:00.123Z"})["status"]
+    at = datetime.datetime(2026, 12, 1, 14, 30, 0, 123000, tzinfo=datetime.UTC)
+    assert event.wait() == Remote(N=10, code="abc", at=at)
