@@ -839,7 +839,7 @@ _ticks = itertools.count()
 class Stamped:
     note: str
     tick: int = dataclasses.field(default_factory=lambda: next(_ticks))
-    opened: datetime.datetime = dataclasses.field(default_factory=lambda: datetime.datetime.now(datetime.UTC))
+    opened: datetime.datetime = dataclasses.field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc))
 
 
 class StampedModel(pydantic.BaseModel):
@@ -928,5 +928,5 @@ def test_a_separate_server_refuses_what_the_tasks_type_would_and_stores_nothing(
         assert words in str(info.value)
     assert not (root / event.request_id / "response.json").exists()
     assert hitl.submit(event.form_url, {"N": 10, "code": "abc", "at": "2026-12-01T14:30:00.123Z"})["status"]
-    at = datetime.datetime(2026, 12, 1, 14, 30, 0, 123000, tzinfo=datetime.UTC)
+    at = datetime.datetime(2026, 12, 1, 14, 30, 0, 123000, tzinfo=datetime.timezone.utc)
     assert event.wait() == Remote(N=10, code="abc", at=at)
