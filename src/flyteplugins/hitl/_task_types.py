@@ -28,22 +28,9 @@ from typing import Any
 
 import typing_extensions
 
+from . import _schema
 from ._errors import InvalidEventError, InvalidValueError, UnsupportedTypeError
-from ._schema import (
-    Json,
-    Schema,
-    alias_of,
-    check,
-    describe,
-    encode,
-    example,
-    field_failure,
-    linear_pattern,
-    parse_date,
-    parse_datetime,
-    parse_value,
-    plain,
-)
+from ._schema import Json, Schema
 
 TYPE_NAMES: dict[type, str] = {int: "int", float: "float", str: "str", bool: "bool"}
 
@@ -84,8 +71,8 @@ class TypeSpec:
     def check(self, raw: object) -> Json:
         """`raw` (an instance, or plain JSON) checked against the schema as a server does, as plain JSON."""
         if self.schema is None:
-            return parse_value(raw, self.name)
-        return check(self.schema, plain(raw))
+            return _schema.parse_value(raw, self.name)
+        return _schema.check(self.schema, _schema.plain(raw))
 
     def build(self, value: Json) -> Any:
         """The instance for a stored answer: the schema's rules, then the type's own validation.
@@ -94,8 +81,8 @@ class TypeSpec:
         the answer as a whole).
         """
         if self.schema is None or self.make is None:
-            return parse_value(value, self.name)
-        checked = check(self.schema, value)
+            return _schema.parse_value(value, self.name)
+        checked = _schema.check(self.schema, value)
         try:
             return self.make(checked)
         except InvalidValueError:
@@ -109,11 +96,11 @@ class TypeSpec:
         """A placeholder answer, for curl commands."""
         if self.schema is None:
             return {"int": 42, "float": 0.5, "bool": True, "str": "your answer"}[self.name]
-        return example(self.schema)
+        return _schema.example(self.schema)
 
     def describe(self) -> str:
         """The type as people read it: ``int``, ``list[str]``, ``Review {score: int (≥ 1, ≤ 5), ...}``."""
-        return self.name if self.schema is None else describe(self.schema)
+        return self.name if self.schema is None else _schema.describe(self.schema)
 
 
 def spec_for(data_type: object) -> TypeSpec:
@@ -153,7 +140,7 @@ def _new_spec(data_type: object) -> TypeSpec:
             schema, make = _value_node(data_type, None, {}, {})
     except RecursionError:
         raise UnsupportedTypeError(f"unsupported data_type {data_type!r}: it refers to itself") from None
-    return TypeSpec(schema["name"] if schema["kind"] == "object" else describe(schema), schema, make)
+    return TypeSpec(schema["name"] if schema["kind"] == "object" else _schema.describe(schema), schema, make)
 
 
 def type_name(data_type: object) -> str:
@@ -230,7 +217,7 @@ def _value_node(tp: object, field: str | None, rules: Mapping[str, Any], str_rul
         schema = {"kind": kind}
         rules = {**str_rules, **rules} if kind == "str" else rules  # a field's own rule wins over the model's
     elif tp is datetime or tp is date:
-        schema, make = {"kind": tp.__name__}, (parse_datetime if tp is datetime else parse_date)
+        schema, make = {"kind": tp.__name__}, (_schema.parse_datetime if tp is datetime else _schema.parse_date)
     elif isinstance(tp, type) and issubclass(tp, enum.Enum):
         members = list(tp)
         _check_choices([m.value for m in members], f"unsupported {where}: an Enum's values must be str, int or float")
@@ -267,7 +254,7 @@ def _value_node(tp: object, field: str | None, rules: Mapping[str, Any], str_rul
         schema[name] = value
     if "pattern" in schema:
         try:
-            linear_pattern(schema["pattern"])
+            _schema.linear_pattern(schema["pattern"])
         except ValueError as e:
             raise UnsupportedTypeError(
                 f"field {field!r}: its pattern {schema['pattern']!r} cannot be checked in linear time: {e}", field
@@ -333,7 +320,7 @@ def _object_node(tp: Any) -> _Node:
             entry["default"] = None
         elif default is not None and default is not dataclasses.MISSING:
             try:
-                entry["default"] = check(schema, encode(default))
+                entry["default"] = _schema.check(schema, _schema.encode(default))
             except (InvalidValueError, TypeError, ValueError, AttributeError) as e:
                 raise UnsupportedTypeError(f"field {name!r}: its default {default!r} does not fit: {e}", name) from e
         if nullable:
@@ -355,7 +342,7 @@ def _build_model(tp: Any, model: str | None, makers: Mapping[str, Callable[[Json
             return tp.model_validate_json(json.dumps(value))
         except ValidationError as e:
             errors = {str(err["loc"][0]) if err["loc"] else "": err["msg"] for err in e.errors()}
-            raise field_failure(errors, value) from None
+            raise _schema.field_failure(errors, value) from None
     kwargs = {k: (None if v is None else makers[k](v)) for k, v in value.items()}
     return kwargs if model == "typeddict" else tp(**kwargs)
 
@@ -382,7 +369,7 @@ def _model_fields(tp: Any, model: str | None) -> list[tuple[str, object, bool, A
         from pydantic_core import PydanticUndefined
 
         for name, info in tp.model_fields.items():
-            key = alias_of(name, info)
+            key = _schema.alias_of(name, info)
             if key is None:
                 raise UnsupportedTypeError(
                     f"field {name!r}: its alias {info.validation_alias!r} is a path into nested data; "
