@@ -188,6 +188,10 @@ def test_str_refuses_non_strings(raw: object) -> None:
     assert "expected str" in str(error)
 
 
+def test_str_refuses_a_lone_surrogate_that_json_can_spell() -> None:
+    assert "lone surrogate" in str(_refused(json.loads('"ab\\ud800"'), "str"))
+
+
 # -- messages -------------------------------------------------------------------------------------
 
 

@@ -701,6 +701,7 @@ RULES = [
     pytest.param(Short, {"code": "a"}, "code", {"code": "ab"}, id="ConfigDict(str_min_length)"),
     pytest.param(Short, {"code": "ab", "codes": ["abcd"]}, "codes", {"code": "ab", "codes": ["ab"]}, id="list items"),
     pytest.param(Trimmed, {"name": " A "}, "name", {"name": " AB "}, id="strip then length"),
+    pytest.param(Trimmed, {"name": "ab\ud800"}, "name", {"name": "ab\u00e9"}, id="lone surrogate"),
     pytest.param(Lenient, {"n": None}, "n", {"m": None}, id="int = None takes no null"),
     pytest.param(When, {"at": "2026-12-01T14:30:00+01:00:30"}, "at", {"at": "2026-12-01T14:30:00+01:00"}, id="offset"),
     pytest.param(Aliased, {"n": 1}, "N", {"N": 1, "M": 2, "K": 3}, id="aliases"),

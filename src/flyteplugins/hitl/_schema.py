@@ -132,6 +132,10 @@ def _parse_bool(raw: object) -> bool:
 
 def _parse_str(raw: object) -> str:
     if isinstance(raw, str):
+        try:
+            raw.encode()
+        except UnicodeEncodeError:  # a lone surrogate, as JSON can write ("\ud800"): no text, and pydantic refuses it
+            raise InvalidValueError(f"invalid value {_short(raw)!r}: not text (a lone surrogate)", raw) from None
         return raw
     raise InvalidValueError(f"invalid value {_short(raw)!r}: expected str (a JSON string)", raw)
 
