@@ -678,6 +678,12 @@ class Lenient(pydantic.BaseModel):
     m: Optional[int] = None  # noqa: UP045
 
 
+class Validated(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(validate_default=True)
+    n: int = None  # type: ignore[assignment]  # pydantic checks the default too: n must be given
+    m: Optional[int] = None  # noqa: UP045
+
+
 class When(pydantic.BaseModel):
     at: datetime.datetime
 
@@ -703,6 +709,7 @@ RULES = [
     pytest.param(Trimmed, {"name": " A "}, "name", {"name": " AB "}, id="strip then length"),
     pytest.param(Trimmed, {"name": "ab\ud800"}, "name", {"name": "ab\u00e9"}, id="lone surrogate"),
     pytest.param(Lenient, {"n": None}, "n", {"m": None}, id="int = None takes no null"),
+    pytest.param(Validated, {"m": 1}, "n", {"n": 1}, id="validate_default: int = None must be given"),
     pytest.param(When, {"at": "2026-12-01T14:30:00+01:00:30"}, "at", {"at": "2026-12-01T14:30:00+01:00"}, id="offset"),
     pytest.param(Aliased, {"n": 1}, "N", {"N": 1, "M": 2, "K": 3}, id="aliases"),
     pytest.param(Fives, {"n": 7}, "n", {"n": 10}, id="dataclass MultipleOf"),

@@ -380,7 +380,13 @@ def _model_fields(tp: Any, model: str | None) -> list[tuple[str, object, bool, A
             if info.metadata:
                 annotation = typing_extensions.Annotated[(annotation, *info.metadata)]
             default = dataclasses.MISSING if info.default is PydanticUndefined else info.default
-            out.append((key, annotation, info.is_required(), default, info.description))
+            required = info.is_required()
+            validated = info.validate_default
+            if validated is None:
+                validated = tp.model_config.get("validate_default")
+            if validated and default is None and type(None) not in typing_extensions.get_args(info.annotation):
+                required, default = True, dataclasses.MISSING  # pydantic refuses its own default None
+            out.append((key, annotation, required, default, info.description))
         if len({row[0] for row in out}) != len(out):
             raise UnsupportedTypeError(f"unsupported data_type {tp!r}: two fields are answered under one name")
         return out
