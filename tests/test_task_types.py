@@ -793,6 +793,7 @@ class _FloatStep:
     ("tp", "field", "rule"),
     [
         (_NotCarried, "x", "Predicate"),
+        (dataclasses.make_dataclass("_Not", [("x", Annotated[int, annotated_types.Not(bool)])]), "x", "Not"),
         (_Bounded, "when", "ge=3"),
         (_Digits, "x", "max_digits=3"),
         (_Path, "x", "AliasPath"),

@@ -469,7 +469,7 @@ def _rules_of(item: object, field: str | None) -> dict[str, Any]:
         if dataclasses.is_dataclass(item):
             return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
         return dict(vars(item))
-    if annotated_types is not None and isinstance(item, annotated_types.BaseMetadata):
+    if annotated_types is not None and isinstance(item, (annotated_types.BaseMetadata, annotated_types.Not)):
         raise UnsupportedTypeError(f"field {field!r}: the rule {item!r} cannot be checked by a server", field)
     return {}
 
