@@ -70,6 +70,7 @@ def fill(tab: Tab, replicas: str) -> None:
     page.get_by_label("Version").fill("v2.4.0")
     page.get_by_label("Replicas").fill(replicas)
     page.get_by_label("Region").select_option("eu-west-1")
+    page.get_by_label("unit").check()
     page.get_by_label("integration").check()
     page.get_by_label("Ship on").fill("2026-12-24")
 
@@ -90,7 +91,7 @@ def test_dataclass_form_shows_a_field_error_keeps_every_value_and_delivers_the_i
     assert page.locator(".details th").all_inner_texts() == ["commit", "tests passed", "changed files"]
     assert page.locator(".details td").nth(1).inner_text() == "1,412"
     assert page.get_by_label("Version").evaluate("el => el === document.activeElement"), "the first field has focus"
-    assert page.get_by_label("unit").is_checked(), "the default is ticked"
+    assert not page.get_by_label("unit").is_checked(), "a factory default runs when built: it is not shown"
     assert page.locator("label[for=f-replicas] .req").inner_text() == "required"
     assert page.get_by_text("Pods to run after the rollout").is_visible()
 

@@ -21,9 +21,8 @@ from ._errors import (
     InvalidTokenError,
     InvalidValueError,
 )
-from ._schema import describe
+from ._schema import check_answer, describe
 from ._store import Record, Store, check_request_id
-from ._values import check_answer
 
 #: How an answer arrived; recorded in the audit trail.
 VIA = ("form", "json", "cli", "python")

@@ -30,8 +30,8 @@ from ._errors import (
     ServerUnavailableError,
 )
 from ._http import redact_url
+from ._schema import encode
 from ._store import Record, Store, check_request_id, default_root
-from ._values import encode
 
 #: Extra request headers for every request to a server, one ``Name: value`` a line.
 HEADERS_ENV = "FLYTE_HITL_HEADERS"

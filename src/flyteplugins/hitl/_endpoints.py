@@ -23,7 +23,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import _answers, _html, _values
+from . import _answers, _html, _schema
 from ._answers import seconds_left
 from ._errors import (
     AlreadyAnsweredError,
@@ -556,7 +556,7 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
     comment = one.get("comment")
     _track(site, request, event["request_id"])
     try:
-        raw = _values.value_from_form(event, fields)
+        raw = _schema.value_from_form(event, fields)
         response = _answers.submit(
             site.store,
             event,

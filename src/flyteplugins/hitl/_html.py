@@ -20,8 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import _markdown, _text
-from ._schema import describe, wire
-from ._values import form_key
+from ._schema import describe, form_key, wire
 
 # One stylesheet for every page. Light and dark follow the reader's `prefers-color-scheme`.
 # Touch targets are at least 48px tall and text fields use 18px text (phones zoom into smaller ones).

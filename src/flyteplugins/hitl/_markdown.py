@@ -142,7 +142,7 @@ def check_details(details: object) -> dict[str, Any] | None:
         return None
     if not isinstance(details, Mapping):
         raise InvalidEventError(f"details must be a mapping of names to values, got {details!r}")
-    from ._types import encode
+    from ._schema import encode
 
     checked: dict[str, Any] = {}
     for key, value in details.items():

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import _http, _markdown
 from ._errors import InvalidEventError
-from ._values import type_name
+from ._task_types import type_name
 
 logger = logging.getLogger("flyteplugins.hitl.notify")
 

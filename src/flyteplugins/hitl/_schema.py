@@ -1,35 +1,186 @@
-"""Checking answers against a stored schema, with no Python classes: what a form server runs.
+"""The server side of an answer type: checking an answer against the stored request, with no Python classes.
 
-The schema is the plain JSON that `_types` makes from an answer type and that the request record
-carries (see `_types` for its shape). Every check runs in time linear in the answer: text is
-capped per kind, choices are compared in one scan, and patterns run on a linear-time engine.
+An event's request stores its type as ``data_type`` (the four scalars int, float, str, bool keep their
+2.12.1 records: a name and no schema) and, for every other type, a plain-JSON ``schema`` that
+`_task_types` makes from the Python type:
+
+    {"kind": "object", "name": "Review", "model": "dataclass", "fields": [
+        {"name": "score", "type": {"kind": "int", "ge": 1, "le": 5}, "required": true},
+        {"name": "label", "type": {"kind": "choice", "name": "Label", "choices": ["cat", "dog"],
+                                   "labels": ["CAT", "DOG"]}, "required": true},
+        {"name": "tags", "type": {"kind": "list", "items": {"kind": "str", "max_length": 20}}, "required": false},
+        {"name": "due", "type": {"kind": "date"}, "required": false, "nullable": true, "default": null}]}
+
+Kinds: int, float, str, bool, date, datetime, choice, list and object. Rules: ``ge``, ``gt``, ``le``,
+``lt``, ``multiple_of`` (numbers); ``min_length``, ``max_length`` (text, lists); ``pattern``,
+``strip_whitespace``, ``to_lower``, ``to_upper`` (text). A field without ``default`` that is not
+``required`` is left out of the stored answer when not given: the task's type fills it.
+
+A server that has only the request runs `check_answer` on every answer and stores nothing unless every
+field passes (all offending fields are named at once). An answer that does not fit is an error, never a
+silent guess: "ture" is not False and "4.5" is not 4. Every check runs in time linear in the answer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import enum
 import functools
 import json
 import math
-from collections.abc import Callable
-from datetime import date, datetime, timezone
-from typing import Any
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Protocol
 
 from ._errors import InvalidValueError
 
 Json = Any
 Schema = dict[str, Any]
+Value = int | float | str | bool
 
 #: Longest list answer, in items.
 MAX_LIST_ITEMS = 1000
+#: Form fields of a structured answer are named with this prefix, apart from request_id, token, comment.
+FIELD_PREFIX = "f."
+
+_TRUE = frozenset({"true", "yes", "1", "on"})
+_FALSE = frozenset({"false", "no", "0", "off"})
+# Length caps keep every check linear and short: Python converts at most 4300 digits to an int, and a
+# float needs far fewer than 1000 characters. No regular expression: a backtracking one took seconds
+# on 20,000 digits, holding the GIL (and so the whole server) meanwhile.
+_MAX_INT_DIGITS = 4000
+_MAX_FLOAT_CHARS = 1000
+_DIGITS = frozenset("0123456789")
+_FLOAT_CHARS = frozenset("0123456789+-.eE")
+_EXAMPLES = {"int": "42", "float": "0.5", "str": "any text", "bool": "true or false"}
 _MAX_DATE_CHARS = 64
 # Longer text cannot be a choice: it is refused without comparing it with each one.
 _MAX_CHOICE_TEXT = 10_000
+# The formats read the same on every Python this package supports and by pydantic (whose datetime takes no
+# offset with seconds): date YYYY-MM-DD; datetime YYYY-MM-DDTHH:MM[:SS[.ffffff]][Z|±HH:MM].
+_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d)", re.ASCII)
+_DATETIME = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?(Z|[+-]\d\d:\d\d)?", re.ASCII
+)
+DATETIME_FORMAT = "YYYY-MM-DDTHH:MM[:SS[.ffffff]] with Z or ±HH:MM (no zone: UTC)"
 
 
-def build_datetime(value: str) -> datetime:
-    """An ISO 8601 datetime; one without a zone is read as UTC."""
-    moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+# -- the four scalars -----------------------------------------------------------------------------
+
+
+def parse_value(raw: object, name: str, *, choices: Sequence[Value] | None = None) -> Value:
+    """Check a scalar answer (text from a form, or any JSON value) and return it as the event's type.
+
+    Example:
+        >>> parse_value("42", "int"), parse_value("Yes", "bool")
+        (42, True)
+    """
+    value: Value = _PARSERS[name](raw)
+    if choices is not None and value not in choices:
+        raise InvalidValueError(f"value {_short(raw)!r} is not one of the allowed choices {list(choices)!r}", raw)
+    return value
+
+
+def _fail(raw: object, name: str) -> InvalidValueError:
+    return InvalidValueError(f"invalid value {_short(raw)!r}: expected {name} (for example {_EXAMPLES[name]})", raw)
+
+
+def _parse_int(raw: object) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and len(raw) <= _MAX_INT_DIGITS + 64:
+        text = raw.strip()
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        if 0 < len(digits) <= _MAX_INT_DIGITS and _DIGITS.issuperset(digits):
+            return int(text)
+    raise _fail(raw, "int")
+
+
+def _parse_float(raw: object) -> float:
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        try:
+            value = float(raw)
+        except OverflowError:  # a JSON integer beyond float's range
+            raise _fail(raw, "float") from None
+    elif isinstance(raw, str) and len(raw) <= _MAX_FLOAT_CHARS and _FLOAT_CHARS.issuperset(raw.strip()):
+        # Within these characters float() takes exactly decimal and exponent notation: no nan, inf,
+        # hex or "1_000" (the underscore is not among them).
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise _fail(raw, "float") from None
+    else:
+        raise _fail(raw, "float")
+    if not math.isfinite(value):
+        raise _fail(raw, "float")
+    return value
+
+
+def _parse_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower() if isinstance(raw, (str, int)) else None
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise InvalidValueError(f"invalid value {_short(raw)!r}: expected bool (true/false, yes/no, 1/0 or on/off)", raw)
+
+
+def _parse_str(raw: object) -> str:
+    if isinstance(raw, str):
+        try:
+            raw.encode()
+        except UnicodeEncodeError:  # a lone surrogate, as JSON can write ("\ud800"): no text, and pydantic refuses it
+            raise InvalidValueError(f"invalid value {_short(raw)!r}: not text (a lone surrogate)", raw) from None
+        return raw
+    raise InvalidValueError(f"invalid value {_short(raw)!r}: expected str (a JSON string)", raw)
+
+
+_PARSERS: dict[str, Callable[[object], Value]] = {
+    "int": _parse_int,
+    "float": _parse_float,
+    "bool": _parse_bool,
+    "str": _parse_str,
+}
+
+
+# -- dates ----------------------------------------------------------------------------------------
+
+
+def parse_date(text: str) -> date:
+    """A date written YYYY-MM-DD; ValueError otherwise."""
+    match = _DATE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not YYYY-MM-DD: {text!r}")
+    return date(*map(int, match.groups()))
+
+
+def parse_datetime(text: str) -> datetime:
+    """An aware datetime in `DATETIME_FORMAT` (one without a zone is read as UTC); ValueError otherwise.
+
+    Example:
+        >>> parse_datetime("2026-12-01T14:30:00.123Z").isoformat()
+        '2026-12-01T14:30:00.123000+00:00'
+    """
+    match = _DATETIME.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not {DATETIME_FORMAT}: {text!r}")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    tz = timezone.utc
+    if zone and zone != "Z":
+        hours, minutes = int(zone[1:3]), int(zone[4:])
+        if minutes > 59:
+            raise ValueError(f"bad offset {zone!r}")
+        tz = timezone((-1 if zone[0] == "-" else 1) * timedelta(hours=hours, minutes=minutes))
+    micros = int((fraction or "0").ljust(6, "0"))
+    return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micros, tz)
+
+
+# -- checking against a schema --------------------------------------------------------------------
 
 
 def check(schema: Schema, raw: Json) -> Json:
@@ -46,21 +197,35 @@ def check(schema: Schema, raw: Json) -> Json:
     if kind == "object":
         return _check_object(schema, raw)
     if kind == "list":
-        return _check_list(schema, raw)
-    if kind == "choice":
+        if not isinstance(raw, list):
+            raise InvalidValueError(f"expected a list (a JSON array), got {_short(raw)!r}", raw)
+        if len(raw) > MAX_LIST_ITEMS:
+            raise InvalidValueError(f"a list of {len(raw)} items is longer than the limit of {MAX_LIST_ITEMS}", None)
+        value: Json = [check(schema["items"], item) for item in raw]
+    elif kind == "choice":
         return _check_choice(schema, raw)
-    if kind == "date":
-        return _check_date(raw)
-    if kind == "datetime":
-        return _check_datetime(raw)
-    from ._values import parse_value
-
-    value = parse_value(raw, kind)
-    _check_constraints(schema, value, raw)
+    elif kind in ("date", "datetime"):
+        return _check_moment(kind, raw)
+    else:
+        value = parse_value(raw, kind)
+        if isinstance(value, str):
+            value = _transformed(schema, value)
+    _check_rules(schema, value, raw)
     return value
 
 
-def _check_constraints(schema: Schema, value: Any, raw: object) -> None:
+def _transformed(schema: Schema, text: str) -> str:
+    # In pydantic's order: strip, then change case, then check lengths and pattern.
+    if schema.get("strip_whitespace"):
+        text = text.strip()
+    if schema.get("to_lower"):
+        text = text.lower()
+    if schema.get("to_upper"):
+        text = text.upper()
+    return text
+
+
+def _check_rules(schema: Schema, value: Any, raw: object) -> None:
     def fail(why: str) -> InvalidValueError:
         return InvalidValueError(f"{_short(raw)!r} {why}", raw)
 
@@ -72,12 +237,20 @@ def _check_constraints(schema: Schema, value: Any, raw: object) -> None:
         raise fail(f"is more than the maximum {schema['le']!r}")
     if "lt" in schema and value >= schema["lt"]:
         raise fail(f"must be less than {schema['lt']!r}")
+    if "multiple_of" in schema and not _is_multiple(value, schema["multiple_of"]):
+        raise fail(f"is not a multiple of {schema['multiple_of']!r}")
     if "min_length" in schema and len(value) < schema["min_length"]:
         raise fail(f"is shorter than the minimum length {schema['min_length']}")
     if "max_length" in schema and len(value) > schema["max_length"]:
         raise fail(f"is longer than the maximum length {schema['max_length']}")
-    if "pattern" in schema and not _matches(str(schema["pattern"]), value):
+    if "pattern" in schema and not _passes(linear_pattern(str(schema["pattern"])), value):
         raise fail(f"does not match the pattern {schema['pattern']!r}")
+
+
+def _is_multiple(value: int | float, step: int | float) -> bool:
+    if isinstance(value, int) and isinstance(step, int):
+        return value % step == 0
+    return _passes(_core_validator("float", multiple_of=step), value)  # pydantic's test, which allows rounding
 
 
 def _check_choice(schema: Schema, raw: Json) -> Json:
@@ -92,35 +265,15 @@ def _check_choice(schema: Schema, raw: Json) -> Json:
     raise InvalidValueError(f"{_short(raw)!r} is not one of {shown}", raw)
 
 
-def _check_list(schema: Schema, raw: Json) -> Json:
-    if not isinstance(raw, list):
-        raise InvalidValueError(f"expected a list (a JSON array), got {_short(raw)!r}", raw)
-    if len(raw) > MAX_LIST_ITEMS:
-        raise InvalidValueError(f"a list of {len(raw)} items is longer than the limit of {MAX_LIST_ITEMS}", None)
-    value = [check(schema["items"], item) for item in raw]
-    _check_constraints(schema, value, raw)
-    return value
-
-
-def _check_date(raw: Json) -> Json:
+def _check_moment(kind: str, raw: Json) -> Json:
     if isinstance(raw, str) and len(raw) <= _MAX_DATE_CHARS:
         try:
-            return date.fromisoformat(raw.strip()).isoformat()
+            return (parse_date(raw) if kind == "date" else parse_datetime(raw)).isoformat()
         except ValueError:
             pass
-    raise InvalidValueError(f"invalid date {_short(raw)!r}: expected YYYY-MM-DD (ISO 8601)", raw)
-
-
-def _check_datetime(raw: Json) -> Json:
-    # A datetime without a zone is read as UTC (the form's datetime-local field sends none).
-    if isinstance(raw, str) and len(raw) <= _MAX_DATE_CHARS:
-        try:
-            return build_datetime(raw.strip()).isoformat()
-        except ValueError:
-            pass
-    raise InvalidValueError(
-        f"invalid datetime {_short(raw)!r}: expected ISO 8601 such as 2026-12-01T14:30:00+01:00 (no zone: UTC)", raw
-    )
+    if kind == "date":
+        raise InvalidValueError(f"invalid date {_short(raw)!r}: expected YYYY-MM-DD (ISO 8601)", raw)
+    raise InvalidValueError(f"invalid datetime {_short(raw)!r}: expected {DATETIME_FORMAT}", raw)
 
 
 def _check_object(schema: Schema, raw: Json) -> Json:
@@ -134,7 +287,7 @@ def _check_object(schema: Schema, raw: Json) -> Json:
         if raw.get(name) is None:
             if name in raw and f.get("nullable"):
                 value[name] = None
-            elif f["required"]:
+            elif f["required"] or name in raw:
                 errors[name] = "a value is required" if name not in raw else "may not be empty (null)"
             elif "default" in f:
                 value[name] = f["default"]
@@ -152,8 +305,191 @@ def _check_object(schema: Schema, raw: Json) -> Json:
 
 
 def field_failure(errors: dict[str, str], raw: object) -> InvalidValueError:
+    """An `InvalidValueError` naming each offending field, with `field_errors` set."""
     listed = "; ".join(f"{name}: {why}" for name, why in errors.items())
     return InvalidValueError(f"invalid answer: {listed}", raw, field_errors=errors)
+
+
+def _passes(validate: Callable[[Any], object], value: object) -> bool:
+    try:
+        validate(value)
+    except ValueError:
+        return False
+    return True
+
+
+def linear_pattern(pattern: str) -> Callable[[str], object]:
+    """A check of `pattern` anywhere in a text (as pydantic reads patterns) by pydantic-core's Rust regex
+    engine, which runs in linear time. ValueError for a pattern that engine refuses (look-around,
+    back-references: the features that make a backtracking engine slow)."""
+    return _core_validator("str", pattern=pattern)
+
+
+@functools.lru_cache(maxsize=64)
+def _core_validator(kind: str, **rules: object) -> Callable[[object], object]:
+    from pydantic_core import SchemaError, SchemaValidator, core_schema
+
+    make = core_schema.str_schema if kind == "str" else core_schema.float_schema
+    try:
+        return SchemaValidator(make(**rules)).validate_python  # type: ignore[arg-type]
+    except SchemaError as e:
+        raise ValueError(str(e).strip().splitlines()[-1]) from None
+
+
+# -- a stored request -----------------------------------------------------------------------------
+
+
+class Builder(Protocol):
+    """What the task side gives `remember`: a type's schema and the build that runs its own validation."""
+
+    @property
+    def schema(self) -> Schema | None: ...
+
+    def build(self, value: Json) -> Any: ...
+
+
+# Types of events created in this process, by request id: a server in this process (embedded, or
+# `hitl.submit` straight to a root) runs the type's own validation before it stores an answer.
+_remembered: dict[str, Builder] = {}
+_remembered_lock = threading.Lock()
+
+
+def remember(request_id: str, spec: Builder) -> None:
+    """Let answers to `request_id` given in this process run `spec.build` before they are stored."""
+    if spec.schema is not None:
+        with _remembered_lock:
+            _remembered[request_id] = spec
+
+
+def forget(request_id: str) -> None:
+    """`request_id` has its outcome: no answer will be checked for it any more."""
+    with _remembered_lock:
+        _remembered.pop(request_id, None)
+
+
+def check_answer(request: Mapping[str, Any], raw: object) -> Json:
+    """Check an answer against the stored request: its type (schema), its choices and, when the
+    event was created in this process, the type's own validation. Returns plain JSON to store.
+
+    Example:
+        >>> check_answer({"request_id": "x-1", "data_type": "int"}, "42")
+        42
+    """
+    schema = request.get("schema")
+    choices = request.get("choices")
+    if schema is None:
+        return parse_value(raw, str(request["data_type"]), choices=choices)
+    if schema.get("kind") in ("object", "list") and isinstance(raw, str):
+        # The command line passes its argument as text: '{"score": 4}' is read as the JSON it spells.
+        with contextlib.suppress(ValueError, RecursionError):  # the check below says what was expected
+            raw = json.loads(raw)
+    value = check(schema, plain(raw))
+    if choices is not None and value not in choices:
+        raise InvalidValueError(f"value {_short(raw)!r} is not one of the allowed choices {choices!r}", raw)
+    spec = _remembered.get(str(request.get("request_id")))
+    if spec is not None and spec.schema == schema:
+        spec.build(value)
+    return value
+
+
+def form_key(name: str) -> str:
+    """The form field that carries a structured answer's field `name`."""
+    return FIELD_PREFIX + name
+
+
+def value_from_form(request: Mapping[str, Any], form: Mapping[str, Sequence[str]]) -> object:
+    """The raw answer from a posted form (as ``parse_qs(body, keep_blank_values=True)`` returns it).
+
+    A scalar event's answer is its ``value`` field. A structured one is built from its fields, as the
+    same answer in JSON would be: an empty field is None when it may be empty, else it is left out (a
+    required one is then reported missing, an optional one gets its default); a list is its checked
+    boxes or its lines.
+
+    Example:
+        >>> value_from_form(request, {"f.score": ["4"], "f.tags": ["a\nb"]})
+        {'score': '4', 'tags': ['a', 'b']}
+    """
+    schema = request.get("schema")
+    if schema is None or schema["kind"] != "object":
+        got = _from_inputs(schema or {"kind": str(request["data_type"])}, form.get("value", []), False)
+        return "" if got is _MISSING else got
+    answer: dict[str, object] = {}
+    for f in schema["fields"]:
+        got = _from_inputs(f["type"], form.get(form_key(f["name"]), []), bool(f.get("nullable")))
+        if got is not _MISSING:
+            answer[f["name"]] = got
+    return answer
+
+
+_MISSING = object()
+
+
+def _from_inputs(schema: Mapping[str, Any], values: Sequence[str], nullable: bool) -> object:
+    if schema["kind"] == "list":
+        if schema["items"]["kind"] == "choice":  # checkboxes: one form field per ticked box
+            items = [v for v in values if v]
+        else:
+            text = values[0] if values else ""
+            items = [line.strip() for line in text.splitlines() if line.strip()]
+        return None if not items and nullable else items
+    text = values[0] if values else ""
+    if text.strip():
+        return text
+    if nullable:
+        return None
+    return text if schema["kind"] == "str" and values else _MISSING
+
+
+# -- plain JSON of any answer ---------------------------------------------------------------------
+
+
+def encode(value: Any) -> Json:
+    """Plain JSON for an answer of any supported type, for sending or storing it: a pydantic model's
+    fields under the names it validates (its aliases).
+
+    Example:
+        >>> encode(Size.M), encode(date(2026, 12, 1)), encode(Review(score=4, label=Label.CAT))
+        ('M', '2026-12-01', {'score': 4, 'label': 'cat'})
+    """
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return (value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+    fields = getattr(type(value), "model_fields", None)
+    if isinstance(fields, dict) and hasattr(value, "model_dump"):
+        return {alias_of(name, info) or name: encode(getattr(value, name)) for name, info in fields.items()}
+    if isinstance(value, Mapping):
+        return {str(k): encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    return value
+
+
+def alias_of(name: str, info: Any) -> str | None:
+    """The key pydantic validates a model's field `name` (its `FieldInfo` is `info`) under: its alias, the
+    first of its `AliasChoices`, or its name; None for an `AliasPath` (a path into nested data)."""
+    alias = info.validation_alias if info.validation_alias is not None else info.alias
+    choices = getattr(alias, "choices", None)
+    first = choices[0] if choices else alias
+    if first is None:
+        return name
+    return first if isinstance(first, str) else None
+
+
+def plain(raw: object) -> Json:
+    """`encode(raw)`; a value nested deeper than Python's recursion limit (no answer comes close: the
+    deepest type is a list in an object) is an `InvalidValueError`."""
+    try:
+        return encode(raw)
+    except RecursionError:
+        raise InvalidValueError("value is nested too deeply: answers hold at most a list in an object") from None
+
+
+# -- readable text --------------------------------------------------------------------------------
 
 
 def wire(value: Json) -> str:
@@ -163,40 +499,6 @@ def wire(value: Json) -> str:
 
 def _short(raw: object) -> object:
     return raw if not isinstance(raw, str) or len(raw) <= 80 else raw[:80] + "..."
-
-
-def _matches(pattern: str, text: str) -> bool:
-    """Whether `text` matches `pattern` (anywhere, as pydantic reads patterns), in linear time.
-
-    Without pydantic-core (flyte installs it) the pattern is left to the task's own validation.
-    """
-    try:
-        validate = linear_pattern(pattern)
-    except ImportError:
-        return True
-    try:
-        validate(text)
-    except ValueError:
-        return False
-    return True
-
-
-@functools.lru_cache(maxsize=64)
-def linear_pattern(pattern: str) -> Callable[[str], object]:
-    """A check of `pattern` by pydantic-core's Rust regex engine, which runs in linear time.
-
-    Raises ImportError without pydantic-core, and ValueError for a pattern that engine refuses
-    (look-around, back-references: the features that make a backtracking engine slow).
-    """
-    from pydantic_core import SchemaError, SchemaValidator, core_schema
-
-    try:
-        return SchemaValidator(core_schema.str_schema(pattern=pattern)).validate_python
-    except SchemaError as e:
-        raise ValueError(str(e).strip().splitlines()[-1]) from None
-
-
-# -- readable text --------------------------------------------------------------------------------
 
 
 def describe(schema: Schema) -> str:
@@ -216,9 +518,8 @@ def describe(schema: Schema) -> str:
         return " | ".join(json.dumps(c) for c in schema["choices"][:8]) + (
             " | ..." if len(schema["choices"]) > 8 else ""
         )
-    bounds = [
-        f"{op} {schema[key]}" for key, op in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")) if key in schema
-    ]
+    rules = (("ge", "≥ "), ("gt", "> "), ("le", "≤ "), ("lt", "< "), ("multiple_of", "multiple of "))
+    bounds = [f"{op}{schema[key]}" for key, op in rules if key in schema]
     return kind + (f" ({', '.join(bounds)})" if bounds else "")
 
 
@@ -243,14 +544,16 @@ def example(schema: Schema) -> Json:
 
 def _number_example(schema: Schema, kind: str) -> int | float:
     """42 (or 0.5) when the bounds allow it, else the value nearest to it that they allow."""
-    step = 1 if kind == "int" else 0.5
+    step = schema.get("multiple_of", 1 if kind == "int" else 0.5)
     low = schema["ge"] if "ge" in schema else schema["gt"] + step if "gt" in schema else None
     high = schema["le"] if "le" in schema else schema["lt"] - step if "lt" in schema else None
-    if kind == "float" and "gt" in schema and "lt" in schema:  # a narrow open range: its middle
-        low = high = (schema["gt"] + schema["lt"]) / 2
-    value = 42 if kind == "int" else 0.5
+    if kind == "float" and "gt" in schema and "lt" in schema and "multiple_of" not in schema:
+        low = high = (schema["gt"] + schema["lt"]) / 2  # a narrow open range: its middle
+    value: int | float = 42 if kind == "int" else 0.5
     if low is not None:
         value = max(value, low)
     if high is not None:
         value = min(value, high)
+    if "multiple_of" in schema:
+        value = math.ceil(value / step) * step
     return math.ceil(value) if kind == "int" else value

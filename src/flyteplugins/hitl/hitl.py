@@ -36,8 +36,9 @@ from . import _engine, _flyte, _html, _markdown, _notify, _text, _wake
 from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError, StorageError
+from ._schema import forget, remember
 from ._store import REQUEST_FILE, RESPONSE_FILE, Record, Store, default_root
-from ._values import build_value, declare, forget, remember, spec_for, type_name
+from ._task_types import build_value, declare, spec_for, type_name
 
 T = TypeVar("T")
 V = TypeVar("V")
