@@ -175,6 +175,7 @@ def _submit(args: argparse.Namespace) -> int:
         endpoint=args.endpoint or os.environ.get(ENDPOINT_ENV) or None,
         root=args.root,
         comment=args.comment,
+        identity=args.identity,
     )
     _print_json(reply)
     return 0
@@ -235,6 +236,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--root", default=None, help=root_help)
     submit.add_argument("--endpoint", default=None, help=endpoint_help)
     submit.add_argument("--token", default=None, help="the event's token (needed with --endpoint)")
+    submit.add_argument(
+        "--as", dest="identity", default=None, help="who answers (with --root only), e.g. alice@example.com"
+    )
     submit.set_defaults(run=_submit)
     return parser
 

@@ -81,8 +81,14 @@ def answer(
     endpoint: str | None = None,
     root: str | None = None,
     comment: str | None = None,
+    identity: str | None = None,
 ) -> Record:
     """Answer the event `target` (a form URL or a request id); see `hitl.submit`."""
+    if identity is not None and (endpoint or target.startswith(("http://", "https://"))):
+        raise ConfigurationError(
+            "an identity is named only on a write straight to the storage root (--root); a server takes "
+            "identities from the proxy in front of it, never from the request"
+        )
     if target.startswith(("http://", "https://")):
         endpoint, request_id, url_token = parse_form_url(target)
         return _post(endpoint, request_id, value, token or url_token, comment, via)
@@ -93,7 +99,7 @@ def answer(
     import getpass
 
     client = f"{getpass.getuser()}@{socket.gethostname()}"
-    response = _answers.submit(store, request, value, via=via, client=client, comment=comment)
+    response = _answers.submit(store, request, value, via=via, client=client, comment=comment, identity=identity)
     from .hitl import _waiters  # a waiter in this very process wakes at once
 
     _waiters.notify(store.root, request["request_id"], response)
@@ -148,6 +154,7 @@ def submit(
     endpoint: str | None = None,
     root: str | None = None,
     comment: str | None = None,
+    identity: str | None = None,
 ) -> Record:
     """Answer an event from Python, with the same checks and first-answer-wins rule as the form.
 
@@ -159,6 +166,8 @@ def submit(
             written straight to the storage root.
         root: The storage root (default: ``$FLYTE_HITL_ROOT``).
         comment: An optional comment for the audit trail.
+        identity: Who answers, on a write straight to the storage root (trusted as access to the
+            root is); needed where the event names respondents, a requester or a quorum.
 
     Returns:
         The server's reply, or the stored answer record when written to the root.
@@ -178,7 +187,9 @@ def submit(
         >>> hitl.submit("http://127.0.0.1:8080/form/approve-1a2b?token=abc", True)
         >>> hitl.submit("approve-1a2b", True, root="s3://bucket/hitl", comment="LGTM")
     """
-    return answer(target, value, via="python", token=token, endpoint=endpoint, root=root, comment=comment)
+    return answer(
+        target, value, via="python", token=token, endpoint=endpoint, root=root, comment=comment, identity=identity
+    )
 
 
 def _post(endpoint: str, request_id: str, value: Any, token: str | None, comment: str | None, via: str) -> Record:

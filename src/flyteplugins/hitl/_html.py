@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _markdown
+from . import _markdown, _policy
 from ._schema import describe, wire
 from ._values import form_key
 
@@ -721,3 +721,31 @@ def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
         f"{_markdown.details_table(request.get('details'), 'hitl-details')}{state}{how}"
         f'<p class="hitl-meta">Request id {esc(event.request_id)}</p></div>'
     )
+
+
+def votes_line(votes: Sequence[Mapping[str, Any]], quorum: int, viewer: str = "") -> str:
+    """The votes so far on an approval with a quorum: "1 of 2 approvals: alice@example.com", any
+    rejection, and whether `viewer` has voted."""
+    approvals = [str(v.get("identity")) for v in votes if v.get("value") is True]
+    line = f"{len(approvals)} of {quorum} approvals" + (f": {', '.join(approvals)}" if approvals else "")
+    rejections = [str(v.get("identity")) for v in votes if v.get("value") is False]
+    if rejections:
+        line += f"; rejected by {', '.join(rejections)}"
+    voted = any(_policy.normal(str(v.get("identity"))) == _policy.normal(viewer) for v in votes)
+    you = ("You have voted." if voted else "You have not voted yet.") if viewer else ""
+    return f'<p class="note" id="votes">{esc(line)}{" " + esc(you) if you else ""}</p>'
+
+
+def with_votes(document: str, votes: Sequence[Mapping[str, Any]], quorum: int, viewer: str = "") -> str:
+    """`document` (a form page) with the votes line above its form."""
+    return document.replace("<form ", votes_line(votes, quorum, viewer) + "<form ", 1)
+
+
+def voted_page(
+    request: Mapping[str, Any], vote: Mapping[str, Any], votes: Sequence[Mapping[str, Any]], viewer: str
+) -> str:
+    """The page after a vote that did not decide the event yet."""
+    rows = [("Event", str(request["event_name"]), False), ("Your vote", shown_value(vote.get("value")), True)]
+    details = _summary(rows, str(request["prompt"])) + votes_line(votes, int(vote.get("quorum", 1)), viewer)
+    message = "Your vote is recorded. The task goes on once enough people approve, or anyone rejects."
+    return _outcome_page("Vote received", "Vote received", message, "ok", "✓", details)

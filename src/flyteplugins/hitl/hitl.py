@@ -26,13 +26,13 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar, cast
 from urllib.parse import quote
 
 from typing_extensions import Self
 
-from . import _engine, _flyte, _html, _markdown, _notify, _wake
+from . import _engine, _flyte, _html, _markdown, _notify, _policy, _wake
 from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError, StorageError
@@ -156,7 +156,7 @@ def _check_reattached(request: Record | None, fresh: Record) -> Record:
             f"request_id {request_id!r} already holds event {request and request.get('event_name')!r} "
             f"of type {request and request.get('data_type')!r}, not {name!r} of type {type_str!r}"
         )
-    for key in ("schema", "choices", "default"):
+    for key in ("schema", "choices", "default", "respondents", "quorum", "allow_self_approval"):
         if request.get(key) != fresh.get(key):
             raise InvalidEventError(
                 f"event {name!r} (request_id {request_id!r}) exists already, with {key} {request.get(key)!r}; "
@@ -179,6 +179,10 @@ def _create(
     notify: str | None = None,
     comment_required_on_reject: bool = False,
     details: Mapping[str, Any] | None = None,
+    respondents: Sequence[str] | None = None,
+    requester: str | None = None,
+    allow_self_approval: bool = False,
+    quorum: int = 1,
 ) -> Event[V]:
     """Create the event, or re-attach to it in a re-run task: `Event.create`, the same as `new_event`.
 
@@ -190,6 +194,7 @@ def _create(
     type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
     declared = declare(data_type, choices, default)
     checked_details = _markdown.check_details(details)
+    policy = _policy.event_fields(respondents, requester, allow_self_approval, quorum, approval=data_type is bool)
     if notify is not None:
         notify_url = _notify.check_url(notify)
     else:
@@ -217,6 +222,7 @@ def _create(
         "details": checked_details,
         "comment_required_on_reject": comment_required_on_reject or None,
         "wake": _wake.address(request_id),  # where writers send this process wake-ups
+        **policy,
     }
     fresh.update({k: v for k, v in optional.items() if v is not None})
     # Create first: a new event is one write (one request on an object store, where reading
@@ -674,6 +680,9 @@ def new_event(
     default: T | None = None,
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
+    respondents: Sequence[str] | None = None,
+    requester: str | None = None,
+    allow_self_approval: bool = False,
 ) -> Event[T]:
     """Create a human-in-the-loop event (or re-attach to it when a task is re-run).
 
@@ -693,6 +702,11 @@ def new_event(
             ``$FLYTE_HITL_NOTIFY_URL``); a Slack or Mattermost incoming webhook shows its ``text`` as is.
         details: Facts for the decision (an agent's tool call, a model's metrics), shown under the
             prompt as a table on the form, in ``/status`` and in the report; JSON values only.
+        respondents: Who may answer: identities (an e-mail, compared case-insensitively; any other
+            string exactly) or ``group:NAME``, as the server's trusted proxy headers say. Without it,
+            whoever holds the form link may answer.
+        requester: Who asks (default: ``$FLYTE_HITL_REQUESTER``); they may not answer their own question.
+        allow_self_approval: Let the requester answer their own question.
 
     Returns:
         The `Event`; call ``event.wait()`` (or ``await event.wait.aio()``) for the answer.
@@ -702,6 +716,7 @@ def new_event(
         >>> event = await new_event.aio("x", data_type=int, prompt="What should I add to x?")
         >>> event = new_event("size", data_type=str, choices=["S", "M", "L"], default="M")
         >>> review = new_event("review", data_type=Review, prompt="Label **img-42**", details={"model": 0.91})
+        >>> event = new_event("size", data_type=int, respondents=["alice@example.com", "group:sre"])
     """
     return _create(
         name,
@@ -714,6 +729,9 @@ def new_event(
         default=default,
         notify=notify,
         details=details,
+        respondents=respondents,
+        requester=requester,
+        allow_self_approval=allow_self_approval,
     )
 
 
@@ -727,6 +745,10 @@ async def _approve_aio(
     require_reject_comment: bool = False,
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
+    respondents: Sequence[str] | None = None,
+    requester: str | None = None,
+    allow_self_approval: bool = False,
+    quorum: int = 1,
 ) -> bool:
     event = await Event.create.aio(
         name,
@@ -739,6 +761,10 @@ async def _approve_aio(
         notify=notify,
         comment_required_on_reject=require_reject_comment,
         details=details,
+        respondents=respondents,
+        requester=requester,
+        allow_self_approval=allow_self_approval,
+        quorum=quorum,
     )
     return await event.wait.aio()
 
@@ -754,18 +780,27 @@ def approve(
     require_reject_comment: bool = False,
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
+    respondents: Sequence[str] | None = None,
+    requester: str | None = None,
+    allow_self_approval: bool = False,
+    quorum: int = 1,
 ) -> bool:
     """Ask a person to approve or reject, and return True for approve.
 
     The responder may add a comment (kept in the audit trail); with ``require_reject_comment``
     a rejection without one is refused. Without ``default``, no answer in time raises
     `EventTimeoutError`. ``details`` (a mapping) is shown under the prompt as a table.
+
+    ``respondents``, ``requester`` and ``allow_self_approval`` are as for `new_event`. With
+    ``quorum=N``, N distinct people must approve (each votes once) and a single rejection decides
+    False; ``event.response`` then carries every vote.
     ``await approve.aio(...)`` waits without holding a thread.
 
     Example:
         >>> if hitl.approve("deploy", prompt="Deploy model v3 to production?"):
         ...     deploy()
         >>> ok = await hitl.approve.aio("deploy", require_reject_comment=True)
+        >>> ok = hitl.approve("release", respondents=["group:release-managers"], quorum=2)
     """
     event = Event.create(
         name,
@@ -778,5 +813,9 @@ def approve(
         notify=notify,
         comment_required_on_reject=require_reject_comment,
         details=details,
+        respondents=respondents,
+        requester=requester,
+        allow_self_approval=allow_self_approval,
+        quorum=quorum,
     )
     return event.wait()
