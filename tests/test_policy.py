@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -317,3 +319,35 @@ def test_votes_race_on_two_replicas_and_make_exactly_one_decision(root: Path, st
     told = [r.json()["value"] for r in replies.values() if r.status == 200 and r.json()["status"] == "submitted"]
     assert told and set(told) == {decision["value"]}
     assert event.wait() is decision["value"]
+
+
+def test_the_cli_votes_as_a_named_identity_and_status_lists_the_votes(root: Path) -> None:
+    event = approval(2)
+    cli = [sys.executable, "-m", "flyteplugins.hitl"]
+    done = subprocess.run(
+        [*cli, "submit", event.request_id, "true", "--json-value", "--root", str(root), "--as", ALICE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "voted"
+    again = subprocess.run(
+        [*cli, "submit", event.request_id, "true", "--json-value", "--root", str(root), "--as", ALICE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode != 0 and "already voted" in again.stderr
+    status = subprocess.run(
+        [*cli, "status", event.request_id, "--root", str(root)], capture_output=True, text=True, timeout=60
+    )
+    votes = json.loads(status.stdout)["votes"]
+    assert [(v["identity"], v["value"], v["transport"], v["via"]) for v in votes] == [(ALICE, True, "storage", "cli")]
+    through_server = subprocess.run(
+        [*cli, "submit", event.form_url, "true", "--json-value", "--as", BOB],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert through_server.returncode != 0 and "storage root" in through_server.stderr

@@ -142,7 +142,7 @@ def status(
         response = watch.outcome(request, wait)
     finally:
         watch.close()
-    return _answers.status_record(request, response)
+    return _answers.status_record(request, response, votes=_answers.votes_of(store, request, response))
 
 
 @blocking()
