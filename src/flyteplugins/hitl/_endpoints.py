@@ -239,9 +239,9 @@ def json_reply(
     return Response(status, body, [*_common(JSON), *headers], close)
 
 
-def html_reply(status: int, document: str, *, close: bool = False) -> Response:
+def html_reply(status: int, document: str, *, close: bool = False, csp: str | None = None) -> Response:
     """An HTML reply with the headers every page carries (CSP, no framing)."""
-    headers = [*_common(HTML), ("Content-Security-Policy", _html.csp()), ("X-Frame-Options", "DENY")]
+    headers = [*_common(HTML), ("Content-Security-Policy", csp or _html.csp()), ("X-Frame-Options", "DENY")]
     return Response(status, document.encode(), headers, close)
 
 
@@ -419,6 +419,45 @@ def form(site: Site, request: Request, request_id: str) -> Response:
     except HitlError as e:
         raise _refusal(e, title) or e from None
     return _page_for(site.store, event, who=who)
+
+
+def inbox(site: Site, request: Request, _: str) -> Response:
+    """``GET /inbox``: the questions waiting for the identified person, soonest deadline first, each
+    opening its form without a token (the identity authorizes it)."""
+    who = _who(site, request)
+    if not who.identity:
+        return html_reply(200, _html.inbox_page([], ""), csp=_html.inbox_csp())
+    return html_reply(200, _html.inbox_page(_waiting_for(site, who), who.identity), csp=_html.inbox_csp())
+
+
+def _waiting_for(site: Site, who: _policy.Who) -> list[tuple[Record, float, list[Record] | None]]:
+    """(request, seconds left, votes) of each waiting event that names `who` among its respondents,
+    that they may answer and have not voted on, soonest deadline first."""
+    mine = []
+    for listed in site.listing.get(site.store):
+        if not site.records.waiting(site.store, listed):
+            continue
+        row = site.records.row(site.store, listed)
+        if row is None:
+            continue
+        event, _, left = row
+        if not _policy.is_respondent(event, who) or _policy.refusal(event, who) is not None:
+            continue
+        votes = None
+        if _policy.quorum(event) > 1:
+            if site.store.read_vote(event["request_id"], _policy.vote_key(who.identity)) is not None:
+                continue
+            votes = _answers.votes_of(site.store, event, None)
+        mine.append((event, left, votes))
+    mine.sort(key=lambda item: item[1])
+    return mine
+
+
+def _with_next(site: Site, who: _policy.Who, document: str) -> str:
+    """An answered (or voted) page with how many more questions wait for `who`, if identified."""
+    if not who.identity:
+        return document
+    return _html.with_more(document, len(_waiting_for(site, who)))
 
 
 def _page_for(
@@ -604,11 +643,11 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
         return html_reply(409, _html.answered_page(event, e.response, just_now=False))
     except EventExpiredError:
         return html_reply(410, _html.expired_page(event))
+    site.listing.forget()
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
         votes = _answers.votes_of(site.store, event, None) or []
-        return html_reply(200, _html.voted_page(event, response, votes, who.identity))
-    site.listing.forget()
-    reply = html_reply(200, _html.answered_page(event, response, just_now=True))
+        return html_reply(200, _with_next(site, who, _html.voted_page(event, response, votes, who.identity)))
+    reply = html_reply(200, _with_next(site, who, _html.answered_page(event, response, just_now=True)))
     reply.answered = (event, response)
     return reply
 
@@ -700,6 +739,7 @@ _EXACT: dict[str, dict[str, Endpoint]] = {
     "/": {"GET": index},
     "/submit": {"POST": submit_form},
     "/submit/json": {"POST": submit_json},
+    "/inbox": {"GET": inbox},
 }
 _PREFIXED: dict[str, dict[str, Endpoint]] = {"/form/": {"GET": form}, "/status/": {"GET": status}}
 

@@ -467,6 +467,12 @@ class Store:
             raise ValueError(f"a vote key is a hex digest, got {key!r}")
         return self._create(check_request_id(request_id), f"{VOTES_DIR}/{key}.json", record)
 
+    def read_vote(self, request_id: str, key: str) -> Record | None:
+        """The vote stored under `key` (see `create_vote`), or None if that person has not voted."""
+        if not _VOTE_KEY_RE.fullmatch(key):
+            raise ValueError(f"a vote key is a hex digest, got {key!r}")
+        return self._read(check_request_id(request_id), f"{VOTES_DIR}/{key}.json")
+
     def list_votes(self, request_id: str) -> list[Record]:
         """Every vote stored for `request_id`: one listing of its votes, then one read per vote."""
         check_request_id(request_id)
