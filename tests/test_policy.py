@@ -351,3 +351,25 @@ def test_the_cli_votes_as_a_named_identity_and_status_lists_the_votes(root: Path
         timeout=60,
     )
     assert through_server.returncode != 0 and "storage root" in through_server.stderr
+
+
+def test_a_timeout_without_default_says_how_many_votes_came(root: Path, proxied: str) -> None:
+    event = approval(2, timeout_seconds=1.5)
+    assert answer(proxied, {"request_id": event.request_id, "value": True}, who=ALICE).status == 200
+    with pytest.raises(hitl.EventTimeoutError, match="1 vote came: 1 of 2 approvals"):
+        event.wait()
+
+
+def test_a_wait_goes_on_through_votes_from_this_process_until_the_decision(root: Path) -> None:
+    event = approval(2)
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(event.wait()))
+    waiter.start()
+    try:
+        assert hitl.submit(event.request_id, True, root=str(root), identity=ALICE)["status"] == "voted"
+        waiter.join(0.5)
+        assert waiter.is_alive() and not result  # one vote of two decides nothing
+        hitl.submit(event.request_id, True, root=str(root), identity=BOB)
+    finally:
+        waiter.join(60)
+    assert result == [True]

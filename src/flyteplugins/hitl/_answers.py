@@ -26,6 +26,7 @@ from ._errors import (
     HitlError,
     InvalidTokenError,
     InvalidValueError,
+    StorageError,
 )
 from ._schema import describe
 from ._store import Record, Store, check_request_id
@@ -281,3 +282,17 @@ def votes_of(store: Store, request: Record, response: Record | None) -> list[Rec
     if response is not None and response.get("status") == "completed":
         return list(response.get("votes") or [])
     return sorted(store.list_votes(str(request["request_id"])), key=_vote_order)
+
+
+def votes_note(store: Store, request: Record) -> str:
+    """How many votes an approval with a quorum got ("1 vote came: 1 of 2 approvals"); "" for any
+    other event, or when storage cannot say."""
+    if _policy.quorum(request) <= 1:
+        return ""
+    try:
+        votes = store.list_votes(str(request["request_id"]))
+    except StorageError as e:
+        return f"its votes could not be counted ({e})"
+    approvals = sum(1 for v in votes if v.get("value") is True)
+    came = f"{len(votes)} vote{'' if len(votes) == 1 else 's'} came"
+    return f"{came}: {approvals} of {_policy.quorum(request)} approvals"

@@ -100,6 +100,8 @@ def answer(
 
     client = f"{getpass.getuser()}@{socket.gethostname()}"
     response = _answers.submit(store, request, value, via=via, client=client, comment=comment, identity=identity)
+    if response.get("status") == "voted":  # a vote that did not decide: the wait goes on
+        return response
     from .hitl import _waiters  # a waiter in this very process wakes at once
 
     _waiters.notify(store.root, request["request_id"], response)

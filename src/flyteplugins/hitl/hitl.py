@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from typing_extensions import Self
 
-from . import _engine, _flyte, _html, _markdown, _notify, _policy, _wake
+from . import _answers, _engine, _flyte, _html, _markdown, _notify, _policy, _wake
 from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError, StorageError
@@ -556,7 +556,10 @@ def _outcome(event: Event[Any], response: Record) -> Any:
         if not response.get("default_applied"):
             _say(f"{event.name!r} expired without an answer")
             _update_report(event, response)
-            raise EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
+            error = EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
+            if note := _answers.votes_note(event._store, event._request):
+                error.args = (f"{error}; {note}",)
+            raise error
         value = build_value(event.data_type, response.get("value"))
         _say(f"{event.name!r} timed out; using its default {_shown(value)}")
         _update_report(event, response)
