@@ -373,3 +373,15 @@ def test_a_wait_goes_on_through_votes_from_this_process_until_the_decision(root:
     finally:
         waiter.join(60)
     assert result == [True]
+
+
+def test_a_non_respondent_is_refused_as_such_with_or_without_the_token(root: Path, proxied: str) -> None:
+    event = hitl.new_event("n", data_type=int, respondents=[ALICE], timeout_seconds=30)
+    for payload in (
+        {"request_id": event.request_id, "value": 1},
+        {"request_id": event.request_id, "value": 1, "token": "x"},
+    ):
+        reply = answer(proxied, payload, who=BOB)
+        assert reply.status == 403 and "not among its respondents" in reply.json()["detail"]
+        assert ALICE not in reply.json()["detail"]
+    assert not stored(root, event)

@@ -170,14 +170,10 @@ def check_answerer(request: Record, who: Who) -> None:
 
 
 def check_credentials(request: Record, who: Who, token: object) -> None:
-    """Check the token, except where the event names respondents and `who` is one of them: there the
-    identity is the credential. Then check that `who` may answer. The one gate of every server's answer."""
-    waived = bool(request.get("respondents")) and is_respondent(request, who)
-    if not waived and not _token_matches(request, token):
-        # An unidentified visitor without a token, on a question that names respondents: say what
-        # is missing (an identity), not that a token is wrong.
-        if request.get("respondents") and not who.identity and not token:
-            raise NotIdentifiedError(str(request["request_id"]), "no identity came with this request")
+    """The one gate of every server's answer. Where the event names respondents, the identity is the
+    credential: only an identified respondent passes, token or not. Elsewhere the token is checked
+    first, then whether `who` may answer (`check_answerer`)."""
+    if not request.get("respondents") and not _token_matches(request, token):
         raise InvalidTokenError(str(request["request_id"]))
     check_answerer(request, who)
 
