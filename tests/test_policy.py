@@ -385,3 +385,19 @@ def test_a_non_respondent_is_refused_as_such_with_or_without_the_token(root: Pat
         assert reply.status == 403 and "not among its respondents" in reply.json()["detail"]
         assert ALICE not in reply.json()["detail"]
     assert not stored(root, event)
+
+
+def test_the_form_of_a_question_naming_respondents_asks_an_unidentified_visitor_to_sign_in(
+    root: Path, proxied: str
+) -> None:
+    event = approval(2)
+    page = request(proxied, "GET", f"/form/{event.request_id}")
+    assert page.status == 401 and "sign in" in page.text
+    assert (
+        request(proxied, "GET", f"/form/{event.request_id}?token={event.token}").status == 200
+    )  # the link still opens
+    form = {"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-Email": ALICE}
+    body = f"request_id={event.request_id}&value=true".encode()
+    assert request(proxied, "POST", "/submit", body, form).status == 200
+    again = request(proxied, "POST", "/submit", body, form)
+    assert again.status == 409 and "Already voted" in again.text

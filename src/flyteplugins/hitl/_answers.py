@@ -1,6 +1,7 @@
 """Accepting an answer: the one rule every writer follows (server, CLI, `hitl.submit`).
 
-Callers that take answers from clients check the token first (`check_token`). Then `submit` reads
+Callers that take answers from clients check the token first (`_policy.check_credentials`, which also
+takes an identified respondent instead). Then `submit` checks who answers (`_policy`), reads
 the stored outcome (an answered or expired event refuses at once), refuses answers after the
 deadline, checks the value, and stores the answer with a create-only write so the first answer wins.
 An approval with a quorum takes votes instead: each person's vote is its own create-only record, and

@@ -568,8 +568,7 @@ def _viewable(site: Site, request: Request, request_id: object, token: object) -
     """The stored event for its form or status, and who asks: the token, or an identified respondent."""
     event = _answers.load(site.store, request_id)
     who = _who(site, request)
-    if not _policy.is_respondent(event, who):
-        _answers.check_token(event, token)
+    _policy.check_viewer(event, who, token)
     return event, who
 
 
@@ -639,6 +638,8 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
             form=fields,
             field_errors=e.field_errors,
         )
+    except _answers.AlreadyVotedError as e:
+        return html_reply(409, _html.message_page("Already voted", str(e)))
     except AlreadyAnsweredError as e:
         return html_reply(409, _html.answered_page(event, e.response, just_now=False))
     except EventExpiredError:

@@ -178,6 +178,17 @@ def check_credentials(request: Record, who: Who, token: object) -> None:
     check_answerer(request, who)
 
 
+def check_viewer(request: Record, who: Who, token: object) -> None:
+    """Who may open an event's form or status: whoever holds its token, or an identified respondent."""
+    if is_respondent(request, who) or _token_matches(request, token):
+        return
+    if request.get("respondents") and not who.identity and not token:
+        raise NotIdentifiedError(
+            str(request["request_id"]), "no identity came with this request; sign in through the proxy"
+        )
+    raise InvalidTokenError(str(request["request_id"]))
+
+
 def _token_matches(request: Record, token: object) -> bool:
     return isinstance(token, str) and hmac.compare_digest(token.encode(), str(request["token"]).encode())
 
