@@ -338,7 +338,14 @@ def test_the_cli_votes_as_a_named_identity_and_status_lists_the_votes(root: Path
         text=True,
         timeout=60,
     )
-    assert again.returncode != 0 and "already voted" in again.stderr
+    assert again.returncode == 4 and "already voted" in again.stderr
+    anonymous = subprocess.run(
+        [*cli, "submit", event.request_id, "true", "--json-value", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert anonymous.returncode == 6 and "identified person" in anonymous.stderr
     status = subprocess.run(
         [*cli, "status", event.request_id, "--root", str(root)], capture_output=True, text=True, timeout=60
     )

@@ -18,7 +18,7 @@ import sys
 from types import FrameType
 from typing import Any, NoReturn
 
-from . import _answers, _client
+from . import _answers, _client, _policy
 from ._errors import (
     AlreadyAnsweredError,
     ConfigurationError,
@@ -45,6 +45,8 @@ EXIT_CODES: tuple[tuple[type[HitlError], int], ...] = (
     (AlreadyAnsweredError, 4),
     (EventExpiredError, 5),
     (InvalidTokenError, 6),
+    (_policy.NotIdentifiedError, 6),
+    (_policy.NotAllowedError, 6),
 )
 
 # C0 and C1 controls, DEL, line and paragraph separators and bidirectional overrides: each could move
