@@ -408,3 +408,27 @@ def test_the_form_of_a_question_naming_respondents_asks_an_unidentified_visitor_
     assert request(proxied, "POST", "/submit", body, form).status == 200
     again = request(proxied, "POST", "/submit", body, form)
     assert again.status == 409 and "Already voted" in again.text
+
+
+def test_votes_on_an_s3_root_are_one_per_person_and_listed(s3_root: str) -> None:
+    store = Store(s3_root)
+    request = {
+        "request_id": "ship-s3",
+        "event_name": "ship",
+        "prompt": "?",
+        "data_type": "bool",
+        "token": "t" * 32,
+        "expires_at": "2099-01-01T00:00:00Z",
+        "quorum": 2,
+        "respondents": [ALICE, BOB],
+    }
+    assert store.create_request(request)
+    vote = _answers.submit(store, request, True, via="python", client="c", identity=ALICE)
+    assert vote["status"] == "voted"
+    with pytest.raises(_answers.AlreadyVotedError):
+        _answers.submit(store, request, False, via="python", client="c", identity=ALICE.upper())
+    assert [v["identity"] for v in store.list_votes("ship-s3")] == [ALICE]
+    decision = _answers.submit(store, request, True, via="python", client="c", identity=BOB)
+    assert decision["status"] == "completed" and decision["value"] is True
+    assert store.read_response("ship-s3") == decision
+    assert [e.request_id for e in store.list_events() if e.answered] == ["ship-s3"]
