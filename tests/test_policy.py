@@ -6,6 +6,7 @@ set them; the tests send those headers themselves, as that proxy.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import request
+from conftest import request, until
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _answers, _policy
@@ -432,3 +433,31 @@ def test_votes_on_an_s3_root_are_one_per_person_and_listed(s3_root: str) -> None
     assert decision["status"] == "completed" and decision["value"] is True
     assert store.read_response("ship-s3") == decision
     assert [e.request_id for e in store.list_events() if e.answered] == ["ship-s3"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "aio"])
+def test_approve_takes_the_policy_in_both_forms(root: Path, proxied: str, mode: str) -> None:
+    kwargs: dict[str, Any] = {
+        "respondents": [ALICE, BOB],
+        "quorum": 2,
+        "timeout_seconds": 30,
+        "poll_interval_seconds": 0.1,
+    }
+    result: list[bool] = []
+
+    def run() -> None:
+        if mode == "sync":
+            result.append(hitl.approve("ship", **kwargs))
+        else:
+            result.append(asyncio.run(hitl.approve.aio("ship", **kwargs)))
+
+    waiter = threading.Thread(target=run)
+    waiter.start()
+    try:
+        until(lambda: any(root.glob("*/request.json")), "the approval is stored")
+        request_id = next(root.glob("*/request.json")).parent.name
+        assert answer(proxied, {"request_id": request_id, "value": True}, who=ALICE).json()["status"] == "voted"
+        assert answer(proxied, {"request_id": request_id, "value": True}, who=BOB).json()["status"] == "submitted"
+    finally:
+        waiter.join(60)
+    assert result == [True]
