@@ -18,7 +18,7 @@ import sys
 from types import FrameType
 from typing import Any, NoReturn
 
-from . import _answers, _client
+from . import _answers, _client, _policy
 from ._client import HEADERS_ENV, WAITING
 from ._errors import (
     AlreadyAnsweredError,
@@ -47,6 +47,8 @@ EXIT_CODES: tuple[tuple[type[HitlError], int], ...] = (
     (AlreadyAnsweredError, 4),
     (EventExpiredError, 5),
     (InvalidTokenError, 6),
+    (_policy.NotIdentifiedError, 6),
+    (_policy.NotAllowedError, 6),
 )
 #: `hitl status`'s exit code for an event still waiting (after ``--wait``, if given).
 STILL_WAITING = 7
@@ -185,6 +187,7 @@ def _submit(args: argparse.Namespace) -> int:
         root=args.root,
         comment=args.comment,
         headers=_headers(args),
+        identity=args.identity,
     )
     _print_json(reply)
     return 0
@@ -305,6 +308,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--endpoint", default=None, help=endpoint_help)
     submit.add_argument("--token", default=None, help="the event's token (needed with --endpoint)")
     submit.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help=header_help)
+    submit.add_argument(
+        "--as", dest="identity", default=None, help="who answers (with --root only), e.g. alice@example.com"
+    )
     submit.set_defaults(run=_submit)
     return parser
 

@@ -1,8 +1,13 @@
 """Accepting an answer: the one rule every writer follows (server, CLI, `hitl.submit`).
 
-Callers that take answers from clients check the token first (`check_token`). Then `submit` reads
+Callers that take answers from clients check the token first (`_policy.check_credentials`, which also
+takes an identified respondent instead). Then `submit` checks who answers (`_policy`), reads
 the stored outcome (an answered or expired event refuses at once), refuses answers after the
 deadline, checks the value, and stores the answer with a create-only write so the first answer wins.
+An approval with a quorum takes votes instead: each person's vote is its own create-only record, and
+the vote that completes the quorum (or the first rejection, a veto) writes the decision into the
+answer slot, with the same create-only write: one decision, whichever replica stores it.
+
 Also builds the expiry mark, which takes the answer slot when the deadline passes (carrying the
 default value when the event has one).
 """
@@ -14,12 +19,15 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from . import _policy
 from ._errors import (
     AlreadyAnsweredError,
     EventExpiredError,
     EventNotFoundError,
+    HitlError,
     InvalidTokenError,
     InvalidValueError,
+    StorageError,
 )
 from ._schema import check_answer, describe
 from ._store import Record, Store, check_request_id
@@ -51,7 +59,9 @@ def status_of(request: Record, response: Record | None) -> str:
     return "pending" if seconds_left(request) > 0 else "expired"
 
 
-def status_record(request: Record, response: Record | None, refusal: Record | None = None) -> Record:
+def status_record(
+    request: Record, response: Record | None, refusal: Record | None = None, votes: list[Record] | None = None
+) -> Record:
     """What ``GET /status`` shows: the event without its token, its type as people read it
     (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its status and its outcome, and the
     answer the waiting task last refused, with why, if it refused one."""
@@ -65,6 +75,8 @@ def status_record(request: Record, response: Record | None, refusal: Record | No
     }
     if refusal is not None:
         record["refused"] = refusal
+    if votes is not None:
+        record["votes"] = votes
     return record
 
 
@@ -116,6 +128,7 @@ def submit(
     comment: object = None,
     identity: str | None = None,
     transport: str = "storage",
+    groups: frozenset[str] = frozenset(),
 ) -> Record:
     """Check `raw` against the event and store it as the answer; return the stored record.
 
@@ -123,11 +136,18 @@ def submit(
     can say anything. `transport` is what the writer saw: "form" or "json" for a server endpoint,
     "storage" for a write straight to the root (the CLI, `hitl.submit` without a server).
 
+    `identity` and `groups` say who answers (see `_policy`); an event that names respondents, a
+    requester or a quorum refuses anyone else (`NotIdentifiedError`, `NotAllowedError`). With a quorum,
+    the answer is a vote: the reply is the vote (``status: "voted"``) until a vote decides, then the
+    decision.
+
     The stored outcome is read first, so an answered or expired event refuses any answer before its
     value is looked at. Raises `AlreadyAnsweredError`, `EventExpiredError` or `InvalidValueError`
     (nothing written).
     """
     request_id = str(request["request_id"])
+    who = _policy.Who(identity or "", groups)
+    _policy.check_answerer(request, who)
     # The outcome is settled first: an answered or expired event's token must not buy a value check.
     existing, slot, refusal = store.read_outcome(request_id)
     if existing is None and seconds_left(request) <= 0:
@@ -154,6 +174,8 @@ def submit(
             response["refused_before"] = {
                 k: refusal[k] for k in ("refused_at", "error", "field_errors") if k in refusal
             }
+        if _policy.quorum(request) > 1:
+            return _vote(store, request, response, slot)
         if store.create_response(request_id, response, slot):
             return response
     existing = existing or store.read_response(request_id) or expired_record(request)
@@ -173,3 +195,104 @@ def _check_comment(request: Record, value: Any, comment: object) -> str:
     if request.get("comment_required_on_reject") and value is False and not comment:
         raise InvalidValueError(f"a comment is required to reject {request['event_name']!r}", value)
     return comment
+
+
+class AlreadyVotedError(AlreadyAnsweredError):
+    """This person has voted on the event already: each person votes once, and a second vote changes nothing."""
+
+    def __init__(self, request_id: str, vote: Record) -> None:
+        HitlError.__init__(
+            self,
+            f"{vote.get('identity')!r} has already voted on the event with request_id {request_id!r}; "
+            "each person votes once",
+        )
+        self.request_id = request_id
+        self.response = vote
+
+
+_VOTE_FIELDS = ("identity", "value", "comment", "via", "transport", "client")
+
+
+def _vote(store: Store, request: Record, answer: Record, slot: int) -> Record:
+    """Store `answer` as its person's vote, then the decision if the stored votes now make one.
+
+    Every voter lists the votes after storing its own, so the last voter to store sees every vote
+    before it: some voter always decides, and the create-only decision keeps it to one decision.
+    """
+    request_id = str(request["request_id"])
+    vote = {k: answer[k] for k in _VOTE_FIELDS if k in answer}
+    vote["voted_at"] = answer["answered_at"]
+    if not store.create_vote(request_id, _policy.vote_key(str(vote["identity"])), vote):
+        raise AlreadyVotedError(request_id, vote)
+    votes = store.list_votes(request_id)
+    decision = decide(request, votes)
+    if decision is None:
+        approvals = sum(1 for v in votes if v.get("value") is True)
+        return {
+            "request_id": request_id,
+            "status": "voted",
+            **vote,
+            "approvals": approvals,
+            "quorum": _policy.quorum(request),
+        }
+    if not store.create_response(request_id, decision, slot):
+        decision = store.read_response(request_id) or expired_record(request)
+    if decision.get("status") != "completed":
+        raise EventExpiredError(request_id, str(request["expires_at"]))
+    mine = _policy.vote_key(str(vote["identity"]))
+    if not any(_policy.vote_key(str(v.get("identity"))) == mine for v in decision.get("votes", ())):
+        raise AlreadyAnsweredError(request_id, decision)  # decided before this vote counted
+    return decision
+
+
+def _vote_order(vote: Record) -> tuple[str, str]:
+    return str(vote.get("voted_at")), _policy.normal(str(vote.get("identity")))
+
+
+def decide(request: Record, votes: list[Record]) -> Record | None:
+    """The decision `votes` make, in the order they were cast: the first rejection decides False (a
+    veto), the quorum-th approval True; None while neither has come. The decision carries the votes
+    it counted."""
+    counted: list[Record] = []
+    approvals = 0
+    for vote in sorted(votes, key=_vote_order):
+        counted.append(vote)
+        if vote.get("value") is True:
+            approvals += 1
+        if vote.get("value") is False or approvals >= _policy.quorum(request):
+            decision: Record = {
+                "request_id": request["request_id"],
+                "status": "completed",
+                "value": vote.get("value") is True,
+                "data_type": request["data_type"],
+                "answered_at": utc_now(),
+                **{k: vote[k] for k in _VOTE_FIELDS if k in vote and k != "value"},
+                "quorum": _policy.quorum(request),
+                "votes": counted,
+            }
+            return decision
+    return None
+
+
+def votes_of(store: Store, request: Record, response: Record | None) -> list[Record] | None:
+    """The votes on an approval with a quorum, in the order cast (those the decision counted, once
+    decided); None for any other event."""
+    if _policy.quorum(request) <= 1:
+        return None
+    if response is not None and response.get("status") == "completed":
+        return list(response.get("votes") or [])
+    return sorted(store.list_votes(str(request["request_id"])), key=_vote_order)
+
+
+def votes_note(store: Store, request: Record) -> str:
+    """How many votes an approval with a quorum got ("1 vote came: 1 of 2 approvals"); "" for any
+    other event, or when storage cannot say."""
+    if _policy.quorum(request) <= 1:
+        return ""
+    try:
+        votes = store.list_votes(str(request["request_id"]))
+    except StorageError as e:
+        return f"its votes could not be counted ({e})"
+    approvals = sum(1 for v in votes if v.get("value") is True)
+    came = f"{len(votes)} vote{'' if len(votes) == 1 else 's'} came"
+    return f"{came}: {approvals} of {_policy.quorum(request)} approvals"

@@ -95,8 +95,14 @@ def answer(
     root: str | None = None,
     comment: str | None = None,
     headers: Mapping[str, str] | None = None,
+    identity: str | None = None,
 ) -> Record:
     """Answer the event `target` (a form URL or a request id); see `hitl.submit`."""
+    if identity is not None and (endpoint or target.startswith(("http://", "https://"))):
+        raise ConfigurationError(
+            "an identity is named only on a write straight to the storage root (--root); a server takes "
+            "identities from the proxy in front of it, never from the request"
+        )
     if target.startswith(("http://", "https://")):
         endpoint, request_id, url_token = parse_form_url(target)
         return _post(endpoint, request_id, value, token or url_token, comment, via, request_headers(headers))
@@ -108,7 +114,9 @@ def answer(
     import getpass
 
     client = f"{getpass.getuser()}@{socket.gethostname()}"
-    response = _answers.submit(store, request, value, via=via, client=client, comment=comment)
+    response = _answers.submit(store, request, value, via=via, client=client, comment=comment, identity=identity)
+    if response.get("status") == "voted":  # a vote that did not decide: the wait goes on
+        return response
     from .hitl import _waiters  # a waiter in this very process wakes at once
 
     _waiters.notify(store.root, request["request_id"], response)
@@ -155,7 +163,7 @@ def status(
         response = watch.outcome(request, wait)
     finally:
         watch.close()
-    return _answers.status_record(request, response)
+    return _answers.status_record(request, response, votes=_answers.votes_of(store, request, response))
 
 
 @blocking()
@@ -168,6 +176,7 @@ def submit(
     root: str | None = None,
     comment: str | None = None,
     headers: Mapping[str, str] | None = None,
+    identity: str | None = None,
 ) -> Record:
     """Answer an event from Python, with the same checks and first-answer-wins rule as the form.
 
@@ -182,6 +191,8 @@ def submit(
         headers: Extra request headers for the server, after those of ``FLYTE_HITL_HEADERS``: the
             credentials of a login in front of it (``{"Authorization": "Bearer ..."}``). Their
             values never appear in an error.
+        identity: Who answers, on a write straight to the storage root (trusted as access to the
+            root is); needed where the event names respondents, a requester or a quorum.
 
     Returns:
         The server's reply, or the stored answer record when written to the root.
@@ -203,7 +214,15 @@ def submit(
         >>> hitl.submit(form_url, True, headers={"Authorization": f"Bearer {platform_token}"})
     """
     return answer(
-        target, value, via="python", token=token, endpoint=endpoint, root=root, comment=comment, headers=headers
+        target,
+        value,
+        via="python",
+        token=token,
+        endpoint=endpoint,
+        root=root,
+        comment=comment,
+        headers=headers,
+        identity=identity,
     )
 
 

@@ -23,7 +23,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import _answers, _html, _schema
+from . import _answers, _html, _policy, _schema
 from ._answers import seconds_left
 from ._errors import (
     AlreadyAnsweredError,
@@ -51,8 +51,6 @@ MAX_FORM_FIELDS = 1000
 MAX_QUERY_FIELDS = 20
 #: Longest ``wait`` a status request may ask for, in seconds.
 MAX_STATUS_WAIT = 60.0
-#: The longest identity header value recorded, in characters.
-MAX_IDENTITY = 320
 
 
 def _headers(pairs: Iterable[tuple[str, str]] = ()) -> Message:
@@ -213,6 +211,8 @@ class Site:
     identity_header: str | None = None
     #: The Host values (lower case) this server answers to; None when its names are not known.
     hosts: frozenset[str] | None = None
+    #: The header the same proxy sets to the user's groups, comma-separated (``$FLYTE_HITL_GROUPS_HEADER``).
+    groups_header: str | None = field(default_factory=_policy.groups_header)
     replies: Replies = field(default_factory=Replies)
     records: _Records = field(default_factory=_Records)
     listing: _Listing = field(default_factory=_Listing)
@@ -239,9 +239,9 @@ def json_reply(
     return Response(status, body, [*_common(JSON), *headers], close)
 
 
-def html_reply(status: int, document: str, *, close: bool = False) -> Response:
+def html_reply(status: int, document: str, *, close: bool = False, csp: str | None = None) -> Response:
     """An HTML reply with the headers every page carries (CSP, no framing)."""
-    headers = [*_common(HTML), ("Content-Security-Policy", _html.csp()), ("X-Frame-Options", "DENY")]
+    headers = [*_common(HTML), ("Content-Security-Policy", csp or _html.csp()), ("X-Frame-Options", "DENY")]
     return Response(status, document.encode(), headers, close)
 
 
@@ -266,6 +266,9 @@ _STATUS: tuple[tuple[type[HitlError], int], ...] = (
     (InvalidRequestIdError, 400),
     (InvalidValueError, 400),
     (InvalidTokenError, 403),
+    (_policy.NotIdentifiedError, 401),
+    (_policy.NotAllowedError, 403),
+    (_policy.BadHeaderError, 400),
     (EventNotFoundError, 404),
     (AlreadyAnsweredError, 409),
     (EventExpiredError, 410),
@@ -410,12 +413,51 @@ def form(site: Site, request: Request, request_id: str) -> Response:
     title = "Cannot open this event"
     token = _query(request).get("token")
     try:
-        event = _event(site.store, request_id, token)
+        event, who = _viewable(site, request, request_id, token)
     except StorageError:
         raise
     except HitlError as e:
         raise _refusal(e, title) or e from None
-    return _page_for(site.store, event)
+    return _page_for(site.store, event, who=who)
+
+
+def inbox(site: Site, request: Request, _: str) -> Response:
+    """``GET /inbox``: the questions waiting for the identified person, soonest deadline first, each
+    opening its form without a token (the identity authorizes it)."""
+    who = _who(site, request)
+    if not who.identity:
+        return html_reply(200, _html.inbox_page([], ""), csp=_html.inbox_csp())
+    return html_reply(200, _html.inbox_page(_waiting_for(site, who), who.identity), csp=_html.inbox_csp())
+
+
+def _waiting_for(site: Site, who: _policy.Who) -> list[tuple[Record, float, list[Record] | None]]:
+    """(request, seconds left, votes) of each waiting event that names `who` among its respondents,
+    that they may answer and have not voted on, soonest deadline first."""
+    mine = []
+    for listed in site.listing.get(site.store):
+        if not site.records.waiting(site.store, listed):
+            continue
+        row = site.records.row(site.store, listed)
+        if row is None:
+            continue
+        event, _, left = row
+        if not _policy.is_respondent(event, who) or _policy.refusal(event, who) is not None:
+            continue
+        votes = None
+        if _policy.quorum(event) > 1:
+            if site.store.read_vote(event["request_id"], _policy.vote_key(who.identity)) is not None:
+                continue
+            votes = _answers.votes_of(site.store, event, None)
+        mine.append((event, left, votes))
+    mine.sort(key=lambda item: item[1])
+    return mine
+
+
+def _with_next(site: Site, who: _policy.Who, document: str) -> str:
+    """An answered (or voted) page with how many more questions wait for `who`, if identified."""
+    if not who.identity:
+        return document
+    return _html.with_more(document, len(_waiting_for(site, who)))
 
 
 def _page_for(
@@ -427,6 +469,7 @@ def _page_for(
     comment: str = "",
     form: Mapping[str, Sequence[str]] | None = None,
     field_errors: Mapping[str, str] | None = None,
+    who: _policy.Who | None = None,
 ) -> Response:
     """The form for a pending event (400 when re-shown with an error), else the event's state."""
     response = store.read_response(event["request_id"])
@@ -438,6 +481,9 @@ def _page_for(
     page = _html.form_page(
         event, seconds_left(event), value, error, comment=comment, form=form, field_errors=field_errors
     )
+    votes = _answers.votes_of(store, event, response)
+    if votes is not None:
+        page = _html.with_votes(page, votes, _policy.quorum(event), (who or _policy.Who()).identity)
     return html_reply(400 if error else 200, page)
 
 
@@ -449,8 +495,10 @@ def status(site: Site, request: Request, request_id: str) -> Response:
     """
     query = _query(request)
     wait = _wait_seconds(query.get("wait"))
-    event = _event(site.store, request_id, query.get("token"))
-    return json_reply(200, _answers.status_record(event, site.watch.outcome(event, wait)))
+    event, _ = _viewable(site, request, request_id, query.get("token"))
+    outcome = site.watch.outcome(event, wait)
+    votes = _answers.votes_of(site.store, event, outcome)
+    return json_reply(200, _answers.status_record(event, outcome, votes=votes))
 
 
 def _wait_seconds(text: str | None) -> float:
@@ -511,14 +559,26 @@ def _check_same_site(request: Request, page: str | None = None) -> None:
         raise _refuse(403, f"cross-origin request refused: Origin {origin[:100]!r} is not this server", page=page)
 
 
-def _identity(site: Site, request: Request, page: str | None = None) -> str:
-    if not site.identity_header:
-        return ""
-    values = request.headers.get_all(site.identity_header) or []
-    if len(values) > 1:
-        # A proxy that appends its header would leave the client's own first: trust neither.
-        raise _refuse(400, f"more than one {site.identity_header} header", page=page)
-    return values[0].strip()[:MAX_IDENTITY] if values else ""
+def _who(site: Site, request: Request) -> _policy.Who:
+    """Who sent `request`, from the proxy headers this server trusts (`_policy.identify`)."""
+    return _policy.identify(request.headers, site.identity_header, site.groups_header)
+
+
+def _viewable(site: Site, request: Request, request_id: object, token: object) -> tuple[Record, _policy.Who]:
+    """The stored event for its form or status, and who asks: the token, or an identified respondent."""
+    event = _answers.load(site.store, request_id)
+    who = _who(site, request)
+    _policy.check_viewer(event, who, token)
+    return event, who
+
+
+def _answerable(site: Site, request: Request, request_id: object, token: object) -> tuple[Record, _policy.Who]:
+    """The stored event for an answer and who sends it, once `_policy` lets them answer: the one gate
+    of the form and JSON submissions."""
+    event = _answers.load(site.store, request_id)
+    who = _who(site, request)
+    _policy.check_credentials(event, who, token)
+    return event, who
 
 
 def _track(site: Site, request: Request, request_id: str) -> None:
@@ -543,8 +603,7 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
             if len(fields.get(name, [])) > 1:
                 raise _refuse(400, f"the form has more than one {name!r} field", page=title)
         one = {name: values[0] for name, values in fields.items()}
-        event = _event(site.store, one.get("request_id"), one.get("token"))
-        identity = _identity(site, request, title)
+        event, who = _answerable(site, request, one.get("request_id"), one.get("token"))
     except UnicodeDecodeError:
         raise _refuse(400, "the form is not valid UTF-8", page=title) from None
     except StorageError:
@@ -564,7 +623,8 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
             via="form",
             client=request.client,
             comment=comment,
-            identity=identity,
+            identity=who.identity,
+            groups=who.groups,
             transport="form",
         )
     except InvalidValueError as e:
@@ -578,12 +638,17 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
             form=fields,
             field_errors=e.field_errors,
         )
+    except _answers.AlreadyVotedError as e:
+        return html_reply(409, _html.message_page("Already voted", str(e)))
     except AlreadyAnsweredError as e:
         return html_reply(409, _html.answered_page(event, e.response, just_now=False))
     except EventExpiredError:
         return html_reply(410, _html.expired_page(event))
     site.listing.forget()
-    reply = html_reply(200, _html.answered_page(event, response, just_now=True))
+    if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
+        votes = _answers.votes_of(site.store, event, None) or []
+        return html_reply(200, _with_next(site, who, _html.voted_page(event, response, votes, who.identity)))
+    reply = html_reply(200, _with_next(site, who, _html.answered_page(event, response, just_now=True)))
     reply.answered = (event, response)
     return reply
 
@@ -623,11 +688,10 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
     payload = _json_object(_body(request))
     if "value" not in payload:
         raise _refuse(400, "missing field 'value'")
-    event = _event(site.store, payload.get("request_id"), payload.get("token"))
+    event, who = _answerable(site, request, payload.get("request_id"), payload.get("token"))
     claimed = payload.get("data_type")
     if claimed is not None and claimed != event["data_type"]:
         raise _refuse(400, f"data_type {claimed!r} does not match the event's type {event['data_type']!r}")
-    identity = _identity(site, request)
     # What the client says it is (the CLI, the Python API); anything else is recorded as "json".
     via = payload.get("via") if payload.get("via") in ("cli", "python") else "json"
     request_id = event["request_id"]
@@ -640,8 +704,11 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
         transport="json",
         client=request.client,
         comment=payload.get("comment"),
-        identity=identity,
+        identity=who.identity,
+        groups=who.groups,
     )
+    if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
+        return json_reply(200, _vote_reply(event, response))
     site.listing.forget()
     reply = json_reply(
         200,
@@ -657,11 +724,23 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
     return reply
 
 
+def _vote_reply(event: Record, vote: Record) -> Record:
+    return {
+        "status": "voted",
+        "request_id": event["request_id"],
+        "value": vote["value"],
+        "approvals": vote["approvals"],
+        "quorum": vote["quorum"],
+        "message": f"vote on {event['event_name']!r} recorded: {vote['approvals']} of {vote['quorum']} approvals",
+    }
+
+
 _EXACT: dict[str, dict[str, Endpoint]] = {
     "/health": {"GET": health},
     "/": {"GET": index},
     "/submit": {"POST": submit_form},
     "/submit/json": {"POST": submit_json},
+    "/inbox": {"GET": inbox},
 }
 _PREFIXED: dict[str, dict[str, Endpoint]] = {"/form/": {"GET": form}, "/status/": {"GET": status}}
 

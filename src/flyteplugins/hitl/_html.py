@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _markdown, _text
+from . import _markdown, _policy, _text
 from ._schema import describe, form_key, wire
 
 # One stylesheet for every page. Light and dark follow the reader's `prefers-color-scheme`.
@@ -724,3 +724,93 @@ def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
         f"{_markdown.details_table(request.get('details'), 'hitl-details')}{state}{how}"
         f'<p class="hitl-meta">Request id {esc(event.request_id)}</p></div>'
     )
+
+
+def votes_line(votes: Sequence[Mapping[str, Any]], quorum: int, viewer: str = "") -> str:
+    """The votes so far on an approval with a quorum: "1 of 2 approvals: alice@example.com", any
+    rejection, and whether `viewer` has voted."""
+    approvals = [str(v.get("identity")) for v in votes if v.get("value") is True]
+    line = f"{len(approvals)} of {quorum} approvals" + (f": {', '.join(approvals)}" if approvals else "")
+    rejections = [str(v.get("identity")) for v in votes if v.get("value") is False]
+    if rejections:
+        line += f"; rejected by {', '.join(rejections)}"
+    voted = any(_policy.normal(str(v.get("identity"))) == _policy.normal(viewer) for v in votes)
+    you = ("You have voted." if voted else "You have not voted yet.") if viewer else ""
+    return f'<p class="note" id="votes">{esc(line)}{" " + esc(you) if you else ""}</p>'
+
+
+def with_votes(document: str, votes: Sequence[Mapping[str, Any]], quorum: int, viewer: str = "") -> str:
+    """`document` (a form page) with the votes line above its form."""
+    return document.replace("<form ", votes_line(votes, quorum, viewer) + "<form ", 1)
+
+
+def voted_page(
+    request: Mapping[str, Any], vote: Mapping[str, Any], votes: Sequence[Mapping[str, Any]], viewer: str
+) -> str:
+    """The page after a vote that did not decide the event yet."""
+    rows = [("Event", str(request["event_name"]), False), ("Your vote", shown_value(vote.get("value")), True)]
+    details = _summary(rows, request) + votes_line(votes, int(vote.get("quorum", 1)), viewer)
+    message = "Your vote is recorded. The task goes on once enough people approve, or anyone rejects."
+    return _outcome_page("Vote received", "Vote received", message, "ok", "✓", details)
+
+
+# j/k move between the questions of the inbox, Enter opens the one in focus (a link's own behaviour).
+_INBOX_SCRIPT = (
+    "const items=[...document.querySelectorAll('#inbox a')];let at=0;"
+    "function go(n){if(!items.length)return;at=Math.max(0,Math.min(items.length-1,n));items[at].focus();}"
+    "document.addEventListener('keydown',e=>{if(e.altKey||e.ctrlKey||e.metaKey)return;"
+    "if(e.key==='j'){go(at+1);e.preventDefault();}else if(e.key==='k'){go(at-1);e.preventDefault();}});go(0);"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def inbox_csp() -> str:
+    """`csp`, plus the inbox's one script, allowed by its hash."""
+    digest = base64.b64encode(hashlib.sha256(_INBOX_SCRIPT.encode()).digest()).decode()
+    return f"{csp()}; script-src 'sha256-{digest}'"
+
+
+def inbox_page(rows: Sequence[tuple[Mapping[str, Any], float, Sequence[Mapping[str, Any]] | None]], viewer: str) -> str:
+    """The questions waiting for `viewer`: (request, seconds left, votes or None) per row, soonest first.
+    Without a viewer, how to sign in, and nothing listed.
+
+    Example:
+        >>> "sign in" in inbox_page([], "")
+        True
+    """
+    if not viewer:
+        body = (
+            '<section class="card"><h1>Your questions</h1><p class="lead">This server does not know who you are, '
+            "so it lists nothing. Open it through the sign-in proxy in front of it (for example "
+            "oauth2-proxy), which tells it who you are; a direct link from a message still opens its own question.</p>"
+            "</section>"
+        )
+        return page("Your questions · human input", body)
+    items = []
+    for request, left, votes in rows:
+        tally = votes_line(votes, int(request.get("quorum", 1))) if votes is not None else ""
+        items.append(
+            f'<li><a class="name" href="/form/{esc(request["request_id"])}">{esc(request["event_name"])}</a>'
+            f'<p class="text">{esc(one_line(str(request["prompt"]), 280))}</p>'
+            f'<ul class="chips"><li class="chip">{esc(request["data_type"])}</li>'
+            f'<li class="chip time">{esc(time_left(left))}</li></ul>{tally}</li>'
+        )
+    listed = (
+        f'<ul class="events" id="inbox">{"".join(items)}</ul>'
+        if items
+        else '<p class="empty">Nothing is waiting for you.</p>'
+    )
+    body = (
+        f'<section class="card"><h1>Your questions <span class="count">{len(rows)}</span></h1>'
+        f'<p class="note">Signed in as {esc(viewer)}. Soonest deadline first; j and k move, Enter opens.</p>'
+        f"{listed}</section><script>{_INBOX_SCRIPT}</script>"
+    )
+    return page("Your questions · human input", body)
+
+
+def with_more(document: str, waiting: int) -> str:
+    """`document` (the page after an answer) with how many more questions wait, linking to the inbox."""
+    text = f"{waiting} more waiting for you" if waiting else "Nothing more is waiting for you"
+    line = f'<p class="note" id="more"><a href="/inbox">{esc(text)}</a></p>'
+    head, sep, tail = document.rpartition("</article>")
+    return f"{head}{line}{sep}{tail}" if sep else document

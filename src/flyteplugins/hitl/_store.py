@@ -460,6 +460,30 @@ class Store:
                 logger.info("storage under %r answers again", self.root)
             return result
 
+    def create_vote(self, request_id: str, key: str, record: Record) -> bool:
+        """Store one person's vote under ``<request_id>/votes/<key>.json`` (`key`: a hex digest of their
+        identity); False (and nothing written) if they voted already: one vote each, on every replica."""
+        if not _VOTE_KEY_RE.fullmatch(key):
+            raise ValueError(f"a vote key is a hex digest, got {key!r}")
+        return self._create(check_request_id(request_id), f"{VOTES_DIR}/{key}.json", record)
+
+    def read_vote(self, request_id: str, key: str) -> Record | None:
+        """The vote stored under `key` (see `create_vote`), or None if that person has not voted."""
+        if not _VOTE_KEY_RE.fullmatch(key):
+            raise ValueError(f"a vote key is a hex digest, got {key!r}")
+        return self._read(check_request_id(request_id), f"{VOTES_DIR}/{key}.json")
+
+    def list_votes(self, request_id: str) -> list[Record]:
+        """Every vote stored for `request_id`: one listing of its votes, then one read per vote."""
+        check_request_id(request_id)
+        names = self._retry(f"list {request_id}/{VOTES_DIR}", lambda: _vote_names(self._backend, request_id))
+        votes = []
+        for name in names:
+            record = self._read(request_id, f"{VOTES_DIR}/{name}")
+            if record is not None:
+                votes.append(record)
+        return votes
+
 
 class _PermanentError(Exception):
     """A storage failure that retrying cannot fix (raised by backends, e.g. for a missing bucket)."""
@@ -852,3 +876,25 @@ class _ObjectBackend:
                     counts[request_id] = counts.get(request_id, 0) - 1
         ids = created.keys() | counts.keys()
         return {i: (created.get(i), counts.get(i, 0) > 0) for i in ids}
+
+
+#: The directory of an event's votes (approvals with a quorum), one create-only record per person.
+VOTES_DIR = "votes"
+_VOTE_KEY_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _vote_names(backend: _Backend, request_id: str) -> list[str]:
+    """The file names of `request_id`'s votes, from one listing."""
+    if isinstance(backend, _LocalBackend):
+        try:
+            names = os.listdir(os.path.join(backend.root, request_id, VOTES_DIR))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    elif isinstance(backend, _ObjectBackend):
+        prefix = f"{backend._prefix}{request_id}/{VOTES_DIR}/"
+        names = [
+            meta["path"][len(prefix) :] for batch in backend._store.list(prefix, chunk_size=1000) for meta in batch
+        ]
+    else:
+        raise TypeError(f"cannot list votes of {backend!r}")
+    return sorted(n for n in names if n.endswith(".json") and _VOTE_KEY_RE.fullmatch(n[:-5]))

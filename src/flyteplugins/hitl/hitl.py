@@ -26,13 +26,13 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar, cast
 from urllib.parse import quote
 
 from typing_extensions import Self
 
-from . import _engine, _flyte, _html, _markdown, _notify, _text, _wake
+from . import _answers, _engine, _flyte, _html, _markdown, _notify, _policy, _text, _wake
 from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError, StorageError
@@ -159,7 +159,7 @@ def _check_reattached(request: Record | None, fresh: Record) -> Record:
             f"request_id {request_id!r} already holds event {request and request.get('event_name')!r} "
             f"of type {request and request.get('data_type')!r}, not {name!r} of type {type_str!r}"
         )
-    for key in ("schema", "choices", "default"):
+    for key in ("schema", "choices", "default", "respondents", "quorum", "allow_self_approval"):
         if request.get(key) != fresh.get(key):
             raise InvalidEventError(
                 f"event {name!r} (request_id {request_id!r}) exists already, with {key} {request.get(key)!r}; "
@@ -183,6 +183,10 @@ def _create(
     comment_required_on_reject: bool = False,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
+    respondents: Sequence[str] | None = None,
+    requester: str | None = None,
+    allow_self_approval: bool = False,
+    quorum: int = 1,
 ) -> Event[V]:
     """Create the event, or re-attach to it in a re-run task: `Event.create`, the same as `new_event`.
 
@@ -195,6 +199,7 @@ def _create(
     _markdown.check_prompt(name, prompt, prompt_type)
     declared = declare(data_type, choices, default)
     checked_details = _markdown.check_details(details)
+    policy = _policy.event_fields(respondents, requester, allow_self_approval, quorum, approval=data_type is bool)
     if notify is not None:
         notify_url = _notify.check_url(notify)
     else:
@@ -223,6 +228,7 @@ def _create(
         "prompt_type": "markdown" if prompt_type == "markdown" else None,  # absent: text
         "comment_required_on_reject": comment_required_on_reject or None,
         "wake": _wake.address(request_id),  # where writers send this process wake-ups
+        **policy,
     }
     fresh.update({k: v for k, v in optional.items() if v is not None})
     # Create first: a new event is one write (one request on an object store, where reading
@@ -561,7 +567,10 @@ def _outcome(event: Event[Any], response: Record) -> Any:
         if not response.get("default_applied"):
             _say(f"{event.name!r} expired without an answer")
             _update_report(event, response)
-            raise EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
+            error = EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
+            if note := _answers.votes_note(event._store, event._request):
+                error.args = (f"{error}; {note}",)
+            raise error
         value = build_value(event.data_type, response.get("value"))
         _say(f"{event.name!r} timed out; using its default {_shown(value)}")
         _update_report(event, response)
@@ -678,6 +687,9 @@ def new_event(
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
+    respondents: Sequence[str] | None = None,
+    requester: str | None = None,
+    allow_self_approval: bool = False,
 ) -> Event[T]:
     """Create a human-in-the-loop event (or re-attach to it when a task is re-run).
 
@@ -700,6 +712,11 @@ def new_event(
         prompt_type: "text" (the default) shows the prompt verbatim, line breaks kept; "markdown"
             renders it on the form's pages (CommonMark with tables). The index, the console, the report
             and notices show a Markdown prompt as its plain text.
+        respondents: Who may answer: identities (an e-mail, compared case-insensitively; any other
+            string exactly) or ``group:NAME``, as the server's trusted proxy headers say. Without it,
+            whoever holds the form link may answer.
+        requester: Who asks (default: ``$FLYTE_HITL_REQUESTER``); they may not answer their own question.
+        allow_self_approval: Let the requester answer their own question.
 
     Returns:
         The `Event`; call ``event.wait()`` (or ``await event.wait.aio()``) for the answer.
@@ -711,6 +728,7 @@ def new_event(
         >>> review = new_event(
         ...     "review", data_type=Review, prompt="Label **img-42**", prompt_type="markdown", details={"model": 0.91}
         ... )
+        >>> event = new_event("size", data_type=int, respondents=["alice@example.com", "group:sre"])
     """
     return _create(
         name,
@@ -724,6 +742,9 @@ def new_event(
         notify=notify,
         details=details,
         prompt_type=prompt_type,
+        respondents=respondents,
+        requester=requester,
+        allow_self_approval=allow_self_approval,
     )
 
 
@@ -738,6 +759,10 @@ async def _approve_aio(
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
+    respondents: Sequence[str] | None = None,
+    requester: str | None = None,
+    allow_self_approval: bool = False,
+    quorum: int = 1,
 ) -> bool:
     event = await Event.create.aio(
         name,
@@ -751,6 +776,10 @@ async def _approve_aio(
         comment_required_on_reject=require_reject_comment,
         details=details,
         prompt_type=prompt_type,
+        respondents=respondents,
+        requester=requester,
+        allow_self_approval=allow_self_approval,
+        quorum=quorum,
     )
     return await event.wait.aio()
 
@@ -767,6 +796,10 @@ def approve(
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
+    respondents: Sequence[str] | None = None,
+    requester: str | None = None,
+    allow_self_approval: bool = False,
+    quorum: int = 1,
 ) -> bool:
     """Ask a person to approve or reject, and return True for approve.
 
@@ -774,12 +807,17 @@ def approve(
     a rejection without one is refused. Without ``default``, no answer in time raises
     `EventTimeoutError`. ``details`` (a mapping) is shown under the prompt as a table. The prompt
     is shown verbatim; ``prompt_type="markdown"`` renders it as Markdown (see `new_event`).
+
+    ``respondents``, ``requester`` and ``allow_self_approval`` are as for `new_event`. With
+    ``quorum=N``, N distinct people must approve (each votes once) and a single rejection decides
+    False; ``event.response`` then carries every vote.
     ``await approve.aio(...)`` waits without holding a thread.
 
     Example:
         >>> if hitl.approve("deploy", prompt="Deploy model v3 to production?"):
         ...     deploy()
         >>> ok = await hitl.approve.aio("deploy", require_reject_comment=True)
+        >>> ok = hitl.approve("release", respondents=["group:release-managers"], quorum=2)
     """
     event = Event.create(
         name,
@@ -793,5 +831,9 @@ def approve(
         comment_required_on_reject=require_reject_comment,
         details=details,
         prompt_type=prompt_type,
+        respondents=respondents,
+        requester=requester,
+        allow_self_approval=allow_self_approval,
+        quorum=quorum,
     )
     return event.wait()

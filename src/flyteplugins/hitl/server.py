@@ -33,7 +33,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO, cast
 
-from . import _endpoints, _wake
+from . import _endpoints, _policy, _wake
 from ._endpoints import Request, Response, Site
 from ._errors import ConfigurationError
 from ._store import Record, Store
@@ -43,7 +43,7 @@ logger = logging.getLogger("flyteplugins.hitl.server")
 
 HOST_ENV = "FLYTE_HITL_HOST"
 PORT_ENV = "FLYTE_HITL_PORT"
-IDENTITY_HEADER_ENV = "FLYTE_HITL_IDENTITY_HEADER"
+IDENTITY_HEADER_ENV = _policy.IDENTITY_HEADER_ENV
 
 #: Longest request line or header line, and largest header section, in bytes.
 MAX_LINE = 65536
@@ -418,8 +418,7 @@ def make_server(
         >>> httpd = make_server(Store("/tmp/flyte/hitl"), port=0)
         >>> httpd.server_close()
     """
-    header = identity_header if identity_header is not None else os.environ.get(IDENTITY_HEADER_ENV) or None
-    return HitlServer((host, port), store, on_answer, header, check_host=check_host)
+    return HitlServer((host, port), store, on_answer, _policy.identity_header(identity_header), check_host=check_host)
 
 
 def start_server(
