@@ -57,7 +57,7 @@ async def scenario(url: str, events: list[Pending]) -> Outcome:
         # A valid request, far too long to finish at one byte per half second.
         reader, writer = await asyncio.open_connection(host, int(port))
         body = b'{"request_id": "nobody", "token": "x", "value": 1}' + b" " * 1000
-        data = b"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        data = b"POST /submit/json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         watcher = asyncio.create_task(watch_close(n, reader))
         for byte in data:
             if stop_dripping.is_set() or watcher.done():
@@ -71,7 +71,7 @@ async def scenario(url: str, events: list[Pending]) -> Outcome:
 
     async def after_one_request(n: int) -> None:
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         reply = await read_reply(reader, False)
         assert reply.status == 200
         last_activity[n] = time.monotonic()
@@ -141,7 +141,7 @@ def test_big_headers_on_many_slow_connections_stay_within_the_header_budget(tmp_
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     before = _peak_rss_mib(server.proc.pid)
     line = b"X-Big-%03d: " + b"b" * HEAVY_LINE + b"\r\n"
-    data = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(line % i for i in range(HEAVY_LINES))
+    data = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(line % i for i in range(HEAVY_LINES))
     socks = [socket.create_connection((host, int(port)), timeout=60) for _ in range(HEAVY)]
     replies: list[bytes] = []
 
