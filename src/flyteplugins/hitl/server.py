@@ -145,8 +145,11 @@ class HitlServer(ThreadingHTTPServer):
     # The default backlog of 5 resets bursts of simultaneous connections.
     request_queue_size = 256
     allow_reuse_address = True
-    #: Seconds the accepting thread pauses when the process has no file descriptor left for a connection.
+    #: Seconds the accepting thread pauses when the process has no file descriptor left for a connection
+    #: and none waiting for a request to close; a tenth of it after closing some.
     accept_backoff_seconds = 0.1
+    #: Connections waiting for a request closed at once when the process runs out of file descriptors.
+    shed_on_exhaustion = 32
 
     def __init__(
         self,
@@ -176,7 +179,7 @@ class HitlServer(ThreadingHTTPServer):
         self._turned_away = _Notice(
             f"at the limit of {max_connections} connections ({MAX_CONNECTIONS_ENV}): a new one got 503"
         )
-        self._no_descriptors = _Notice("out of file descriptors for new connections: closing the longest waiting")
+        self._no_descriptors = _Notice("out of file descriptors for new connections: closing those waiting longest")
         # Requests between their read body and their written reply.
         self._busy = 0
         self._idle = threading.Condition()
@@ -221,13 +224,13 @@ class HitlServer(ThreadingHTTPServer):
         try:
             return super().get_request()
         except OSError as e:
-            # The connection stays queued, so the loop would retry at once, forever: free a
-            # descriptor, and pause.
+            # The connection stays queued, so the loop would retry at once, forever: free some
+            # descriptors, and pause while their handlers close them.
             if e.errno in (errno.EMFILE, errno.ENFILE):
                 self._no_descriptors()
                 with self._lock:
-                    self._close_longest_waiting()
-                time.sleep(self.accept_backoff_seconds)
+                    shed = sum(self._close_longest_waiting() for _ in range(self.shed_on_exhaustion))
+                time.sleep(self.accept_backoff_seconds / (10 if shed else 1))
             raise
 
     def waiting(self, connection: socket.socket, seconds: float) -> None:
