@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from conftest import until
 from s3_helpers import MotoS3, S3Bucket, use_root
 
 from flyteplugins.hitl import _answers
@@ -694,3 +695,42 @@ def test_the_internal_error_log_never_shows_a_token(site: Site, store: Store, ca
     assert response.status == 500
     assert "internal error on GET /status/damaged-" in caplog.text
     assert record["token"] not in caplog.text
+
+
+# -- long-polls on an object store --------------------------------------------------------------------
+
+
+def test_a_few_long_polls_read_their_events_and_many_list_the_root(
+    moto: MotoS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(use_root(S3Bucket(moto), monkeypatch))
+    site = Site(store)
+    site.watch.poll_seconds = 0.05
+    events = [make_event(store, f"watched{i}") for i in range(3)]
+
+    def listings() -> int:
+        return sum("list-type" in query for query in list(moto.queries))
+
+    def reads() -> int:
+        return moto.count("GET", "/response.json")
+
+    polls = [
+        threading.Thread(target=call, args=(site, "GET", f"/status/{e['request_id']}?token={e['token']}&wait=60"))
+        for e in events
+    ]
+    listed, read = listings(), reads()
+    for poll in polls:
+        poll.start()
+    try:
+        # Three watched events: each poll reads their three outcomes, whatever else the root holds.
+        until(lambda: reads() - read >= 30, "ten polls reading the watched events")
+        assert listings() == listed
+        site.watch.list_from = 3  # as many as are watched: one listing per poll instead
+        listed = listings()
+        until(lambda: listings() - listed >= 3, "polls listing the root")
+    finally:
+        for e in events:
+            _answers.submit(store, e, "1", via="json", client="x")
+        for poll in polls:
+            poll.join(30)
+    assert not any(poll.is_alive() for poll in polls)
