@@ -282,6 +282,13 @@ def test_same_site_answers_and_programs_are_accepted(
     assert post(site, endpoint, body, {**ctype, "Host": "127.0.0.1:8000"}, headers).status == 200
 
 
+@pytest.mark.parametrize("origin", ["null", "junk", "http://"])
+def test_an_origin_that_is_no_origin_is_refused_without_a_host_too(site: Site, store: Store, origin: str) -> None:
+    event = make_event(store)
+    assert post(site, "/submit/json", answer_json(event), JSON_TYPE, [("Origin", origin)]).status == 403
+    assert store.read_response(event["request_id"]) is None
+
+
 @pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
 def test_a_sibling_subdomain_is_refused(site: Site, store: Store, endpoint: str) -> None:
     # Same site, so the browser sends the platform's session cookie: only the origin tells them apart.

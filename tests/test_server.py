@@ -1083,6 +1083,12 @@ def test_over_the_limit_with_every_connection_busy_a_new_one_gets_503(
     assert request(small_server.url, "GET", "/health").status == 200
 
 
+def test_a_bad_trusted_proxy_setting_is_a_configuration_error(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYTE_HITL_TRUSTED_PROXY", "maybe")
+    with pytest.raises(hitl.ConfigurationError, match="FLYTE_HITL_TRUSTED_PROXY"):
+        make_server(store)
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "many", "1e3"])
 def test_a_bad_connection_limit_is_a_configuration_error(
     store: Store, monkeypatch: pytest.MonkeyPatch, value: str

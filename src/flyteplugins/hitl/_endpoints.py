@@ -523,8 +523,10 @@ def _check_same_origin(site: Site, request: Request, page: str | None = None) ->
     origins = request.headers.get_all("Origin") or []
     if fetch_site == "same-origin" or (not fetch_site and not origins):
         return
-    if fetch_site in ("", "none") and len(origins) == 1 and _origin(origins[0]) == _own_origin(site, request):
-        return
+    if fetch_site in ("", "none") and len(origins) == 1:
+        origin = _origin(origins[0])
+        if origin is not None and origin == _own_origin(site, request):
+            return
     shown = f"Origin {origins[0][:100]!r}" if origins else f"Sec-Fetch-Site {fetch_site[:40]!r}"
     raise _refuse(403, f"cross-origin request refused ({shown}): answer from this server's own page", page=page)
 
