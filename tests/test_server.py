@@ -1062,7 +1062,7 @@ def test_over_the_limit_the_connection_waiting_longest_makes_room(small_server: 
 
 
 def test_over_the_limit_with_every_connection_busy_a_new_one_gets_503(
-    small_server: HitlServer, make_event: MakeEvent, root: Path
+    small_server: HitlServer, make_event: MakeEvent, root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Four long-polls keep every connection busy with a request: nothing to make room with.
     event = make_event()
@@ -1076,6 +1076,7 @@ def test_over_the_limit_with_every_connection_busy_a_new_one_gets_503(
         reply = raw_exchange(small_server.url, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert raw_status(reply) == 503
         assert b"Retry-After: 1" in reply and b"connection limit" in reply
+        assert "at the limit of 4 connections (FLYTE_HITL_MAX_CONNECTIONS)" in caplog.text
     finally:
         hitl.submit(event.request_id, 1, root=str(root))  # the polls find it and end
         for poll in polls:

@@ -120,7 +120,8 @@ class _Notice:
         self.count += 1
         now = time.monotonic()
         if now - self.at >= 60:
-            logger.warning("%s (%d times since the last such message)", self.message, self.count)
+            times = "once" if self.count == 1 else f"{self.count} times"
+            logger.warning("%s (%s since the last such message)", self.message, times)
             self.count, self.at = 0, now
 
 
