@@ -81,7 +81,7 @@ def test_submit_errors_are_typed(root: Path, server: HitlServer) -> None:
         hitl.submit(event.request_id, True, endpoint=event.endpoint, token="wrong")
     with pytest.raises(hitl.InvalidTokenError):
         hitl.submit(event.request_id, True, endpoint=event.endpoint)
-    with pytest.raises(hitl.EventNotFoundError):
+    with pytest.raises(hitl.InvalidTokenError):  # a server does not tell an unknown id from a wrong token
         hitl.submit("no-such-event", True, endpoint=event.endpoint, token="x")
     with pytest.raises(hitl.EventNotFoundError):
         hitl.submit("no-such-event", True, root=str(root))

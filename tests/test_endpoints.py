@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from conftest import until
 from s3_helpers import MotoS3, S3Bucket, use_root
 
 from flyteplugins.hitl import _answers
@@ -124,14 +125,22 @@ def test_a_query_that_is_not_utf8_is_400(site: Site, store: Store) -> None:
 # -- Host --------------------------------------------------------------------------------------------
 
 
-def test_a_server_that_knows_its_names_refuses_other_hosts(store: Store) -> None:
-    site = Site(store, hosts=frozenset({"127.0.0.1:8000", "localhost:8000"}))
-    assert call(site, "GET", "/health", Host="127.0.0.1:8000").status == 200
-    assert call(site, "GET", "/health", Host="LOCALHOST:8000").status == 200
+def test_a_server_bound_to_loopback_answers_only_loopback_names(store: Store) -> None:
+    site = Site(store, loopback_only=True)
+    for host in ("127.0.0.1:8000", "LOCALHOST:8000", "localhost", "127.1.2.3:1", "[::1]:8080"):
+        assert call(site, "GET", "/health", Host=host).status == 200, host
     assert call(site, "GET", "/health").status == 200, "no Host at all: not a browser"
-    refused = call(site, "GET", "/", Host="attacker.example:8000")
-    assert refused.status == 421
-    assert "attacker.example" in detail(refused)
+    for host in (
+        "attacker.example:8000",
+        "127.0.0.1.attacker.example",
+        "localhost.attacker.example",
+        "[::1",
+        "10.0.0.1",
+    ):
+        refused = call(site, "GET", "/", Host=host)
+        assert refused.status == 421, host
+        assert host in detail(refused)
+    assert call(Site(store), "GET", "/", Host="attacker.example").status == 200, "bound elsewhere: any name"
 
 
 def test_two_host_headers_are_400_and_close(site: Site) -> None:
@@ -209,6 +218,12 @@ def test_a_post_without_a_body_is_411(site: Site) -> None:
         [("Origin", "http://127.0.0.1:9999")],
         [("Origin", "http://127.0.0.1:8000"), ("Origin", "https://attacker.example")],
         [("Origin", "http://127.0.0.1:8000"), ("Sec-Fetch-Site", "cross-site")],
+        [("Origin", "null")],
+        [("Origin", "null"), ("Sec-Fetch-Site", "same-site")],
+        [("Origin", "http://127.0.0.1:9999"), ("Sec-Fetch-Site", "same-site")],
+        [("Sec-Fetch-Site", "none")],
+        [("Origin", "https://127.0.0.1:8000")],
+        [("Origin", "https://hitl.example.com"), ("X-Forwarded-Host", "hitl.example.com")],
     ],
     ids=[
         "sec-fetch-site",
@@ -217,6 +232,12 @@ def test_a_post_without_a_body_is_411(site: Site) -> None:
         "other-port",
         "two-origins",
         "own-origin-cross-site",
+        "null-origin",
+        "null-origin-same-site",
+        "other-port-same-site",
+        "no-origin-typed-url",
+        "other-scheme",
+        "untrusted-forwarded-host",
     ],
 )
 @pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
@@ -238,18 +259,18 @@ def test_cross_site_answers_are_403_and_write_nothing(
         [("Origin", "http://127.0.0.1:8000")],
         [("Origin", "https://127.0.0.1:8000"), ("Sec-Fetch-Site", "same-origin")],
         [("Sec-Fetch-Site", "same-origin")],
-        [("Sec-Fetch-Site", "none")],
+        [("Origin", "http://127.0.0.1:8000"), ("Sec-Fetch-Site", "none")],
         [("Origin", "null"), ("Sec-Fetch-Site", "same-origin")],
-        [("Origin", "https://hitl.example.com"), ("X-Forwarded-Host", "hitl.example.com")],
+        [("Origin", "HTTP://127.0.0.1:8000")],
     ],
     ids=[
         "program",
         "own-origin",
         "own-origin-https",
         "same-origin",
-        "typed-url",
-        "own-page-no-referrer",
-        "behind-a-proxy",
+        "own-origin-user-initiated",
+        "null-origin-same-origin",
+        "own-origin-upper-case",
     ],
 )
 @pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
@@ -259,6 +280,38 @@ def test_same_site_answers_and_programs_are_accepted(
     event = make_event(store)
     body, ctype = (answer_json(event), JSON_TYPE) if endpoint == "/submit/json" else (answer_form(event), FORM_TYPE)
     assert post(site, endpoint, body, {**ctype, "Host": "127.0.0.1:8000"}, headers).status == 200
+
+
+@pytest.mark.parametrize("origin", ["null", "junk", "http://"])
+def test_an_origin_that_is_no_origin_is_refused_without_a_host_too(site: Site, store: Store, origin: str) -> None:
+    event = make_event(store)
+    assert post(site, "/submit/json", answer_json(event), JSON_TYPE, [("Origin", origin)]).status == 403
+    assert store.read_response(event["request_id"]) is None
+
+
+@pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
+def test_a_sibling_subdomain_is_refused(site: Site, store: Store, endpoint: str) -> None:
+    # Same site, so the browser sends the platform's session cookie: only the origin tells them apart.
+    event = make_event(store)
+    body, ctype = (answer_json(event), JSON_TYPE) if endpoint == "/submit/json" else (answer_form(event), FORM_TYPE)
+    headers = {**ctype, "Host": "hitl-form-server.apps.corp.test"}
+    sibling = [("Origin", "https://other-app.apps.corp.test"), ("Sec-Fetch-Site", "same-site")]
+    assert post(site, endpoint, body, headers, sibling).status == 403
+    assert store.read_response(event["request_id"]) is None
+    own = [("Origin", "https://hitl-form-server.apps.corp.test"), ("Sec-Fetch-Site", "same-origin")]
+    assert post(site, endpoint, body, headers, own).status == 200
+
+
+@pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
+def test_behind_a_trusted_proxy_the_forwarded_origin_is_ours(store: Store, endpoint: str) -> None:
+    # A TLS proxy in front: the browser's Origin is https and the proxy's public name, and an old
+    # browser (or plain HTTP off loopback) sends no Sec-Fetch-Site to go by.
+    site = Site(store, trust_forwarded=True)
+    proxied = {"Host": "10.0.0.5:8080", "X-Forwarded-Host": "hitl.example.com", "X-Forwarded-Proto": "https"}
+    for origin, status in (("https://hitl.example.com", 200), ("https://other.example.com", 403)):
+        event = make_event(store)
+        body, ctype = (answer_json(event), JSON_TYPE) if endpoint == "/submit/json" else (answer_form(event), FORM_TYPE)
+        assert post(site, endpoint, body, {**ctype, **proxied}, [("Origin", origin)]).status == status, origin
 
 
 @pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
@@ -382,7 +435,7 @@ def test_form_and_status(site: Site, store: Store) -> None:
     rid, token = event["request_id"], event["token"]
     assert call(site, "GET", f"/form/{rid}?token={token}").status == 200
     assert call(site, "GET", f"/form/{rid}?token=wrong").status == 403
-    assert call(site, "GET", "/form/missing-x?token=t").status == 404
+    assert call(site, "GET", "/form/missing-x?token=t").status == 403
     status = call(site, "GET", f"/status/{rid}?token={token}")
     assert json.loads(status.body)["status"] == "pending"
     assert token not in status.body.decode()
@@ -614,3 +667,77 @@ def test_via_is_the_clients_claim_and_transport_what_the_server_saw(site: Site, 
     stored = store.read_response(event["request_id"])
     assert stored is not None
     assert (stored["via"], stored["transport"]) == ("cli", "json")
+
+
+# -- the token comes first ----------------------------------------------------------------------------
+
+
+def test_the_token_is_checked_before_the_form_is_decoded(site: Site, store: Store) -> None:
+    event = make_event(store)
+    # Either would be a 400 once decoded: too many fields, a byte that is not UTF-8.
+    for extra in ("&x=1" * 2000, "&comment=%E9"):
+        body = f"request_id={event['request_id']}&token=wrong&value=1{extra}".encode()
+        assert post(site, "/submit", body, FORM_TYPE).status == 403
+        good = f"request_id={event['request_id']}&token={event['token']}&value=1{extra}".encode()
+        assert post(site, "/submit", good, FORM_TYPE).status == 400
+    assert store.read_response(event["request_id"]) is None
+
+
+def test_the_token_is_checked_before_the_json_value_is(site: Site, store: Store) -> None:
+    event = make_event(store)
+    # A repeated key inside the value is refused (400), but only once the token is known good.
+    body = '{"request_id": "%s", "token": "%s", "value": {"a": 1, "a": 2}}'
+    assert post(site, "/submit/json", (body % (event["request_id"], "wrong")).encode(), JSON_TYPE).status == 403
+    assert post(site, "/submit/json", (body % (event["request_id"], event["token"])).encode(), JSON_TYPE).status == 400
+    assert store.read_response(event["request_id"]) is None
+
+
+def test_the_internal_error_log_never_shows_a_token(site: Site, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    # A request record whose schema is not one (written by hand) fails inside the endpoint: logged as ours.
+    record = make_event(store, "damaged")
+    record.update(request_id="damaged-" + uuid.uuid4().hex[:24], schema={"type": 5})
+    assert store.create_request(record)
+    with caplog.at_level(logging.ERROR, logger="flyteplugins"):
+        response = call(site, "GET", f"/status/{record['request_id']}?token={record['token']}&wait=0")
+    assert response.status == 500
+    assert "internal error on GET /status/damaged-" in caplog.text
+    assert record["token"] not in caplog.text
+
+
+# -- long-polls on an object store --------------------------------------------------------------------
+
+
+def test_a_few_long_polls_read_their_events_and_many_list_the_root(
+    moto: MotoS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(use_root(S3Bucket(moto), monkeypatch))
+    site = Site(store)
+    site.watch.poll_seconds = 0.05
+    events = [make_event(store, f"watched{i}") for i in range(3)]
+
+    def listings() -> int:
+        return sum("list-type" in query for query in list(moto.queries))
+
+    def reads() -> int:
+        return moto.count("GET", "/response.json")
+
+    polls = [
+        threading.Thread(target=call, args=(site, "GET", f"/status/{e['request_id']}?token={e['token']}&wait=60"))
+        for e in events
+    ]
+    listed, read = listings(), reads()
+    for poll in polls:
+        poll.start()
+    try:
+        # Three watched events: each poll reads their three outcomes, whatever else the root holds.
+        until(lambda: reads() - read >= 30, "ten polls reading the watched events")
+        assert listings() == listed
+        site.watch.list_from = 3  # as many as are watched: one listing per poll instead
+        listed = listings()
+        until(lambda: listings() - listed >= 3, "polls listing the root")
+    finally:
+        for e in events:
+            _answers.submit(store, e, "1", via="json", client="x")
+        for poll in polls:
+            poll.join(30)
+    assert not any(poll.is_alive() for poll in polls)

@@ -10,8 +10,11 @@ import contextlib
 import http.client
 import json
 import logging
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +23,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from conftest import Reply, post_json, request
+from conftest import Reply, post_json, read_line, request, until
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl._store import Store
@@ -174,7 +177,7 @@ def test_html_pages_carry_security_headers(server: HitlServer, make_event: MakeE
         assert "form-action 'self'" in csp
         assert headers["x-frame-options"] == "DENY"
         assert headers["x-content-type-options"] == "nosniff"
-        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["referrer-policy"] == "same-origin"
         assert headers["cache-control"] == "no-store"
 
 
@@ -191,10 +194,22 @@ def test_form_with_a_wrong_token_is_403_and_shows_no_form(
     assert no_token.status == 403
 
 
-def test_form_of_an_unknown_event_is_404(server: HitlServer) -> None:
-    reply = request(server.url, "GET", "/form/no-such-event?token=abc")
-    assert reply.status == 404
-    assert "not_found" in reply.text
+def test_an_unknown_event_and_a_wrong_token_get_the_same_reply(server: HitlServer, make_event: MakeEvent) -> None:
+    # Without the token, a client cannot tell whether an event exists.
+    event = make_event()
+
+    def replies(request_id: str) -> list[tuple[int, bytes]]:
+        got = [
+            request(server.url, "GET", f"/form/{request_id}?token=guess"),
+            request(server.url, "GET", f"/status/{request_id}?token=guess"),
+            post_json(server.url, {"request_id": request_id, "token": "guess", "value": 1}),
+            submit_form(server.url, {"request_id": request_id, "token": "guess", "value": "1"}),
+        ]
+        return [(r.status, r.body.replace(request_id.encode(), b"<id>")) for r in got]
+
+    wrong_token = replies(event.request_id)
+    assert [status for status, _ in wrong_token] == [403] * 4
+    assert replies("never-made") == wrong_token
 
 
 @pytest.mark.parametrize("bad", ["..%2F..%2Fetc", "../x", "a.b", "%C3%BC", "", "a" * 129])
@@ -314,12 +329,6 @@ def test_client_supplied_paths_are_ignored(
     assert json.loads(response_file(root, event).read_text())["value"] == 4
 
 
-def test_json_unknown_event_is_404_not_found(server: HitlServer) -> None:
-    reply = post_json(server.url, {"request_id": "never-made", "token": "t", "value": 1})
-    assert reply.status == 404
-    assert reply.json()["detail"].startswith("not_found")
-
-
 @pytest.mark.parametrize("bad_id", ["../x", "../../etc/passwd", "a/b", "..", "", "ü", "a" * 129, None, 7])
 def test_json_malformed_ids_are_400_and_nothing_is_written_anywhere(
     server: HitlServer, root: Path, tmp_path: Path, bad_id: object
@@ -357,8 +366,11 @@ def test_json_with_an_unpaired_surrogate_is_400_and_writes_nothing(
     else:
         body = json.dumps(payload, ensure_ascii=False).encode(spelling, "surrogatepass")
     reply = request(server.url, "POST", "/submit/json", body, {"Content-Type": "application/json"})
-    assert reply.status == 400, reply.body
-    assert "unpaired surrogate" in reply.json()["detail"]
+    if field == "token":  # checked first: a token that is not ASCII is a wrong token
+        assert reply.status == 403, reply.body
+    else:
+        assert reply.status == 400, reply.body
+        assert "unpaired surrogate" in reply.json()["detail"]
     assert not response_file(root, event).exists()
     assert answer(server.url, event, "fine").status == 200
 
@@ -496,7 +508,7 @@ def test_form_bool_refuses_an_unknown_word(server: HitlServer, make_event: MakeE
         ({"token": "wrong", "value": "1"}, 403),
         ({"value": "1"}, 403),
         ({"request_id": "../x", "token": "t", "value": "1"}, 400),
-        ({"request_id": "no-such-event", "token": "t", "value": "1"}, 404),
+        ({"request_id": "no-such-event", "token": "t", "value": "1"}, 403),
     ],
 )
 def test_form_refusals_write_nothing(
@@ -620,9 +632,7 @@ def test_status_refusals(server: HitlServer, make_event: MakeEvent) -> None:
     event = make_event()
     assert request(server.url, "GET", status_path(event, "wrong")).status == 403
     assert request(server.url, "GET", f"/status/{event.request_id}").status == 403
-    unknown = request(server.url, "GET", "/status/never-made?token=x")
-    assert unknown.status == 404
-    assert unknown.json()["detail"].startswith("not_found")
+    assert request(server.url, "GET", "/status/never-made?token=x").status == 403
     assert request(server.url, "GET", "/status/..%2Fx?token=x").status == 400
 
 
@@ -663,7 +673,7 @@ def test_body_over_one_mebibyte_is_413_and_writes_nothing(
 ) -> None:
     event = make_event()
     head = (
-        "POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "POST /submit/json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {(1 << 20) + 1}\r\n\r\n"
     ).encode()
     reply = raw_exchange(server.url, head + b"{" * 1000)
@@ -691,7 +701,7 @@ def test_body_without_content_length_is_411(
 ) -> None:
     event = make_event()
     body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 1}).encode()
-    data = f"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}\r\n".encode()
+    data = f"POST /submit/json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{headers}\r\n".encode()
     if headers:
         data += f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
     reply = raw_exchange(server.url, data)
@@ -701,7 +711,7 @@ def test_body_without_content_length_is_411(
 
 @pytest.mark.parametrize("length", ["-1", "abc", "1e3"])
 def test_invalid_content_length_is_400(server: HitlServer, length: str) -> None:
-    data = f"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
+    data = f"POST /submit/json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\n".encode()
     assert raw_status(raw_exchange(server.url, data)) == 400
 
 
@@ -771,7 +781,7 @@ def test_expect_100_continue_gets_an_interim_reply_before_the_answer(
     event = make_event()
     body = json.dumps({"request_id": event.request_id, "token": event.token, "value": 5}).encode()
     head = (
-        "POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "POST /submit/json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     reply = raw_exchange(server.url, head.encode() + body)
@@ -788,7 +798,7 @@ def test_a_burst_of_64_simultaneous_connections_is_accepted(server: HitlServer) 
     socks = [socket.create_connection((str(host), port), timeout=10) for _ in range(64)]
     try:
         for sock in socks:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         replies = []
         for sock in socks:
             chunks = []
@@ -865,9 +875,9 @@ def test_clients_that_vanish_mid_request_do_not_break_the_server(server: HitlSer
     partials = [
         b"",  # connect and close
         b"GET /hea",  # half a request line
-        b"GET /health HTTP/1.1\r\nHost: x\r\n",  # headers never finished
-        b'POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n{"request_id": ',  # short body
-        b"GET " + form_path(event).encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # leaves before the reply
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # headers never finished
+        b'POST /submit/json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200\r\n\r\n{"request_id": ',  # short body
+        b"GET " + form_path(event).encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",  # leaves before the reply
     ]
     for data in partials:
         sock = socket.create_connection((str(host), port), timeout=10)
@@ -886,7 +896,9 @@ def test_a_slow_client_does_not_block_others(server: HitlServer, make_event: Mak
     slow = [socket.create_connection((str(host), port), timeout=10) for _ in range(3)]
     try:
         slow[0].sendall(b"GET /health HTTP/1.1\r\n")  # and never finishes
-        slow[1].sendall(b"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")  # body stalls
+        slow[1].sendall(
+            b"POST /submit/json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{"
+        )  # body stalls
         for _ in range(5):
             assert request(server.url, "GET", "/health").status == 200
         assert answer(server.url, event, 11).status == 200
@@ -901,7 +913,7 @@ def test_a_client_that_does_not_read_its_replies_does_not_block_others(
     """Pipelined form GETs whose replies are never read fill the socket buffers until the server's
     send blocks; its thread must not hold anything the other clients need meanwhile."""
     event = make_event()
-    request_bytes = f"GET {form_path(event)} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    request_bytes = f"GET {form_path(event)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     hog = socket.socket()
     hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the buffers fill sooner
     hog.connect(server.server_address[:2])
@@ -950,8 +962,8 @@ def _closed_after(sock: socket.socket, start: float) -> tuple[bytes, float]:
     [
         b"",  # nothing at all
         b"GET /hea",  # half a request line
-        b"GET /health HTTP/1.1\r\nHost: x\r\n",  # headers never finished
-        b"GET /health HTTP/1.1\r\nHost: x\r\nAcc",  # half a header line
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # headers never finished
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nAcc",  # half a header line
         b"GET /health HTTP/1.1\r\n\r\n",  # one whole request, then silence on a keep-alive connection
     ],
     ids=["silent", "half-request-line", "unfinished-headers", "half-header-line", "idle-keep-alive"],
@@ -972,7 +984,7 @@ def test_a_stalled_connection_is_closed_after_the_handler_timeout_without_a_repl
 def test_a_body_that_stalls_gets_a_400_saying_how_much_came(quick_timeout: float, server: HitlServer) -> None:
     start = time.monotonic()
     with socket.create_connection(server.server_address[:2], timeout=10) as sock:
-        sock.sendall(b"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        sock.sendall(b"POST /submit/json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{")
         received, waited = _closed_after(sock, start)
     assert raw_status(received) == 400
     assert b"request body ended after 1 of 1000 bytes" in received
@@ -980,19 +992,111 @@ def test_a_body_that_stalls_gets_a_400_saying_how_much_came(quick_timeout: float
     assert quick_timeout <= waited < quick_timeout + 5
 
 
-def test_a_request_that_keeps_trickling_in_is_served(trickle_timeout: float, server: HitlServer) -> None:
-    # The timeout bounds each wait for more bytes, not the whole request: this one takes longer.
-    request_bytes = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    parts = [request_bytes[i : i + 4] for i in range(0, len(request_bytes), 4)]
+def test_a_request_still_trickling_in_at_the_deadline_is_closed(trickle_timeout: float, server: HitlServer) -> None:
+    # Each byte comes well within the timeout, but the whole request must come within it too.
     start = time.monotonic()
     with socket.create_connection(server.server_address[:2], timeout=30) as sock:
-        for part in parts:
-            sock.sendall(part)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed = False
+        while not closed and time.monotonic() - start < trickle_timeout + 20:
             time.sleep(trickle_timeout / 8)
-        assert time.monotonic() - start > trickle_timeout, "the request took longer than the timeout"
-        received, _ = _closed_after(sock, start)
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")
+                sock.settimeout(0.01)
+                closed = sock.recv(1) == b""
+            except TimeoutError:
+                pass
+            except ConnectionError:
+                closed = True
+            sock.settimeout(30)
+        waited = time.monotonic() - start
+    assert closed, "the trickling connection was never closed"
+    assert waited >= trickle_timeout
+    assert request(server.url, "GET", "/health").status == 200
+
+
+def test_a_request_sent_whole_in_time_is_served_though_it_came_in_pieces(
+    trickle_timeout: float, server: HitlServer
+) -> None:
+    request_bytes = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(server.server_address[:2], timeout=30) as sock:
+        for i in range(0, len(request_bytes), 16):
+            sock.sendall(request_bytes[i : i + 16])
+            time.sleep(0.02)
+        received, _ = _closed_after(sock, time.monotonic())
     assert raw_status(received) == 200
-    assert received.endswith(b'{"status": "healthy"}')
+
+
+# -- the connection limit ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_server(store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[HitlServer]:
+    """A server that serves at most 4 connections at once."""
+    monkeypatch.setenv("FLYTE_HITL_MAX_CONNECTIONS", "4")
+    httpd, thread = start_server(store)
+    yield httpd
+    stop_server(httpd, thread)
+
+
+def _connect(httpd: HitlServer, n: int) -> list[socket.socket]:
+    """`n` connections that send nothing, each one accepted and waiting for its request."""
+    socks = [socket.create_connection(httpd.server_address[:2], timeout=10) for _ in range(n)]
+    until(lambda: len(httpd._waiting) >= n, f"{n} connections waiting")
+    return socks
+
+
+def test_over_the_limit_the_connection_waiting_longest_makes_room(small_server: HitlServer) -> None:
+    idle = _connect(small_server, 4)
+    try:
+        assert request(small_server.url, "GET", "/health").status == 200
+        idle[0].settimeout(10)
+        assert idle[0].recv(1) == b"", "the connection waiting longest is closed, without a reply"
+        for sock in idle[1:]:
+            sock.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                sock.recv(1)
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_over_the_limit_with_every_connection_busy_a_new_one_gets_503(
+    small_server: HitlServer, make_event: MakeEvent, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Four long-polls keep every connection busy with a request: nothing to make room with.
+    event = make_event()
+    target = status_path(event) + "&wait=30"
+    polls = [threading.Thread(target=request, args=(small_server.url, "GET", target)) for _ in range(4)]
+    for poll in polls:
+        poll.start()
+    watch = small_server.site.watch
+    until(lambda: sum(w.count for w in watch._watched.values()) == 4, "four long-polls")
+    try:
+        reply = raw_exchange(small_server.url, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert raw_status(reply) == 503
+        assert b"Retry-After: 1" in reply and b"connection limit" in reply
+        assert "at the limit of 4 connections (FLYTE_HITL_MAX_CONNECTIONS)" in caplog.text
+    finally:
+        hitl.submit(event.request_id, 1, root=str(root))  # the polls find it and end
+        for poll in polls:
+            poll.join(30)
+    assert request(small_server.url, "GET", "/health").status == 200
+
+
+def test_a_bad_trusted_proxy_setting_is_a_configuration_error(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYTE_HITL_TRUSTED_PROXY", "maybe")
+    with pytest.raises(hitl.ConfigurationError, match="FLYTE_HITL_TRUSTED_PROXY"):
+        make_server(store)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "1e3"])
+def test_a_bad_connection_limit_is_a_configuration_error(
+    store: Store, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("FLYTE_HITL_MAX_CONNECTIONS", value)
+    with pytest.raises(hitl.ConfigurationError, match="FLYTE_HITL_MAX_CONNECTIONS"):
+        make_server(store)
 
 
 # -- storage failures ------------------------------------------------------------------------------------
@@ -1037,11 +1141,11 @@ def test_the_access_log_never_shows_a_token(
 
 # -- framing (RFC 9112 §6.3): one reply per ambiguous request, and the connection closes ---------------
 
-SMUGGLED = b"GET /health?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+SMUGGLED = b"GET /health?smuggled=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
 def _post_with(headers: str, body: bytes) -> bytes:
-    head = f"POST /submit/json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}\r\n"
+    head = f"POST /submit/json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{headers}\r\n"
     return head.encode("utf-8" if "\u0662" in headers else "latin-1") + body
 
 
@@ -1113,7 +1217,7 @@ def test_an_ambiguous_request_gets_one_reply_and_the_connection_closes(
 
 
 def test_a_malformed_request_after_a_head_gets_its_body(server: HitlServer) -> None:
-    data = b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nBad Name: x\r\n\r\n"
+    data = b"HEAD /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /health HTTP/1.1\r\nBad Name: x\r\n\r\n"
     reply = raw_exchange(server.url, data)
     head, _, rest = reply.partition(b"\r\n\r\n")
     assert raw_status(head) == 200
@@ -1148,7 +1252,7 @@ def test_on_answer_that_raises_after_the_reply_sends_no_second_reply(
 
 def test_a_header_section_over_64_kib_is_431(server: HitlServer) -> None:
     lines = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 8000) for i in range(9))
-    reply = raw_exchange(server.url, b"GET /health HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n")
+    reply = raw_exchange(server.url, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + lines + b"\r\n")
     assert raw_status(reply) == 431
     assert b"header section" in reply
     under = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 7000) for i in range(9))
@@ -1157,8 +1261,8 @@ def test_a_header_section_over_64_kib_is_431(server: HitlServer) -> None:
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
 def test_every_other_method_gets_405_with_allow_and_keeps_the_connection(server: HitlServer, method: str) -> None:
-    data = f"{method} /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n".encode()
-    reply = raw_exchange(server.url, data)
+    text = f"{method} /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n"
+    reply = raw_exchange(server.url, text.encode())
     assert raw_status(reply) == 405
     assert b"\r\nAllow: GET, HEAD\r\n" in reply
     assert reply.endswith(b'{"status": "healthy"}')
@@ -1167,16 +1271,47 @@ def test_every_other_method_gets_405_with_allow_and_keeps_the_connection(server:
 # -- the embedded server: its own Host names, and replies finished at exit --------------------------------
 
 
-def test_a_host_checking_server_answers_only_its_own_names(store: Store) -> None:
-    httpd, thread = start_server(store, check_host=True)
+def test_a_server_bound_to_loopback_answers_only_loopback_names(server: HitlServer) -> None:
+    port = server.server_address[1]
+    for host, status in (
+        (f"127.0.0.1:{port}", 200),
+        (f"localhost:{port}", 200),
+        ("localhost:9000", 200),  # a tunnel or port-forward to this port
+        ("evil.example", 421),
+        (f"127.0.0.1.evil.example:{port}", 421),
+    ):
+        data = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        assert raw_status(raw_exchange(server.url, data)) == status, host
+    assert request(server.url, "GET", "/health").status == 200, "http.client sends the address it used"
+
+
+def test_behind_a_trusted_proxy_a_loopback_server_answers_any_host(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYTE_HITL_TRUSTED_PROXY", "1")
+    httpd, thread = start_server(store)
     try:
-        port = httpd.server_address[1]
-        for host, status in ((f"127.0.0.1:{port}", 200), (f"localhost:{port}", 200), ("evil.example", 421)):
-            data = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-            assert raw_status(raw_exchange(httpd.url, data)) == status, host
-        assert request(httpd.url, "GET", "/health").status == 200, "http.client sends the address it used"
+        data = b"GET / HTTP/1.1\r\nHost: hitl.example.com\r\nConnection: close\r\n\r\n"
+        assert raw_status(raw_exchange(httpd.url, data)) == 200
     finally:
         stop_server(httpd, thread)
+
+
+def test_hitl_serve_on_loopback_refuses_other_hosts(root: Path) -> None:
+    # What a DNS-rebinding page would send: its own name, resolved to 127.0.0.1.
+    env = {**os.environ, "FLYTE_HITL_TRUSTED_PROXY": ""}
+    cmd = [sys.executable, "-m", "flyteplugins.hitl", "serve", "--root", str(root), "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        url = read_line(proc).split(" at ")[-1].strip()
+        data = b"GET / HTTP/1.1\r\nHost: rebound.attacker.example\r\nConnection: close\r\n\r\n"
+        assert raw_status(raw_exchange(url, data)) == 421
+        assert request(url, "GET", "/health").status == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def test_stop_server_lets_the_requests_being_handled_finish(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ handler in `server.py` only parses, frames and writes. Tests call `handle` witho
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 from . import _answers, _html, _policy, _schema
 from ._answers import seconds_left
@@ -209,10 +210,13 @@ class Site:
     #: The header an authenticating proxy in front of us sets to the user's identity; trusted only
     #: when configured, since any client can send any header.
     identity_header: str | None = None
-    #: The Host values (lower case) this server answers to; None when its names are not known.
-    hosts: frozenset[str] | None = None
     #: The header the same proxy sets to the user's groups, comma-separated (``$FLYTE_HITL_GROUPS_HEADER``).
     groups_header: str | None = field(default_factory=_policy.groups_header)
+    #: Answer only requests whose Host is a loopback name or address (a server bound to loopback).
+    loopback_only: bool = False
+    #: Take this server's own origin from ``X-Forwarded-Host`` and ``X-Forwarded-Proto``: only behind
+    #: a proxy that sets both, since any client can send any header.
+    trust_forwarded: bool = False
     replies: Replies = field(default_factory=Replies)
     records: _Records = field(default_factory=_Records)
     listing: _Listing = field(default_factory=_Listing)
@@ -241,16 +245,22 @@ def json_reply(
 
 def html_reply(status: int, document: str, *, close: bool = False, csp: str | None = None) -> Response:
     """An HTML reply with the headers every page carries (CSP, no framing)."""
-    headers = [*_common(HTML), ("Content-Security-Policy", csp or _html.csp()), ("X-Frame-Options", "DENY")]
+    # The form's post then carries its true Origin (`_check_same_origin`), yet no link sends a Referer,
+    # and with it the token in a form's URL, to another origin.
+    headers = [
+        *_common(HTML, "same-origin"),
+        ("Content-Security-Policy", csp or _html.csp()),
+        ("X-Frame-Options", "DENY"),
+    ]
     return Response(status, document.encode(), headers, close)
 
 
-def _common(content_type: str) -> list[tuple[str, str]]:
+def _common(content_type: str, referrer_policy: str = "no-referrer") -> list[tuple[str, str]]:
     return [
         ("Content-Type", content_type),
         ("Cache-Control", "no-store"),
         ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),
+        ("Referrer-Policy", referrer_policy),
     ]
 
 
@@ -269,7 +279,6 @@ _STATUS: tuple[tuple[type[HitlError], int], ...] = (
     (_policy.NotIdentifiedError, 401),
     (_policy.NotAllowedError, 403),
     (_policy.BadHeaderError, 400),
-    (EventNotFoundError, 404),
     (AlreadyAnsweredError, 409),
     (EventExpiredError, 410),
 )
@@ -279,8 +288,6 @@ def _refusal(e: HitlError, page: str | None = None) -> _Refusal | None:
     """The reply for an error caused by the request, or None for our own failures."""
     for kind, status in _STATUS:
         if isinstance(e, kind):
-            if isinstance(e, EventNotFoundError):  # do not show clients where the root is
-                return _refuse(status, f"not_found: no event with request_id {e.request_id!r}", page=page)
             return _refuse(status, str(e), page=page)
     return None
 
@@ -313,11 +320,16 @@ def handle(site: Site, request: Request) -> Response:
         refusal = _refusal(e)
         if refusal is not None:
             return refusal.response
-        logger.exception("internal error on %s %s", request.method, request.target[:200])
+        logger.exception("internal error on %s %s", request.method, _path(request))
     except Exception:
         # A bug of ours, not the client's: log it with context, answer 500 without details.
-        logger.exception("internal error on %s %s", request.method, request.target[:200])
+        logger.exception("internal error on %s %s", request.method, _path(request))
     return json_reply(500, {"detail": "internal server error"}, close=True)
+
+
+def _path(request: Request) -> str:
+    """The request's target without its query string, which may hold a token: what a log may show."""
+    return request.target.split("?", 1)[0][:200]
 
 
 def _route(method: str, path: str) -> tuple[Endpoint, str]:
@@ -345,9 +357,25 @@ def _check_host(site: Site, request: Request) -> None:
         raise _refuse(400, "more than one Host header", close=True)
     # A page on another site can resolve its own name to our address (DNS rebinding); the browser then
     # sends that name as Host.
-    if site.hosts is not None and hosts and hosts[0].strip().lower() not in site.hosts:
-        shown = ", ".join(sorted(site.hosts))
-        raise _refuse(421, f"this server does not answer to Host {hosts[0][:100]!r}; use one of {shown}")
+    if site.loopback_only and hosts and not _is_loopback(_host_name(hosts[0])):
+        raise _refuse(421, f"this server answers only to 127.0.0.1 or localhost, not Host {hosts[0][:100]!r}")
+
+
+def _host_name(host: str) -> str:
+    """The name or address in a Host value (``[::1]:8080`` → ``::1``), lower case; "" if malformed."""
+    try:
+        return urlsplit(f"//{host.strip()}").hostname or ""
+    except ValueError:
+        return ""
+
+
+def _is_loopback(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _query(request: Request) -> dict[str, str]:
@@ -358,13 +386,6 @@ def _query(request: Request) -> dict[str, str]:
     except ValueError as e:
         raise _refuse(400, f"malformed query string: {e}") from None
     return {k: v[0] for k, v in fields.items()}
-
-
-def _event(store: Store, request_id: object, token: object) -> Record:
-    """The stored request for `request_id`, after checking the id's shape and the token."""
-    request = _answers.load(store, request_id)
-    _answers.check_token(request, token)
-    return request
 
 
 # -- GET ---------------------------------------------------------------------------------------------
@@ -527,36 +548,49 @@ def _body(request: Request, page: str | None = None) -> bytes:
     return request.body
 
 
-def _check_same_site(request: Request, page: str | None = None) -> None:
-    """Refuse an answer posted by a page of another site through a visitor's browser.
+def _check_same_origin(site: Site, request: Request, page: str | None = None) -> None:
+    """Refuse an answer a browser posts from any page but this server's own.
 
-    Browsers say where a request comes from (``Sec-Fetch-Site``, ``Origin``); programs send neither,
-    and a page cannot remove them, so a request without them is not a browser's cross-site post.
-    ``Origin: null`` (an origin the browser hides) leaves the decision to ``Sec-Fetch-Site``.
+    A browser says where a post comes from (``Sec-Fetch-Site``, ``Origin``) and a page cannot remove
+    either; programs send neither, so a request without them is not a browser's post from elsewhere.
+    Another page on the same site (another port, a sibling subdomain, one that hides its origin as
+    ``Origin: null``) carries the site's cookies, so only this server's own origin is taken.
     """
-    if (request.headers.get("Sec-Fetch-Site") or "").strip().lower() == "cross-site":
-        raise _refuse(403, "cross-site request refused: answer from this server's own page", page=page)
+    fetch_site = (request.headers.get("Sec-Fetch-Site") or "").strip().lower()
     origins = request.headers.get_all("Origin") or []
-    if origins == ["null"]:
-        # Sent for our own form too: its page asks for no referrer, and browsers then hide the origin.
-        # Sec-Fetch-Site above is what tells a cross-site post apart.
+    if fetch_site == "same-origin" or (not fetch_site and not origins):
         return
-    if not origins:
-        return
-    # Our own names as the client sees them: Host, or the host a proxy in front of us was asked for.
-    own = {
-        name.strip().lower()
-        for header in ("Host", "X-Forwarded-Host")
-        for value in request.headers.get_all(header) or []
-        for name in value.split(",")
-    }
-    origin = origins[0].strip()
+    if fetch_site in ("", "none") and len(origins) == 1:
+        origin = _origin(origins[0])
+        if origin is not None and origin == _own_origin(site, request):
+            return
+    shown = f"Origin {origins[0][:100]!r}" if origins else f"Sec-Fetch-Site {fetch_site[:40]!r}"
+    raise _refuse(403, f"cross-origin request refused ({shown}): answer from this server's own page", page=page)
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin such as ``https://hitl.example.com``; None if it is not one."""
     try:
-        netloc = urlsplit(origin).netloc.lower()
+        parts = urlsplit(url.strip().lower())
+        port = parts.port
     except ValueError:
-        netloc = ""
-    if len(origins) > 1 or not netloc or netloc not in own:
-        raise _refuse(403, f"cross-origin request refused: Origin {origin[:100]!r} is not this server", page=page)
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _own_origin(site: Site, request: Request) -> tuple[str, str, int] | None:
+    """This server's origin as the client reached it: ``http://`` and the Host, or what a trusted proxy
+    says it was asked for."""
+    scheme, host = "http", request.headers.get("Host") or ""
+    if site.trust_forwarded:
+        # A proxy that appends to these headers puts its own value last.
+        forwarded = [v.split(",")[-1].strip() for v in request.headers.get_all("X-Forwarded-Host") or []]
+        proto = [v.split(",")[-1].strip() for v in request.headers.get_all("X-Forwarded-Proto") or []]
+        host = forwarded[-1] if forwarded else host
+        scheme = proto[-1] if proto else scheme
+    return _origin(f"{scheme}://{host}")
 
 
 def _who(site: Site, request: Request) -> _policy.Who:
@@ -564,9 +598,18 @@ def _who(site: Site, request: Request) -> _policy.Who:
     return _policy.identify(request.headers, site.identity_header, site.groups_header)
 
 
+def _load(site: Site, request_id: object) -> Record:
+    """The stored event for `request_id`. An unknown id is refused like a wrong token, so a client
+    without the token cannot tell which events exist."""
+    try:
+        return _answers.load(site.store, request_id)
+    except EventNotFoundError:
+        raise InvalidTokenError(str(request_id)) from None
+
+
 def _viewable(site: Site, request: Request, request_id: object, token: object) -> tuple[Record, _policy.Who]:
     """The stored event for its form or status, and who asks: the token, or an identified respondent."""
-    event = _answers.load(site.store, request_id)
+    event = _load(site, request_id)
     who = _who(site, request)
     _policy.check_viewer(event, who, token)
     return event, who
@@ -575,7 +618,7 @@ def _viewable(site: Site, request: Request, request_id: object, token: object) -
 def _answerable(site: Site, request: Request, request_id: object, token: object) -> tuple[Record, _policy.Who]:
     """The stored event for an answer and who sends it, once `_policy` lets them answer: the one gate
     of the form and JSON submissions."""
-    event = _answers.load(site.store, request_id)
+    event = _load(site, request_id)
     who = _who(site, request)
     _policy.check_credentials(event, who, token)
     return event, who
@@ -592,18 +635,19 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
     """``POST /submit``: a form-encoded answer (``request_id``, ``token``, the value's fields, ``comment``)."""
     title = "Answer not accepted"
     try:
-        _check_same_site(request, title)
+        _check_same_origin(site, request, title)
         if _media_type(request) != FORM:
             raise _refuse(415, f"expected a form ({FORM}), got {_media_type(request) or 'nothing'!r}", page=title)
+        body = _body(request, title)
+        # The token is checked before the rest of the form is decoded: a client without it costs a split.
+        event, who = _answerable(site, request, *_form_credentials(body))
         # Strict: a percent-encoded byte that is not UTF-8 (%E9) is refused like a raw one, not
         # stored as U+FFFD in place of what was sent.
-        body = _body(request, title).decode("utf-8")
-        fields = parse_qs(body, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict")
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict")
         for name in ("request_id", "token", "comment"):
             if len(fields.get(name, [])) > 1:
                 raise _refuse(400, f"the form has more than one {name!r} field", page=title)
         one = {name: values[0] for name, values in fields.items()}
-        event, who = _answerable(site, request, one.get("request_id"), one.get("token"))
     except UnicodeDecodeError:
         raise _refuse(400, "the form is not valid UTF-8", page=title) from None
     except StorageError:
@@ -653,6 +697,20 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
     return reply
 
 
+def _form_credentials(body: bytes) -> tuple[str | None, str | None]:
+    """The ``request_id`` and ``token`` fields of a form-encoded body, without decoding the rest.
+
+    Names are compared as sent: a form that spells them percent-encoded has them twice once decoded,
+    which the full parse refuses.
+    """
+    found: dict[bytes, str] = {}
+    for part in body.split(b"&"):
+        name, _, value = part.partition(b"=")
+        if name in (b"request_id", b"token"):
+            found.setdefault(name, unquote_plus(value.decode("utf-8"), errors="strict"))
+    return found.get(b"request_id"), found.get(b"token")
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # `json` keeps the last of repeated keys; which one a check saw and which one was stored must not differ.
     obj: dict[str, Any] = {}
@@ -682,13 +740,22 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 def submit_json(site: Site, request: Request, _: str) -> Response:
     """``POST /submit/json``: ``{"request_id", "token", "value"[, "data_type", "comment", "via"]}``."""
-    _check_same_site(request)
+    _check_same_origin(site, request)
     if _media_type(request) != JSON:
         raise _refuse(415, f"expected {JSON}, got {_media_type(request) or 'nothing'!r}")
-    payload = _json_object(_body(request))
+    body = _body(request)
+    # The token is checked before the value is: a client without it costs one decoding of the body,
+    # in C, and none of the checks below.
+    try:
+        envelope = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise _refuse(400, f"malformed JSON body: {e}") from None
+    if not isinstance(envelope, dict):
+        raise _refuse(400, f"expected a JSON object, got {type(envelope).__name__}")
+    event, who = _answerable(site, request, envelope.get("request_id"), envelope.get("token"))
+    payload = _json_object(body)
     if "value" not in payload:
         raise _refuse(400, "missing field 'value'")
-    event, who = _answerable(site, request, payload.get("request_id"), payload.get("token"))
     claimed = payload.get("data_type")
     if claimed is not None and claimed != event["data_type"]:
         raise _refuse(400, f"data_type {claimed!r} does not match the event's type {event['data_type']!r}")

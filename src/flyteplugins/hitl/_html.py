@@ -134,7 +134,7 @@ _PAGE = string.Template(
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <meta name="color-scheme" content="light dark">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <meta name="robots" content="noindex,nofollow">
 <title>$title</title><style>$style</style></head>
 <body><main><div class="brand"><i></i>Flyte · human input</div>

@@ -190,7 +190,12 @@ def check_viewer(request: Record, who: Who, token: object) -> None:
 
 
 def _token_matches(request: Record, token: object) -> bool:
-    return isinstance(token, str) and hmac.compare_digest(token.encode(), str(request["token"]).encode())
+    # Tokens are ASCII; any other text (an unpaired surrogate from JSON, say) is simply wrong.
+    return (
+        isinstance(token, str)
+        and token.isascii()
+        and hmac.compare_digest(token.encode(), str(request["token"]).encode())
+    )
 
 
 def event_fields(

@@ -2,9 +2,10 @@
 
 A long-poll holds no storage reads of its own. Outcomes this server stores reach it at once
 (`Watch.stored`); outcomes stored by anyone else (another replica, the CLI, the waiting task's
-expiry mark) are found by one poll of the root every `Watch.poll_seconds`, shared by every
-long-poll: one listing of the root on an object store, and then one read per event the listing
-shows answered; on a local root one read per watched event (a few system calls each).
+expiry mark) are found by one poll every `Watch.poll_seconds`, shared by every long-poll: one read
+per watched event, so a few long-polls cost a few reads a second whatever the root holds. From
+`Watch.list_from` watched events on an object store, the poll lists the root instead (a request
+per 1,000 objects under it) and reads only the events the listing shows answered.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ class Watch:
         >>> watch.close()
     """
 
-    #: Seconds between the shared polls of the root while anything is watched.
+    #: Seconds between the shared polls while anything is watched.
     poll_seconds = 1.0
+    #: Watched events from which a poll lists the root rather than reading each event's outcome.
+    list_from = 50
     #: Seconds an outcome this server stored is remembered for long-polls that start later.
     remember_seconds = 60.0
     #: Most outcomes remembered that way.
@@ -145,7 +148,7 @@ class Watch:
     def _poll_once(self, pending: list[str]) -> None:
         if not pending:
             return
-        answered = self.store.list_answered()
+        answered = self.store.list_answered() if len(pending) >= self.list_from else None
         for request_id in pending:
             if answered is not None and request_id not in answered:
                 continue

@@ -17,10 +17,12 @@ gets 400 and the connection closes, so nothing hidden in it is ever read as the 
 
 from __future__ import annotations
 
-import _thread
 import atexit
+import contextlib
 import errno
+import ipaddress
 import logging
+import math
 import os
 import re
 import socket
@@ -44,6 +46,10 @@ logger = logging.getLogger("flyteplugins.hitl.server")
 HOST_ENV = "FLYTE_HITL_HOST"
 PORT_ENV = "FLYTE_HITL_PORT"
 IDENTITY_HEADER_ENV = _policy.IDENTITY_HEADER_ENV
+TRUSTED_PROXY_ENV = "FLYTE_HITL_TRUSTED_PROXY"
+MAX_CONNECTIONS_ENV = "FLYTE_HITL_MAX_CONNECTIONS"
+#: Connections served at once unless ``FLYTE_HITL_MAX_CONNECTIONS`` says otherwise.
+DEFAULT_MAX_CONNECTIONS = 512
 
 #: Longest request line or header line, and largest header section, in bytes.
 MAX_LINE = 65536
@@ -59,6 +65,13 @@ _QUERY_RE = re.compile(r"\?\S*")
 
 # The client went away, or stalled past the handler timeout: routine, logged in one line, never answered.
 _CLIENT_GONE = (ConnectionError, TimeoutError)
+
+# What a connection over the limit gets, in one send from the accepting thread.
+_BUSY_BODY = b'{"detail": "the server is at its connection limit; try again shortly"}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 
 class _HeaderReader:
@@ -95,8 +108,30 @@ class _HeaderReader:
         return b"\r\n"
 
 
+class _Notice:
+    """A warning logged at most once a minute, with how often its cause came up meanwhile."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.count = 0
+        self.at = -math.inf
+
+    def __call__(self) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.at >= 60:
+            times = "once" if self.count == 1 else f"{self.count} times"
+            logger.warning("%s (%s since the last such message)", self.message, times)
+            self.count, self.at = 0, now
+
+
 class HitlServer(ThreadingHTTPServer):
     """Serves every event under one storage root.
+
+    At most `max_connections` connections are served at once. A connection waiting for a request
+    must send it whole within the handler's `timeout`, or it is closed (`service_actions`). Past the
+    limit, the connection that has waited longest for its request is closed to make room; when every
+    connection is busy with a request, a new one gets a short 503.
 
     Example:
         >>> httpd = make_server(Store("/tmp/flyte/hitl"), port=0)
@@ -105,11 +140,17 @@ class HitlServer(ThreadingHTTPServer):
 
     # Handler threads are daemons so that one slow or idle client never keeps a finished program
     # alive; `stop_server` and the embedded server's exit hook give the requests being handled a
-    # bounded time to finish their replies.
+    # bounded time to finish their replies, so closing the server need not join them.
     daemon_threads = True
+    block_on_close = False
     # The default backlog of 5 resets bursts of simultaneous connections.
     request_queue_size = 256
     allow_reuse_address = True
+    #: Seconds the accepting thread pauses when the process has no file descriptor left for a connection
+    #: and none waiting for a request to close; a tenth of it after closing some.
+    accept_backoff_seconds = 0.1
+    #: Connections waiting for a request closed at once when the process runs out of file descriptors.
+    shed_on_exhaustion = 32
 
     def __init__(
         self,
@@ -118,14 +159,28 @@ class HitlServer(ThreadingHTTPServer):
         on_answer: Callable[[str, Record], None] | None = None,
         identity_header: str | None = None,
         *,
-        check_host: bool = False,
+        trust_forwarded: bool = False,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.on_answer = on_answer
         if ":" in address[0]:  # an IPv6 address, such as ::1 or ::
             self.address_family = socket.AF_INET6
         super().__init__(address, HitlHandler)
-        hosts = _own_names(str(self.server_address[0]), int(self.server_address[1])) if check_host else None
-        self.site = Site(store, identity_header, hosts)
+        # Bound to loopback, only this machine reaches us, unless a page renames us (DNS rebinding); a
+        # trusted proxy in front decides which names reach us.
+        loopback = ipaddress.ip_address(str(self.server_address[0])).is_loopback
+        self.site = Site(
+            store, identity_header, loopback_only=loopback and not trust_forwarded, trust_forwarded=trust_forwarded
+        )
+        self.max_connections = max_connections
+        self._connections = 0
+        # Connections waiting for (the rest of) a request → their deadline; the longest waiting first.
+        self._waiting: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        self._turned_away = _Notice(
+            f"at the limit of {max_connections} connections ({MAX_CONNECTIONS_ENV}): a new one got 503"
+        )
+        self._no_descriptors = _Notice("out of file descriptors for new connections: closing those waiting longest")
         # Requests between their read body and their written reply.
         self._busy = 0
         self._idle = threading.Condition()
@@ -135,11 +190,81 @@ class HitlServer(ThreadingHTTPServer):
     def store(self) -> Store:
         return self.site.store
 
+    # -- connections -------------------------------------------------------------------------------
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        # A daemon thread per connection, started without waiting for it to run: threading's
-        # Thread.start waits until the new thread runs, a GIL hand-off per connection in the
-        # accepting thread, and a burst of 256 new connections then waited seconds to be accepted.
-        _thread.start_new_thread(self.process_request_thread, (request, client_address))
+        with self._lock:
+            admitted = self._connections < self.max_connections or self._close_longest_waiting()
+            if admitted:
+                self._connections += 1
+        if not admitted:
+            self._turned_away()
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # a thread per connection
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: socket.socket) -> None:
+        with self._lock:
+            self._connections -= 1
+            self._waiting.pop(request, None)
+
+    def get_request(self) -> tuple[Any, Any]:
+        try:
+            return super().get_request()
+        except OSError as e:
+            # The connection stays queued, so the loop would retry at once, forever: free some
+            # descriptors, and pause while their handlers close them.
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                self._no_descriptors()
+                with self._lock:
+                    shed = sum(self._close_longest_waiting() for _ in range(self.shed_on_exhaustion))
+                time.sleep(self.accept_backoff_seconds / (10 if shed else 1))
+            raise
+
+    def waiting(self, connection: socket.socket, seconds: float) -> None:
+        """The handler waits for a request on `connection`, which must arrive whole within `seconds`."""
+        with self._lock:
+            self._waiting.pop(connection, None)
+            self._waiting[connection] = time.monotonic() + seconds
+
+    def handling(self, connection: socket.socket) -> None:
+        """The handler has read the request on `connection` (or is done with it)."""
+        with self._lock:
+            self._waiting.pop(connection, None)
+
+    def service_actions(self) -> None:
+        # Called by serve_forever between polls: close connections whose request is late.
+        now = time.monotonic()
+        with self._lock:
+            while self._waiting:
+                connection, deadline = next(iter(self._waiting.items()))
+                if deadline > now:
+                    break
+                del self._waiting[connection]
+                _stop_reading(connection)
+
+    def _close_longest_waiting(self) -> bool:
+        """Stop reading the connection that has waited longest for its request; False if none waits.
+        Its handler then ends, closing it. The caller holds the lock."""
+        if not self._waiting:
+            return False
+        connection = next(iter(self._waiting))
+        del self._waiting[connection]
+        _stop_reading(connection)
+        return True
 
     @property
     def watch(self) -> Watch:
@@ -186,13 +311,10 @@ class HitlServer(ThreadingHTTPServer):
             logger.exception("internal error while serving %s", client_address[0])
 
 
-def _own_names(host: str, port: int) -> frozenset[str] | None:
-    """The Host values a server bound to `host` answers to: its loopback names, or None (any) elsewhere."""
-    if host in ("127.0.0.1", "localhost") or host.startswith("127."):
-        return frozenset({f"{host}:{port}", f"127.0.0.1:{port}", f"localhost:{port}"})
-    if host == "::1":
-        return frozenset({f"[::1]:{port}", f"localhost:{port}"})
-    return None
+def _stop_reading(connection: socket.socket) -> None:
+    """End any read on `connection` now, in whichever thread: the next one finds the end of the stream."""
+    with contextlib.suppress(OSError):  # already closed
+        connection.shutdown(socket.SHUT_RD)
 
 
 class HitlHandler(BaseHTTPRequestHandler):
@@ -202,7 +324,8 @@ class HitlHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "flyteplugins-hitl"
     sys_version = ""
-    #: Seconds an idle or slow connection may hold a thread before it is closed.
+    #: Seconds a connection may take to send a whole request (line, headers and body), counted from
+    #: when the server starts waiting for it; a connection idle or trickling that long is closed.
     timeout = 30
     #: Largest accepted request body, in bytes; larger ones get 413.
     max_body_bytes = 1 << 20
@@ -214,9 +337,11 @@ class HitlHandler(BaseHTTPRequestHandler):
     # -- parsing -------------------------------------------------------------------------------
 
     def handle_one_request(self) -> None:
+        self.server.waiting(self.connection, self.timeout)
         try:
             super().handle_one_request()
         finally:
+            self.server.handling(self.connection)
             if self._busy:
                 self._busy = False
                 self.server.busy(-1)
@@ -302,6 +427,7 @@ class HitlHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._read_body()
+        self.server.handling(self.connection)
         # Busy from here until the reply is written: a stopping server waits for that, not for a
         # client that is slow to send its body.
         self._busy = True
@@ -403,22 +529,36 @@ def make_server(
     port: int = 0,
     on_answer: Callable[[str, Record], None] | None = None,
     identity_header: str | None = None,
-    *,
-    check_host: bool = False,
 ) -> HitlServer:
     """Bind a server for `store` (port 0 picks a free port); call `serve_forever` or use `start_server`.
 
     `on_answer(request_id, response)` is called with each outcome the server stores, after its reply.
     `identity_header` defaults to ``$FLYTE_HITL_IDENTITY_HEADER``; set it only behind a proxy that sets it.
-    With `check_host`, a server bound to a loopback address answers only requests whose ``Host`` is
-    one of its loopback names (``127.0.0.1:<port>``, ``localhost:<port>``), so a page of another site
-    cannot reach it under a name of its own (DNS rebinding).
+    ``FLYTE_HITL_TRUSTED_PROXY=1`` takes the server's own origin from ``X-Forwarded-Host`` and
+    ``X-Forwarded-Proto``; ``FLYTE_HITL_MAX_CONNECTIONS`` caps the connections served at once. A
+    server bound to a loopback address answers only requests whose ``Host`` is a loopback name or
+    address (``127.0.0.1``, ``localhost``, ``[::1]``), so a page of another site cannot reach it under
+    a name of its own (DNS rebinding); others get 421.
 
     Example:
         >>> httpd = make_server(Store("/tmp/flyte/hitl"), port=0)
         >>> httpd.server_close()
     """
-    return HitlServer((host, port), store, on_answer, _policy.identity_header(identity_header), check_host=check_host)
+    header = _policy.identity_header(identity_header)
+    trusted = os.environ.get(TRUSTED_PROXY_ENV, "").strip().lower()
+    if trusted not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigurationError(f"{TRUSTED_PROXY_ENV} must be 1 or 0 (or true/false, yes/no, on/off), got {trusted!r}")
+    limit_text = os.environ.get(MAX_CONNECTIONS_ENV, "").strip() or str(DEFAULT_MAX_CONNECTIONS)
+    if not (limit_text.isascii() and limit_text.isdigit() and 1 <= int(limit_text) <= 1_000_000):
+        raise ConfigurationError(f"{MAX_CONNECTIONS_ENV} must be a whole number from 1, got {limit_text!r}")
+    return HitlServer(
+        (host, port),
+        store,
+        on_answer,
+        header,
+        trust_forwarded=trusted in ("1", "true", "yes", "on"),
+        max_connections=int(limit_text),
+    )
 
 
 def start_server(
@@ -427,8 +567,6 @@ def start_server(
     port: int = 0,
     on_answer: Callable[[str, Record], None] | None = None,
     identity_header: str | None = None,
-    *,
-    check_host: bool = False,
 ) -> tuple[HitlServer, threading.Thread]:
     """Start a server in a daemon thread; returns ``(httpd, thread)`` for `stop_server`.
 
@@ -436,7 +574,7 @@ def start_server(
         >>> httpd, thread = start_server(Store("/tmp/flyte/hitl"))
         >>> stop_server(httpd, thread)
     """
-    httpd = make_server(store, host, port, on_answer, identity_header, check_host=check_host)
+    httpd = make_server(store, host, port, on_answer, identity_header)
     # A short poll interval: stopping waits for the loop to see the request.
     thread = threading.Thread(
         target=httpd.serve_forever,
@@ -501,7 +639,7 @@ def embedded_server(store: Store, on_answer: Callable[[str, Record], None]) -> s
             except ValueError:
                 raise ConfigurationError(f"{PORT_ENV} must be a port number, got {port_text!r}") from None
             try:
-                entry = start_server(store, host, port, on_answer, check_host=True)
+                entry = start_server(store, host, port, on_answer)
             except OSError as e:  # the port is taken, the address is not this host's: the settings
                 raise ConfigurationError(
                     f"cannot start the form server on {host}:{port} ({HOST_ENV}, {PORT_ENV}): {e.strerror or e}"
