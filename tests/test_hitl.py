@@ -996,6 +996,32 @@ def test_an_answer_landing_while_a_read_is_in_flight_still_wakes_the_wait(
         mine.shutdown()
 
 
+def test_aio_waits_cancelled_right_after_they_start_leave_nothing_registered(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait cancelled at its first await (a `gather` sibling failing, a shutdown) or a little later
+    undoes its registration in this process and with the wake-up socket, which closes with the last wait."""
+    from flyteplugins.hitl import _wake
+
+    Console(monkeypatch)
+
+    async def scenario() -> None:
+        events = [
+            await hitl.new_event.aio(f"cancelled-{i}", data_type=int, poll_interval_seconds=3600) for i in range(20)
+        ]
+        tasks = [asyncio.create_task(e.wait.aio()) for e in events]
+        for i, task in enumerate(tasks):
+            for _ in range(i % 4):  # cancelled after 0 to 3 turns of the loop
+                await asyncio.sleep(0)
+            task.cancel()
+        outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+
+    asyncio.run(scenario())
+    assert _wait._waits == {}
+    assert _wake._listener._watched == {} and _wake._listener.address is None, "the socket closed"
+
+
 CTRL_C_PROGRAM = r"""
 import importlib
 import flyteplugins.hitl as hitl
