@@ -59,10 +59,13 @@ class Blocking(Generic[P, R]):
 
     aio: Callable[P, Coroutine[Any, Any, R]]
 
-    def __init__(self, func: Callable[P, R], aio: Callable[P, Awaitable[R]] | None = None) -> None:
+    def __init__(
+        self, func: Callable[P, R], aio: Callable[P, Awaitable[R]] | None = None, name: str | None = None
+    ) -> None:
         functools.update_wrapper(self, func)
         self._func = func
-        self.aio = _twin(func, aio, inspect.signature(func), func.__qualname__)
+        self.__qualname__ = name or func.__qualname__
+        self.aio = _twin(func, aio, inspect.signature(func), self.__qualname__)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._func(*args, **kwargs)
@@ -73,7 +76,7 @@ class Blocking(Generic[P, R]):
         return self
 
     def __repr__(self) -> str:
-        return f"<blocking {self._func.__qualname__!r} with .aio>"
+        return f"<blocking {self.__qualname__!r} with .aio>"
 
 
 class BlockingMethod(Generic[S, P, R]):
@@ -108,51 +111,17 @@ class BlockingMethod(Generic[S, P, R]):
     @overload
     def __get__(self, obj: None, objtype: type | None = None) -> Self: ...
     @overload
-    def __get__(self, obj: S, objtype: type | None = None) -> _Bound[P, R]: ...
-    def __get__(self, obj: S | None, objtype: type | None = None) -> _Bound[P, R] | Self:
+    def __get__(self, obj: S, objtype: type | None = None) -> Blocking[P, R]: ...
+    def __get__(self, obj: S | None, objtype: type | None = None) -> Blocking[P, R] | Self:
         if obj is None:
             return self
-        return _Bound(self, obj)
+        native = None if self._aio is None else functools.partial(self._aio, obj)
+        bound: Blocking[P, R] = Blocking(cast(Any, functools.partial(self._func, obj)), native, self.__qualname__)
+        bound.__name__, bound.__doc__ = self.__name__, self.__doc__  # type: ignore[attr-defined]
+        return bound
 
     def __repr__(self) -> str:
         return f"<blocking method {self.__qualname__!r} with .aio>"
-
-
-class _Bound(Generic[P, R]):
-    """A `BlockingMethod` bound to an instance. Two slots; the name and docs are read from the method."""
-
-    __slots__ = ("_method", "_owner")
-
-    def __init__(self, method: BlockingMethod[Any, P, R], owner: object) -> None:
-        self._method = method
-        self._owner = owner
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._method._func(self._owner, *args, **kwargs)
-
-    @property
-    def aio(self) -> Callable[P, Coroutine[Any, Any, R]]:
-        """``await bound.aio(...)``: the call without blocking the event loop."""
-        method, owner = self._method, self._owner
-        native = None if method._aio is None else functools.partial(method._aio, owner)
-        return _twin(functools.partial(method._func, owner), native, self.__signature__, method.__qualname__)
-
-    @property
-    def __signature__(self) -> inspect.Signature:
-        signature = inspect.signature(self._method._func)
-        return signature.replace(parameters=list(signature.parameters.values())[1:])
-
-    @property
-    def __doc__(self) -> str | None:  # type: ignore[override]
-        return self._method.__doc__
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _Bound.__slots__:  # not set yet (a copy being built): no lookup through itself
-            raise AttributeError(name)
-        return getattr(self._method, name)  # __name__, __qualname__, __wrapped__, ...
-
-    def __repr__(self) -> str:
-        return f"<bound {self._method!r} of {self._owner!r}>"
 
 
 def blocking(aio: Callable[..., Awaitable[Any]] | None = None) -> Callable[[Callable[P, R]], Blocking[P, R]]:
