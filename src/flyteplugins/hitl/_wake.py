@@ -253,7 +253,7 @@ class Listener:
                     timeout = wanted
                     sock.settimeout(timeout)
                 data, sender = sock.recvfrom(_MAX_DATAGRAM + 1)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 data, sender = None, None
             except OSError:
                 return  # closed
@@ -349,11 +349,12 @@ class Listener:
 
     def _until_deferred(self) -> float | None:
         """Seconds until the next deferred wake-up is due (None: there is none)."""
+        if not self._deferred:
+            return None
         with self._lock:
-            if not self._deferred:
-                return None
-            due = min(w.deferred for w in self._deferred if w.deferred is not None)
-        return max(0.0, due - self.clock())
+            due = min((w.deferred for w in self._deferred if w.deferred is not None), default=None)
+        # Never 0: that would make the socket non-blocking rather than time out.
+        return None if due is None else max(0.001, due - self.clock())
 
     def _wake_deferred(self) -> None:
         now = self.clock()
