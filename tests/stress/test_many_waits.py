@@ -187,8 +187,8 @@ def test_a_thousand_concurrent_waits(root: Path, tmp_path: Path, mode: str) -> N
         f"{answering_span:.1f} s, {POLLED} of them through another server process; {SHORT} left to time out); "
         f"created in {out.created_in:.1f} s; all resolved {max(settled, 0):.2f} s after the last answer; "
         f"wake-up in-process max {max(in_process) * 1000:.0f} ms, from the other server process max "
-        f"{max(from_other):.1f} s (poll {POLL:g} s); timeouts fired {min(late) * 1000:.0f}-{max(late) * 1000:.0f} ms after their "
-        f"deadline; peak RSS {out.peak_rss_mib:.0f} MiB ({out.rss_before_mib:.0f} MiB after imports)"
+        f"{max(from_other):.1f} s (poll {POLL:g} s); timeouts fired {min(late) * 1000:.0f}-{max(late) * 1000:.0f} "
+        f"ms after their deadline; peak RSS {out.peak_rss_mib:.0f} MiB ({out.rss_before_mib:.0f} MiB after imports)"
     )
     # Events, not timing: the timeouts fired while answers were still arriving (the scenario holds
     # the last answers back until they have), and never early. The upper bounds only catch a wait
