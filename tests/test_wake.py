@@ -459,10 +459,13 @@ def test_in_kubernetes_a_loopback_wake_address_is_a_warning_naming_the_setting(
     monkeypatch.delenv(_wake.HOST_ENV, raising=False)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     monkeypatch.setattr(socket, "gethostname", lambda: "localhost")  # resolves to loopback only
+    monkeypatch.setattr(_wake, "_loopback_warned", False)
+    request = _event(store)
     with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.wake"):
-        listening = _wake.listen(_event(store), Woken())
-    _wake.unlisten(listening)
-    assert listening is not None and listening.address[0] == "127.0.0.1"
+        for _ in range(2):  # the socket opens twice: said once
+            listening = _wake.listen(request, Woken())
+            _wake.unlisten(listening)
+            assert listening is not None and listening.address[0] == "127.0.0.1"
     warnings = [r for r in caplog.records if r.name == "flyteplugins.hitl.wake"]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert _wake.HOST_ENV in warnings[0].getMessage() and "localhost" in warnings[0].getMessage()

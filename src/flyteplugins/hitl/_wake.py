@@ -450,6 +450,7 @@ def unlisten(listening: Listening | None, answered_by_poll: bool = False) -> Non
 
 
 _missed_once = False
+_loopback_warned = False
 
 
 def _missed(request_id: str, address: tuple[str, int]) -> None:
@@ -477,9 +478,13 @@ def _listen_host() -> str:
         found = [str(info[4][0]) for info in socket.getaddrinfo(name, None, type=socket.SOCK_DGRAM)]
     except OSError:
         found = []
+    global _loopback_warned
     for ip in found:
         if not ipaddress.ip_address(ip.split("%")[0]).is_loopback:
             return ip
+    if _loopback_warned:
+        return "127.0.0.1"
+    _loopback_warned = True
     logger.warning(
         "in a Kubernetes pod, but its hostname %r resolves to no address other than loopback (%s): wake-ups "
         "from other pods cannot reach this one; set %s to the pod's IP (the downward API's status.podIP)",
