@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._errors import StorageError
 from ._store import Record, Store
@@ -109,15 +109,12 @@ class _Watched:
         self.floor = -1  # stamps at or below it are refused: their nonces have left `nonces`
 
 
-class Listening:
+class Listening(NamedTuple):
     """One wait's registration with the listener (from `listen`); pass it to `record` and `unlisten`."""
 
-    __slots__ = ("address", "on_wake", "watched")
-
-    def __init__(self, watched: _Watched, on_wake: Callable[[], None], address: tuple[str, int]) -> None:
-        self.watched = watched
-        self.on_wake = on_wake
-        self.address = address
+    watched: _Watched
+    on_wake: Callable[[], None]
+    address: tuple[str, int]
 
 
 class Listener:
@@ -151,6 +148,8 @@ class Listener:
         self._errors = 0
         self._errors_logged_at = -float("inf")
         self._flood_logged_at = -float("inf")
+        #: Events this process created with the socket's address in their request (see `record`).
+        self.fresh: set[str] = set()
 
     def open(self) -> tuple[str, int] | None:
         """Open the socket if it is not open (it closes when the last wait ends); its address, or None."""
@@ -375,14 +374,11 @@ class Listener:
 
 _listener = Listener()
 _record_failed = False
-_fresh: set[str] = set()  # events this process created with its socket's address in the request
-_fresh_lock = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
-    global _listener, _fresh_lock
+    global _listener
     _listener = Listener()  # a forked child has the socket object but not its thread, nor the parent's waits
-    _fresh_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -402,8 +398,8 @@ def address(request_id: str) -> dict[str, Any] | None:
     where = _listener.open()
     if where is None:
         return None
-    with _fresh_lock:
-        _fresh.add(request_id)
+    with _listener._lock:
+        _listener.fresh.add(request_id)
     return {"host": where[0], "port": where[1]}
 
 
@@ -426,9 +422,9 @@ def record(store: Store, request: Record, listening: Listening) -> None:
     global _record_failed
     request_id = str(request["request_id"])
     where = {"host": listening.address[0], "port": listening.address[1]}
-    with _fresh_lock:
-        created_here = request_id in _fresh
-        _fresh.discard(request_id)
+    with _listener._lock:
+        created_here = request_id in _listener.fresh
+        _listener.fresh.discard(request_id)
     if created_here and request.get("wake") == where:
         return
     try:
