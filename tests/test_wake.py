@@ -205,6 +205,30 @@ def test_a_malformed_wake_up_is_dropped_quietly(
     assert levels <= {logging.DEBUG}, [r.getMessage() for r in caplog.records]
 
 
+def test_an_error_in_the_receiving_path_is_logged_once_a_minute_with_a_count(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_wake.Listener, "min_gap_seconds", 0)
+    request = _event(store)
+    calls = Woken()
+
+    def failing() -> None:
+        calls()
+        raise RuntimeError("a bug in a wait's wake-up")
+
+    listening = _wake.listen(request, failing)
+    assert listening is not None
+    try:
+        with caplog.at_level(logging.DEBUG, logger="flyteplugins.hitl.wake"):
+            for _ in range(5):
+                _send(listening.address, _wake.datagram(request))
+            calls.wait_for(5)  # the receiving thread went on after each error
+    finally:
+        _wake.unlisten(listening)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "(1 since the last such line)" in errors[0].getMessage()
+
+
 def test_a_stale_or_future_wake_up_is_dropped(listening: tuple) -> None:
     request, woken, _ = listening
     import time
