@@ -116,13 +116,15 @@ def after_first_read(event: Any, polls: int = 1) -> None:
     """Wait until the wait on `event` (in this process) has begun `polls` timed storage reads after
     its first one, so that its first read has returned: an answer given from now on is found by a
     wake-up or a later poll, not by that read. With `polls=0`, until the first read has begun."""
-    from flyteplugins.hitl.hitl import _reader_for
+    from flyteplugins.hitl import _wait
 
-    reader = _reader_for(event._store)
-    until(lambda: event.request_id in reader._polls, f"the wait on {event.name!r} reads storage")
+    def reads() -> int:
+        return max((w.reads for w in list(_wait._waits.get(event.request_id, ()))), default=0)
+
+    until(lambda: reads() >= 1, f"the wait on {event.name!r} reads storage")
     for _ in range(polls):
-        started = reader._polls[event.request_id]
-        until(lambda s=started: reader._polls[event.request_id] != s, f"the wait on {event.name!r} polls again")
+        started = reads()
+        until(lambda s=started: reads() > s, f"the wait on {event.name!r} polls again")
 
 
 def read_line(proc: subprocess.Popen[str], timeout: float = 60) -> str:

@@ -378,18 +378,47 @@ def test_status_shows_the_readable_type_schema_and_details(root: Path, remote: s
     assert status["request"]["details"]["item"] == "img-0042.png"
 
 
-def test_a_remote_server_cannot_run_post_init_so_the_wait_raises_naming_it(root: Path, remote: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_an_answer_the_tasks_own_rule_refuses_reopens_the_event_for_a_new_one(
+    root: Path, remote: str, mode: str
+) -> None:
+    """A separate server sees only the schema, not __post_init__'s rule: it stores the answer; the
+    waiting task's type refuses it, records why, and waits for the next answer, which it returns."""
     event = review_event()
-    reply = post_json(
-        remote, {"request_id": event.request_id, "token": event.token, "value": {"score": 1, "size": "S"}}
-    )
+    ids = {"request_id": event.request_id, "token": event.token}
+    reply = post_json(remote, {**ids, "value": {"score": 1, "size": "S"}})
     assert reply.status == 400 and "'S' is not one of" in reply.json()["detail"]
-    reply = post_json(
-        remote, {"request_id": event.request_id, "token": event.token, "value": {"score": 1, "size": "small"}}
-    )
-    assert reply.status == 200, "the schema alone cannot see __post_init__'s rule"
-    with pytest.raises(hitl.InvalidValueError, match="a score of 1 needs a note"):
-        event.wait()
+    assert post_json(remote, {**ids, "value": {"score": 1, "size": "small"}}).status == 200, "schema alone: stored"
+    result: list[Any] = []
+    waiting = threading.Thread(target=lambda: result.append(wait(mode, event)))
+    waiting.start()
+    until(lambda: (root / event.request_id / "refused.json").exists(), "the task records its refusal", timeout=60)
+    refusal = json.loads((root / event.request_id / "refused.json").read_text())
+    assert "a score of 1 needs a note" in refusal["error"] and refusal["answer"]["value"]["score"] == 1
+
+    status = request(remote, "GET", f"/status/{event.request_id}?token={event.token}").json()
+    assert status["status"] == "pending" and "a score of 1 needs a note" in status["refused"]["error"]
+    form = request(remote, "GET", f"/form/{event.request_id}?token={event.token}")
+    assert form.status == 200 and "refused by the task" in form.text and "a score of 1 needs a note" in form.text
+    again = post_json(remote, {**ids, "value": {"score": 1, "size": "small", "note": "blurry"}})
+    assert again.status == 200 and "a score of 1 needs a note" in again.json()["refused_before"]["error"]
+    waiting.join(60)
+    assert result == [Review(score=1, size=Size.S, note="blurry")]
+    assert event.response is not None and "refused_before" in event.response
+    assert post_json(remote, {**ids, "value": {"score": 2, "size": "small"}}).status == 409, "first valid one won"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_wait_never_raises_on_an_answer_its_type_refuses(root: Path, remote: str, mode: str) -> None:
+    """Like a re-run that finds a refused answer stored: the wait reopens the event and keeps waiting;
+    without a new answer it ends as any unanswered event does, at its deadline."""
+    event = hitl.new_event("strict", data_type=Review, timeout_seconds=3, poll_interval_seconds=0.1)
+    ids = {"request_id": event.request_id, "token": event.token}
+    assert post_json(remote, {**ids, "value": {"score": 1, "size": "small"}}).status == 200
+    with pytest.raises(hitl.EventTimeoutError):
+        wait(mode, event)
+    assert (root / event.request_id / "refused.json").exists()
+    assert json.loads((root / event.request_id / "response.1.json").read_text())["status"] == "expired"
 
 
 def test_the_embedded_server_runs_post_init_before_storing(root: Path) -> None:

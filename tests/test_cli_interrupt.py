@@ -1,10 +1,5 @@
 """Ctrl-C during a wait ends the program with one line, no traceback; a wait that finds its answer
-already given does not show the form and curl lines again.
-
-The tests marked WIRE_UP pass once the wait in hitl.py (i) runs inside ``_console.interruptible(self.name)``
-and (ii) announces the event only after a first read that found no outcome. They are strict xfails
-until then: remove the mark when the wait is wired.
-"""
+already given does not show the form and curl lines again."""
 
 from __future__ import annotations
 
@@ -16,11 +11,6 @@ import pytest
 from conftest import read_line, run_python
 
 import flyteplugins.hitl as hitl
-
-WIRE_UP = pytest.mark.xfail(
-    strict=True,
-    reason="WIRE-UP: needs hitl.py's wait to run inside _console.interruptible and to announce after its first read",
-)
 
 _BARE = """
 import asyncio, sys, threading
@@ -94,7 +84,6 @@ else:
 """
 
 
-@WIRE_UP
 @pytest.mark.parametrize("mode", ["sync", "aio"])
 def test_ctrl_c_during_event_wait_ends_with_one_line_and_no_traceback(root: Path, mode: str) -> None:
     proc = run_python(_WAIT, mode, env={"FLYTE_HITL_ROOT": str(root)})
@@ -103,7 +92,6 @@ def test_ctrl_c_during_event_wait_ends_with_one_line_and_no_traceback(root: Path
     assert proc.returncode == -signal.SIGINT
 
 
-@WIRE_UP
 def test_a_wait_that_finds_its_answer_given_does_not_show_the_form_again(
     root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,6 +10,7 @@ it records there, as pods do.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -154,9 +155,10 @@ def task_run(tmp_path: Path) -> Iterator[Callable[..., FlyteRun]]:
 
 
 def first_read_done(run: FlyteRun, root: Root, request_id: str) -> int:
-    """Wait until the task's wait has read its response once (it found nothing); returns the reads so far."""
+    """Wait until the task's wait has read its response once (it found nothing); returns the reads so far.
+    Called after the run printed its form line, which a wait prints after that first read."""
     if root.moto is None:
-        run.expect(rf"^READ \S+/{request_id}/response.json$")
+        assert any(re.fullmatch(rf"READ \S+/{request_id}/response.json", line) for line in run.lines), run.output
         return 1
     deadline = time.monotonic() + HANG_GUARD
     while root.reads_of(request_id) < 1:

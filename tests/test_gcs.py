@@ -109,9 +109,8 @@ WAITER = """
 import json, sys
 from flyteplugins.hitl._store import Store
 from flyteplugins.hitl.hitl import Event
-root, request_id, batch_from = sys.argv[1], sys.argv[2], int(sys.argv[3])
+root, request_id = sys.argv[1], sys.argv[2]
 store = Store(root)
-store.batch_from = batch_from
 # The event exists already (new_event would create it, and this emulator refuses obstore's writes).
 event = Event(store.read_request(request_id), int, 0.2, store, "http://127.0.0.1:9")
 print("WAITING", flush=True)
@@ -119,19 +118,15 @@ print("RESULT", json.dumps(event.wait()), flush=True)
 """
 
 
-@pytest.mark.parametrize("batch_from", [64, 1], ids=["one-read-per-poll", "shared-listing"])
 def test_a_waiting_event_sees_an_answer_written_while_it_waits(
-    gs_root: str, bucket: GcsBucket, gcs: FakeGcs, procs: list[Proc], batch_from: int
+    gs_root: str, bucket: GcsBucket, gcs: FakeGcs, procs: list[Proc]
 ) -> None:
     bucket.put_json(gs_root, "ev-wait", "request.json", record=question("ev-wait"))
-    waiter = Proc(run_python(WAITER, gs_root, "ev-wait", str(batch_from)))
+    waiter = Proc(run_python(WAITER, gs_root, "ev-wait"))
     procs.append(waiter)
     waiter.expect(r"^WAITING$", timeout=60)
     label = gs_root.rsplit("-", 1)[1]  # this root's own hex label: the server's log spans the module
-    if batch_from == 1:  # timed polls go through listings of the root
-        gcs.expect_log(rf'"GET /\S*\?list-type=2&prefix=root-{label}%2F HTTP', timeout=30)
-    else:
-        gcs.expect_log(rf'"GET /\S*root%2D{label}%2Fev%2Dwait%2Fresponse%2Ejson HTTP\S* 404', timeout=30)
+    gcs.expect_log(rf'"GET /\S*root%2D{label}%2Fev%2Dwait%2Fresponse%2Ejson HTTP\S* 404', timeout=30)
     time.sleep(0.5)  # a few more polls that find nothing
     bucket.put_json(gs_root, "ev-wait", "response.json", record=answer("ev-wait", 12))
     waiter.expect(r"^RESULT 12$", timeout=60)

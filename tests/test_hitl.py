@@ -32,6 +32,7 @@ from conftest import Reply, after_first_read, post_json, read_line, request, run
 
 import flyteplugins.hitl as hitl
 import flyteplugins.hitl.hitl as core
+from flyteplugins.hitl import _wait
 from flyteplugins.hitl._store import REQUEST_ID_RE, Store
 from flyteplugins.hitl.server import make_server, stop_server
 
@@ -407,8 +408,12 @@ def test_the_console_shows_a_markdown_prompt_as_plain_text_and_invisible_charact
     console = Console(monkeypatch)
     prompt = "**Deploy** `v3`\n\nSee [the notes](https://example.com/n)\u2028for invoice_2026_\u202efdp.exe"
     event = hitl.new_event("ship\u200e\u200f\u2029", data_type=int, prompt=prompt, prompt_type="markdown")
-    hitl.submit(event.form_url, 1, comment="fine\u2066ok")
+    answering = threading.Thread(
+        target=lambda: (console.wait_for("[hitl] curl:"), hitl.submit(event.form_url, 1, comment="fine\u2066ok"))
+    )
+    answering.start()
     assert event.wait() == 1
+    answering.join()
     waiting = next(line for line in console.lines if line.startswith("[hitl] waiting for"))
     assert waiting.endswith("): Deploy v3 See the notes for invoice_2026_\\u202efdp.exe"), waiting
     assert "waiting for 'ship\\u200e\\u200f\\u2029' (int, " in waiting
@@ -493,7 +498,7 @@ def test_an_answer_given_before_the_wait_is_returned_at_once(
 def test_an_in_process_answer_is_handed_to_the_wait_without_a_read(
     mode: str, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The server and `submit` pass the outcome they stored to `_waiters.notify`, and a wait on that
+    """The server and `submit` pass the outcome they stored to `_wait.hand_over`, and a wait on that
     root returns it as it is. Shown with an outcome that storage does not hold: a wait that read
     storage instead would find nothing there and sleep on to its next poll, an hour away."""
     console = Console(monkeypatch)
@@ -502,7 +507,7 @@ def test_an_in_process_answer_is_handed_to_the_wait_without_a_read(
 
     def hand_over() -> None:
         console.wait_for(f"form: {event.form_url}")
-        core._waiters.notify(Store(str(root)).root, event.request_id, outcome)
+        _wait.hand_over(Store(str(root)).root, event.request_id, outcome)
 
     thread = threading.Thread(target=hand_over)
     thread.start()
@@ -550,7 +555,7 @@ def test_an_outcome_stored_under_another_root_is_not_taken(
 
     def notify_then_answer() -> None:
         console.wait_for(f"form: {event.form_url}")
-        core._waiters.notify(str(root) + "-elsewhere", event.request_id, elsewhere)
+        _wait.hand_over(str(root) + "-elsewhere", event.request_id, elsewhere)
         time.sleep(0.3)  # the wait has read its own root and gone back to sleep
         assert answer(event, 7).status == 200
 
@@ -806,7 +811,7 @@ def test_a_permanent_storage_error_ends_the_wait_at_once(
 
 
 def test_any_thread_can_wake_a_wait_to_read_storage_now(mode: str, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`Wake.read_now`, the hook for wake-ups from other processes: an answer stored by another
+    """`_Wait.read_now`, the hook for wake-ups from other processes: an answer stored by another
     writer is found at once instead of at the next poll, an hour away."""
     console = Console(monkeypatch)
     event = create(mode, "read now", data_type=int, poll_interval_seconds=3600, timeout_seconds=120)
@@ -817,8 +822,8 @@ def test_any_thread_can_wake_a_wait_to_read_storage_now(mode: str, root: Path, m
         Store(str(root)).create_response(
             event.request_id, {"request_id": event.request_id, "status": "completed", "value": 9}
         )
-        for wake in list(core._waiters._wakes[event.request_id]):
-            wake.read_now()
+        for waiting in list(_wait._waits[event.request_id]):
+            waiting.read_now()
 
     thread = threading.Thread(target=store_then_wake)
     thread.start()
@@ -1000,8 +1005,14 @@ def test_console_lines_stay_whole_while_other_threads_print(root: Path, monkeypa
     # The form and curl lines are copied by hand: another thread's output must never land inside one.
     console = Console(monkeypatch)
     events = [hitl.new_event(f"busy-{i}", data_type=int, poll_interval_seconds=3600) for i in range(150)]
-    for i, event in enumerate(events):
-        assert answer(event, i).status == 200
+
+    def answer_each_once_shown() -> None:  # a wait shows its form and curl lines, then is answered
+        for i, event in enumerate(events):
+            console.wait_for("[hitl] curl:", i + 1)
+            assert answer(event, i).status == 200
+
+    answering = threading.Thread(target=answer_each_once_shown)
+    answering.start()
     stop = threading.Event()
 
     def chatter() -> None:
@@ -1018,6 +1029,7 @@ def test_console_lines_stay_whole_while_other_threads_print(root: Path, monkeypa
         stop.set()
         noisy.join()
         sys.setswitchinterval(previous)
+        answering.join(60)
     assert values == list(range(150))
     ours = [line for line in console.lines if "[hitl]" in line]
     assert len(ours) == 4 * 150
@@ -1039,9 +1051,10 @@ class HeldReads(ThreadPoolExecutor):
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         # asyncio.to_thread sends functools.partial(context.run, function, *args): hold only the
-        # wait's pass that reads storage, not its other jobs (registering for wake-ups, for one).
+        # wait's storage read, not its other jobs (recording where it takes wake-ups, for one).
         target = fn.args[0] if isinstance(fn, functools.partial) and fn.args else fn
-        if getattr(target, "__name__", "") != "step":
+        target = getattr(target, "func", target)  # the wait's read is itself a partial
+        if getattr(target, "__name__", "") != "_read":
             return super().submit(fn, *args, **kwargs)
 
         def held() -> Any:
@@ -1081,17 +1094,44 @@ def test_an_answer_landing_while_a_read_is_in_flight_still_wakes_the_wait(
         mine.shutdown()
 
 
+def test_aio_waits_cancelled_right_after_they_start_leave_nothing_registered(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait cancelled at its first await (a `gather` sibling failing, a shutdown) or a little later
+    undoes its registration in this process and with the wake-up socket, which closes with the last wait."""
+    from flyteplugins.hitl import _wake
+
+    Console(monkeypatch)
+
+    async def scenario() -> None:
+        events = [
+            await hitl.new_event.aio(f"cancelled-{i}", data_type=int, poll_interval_seconds=3600) for i in range(20)
+        ]
+        tasks = [asyncio.create_task(e.wait.aio()) for e in events]
+        for i, task in enumerate(tasks):
+            for _ in range(i % 4):  # cancelled after 0 to 3 turns of the loop
+                await asyncio.sleep(0)
+            task.cancel()
+        outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+
+    asyncio.run(scenario())
+    assert _wait._waits == {}
+    assert _wake._listener._watched == {} and _wake._listener.address is None, "the socket closed"
+
+
 CTRL_C_PROGRAM = r"""
 import importlib
 import flyteplugins.hitl as hitl
 
-core = importlib.import_module("flyteplugins.hitl.hitl")
+waits = importlib.import_module("flyteplugins.hitl._wait")
+wake = importlib.import_module("flyteplugins.hitl._wake")
 event = hitl.new_event("ctrl-c", data_type=int, poll_interval_seconds=3600)
 print("waiting", flush=True)
 try:
     event.wait()
 except KeyboardInterrupt:
-    print(f"interrupted; waits left {core._waiters.waiting()}", flush=True)
+    print(f"interrupted; waits left {len(waits._waits)}, socket {wake._listener.address}", flush=True)
 """
 
 
@@ -1100,15 +1140,16 @@ import importlib, os, sys, threading
 import flyteplugins.hitl as hitl
 
 core = importlib.import_module("flyteplugins.hitl.hitl")
+waits = importlib.import_module("flyteplugins.hitl._wait")
 parent = hitl.new_event("parent", data_type=int, poll_interval_seconds=3600)
 got = []
 waiting = threading.Thread(target=lambda: got.append(parent.wait()))
 waiting.start()  # a wait in another thread while this one forks
 
 # Another thread holds, across the fork, the locks a wait or a new event takes: the state lock, the
-# wake-up registry's, and one inside the store that waits read through (as a read in progress does).
+# registry of waits, and one inside the store that waits read through (as a read in progress does).
 held, release = threading.Event(), threading.Event()
-locks = [core._state_lock, core._waiters._lock, core._reader_for(parent._store)._backend_lock]
+locks = [core._state_lock, waits._lock, parent._store._backend_lock]
 
 def hold():
     for lock in locks:
@@ -1148,4 +1189,4 @@ def test_ctrl_c_interrupts_a_blocking_wait_and_stops_its_polling(root: Path) -> 
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
-    assert "interrupted; waits left 0" in out, out
+    assert "interrupted; waits left 0, socket None" in out, out

@@ -86,9 +86,12 @@ def test_notice_is_posted_when_waiting_starts(root: Path, receiver: Receiver) ->
 def test_a_markdown_prompt_is_plain_text_in_the_notice(root: Path, receiver: Receiver) -> None:
     prompt = "**Ship** `v3`? See [notes](https://example.com/n)"
     event = hitl.new_event("md", data_type=bool, prompt=prompt, prompt_type="markdown", notify=receiver.url)
-    hitl.submit(event.form_url, True)
+    answering = threading.Thread(
+        target=lambda: (until(lambda: receiver.received != [], "the notice"), hitl.submit(event.form_url, True))
+    )
+    answering.start()
     assert event.wait() is True
-    until(lambda: receiver.received != [], "the notice")
+    answering.join()
     [(_, _, body)] = receiver.received
     assert body["text"] == f"Human input needed for 'md': Ship v3? See notes\nAnswer: {event.form_url}"
     assert body["prompt"] == prompt and body["prompt_type"] == "markdown"
@@ -133,7 +136,7 @@ def test_a_trickling_receiver_holds_up_neither_the_wait_nor_other_waits(
     other = hitl.new_event("other", data_type=int, timeout_seconds=60)
     threading.Timer(0.1, hitl.submit, (event.form_url, 5)).start()
     assert event.wait() == 5
-    hitl.submit(other.form_url, 6)
+    threading.Timer(0.1, hitl.submit, (other.form_url, 6)).start()  # after its wait showed the form
     assert other.wait() == 6
     # Waiting for the notice to time out would have taken ten of the receiver's one-a-second bytes.
     assert trickler.sent < 8, f"the waits returned {trickler.sent} s into the reply"

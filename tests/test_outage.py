@@ -16,8 +16,9 @@ from s3_helpers import FORM_LINE, Door, Proc, S3Bucket, python
 from flyteplugins.hitl._store import Store
 
 WAITER = """
-import json, sys
+import json, logging, sys
 import flyteplugins.hitl as hitl
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 hitl.Event.expiry_grace_seconds = float(sys.argv[2])
 event = hitl.new_event("outage", data_type=int, poll_interval_seconds=1, timeout_seconds=float(sys.argv[1]))
 try:
@@ -50,7 +51,7 @@ def test_a_wait_rides_out_45_seconds_without_storage_and_returns_the_answer_give
     time.sleep(1.5)  # a few polls that find nothing
     door.stop()
     cut_at = time.monotonic()
-    waiter.expect(r"storage error under .*still waiting", timeout=60)
+    waiter.expect(r"storage error under .*retrying", timeout=60)
     answer = {"request_id": request_id, "status": "completed", "value": 7, "via": "cli"}
     assert Store(s3_root).create_response(request_id, answer)  # the test's own way to S3 is open
     time.sleep(max(0.0, cut_at + 45 - time.monotonic()))  # the outage lasts 45 s
@@ -70,7 +71,7 @@ def test_a_wait_whose_storage_stays_down_past_its_deadline_fails_with_an_error_n
 ) -> None:
     waiter, _ = start_waiter(procs, bucket, door, timeout=4, grace=2)
     door.stop()
-    waiter.expect(r"storage error under .*still waiting", timeout=60)  # no error yet: it waits on
+    waiter.expect(r"storage error under .*retrying", timeout=60)  # no error yet: it waits on
     error = json.loads(waiter.expect(r"^STORAGE_ERROR (.*)$", timeout=60).group(1))
     waiter.finish()
     assert waiter.popen.returncode == 3

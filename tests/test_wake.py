@@ -6,12 +6,15 @@ The cluster layout itself (form servers and Flyte runs in separate processes) is
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import socket
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -20,7 +23,7 @@ from conftest import after_first_read, post_json, request, until
 from s3_helpers import MotoS3, S3Bucket, python, use_root
 
 import flyteplugins.hitl as hitl
-from flyteplugins.hitl import _wake
+from flyteplugins.hitl import _wait, _wake
 from flyteplugins.hitl._answers import utc
 from flyteplugins.hitl._store import Store
 from flyteplugins.hitl._watch import Watch
@@ -71,11 +74,19 @@ def listening(store: Store) -> Iterator[tuple[dict, Woken, tuple[str, int]]]:
     """A registered wait on a fresh event: (request, on_wake counter, the listener's address)."""
     request = _event(store)
     woken = Woken()
-    unregister = _wake.listen(store, request, woken)
+    listening = _listen(store, request, woken)
     waiter = store.read_waiter(request["request_id"])
     assert waiter is not None
     yield request, woken, (waiter["host"], waiter["port"])
-    unregister()
+    _wake.unlisten(listening)
+
+
+def _listen(store: Store, request: dict, on_wake: Callable[[], None]) -> _wake.Listening | None:
+    """Register as a wait does: with the socket, then (for an event created elsewhere) in waiter.json."""
+    listening = _wake.listen(request, on_wake)
+    if listening is not None:
+        _wake.record(store, request, listening)
+    return listening
 
 
 def _send(address: tuple[str, int], data: bytes) -> None:
@@ -121,7 +132,7 @@ def test_unauthenticated_wake_ups_are_dropped_before_an_authentic_one(listening:
     assert woken.count == 1
 
 
-def test_a_replayed_wake_up_is_dropped_and_wake_ups_are_rate_limited(listening: tuple) -> None:
+def test_a_replayed_wake_up_is_dropped_and_one_that_comes_too_soon_is_deferred(listening: tuple) -> None:
     request, woken, _ = listening
     listener = _wake._listener
     now = [1000.0]
@@ -129,15 +140,93 @@ def test_a_replayed_wake_up_is_dropped_and_wake_ups_are_rate_limited(listening: 
     try:
         first = _wake.datagram(request)
         assert listener.handle(first)
+        assert woken.count == 1
         now[0] += 10 * listener.min_gap_seconds
         assert not listener.handle(first)  # a replay, however late
         assert listener.handle(_wake.datagram(request))  # a fresh one after the gap
-        assert not listener.handle(_wake.datagram(request))  # too soon after the last one
+        assert woken.count == 2
+        assert listener.handle(_wake.datagram(request))  # too soon after the last one: deferred
+        assert listener.handle(_wake.datagram(request))  # and folded into the same deferred wake-up
+        listener._wake_deferred()
+        assert woken.count == 2, "not before the window ends"
         now[0] += listener.min_gap_seconds
-        assert listener.handle(_wake.datagram(request))
+        listener._wake_deferred()
+        assert woken.count == 3
+        listener._wake_deferred()
+        assert woken.count == 3, "once"
     finally:
         del listener.clock
-    assert woken.count == 3
+
+
+def test_a_wake_up_replayed_after_32_newer_ones_is_still_dropped(listening: tuple) -> None:
+    request, _, _ = listening
+    listener = _wake._listener
+    started = time.time()
+    old = _wake.datagram(request, now=started - 10)
+    assert listener.handle(old)
+    for i in range(40):  # a millisecond apart, as writers' clocks tick
+        assert listener.handle(_wake.datagram(request, now=started + i / 1000))  # deferred, most of them
+    assert not listener.handle(old)
+
+
+def test_a_wake_up_inside_the_rate_limit_window_arrives_at_its_end(listening: tuple) -> None:
+    # Through the socket, on the real clock: the second authentic wake-up comes well inside the
+    # window (1 s) and is delivered when the window ends, not dropped until the next poll.
+    request, woken, address = listening
+    _send(address, _wake.datagram(request))
+    woken.wait_for(1)
+    _send(address, _wake.datagram(request))
+    woken.wait_for(2)
+    assert woken.count == 2
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HITLWAKE1 wake-1 " + b"9" * 400 + b" " + b"ab" * 8 + b" " + b"0" * 64,  # a 400-digit timestamp
+        b"HITLWAKE1 wake-1 -5 " + b"ab" * 8 + b" " + b"0" * 64,
+        b"HITLWAKE1 wake-1 1e9 " + b"ab" * 8 + b" " + b"0" * 64,
+        b"HITLWAKE1 wake-1 \xd9\xa2 " + b"ab" * 8 + b" " + b"0" * 64,  # an Arabic-Indic digit
+        b"HITLWAKE1 wake-1 1 " + b"ab" * 8 + b" " + b"0" * 64 + b" ",
+        b"HITLWAKE1 " + b"a" * 600,
+    ],
+    ids=["400 digits", "negative", "exponent", "non-ASCII digit", "trailing space", "long"],
+)
+def test_a_malformed_wake_up_is_dropped_quietly(
+    listening: tuple, caplog: pytest.LogCaptureFixture, data: bytes
+) -> None:
+    request, woken, address = listening
+    with caplog.at_level(logging.DEBUG, logger="flyteplugins.hitl.wake"):
+        assert not _wake._listener.handle(data, "test")
+        _send(address, data)
+        _send(address, _wake.datagram(request))  # after it, on the same path: it has been handled
+        woken.wait_for(1)
+    levels = {r.levelno for r in caplog.records if r.name == "flyteplugins.hitl.wake"}
+    assert levels <= {logging.DEBUG}, [r.getMessage() for r in caplog.records]
+
+
+def test_an_error_in_the_receiving_path_is_logged_once_a_minute_with_a_count(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_wake.Listener, "min_gap_seconds", 0)
+    request = _event(store)
+    calls = Woken()
+
+    def failing() -> None:
+        calls()
+        raise RuntimeError("a bug in a wait's wake-up")
+
+    listening = _wake.listen(request, failing)
+    assert listening is not None
+    try:
+        with caplog.at_level(logging.DEBUG, logger="flyteplugins.hitl.wake"):
+            for _ in range(5):
+                _send(listening.address, _wake.datagram(request))
+            calls.wait_for(5)  # the receiving thread went on after each error
+    finally:
+        _wake.unlisten(listening)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "(1 since the last such line)" in errors[0].getMessage()
 
 
 def test_a_stale_or_future_wake_up_is_dropped(listening: tuple) -> None:
@@ -152,15 +241,16 @@ def test_a_stale_or_future_wake_up_is_dropped(listening: tuple) -> None:
 
 def test_the_listener_is_shared_and_closes_with_the_last_wait(store: Store) -> None:
     first, second = _event(store, "wake-a"), _event(store, "wake-b")
-    stop_first = _wake.listen(store, first, Woken())
+    stop_first = _listen(store, first, Woken())
     address = _wake._listener.address
-    stop_second = _wake.listen(store, second, Woken())
+    assert address is not None
+    stop_second = _listen(store, second, Woken())
     assert _wake._listener.address == address
     assert store.read_waiter("wake-a") == store.read_waiter("wake-b") == {"host": address[0], "port": address[1]}
-    stop_first()
+    _wake.unlisten(stop_first)
     assert _wake._listener.address == address
-    stop_second()
-    assert _wake._listener.address is None and _wake._listener.waiting == 0
+    _wake.unlisten(stop_second)
+    assert _wake._listener.address is None and not _wake._listener._watched
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # the port is free again
         probe.bind(address)
 
@@ -175,7 +265,7 @@ def test_a_new_event_records_the_address_and_its_wait_writes_no_waiter_record(
     host, port = _wake._listener.address or ("", 0)
     assert request["wake"] == {"host": host, "port": port} and host == "127.0.0.1"
     woken = Woken()
-    unregister = _wake.listen(store, request, woken)
+    listening = _listen(store, request, woken)
     try:
         assert store.read_waiter(event.request_id) is None  # the request says it: no write
         _wake.poke(store, request)
@@ -186,14 +276,14 @@ def test_a_new_event_records_the_address_and_its_wait_writes_no_waiter_record(
         _wake.poke(store, request)
         woken.wait_for(2)
     finally:
-        unregister()
+        _wake.unlisten(listening)
 
 
 def test_a_re_attached_wait_records_where_it_listens(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     # An earlier run created the event, and recorded an address where nobody listens any more.
     request = {**_event(store), "wake": {"host": "127.0.0.1", "port": closed_udp_port()}}
     woken = Woken()
-    unregister = _wake.listen(store, request, woken)
+    listening = _listen(store, request, woken)
     try:
         host, port = _wake._listener.address or ("", 0)
         assert store.read_waiter(request["request_id"]) == {"host": host, "port": port}
@@ -201,7 +291,7 @@ def test_a_re_attached_wait_records_where_it_listens(store: Store, monkeypatch: 
         _wake.poke(store, request)  # waiter.json wins over the request's stale address
         woken.wait_for(1)
     finally:
-        unregister()
+        _wake.unlisten(listening)
 
 
 def closed_udp_port() -> int:
@@ -213,9 +303,8 @@ def closed_udp_port() -> int:
 def test_wake_ups_can_be_turned_off(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(_wake.WAKE_ENV, "0")
     request = _event(store)
-    unregister = _wake.listen(store, request, Woken())
+    assert _listen(store, request, Woken()) is None
     assert store.read_waiter(request["request_id"]) is None and _wake._listener.address is None
-    unregister()
     _wake.poke(store, request)  # nothing to do, nothing raised
 
 
@@ -232,7 +321,7 @@ def test_a_listener_that_cannot_bind_leaves_the_wait_polling_and_says_so_once(
     request = _event(store)
     with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.wake"):
         for _ in range(2):
-            _wake.listen(store, request, Woken())()
+            _wake.unlisten(_listen(store, request, Woken()))
     assert store.read_waiter(request["request_id"]) is None
     warnings = [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.wake"]
     assert len(warnings) == 1 and host in warnings[0]
@@ -262,7 +351,7 @@ def test_a_wait_with_an_hour_poll_returns_at_once_when_another_process_answers(r
     result: list[int] = []
     waiting = threading.Thread(target=lambda: result.append(event.wait()), daemon=True)
     waiting.start()
-    until(lambda: _wake._listener.waiting == 1, "the wait registers for wake-ups")
+    until(lambda: bool(_wake._listener._watched), "the wait registers for wake-ups")
     cli = python("-m", "flyteplugins.hitl", "submit", event.request_id, "7", "--root", str(root))
     out, _ = cli.communicate(timeout=HANG_GUARD)
     assert cli.returncode == 0, out
@@ -325,13 +414,167 @@ def test_answers_stored_by_this_process_s_server_are_no_sign_of_a_missed_wake_up
             result: list[int] = []
             waiting = threading.Thread(target=lambda e=event, r=result: r.append(e.wait()), daemon=True)
             waiting.start()
-            until(lambda: _wake._listener.waiting == 1, "the wait registers")
+            until(lambda: bool(_wake._listener._watched), "the wait registers")
             form = urlencode({"request_id": event.request_id, "token": event.token, "value": str(i)}).encode()
             headers = {"Content-Type": "application/x-www-form-urlencoded"}
             assert request(event.endpoint, "POST", "/submit", form, headers).status == 200
             waiting.join(HANG_GUARD)
             assert result == [i]
     assert [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.wake"] == []
+
+
+def _submit_from_another_process(root: Path, request_id: str, value: str) -> None:
+    cli = python("-m", "flyteplugins.hitl", "submit", request_id, value, "--root", str(root))
+    out, _ = cli.communicate(timeout=HANG_GUARD)
+    assert cli.returncode == 0, out
+
+
+@pytest.mark.parametrize("mode", ["sync", "aio"])
+def test_two_waits_on_one_event_are_both_woken_by_one_wake_up(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    # Polls a minute apart: only the wake-up datagram from the other process can end both waits before then.
+    monkeypatch.setattr(_wake, "_missed_once", False)
+    event = hitl.new_event("twice", data_type=int, prompt="n?", poll_interval_seconds=60, timeout_seconds=600)
+    results: list[int] = []
+
+    def wait() -> None:
+        results.append(event.wait() if mode == "sync" else asyncio.run(event.wait.aio()))
+
+    threads = [threading.Thread(target=wait, daemon=True) for _ in range(2)]
+    with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl"):
+        for thread in threads:
+            thread.start()
+        waits = lambda: list(_wait._waits.get(event.request_id, ()))  # noqa: E731
+        until(lambda: len(waits()) == 2 and all(w.reads >= 1 for w in waits()), "both waits read storage")
+        time.sleep(0.5)  # past their first reads: what ends them now is a wake-up or a poll a minute away
+        _submit_from_another_process(root, event.request_id, "7")
+        for thread in threads:
+            thread.join(20)  # well before the poll
+        assert results == [7, 7]
+    assert [r.getMessage() for r in caplog.records if "NetworkPolicy" in r.getMessage()] == []
+
+
+def test_wake_ups_reach_a_wait_listening_on_ipv6(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    monkeypatch.setattr(_wake, "_listener", _wake.Listener())
+    monkeypatch.setenv(_wake.HOST_ENV, "::1")
+    event = hitl.new_event("six", data_type=int, prompt="n?", poll_interval_seconds=3600, timeout_seconds=600)
+    request = Store(str(root)).read_request(event.request_id)
+    assert request is not None and request["wake"]["host"] == "::1"
+    result: list[int] = []
+    waiting = threading.Thread(target=lambda: result.append(event.wait()), daemon=True)
+    waiting.start()
+    after_first_read(event, polls=0)
+    time.sleep(0.3)  # past the first read
+    _submit_from_another_process(root, event.request_id, "6")
+    waiting.join(HANG_GUARD)
+    assert result == [6]
+
+
+def test_in_kubernetes_a_loopback_wake_address_is_a_warning_naming_the_setting(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_wake, "_listener", _wake.Listener())
+    monkeypatch.delenv(_wake.HOST_ENV, raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setattr(socket, "gethostname", lambda: "localhost")  # resolves to loopback only
+    monkeypatch.setattr(_wake, "_loopback_warned", False)
+    request = _event(store)
+    with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.wake"):
+        for _ in range(2):  # the socket opens twice: said once
+            listening = _wake.listen(request, Woken())
+            _wake.unlisten(listening)
+            assert listening is not None and listening.address[0] == "127.0.0.1"
+    warnings = [r for r in caplog.records if r.name == "flyteplugins.hitl.wake"]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert _wake.HOST_ENV in warnings[0].getMessage() and "localhost" in warnings[0].getMessage()
+
+
+def test_with_a_fixed_port_concurrent_short_waits_never_collide_on_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each wait opens the one socket if none is open and closes it when it was the last: with a fixed
+    # port, one wait's close racing another's bind must not fail the bind.
+    monkeypatch.setattr(_wake, "_listener", _wake.Listener())
+    monkeypatch.setenv(_wake.PORT_ENV, str(closed_udp_port()))
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # the console lines of 240 events
+    events = [hitl.new_event(f"short-{i}", data_type=int, prompt="n?") for i in range(240)]
+    for i, event in enumerate(events):
+        hitl.submit(event.request_id, i, root=str(root))  # answered already: each wait is one read
+    got: dict[int, int] = {}
+
+    def run(part: int) -> None:
+        for i in range(part, len(events), 8):
+            got[i] = events[i].wait()
+
+    with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.wake"):
+        threads = [threading.Thread(target=run, args=(part,), daemon=True) for part in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(HANG_GUARD * 4)
+    assert got == {i: i for i in range(len(events))}
+    assert [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.wake"] == []
+    assert _wake._listener.address is None
+
+
+FLOOD = r"""
+import os, socket, sys, time
+host, port, request_id, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+stamp = str(int(time.time() * 1000)).encode()
+junk = [
+    b"HITLWAKE1 " + request_id.encode() + b" " + b"9" * 400 + b" " + b"ab" * 8 + b" " + b"0" * 64,
+    b"HITLWAKE1 " + request_id.encode() + b" " + stamp + b" " + b"ab" * 8 + b" " + b"f" * 64,  # forged
+    b"HITLWAKE1 " + request_id.encode() + b" " + b"1" * 16,
+    b"\xff" * 512,
+    b"HITLWAKE1 \xff \xff \xff \xff",
+]
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+sent, end = 0, time.monotonic() + seconds
+with socket.socket(family, socket.SOCK_DGRAM) as sock:
+    sock.setblocking(False)
+    while time.monotonic() < end:
+        try:
+            sock.sendto(junk[sent % len(junk)], (host, port))
+        except BlockingIOError:
+            time.sleep(0.0001)
+        sent += 1
+print("SENT", sent, flush=True)
+"""
+
+
+def test_a_flood_of_junk_wake_ups_neither_hides_the_real_one_nor_fills_the_log(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    event = hitl.new_event("flooded", data_type=int, prompt="n?", poll_interval_seconds=3600, timeout_seconds=600)
+    result: list[int] = []
+    with caplog.at_level(logging.INFO, logger="flyteplugins"):
+        waiting = threading.Thread(target=lambda: result.append(event.wait()), daemon=True)
+        waiting.start()
+        after_first_read(event, polls=0)
+        time.sleep(0.3)  # past the first read
+        host, port = _wake._listener.address or ("", 0)
+        flood = python("-c", FLOOD, host, str(port), event.request_id, "4")
+        time.sleep(1)  # the flood is on
+        _submit_from_another_process(root, event.request_id, "5")
+        answered = time.monotonic()
+        waiting.join(HANG_GUARD)  # an hour before the next poll
+        returned = time.monotonic()
+        out, _ = flood.communicate(timeout=HANG_GUARD)
+    assert result == [5]
+    assert flood.returncode == 0 and int(out.split()[-1]) > 1000, out
+    logged = sum(len(r.getMessage()) for r in caplog.records)
+    sys.__stdout__.write(
+        f"\n[figure] flood of {int(out.split()[-1]):,} junk datagrams in 4 s: the wait returned "
+        f"{returned - answered:.2f} s after the answer; {logged:,} bytes logged\n"
+    )
+    assert logged < 10_000, [r.getMessage() for r in caplog.records][:5]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # -- _watch ------------------------------------------------------------------------------------------
@@ -412,7 +655,7 @@ def test_long_polls_on_s3_share_one_listing_and_read_only_what_is_answered(
     until(lambda: len(watch._watched) == len(ids), "every long-poll waits")
     before = moto.count("GET", "/response.json")
     lists = sum(1 for m, p in list(moto.requests) if m == "GET" and p.rstrip("/").count("/") <= 1)
-    store.create_response(ids[3], {"status": "completed", "value": 3})
+    store.create_response(ids[3], {"status": "completed", "value": 3}, slot=0)
     threads[3].join(HANG_GUARD)
     assert results[ids[3]] == {"status": "completed", "value": 3}
     polls = sum(1 for m, p in list(moto.requests) if m == "GET" and p.rstrip("/").count("/") <= 1) - lists

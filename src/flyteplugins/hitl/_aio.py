@@ -6,14 +6,15 @@ task context stays visible in the worker thread). Only short calls may take the 
 waits for a person gets a native twin, so that it never sits in the shared pool.
 
 Both are typed for checkers: ``event.wait()`` is an ``int`` for an ``Event[int]``, and so is
-``await event.wait.aio()``.
+``await event.wait.aio()``. Both show the real parameters to `inspect.signature` and `help`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Concatenate, Generic, TypeVar, cast, overload
 
 from typing_extensions import ParamSpec, Self
@@ -21,6 +22,26 @@ from typing_extensions import ParamSpec, Self
 P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S")
+
+
+def _twin(
+    func: Callable[..., Any], native: Callable[..., Awaitable[Any]] | None, signature: inspect.Signature, name: str
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """The ``.aio`` of `func`: `native` awaited, or `func` in a worker thread; shown with `signature`."""
+    if native is None:
+
+        async def aio(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(func, *args, **kwargs)
+
+    else:
+
+        async def aio(*args: Any, **kwargs: Any) -> Any:
+            return await native(*args, **kwargs)
+
+    aio.__name__, aio.__qualname__ = "aio", f"{name}.aio"
+    aio.__doc__ = f"``await {name}.aio(...)``: `{name}` without blocking the event loop."
+    aio.__signature__ = signature  # type: ignore[attr-defined]
+    return aio
 
 
 class Blocking(Generic[P, R]):
@@ -36,27 +57,32 @@ class Blocking(Generic[P, R]):
         2
     """
 
-    def __init__(self, func: Callable[P, R], aio: Callable[P, Awaitable[R]] | None = None) -> None:
+    aio: Callable[P, Coroutine[Any, Any, R]]
+
+    def __init__(
+        self, func: Callable[P, R], aio: Callable[P, Awaitable[R]] | None = None, name: str | None = None
+    ) -> None:
         functools.update_wrapper(self, func)
         self._func = func
-        self._aio = aio
+        self.__qualname__ = name or func.__qualname__
+        self.aio = _twin(func, aio, inspect.signature(func), self.__qualname__)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._func(*args, **kwargs)
 
-    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the call without blocking the event loop and return its result."""
-        if self._aio is not None:
-            return await self._aio(*args, **kwargs)
-        return await asyncio.to_thread(self._func, *args, **kwargs)
+    def __get__(self, obj: object, objtype: type | None = None) -> Self:
+        # A class attribute (`Event.create`) stays this callable, as a staticmethod would; and being a
+        # descriptor makes `help()` document it as a function, with its signature.
+        return self
 
     def __repr__(self) -> str:
-        return f"<blocking {getattr(self, '__qualname__', self._func)!r} with .aio>"
+        return f"<blocking {self.__qualname__!r} with .aio>"
 
 
 class BlockingMethod(Generic[S, P, R]):
     """A method with an ``.aio`` twin, bound to its instance as a method is: ``event.wait()``,
-    ``await event.wait.aio()``. Read from the class, it stays unbound.
+    ``await event.wait.aio()``. Read from the class, it is the plain function of the instance:
+    ``Event.wait(event)``, ``await Event.wait.aio(event)``.
 
     Example:
         >>> class Counter:
@@ -65,56 +91,37 @@ class BlockingMethod(Generic[S, P, R]):
         ...     next = BlockingMethod(_next, _next_aio)
     """
 
+    aio: Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
+
     def __init__(
         self, func: Callable[Concatenate[S, P], R], aio: Callable[Concatenate[S, P], Awaitable[R]] | None = None
     ) -> None:
-        functools.update_wrapper(cast(Any, self), func)  # a descriptor, not a callable: only the names
+        functools.update_wrapper(cast(Any, self), func)
         self._func = func
         self._aio = aio
+        self.aio = _twin(func, aio, inspect.signature(func), func.__qualname__)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.__name__, self.__qualname__ = name, f"{owner.__qualname__}.{name}"
+        self.aio = _twin(self._func, self._aio, inspect.signature(self._func), self.__qualname__)
+
+    def __call__(self, obj: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._func(obj, *args, **kwargs)
 
     @overload
     def __get__(self, obj: None, objtype: type | None = None) -> Self: ...
     @overload
-    def __get__(self, obj: S, objtype: type | None = None) -> _Bound[P, R]: ...
-    def __get__(self, obj: S | None, objtype: type | None = None) -> _Bound[P, R] | Self:
+    def __get__(self, obj: S, objtype: type | None = None) -> Blocking[P, R]: ...
+    def __get__(self, obj: S | None, objtype: type | None = None) -> Blocking[P, R] | Self:
         if obj is None:
             return self
-        return _Bound(self, obj)
+        native = None if self._aio is None else functools.partial(self._aio, obj)
+        bound: Blocking[P, R] = Blocking(cast(Any, functools.partial(self._func, obj)), native, self.__qualname__)
+        bound.__name__, bound.__doc__ = self.__name__, self.__doc__  # type: ignore[attr-defined]
+        return bound
 
     def __repr__(self) -> str:
-        return f"<blocking method {getattr(self, '__qualname__', self._func)!r} with .aio>"
-
-
-class _Bound(Generic[P, R]):
-    """A `BlockingMethod` bound to an instance. Two slots; the name and docs are read from the method."""
-
-    __slots__ = ("_method", "_owner")
-
-    def __init__(self, method: BlockingMethod[Any, P, R], owner: object) -> None:
-        self._method = method
-        self._owner = owner
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._method._func(self._owner, *args, **kwargs)
-
-    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the call without blocking the event loop and return its result."""
-        aio = self._method._aio
-        if aio is not None:
-            return await aio(self._owner, *args, **kwargs)
-        return await asyncio.to_thread(self._method._func, self._owner, *args, **kwargs)
-
-    @property
-    def __doc__(self) -> str | None:  # type: ignore[override]
-        return self._method.__doc__
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _Bound.__slots__:  # not set yet (a copy being built): no lookup through itself
-            raise AttributeError(name)
-        return getattr(self._method, name)  # __name__, __qualname__, __wrapped__, ...
-
-    def __repr__(self) -> str:
-        return f"<bound {self._method!r} of {self._owner!r}>"
+        return f"<blocking method {self.__qualname__!r} with .aio>"
 
 
 def blocking(aio: Callable[..., Awaitable[Any]] | None = None) -> Callable[[Callable[P, R]], Blocking[P, R]]:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from . import _answers, _http, _wake
+from . import _answers, _http, _wait, _wake
 from ._aio import blocking
 from ._errors import (
     AlreadyAnsweredError,
@@ -117,9 +117,7 @@ def answer(
     response = _answers.submit(store, request, value, via=via, client=client, comment=comment, identity=identity)
     if response.get("status") == "voted":  # a vote that did not decide: the wait goes on
         return response
-    from .hitl import _waiters  # a waiter in this very process wakes at once
-
-    _waiters.notify(store.root, request["request_id"], response)
+    _wait.hand_over(store.root, request["request_id"], response)  # a wait in this very process wakes at once
     _wake.poke(store, request)  # and one in another process (a task pod) soon after
     return response
 

@@ -492,20 +492,25 @@ def _page_for(
     field_errors: Mapping[str, str] | None = None,
     who: _policy.Who | None = None,
 ) -> Response:
-    """The form for a pending event (400 when re-shown with an error), else the event's state."""
-    response = store.read_response(event["request_id"])
+    """The form for a pending event (400 when re-shown with an error), else the event's state. When the
+    waiting task refused the last answer, the form says why, beside the fields it named."""
+    response, _, refusal = store.read_outcome(event["request_id"])
     status = _answers.status_of(event, response)
     if status == "completed" and response is not None:
         return html_reply(200, _html.answered_page(event, response, just_now=False))
     if status == "expired":
         return html_reply(200, _html.expired_page(event))
+    status_code = 400 if error else 200  # re-shown with the client's own mistake
+    if refusal is not None and not error:
+        error = f"The last answer was refused by the task: {refusal.get('error')}. Please answer again."
+        field_errors = refusal.get("field_errors") or None
     page = _html.form_page(
         event, seconds_left(event), value, error, comment=comment, form=form, field_errors=field_errors
     )
     votes = _answers.votes_of(store, event, response)
     if votes is not None:
         page = _html.with_votes(page, votes, _policy.quorum(event), (who or _policy.Who()).identity)
-    return html_reply(400 if error else 200, page)
+    return html_reply(status_code, page)
 
 
 def status(site: Site, request: Request, request_id: str) -> Response:
@@ -519,7 +524,9 @@ def status(site: Site, request: Request, request_id: str) -> Response:
     event, _ = _viewable(site, request, request_id, query.get("token"))
     outcome = site.watch.outcome(event, wait)
     votes = _answers.votes_of(site.store, event, outcome)
-    return json_reply(200, _answers.status_record(event, outcome, votes=votes))
+    # Why the task refused the last answer, while it waits for another (one more read, only then).
+    refusal = site.store.read_outcome(event["request_id"]).refusal if outcome is None else None
+    return json_reply(200, _answers.status_record(event, outcome, refusal, votes=votes))
 
 
 def _wait_seconds(text: str | None) -> float:
@@ -777,16 +784,16 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
         return json_reply(200, _vote_reply(event, response))
     site.listing.forget()
-    reply = json_reply(
-        200,
-        {
-            "status": "submitted",
-            "request_id": request_id,
-            "value": response["value"],
-            "data_type": event["data_type"],
-            "message": f"answer for {event['event_name']!r} accepted",
-        },
-    )
+    accepted = {
+        "status": "submitted",
+        "request_id": request_id,
+        "value": response["value"],
+        "data_type": event["data_type"],
+        "message": f"answer for {event['event_name']!r} accepted",
+    }
+    if "refused_before" in response:  # the task refused the answer before this one, and said why
+        accepted["refused_before"] = response["refused_before"]
+    reply = json_reply(200, accepted)
     reply.answered = (event, response)
     return reply
 

@@ -24,8 +24,7 @@ planted there would be believed.
 wake-ups (`_wake`; the creating process records it in the request); each such wait overwrites it
 (a rename locally, a plain put on object stores).
 
-A waiting event polls with one read of its response; many waits of one process on one object
-store share a listing of the root per poll interval instead (`Store.poll_response`).
+A waiting event polls with one read of its response per poll interval.
 
 Clients never choose a path: every path is computed here from a request id that matched
 `REQUEST_ID_RE`.
@@ -234,30 +233,20 @@ class Store:
     request_timeout_seconds = 20.0
     #: Connection limit in seconds on object stores (read when the store first reaches its root).
     connect_timeout_seconds = 5.0
-    #: Waiting events of one process on one object-store root from which their polls share one listing.
-    batch_from = 64
 
     def __init__(
         self,
         root: str,
         *,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = parse_root(root)
         self._backend_instance: _Backend | None = None
         self._backend_lock = threading.Lock()
         self._sleep = sleep
-        self._clock = clock
         # True from the first transient failure until the next success: one warning per outage.
         self._failing = False
         self._warned_at = -math.inf
-        # Batched polling: when each waiting event last polled, and the last listing of answered ids.
-        self._polls: dict[str, float] = {}
-        self._listing: set[str] | None = None
-        self._listing_at = 0.0
-        self._pruned_at = -math.inf
-        self._poll_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Store({self.root!r})"
@@ -366,33 +355,6 @@ class Store:
         events = [e for e in events if REQUEST_ID_RE.fullmatch(e.request_id)]
         events.sort(key=lambda e: (e.created, e.request_id), reverse=True)
         return events
-
-    def poll_response(self, request_id: str, interval: float) -> Record | None:
-        """`read_response` for an event that polls every `interval` seconds, batched when many wait.
-
-        While fewer than `batch_from` events of this process poll one object-store root, this is one
-        GET. From then on their polls share one listing of the root per `interval` (a request per
-        1,000 objects under it), and only an event that the listing shows answered is read. A poll
-        may then see an answer up to one interval later than a direct read would.
-        """
-        check_request_id(request_id)
-        now = self._clock()
-        with self._poll_lock:
-            self._polls[request_id] = now
-            if len(self._polls) >= self.batch_from and now - self._pruned_at >= interval:
-                # Forget events that stopped polling (answered, expired, or their process moved on).
-                # Once per interval: a pass over all n polling events on every poll is n² per interval.
-                stale = now - 3 * interval
-                self._polls = {k: t for k, t in self._polls.items() if t >= stale}
-                self._pruned_at = now
-            batched = len(self._polls) >= self.batch_from
-            if batched and (self._listing is None or now - self._listing_at >= interval):
-                listing = self._retry("list answers", lambda: self._backend.list_answered())
-                self._listing, self._listing_at = listing, self._clock()
-            answered = self._listing if batched else None
-        if answered is not None and request_id not in answered:
-            return None
-        return self.read_response(request_id)
 
     @property
     def _backend(self) -> _Backend:

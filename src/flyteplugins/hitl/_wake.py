@@ -1,29 +1,31 @@
-"""Wake-ups across processes: a writer that stored an outcome tells the waiting process to read it now.
+"""Wake-up datagrams: a writer that stored an outcome tells the waiting process, over UDP, to read it now.
 
 In a cluster the waiting task and the form server are different pods that share only the storage
-root, so without this an answer reaches the task at its next poll. With it:
+root, so without these an answer reaches the task at its next poll. With them:
 
-1. A new event's request record carries where its process takes wake-ups (`address`, under
-   ``"wake"``). A wait calls `listen`: the process's one listener (a UDP socket, shared by all its
-   waits, open while any wait is) takes datagrams for it. Only when the request does not say where
-   this process listens (a re-run re-attached to the event, or the listener moved) does the wait
-   record it in ``<root>/<request_id>/waiter.json``, which overrides the request's.
+1. A new event's request record carries where its process takes wake-up datagrams (`address`,
+   under ``"wake"``). Each wait registers with `listen`: the process's one UDP socket (shared by
+   all its waits, open while any wait is) takes datagrams for it. Only when the request does not
+   say where this process listens (a re-run re-attached to the event, or the socket moved) does
+   the wait record it in ``<root>/<request_id>/waiter.json`` (`record`), which overrides the request's.
 2. Every writer, right after it stored an outcome, calls `poke`: one read of ``waiter.json`` (else
    the request's address), then one datagram ``HITLWAKE1 <request_id> <time ms> <nonce> <mac>`` to
    that address, where the mac is HMAC-SHA256 keyed by the event's token (which every writer has
    just read to check the answer).
-3. The listener drops anything that is not authenticated for an event one of its waits is on, is
-   older than `MAX_SKEW_SECONDS`, repeats a nonce, or comes within `Listener.min_gap_seconds` of the
-   event's last wake-up; it never reads storage itself. For the rest it calls the wait's
-   ``on_wake``, and the wait reads the outcome from storage as it does when it polls.
+3. The listener drops, cheapest check first and without reading storage, anything malformed, for an
+   event no wait here is on, older than `MAX_SKEW_SECONDS`, not authenticated, or replayed. An
+   authentic datagram calls ``on_wake`` of every wait on its event, at most once per
+   `Listener.min_gap_seconds`: one that comes sooner is deferred to the end of that window. While
+   junk floods the socket (the kernel then drops datagrams, the real one perhaps among them), every
+   wait reads storage once a second instead, and the receiving thread takes a fraction of a core.
 
 UDP because it is fire-and-forget: a writer never waits for the task, a blocked path (a
 NetworkPolicy, a dead pod) costs it nothing, and a lost datagram costs only latency, since the
-wait still polls. Settings (read when the listener opens):
+wait still polls. Settings (read when the socket opens):
 
-- ``FLYTE_HITL_WAKE``: ``0`` turns wake-ups off in this process (listening and poking);
-- ``FLYTE_HITL_WAKE_HOST``: the address to listen on and record (default: the pod IP in a
-  Kubernetes pod, else 127.0.0.1);
+- ``FLYTE_HITL_WAKE``: ``0`` turns wake-up datagrams off in this process (listening and poking);
+- ``FLYTE_HITL_WAKE_HOST``: the address (or a name resolving to it) to listen on and record
+  (default: the pod's address in a Kubernetes pod, else 127.0.0.1);
 - ``FLYTE_HITL_WAKE_PORT``: the UDP port (default 0, any free port).
 """
 
@@ -35,12 +37,13 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 from ._errors import StorageError
 from ._store import Record, Store
@@ -56,12 +59,16 @@ MAGIC = b"HITLWAKE1"
 MAX_SKEW_SECONDS = 300.0
 #: Longest a writer waits for its poke on an object store (the read runs in a thread).
 POKE_WAIT_SECONDS = 1.0
+#: Receive buffer asked for, so that a flood of junk does not crowd out the one datagram that counts.
+RECEIVE_BUFFER_BYTES = 1 << 20
 _MAX_DATAGRAM = 512
 _MAX_NONCES = 32
+# The fields of a wake-up, each checked for its shape and length before anything computes with it.
+_DATAGRAM_RE = re.compile(rb"HITLWAKE1 ([A-Za-z0-9_-]{1,128}) ([0-9]{1,15}) ([0-9a-f]{16}) ([0-9a-f]{64})")
 
 
 def enabled() -> bool:
-    """Whether wake-ups are on in this process (``FLYTE_HITL_WAKE`` is not 0/false/no/off)."""
+    """Whether wake-up datagrams are on in this process (``FLYTE_HITL_WAKE`` is not 0/false/no/off)."""
     return os.environ.get(WAKE_ENV, "").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -87,114 +94,142 @@ def datagram(request: Record, now: float | None = None) -> bytes:
 # -- the waiting side ---------------------------------------------------------------------------------
 
 
-class Unregister(Protocol):
-    """What `listen` returns: call it when the wait ends."""
+class _Watched:
+    """One event that waits of this process take wake-ups for: its token, and what was accepted."""
 
-    def __call__(self, answered_by_poll: bool = False) -> None: ...
+    __slots__ = ("calls", "deferred", "floor", "last_wake", "nonces", "request_id", "token")
 
-
-class _Wait:
-    __slots__ = ("last_wake", "nonces", "on_wake", "request_id", "token")
-
-    def __init__(self, request_id: str, token: str, on_wake: Callable[[], None]) -> None:
+    def __init__(self, request_id: str, token: str) -> None:
         self.request_id = request_id
         self.token = token
-        self.on_wake = on_wake
+        self.calls: list[Callable[[], None]] = []  # each wait's on_wake
         self.last_wake = -float("inf")
-        self.nonces: list[str] = []
+        self.deferred: float | None = None  # when a wake-up that came too soon is due
+        self.nonces: list[tuple[str, int]] = []  # the last _MAX_NONCES accepted (nonce, stamp)
+        self.floor = -1  # stamps at or below it are refused: their nonces have left `nonces`
+
+
+class Listening(NamedTuple):
+    """One wait's registration with the listener (from `listen`); pass it to `record` and `unlisten`."""
+
+    watched: _Watched
+    on_wake: Callable[[], None]
+    address: tuple[str, int]
 
 
 class Listener:
-    """This process's UDP socket for wake-ups, shared by every wait, open while any wait is.
+    """This process's UDP socket for wake-up datagrams, shared by every wait, open while any wait is.
 
     Example:
-        >>> unregister = listen(store, request, lambda: print("read storage now"))
-        >>> unregister()  # the last wait ended: the socket closes
+        >>> listening = listen(request, lambda: print("read storage now"))
+        >>> unlisten(listening)  # the last wait ended: the socket closes
     """
 
-    #: Seconds after a wake-up during which further wake-ups for the same event are dropped.
+    #: Seconds after a wake-up for an event before the next one is passed on (a sooner one waits).
     min_gap_seconds = 1.0
+    #: Dropped datagrams a second from which the socket counts as flooded: the kernel may then drop
+    #: the real wake-up with the junk, so each wait reads storage once a second until the flood ends.
+    flood_per_second = 1000
     #: The monotonic clock for the rate limit; tests may replace it.
     clock: Callable[[], float] = staticmethod(time.monotonic)
     #: The wall clock that datagram stamps are checked against; tests may replace it.
     wall: Callable[[], float] = staticmethod(time.time)
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waits: dict[str, list[_Wait]] = {}
+        self._lock = threading.Lock()  # the registry, taken by the receiving thread too
+        self._socket_lock = threading.Lock()  # opening and closing the socket, one at a time
+        self._watched: dict[str, list[_Watched]] = {}
+        self._deferred: set[_Watched] = set()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         #: (host, port) the open socket takes datagrams on.
         self.address: tuple[str, int] | None = None
         self._bind_failed = False
+        self._errors = 0
+        self._errors_logged_at = -float("inf")
+        self._flood_logged_at = -float("inf")
+        #: Events this process created with the socket's address in their request (see `record`).
+        self.fresh: set[str] = set()
 
     def open(self) -> tuple[str, int] | None:
         """Open the socket if it is not open (it closes when the last wait ends); its address, or None."""
-        with self._lock:
-            if self._sock is None and not self._open():
-                return None
+        with self._socket_lock:
+            if self._sock is None:
+                self._open()
             return self.address
 
-    def add(self, wait: _Wait) -> tuple[str, int] | None:
-        """Register `wait`, opening the socket if it is the first; returns the address, or None if it cannot listen."""
-        with self._lock:
+    def add(self, request_id: str, token: str, on_wake: Callable[[], None]) -> Listening | None:
+        """Register a wait, opening the socket if it is the first; None if this process cannot listen."""
+        with self._socket_lock:
             if self._sock is None and not self._open():
                 return None
-            self._waits.setdefault(wait.request_id, []).append(wait)
-            return self.address
+            assert self.address is not None
+            with self._lock:
+                same = self._watched.setdefault(request_id, [])
+                watched = next((w for w in same if w.token == token), None)
+                if watched is None:
+                    watched = _Watched(request_id, token)
+                    same.append(watched)
+                watched.calls.append(on_wake)
+            return Listening(watched, on_wake, self.address)
 
-    def remove(self, wait: _Wait) -> None:
-        """Forget `wait`; close the socket when it was the last."""
-        with self._lock:
-            waits = self._waits.get(wait.request_id)
-            if waits is not None and wait in waits:
-                waits.remove(wait)
-                if not waits:
-                    del self._waits[wait.request_id]
-            if self._waits or self._sock is None:
-                return
-            sock, self._sock, self.address = self._sock, None, None
-            thread, self._thread = self._thread, None
-        with contextlib.suppress(OSError):  # wakes the receiving thread (Linux), which then exits
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-        # The port is free only once the receiving thread's recvfrom has returned.
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=1.0)
+    def remove(self, listening: Listening) -> None:
+        """Forget one wait; close the socket when it was the last."""
+        watched = listening.watched
+        with self._socket_lock:
+            with self._lock:
+                if listening.on_wake in watched.calls:
+                    watched.calls.remove(listening.on_wake)
+                same = self._watched.get(watched.request_id, [])
+                if not watched.calls and watched in same:
+                    same.remove(watched)
+                    self._deferred.discard(watched)
+                    if not same:
+                        del self._watched[watched.request_id]
+                if self._watched or self._sock is None:
+                    return
+                sock, self._sock, self.address = self._sock, None, None
+                thread, self._thread = self._thread, None
+            with contextlib.suppress(OSError):  # wakes the receiving thread (Linux), which then exits
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+            # The port is free only once the receiving thread's recvfrom has returned: until then a
+            # new socket on a fixed port would fail to bind.
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5.0)
 
     def wake_here(self, request_id: str) -> bool:
         """Wake this process's own waits on `request_id` directly; False if it has none."""
         with self._lock:
-            waits = list(self._waits.get(request_id, ()))
-        for wait in waits:
-            wait.on_wake()
-        return bool(waits)
-
-    @property
-    def waiting(self) -> int:
-        """How many waits are registered."""
-        with self._lock:
-            return sum(len(w) for w in self._waits.values())
+            calls = [call for w in self._watched.get(request_id, ()) for call in w.calls]
+        for call in calls:
+            call()
+        return bool(calls)
 
     def _open(self) -> bool:
-        host = _wake_host()
         port_text = os.environ.get(PORT_ENV) or "0"
+        host = _listen_host()
         try:
-            port, ip = int(port_text), ipaddress.ip_address(host)
-            if ip.is_unspecified or not 0 <= port < 65536:  # writers need the one address to send to
+            port = int(port_text)
+            if not 0 <= port < 65536:
                 raise ValueError
-        except ValueError:
-            self._warn_once(f"{HOST_ENV}={host!r} / {PORT_ENV}={port_text!r} is not one IP address and a port")
+            family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+            if ipaddress.ip_address(str(sockaddr[0]).split("%")[0]).is_unspecified:
+                raise ValueError  # writers need the one address to send to
+        except (ValueError, OSError):
+            self._warn_once(f"{HOST_ENV}={host!r} / {PORT_ENV}={port_text!r} is not one address and a port")
             return False
-        sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):  # the kernel may cap it (net.core.rmem_max): what it gives is fine
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         try:
-            sock.bind((host, port))
+            sock.bind(sockaddr)
         except OSError as e:
             sock.close()
             self._warn_once(f"cannot listen for wake-ups on udp {host}:{port}: {e.strerror or e}")
             return False
         self._sock = sock
-        self.address = (host, int(sock.getsockname()[1]))
+        self.address = (str(sockaddr[0]), int(sock.getsockname()[1]))
         self._thread = threading.Thread(target=self._receive, args=(sock,), name="hitl-wake", daemon=True)
         self._thread.start()
         logger.debug("listening for wake-ups on udp %s:%d", *self.address)
@@ -206,49 +241,130 @@ class Listener:
             logger.warning("%s; waits find answers by polling", why)
 
     def _receive(self, sock: socket.socket) -> None:
+        timeout: float | None = None
+        window_end, junk, flooded, count = time.monotonic() + 1.0, 0, False, 0
         while True:
+            wanted = self._until_deferred()
+            if flooded:  # to see the flood end, and wake the waits once more when it has
+                wanted = 1.0 if wanted is None else min(wanted, 1.0)
             try:
-                data, sender = sock.recvfrom(_MAX_DATAGRAM)
+                if wanted != timeout:
+                    timeout = wanted
+                    sock.settimeout(timeout)
+                data, sender = sock.recvfrom(_MAX_DATAGRAM + 1)
+            except (TimeoutError, BlockingIOError):
+                data, sender = None, None
             except OSError:
                 return  # closed
-            if not data:
-                if self._sock is not sock:
-                    return  # shut down by remove()
-                continue
+            if data == b"" and self._sock is not sock:
+                return  # shut down by remove()
             try:
-                self.handle(data, sender)
+                if data is not None and not self.handle(data, sender):
+                    junk += 1
+                if self._deferred:
+                    self._wake_deferred()
+                now = time.monotonic()
+                if now >= window_end:
+                    was, flooded = flooded, junk >= self.flood_per_second
+                    if flooded and not was:
+                        self._say_flooded(junk, sender)
+                    if flooded or was:
+                        self.wake_all()
+                    window_end, junk = now + 1.0, 0
+                count += 1
+                if flooded and count % 256 == 0:
+                    time.sleep(0.005)  # a flood gets a fraction of a core; the kernel drops the rest
             except Exception:  # a bug here must not end wake-ups for every wait of the process
-                logger.exception("error while handling a wake-up from %s", sender)
+                self._log_error(sender)
+
+    def wake_all(self) -> None:
+        """Wake every wait of this process to read storage (once a second while the socket is flooded)."""
+        with self._lock:
+            calls = [call for same in self._watched.values() for w in same for call in w.calls]
+        for call in calls:
+            call()
+
+    def _say_flooded(self, junk: int, sender: object) -> None:
+        now = time.monotonic()
+        if now - self._flood_logged_at >= 60:
+            self._flood_logged_at = now
+            logger.warning(
+                "%d junk datagrams in a second on the wake-up socket (the last from %s): while that lasts, "
+                "waits read storage once a second instead of trusting wake-ups to get through",
+                junk,
+                sender,
+            )
+
+    def _log_error(self, sender: object) -> None:
+        # At most once a minute, with a count: a datagram that trips a bug must not flood the log.
+        self._errors += 1
+        now = time.monotonic()
+        if now - self._errors_logged_at >= 60:
+            logger.exception(
+                "error while handling a wake-up from %s (%d since the last such line)", sender, self._errors
+            )
+            self._errors, self._errors_logged_at = 0, now
 
     def handle(self, data: bytes, sender: object = None) -> bool:
-        """Check one datagram; call the matching wait's ``on_wake`` and return True if it is accepted."""
-        parts = data.split(b" ")
-        if len(parts) != 5 or parts[0] != MAGIC:
+        """Check one datagram; wake the waits on its event (now, or at the end of the rate-limit
+        window) and return True if it is accepted."""
+        match = _DATAGRAM_RE.fullmatch(data)
+        if match is None:
             return self._drop("malformed", sender)
-        try:
-            request_id, stamp, nonce, given = (p.decode("ascii") for p in parts[1:])
-            sent = int(stamp) / 1000
-        except (UnicodeDecodeError, ValueError):
-            return self._drop("malformed", sender)
-        if abs(self.wall() - sent) > MAX_SKEW_SECONDS:
-            return self._drop(f"stale ({request_id[:128]!r})", sender)
+        request_id, stamp, nonce, given = (part.decode("ascii") for part in match.groups())
         with self._lock:
-            waits = list(self._waits.get(request_id, ()))
+            candidates = list(self._watched.get(request_id, ()))
+        if not candidates:
+            return self._drop(f"no wait here on {request_id!r}", sender)
+        sent = int(stamp)  # at most 15 digits: no overflow below
+        if abs(self.wall() - sent / 1000) > MAX_SKEW_SECONDS:
+            return self._drop(f"stale ({request_id!r})", sender)
         # Only the token of a wait registered here can authenticate: no storage is read for a datagram.
-        wait = next((w for w in waits if hmac.compare_digest(mac(w.token, request_id, stamp, nonce), given)), None)
-        if wait is None:
-            return self._drop(f"not authenticated for a wait here ({request_id[:128]!r})", sender)
+        watched = next(
+            (w for w in candidates if hmac.compare_digest(mac(w.token, request_id, stamp, nonce), given)), None
+        )
+        if watched is None:
+            return self._drop(f"not authenticated ({request_id!r})", sender)
         now = self.clock()
         with self._lock:
-            if nonce in wait.nonces:
+            if sent <= watched.floor or any(n == nonce for n, _ in watched.nonces):
                 return self._drop(f"replayed ({request_id!r})", sender)
-            wait.nonces = [*wait.nonces[-_MAX_NONCES + 1 :], nonce]
-            if now - wait.last_wake < self.min_gap_seconds:
-                return self._drop(f"rate-limited ({request_id!r})", sender)
-            wait.last_wake = now
+            watched.nonces.append((nonce, sent))
+            if len(watched.nonces) > _MAX_NONCES:
+                watched.floor = max(watched.floor, watched.nonces.pop(0)[1])
+            due = watched.last_wake + self.min_gap_seconds
+            if now < due:
+                if watched.deferred is None and watched.calls:
+                    watched.deferred = due
+                    self._deferred.add(watched)
+                logger.debug("wake-up for %r deferred by %.3f s", request_id, due - now)
+                return True
+            watched.last_wake = now
+            calls = list(watched.calls)
         logger.debug("wake-up for %r", request_id)
-        wait.on_wake()
+        for call in calls:
+            call()
         return True
+
+    def _until_deferred(self) -> float | None:
+        """Seconds until the next deferred wake-up is due (None: there is none)."""
+        if not self._deferred:
+            return None
+        with self._lock:
+            due = min((w.deferred for w in self._deferred if w.deferred is not None), default=None)
+        # Never 0: that would make the socket non-blocking rather than time out.
+        return None if due is None else max(0.001, due - self.clock())
+
+    def _wake_deferred(self) -> None:
+        now = self.clock()
+        with self._lock:
+            ready = [w for w in self._deferred if w.deferred is not None and w.deferred <= now]
+            for watched in ready:
+                self._deferred.discard(watched)
+                watched.deferred, watched.last_wake = None, now
+            calls = [call for w in ready for call in w.calls]
+        for call in calls:
+            call()
 
     @staticmethod
     def _drop(why: str, sender: object) -> bool:
@@ -260,23 +376,19 @@ _listener = Listener()
 _record_failed = False
 
 
-def _forget_listener() -> None:
+def _after_fork_in_child() -> None:
     global _listener
     _listener = Listener()  # a forked child has the socket object but not its thread, nor the parent's waits
 
 
-os.register_at_fork(after_in_child=_forget_listener)
-
-
-_fresh: set[str] = set()  # events this process created with its listener's address in the request
-_fresh_lock = threading.Lock()
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def address(request_id: str) -> dict[str, Any] | None:
     """Where this process takes wake-ups, for the request record of the new event `request_id`.
 
-    Opens the listener if it is not open; None when wake-ups are off or it cannot listen. A wait
-    on this event in this process then writes no ``waiter.json`` while the listener is still there.
+    Opens the socket if it is not open; None when wake-ups are off or it cannot listen. A wait
+    on this event in this process then writes no ``waiter.json`` while the socket is still there.
 
     Example:
         >>> fresh["wake"] = address(fresh["request_id"])  # {"host": "10.0.3.7", "port": 41233}
@@ -286,63 +398,55 @@ def address(request_id: str) -> dict[str, Any] | None:
     where = _listener.open()
     if where is None:
         return None
-    with _fresh_lock:
-        _fresh.add(request_id)
+    with _listener._lock:
+        _listener.fresh.add(request_id)
     return {"host": where[0], "port": where[1]}
 
 
-def listen(store: Store, request: Record, on_wake: Callable[[], None]) -> Unregister:
-    """Take wake-ups for `request` until the returned function is called.
+def listen(request: Record, on_wake: Callable[[], None]) -> Listening | None:
+    """Take wake-ups for `request` until `unlisten`; None when wake-ups are off or cannot be had.
 
     `on_wake()` is called from the listener's thread for each accepted wake-up: it means "read
-    storage now" and carries nothing the wait should trust. Unless this process created the event
-    and its request records where the listener still is, writes ``waiter.json`` (one storage write)
-    before it returns, so that a writer that stores the outcome after this call finds it; the
-    wait should read storage once after this call. Never raises: without a listener the wait
-    simply polls.
-
-    Call the returned function with ``answered_by_poll=True`` when a timed poll, not a wake-up,
-    found the answer: the first time, a warning says that wake-ups do not reach this process.
-
-    Example:
-        >>> unregister = listen(store, event_request, lambda: loop.call_soon_threadsafe(wake))
-        >>> try:
-        ...     ...  # wait, reading storage when woken or when the poll interval passes
-        ... finally:
-        ...     unregister()
+    storage now" and carries nothing the wait should trust. No storage I/O and no blocking: a wait
+    registers before anything can interrupt it, and then calls `record`.
     """
-    global _record_failed
     if not enabled():
-        return _nothing
-    wait = _Wait(str(request["request_id"]), str(request["token"]), on_wake)
-    where = _listener.add(wait)
-    if where is None:
-        return _nothing
-    record = {"host": where[0], "port": where[1]}
-    with _fresh_lock:
-        created_here = wait.request_id in _fresh
-        _fresh.discard(wait.request_id)
-    if not (created_here and request.get("wake") == record):
-        try:
-            store.put_waiter(wait.request_id, record)
-        except StorageError as e:
-            if not _record_failed:
-                _record_failed = True
-                logger.warning("cannot record where this process takes wake-ups (%s); waits find answers by polling", e)
-
-    def unregister(answered_by_poll: bool = False) -> None:
-        _listener.remove(wait)
-        if answered_by_poll:
-            _missed(wait.request_id, where)
-
-    return unregister
+        return None
+    return _listener.add(str(request["request_id"]), str(request["token"]), on_wake)
 
 
-def _nothing(answered_by_poll: bool = False) -> None:
-    pass
+def record(store: Store, request: Record, listening: Listening) -> None:
+    """Write ``waiter.json`` (one storage write) unless this process created the event and its request
+    still records where the socket is. Call before the wait's first read, so that a writer that stores
+    the outcome after it finds this process. Never raises: without it the wait simply polls."""
+    global _record_failed
+    request_id = str(request["request_id"])
+    where = {"host": listening.address[0], "port": listening.address[1]}
+    with _listener._lock:
+        created_here = request_id in _listener.fresh
+        _listener.fresh.discard(request_id)
+    if created_here and request.get("wake") == where:
+        return
+    try:
+        store.put_waiter(request_id, where)
+    except StorageError as e:
+        if not _record_failed:
+            _record_failed = True
+            logger.warning("cannot record where this process takes wake-ups (%s); waits find answers by polling", e)
+
+
+def unlisten(listening: Listening | None, answered_by_poll: bool = False) -> None:
+    """End one wait's registration. With ``answered_by_poll=True`` (a timed poll, not a wake-up, found
+    the answer), the first time, a warning says that wake-ups do not reach this process."""
+    if listening is None:
+        return
+    _listener.remove(listening)
+    if answered_by_poll:
+        _missed(listening.watched.request_id, listening.address)
 
 
 _missed_once = False
+_loopback_warned = False
 
 
 def _missed(request_id: str, address: tuple[str, int]) -> None:
@@ -357,14 +461,33 @@ def _missed(request_id: str, address: tuple[str, int]) -> None:
         )
 
 
-def _wake_host() -> str:
+def _listen_host() -> str:
+    """``FLYTE_HITL_WAKE_HOST``; else in a Kubernetes pod the first address its hostname resolves to
+    other than loopback (IPv4 or IPv6); else 127.0.0.1."""
     host = os.environ.get(HOST_ENV, "").strip()
     if host:
         return host
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        # A pod's hostname resolves to its pod IP (kubelet writes it to /etc/hosts).
-        with contextlib.suppress(OSError):
-            return socket.gethostbyname(socket.gethostname())
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return "127.0.0.1"
+    name = socket.gethostname()
+    try:  # a pod's hostname resolves to its address (kubelet writes it to /etc/hosts)
+        found = [str(info[4][0]) for info in socket.getaddrinfo(name, None, type=socket.SOCK_DGRAM)]
+    except OSError:
+        found = []
+    global _loopback_warned
+    for ip in found:
+        if not ipaddress.ip_address(ip.split("%")[0]).is_loopback:
+            return ip
+    if _loopback_warned:
+        return "127.0.0.1"
+    _loopback_warned = True
+    logger.warning(
+        "in a Kubernetes pod, but its hostname %r resolves to no address other than loopback (%s): wake-ups "
+        "from other pods cannot reach this one; set %s to the pod's IP (the downward API's status.podIP)",
+        name,
+        ", ".join(found) or "nothing",
+        HOST_ENV,
+    )
     return "127.0.0.1"
 
 
@@ -377,11 +500,9 @@ def poke(store: Store, request: Record) -> None:
     """Tell the process waiting on `request` that its outcome is stored; call right after storing it.
 
     Best-effort: at most one storage read (``waiter.json``; else the request's ``"wake"``) and one
-    UDP datagram; never raises.
-    On an object store the read runs in a daemon thread and the caller waits for it at most
-    `POKE_WAIT_SECONDS`. A failure is logged once per process; the wait then finds the outcome
-    at its next poll. A wait in this very process (the embedded server's) is woken directly,
-    with neither.
+    UDP datagram; never raises. On an object store the read runs in a daemon thread and the caller
+    waits for it at most `POKE_WAIT_SECONDS`. A failure is logged once per process; the wait then
+    finds the outcome at its next poll. Waits in this very process are woken directly, with neither.
 
     Example:
         >>> if store.create_response(request_id, response):

@@ -1,19 +1,12 @@
-"""Events that pause a task until a person or a program answers, and the wait loop.
+"""Events that pause a task until a person or a program answers: the public API.
 
-Data flows one way. `Event.create` writes the question through `_store`. The form server
-(`server.py`, embedded in this process unless ``FLYTE_HITL_ENDPOINT`` names another one) checks
-and stores the answer, then calls `_waiters.notify` with it, which hands it to the waiting call
-at once: the wait returns without reading storage again. A writer in another process (another
-server replica, the CLI) sends the waiting process a wake-up (`_wake.py`), after which the wait
-reads the outcome from storage; without one, the wait finds it by polling the root, one storage
-read per poll interval. How a wait sleeps and is woken is in `_engine.py`.
+`new_event` (or `Event.create`) writes the question through `_store` and starts this process's form
+server unless ``FLYTE_HITL_ENDPOINT`` names another one; `Event.wait` waits for the answer, as
+`_wait.py` describes end to end; `approve` does both for a yes/no question.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
 import functools
 import hashlib
 import logging
@@ -21,24 +14,23 @@ import math
 import os
 import re
 import secrets
-import sys
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar, cast
 from urllib.parse import quote
 
 from typing_extensions import Self
 
-from . import _answers, _engine, _flyte, _html, _markdown, _notify, _policy, _text, _wake
+from . import _flyte, _html, _markdown, _notify, _policy, _wake
 from ._aio import Blocking, BlockingMethod, blocking
-from ._answers import expired_record, seconds_left, utc
-from ._errors import EventTimeoutError, InvalidEventError, StorageError
-from ._schema import forget, remember
+from ._answers import utc
+from ._errors import InvalidEventError
+from ._schema import remember
 from ._store import REQUEST_FILE, RESPONSE_FILE, Record, Store, default_root
 from ._task_types import build_value, declare, spec_for, type_name
+from ._wait import hand_over, wait_aio, wait_blocking
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -56,9 +48,7 @@ MAX_TIMEOUT_SECONDS = 10 * 365 * 24 * 3600
 
 logger = logging.getLogger("flyteplugins.hitl")
 
-_waiters = _engine.waiters  # the embedded server and `submit` hand outcomes to waits through it
 _stores: dict[str, Store] = {}
-_readers: weakref.WeakKeyDictionary[Store, Store] = weakref.WeakKeyDictionary()
 _state_lock = threading.Lock()
 
 
@@ -68,19 +58,6 @@ def _store_for(root: str) -> Store:
         if store is None:
             store = _stores[root] = Store(root)
         return store
-
-
-def _reader_for(store: Store) -> Store:
-    """`store`'s root with one attempt per read or write: the wait loop itself retries, asleep on its
-    signal (so an answer handed over during an outage still wakes it), and an ``.aio`` wait holds a
-    worker thread for one storage request only, not for a whole series of retries."""
-    with _state_lock:
-        reader = _readers.get(store)
-        if reader is None:
-            reader = _readers[store] = Store(store.root)
-            reader.attempts = 1
-            reader.batch_from = store.batch_from
-        return reader
 
 
 def _endpoint_for(store: Store) -> str:
@@ -98,7 +75,7 @@ def _endpoint_for(store: Store) -> str:
         return served_endpoint(store)
     from . import server
 
-    return server.embedded_server(store, functools.partial(_waiters.notify, store.root))
+    return server.embedded_server(store, functools.partial(hand_over, store.root))
 
 
 def _new_token() -> str:
@@ -406,268 +383,20 @@ class Event(Generic[T]):
             >>> value = event.wait()
             >>> value = await event.wait.aio()
         """
-        signal = threading.Event()
-        with _engine.registered(self._store, self._request, signal.set) as wake:
-            # Before the first read, so that an outcome stored after it reaches this wait by a wake-up.
-            unlisten = _wake.listen(self._store, self._request, wake.read_now)
-            by_poll = False
-            try:
-                poller = _Poller(self)
-                while True:
-                    signal.clear()  # before the read: a wake-up during it makes the next sleep return at once
-                    woken = wake.take()
-                    if wake.handed is not None:  # the first writer's outcome, as a read would return it
-                        return cast(T, _outcome(self, dict(wake.handed)))
-                    done, value = poller.step(poller.clock(), woken)
-                    if done:
-                        by_poll = poller.missed_wake_up(woken, wake)
-                        return cast(T, value)
-                    signal.wait(poller.sleep_seconds())
-            finally:
-                unlisten(answered_by_poll=by_poll)
+        return cast(T, wait_blocking(self))
 
     async def _wait_aio(self) -> T:
-        # The same loop as `_wait`, asleep on an asyncio.Event instead: it holds no thread between
-        # polls, and each storage request goes to a worker thread (context variables included).
-        loop = asyncio.get_running_loop()
-        signal = asyncio.Event()
-
-        def set_signal() -> None:  # from any thread
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
-                loop.call_soon_threadsafe(signal.set)
-
-        with _engine.registered(self._store, self._request, set_signal) as wake:
-            unlisten = await asyncio.to_thread(_wake.listen, self._store, self._request, wake.read_now)
-            by_poll = False
-            try:
-                poller = _Poller(self)
-                while True:
-                    signal.clear()
-                    woken = wake.take()
-                    if wake.handed is not None:
-                        return cast(T, _outcome(self, dict(wake.handed)))
-                    now = poller.clock()
-                    if poller.reads_storage(now, woken):
-                        done, value = await asyncio.to_thread(poller.step, now, woken)
-                    else:
-                        done, value = poller.step(now, woken)  # the console line at most
-                    if done:
-                        by_poll = poller.missed_wake_up(woken, wake)
-                        return cast(T, value)
-                    timer = loop.call_later(poller.sleep_seconds(), signal.set)
-                    try:
-                        await signal.wait()
-                    finally:
-                        timer.cancel()
-            finally:
-                unlisten(answered_by_poll=by_poll)
+        return cast(T, await wait_aio(self))
 
     wait = BlockingMethod(_wait, _wait_aio)
-
-
-class _Poller:
-    """The state of one wait: when to read storage next, when to print, when to give up.
-
-    `step` does one pass; a pass that reads storage makes one storage request (two when an answer
-    races the expiry mark). Transient storage errors before the deadline (and for a grace period
-    after it, to store the expiry mark) make the next read come sooner, with a capped back-off.
-    """
-
-    def __init__(self, event: Event[Any]) -> None:
-        self._event = event
-        self._reader = _reader_for(event._store)
-        self.clock = event.clock
-        now = self.clock()
-        self._deadline = now + seconds_left(event._request)
-        self._next_poll = now  # the first pass reads at once
-        self._next_note = now + event.note_every_seconds
-        self._backoff = 0.0  # while storage fails: the delay before the next read, else 0
-        self._reads = 0
-        if not event._announced:
-            event._announced = True
-            _announce(event)
-
-    def reads_storage(self, now: float, woken: bool) -> bool:
-        return woken or now >= self._next_poll or (not self._backoff and now >= self._deadline)
-
-    def sleep_seconds(self) -> float:
-        due = self._next_poll if self._backoff else min(self._next_poll, self._deadline)
-        return min(max(0.0, min(due, self._next_note) - self.clock()), threading.TIMEOUT_MAX)
-
-    def missed_wake_up(self, woken: bool, wake: _engine.Wake) -> bool:
-        """Whether the answer the last pass read came at a timed poll that a wake-up should have
-        beaten: not at the wait's first read (the answer may be older than the wait), not when woken,
-        and not when this process's server stored it (it hands the answer over before the wait returns)."""
-        return self._reads > 1 and not woken and wake.handed is None and _answered(self._event)
-
-    def step(self, now: float, woken: bool) -> tuple[bool, Any]:
-        """One pass at time `now`: read storage if woken or due, expire past the deadline. Returns (done, value)."""
-        event = self._event
-        if self.reads_storage(now, woken):
-            self._reads += 1
-            try:
-                response, mine = self._read(now, direct=woken or bool(self._backoff))
-            except StorageError as e:
-                if not e.transient or now >= self._deadline + event.expiry_grace_seconds:
-                    raise
-                self._backoff = min(max(2 * self._backoff, _engine.FIRST_BACKOFF_SECONDS), _engine.MAX_BACKOFF_SECONDS)
-                self._next_poll = now + self._backoff
-                _engine.outages.failed(self._reader.root, e, self._backoff)
-                response, mine = None, True
-            else:
-                if self._backoff:
-                    self._backoff = 0.0
-                    _engine.outages.answered(self._reader.root)
-                self._next_poll = now + event.poll_interval_seconds
-            if response is not None:
-                if not mine:
-                    _await_replies(event.request_id)
-                return True, _outcome(event, response)
-        if now >= self._next_note:
-            self._next_note = now + event.note_every_seconds
-            _say(f"waiting for {event.name!r} … {_html.time_left(max(1.0, self._deadline - now))}")
-        return False, None
-
-    def _read(self, now: float, direct: bool) -> tuple[Record | None, bool]:
-        """The stored outcome (or the expiry mark this pass stored, past the deadline), and whether
-        this wait wrote it."""
-        event, reader = self._event, self._reader
-        if now >= self._deadline:
-            expired = expired_record(event._request)
-            if reader.create_response(event.request_id, expired):
-                return expired, True
-            return reader.read_response(event.request_id) or expired, False  # an answer came first: it wins
-        if direct:
-            return reader.read_response(event.request_id), False
-        # A timed poll: many waits on one object store share a listing per interval.
-        return reader.poll_response(event.request_id, event.poll_interval_seconds), False
-
-
-def _answered(event: Event[Any]) -> bool:
-    """Whether the event's outcome is an answer (not an expiry mark)."""
-    return (event._response or {}).get("status") == "completed"
-
-
-def _await_replies(request_id: str) -> None:
-    """Return once this process's server has written its replies for `request_id`, if it is sending one.
-
-    A wait that finds its answer by reading storage may find it before the server that stored it has
-    replied; if the program then ends at once, the person would see an error for an answer that counted.
-    """
-    server = sys.modules.get("flyteplugins.hitl.server")
-    await_replies = getattr(server, "await_replies", None)
-    if await_replies is not None:
-        await_replies(request_id)
-
-
-def _outcome(event: Event[Any], response: Record) -> Any:
-    event._response = response
-    forget(event.request_id)  # settled: its type is no longer needed to check answers
-    if response.get("status") != "completed":
-        if not response.get("default_applied"):
-            _say(f"{event.name!r} expired without an answer")
-            _update_report(event, response)
-            error = EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
-            if note := _answers.votes_note(event._store, event._request):
-                error.args = (f"{error}; {note}",)
-            raise error
-        value = build_value(event.data_type, response.get("value"))
-        _say(f"{event.name!r} timed out; using its default {_shown(value)}")
-        _update_report(event, response)
-        return value
-    value = build_value(event.data_type, response.get("value"))
-    source = _html.source(response)
-    comment = f', comment "{_html.one_line(str(response["comment"]), 80)}"' if response.get("comment") else ""
-    _say(f"{event.name!r} answered: {_shown(value)}" + (f" (via {source}{comment})" if source or comment else ""))
-    _update_report(event, response)
-    return value
-
-
-def _shown(value: object, limit: int = 200) -> str:
-    """`value` for a console line: its repr, cut at `limit` characters (an answer may be a megabyte)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
-
-
-def _say(line: str) -> None:
-    """Print one console line, control characters escaped; text the console cannot encode is escaped
-    rather than lost or fatal."""
-    text = f"[hitl] {_text.printable(line)}"
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    try:
-        text.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        text = text.encode("ascii", "backslashreplace").decode("ascii")
-    # One write, not print's two (text, then newline): another thread's output can land between
-    # those, inside a form URL or curl command that someone is about to copy.
-    out = sys.stdout
-    out.write(text + "\n")
-    out.flush()
-
-
-def _announce(event: Event[Any]) -> None:
-    # One line each, never wrapped or split, so a triple-click copies the whole URL or command.
-    left = _html.time_left(seconds_left(event._request))
-    prompt = _html.one_line(_markdown.plain(event.prompt, event.prompt_type))
-    _say(f"waiting for {event.name!r} ({type_name(event.data_type)}, {left}): {prompt}")
-    _say(f"form: {event.form_url}")
-    _say(f"curl: {event.curl_command}")
-    if event._notify_url:
-        _notify.send(event._notify_url, _notify.payload(event))
-    _update_report(event, None)
-
-
-#: Seconds a report write may take before it is given up (and logged).
-_REPORT_WRITE_SECONDS = 10.0
-_report_writes: dict[int, bool] = {}  # id(report) -> whether another write is wanted after the running one
-
-
-def _update_report(event: Event[Any], response: Record | None) -> None:
-    """Show the event (and its answer, once there is one) in the task's Flyte report, if it has one.
-
-    The tab is replaced at once; writing the report out happens in the background and never holds up
-    the wait: a blocking wait in an ``async def`` task holds Flyte's event loop, which the write may need.
-    """
-    report = _flyte.current_report()
-    if report is None:
-        return
-    report.get_tab(f"HITL: {event.name}").replace(_html.report_section(event, response))
-    key = id(report)
-    with _state_lock:
-        if key in _report_writes:  # a write is running: it goes once more, with this tab in it
-            _report_writes[key] = True
-            return
-        _report_writes[key] = False
-    # In a thread that carries this thread's context variables (Flyte's task context).
-    context = contextvars.copy_context()
-    threading.Thread(target=context.run, args=(_write_report, key), name="hitl-report", daemon=True).start()
-
-
-def _write_report(key: int) -> None:
-    import flyte.report
-
-    while True:
-        try:
-            asyncio.run(asyncio.wait_for(flyte.report.flush.aio(), _REPORT_WRITE_SECONDS))
-        except TimeoutError:
-            logger.warning("could not update the Flyte report: no write finished within %g s", _REPORT_WRITE_SECONDS)
-        except Exception as e:  # the report is a convenience: failing to write it must not fail the wait
-            logger.warning("could not update the Flyte report: %s", str(e) or type(e).__name__)
-        with _state_lock:
-            if not _report_writes[key]:
-                del _report_writes[key]
-                return
-            _report_writes[key] = False
 
 
 def _after_fork_in_child() -> None:
     # The child has only the forking thread. A lock that another thread held at the fork stays
     # held forever, the locks inside cached stores included: start again with fresh ones.
-    global _state_lock, _readers
+    global _state_lock
     _state_lock = threading.Lock()
     _stores.clear()
-    _readers = weakref.WeakKeyDictionary()
-    _report_writes.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

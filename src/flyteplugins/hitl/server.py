@@ -35,7 +35,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO, cast
 
-from . import _endpoints, _policy, _wake
+from . import _endpoints, _policy, _wait, _wake
 from ._endpoints import Request, Response, Site
 from ._errors import ConfigurationError
 from ._store import Record, Store
@@ -616,6 +616,9 @@ def await_replies(request_id: str, timeout: float = 2.0) -> None:
     deadline = time.monotonic() + timeout
     for httpd in list(_servers):
         httpd.site.replies.wait(request_id, max(0.0, deadline - time.monotonic()))
+
+
+_wait.on_replies(await_replies)
 
 
 _embedded: dict[str, tuple[HitlServer, threading.Thread]] = {}

@@ -1,0 +1,386 @@
+"""One wait on one event, end to end: registration, sleep, wake-ups, poll, outcome.
+
+`Event.wait()` (`wait`) and ``await Event.wait.aio()`` (`wait_aio`) run the same loop, `_Wait.steps`,
+written once: it yields either a function that does storage I/O, which the blocking wait calls and the
+``.aio`` wait runs in a worker thread, or the seconds to sleep, which the blocking wait spends on a
+`threading.Event` and the ``.aio`` wait on an `asyncio.Event` (holding no thread).
+
+1. **Registration.** Before anything can interrupt it, a wait registers in this process (`hand_over`
+   finds it) and with the socket for wake-up datagrams (`_wake.listen`); one ``with`` block undoes
+   both however the wait ends, cancellation included.
+2. **Sleep.** Until its next poll, its next console line or its deadline, or until signalled.
+3. **Wake-ups.** Three things signal a wait, from any thread: this process's server (or `submit`)
+   handing over the outcome it has just stored (`hand_over`: the wait returns it without a read); a
+   wake-up datagram from a writer in another process (the wait reads storage at once); and its timer.
+   The signal is cleared *before* each storage read, so a wake-up that lands during the read is
+   never lost: the next sleep returns at once and the wait reads again.
+4. **Poll.** One read of the response per poll interval; at the deadline, a create-only write of
+   the expiry mark (an answer stored first wins). The store retries transient errors itself and logs
+   the outage; a wait that the store gives up on keeps waiting until its deadline (and
+   `Event.expiry_grace_seconds` past it, to store the expiry mark).
+5. **Outcome.** The answer, built as the event's type and printed; or the default, or
+   `EventTimeoutError`, once the deadline has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from . import _answers, _console, _flyte, _html, _markdown, _notify, _text, _wake
+from ._answers import expired_record, seconds_left
+from ._errors import EventTimeoutError, InvalidValueError, StorageError
+from ._schema import forget
+from ._store import MAX_REFUSALS, Record
+from ._task_types import build_value, type_name
+
+if TYPE_CHECKING:
+    from .hitl import Event
+
+logger = logging.getLogger("flyteplugins.hitl")
+
+# -- registration ------------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_waits: dict[str, list[_Wait]] = {}  # request id -> the waits on it in this process
+
+
+def hand_over(root: str, request_id: str, response: Record) -> None:
+    """Wake every wait on `request_id`: `response` is the outcome just stored under `root`.
+
+    The embedded server (after its reply) and `submit` without a server call this, so a wait in this
+    process returns within milliseconds and without reading the record back.
+
+    Example:
+        >>> hand_over("/tmp/flyte/hitl", "approve-1a2b", {"status": "completed", "value": True})
+    """
+    with _lock:
+        waits = list(_waits.get(request_id, ()))
+    for wait in waits:
+        wait.hand_over(root, response)
+
+
+_await_replies: Callable[[str], None] = lambda request_id: None  # noqa: E731
+
+
+def on_replies(hook: Callable[[str], None]) -> None:
+    """Set what a wait calls before it returns an outcome it read from storage: `server.py` registers
+    its ``await_replies``, which returns once this process's servers have written their replies for the
+    event. Otherwise a program that ends right after its wait could cut off the reply to the person
+    whose answer it read."""
+    global _await_replies
+    _await_replies = hook
+
+
+class _Wait:
+    """One wait on `event`: registered while its ``with`` block runs; `steps` is its loop."""
+
+    def __init__(self, event: Event[Any], signal: Callable[[], None], clear: Callable[[], None]) -> None:
+        self.event = event
+        self.root = event._store.root
+        self._signal = signal
+        self._clear = clear
+        #: Set by `read_now`; the loop takes it right before it reads storage.
+        self.woken = False
+        #: The outcome an in-process writer stored under this wait's root: returned without a read.
+        self.handed: Record | None = None
+        self._listening: _wake.Listening | None = None
+        #: Storage reads begun.
+        self.reads = 0
+        self._by_poll = False  # the answer came at a timed poll that a wake-up should have beaten
+
+    def __enter__(self) -> _Wait:
+        with _lock:
+            _waits.setdefault(self.event.request_id, []).append(self)
+        try:
+            self._listening = _wake.listen(self.event._request, self.read_now)
+        except BaseException:
+            self._unregister()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            _wake.unlisten(self._listening, answered_by_poll=self._by_poll)
+        finally:
+            self._unregister()
+
+    def _unregister(self) -> None:
+        with _lock:
+            waits = _waits.get(self.event.request_id, [])
+            if self in waits:
+                waits.remove(self)
+                if not waits:
+                    del _waits[self.event.request_id]
+
+    def read_now(self) -> None:
+        """Wake the wait to read storage at once (callable from any thread)."""
+        self.woken = True
+        self._signal()
+
+    def hand_over(self, root: str, response: Record) -> None:
+        """`response` was just stored under `root`; a wait on another root reads its own instead."""
+        if root == self.root:
+            self.handed = response
+        self.read_now()
+
+    def steps(self) -> Generator[Callable[[], Any] | float, Any, Any]:
+        """The loop: yields storage I/O to run (send back its result, or throw in its exception) or
+        seconds to sleep (send None); returns the event's value or raises `EventTimeoutError`."""
+        event = self.event
+        if self._listening is not None:  # before the first read: an outcome stored after it wakes this wait
+            yield functools.partial(_wake.record, event._store, event._request, self._listening)
+        clock = event.clock
+        now = clock()
+        deadline = now + seconds_left(event._request)
+        next_read, next_note = now, now + event.note_every_seconds
+        while True:
+            self._clear()  # before the read: a wake-up during it makes the next sleep return at once
+            woken, self.woken = self.woken, False
+            now = clock()
+            if self.handed is not None:  # the first writer's outcome, as a read would return it
+                handed, self.handed = dict(self.handed), None
+                try:
+                    return _outcome(event, handed)
+                except InvalidValueError as e:
+                    yield functools.partial(self._refuse, handed, e)
+                    woken = True  # read the reopened event at once
+            if woken or now >= next_read:
+                self.reads += 1
+                try:
+                    response = yield functools.partial(self._read, now >= deadline)
+                except StorageError as e:
+                    if not e.transient or now >= deadline + event.expiry_grace_seconds:
+                        raise
+                    # The store has retried and logged the outage: try again later, still waiting.
+                    next_read = now + min(event.poll_interval_seconds, event._store.max_backoff_seconds)
+                else:
+                    if response is not None:
+                        # Not at the first read (the answer may be older than the wait), not when woken,
+                        # and not when this process's server stored it (it handed the answer over).
+                        answered = response.get("status") == "completed"
+                        self._by_poll = answered and self.reads > 1 and not woken and self.handed is None
+                        try:
+                            return _outcome(event, response)
+                        except InvalidValueError as e:
+                            if not answered:
+                                raise
+                            yield functools.partial(self._refuse, response, e)
+                            self.read_now()  # the event takes answers again: read it at once
+                    next_read = min(now + event.poll_interval_seconds, deadline)
+            if not event._announced:  # after the first read: a re-run that finds its answer prints no form
+                event._announced = True
+                _announce(event)
+            if now >= next_note:
+                next_note = now + event.note_every_seconds
+                _say(f"waiting for {event.name!r} … {_html.time_left(max(1.0, deadline - now))}")
+            yield min(max(0.0, min(next_read, next_note) - clock()), threading.TIMEOUT_MAX)
+
+    def _refuse(self, response: Record, error: InvalidValueError) -> None:
+        """Record that the event's type refused `response` (a rule only the task's code knows), which
+        reopens the event for a new answer; past `MAX_REFUSALS` refusals, raise `error` instead."""
+        event, store = self.event, self.event._store
+        outcome = store.read_outcome(event.request_id)
+        if outcome.response is None or outcome.response.get("answered_at") != response.get("answered_at"):
+            return  # another attempt of this task refused it already
+        if outcome.slot + 1 >= MAX_REFUSALS:
+            raise error
+        record = _answers.refusal_record(event.request_id, outcome.slot, response, str(error), error.field_errors)
+        store.create_refusal(event.request_id, outcome.slot, record)
+        _say(f"{event.name!r}: the answer {_shown(response.get('value'))} was refused ({error}); waiting for another")
+
+    def _read(self, expire: bool) -> Record | None:
+        """The stored outcome, or None; with `expire` (past the deadline) the expiry mark when this wait
+        stores it first. Waits until this process's servers have replied to the answer it finds."""
+        event, store = self.event, self.event._store
+        response: Record | None
+        if expire:
+            expired = expired_record(event._request)
+            if store.create_response(event.request_id, expired):
+                return expired
+            response = store.read_response(event.request_id) or expired  # an answer came first: it wins
+        else:
+            response = store.read_response(event.request_id)
+        if response is not None:
+            _await_replies(event.request_id)
+        return response
+
+
+def wait_blocking(event: Event[Any]) -> Any:
+    """Block until `event` is answered (see `Event.wait`)."""
+    signal = threading.Event()
+    with _console.interruptible(event.name), _Wait(event, signal.set, signal.clear) as waiting:
+        steps = waiting.steps()
+        result: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                todo = steps.send(result) if error is None else steps.throw(error)
+            except StopIteration as done:
+                return done.value
+            result = error = None
+            if callable(todo):
+                try:
+                    result = todo()
+                except Exception as e:
+                    error = e
+            else:
+                signal.wait(todo)
+
+
+async def wait_aio(event: Event[Any]) -> Any:
+    """`wait` as a native coroutine: asleep on an `asyncio.Event`, it holds no thread between polls;
+    each storage request goes to a worker thread (context variables included)."""
+    loop = asyncio.get_running_loop()
+    signal = asyncio.Event()
+
+    def set_signal() -> None:  # from any thread
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+            loop.call_soon_threadsafe(signal.set)
+
+    # Registered before the first await.
+    with _console.interruptible(event.name), _Wait(event, set_signal, signal.clear) as waiting:
+        steps = waiting.steps()
+        result: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                todo = steps.send(result) if error is None else steps.throw(error)
+            except StopIteration as done:
+                return done.value
+            result = error = None
+            if callable(todo):
+                try:
+                    result = await asyncio.to_thread(todo)
+                except Exception as e:
+                    error = e
+            else:
+                timer = loop.call_later(todo, signal.set)
+                try:
+                    await signal.wait()
+                finally:
+                    timer.cancel()
+
+
+# -- outcome and console -----------------------------------------------------------------------------
+
+
+def _outcome(event: Event[Any], response: Record) -> Any:
+    """The event's value from its stored outcome, printed and shown in the report. An answer that the
+    type refuses raises `InvalidValueError` before anything is printed or kept (`_Wait` reopens the event)."""
+    answered = response.get("status") == "completed"
+    value = build_value(event.data_type, response.get("value")) if answered or response.get("default_applied") else None
+    event._response = response
+    forget(event.request_id)  # settled: its type is no longer needed to check answers
+    if not answered:
+        if not response.get("default_applied"):
+            _say(f"{event.name!r} expired without an answer")
+            _update_report(event, response)
+            error = EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
+            if note := _answers.votes_note(event._store, event._request):
+                error.args = (f"{error}; {note}",)
+            raise error
+        _say(f"{event.name!r} timed out; using its default {_shown(value)}")
+        _update_report(event, response)
+        return value
+    source = _html.source(response)
+    comment = f', comment "{_html.one_line(str(response["comment"]), 80)}"' if response.get("comment") else ""
+    _say(f"{event.name!r} answered: {_shown(value)}" + (f" (via {source}{comment})" if source or comment else ""))
+    _update_report(event, response)
+    return value
+
+
+def _shown(value: object, limit: int = 200) -> str:
+    """`value` for a console line: its repr, cut at `limit` characters (an answer may be a megabyte)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _say(line: str) -> None:
+    """Print one console line, control characters escaped; text the console cannot encode is escaped
+    rather than lost or fatal."""
+    text = f"[hitl] {_text.printable(line)}"
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        text = text.encode("ascii", "backslashreplace").decode("ascii")
+    # One write, not print's two (text, then newline): another thread's output can land between
+    # those, inside a form URL or curl command that someone is about to copy.
+    out = sys.stdout
+    out.write(text + "\n")
+    out.flush()
+
+
+def _announce(event: Event[Any]) -> None:
+    # One line each, never wrapped or split, so a triple-click copies the whole URL or command.
+    left = _html.time_left(seconds_left(event._request))
+    prompt = _html.one_line(_markdown.plain(event.prompt, event.prompt_type))
+    _say(f"waiting for {event.name!r} ({type_name(event.data_type)}, {left}): {prompt}")
+    _say(f"form: {event.form_url}")
+    _say(f"curl: {event.curl_command}")
+    if event._notify_url:
+        _notify.send(event._notify_url, _notify.payload(event))
+    _update_report(event, None)
+
+
+#: Seconds a report write may take before it is given up (and logged).
+_REPORT_WRITE_SECONDS = 10.0
+_report_writes: dict[int, bool] = {}  # id(report) -> whether another write is wanted after the running one
+
+
+def _update_report(event: Event[Any], response: Record | None) -> None:
+    """Show the event (and its answer, once there is one) in the task's Flyte report, if it has one.
+
+    The tab is replaced at once; writing the report out happens in the background and never holds up
+    the wait: a blocking wait in an ``async def`` task holds Flyte's event loop, which the write may need.
+    """
+    report = _flyte.current_report()
+    if report is None:
+        return
+    report.get_tab(f"HITL: {event.name}").replace(_html.report_section(event, response))
+    key = id(report)
+    with _lock:
+        if key in _report_writes:  # a write is running: it goes once more, with this tab in it
+            _report_writes[key] = True
+            return
+        _report_writes[key] = False
+    # In a thread that carries this thread's context variables (Flyte's task context).
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(_write_report, key), name="hitl-report", daemon=True).start()
+
+
+def _write_report(key: int) -> None:
+    import flyte.report
+
+    while True:
+        try:
+            asyncio.run(asyncio.wait_for(flyte.report.flush.aio(), _REPORT_WRITE_SECONDS))
+        except TimeoutError:
+            logger.warning("could not update the Flyte report: no write finished within %g s", _REPORT_WRITE_SECONDS)
+        except Exception as e:  # the report is a convenience: failing to write it must not fail the wait
+            logger.warning("could not update the Flyte report: %s", str(e) or type(e).__name__)
+        with _lock:
+            if not _report_writes[key]:
+                del _report_writes[key]
+                return
+            _report_writes[key] = False
+
+
+def _after_fork_in_child() -> None:
+    # The child has only the forking thread: other threads' waits, and a lock they held, are gone.
+    global _lock
+    _lock = threading.Lock()
+    _waits.clear()
+    _report_writes.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
