@@ -384,7 +384,7 @@ def test_form_and_status(site: Site, store: Store) -> None:
     assert call(site, "GET", f"/form/{rid}?token=wrong").status == 403
     assert call(site, "GET", "/form/missing-x?token=t").status == 404
     status = call(site, "GET", f"/status/{rid}?token={token}")
-    assert json.loads(status.body)["status"] == "pending"
+    assert json.loads(status.body)["status"] == "waiting"
     assert token not in status.body.decode()
     assert call(site, "GET", f"/status/{rid}?token=wrong").status == 403
 
@@ -415,7 +415,7 @@ class CountingStore(Store):
 def names_in(page: str, prefix: str = "ev-") -> list[str]:
     import re
 
-    return re.findall(rf'<div class="name">({prefix}[0-9]+)</div>', page)
+    return re.findall(rf'<p class="caption">({prefix}[0-9]+)</p>', page)
 
 
 @pytest.fixture

@@ -254,11 +254,22 @@ def _common(content_type: str) -> list[tuple[str, str]]:
     ]
 
 
-def _refuse(status: int, detail: str, *, page: str | None = None, close: bool = False) -> _Refusal:
-    """A JSON refusal, or an HTML page titled `page` for the endpoints people use in a browser."""
+def _refuse(
+    status: int,
+    detail: str,
+    *,
+    page: str | None = None,
+    close: bool = False,
+    field_errors: Mapping[str, str] | None = None,
+) -> _Refusal:
+    """A JSON refusal (with each offending field's message, if any), or an HTML page titled `page` for
+    the endpoints people use in a browser."""
     if page is not None:
         return _Refusal(html_reply(status, _html.message_page(page, detail), close=close))
-    return _Refusal(json_reply(status, {"detail": detail}, close=close))
+    body: dict[str, Any] = {"detail": detail}
+    if field_errors:
+        body["field_errors"] = dict(field_errors)
+    return _Refusal(json_reply(status, body, close=close))
 
 
 # How each client-side mistake or refusal is answered; anything else is a server error.
@@ -278,7 +289,7 @@ def _refusal(e: HitlError, page: str | None = None) -> _Refusal | None:
         if isinstance(e, kind):
             if isinstance(e, EventNotFoundError):  # do not show clients where the root is
                 return _refuse(status, f"not_found: no event with request_id {e.request_id!r}", page=page)
-            return _refuse(status, str(e), page=page)
+            return _refuse(status, str(e), page=page, field_errors=getattr(e, "field_errors", None))
     return None
 
 

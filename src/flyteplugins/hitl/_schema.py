@@ -143,6 +143,8 @@ def _check_object(schema: Schema, raw: Json) -> Json:
             value[name] = check(f["type"], raw[name])
         except InvalidValueError as e:
             errors[name] = str(e)
+        if f["required"] and value.get(name) == []:
+            errors[name] = "a required list needs at least one item"
     for key in list(raw)[:20]:
         if key not in names:
             errors[str(key)[:80]] = f"unknown field; the fields are {', '.join(names)}"

@@ -219,6 +219,8 @@ def check_answer(request: Mapping[str, Any], raw: object) -> Json:
         with contextlib.suppress(ValueError, RecursionError):  # the check below says what was expected
             raw = json.loads(raw)
     value = _schema.check(schema, _plain(raw))
+    if value == [] and schema.get("kind") == "list":
+        raise InvalidValueError("the answer is a required list: it needs at least one item", raw)
     choices = request.get("choices")
     if choices is not None and value not in choices:
         raise InvalidValueError(f"value {_short(raw)!r} is not one of the allowed choices {choices!r}", raw)

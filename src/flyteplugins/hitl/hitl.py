@@ -182,6 +182,7 @@ def _create(
     comment_required_on_reject: bool = False,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
+    title: str | None = None,
 ) -> Event[V]:
     """Create the event, or re-attach to it in a re-run task: `Event.create`, the same as `new_event`.
 
@@ -192,6 +193,8 @@ def _create(
     """
     type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
     _markdown.check_prompt(name, prompt, prompt_type)
+    if title is not None and (not isinstance(title, str) or not title.strip() or len(title) > 200):
+        raise InvalidEventError(f"title of event {name!r} must be text of 1 to 200 characters, got {title!r}")
     declared = declare(data_type, choices, default)
     checked_details = _markdown.check_details(details)
     if notify is not None:
@@ -220,6 +223,7 @@ def _create(
         "default": declared.get("default"),
         "details": checked_details,
         "prompt_type": "markdown" if prompt_type == "markdown" else None,  # absent: text
+        "title": title,  # absent: the prompt's first line
         "comment_required_on_reject": comment_required_on_reject or None,
         "wake": _wake.address(request_id),  # where writers send this process wake-ups
     }
@@ -677,6 +681,7 @@ def new_event(
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
+    title: str | None = None,
 ) -> Event[T]:
     """Create a human-in-the-loop event (or re-attach to it when a task is re-run).
 
@@ -699,6 +704,8 @@ def new_event(
         prompt_type: "text" (the default) shows the prompt verbatim, line breaks kept; "markdown"
             renders it on the form's pages (CommonMark with tables). The index, the console, the report
             and notices show a Markdown prompt as its plain text.
+        title: The form's heading (at most 200 characters); by default, the prompt's first line (the
+            rest of the prompt follows it).
 
     Returns:
         The `Event`; call ``event.wait()`` (or ``await event.wait.aio()``) for the answer.
@@ -723,6 +730,7 @@ def new_event(
         notify=notify,
         details=details,
         prompt_type=prompt_type,
+        title=title,
     )
 
 
@@ -737,6 +745,7 @@ async def _approve_aio(
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
+    title: str | None = None,
 ) -> bool:
     event = await Event.create.aio(
         name,
@@ -750,6 +759,7 @@ async def _approve_aio(
         comment_required_on_reject=require_reject_comment,
         details=details,
         prompt_type=prompt_type,
+        title=title,
     )
     return await event.wait.aio()
 
@@ -766,13 +776,15 @@ def approve(
     notify: str | None = None,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
+    title: str | None = None,
 ) -> bool:
     """Ask a person to approve or reject, and return True for approve.
 
     The responder may add a comment (kept in the audit trail); with ``require_reject_comment``
     a rejection without one is refused. Without ``default``, no answer in time raises
     `EventTimeoutError`. ``details`` (a mapping) is shown under the prompt as a table. The prompt
-    is shown verbatim; ``prompt_type="markdown"`` renders it as Markdown (see `new_event`).
+    is shown verbatim; ``prompt_type="markdown"`` renders it as Markdown, and ``title`` is the form's
+    heading instead of the prompt's first line (see `new_event`).
     ``await approve.aio(...)`` waits without holding a thread.
 
     Example:
@@ -792,5 +804,6 @@ def approve(
         comment_required_on_reject=require_reject_comment,
         details=details,
         prompt_type=prompt_type,
+        title=title,
     )
     return event.wait()
