@@ -75,18 +75,6 @@ if __name__ == "__main__":
 
 
 @pytest.fixture
-def make_event(server: HitlServer, monkeypatch: pytest.MonkeyPatch) -> MakeEvent:
-    """Make events with the public API, served by the test's server (``FLYTE_HITL_ENDPOINT``)."""
-    monkeypatch.setenv("FLYTE_HITL_ENDPOINT", server.url)
-
-    def make(name: str = "question", data_type: type = int, **kwargs: Any) -> hitl.Event[Any]:
-        kwargs.setdefault("prompt", "Please provide a value")
-        return hitl.Event.create(name, data_type, **kwargs)
-
-    return make
-
-
-@pytest.fixture
 def flow(tmp_path: Path, root: Path) -> Iterator[FlyteRun]:
     script = tmp_path / "flow.py"
     script.write_text(FLOW)
