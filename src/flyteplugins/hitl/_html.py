@@ -86,7 +86,7 @@ select[aria-invalid=true],fieldset[aria-invalid=true] .opts{border-color:var(--e
 .optional{color:var(--muted);font-weight:600;font-size:.8125rem}
 .utc{color:var(--muted);font-size:.875rem;margin:.35rem 0 0}
 .programs{margin:1.25rem 0 0;color:var(--muted);font-size:.875rem}
-.programs summary{cursor:pointer;font-weight:600;min-height:2.75rem;display:flex;align-items:center}
+.programs summary{cursor:pointer;font-weight:600;padding:.6rem 0}
 .programs pre{white-space:pre-wrap;word-break:break-all;background:var(--chip);color:var(--fg);padding:.6rem .8rem;
 border-radius:8px;font:.8125rem ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;margin:.25rem 0 .75rem}
 .answer{border-collapse:collapse;width:100%;font-size:.95rem}
@@ -317,7 +317,7 @@ def heading(request: Mapping[str, Any]) -> tuple[str, str]:
     shown = _markdown.plain(first, kind).strip() if kind == "markdown" else first.strip()
     if not shown or len(shown) > MAX_HEADING:
         return str(request.get("event_name", "")), prompt
-    return shown, rest
+    return shown, rest.lstrip("\r\n")  # blank lines under the heading are not kept
 
 
 def shown_value(value: object) -> str:
