@@ -433,7 +433,7 @@ def test_report_after_timeout(event: hitl.Event[Any]) -> None:
     expired = _html.report_section(event, {"status": "expired"})
     assert ">expired<" in expired and "without an answer" in expired
     defaulted = _html.report_section(event, {"status": "expired", "default_applied": True, "value": True})
-    assert ">timed out<" in defaulted and "<code>Yes (true)</code>" in defaulted
+    assert ">expired · default used<" in defaulted and "<code>Yes (true)</code>" in defaulted
 
 
 # -- Markdown prompts and details -----------------------------------------------------------------
@@ -621,3 +621,41 @@ def test_rendered_markdown_holds_only_plain_elements_safe_links_and_no_style(tex
         assert all((tag, a) in _MARKDOWN_ATTRS for a in attrs), (tag, attrs)
     for href in parser.hrefs:
         assert not href.lower().lstrip().startswith(("javascript:", "vbscript:", "data:", "file:")), href
+
+
+def test_a_validators_message_loses_pydantics_prefix_and_a_models_own_check_stays_in_the_banner() -> None:
+    errors = {"count": "Value error, must be even", "": "Value error, the order is too large to ship"}
+    document = _html.form_page(structured(Order), 60, "", "invalid answer: ...", field_errors=errors)
+    assert '<p class="field-error" id="e-f-count">Must be even</p>' in document
+    assert "<strong>1 answer needs a fix.</strong> The order is too large to ship</div>" in document
+    assert "Value error" not in document
+
+
+@pytest.mark.parametrize(
+    ("schema", "error", "message"),
+    [
+        ({"kind": "int", "ge": 1}, "'0' is less than the minimum 1", "Must be at least 1."),
+        ({"kind": "float", "gt": 0}, "'0' must be greater than 0", "Must be more than 0."),
+        ({"kind": "str", "max_length": 3}, "'abcd' is longer than the maximum length 3", "Takes at most 3 characters."),
+        (
+            {"kind": "list", "items": {"kind": "int"}, "min_length": 2},
+            "[1] is shorter than the minimum length 2",
+            "Needs at least 2 items.",
+        ),
+        (
+            {"kind": "str", "pattern": "^v"},
+            "'x' does not match the pattern '^v'",
+            "Does not have the expected form (^v).",
+        ),
+        (
+            {"kind": "float"},
+            "invalid value '1,5': expected float (for example 0.5)",
+            "Enter a number, such as 0.5 (with a point, not a comma).",
+        ),
+        ({"kind": "date"}, "invalid date 'x': expected YYYY-MM-DD (ISO 8601)", "Enter a date."),
+        ({"kind": "choice", "choices": ["a"]}, "'b' is not one of 'a'", "Choose one of the options."),
+        ({"kind": "str"}, "a value is required", "Required: enter a value."),
+    ],
+)
+def test_a_refusal_reads_in_the_words_of_the_fields_hint(schema: dict[str, Any], error: str, message: str) -> None:
+    assert _html.fix_message(schema, error) == message

@@ -256,3 +256,9 @@ def test_the_json_api_keeps_its_detail_and_adds_field_errors(make_event: MakeEve
     body = reply.json()
     assert "score" in body["detail"] and "maximum 5" in body["detail"]
     assert set(body["field_errors"]) == {"score", "tags"}
+
+
+@pytest.mark.parametrize("title", ["", "   ", "x" * 201, 42])
+def test_a_title_must_be_short_text(make_event: MakeEvent, title: object) -> None:
+    with pytest.raises(hitl.InvalidEventError, match="title of event 'ship'"):
+        make_event("ship", bool, prompt="Ship?", title=title)

@@ -424,37 +424,35 @@ def form_page(
     type_name = str(request["data_type"])
     choices = request.get("choices")
     schema = request.get("schema")
-    # Where the error is shown: beside the one field it is about, else in the banner.
-    beside = ""
+    # Where the error is shown: beside the field it is about, else in the banner.
+    beside, errors = "", {}
+    banner = fix_message(schema, error) if error else ""
     if schema is not None:
         if schema["kind"] == "object" and field_errors:
-            errors = {name: fix_message(_field_schema(schema, name), why) for name, why in field_errors.items()}
-        else:
-            errors = {}
-            if error and schema["kind"] not in ("object", "choice"):
-                beside = fix_message(schema, error)
+            names = {f["name"] for f in schema["fields"]}
+            errors = {n: fix_message(_field_schema(schema, n), why) for n, why in field_errors.items() if n in names}
+            # What is about no one field (a model's own check of several) stays in the banner.
+            banner = " ".join(fix_message(None, why) for n, why in field_errors.items() if n not in names)
+        elif error and schema["kind"] not in ("object", "choice"):
+            beside = banner = fix_message(schema, error)
         fields = _structured_fields(schema, value, form, errors, beside)
-        count = len(errors) or 1
     elif type_name == "bool":
         if request.get("comment_required_on_reject") and "comment is required" in error:
-            beside = "A comment is required to reject: say why."
+            beside = banner = "A comment is required to reject: say why."
         fields = _bool_fields(request, comment, beside)
-        count = 1
     elif choices:
         fields = _choice_fields(choices, value)
-        count = 1
     else:
-        beside = fix_message({"kind": type_name}, error) if error else ""
+        beside = banner = fix_message({"kind": type_name}, error) if error else ""
         fields = _text_field(type_name, value, beside)
-        count = 1
     footer = f"Open until {when_html(request['expires_at'])}."
     if request.get("default") is not None:
         footer += esc(f" Without an answer by then, the task goes on with {shown_value(request['default'])}.")
     alert = ""
     if error:
-        placed = bool(beside) or (schema is not None and schema["kind"] == "object" and bool(field_errors))
+        count = len(errors) or 1
         what = "1 answer needs a fix." if count == 1 else f"{count} answers need a fix."
-        extra = "" if placed else f" {esc(fix_message(schema, error))}"
+        extra = "" if beside or banner == "" else f" {esc(banner)}"
         alert = f'<div class="alert" id="error" role="alert"><strong>{what}</strong>{extra}</div>'
     title, rest = heading(request)
     body = _FORM.substitute(
@@ -983,7 +981,7 @@ def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
             + (f"<p>Comment: {esc(response['comment'])}</p>" if response.get("comment") else "")
         )
     elif response.get("default_applied"):
-        chip = '<span class="hitl-chip hitl-gone">timed out</span>'
+        chip = '<span class="hitl-chip hitl-gone">expired · default used</span>'
         state = (
             '<p class="hitl-answer">No answer in time; the default was used: '
             f"<code>{esc(shown_value(response.get('value')))}</code></p>"
