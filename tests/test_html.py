@@ -659,3 +659,22 @@ def test_a_validators_message_loses_pydantics_prefix_and_a_models_own_check_stay
 )
 def test_a_refusal_reads_in_the_words_of_the_fields_hint(schema: dict[str, Any], error: str, message: str) -> None:
     assert _html.fix_message(schema, error) == message
+
+
+@pytest.mark.parametrize(
+    ("prompt", "prompt_type", "title", "expected"),
+    [
+        ("Deploy v3?\n  indented", "text", None, ("Deploy v3?", "  indented")),
+        ("Deploy v3?\n\n\nAccuracy 94%", "text", None, ("Deploy v3?", "Accuracy 94%")),
+        ("# Deploy **v3**?\nmore", "markdown", None, ("Deploy v3?", "more")),
+        ("| a | b |\n|---|---|\n| 1 | 2 |", "markdown", None, ("ev", "| a | b |\n|---|---|\n| 1 | 2 |")),
+        ("- one\n- two", "markdown", None, ("ev", "- one\n- two")),
+        ("word " * 50, "text", None, ("ev", "word " * 50)),
+        ("Deploy v3?\nmore", "text", "Ship it?", ("Ship it?", "Deploy v3?\nmore")),
+    ],
+)
+def test_the_heading_is_the_title_or_the_prompts_first_line(
+    prompt: str, prompt_type: str, title: str | None, expected: tuple[str, str]
+) -> None:
+    request = {"prompt": prompt, "prompt_type": prompt_type, "event_name": "ev", "title": title}
+    assert _html.heading(request) == expected

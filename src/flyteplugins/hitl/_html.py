@@ -297,6 +297,7 @@ def when_html(timestamp: object) -> str:
 
 #: The longest heading taken from a prompt's first line; a longer line stays in the prompt's text.
 MAX_HEADING = 200
+_MARKDOWN_BLOCK = re.compile(r"\s*([|>]|[*+-]\s|```|~~~|\d+[.)]\s)|\s{4}")
 
 
 def heading(request: Mapping[str, Any]) -> tuple[str, str]:
@@ -315,7 +316,8 @@ def heading(request: Mapping[str, Any]) -> tuple[str, str]:
         return str(title), prompt
     first, _, rest = prompt.strip("\n").partition("\n")
     shown = _markdown.plain(first, kind).strip() if kind == "markdown" else first.strip()
-    if not shown or len(shown) > MAX_HEADING:
+    # A Markdown block that goes on past its first line (a table, a list, a quote, code) stays whole.
+    if not shown or len(shown) > MAX_HEADING or (kind == "markdown" and _MARKDOWN_BLOCK.match(first)):
         return str(request.get("event_name", "")), prompt
     return shown, rest.lstrip("\r\n")  # blank lines under the heading are not kept
 
