@@ -86,7 +86,7 @@ select[aria-invalid=true],fieldset[aria-invalid=true] .opts{border-color:var(--e
 .optional{color:var(--muted);font-weight:600;font-size:.8125rem}
 .utc{color:var(--muted);font-size:.875rem;margin:.35rem 0 0}
 .programs{margin:1.25rem 0 0;color:var(--muted);font-size:.875rem}
-.programs summary{cursor:pointer;font-weight:600;padding:.6rem 0}
+.programs summary{cursor:pointer;font-weight:600;padding:.6rem 0}.programs code{overflow-wrap:anywhere}
 .programs pre{white-space:pre-wrap;word-break:break-all;background:var(--chip);color:var(--fg);padding:.6rem .8rem;
 border-radius:8px;font:.8125rem ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;margin:.25rem 0 .75rem}
 .answer{border-collapse:collapse;width:100%;font-size:.95rem}
@@ -95,7 +95,6 @@ overflow-wrap:anywhere}.answer tr:first-child th,.answer tr:first-child td{borde
 .answer th{color:var(--muted);font-weight:600;width:40%}.answer td{font-weight:600}
 .tabs{display:flex;gap:.4rem;margin:0 0 1rem}.tabs button{flex:1 1 0;min-width:0;padding:.5rem .4rem;white-space:nowrap}
 .tabs button[aria-current]{background:var(--accent);color:var(--accent-fg);border-color:var(--accent)}
-.schema{color:var(--muted);font-size:.875rem;margin:1rem 0 0}.schema code{overflow-wrap:anywhere}
 label,legend{display:block;font-weight:650;margin:0 0 .4rem;padding:0}
 .hint{font-weight:400;color:var(--muted);font-size:.875rem}
 fieldset{border:0;margin:0;padding:0;min-width:0}
