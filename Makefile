@@ -35,7 +35,16 @@ $(EMULATORS)/.azurite-$(AZURITE_VERSION):
 	npm install --prefix $(EMULATORS) --no-save --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 	touch $@
 
-emulators: $(EMULATORS)/.azurite-$(AZURITE_VERSION)
+# axe-core, the accessibility audit that tests/browser/test_a11y.py runs in Chromium; pinned, keep
+# AXE_VERSION there in step. Its own prefix: an install without a package.json prunes what it did not list.
+AXE_VERSION := 4.10.3
+
+$(EMULATORS)/.axe-core-$(AXE_VERSION):
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: install Node.js and npm (Debian: apt-get install npm) for the accessibility tests"; exit 1; }
+	npm install --prefix $(EMULATORS)/axe --no-save --no-audit --no-fund --loglevel=error axe-core@$(AXE_VERSION)
+	touch $@
+
+emulators: $(EMULATORS)/.azurite-$(AZURITE_VERSION) $(EMULATORS)/.axe-core-$(AXE_VERSION)
 
 demo: $(VENV)/.installed
 	$(PY) examples/example.py

@@ -5,6 +5,7 @@ Also `Store.list_events`, the one listing the index reads per visit, on each kin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,8 +13,10 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
+import annotated_types
 import pytest
 from conftest import until
 from s3_helpers import MotoS3, S3Bucket, use_root
@@ -21,12 +24,15 @@ from s3_helpers import MotoS3, S3Bucket, use_root
 from flyteplugins.hitl import _answers
 from flyteplugins.hitl._endpoints import PAGE_SIZE, Replies, Request, Response, Site, _headers, handle
 from flyteplugins.hitl._store import Listed, Record, Store
+from flyteplugins.hitl._task_types import declare
 
 JSON_TYPE = {"Content-Type": "application/json"}
 FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-def make_event(store: Store, name: str = "question", *, data_type: str = "int", created: float | None = None) -> Record:
+def make_event(
+    store: Store, name: str = "question", *, data_type: str = "int", created: float | None = None, **extra: Any
+) -> Record:
     """A stored request as `new_event` writes it, created `created` seconds since the epoch (default now)."""
     created = time.time() if created is None else created
     record: Record = {
@@ -38,6 +44,7 @@ def make_event(store: Store, name: str = "question", *, data_type: str = "int", 
         "token": uuid.uuid4().hex,
         "created_at": _answers.utc(created),
         "expires_at": _answers.utc(created + 3600),
+        **extra,
     }
     assert store.create_request(record)
     if store.is_local:
@@ -182,6 +189,33 @@ def test_json_content_type_with_a_charset_is_fine(site: Site, store: Store) -> N
     event = make_event(store)
     response = post(site, "/submit/json", answer_json(event), {"Content-Type": "Application/JSON; charset=utf-8"})
     assert response.status == 200
+
+
+@dataclasses.dataclass
+class _Pick:
+    score: Annotated[int, annotated_types.Le(5)]
+    tags: list[Literal["a", "b"]]
+
+
+def test_a_refused_json_answer_keeps_its_detail_and_adds_each_fields_message(site: Site, store: Store) -> None:
+    event = make_event(store, "pick", **declare(_Pick))
+    response = post(site, "/submit/json", answer_json(event, {"score": 9, "tags": []}), JSON_TYPE)
+    assert response.status == 400
+    body = json.loads(response.body)
+    assert body["detail"].startswith("invalid answer: score: 9 is more than the maximum 5")
+    assert body["field_errors"] == {
+        "score": "9 is more than the maximum 5",
+        "tags": "a required list needs at least one item",
+    }
+    assert store.read_response(event["request_id"]) is None
+
+
+def test_a_list_answer_needs_at_least_one_item(site: Site, store: Store) -> None:
+    event = make_event(store, "tags", **declare(list[Literal["a", "b"]]))
+    response = post(site, "/submit/json", answer_json(event, []), JSON_TYPE)
+    assert response.status == 400 and "at least one item" in detail(response)
+    assert "field_errors" not in json.loads(response.body)
+    assert post(site, "/submit/json", answer_json(event, ["b"]), JSON_TYPE).status == 200
 
 
 @pytest.mark.parametrize(
@@ -437,7 +471,7 @@ def test_form_and_status(site: Site, store: Store) -> None:
     assert call(site, "GET", f"/form/{rid}?token=wrong").status == 403
     assert call(site, "GET", "/form/missing-x?token=t").status == 403
     status = call(site, "GET", f"/status/{rid}?token={token}")
-    assert json.loads(status.body)["status"] == "pending"
+    assert json.loads(status.body)["status"] == "waiting"
     assert token not in status.body.decode()
     assert call(site, "GET", f"/status/{rid}?token=wrong").status == 403
 
@@ -468,7 +502,7 @@ class CountingStore(Store):
 def names_in(page: str, prefix: str = "ev-") -> list[str]:
     import re
 
-    return re.findall(rf'<div class="name">({prefix}[0-9]+)</div>', page)
+    return re.findall(rf'<p class="caption">({prefix}[0-9]+)</p>', page)
 
 
 @pytest.fixture

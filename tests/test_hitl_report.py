@@ -154,6 +154,6 @@ def test_console_and_report_follow_each_event(run: FlyteRun) -> None:
     assert "Ship &lt;v7&gt;?" in approve and "Answer: <code>No (false)</code>" in approve
     assert "via the web form from 127.0.0.1" in approve and "Comment: Latency\nregressed" in approve
     region = report_tab(report, "region")
-    assert ">timed out<" in region and "<code>us-east-1</code>" in region
+    assert ">expired · default used<" in region and "<code>us-east-1</code>" in region
     late = report_tab(report, "late")
     assert ">expired<" in late and "without an answer" in late

@@ -23,7 +23,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import flyteplugins.hitl as hitl
-from flyteplugins.hitl import _html, _text
+from flyteplugins.hitl import _html, _markdown, _text
 from flyteplugins.hitl._task_types import declare, spec_for
 
 XSS = "<script>alert(1)</script>\"'&<img src=x onerror=alert(2)>"
@@ -64,12 +64,13 @@ def all_pages() -> list[str]:
 # -- the document and its policy ------------------------------------------------------------------
 
 
-def test_csp_allows_exactly_the_stylesheet_that_pages_carry() -> None:
+def test_csp_allows_exactly_the_stylesheet_and_script_that_pages_carry() -> None:
     for document in all_pages():
-        styles = re.findall(r"<style>(.*?)</style>", document, re.S)
-        assert len(styles) == 1
-        digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
-        assert f"style-src 'sha256-{digest}'" in _html.csp()
+        for tag in ("style", "script"):
+            found = re.findall(rf"<{tag}>(.*?)</{tag}>", document, re.S)
+            assert len(found) == 1
+            digest = base64.b64encode(hashlib.sha256(found[0].encode()).digest()).decode()
+            assert f"{tag}-src 'sha256-{digest}'" in _html.csp()
 
 
 def test_csp_forbids_everything_else() -> None:
@@ -78,15 +79,16 @@ def test_csp_forbids_everything_else() -> None:
     assert directives["frame-ancestors"] == "'none'"
     assert directives["form-action"] == "'self'"
     assert directives["base-uri"] == "'none'"
-    assert set(directives) == {"default-src", "style-src", "form-action", "base-uri", "frame-ancestors"}
+    assert set(directives) == {"default-src", "style-src", "script-src", "form-action", "base-uri", "frame-ancestors"}
+    assert directives["script-src"].startswith("'sha256-") and " " not in directives["script-src"]
     assert "unsafe" not in _html.csp()
 
 
-def test_pages_load_nothing_and_run_no_script() -> None:
+def test_pages_load_nothing_and_run_only_their_own_script() -> None:
     for document in all_pages():
         assert document.startswith("<!doctype html>")
         assert '<meta name="viewport" content="width=device-width,initial-scale=1">' in document
-        assert "<script" not in document.lower()
+        assert document.lower().count("<script") == 1 and f"<script>{_html._SCRIPT}</script>" in document
         assert not re.search(r"\b(src|href)=", document), "no external (or any) assets"
         assert " style=" not in document, "style attributes would be blocked by the policy"
         assert not re.search(r"\bon[a-z]+=", document), "no inline event handlers"
@@ -106,6 +108,7 @@ def test_everything_shown_is_escaped() -> None:
         _html.index_page([(req, "pending", 5.0), (req, "expired", -1.0)]),
     ]
     for document in docs:
+        document = document.replace(f"<script>{_html._SCRIPT}</script>", "")
         assert "<script>" not in document and "<img" not in document and 't"><x' not in document
         assert "&lt;script&gt;" in document
 
@@ -146,7 +149,8 @@ def test_invisible_characters_are_shown_as_markers_on_every_page() -> None:
         assert not _text.INVISIBLE_RE.search(shown), [hex(ord(c)) for c in _text.INVISIBLE_RE.findall(shown)]
         assert RLO_MARKED in document
     form = docs[0]
-    assert "<title>name invoice_2026_&lt;U+202E&gt;fdp.exe · human input</title>" in form
+    title = "Send invoice_2026_&lt;U+202E&gt;fdp.exe?&lt;U+2028&gt;&lt;U+2066&gt;x&lt;U+2069&gt;&lt;U+200B&gt;"
+    assert f"<title>{title}</title>" in form
     assert '<span class="cf">&lt;U+2028&gt;</span><span class="cf">&lt;U+2066&gt;</span>x' in form
     assert f'<tr><th scope="row">{RLO_MARKED}</th><td>{RLO_MARKED}</td></tr>' in form
     # What is sent back stays exactly what it was: attribute values and the comment being typed.
@@ -160,15 +164,16 @@ def test_invisible_characters_are_shown_as_markers_on_every_page() -> None:
 def test_a_text_prompt_is_shown_as_written(prompt: str) -> None:
     """The default: the person reads the code's text, not what Markdown makes of it."""
     req = record("bool", prompt=f"{prompt}\nsecond line")
-    escaped = _html.esc(f"{prompt}\nsecond line")
-    for document in (
-        _html.form_page(req, 60),
-        _html.answered_page(req, answer(True), just_now=True),
-        _html.expired_page(req),
-    ):
-        assert f'<p class="plain">{escaped}</p>' in document
-        assert "<em>" not in document and "<strong>" not in document and "<h1>#" not in document
-    assert f'<p class="text">{_html.esc(prompt)} second line</p>' in _html.index_page([(req, "pending", 5.0)])
+    escaped = _html.esc(prompt)
+    form = _html.form_page(req, 60)
+    assert f"<h1>{escaped}</h1>" in form and '<p class="plain">second line</p>' in form
+    for document in (_html.answered_page(req, answer(True), just_now=True), _html.expired_page(req)):
+        assert f'<p><strong>{escaped}</strong></p><p class="plain">second line</p>' in document
+    for document in (form, _html.answered_page(req, answer(True), just_now=True)):
+        document = document.replace(f"<p><strong>{escaped}</strong></p>", "")
+        assert "<em>" not in document and "<strong>" not in document and "<h1>of retries" not in document
+    index = _html.index_page([(req, "pending", 5.0)])
+    assert f'<div class="name">{escaped}</div><p class="text">second line</p>' in index
 
 
 def test_a_markdown_prompt_is_rendered_on_the_form_and_plain_text_on_the_index() -> None:
@@ -177,9 +182,10 @@ def test_a_markdown_prompt_is_rendered_on_the_form_and_plain_text_on_the_index()
     )
     form = _html.form_page(req, 60)
     assert "<h1>Deploy?</h1>" in form and "<strong>v3</strong>" in form and "<code>prod</code>" in form
+    assert "<title>Deploy?</title>" in form and "# Deploy" not in form
     assert "<strong>v3</strong>" in _html.answered_page(req, answer(True), just_now=True)
     index = _html.index_page([(req, "pending", 5.0)])
-    assert '<p class="text">Deploy? v3 to prod, see notes</p>' in index
+    assert '<div class="name">Deploy?</div><p class="text">v3 to prod, see notes</p>' in index
     assert "**" not in index and "`" not in index and "https://" not in index
 
 
@@ -195,26 +201,33 @@ def test_text_form_field(data_type: str, mode: str) -> None:
     for attribute in ('type="text"', f'inputmode="{mode}"', 'name="value"', "required", "autofocus", 'value=""'):
         assert attribute in field.group(0)
     assert '<label for="value">Your answer' in document
-    assert "<h1>question</h1>" in document
-    assert f"Type: {data_type}" in document and "12m 34s left" in document
-    assert '<div class="prompt"><p class="plain">How many?\nSecond line</p></div>' in document
+    assert '<p class="caption">question</p>\n<h1>How many?</h1>' in document, "the question is the heading"
+    assert f"Type: {data_type}" not in document and "12m 34s left" in document
+    # The type is for programs only: under a collapsed "For programs", with the curl command.
+    programs = document.split('<details class="programs"><summary>For programs</summary>', 1)[1]
+    assert f"<code>{data_type}</code>" in programs and "curl -sS -X POST" in programs
+    assert "/submit/json" in programs and "</details>" in programs
+    assert '<div class="prompt"><p class="plain">Second line</p></div>' in document
     assert 'name="token" value="tok_SECRET-token"' in document and 'name="request_id"' in document
     body = document.split("</style>", 1)[1]
     assert 'role="alert"' not in body and "aria-invalid" not in body
-    assert "Open until 2026-11-25 13:00:00 UTC." in document
+    assert 'Open until <time datetime="2026-11-25T13:00:00+00:00">2026-11-25 13:00:00 UTC</time>.' in document
 
 
 def test_refused_value_is_shown_again_with_the_error() -> None:
     document = _html.form_page(record("int"), 60, value="1,5 apples", error="invalid value '1,5 apples': expected int")
     assert 'value="1,5 apples"' in document
-    assert 'aria-invalid="true"' in document and 'aria-describedby="error"' in document
-    assert re.search(r'<div class="alert" id="error" role="alert">.*expected int</div>', document)
+    assert 'aria-invalid="true"' in document and 'aria-describedby="e-value"' in document
+    assert '<div class="alert" id="error" role="alert"><strong>1 answer needs a fix.</strong></div>' in document
+    # Beside the field, in the words of its hint ("a whole number"): not the API's "expected int".
+    assert '<p class="field-error" id="e-value">Enter a whole number, such as 42.</p>' in document
+    assert "expected int" not in document
 
 
 def test_bool_form_is_two_buttons_and_a_comment() -> None:
     document = _html.form_page(record("bool"), 60)
-    assert '<button type="submit" name="value" value="true" class="yes">Yes</button>' in document
-    assert '<button type="submit" name="value" value="false" class="no">No</button>' in document
+    assert '<button type="submit" name="value" value="true" class="yes">Approve</button>' in document
+    assert '<button type="submit" name="value" value="false" class="no">Reject</button>' in document
     assert "autofocus" not in document, "Enter must not answer a yes/no question by accident"
     assert '<textarea id="comment" name="comment"' in document and "(optional" in document
     assert document.index('id="comment"') < document.index('value="true"'), "comment first, then the button"
@@ -222,9 +235,13 @@ def test_bool_form_is_two_buttons_and_a_comment() -> None:
 
 def test_bool_form_says_when_a_comment_is_required_and_keeps_it() -> None:
     document = _html.form_page(
-        record("bool", comment_required_on_reject=True), 60, error="a comment is required", comment="Too <risky>"
+        record("bool", comment_required_on_reject=True),
+        60,
+        error="a comment is required to reject 'question'",
+        comment="Too <risky>",
     )
-    assert "(required to answer No)" in document
+    assert "(required to reject)" in document
+    assert '<p class="field-error" id="e-comment">A comment is required to reject: say why.</p>' in document
     assert re.search(r'<textarea id="comment"[^>]*aria-invalid="true"[^>]*>Too &lt;risky&gt;</textarea>', document)
 
 
@@ -260,14 +277,15 @@ def test_success_page_shows_the_answer() -> None:
     document = _html.answered_page(record(), answer(12, comment="looks right"), just_now=True)
     assert "<h1>Answer received</h1>" in document and "you can close this page" in document
     assert '<span class="value">12</span>' in document
-    assert "<dd>looks right</dd>" in document and "<dd>2026-11-25 12:05:00 UTC</dd>" in document
+    assert "<dd>looks right</dd>" in document
+    assert '<dd><time datetime="2026-11-25T12:05:00+00:00">2026-11-25 12:05:00 UTC</time></dd>' in document
     assert "<form" not in document and "tok_SECRET" not in document
 
 
 def test_already_answered_page() -> None:
     document = _html.answered_page(record("bool"), answer(False), just_now=False)
     assert "<h1>Already answered</h1>" in document and "nothing was changed" in document
-    assert '<span class="value">No (false)</span>' in document
+    assert '<span class="value">Rejected (false)</span>' in document, "in the words of the buttons"
     assert "<form" not in document
 
 
@@ -297,7 +315,8 @@ def test_index_separates_waiting_from_done_and_shows_no_tokens() -> None:
     ]
     document = _html.index_page(rows)
     waiting, done = document.split("Answered or expired", 1)
-    assert "waits" in waiting and "p1 p2" in waiting and "1h 02m left" in waiting and "Created 2026-11-25" in waiting
+    assert '<p class="caption">waits</p><div class="name">p1</div><p class="text">p2</p>' in waiting
+    assert ">waiting<" in waiting and "1h 02m left" in waiting and "Created <time" in waiting
     assert '<span class="count">1</span>' in waiting
     assert "answered_one" in done and ">answered<" in done and "late_one" in done and ">expired<" in done
     assert '<span class="count">2</span>' in done
@@ -414,7 +433,7 @@ def test_report_after_timeout(event: hitl.Event[Any]) -> None:
     expired = _html.report_section(event, {"status": "expired"})
     assert ">expired<" in expired and "without an answer" in expired
     defaulted = _html.report_section(event, {"status": "expired", "default_applied": True, "value": True})
-    assert ">timed out<" in defaulted and "<code>Yes (true)</code>" in defaulted
+    assert ">expired · default used<" in defaulted and "<code>Yes (true)</code>" in defaulted
 
 
 # -- Markdown prompts and details -----------------------------------------------------------------
@@ -430,9 +449,10 @@ def test_prompt_markdown_keeps_raw_html_as_text_and_loads_nothing() -> None:
     assert "<h1>Deploy?</h1>" in body and "<strong>bold</strong>" in body and "<code>code</code>" in body
     assert "<li>one</li>" in body and "<table>" in body and "<td>2</td>" in body
     assert '<a href="https://example.com/x" rel="noopener noreferrer" target="_blank">docs</a>' in body
+    body = body.replace(f"<script>{_html._SCRIPT}</script>", "")
     assert "<img" not in body and "<script" not in body and "&lt;script&gt;" in body
     assert 'href="javascript:' not in body
-    assert '<a href="https://evil.example/x.png" rel="noopener noreferrer" target="_blank">logo</a>' in body
+    assert " logo " in body and "evil.example" not in body and "!logo" not in body, "an image is its alt text"
 
 
 def test_prompt_is_escaped_text_when_markdown_it_is_missing() -> None:
@@ -451,7 +471,9 @@ def test_details_are_a_two_column_table_with_numbers_formatted_and_json_indented
     assert '<tr><th scope="row">tool</th><td>delete_rows</td></tr>' in table
     assert '<th scope="row">&lt;key&gt;</th><td>&lt;v&gt;</td>' in table
     assert "<td>1,234,567</td>" in table and "<td>0.125</td>" in table and "<td>true</td>" in table
-    assert "<td><pre>{\n  &quot;t&quot;: [\n    1\n  ]\n}</pre></td>" in table
+    assert "<td>t: 1</td>" in table and "<td><pre>" not in table, "a dict reads as text, a key a line"
+    teams = _html.form_page(record("bool", details={"teams": ["data-eng", "sre"]}), 60)
+    assert "<td>data-eng, sre</td>" in teams, "a list reads as text"
 
 
 # -- structured forms -----------------------------------------------------------------------------
@@ -494,9 +516,13 @@ def test_structured_form_has_one_labelled_input_per_field_with_defaults() -> Non
     document = _html.form_page(structured(Order), 60).split("</style>", 1)[1]
     names = re.findall(r'(?:<label for="f-|<fieldset class="field" id="f-)(\w+)', document)
     assert names == ["count", "size", "colour", "extras", "notes", "ship_on", "at", "fragile"], "declaration order"
-    assert '<label for="f-count">Count <span class="req">required</span> <span class="hint">(whole number)</span>' in (
-        document
+    assert (
+        '<label for="f-count">Count <span class="req">required</span> <span class="hint" id="h-f-count">'
+        "(whole number)</span>" in document
     )
+    colour = '<span class="optional">optional</span> <span class="hint" id="h-f-colour">(choose one; empty means BLUE)'
+    assert colour in document
+    assert "(choose any; none means an empty list)" in document and "(date; empty means no value)" in document
     assert '<p class="desc" id="d-f-count">How many boxes</p>' in document
     assert 'name="f.count" type="text" value="" inputmode="numeric"' in document and "required autofocus" in document
     assert '<input type="radio" name="f.size" value="small" required>S</label>' in document, "few choices: radios"
@@ -507,10 +533,13 @@ def test_structured_form_has_one_labelled_input_per_field_with_defaults() -> Non
     assert '<input type="checkbox" name="f.extras" value="express">express</label>' in document
     assert '<textarea id="f-notes" name="f.notes" rows="3"></textarea>' in document
     assert 'name="f.ship_on" type="date" value=""' in document
-    assert 'name="f.at" type="datetime-local" value="2026-12-01T14:30:00" step="1"' in document, "shown in UTC"
+    assert 'name="f.at" type="datetime-local" value="2026-12-01T14:30:00" step="1" data-utc' in document, "in UTC"
+    assert '<p class="utc" id="u-f-at" aria-live="polite"></p>' in document, "where the script shows the UTC sent"
     assert "date and time, UTC" in document
     assert '<input type="radio" name="f.fragile" value="" checked>No answer</label>' in document, "bool | None"
-    assert "Type: Order" in document and "Answer format: <code>Order {count: int, size: Size" in document
+    assert "Type: Order" not in document and "Answer format" not in document
+    programs = document.split("<summary>For programs</summary>", 1)[1]
+    assert "<code>Order {count: int, size: Size" in programs
 
 
 def test_a_fixed_list_default_is_prefilled() -> None:
@@ -538,12 +567,12 @@ def test_structured_form_reshows_entered_values_and_each_fields_error() -> None:
     document = _html.form_page(structured(Order), 60, "", "invalid answer: ...", form=form, field_errors=errors)
     assert 'name="f.count" type="text" value="many"' in document
     assert 'aria-describedby="d-f-count e-f-count" aria-invalid="true"' in document
-    assert '<p class="field-error" id="e-f-count">invalid value &#x27;many&#x27;: expected int</p>' in document
+    assert '<p class="field-error" id="e-f-count">Enter a whole number, such as 42.</p>' in document
     assert '<p class="field-error" id="e-f-ship_on">&lt;too late&gt;</p>' in document
     assert 'value="medium" required checked' not in document and 'value="medium" checked required>' in document
     assert 'value="express" checked>' in document and 'value="gift">' in document, "what was ticked, not the default"
     assert ">x\ny</textarea>" in document and 'value="2026-12-24"' in document
-    assert 'role="alert"' in document
+    assert '<div class="alert" id="error" role="alert"><strong>2 answers need a fix.</strong></div>' in document
 
 
 def test_top_level_enum_list_and_date_forms() -> None:
@@ -600,10 +629,66 @@ MARKDOWNISH = st.lists(st.sampled_from(_PIECES), max_size=60).map("".join)
 @example("```js\n<script>\n```")
 def test_rendered_markdown_holds_only_plain_elements_safe_links_and_no_style(text: str) -> None:
     parser = _Tags()
-    document = _html.form_page(record("int", prompt=text, prompt_type="markdown"), 60)
-    parser.feed(document.split('<div class="prompt">', 1)[1].split("</div>")[0])
+    parser.feed(_markdown.render(text, "markdown"))
     for tag, attrs in parser.seen:
         assert tag in _MARKDOWN_TAGS, tag
         assert all((tag, a) in _MARKDOWN_ATTRS for a in attrs), (tag, attrs)
     for href in parser.hrefs:
         assert not href.lower().lstrip().startswith(("javascript:", "vbscript:", "data:", "file:")), href
+
+
+def test_a_validators_message_loses_pydantics_prefix_and_a_models_own_check_stays_in_the_banner() -> None:
+    errors = {"count": "Value error, must be even", "": "Value error, the order is too large to ship"}
+    document = _html.form_page(structured(Order), 60, "", "invalid answer: ...", field_errors=errors)
+    assert '<p class="field-error" id="e-f-count">Must be even</p>' in document
+    assert "<strong>1 answer needs a fix.</strong> The order is too large to ship</div>" in document
+    assert "Value error" not in document
+
+
+@pytest.mark.parametrize(
+    ("schema", "error", "message"),
+    [
+        ({"kind": "int", "ge": 1}, "'0' is less than the minimum 1", "Must be at least 1."),
+        ({"kind": "float", "gt": 0}, "'0' must be greater than 0", "Must be more than 0."),
+        ({"kind": "str", "max_length": 3}, "'abcd' is longer than the maximum length 3", "Takes at most 3 characters."),
+        (
+            {"kind": "list", "items": {"kind": "int"}, "min_length": 2},
+            "[1] is shorter than the minimum length 2",
+            "Needs at least 2 items.",
+        ),
+        (
+            {"kind": "str", "pattern": "^v"},
+            "'x' does not match the pattern '^v'",
+            "Does not have the expected form (^v).",
+        ),
+        (
+            {"kind": "float"},
+            "invalid value '1,5': expected float (for example 0.5)",
+            "Enter a number, such as 0.5 (with a point, not a comma).",
+        ),
+        ({"kind": "date"}, "invalid date 'x': expected YYYY-MM-DD (ISO 8601)", "Enter a date."),
+        ({"kind": "choice", "choices": ["a"]}, "'b' is not one of 'a'", "Choose one of the options."),
+        ({"kind": "str"}, "a value is required", "Required: enter a value."),
+    ],
+)
+def test_a_refusal_reads_in_the_words_of_the_fields_hint(schema: dict[str, Any], error: str, message: str) -> None:
+    assert _html.fix_message(schema, error) == message
+
+
+@pytest.mark.parametrize(
+    ("prompt", "prompt_type", "title", "expected"),
+    [
+        ("Deploy v3?\n  indented", "text", None, ("Deploy v3?", "  indented")),
+        ("Deploy v3?\n\n\nAccuracy 94%", "text", None, ("Deploy v3?", "Accuracy 94%")),
+        ("# Deploy **v3**?\nmore", "markdown", None, ("Deploy v3?", "more")),
+        ("| a | b |\n|---|---|\n| 1 | 2 |", "markdown", None, ("ev", "| a | b |\n|---|---|\n| 1 | 2 |")),
+        ("- one\n- two", "markdown", None, ("ev", "- one\n- two")),
+        ("word " * 50, "text", None, ("ev", "word " * 50)),
+        ("Deploy v3?\nmore", "text", "Ship it?", ("Ship it?", "Deploy v3?\nmore")),
+    ],
+)
+def test_the_heading_is_the_title_or_the_prompts_first_line(
+    prompt: str, prompt_type: str, title: str | None, expected: tuple[str, str]
+) -> None:
+    request = {"prompt": prompt, "prompt_type": prompt_type, "event_name": "ev", "title": title}
+    assert _html.heading(request) == expected

@@ -28,7 +28,7 @@ def test_a_text_prompt_is_escaped_verbatim(prompt: str) -> None:
         ("```sh\nrm -rf /tmp/x\n```", "rm -rf /tmp/x"),
         ("> quoted **bold**\n\n---\n\nafter", "quoted bold\n\nafter"),
         ("\\*not emphasis\\* &amp; <b>raw</b>", "*not emphasis* & <b>raw</b>"),
-        ("![logo](https://example.com/x.png)", "!logo"),
+        ("![logo](https://example.com/x.png)", "logo"),
     ],
 )
 def test_the_plain_text_of_a_markdown_prompt_has_no_markdown_syntax(prompt: str, plain: str) -> None:

@@ -220,7 +220,7 @@ def test_a_quorum_needs_that_many_distinct_approvals(root: Path, proxied: str) -
     assert again.status == 409 and "already voted" in again.json()["detail"]
     assert not stored(root, event)
     status = request(proxied, "GET", f"/status/{rid}?token={event.token}").json()
-    assert status["status"] == "pending" and [(v["identity"], v["value"]) for v in status["votes"]] == [(ALICE, True)]
+    assert status["status"] == "waiting" and [(v["identity"], v["value"]) for v in status["votes"]] == [(ALICE, True)]
     assert status["votes"][0]["comment"] == "fine" and status["votes"][0]["voted_at"].endswith("Z")
     page = request(proxied, "GET", f"/form/{rid}", headers={"X-Forwarded-Email": ALICE}).text
     assert "1 of 2 approvals: alice@example.com" in page and "You have voted." in page

@@ -331,14 +331,16 @@ class Tagged(pydantic.BaseModel):
 
 def test_an_empty_optional_list_from_the_form_is_what_json_without_it_gives() -> None:
     request = {"request_id": "r-1", **declare(Tagged)}
-    raw = value_from_form(request, {"f.tags": ["\n \n"], "f.required": [""]})  # no box ticked for picks
-    assert raw == {"tags": None, "picks": None, "required": []}
+    raw = value_from_form(request, {"f.tags": ["\n \n"], "f.required": ["one"]})  # no box ticked for picks
+    assert raw == {"tags": None, "picks": None, "required": ["one"]}
     assert (
         check_answer(request, raw)
-        == check_answer(request, {"required": []})
+        == check_answer(request, {"required": ["one"]})
         == {
             "tags": None,
             "picks": None,
-            "required": [],
+            "required": ["one"],
         }
     )
+    with pytest.raises(InvalidValueError, match="a required list needs at least one item"):
+        check_answer(request, value_from_form(request, {"f.required": [""]}))

@@ -35,6 +35,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PHONE = (390, 844)
+#: The narrowest phone the pages are made for.
+NARROW = (360, 740)
 DESKTOP = (1024, 760)
 #: Milliseconds Playwright waits for a page or an element before failing the test.
 TIMEOUT_MS = 15_000
@@ -124,21 +126,26 @@ class Tab:
 
 @pytest.fixture
 def open_tab(browser: Browser) -> Iterator[Callable[..., Tab]]:
-    """Open tabs: ``open_tab(scheme="dark", size=PHONE)``; each has its own context (no shared cookies)."""
+    """Open tabs: ``open_tab(scheme="dark", size=PHONE, zone="Asia/Kolkata")``; each has its own context
+    (no shared cookies); other keywords go to ``browser.new_context``."""
     contexts = []
 
-    def make(scheme: str = "light", size: tuple[int, int] = PHONE, scale: float = 1) -> Tab:
+    def make(
+        scheme: str = "light", size: tuple[int, int] = PHONE, scale: float = 1, zone: str | None = None, **extra: Any
+    ) -> Tab:
         context = browser.new_context(
             viewport={"width": size[0], "height": size[1]},
             color_scheme=scheme,  # type: ignore[arg-type]
             device_scale_factor=scale,
-            is_mobile=size == PHONE,
-            has_touch=size == PHONE,
+            is_mobile=size != DESKTOP,
+            has_touch=size != DESKTOP,
+            timezone_id=zone,
+            **extra,
         )
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
-        tab = Tab(page, scheme, "phone" if size == PHONE else "desktop")
+        tab = Tab(page, scheme, "desktop" if size == DESKTOP else "phone")
         page.on("console", lambda message: tab.console.append(message.text))
         page.on("pageerror", lambda error: tab.console.append(f"page error: {error}"))
         return tab
@@ -146,3 +153,17 @@ def open_tab(browser: Browser) -> Iterator[Callable[..., Tab]]:
     yield make
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def make_event(server: HitlServer, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """Make events with the public API, served by the test's server (``FLYTE_HITL_ENDPOINT``)."""
+    import flyteplugins.hitl as hitl
+
+    monkeypatch.setenv("FLYTE_HITL_ENDPOINT", server.url)
+
+    def make(name: str = "question", data_type: type = int, **kwargs: Any) -> hitl.Event[Any]:
+        kwargs.setdefault("prompt", "Please provide a value")
+        return hitl.Event.create(name, data_type, **kwargs)
+
+    return make

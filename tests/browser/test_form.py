@@ -75,18 +75,6 @@ if __name__ == "__main__":
 
 
 @pytest.fixture
-def make_event(server: HitlServer, monkeypatch: pytest.MonkeyPatch) -> MakeEvent:
-    """Make events with the public API, served by the test's server (``FLYTE_HITL_ENDPOINT``)."""
-    monkeypatch.setenv("FLYTE_HITL_ENDPOINT", server.url)
-
-    def make(name: str = "question", data_type: type = int, **kwargs: Any) -> hitl.Event[Any]:
-        kwargs.setdefault("prompt", "Please provide a value")
-        return hitl.Event.create(name, data_type, **kwargs)
-
-    return make
-
-
-@pytest.fixture
 def flow(tmp_path: Path, root: Path) -> Iterator[FlyteRun]:
     script = tmp_path / "flow.py"
     script.write_text(FLOW)
@@ -99,7 +87,8 @@ def assert_security_headers(headers: dict[str, str]) -> None:
     csp = headers["content-security-policy"]
     assert csp == _html.csp()
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
-    assert "unsafe-inline" not in csp and "script-src" not in csp and "http" not in csp
+    assert "unsafe" not in csp and "http" not in csp
+    assert "script-src 'sha256-" in csp, "the pages' one script, allowed by its hash only"
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["referrer-policy"] == "same-origin"
     assert headers["x-frame-options"] == "DENY"
@@ -126,12 +115,14 @@ def test_flyte_run_gets_each_type_answered_in_the_browser(flow: FlyteRun, open_t
     url = flow.expect(r"\[hitl\] form: (http://\S+)$").group(1)
     assert_security_headers(light.goto(url).all_headers())
     page = light.page
-    assert page.locator("h1").inner_text() == "replicas"
-    assert page.locator(".prompt").inner_text() == "How many replicas should serve model v7?\nProduction runs 3 today."
+    assert page.locator("h1").inner_text() == "How many replicas should serve model v7?"
+    assert page.locator(".caption").inner_text() == "replicas"
+    assert page.locator(".prompt").inner_text() == "Production runs 3 today."
     page.get_by_label("Your answer").fill("twelve")
     refused = light.submit(lambda: page.keyboard.press("Enter"))
     assert refused.status == 400
-    assert "invalid value 'twelve': expected int" in page.get_by_role("alert").inner_text()
+    assert page.get_by_role("alert").inner_text() == "1 answer needs a fix."
+    assert page.locator("#e-value").inner_text() == "Enter a whole number, such as 42."
     field = page.get_by_label("Your answer")
     assert field.input_value() == "twelve", "the typed value is kept"
     assert field.get_attribute("aria-invalid") == "true"
@@ -152,7 +143,7 @@ def test_flyte_run_gets_each_type_answered_in_the_browser(flow: FlyteRun, open_t
     page = dark.page
     page.get_by_label("Your answer").fill("1,5")
     assert dark.submit(lambda: page.get_by_role("button", name="Submit answer").click()).status == 400
-    assert "expected float" in page.get_by_role("alert").inner_text()
+    assert page.locator("#e-value").inner_text().startswith("Enter a number")
     assert page.get_by_label("Your answer").input_value() == "1,5"
     dark.shot("flow-form-error")
     page.get_by_label("Your answer").fill("2.5")
@@ -171,12 +162,13 @@ def test_flyte_run_gets_each_type_answered_in_the_browser(flow: FlyteRun, open_t
     # bool: two buttons; "No" answers False.
     dark.goto(flow.expect(r"\[hitl\] form: (http://\S+)$").group(1))
     page = dark.page
-    assert page.locator(".prompt").inner_text().startswith("Deploy model v7 to production?\n\nAccuracy")
+    assert page.locator("h1").inner_text() == "Deploy model v7 to production?"
+    assert page.locator(".prompt").inner_text().startswith("Accuracy")
     dark.shot("flow-form-bool")
     assert_outcome(
-        dark, 200, dark.submit(lambda: page.get_by_role("button", name="No").click()).status, "Answer received"
+        dark, 200, dark.submit(lambda: page.get_by_role("button", name="Reject").click()).status, "Answer received"
     )
-    assert page.locator(".value").inner_text() == "No (false)"
+    assert page.locator(".value").inner_text() == "Rejected (false)"
     flow.expect(ANSWERED_LINE.format(name="ship_it", value="False"))
 
     result = json.loads(flow.expect(r"^RESULT (.*)$").group(1))
@@ -209,11 +201,12 @@ def test_text_form_is_labelled_focused_styled_and_answers_on_enter(
     assert_security_headers(response.all_headers())
     page = tab.page
 
-    assert page.locator("h1").inner_text() == "the_question"
-    assert page.locator(".prompt").inner_text() == prompt, "shown as written: line breaks and indents kept"
+    assert page.locator("h1").inner_text() == "First line of the question", "the question is the heading"
+    assert page.locator(".caption").inner_text() == "the_question"
+    assert page.locator(".prompt").inner_text() == prompt.split("\n", 1)[1], "shown as written: indents kept"
     chips = page.locator(".chips li").all_inner_texts()
-    assert chips[0] == f"Type: {data_type.__name__}"
-    assert TIME_LEFT.match(chips[1]) and chips[1].startswith("1h 30m"), chips
+    assert len(chips) == 1 and TIME_LEFT.match(chips[0]) and chips[0].startswith("1h 30m"), chips
+    assert "Type" not in page.locator("main").inner_text(), "no type signature for the person"
     field = page.get_by_label("Your answer")
     assert field.get_attribute("id") == "value"
     assert page.evaluate("document.activeElement.id") == "value", "the answer field has the focus"
@@ -236,7 +229,7 @@ def test_text_form_is_labelled_focused_styled_and_answers_on_enter(
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-@pytest.mark.parametrize(("button", "expected"), [("Yes", True), ("No", False)])
+@pytest.mark.parametrize(("button", "expected"), [("Approve", True), ("Reject", False)])
 def test_bool_form_is_two_clear_buttons(
     make_event: MakeEvent, open_tab: OpenTab, scheme: str, button: str, expected: bool
 ) -> None:
@@ -244,7 +237,7 @@ def test_bool_form_is_two_clear_buttons(
     tab = open_tab(scheme, PHONE)
     tab.goto(event.form_url)
     page = tab.page
-    yes, no = page.get_by_role("button", name="Yes"), page.get_by_role("button", name="No")
+    yes, no = page.get_by_role("button", name="Approve"), page.get_by_role("button", name="Reject")
     assert yes.is_visible() and no.is_visible()
     for b in (yes, no):
         box = b.bounding_box()
@@ -256,7 +249,7 @@ def test_bool_form_is_two_clear_buttons(
     assert tab.csp_violations() == []
     done = tab.submit(lambda: page.get_by_role("button", name=button).click())
     assert_outcome(tab, 200, done.status, "Answer received")
-    assert page.locator(".value").inner_text() == ("Yes (true)" if expected else "No (false)")
+    assert page.locator(".value").inner_text() == ("Approved (true)" if expected else "Rejected (false)")
     assert event.wait() is expected
 
 
@@ -282,13 +275,14 @@ def test_reject_comment_is_asked_for_and_kept(make_event: MakeEvent, open_tab: O
     tab = open_tab("light", PHONE)
     tab.goto(event.form_url)
     page = tab.page
-    assert "required to answer No" in page.locator("label[for=comment]").inner_text()
-    refused = tab.submit(lambda: page.get_by_role("button", name="No").click())
+    assert "required to reject" in page.locator("label[for=comment]").inner_text()
+    refused = tab.submit(lambda: page.get_by_role("button", name="Reject").click())
     assert refused.status == 400
-    assert "comment is required" in page.get_by_role("alert").inner_text()
+    assert page.get_by_role("alert").inner_text() == "1 answer needs a fix."
+    assert page.locator("#e-comment").inner_text() == "A comment is required to reject: say why."
     assert page.get_by_label("Comment").get_attribute("aria-invalid") == "true"
     page.get_by_label("Comment").fill("Latency regressed on the canary.")
-    done = tab.submit(lambda: page.get_by_role("button", name="No").click())
+    done = tab.submit(lambda: page.get_by_role("button", name="Reject").click())
     assert_outcome(tab, 200, done.status, "Answer received")
     assert "Latency regressed on the canary." in page.locator("dl").inner_text()
     assert event.wait() is False
@@ -350,7 +344,7 @@ def test_bidi_and_invisible_characters_show_as_visible_markers(
     tab = open_tab(scheme, DESKTOP)
     tab.goto(event.form_url)
     page = tab.page
-    assert page.locator(".prompt").inner_text() == "Run rm -rf /data/*/old/* and open invoice_2026_<U+202E>fdp.exe?"
+    assert page.locator("h1").inner_text() == "Run rm -rf /data/*/old/* and open invoice_2026_<U+202E>fdp.exe?"
     cell = page.locator(".details td")
     assert cell.inner_text() == "invoice_2026_<U+202E>fdp.exe"
     marker = cell.locator(".cf")
@@ -373,7 +367,7 @@ def test_bidi_and_invisible_characters_show_as_visible_markers(
     assert tab.csp_violations() == []
     tab.shot("form-invisible")
 
-    done = tab.submit(lambda: page.get_by_role("button", name="Yes").click())
+    done = tab.submit(lambda: page.get_by_role("button", name="Approve").click())
     assert done.status == 200
     assert "invoice_2026_<U+202E>fdp.exe" in page.locator("dd.question").inner_text()
     assert event.wait() is True
@@ -450,7 +444,8 @@ def test_index_lists_waiting_and_done_events_without_tokens(
     assert pending_text.startswith("Waiting\n2")
     for event in waiting:
         assert event.name in pending_text and event.prompt.split("\n")[0] in pending_text
-    assert "int" in pending_text and "bool" in pending_text and "Created " in pending_text
+    assert pending_text.count("\nwaiting\n") == 2 and "Created " in pending_text
+    assert "int" not in pending_text and "bool" not in pending_text, "no type names for people"
     assert re.search(r"\b(1h 00m|59m \d\ds) left\b", pending_text) and re.search(
         r"\b(10m 00s|9m \d\ds) left", pending_text
     )

@@ -59,16 +59,26 @@ def status_of(request: Record, response: Record | None) -> str:
     return "pending" if seconds_left(request) > 0 else "expired"
 
 
+#: The stored statuses as people read them (pages, ``/status``, the command line).
+STATES = {"pending": "waiting", "completed": "answered", "expired": "expired"}
+
+
+def state_of(request: Record, response: Record | None) -> str:
+    """'waiting', 'answered' or 'expired' (`status_of` in the words shown to people and programs)."""
+    return STATES[status_of(request, response)]
+
+
 def status_record(
     request: Record, response: Record | None, refusal: Record | None = None, votes: list[Record] | None = None
 ) -> Record:
     """What ``GET /status`` shows: the event without its token, its type as people read it
-    (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its status and its outcome, and the
+    (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its state (waiting, answered or expired;
+    the stored response keeps its own "completed"/"expired" status) and its outcome, and the
     answer the waiting task last refused, with why, if it refused one."""
     schema = request.get("schema")
     record = {
         "request_id": request["request_id"],
-        "status": status_of(request, response),
+        "status": state_of(request, response),
         "type": describe(schema) if isinstance(schema, dict) else request.get("data_type"),
         "request": public_request(request),
         "response": response,

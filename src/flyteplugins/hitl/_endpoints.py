@@ -264,11 +264,22 @@ def _common(content_type: str, referrer_policy: str = "no-referrer") -> list[tup
     ]
 
 
-def _refuse(status: int, detail: str, *, page: str | None = None, close: bool = False) -> _Refusal:
-    """A JSON refusal, or an HTML page titled `page` for the endpoints people use in a browser."""
+def _refuse(
+    status: int,
+    detail: str,
+    *,
+    page: str | None = None,
+    close: bool = False,
+    field_errors: Mapping[str, str] | None = None,
+) -> _Refusal:
+    """A JSON refusal (with each offending field's message, if any), or an HTML page titled `page` for
+    the endpoints people use in a browser."""
     if page is not None:
         return _Refusal(html_reply(status, _html.message_page(page, detail), close=close))
-    return _Refusal(json_reply(status, {"detail": detail}, close=close))
+    body: dict[str, Any] = {"detail": detail}
+    if field_errors:
+        body["field_errors"] = dict(field_errors)
+    return _Refusal(json_reply(status, body, close=close))
 
 
 # How each client-side mistake or refusal is answered; anything else is a server error.
@@ -288,7 +299,9 @@ def _refusal(e: HitlError, page: str | None = None) -> _Refusal | None:
     """The reply for an error caused by the request, or None for our own failures."""
     for kind, status in _STATUS:
         if isinstance(e, kind):
-            return _refuse(status, str(e), page=page)
+            if isinstance(e, EventNotFoundError):  # do not show clients where the root is
+                return _refuse(status, f"not_found: no event with request_id {e.request_id!r}", page=page)
+            return _refuse(status, str(e), page=page, field_errors=getattr(e, "field_errors", None))
     return None
 
 
@@ -500,17 +513,17 @@ def _page_for(
         return html_reply(200, _html.answered_page(event, response, just_now=False))
     if status == "expired":
         return html_reply(200, _html.expired_page(event))
-    status_code = 400 if error else 200  # re-shown with the client's own mistake
+    notice = ""
     if refusal is not None and not error:
-        error = f"The last answer was refused by the task: {refusal.get('error')}. Please answer again."
+        notice = f"The task refused the last answer: {refusal.get('error')}. Please answer again."
         field_errors = refusal.get("field_errors") or None
     page = _html.form_page(
-        event, seconds_left(event), value, error, comment=comment, form=form, field_errors=field_errors
+        event, seconds_left(event), value, error, comment=comment, form=form, field_errors=field_errors, notice=notice
     )
     votes = _answers.votes_of(store, event, response)
     if votes is not None:
         page = _html.with_votes(page, votes, _policy.quorum(event), (who or _policy.Who()).identity)
-    return html_reply(status_code, page)
+    return html_reply(400 if error else 200, page)
 
 
 def status(site: Site, request: Request, request_id: str) -> Response:

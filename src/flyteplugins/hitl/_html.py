@@ -1,9 +1,10 @@
 """HTML pages and text snippets for people: the form, its outcome pages, the index and the Flyte report.
 
 Templates are plain strings and every value passes `esc` on its way in; invisible and bidirectional
-characters in a page's text are shown as markers (`_text.mark_html`). Pages carry no script and load
-nothing: the one inline stylesheet is allowed by its hash in `csp()`, so the policy can forbid
-everything else (no external sources, no inline script, no framing).
+characters in a page's text are shown as markers (`_text.mark_html`). Pages load nothing: the one
+inline stylesheet and the one inline script (local times, a datetime typed in the person's zone) are
+allowed by their hashes in `csp()`, so the policy can forbid everything else (no external sources, no
+other script, no framing). Without the script a page still works; its times are in UTC.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import hashlib
 import html
 import json
+import re
 import shlex
 import string
 from collections.abc import Mapping, Sequence
@@ -20,17 +22,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import _markdown, _policy, _text
-from ._schema import describe, form_key, wire
+from ._schema import describe, example, form_key, wire
 
 # One stylesheet for every page. Light and dark follow the reader's `prefers-color-scheme`.
 # Touch targets are at least 48px tall and text fields use 18px text (phones zoom into smaller ones).
 _STYLE = """
-:root{color-scheme:light dark;--bg:#f3f4f7;--card:#fff;--fg:#171a21;--muted:#5b6270;--line:#dcdfe6;
+:root{color-scheme:light dark;--bg:#f3f4f7;--card:#fff;--fg:#171a21;--muted:#5b6270;--line:#dcdfe6;--edge:#767d8c;
 --field:#fff;--chip:#eceef3;--accent:#3346c4;--accent-fg:#fff;--accent-soft:#e8ebfb;--ok:#17753a;
 --ok-soft:#e4f4e9;--err:#b3261e;--err-soft:#fcebea;--warn:#8a5300;--warn-soft:#fdf1dc;
 --shadow:0 1px 2px rgba(16,24,40,.06),0 4px 16px rgba(16,24,40,.06)}
 @media (prefers-color-scheme:dark){:root{--bg:#0f1115;--card:#191c22;--fg:#e8eaef;--muted:#9ea5b2;
---line:#2d323b;--field:#11141a;--chip:#252a33;--accent:#8fa0ff;--accent-fg:#0b1030;--accent-soft:#222a4d;
+--line:#2d323b;--edge:#8a93a3;--field:#0b0d11;--chip:#252a33;--accent:#8fa0ff;--accent-fg:#0b1030;--accent-soft:#222a4d;
 --ok:#6fd394;--ok-soft:#15301f;--err:#ff8f86;--err-soft:#3b1714;--warn:#f3c064;--warn-soft:#3a2b0c;
 --shadow:none}}
 *{box-sizing:border-box}
@@ -54,14 +56,13 @@ font-size:.8125rem;font-weight:600;white-space:nowrap}
 .chip.time{background:var(--accent-soft);color:var(--accent)}
 .chip.done{background:var(--ok-soft);color:var(--ok)}
 .chip.gone{background:var(--warn-soft);color:var(--warn)}
-.prompt{overflow-wrap:anywhere;font-size:1.125rem;margin:0 0 1.25rem;padding:.85rem 1rem;
-border-left:4px solid var(--accent);background:var(--bg);border-radius:0 10px 10px 0}
+.prompt{overflow-wrap:anywhere;font-size:1.0625rem;margin:0 0 1.25rem}
 .prompt>:last-child{margin-bottom:0}.prompt p,.prompt ul,.prompt ol{margin:0 0 .6rem}
 .prompt ul,.prompt ol{padding-left:1.4rem}.prompt h1,.prompt h2,.prompt h3{font-size:1.125rem;margin:0 0 .5rem}
 .plain{white-space:pre-wrap}
 .cf{direction:ltr;unicode-bidi:isolate;white-space:nowrap;font:600 .75em ui-monospace,SFMono-Regular,Menlo,Consolas,
 monospace;color:var(--err);background:var(--err-soft);border-radius:4px;padding:0 .2em;margin:0 .1em}
-.prompt code,.details pre,.prompt pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+.prompt code,.prompt pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
 font-size:.9em;background:var(--chip);border-radius:5px}
 .prompt code{padding:.05rem .3rem}.prompt pre{padding:.6rem .8rem;overflow-x:auto}.prompt pre code{padding:0}
 .prompt a{color:var(--accent)}
@@ -69,7 +70,7 @@ font-size:.9em;background:var(--chip);border-radius:5px}
 .prompt th,.prompt td,.details th,.details td{border:1px solid var(--line);padding:.35rem .6rem;text-align:left;
 vertical-align:top;overflow-wrap:anywhere}
 .details{margin:-.5rem 0 1.25rem}.details th{width:35%;color:var(--muted);font-weight:600}
-.details pre{margin:0;padding:.4rem .5rem;white-space:pre-wrap;font-size:.85rem}
+.details td{white-space:pre-wrap}
 .field{margin:0 0 1.1rem}.req{color:var(--err);font-weight:600;font-size:.8125rem}
 .desc{color:var(--muted);font-size:.9rem;margin:-.2rem 0 .4rem}
 .field-error{color:var(--err);font-size:.9rem;margin:.35rem 0 0;overflow-wrap:anywhere}
@@ -77,26 +78,39 @@ vertical-align:top;overflow-wrap:anywhere}
 .opts label{display:flex;align-items:center;gap:.5rem;font-weight:400;min-height:2.75rem;margin:0}
 input[type=radio],input[type=checkbox]{width:1.3rem;height:1.3rem;margin:0;accent-color:var(--accent)}
 input[type=date],input[type=datetime-local]{display:block;width:100%;min-height:3rem;font:inherit;
-font-size:1.125rem;padding:.6rem .8rem;color:var(--fg);background:var(--field);border:1.5px solid var(--line);
+font-size:1.125rem;padding:.6rem .8rem;color:var(--fg);background:var(--field);border:1.5px solid var(--edge);
 border-radius:10px}
 select[aria-invalid=true],fieldset[aria-invalid=true] .opts{border-color:var(--err)}
-.schema{color:var(--muted);font-size:.875rem;margin:1rem 0 0}.schema code{overflow-wrap:anywhere}
+.caption{color:var(--muted);font-size:.875rem;margin:0 0 .25rem;overflow-wrap:anywhere}
+.optional{color:var(--muted);font-weight:600;font-size:.8125rem}
+.utc{color:var(--muted);font-size:.875rem;margin:.35rem 0 0}
+.programs{margin:1.25rem 0 0;color:var(--muted);font-size:.875rem}
+.programs summary{cursor:pointer;font-weight:600;padding:.6rem 0}.programs code{overflow-wrap:anywhere}
+.programs pre{white-space:pre-wrap;word-break:break-all;background:var(--chip);color:var(--fg);padding:.6rem .8rem;
+border-radius:8px;font:.8125rem ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;margin:.25rem 0 .75rem}
+.answer{border-collapse:collapse;width:100%;font-size:.95rem}
+.answer th,.answer td{border-top:1px solid var(--line);padding:.3rem .5rem .3rem 0;text-align:left;vertical-align:top;
+overflow-wrap:anywhere}.answer tr:first-child th,.answer tr:first-child td{border-top:0}
+.answer th{color:var(--muted);font-weight:600;width:40%}.answer td{font-weight:600}
+.tabs{display:flex;gap:.4rem;margin:0 0 1rem}.tabs button{flex:1 1 0;min-width:0;padding:.5rem .4rem;white-space:nowrap}
+.tabs button[aria-current]{background:var(--accent);color:var(--accent-fg);border-color:var(--accent)}
 label,legend{display:block;font-weight:650;margin:0 0 .4rem;padding:0}
 .hint{font-weight:400;color:var(--muted);font-size:.875rem}
 fieldset{border:0;margin:0;padding:0;min-width:0}
 input[type=text],select,textarea{display:block;width:100%;min-height:3rem;font:inherit;font-size:1.125rem;
-padding:.6rem .8rem;color:var(--fg);background:var(--field);border:1.5px solid var(--line);border-radius:10px}
+padding:.6rem .8rem;color:var(--fg);background:var(--field);border:1.5px solid var(--edge);border-radius:10px}
 textarea{min-height:5rem;resize:vertical;font-size:1rem}
 input[aria-invalid=true],textarea[aria-invalid=true]{border-color:var(--err)}
 :focus-visible{outline:3px solid var(--accent);outline-offset:2px}
 input:focus-visible,select:focus-visible,textarea:focus-visible{outline-offset:0;border-color:var(--accent)}
+[aria-invalid=true]:focus-visible{border-color:var(--err);outline-color:var(--err)}
 .actions{display:flex;flex-wrap:wrap;gap:.75rem;margin:1rem 0 0}
 .actions.choices{margin-top:0}
 button{flex:1 1 8rem;min-height:3rem;font:inherit;font-size:1.0625rem;font-weight:650;padding:.65rem 1.1rem;
 border-radius:10px;border:1.5px solid var(--accent);background:var(--accent);color:var(--accent-fg);cursor:pointer;
 overflow-wrap:anywhere}
 button:hover{filter:brightness(1.08)}
-button.second{background:var(--card);color:var(--fg);border-color:var(--line)}
+button.second{background:var(--card);color:var(--fg);border-color:var(--edge)}
 .yes{background:var(--ok);border-color:var(--ok);color:var(--card)}
 .no{background:var(--err);border-color:var(--err);color:var(--card)}
 .comment{margin:0 0 1.25rem}
@@ -114,8 +128,8 @@ dl{margin:1rem 0 0;display:grid;grid-template-columns:minmax(5.5rem,auto) 1fr;ga
 dt{color:var(--muted);font-size:.875rem;padding-top:.1rem}
 dd{margin:0;min-width:0;overflow-wrap:anywhere;white-space:pre-wrap}
 dd.question{white-space:normal}dd.question>:last-child{margin-bottom:0}dd.question p{margin:0 0 .5rem}
-.value{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;font-size:1.05rem;
-font-weight:600;background:var(--chip);padding:.05rem .45rem;border-radius:6px}
+.value{display:inline-block;max-width:100%;font-size:1.05rem;font-weight:600;background:var(--chip);
+padding:.05rem .45rem;border-radius:6px}
 .count{font-size:.8125rem;background:var(--chip);color:var(--muted);border-radius:999px;padding:0 .55rem}
 .events{list-style:none;margin:0;padding:0}
 .events>li{padding:.85rem 0;border-top:1px solid var(--line)}
@@ -138,21 +152,66 @@ _PAGE = string.Template(
 <meta name="robots" content="noindex,nofollow">
 <title>$title</title><style>$style</style></head>
 <body><main><div class="brand"><i></i>Flyte · human input</div>
-$body</main></body></html>
+$body</main><script>$script</script></body></html>
 """
 )
 
+# The one script, allowed by its hash: every <time> also in the reader's zone, and a datetime field
+# typed in that zone (its input loses its name to a hidden one that carries the UTC value posted).
+_SCRIPT = """(function () {
+  var zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+  function pad(n) { return String(n).padStart(2, "0"); }
+  function local(d) {
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
+      pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+  }
+  document.querySelectorAll("time[datetime]").forEach(function (t) {
+    var d = new Date(t.getAttribute("datetime"));
+    if (isNaN(d) || d.getTimezoneOffset() === 0) return;  // UTC is already the reader's time
+    var s = document.createElement("span");
+    s.className = "local";
+    s.textContent = " (" + local(d) + " your time, " + zone + ")";
+    t.after(s);
+  });
+  document.querySelectorAll("input[data-utc]").forEach(function (input) {
+    var hidden = document.createElement("input"), out = document.getElementById("u-" + input.id);
+    var hint = document.getElementById("h-" + input.id);
+    hidden.type = "hidden";
+    hidden.name = input.name;
+    input.removeAttribute("name");
+    input.form.appendChild(hidden);
+    if (hint) hint.textContent = hint.textContent.replace("UTC", "your time, " + zone);
+    if (input.value) {
+      var shown = new Date(input.value + "Z");
+      if (!isNaN(shown)) input.value = local(shown).replace(" ", "T");
+    }
+    function update() {
+      var d = new Date(input.value);
+      hidden.value = input.value && !isNaN(d) ? d.toISOString().slice(0, 19) + "+00:00" : input.value;
+      if (out) out.textContent = hidden.value ? "Sent as " + hidden.value.slice(0, 16).replace("T", " ") +
+        " UTC (you are in " + zone + ")" : "Your zone: " + zone;
+    }
+    input.addEventListener("input", update);
+    input.addEventListener("change", update);
+    input.form.addEventListener("submit", update);
+    update();
+  });
+})();"""
+
 _FORM = string.Template(
     """<article class="card">
-<h1>$name</h1>
-<ul class="chips"><li class="chip">Type: $type</li><li class="chip time">$left</li></ul>
-<div class="prompt">$prompt</div>
-$details$error<form method="post" action="/submit" autocomplete="off">
+<p class="caption">$name</p>
+<h1>$heading</h1>
+<ul class="chips"><li class="chip time">$left</li></ul>
+$prompt$details$error<form method="post" action="/submit" autocomplete="off">
 <input type="hidden" name="request_id" value="$request_id">
 <input type="hidden" name="token" value="$token">
 $fields
 </form>
 <p class="note">$footer</p>
+<details class="programs"><summary>For programs</summary>
+<p>Answer with a JSON POST (replace the value):</p><pre>$curl</pre>
+<p>The value's shape: <code>$shape</code></p></details>
 </article>"""
 )
 
@@ -180,20 +239,21 @@ def esc(value: object) -> str:
 
 @functools.lru_cache(maxsize=1)
 def csp() -> str:
-    """The Content-Security-Policy for every page: no scripts, no external sources, our one stylesheet.
+    """The Content-Security-Policy for every page: no external sources, our one stylesheet and script.
 
-    Nothing may load (``default-src 'none'``), the inline stylesheet is allowed by its hash only, forms
+    Nothing may load (``default-src 'none'``), the inline stylesheet and script by their hashes only, forms
     post back to this server only, and no other site may frame a page (clickjacking a yes/no answer).
     """
-    digest = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+    style, script = (base64.b64encode(hashlib.sha256(x.encode()).digest()).decode() for x in (_STYLE, _SCRIPT))
     return (
-        f"default-src 'none'; style-src 'sha256-{digest}'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        f"default-src 'none'; style-src 'sha256-{style}'; script-src 'sha256-{script}'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"
     )
 
 
 def page(title: str, body: str) -> str:
     """A whole HTML document around `body` (already escaped), its invisible characters shown as markers."""
-    return _PAGE.substitute(title=esc(_text.visible(title)), style=_STYLE, body=_text.mark_html(body))
+    return _PAGE.substitute(title=esc(_text.visible(title)), style=_STYLE, script=_SCRIPT, body=_text.mark_html(body))
 
 
 def time_left(seconds: float) -> str:
@@ -219,6 +279,45 @@ def when(timestamp: object) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(timezone.utc)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def when_html(timestamp: object) -> str:
+    """`when(timestamp)` in a ``<time>`` element, which the pages' script follows with the reader's local time."""
+    text = esc(when(timestamp))
+    try:
+        moment = datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return f'<time datetime="{esc(moment.isoformat())}">{text}</time>'
+
+
+#: The longest heading taken from a prompt's first line; a longer line stays in the prompt's text.
+MAX_HEADING = 200
+_MARKDOWN_BLOCK = re.compile(r"\s*([|>]|[*+-]\s|```|~~~|\d+[.)]\s)|\s{4}")
+
+
+def heading(request: Mapping[str, Any]) -> tuple[str, str]:
+    """The event's heading and the rest of its prompt (the source text, "" when nothing is left).
+
+    The heading is the request's ``title`` when it has one (then the whole prompt follows), else the
+    prompt's first line as plain text.
+
+    Example:
+        >>> heading({"prompt": "Deploy v3?\nAccuracy 94%"})
+        ('Deploy v3?', 'Accuracy 94%')
+    """
+    prompt, kind = str(request.get("prompt") or ""), request.get("prompt_type")
+    title = request.get("title")
+    if title:
+        return str(title), prompt
+    first, _, rest = prompt.strip("\n").partition("\n")
+    shown = _markdown.plain(first, kind).strip() if kind == "markdown" else first.strip()
+    # A Markdown block that goes on past its first line (a table, a list, a quote, code) stays whole.
+    if not shown or len(shown) > MAX_HEADING or (kind == "markdown" and _MARKDOWN_BLOCK.match(first)):
+        return str(request.get("event_name", "")), prompt
+    return shown, rest.lstrip("\r\n")  # blank lines under the heading are not kept
 
 
 def shown_value(value: object) -> str:
@@ -252,15 +351,16 @@ def one_line(text: str, limit: int = 160) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _text_field(type_name: str, value: str, invalid: bool) -> str:
+def _text_field(type_name: str, value: str, error: str) -> str:
     # type=text, not type=number: a number field silently drops what it cannot parse ("1,5", "12k"),
     # so the person would never see why; inputmode still brings up the numeric keypad on phones.
-    described = 'aria-describedby="error" aria-invalid="true"' if invalid else ""
+    described = ' aria-describedby="e-value" aria-invalid="true"' if error else ""
+    message = f'<p class="field-error" id="e-value">{esc(error)}</p>' if error else ""
     return (
         f'<label for="value">Your answer <span class="hint">({esc(_TYPE_HINTS[type_name])})</span></label>'
         f'<input id="value" name="value" type="text" inputmode="{_INPUT_MODES[type_name]}" value="{esc(value)}" '
-        f'required autofocus autocomplete="off" autocapitalize="off" spellcheck="false" enterkeyhint="send" '
-        f"{described}>" + _SUBMIT
+        f'required autofocus autocomplete="off" autocapitalize="off" spellcheck="false" enterkeyhint="send"'
+        f"{described}>{message}" + _SUBMIT
     )
 
 
@@ -284,18 +384,20 @@ def _choice_fields(choices: Sequence[object], value: str, labels: Sequence[str] 
     )
 
 
-def _bool_fields(request: Mapping[str, Any], comment: str, invalid: bool) -> str:
+def _bool_fields(request: Mapping[str, Any], comment: str, error: str) -> str:
     # No autofocus here: Enter on a focused button would answer a yes/no question by accident.
     required = bool(request.get("comment_required_on_reject"))
-    hint = "(required to answer No)" if required else "(optional, kept with the answer)"
-    described = ' aria-describedby="error" aria-invalid="true"' if invalid and required else ""
+    hint = "(required to reject)" if required else "(optional, kept with the answer)"
+    described = ' aria-describedby="e-comment" aria-invalid="true"' if error else ""
+    message = f'<p class="field-error" id="e-comment">{esc(error)}</p>' if error else ""
     # The comment comes first: people write it, then press the button that sends both.
     return (
         f'<div class="comment"><label for="comment">Comment <span class="hint">{esc(hint)}</span></label>'
-        f'<textarea id="comment" name="comment" rows="2" maxlength="4000"{described}>{esc(comment)}</textarea></div>'
+        f'<textarea id="comment" name="comment" rows="2" maxlength="4000"{described}>{esc(comment)}</textarea>'
+        f"{message}</div>"
         '<fieldset><legend>Your answer</legend><div class="actions choices">'
-        '<button type="submit" name="value" value="true" class="yes">Yes</button>'
-        '<button type="submit" name="value" value="false" class="no">No</button></div></fieldset>'
+        '<button type="submit" name="value" value="true" class="yes">Approve</button>'
+        '<button type="submit" name="value" value="false" class="no">Reject</button></div></fieldset>'
     )
 
 
@@ -308,11 +410,15 @@ def form_page(
     comment: str = "",
     form: Mapping[str, Sequence[str]] | None = None,
     field_errors: Mapping[str, str] | None = None,
+    notice: str = "",
 ) -> str:
     """The answer form for a pending event, optionally re-shown with an error and what was typed before.
+    `notice` is shown above the form (why the task refused the last answer).
 
-    `form` (the posted fields, as ``parse_qs`` returns them) and `field_errors` re-show a structured
-    answer with each field's value kept and its error beside it.
+    The heading is the question (`heading`), the event's name a caption above it; the answer's type is
+    shown only under "For programs", with a curl command. A refusal is one short banner and, beside each
+    field, its message in the words of the field's hint (`fix_message`). `form` (the posted fields, as
+    ``parse_qs`` returns them) and `field_errors` re-show a structured answer with each field's value kept.
 
     Example:
         >>> form_page(request, 600, form={"f.score": ["9"]}, field_errors={"score": "is more than 5"})
@@ -320,38 +426,139 @@ def form_page(
     type_name = str(request["data_type"])
     choices = request.get("choices")
     schema = request.get("schema")
+    # Where the error is shown: beside the field it is about, else in the banner.
+    beside, errors = "", {}
+    banner = fix_message(schema, error) if error else ""
     if schema is not None:
-        fields = _structured_fields(schema, value, form, field_errors or {}, bool(error))
+        if schema["kind"] == "object" and field_errors:
+            names = {f["name"] for f in schema["fields"]}
+            errors = {n: fix_message(_field_schema(schema, n), why) for n, why in field_errors.items() if n in names}
+            # What is about no one field (a model's own check of several) stays in the banner.
+            banner = " ".join(fix_message(None, why) for n, why in field_errors.items() if n not in names)
+        elif error and schema["kind"] not in ("object", "choice"):
+            beside = banner = fix_message(schema, error)
+        fields = _structured_fields(schema, value, form, errors, beside)
     elif type_name == "bool":
-        fields = _bool_fields(request, comment, bool(error))
+        if request.get("comment_required_on_reject") and "comment is required" in error:
+            beside = banner = "A comment is required to reject: say why."
+        fields = _bool_fields(request, comment, beside)
     elif choices:
         fields = _choice_fields(choices, value)
     else:
-        fields = _text_field(type_name, value, bool(error))
-    footer = f"Open until {when(request['expires_at'])}."
+        beside = banner = fix_message({"kind": type_name}, error) if error else ""
+        fields = _text_field(type_name, value, beside)
+    footer = f"Open until {when_html(request['expires_at'])}."
     if request.get("default") is not None:
-        footer += f" Without an answer by then, the task goes on with {shown_value(request['default'])}."
-    alert = (
-        f'<div class="alert" id="error" role="alert"><strong>That answer was not accepted.</strong>{esc(error)}</div>'
-        if error
-        else ""
-    )
+        footer += esc(f" Without an answer by then, the task goes on with {shown_value(request['default'])}.")
+    alert = ""
+    if error:
+        count = len(errors) or 1
+        what = "1 answer needs a fix." if count == 1 else f"{count} answers need a fix."
+        extra = "" if beside or banner == "" else f" {esc(banner)}"
+        alert = f'<div class="alert" id="error" role="alert"><strong>{what}</strong>{extra}</div>'
+    if notice:
+        alert = f'<div class="alert" role="alert">{esc(notice)}</div>' + alert
+    title, rest = heading(request)
     body = _FORM.substitute(
         name=esc(request["event_name"]),
-        type=esc(type_name),
+        heading=esc(title),
         left=esc(time_left(seconds_left)),
-        prompt=_markdown.render(str(request["prompt"]), request.get("prompt_type")),
+        prompt=f'<div class="prompt">{_markdown.render(rest, request.get("prompt_type"))}</div>'
+        if rest.strip()
+        else "",
         details=_markdown.details_table(request.get("details")),
         error=alert,
         request_id=esc(request["request_id"]),
         token=esc(request["token"]),
         fields=fields,
-        footer=esc(footer),
+        footer=footer,
+        curl=esc(
+            curl_command(
+                f"{request.get('endpoint') or ''}/submit/json",
+                request["request_id"],
+                request["token"],
+                _example(request),
+            )
+        ),
+        shape=esc(_shape(request)),
     )
-    return page(f"{request['event_name']} · human input", body)
+    return page(title, body)
 
 
 _SUBMIT = '<div class="actions"><button type="submit">Submit answer</button></div>'
+
+
+def _example(request: Mapping[str, Any]) -> object:
+    """A value that answers `request`, for its curl command (the first choice when it has choices)."""
+    if request.get("choices"):
+        return request["choices"][0]
+    if request.get("schema") is not None:
+        return example(request["schema"])
+    return {"int": 42, "float": 0.5, "bool": True}.get(str(request["data_type"]), "text")
+
+
+def _shape(request: Mapping[str, Any]) -> str:
+    """The answer's JSON shape as programmers read it: ``int``, ``"S" | "M"``, ``Review {score: int, …}``."""
+    if request.get("schema") is not None:
+        return describe(dict(request["schema"]))
+    if request.get("choices"):
+        return " | ".join(json.dumps(c, ensure_ascii=False) for c in request["choices"])
+    return str(request["data_type"])
+
+
+def _field_schema(schema: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    return next((f["type"] for f in schema["fields"] if f["name"] == name), None)
+
+
+# Our checks' refusals, and how a person reads them.
+_LIMITS = (
+    (re.compile(r"is less than the minimum (.+)$"), "Must be at least {}."),
+    (re.compile(r"must be greater than (.+)$"), "Must be more than {}."),
+    (re.compile(r"is more than the maximum (.+)$"), "Must be at most {}."),
+    (re.compile(r"must be less than (.+)$"), "Must be less than {}."),
+    (re.compile(r"is shorter than the minimum length (\d+)$"), "Needs at least {} {}."),
+    (re.compile(r"is longer than the maximum length (\d+)$"), "Takes at most {} {}."),
+    (re.compile(r"does not match the pattern (.+)$"), "Does not have the expected form ({})."),
+)
+_ENTER = {
+    "int": "Enter a whole number, such as 42.",
+    "float": "Enter a number, such as 0.5 (with a point, not a comma).",
+    "bool": "Choose yes or no.",
+    "date": "Enter a date.",
+    "datetime": "Enter a date and time.",
+    "str": "Enter some text.",
+    "choice": "Choose one of the options.",
+}
+
+
+def fix_message(schema: Mapping[str, Any] | None, error: str) -> str:
+    """A refused answer's (or field's) `error` in the words of its hint: "Must be at most 10.",
+    "Enter a whole number, such as 42."; a message of the task's own (pydantic) without its prefix.
+
+    Example:
+        >>> fix_message({"kind": "int", "le": 10}, "'12' is more than the maximum 10")
+        'Must be at most 10.'
+    """
+    kind = schema["kind"] if schema else ""
+    for pattern, words in _LIMITS:
+        match = pattern.search(error)
+        if match:
+            return words.format(match.group(1).strip("'\""), "items" if kind == "list" else "characters")
+    if kind == "list" and ("required" in error or "at least one" in error or "may not be empty" in error):
+        return (
+            "Required: choose at least one."
+            if schema and schema["items"]["kind"] == "choice"
+            else ("Required: enter at least one line.")
+        )
+    if error in ("a value is required", "may not be empty (null)"):
+        return "Required: choose one." if kind in ("choice", "bool") else "Required: enter a value."
+    if "is not one of" in error:
+        return _ENTER["choice"]
+    if kind in _ENTER and kind != "str" and ("expected" in error or error.startswith("invalid")):
+        return _ENTER[kind]
+    # A check of the task's own type: pydantic's message, without its "Value error, " prefix.
+    error = re.sub(r"^(Value error|Assertion failed), ", "", error)
+    return error[:1].upper() + error[1:]
 
 
 def _structured_fields(
@@ -359,17 +566,16 @@ def _structured_fields(
     value: str,
     form: Mapping[str, Sequence[str]] | None,
     field_errors: Mapping[str, str],
-    invalid: bool,
+    error: str,
 ) -> str:
     """The inputs of an event with a schema: one per field of an object, else one named "value"."""
     kind = schema["kind"]
-    readable = f'<p class="schema">Answer format: <code>{esc(describe(dict(schema)))}</code></p>'
     if kind == "choice":
-        return _choice_fields(schema["choices"], value, _labels(schema)) + readable
+        return _choice_fields(schema["choices"], value, _labels(schema))
     if kind != "object":
         entered = list(form.get("value", [])) if form is not None else ([value] if value else [])
         spec = {"name": "value", "type": schema, "required": True}
-        return _field(spec, "value", "Your answer", entered, "", invalid, autofocus=True) + _SUBMIT + readable
+        return _field(spec, "value", "Your answer", entered, error, autofocus=True) + _SUBMIT
     out = []
     # Focus goes to the first field to fix, else to the first field.
     names = [f["name"] for f in schema["fields"]]
@@ -379,8 +585,8 @@ def _structured_fields(
         entered = list(form.get(key, [])) if form is not None else _default_inputs(f)
         label = str(f["name"]).replace("_", " ").capitalize()
         error = field_errors.get(f["name"], "")
-        out.append(_field(f, key, label, entered, error, False, autofocus=f["name"] == focus))
-    return "".join(out) + _SUBMIT + readable
+        out.append(_field(f, key, label, entered, error, autofocus=f["name"] == focus))
+    return "".join(out) + _SUBMIT
 
 
 def _default_inputs(f: Mapping[str, Any]) -> list[str]:
@@ -392,15 +598,26 @@ def _default_inputs(f: Mapping[str, Any]) -> list[str]:
     if kind == "list":
         items = [wire(v) for v in default]
         return items if f["type"]["items"]["kind"] == "choice" else ["\n".join(items)]
-    if kind == "datetime":  # datetime-local shows UTC without a zone
-        moment = datetime.fromisoformat(str(default)).astimezone(timezone.utc)
-        return [moment.replace(tzinfo=None).isoformat(timespec="seconds")]
+    if kind == "datetime":
+        return [_utc_input(str(default))]
     if kind == "bool":
         return ["true" if default else "false"]
     return [wire(default)]
 
 
-def _hint(schema: Mapping[str, Any]) -> str:
+def _utc_input(text: str) -> str:
+    """A datetime as a datetime-local field shows it: UTC without a zone (the page's script shows it
+    in the reader's zone); text that is not a datetime as it is."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return text
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.isoformat(timespec="seconds")
+
+
+def _hint(schema: Mapping[str, Any], required: bool = True) -> str:
     kind = schema["kind"]
     base = {
         "int": "whole number",
@@ -412,7 +629,10 @@ def _hint(schema: Mapping[str, Any]) -> str:
         "choice": "choose one",
     }.get(kind, "")
     if kind == "list":
-        base = "choose any" if schema["items"]["kind"] == "choice" else f"one {_hint(schema['items'])} per line"
+        if schema["items"]["kind"] == "choice":
+            base = "choose at least one" if required else "choose any"
+        else:
+            base = f"one {_hint(schema['items'])} per line" + (", at least one" if required else "")
     limits = [
         f"{word} {schema[key]}"
         for key, word in (
@@ -428,22 +648,42 @@ def _hint(schema: Mapping[str, Any]) -> str:
     return ", ".join([base, *limits])
 
 
-def _field(
-    f: Mapping[str, Any], key: str, label: str, entered: list[str], error: str, invalid: bool, autofocus: bool
-) -> str:
+def _empty_means(f: Mapping[str, Any]) -> str:
+    """What leaving an optional field empty answers."""
+    kind = f["type"]["kind"]
+    if kind == "list":
+        return "none means an empty list"
+    if f.get("nullable"):
+        return "empty means no value"
+    default = f.get("default")
+    if kind == "str" and not default:
+        return "empty means no text"
+    if kind == "choice" and default in f["type"]["choices"]:
+        return f"empty means {_labels(f['type'])[f['type']['choices'].index(default)]}"
+    if default is not None and kind != "bool":
+        return f"empty means {shown_value(default)}"
+    return "may be left empty"
+
+
+def _field(f: Mapping[str, Any], key: str, label: str, entered: list[str], error: str, autofocus: bool) -> str:
     """One labelled input (or group of options) with its description, hint and error."""
     schema = f["type"]
     kind = schema["kind"]
     ident = "value" if key == "value" else "f-" + key.removeprefix(form_key(""))
     required = bool(f.get("required")) and not f.get("nullable")
-    mark = ' <span class="req">required</span>' if f.get("required") else ""
-    hint = f' <span class="hint">({esc(_hint(schema))})</span>'
+    if f.get("required"):
+        mark = ' <span class="req">required</span>'
+        hint = f' <span class="hint" id="h-{esc(ident)}">({esc(_hint(schema))})</span>'
+    else:
+        mark = ' <span class="optional">optional</span>'
+        words = f"{_hint(schema, required=False)}; {_empty_means(f)}"
+        hint = f' <span class="hint" id="h-{esc(ident)}">({esc(words)})</span>'
     desc = f'<p class="desc" id="d-{esc(ident)}">{esc(f["description"])}</p>' if f.get("description") else ""
-    bad = bool(error) or invalid
+    utc = f'<p class="utc" id="u-{esc(ident)}" aria-live="polite"></p>' if kind == "datetime" else ""
     described = " ".join(
-        x for x in (f"d-{ident}" if desc else "", f"e-{ident}" if error else "", "error" if invalid else "") if x
+        x for x in (f"d-{ident}" if desc else "", f"u-{ident}" if utc else "", f"e-{ident}" if error else "") if x
     )
-    aria = (f' aria-describedby="{esc(described)}"' if described else "") + (' aria-invalid="true"' if bad else "")
+    aria = (f' aria-describedby="{esc(described)}"' if described else "") + (' aria-invalid="true"' if error else "")
     message = f'<p class="field-error" id="e-{esc(ident)}">{esc(error)}</p>' if error else ""
     first = entered[0] if entered else ""
     focus = " autofocus" if autofocus else ""
@@ -481,12 +721,14 @@ def _field(
             f"{message}</div>"
         )
     input_type = {"date": "date", "datetime": "datetime-local"}.get(kind, "text")
-    extra = ' step="1"' if kind == "datetime" else ""
+    extra = ' step="1" data-utc' if kind == "datetime" else ""
+    if kind == "datetime":
+        first = _utc_input(first)
     if input_type == "text":
         extra = f' inputmode="{_INPUT_MODES.get(kind, "text")}" autocapitalize="off" spellcheck="false"'
     return (
         f'{head}<input id="{esc(ident)}" name="{name}" type="{input_type}" value="{esc(first)}"'
-        f'{extra} autocomplete="off"{req}{focus}{aria}>{message}</div>'
+        f'{extra} autocomplete="off"{req}{focus}{aria}>{utc}{message}</div>'
     )
 
 
@@ -512,36 +754,68 @@ def _labels(schema: Mapping[str, Any]) -> list[str]:
 
 
 def _outcome_page(title: str, heading: str, message: str, tone: str, mark: str, details: str = "") -> str:
-    body = _OUTCOME.substitute(tone=tone, mark=mark, heading=esc(heading), message=esc(message), details=details)
+    """A page with a state mark, a heading and a `message` (HTML, already escaped)."""
+    body = _OUTCOME.substitute(tone=tone, mark=mark, heading=esc(heading), message=message, details=details)
     return page(title, body)
 
 
 def message_page(heading: str, message: str, *, ok: bool = False, details: str = "") -> str:
     """A simple page: a heading, one message line, and optional escaped detail HTML."""
-    return _outcome_page(heading, heading, message, "ok" if ok else "bad", "✓" if ok else "×", details)
+    return _outcome_page(heading, heading, esc(message), "ok" if ok else "bad", "✓" if ok else "×", details)
 
 
-def _summary(rows: list[tuple[str, str, bool]], request: Mapping[str, Any]) -> str:
-    """A definition list of (label, text, is_value) rows (the texts are escaped here), with the
-    `request`'s prompt second."""
-    items = [
-        f"<dt>{esc(label)}</dt><dd>" + (f'<span class="value">{esc(text)}</span>' if is_value else esc(text)) + "</dd>"
-        for label, text, is_value in rows
-    ]
-    question = _markdown.render(str(request["prompt"]), request.get("prompt_type"))
-    items.insert(1, f'<dt>Question</dt><dd class="question">{question}</dd>')
+def _summary(rows: list[tuple[str, str]], request: Mapping[str, Any]) -> str:
+    """A definition list of (label, HTML) rows, with the `request`'s question first."""
+    title, rest = heading(request)
+    question = f"<p><strong>{esc(title)}</strong></p>" + (
+        _markdown.render(rest, request.get("prompt_type")) if rest.strip() else ""
+    )
+    items = [f'<dt>Question</dt><dd class="question">{question}</dd>']
+    items += [f"<dt>{esc(label)}</dt><dd>{html_text}</dd>" for label, html_text in rows]
     return f"<dl>{''.join(items)}</dl>"
+
+
+def answer_html(request: Mapping[str, Any], value: object) -> str:
+    """An answer as the person chose it: a structured one as a small table of its fields, choices by
+    the labels the form showed (an Enum's names), lists as "a, b", a yes/no as Approved or Rejected."""
+    schema = request.get("schema")
+    if schema is not None and schema["kind"] == "object" and isinstance(value, dict):
+        rows = "".join(
+            f'<tr><th scope="row">{esc(str(f["name"]).replace("_", " ").capitalize())}</th>'
+            f"<td>{_answer_text(f['type'], value.get(f['name']))}</td></tr>"
+            for f in schema["fields"]
+        )
+        return f'<table class="answer">{rows}</table>'
+    if schema is None and request.get("data_type") == "bool" and isinstance(value, bool):
+        text = esc("Approved (true)" if value else "Rejected (false)")
+    else:
+        text = _answer_text(schema, value)
+    return f'<span class="value">{text}</span>'
+
+
+def _answer_text(schema: Mapping[str, Any] | None, value: object) -> str:
+    """One value as HTML text, in the words of its form: choice labels, "Yes"/"No", local times."""
+    kind = schema["kind"] if schema else None
+    if value is None:
+        return "—"
+    if kind == "choice" and value in schema["choices"]:  # type: ignore[index]
+        return esc(_labels(schema)[schema["choices"].index(value)])  # type: ignore[arg-type,index]
+    if kind == "list" and isinstance(value, list):
+        return ", ".join(_answer_text(schema["items"], v) for v in value) or "(none)"  # type: ignore[index]
+    if kind == "bool" and isinstance(value, bool):
+        return "Yes" if value else "No"
+    if kind == "datetime":
+        return when_html(value)
+    return esc(shown_value(value))
 
 
 def answered_page(request: Mapping[str, Any], response: Mapping[str, Any], *, just_now: bool) -> str:
     """The page for an event that has its answer (the success page when `just_now`)."""
-    rows = [
-        ("Event", str(request["event_name"]), False),
-        ("Answer", shown_value(response.get("value")), True),
-    ]
+    rows = [("Answer", answer_html(request, response.get("value")))]
     if response.get("comment"):
-        rows.append(("Comment", str(response["comment"]), False))
-    rows.append(("Answered", when(response.get("answered_at", "?")), False))
+        rows.append(("Comment", esc(response["comment"])))
+    rows.append(("Answered", when_html(response.get("answered_at", "?"))))
+    rows.append(("Event", esc(request["event_name"])))
     details = _summary(rows, request)
     if just_now:
         return _outcome_page(
@@ -564,11 +838,12 @@ def answered_page(request: Mapping[str, Any], response: Mapping[str, Any], *, ju
 
 def expired_page(request: Mapping[str, Any], response: Mapping[str, Any] | None = None) -> str:
     """The page for an event whose timeout passed (with the default it used, when it had one)."""
-    rows = [("Event", str(request["event_name"]), False)]
-    message = f"This event stopped taking answers at {when(request['expires_at'])}."
+    rows = []
+    message = f"This event stopped taking answers at {when_html(request['expires_at'])}."
     default = (response or {}).get("value") if (response or {}).get("default_applied") else request.get("default")
     if default is not None:
-        rows.append(("Default used", shown_value(default), True))
+        rows.append(("Default used", answer_html(request, default)))
+    rows.append(("Event", esc(request["event_name"])))
     return _outcome_page("Expired", "This question has expired", message, "gone", "!", _summary(rows, request))
 
 
@@ -583,8 +858,10 @@ def index_page(
 ) -> str:
     """One page of the list of events: (request, status, seconds left) per row. No tokens, no event links.
 
-    `waiting` and `done` count all the events (by default, the rows given); `status` is the filter in
-    force (``"pending"``, ``"done"`` or None for both) and `more` says whether a next page exists.
+    A row's status is the stored one (``"pending"``, ``"completed"`` or ``"expired"``); the page says
+    *waiting*, *answered* or *expired*. `waiting` and `done` count all the events (by default, the rows
+    given); `status` is the filter in force (``"pending"``, ``"done"`` or None for both) and `more` says
+    whether a next page exists.
 
     Example:
         >>> "Nothing is waiting" in index_page([])
@@ -600,16 +877,20 @@ def index_page(
         out = []
         for r, state, left in selected:
             if state == "pending":
-                chip = f'<li class="chip time">{esc(time_left(left))}</li>'
+                chips = f'<li class="chip">waiting</li><li class="chip time">{esc(time_left(left))}</li>'
             elif state == "completed":
-                chip = '<li class="chip done">answered</li>'
+                chips = '<li class="chip done">answered</li>'
             else:
-                chip = f'<li class="chip gone">{esc(state)}</li>'
+                chips = '<li class="chip gone">expired</li>'
+                if r.get("default") is not None:
+                    chips += f'<li class="chip">default used: {esc(one_line(shown_value(r["default"]), 60))}</li>'
+            title, rest = heading(r)
+            text = one_line(_markdown.plain(rest, r.get("prompt_type")), 280) if rest.strip() else ""
             out.append(
-                f'<li><div class="name">{esc(r["event_name"])}</div>'
-                f'<p class="text">{esc(one_line(_markdown.plain(str(r["prompt"]), r.get("prompt_type")), 280))}</p>'
-                f'<ul class="chips"><li class="chip">{esc(r["data_type"])}</li>{chip}</ul>'
-                f'<p class="when">Created {esc(when(r.get("created_at", "")))}</p></li>'
+                f'<li><p class="caption">{esc(r["event_name"])}</p><div class="name">{esc(one_line(title, 280))}</div>'
+                + (f'<p class="text">{esc(text)}</p>' if text else "")
+                + f'<ul class="chips">{chips}</ul>'
+                f'<p class="when">Created {when_html(r.get("created_at", ""))}</p></li>'
             )
         return f'<ul class="events">{"".join(out)}</ul>'
 
@@ -628,11 +909,13 @@ def index_page(
         finished = [row for row in rows if row[1] != "pending"]
         if finished or not more:
             sections.append(section("Answered or expired", n_done, finished, "None yet."))
-    # Navigation is by GET forms, not links: pages hold no href at all.
+    # Navigation is by GET forms, not links: pages hold no href at all. The filter in force is marked
+    # as the current one (and stays a button, so it can be pressed to reload).
+    current = ' aria-current="page"'
     filters = "".join(
-        f'<button type="submit" name="status" value="{key}"{"" if key != (status or "") else " disabled"}'
-        f' class="second">{text}</button>'
-        for key, text in (("", "All"), ("pending", "Waiting"), ("done", "Finished"))
+        f'<button type="submit" name="status" value="{key}" class="second"'
+        f"{current if key == (status or '') else ''}>{text}</button>"
+        for key, text in (("", "All"), ("pending", "Waiting"), ("done", "Done"))
     )
     keep = f'<input type="hidden" name="status" value="{esc(status)}">' if status else ""
     pages = []
@@ -640,7 +923,7 @@ def index_page(
         pages.append(f'<button type="submit" name="page" value="{page_number - 1}" class="second">← Newer</button>')
     if more:
         pages.append(f'<button type="submit" name="page" value="{page_number + 1}" class="second">Older →</button>')
-    nav = f'<form method="get" action="/" class="actions">{filters}</form>'
+    nav = f'<form method="get" action="/" class="tabs" aria-label="Show">{filters}</form>'
     nav_pages = f'<form method="get" action="/" class="actions">{keep}{"".join(pages)}</form>' if pages else ""
     body = (
         "<h1>Waiting for people</h1>"
@@ -702,7 +985,7 @@ def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
             + (f"<p>Comment: {esc(response['comment'])}</p>" if response.get("comment") else "")
         )
     elif response.get("default_applied"):
-        chip = '<span class="hitl-chip hitl-gone">timed out</span>'
+        chip = '<span class="hitl-chip hitl-gone">expired · default used</span>'
         state = (
             '<p class="hitl-answer">No answer in time; the default was used: '
             f"<code>{esc(shown_value(response.get('value')))}</code></p>"
@@ -748,7 +1031,7 @@ def voted_page(
     request: Mapping[str, Any], vote: Mapping[str, Any], votes: Sequence[Mapping[str, Any]], viewer: str
 ) -> str:
     """The page after a vote that did not decide the event yet."""
-    rows = [("Event", str(request["event_name"]), False), ("Your vote", shown_value(vote.get("value")), True)]
+    rows = [("Your vote", answer_html(request, vote.get("value"))), ("Event", esc(request["event_name"]))]
     details = _summary(rows, request) + votes_line(votes, int(vote.get("quorum", 1)), viewer)
     message = "Your vote is recorded. The task goes on once enough people approve, or anyone rejects."
     return _outcome_page("Vote received", "Vote received", message, "ok", "✓", details)

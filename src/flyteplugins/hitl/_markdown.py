@@ -4,8 +4,8 @@ A prompt is text (``prompt_type="text"``, the default), shown verbatim with its 
 Markdown (``prompt_type="markdown"``), rendered with markdown-it-py (CommonMark plus tables; a single
 newline is a line break), which every flyte install has (flyte needs rich, rich needs it); it is
 imported on the first prompt shown, and when it is missing the prompt is shown as escaped text. Raw
-HTML in a prompt is shown as text, links open with ``rel="noopener noreferrer"``, and images are not
-rendered (a page loads nothing, and the pages' Content-Security-Policy forbids it anyway). Summaries
+HTML in a prompt is shown as text, links open with ``rel="noopener noreferrer"``, and an image shows
+its alt text (a page loads nothing, and the pages' Content-Security-Policy forbids it anyway). Summaries
 (the index, the console, the report, notices) show a Markdown prompt as its plain text.
 """
 
@@ -50,7 +50,6 @@ def _parser() -> Any:
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False}).enable("table")
-    md.disable("image")  # ![alt](url) is shown as a link to the url instead of loading it
     # The default refuses javascript:, vbscript: and file: links but lets data:image/... through (for
     # images, which are off here): refuse every data: link too.
     allowed = md.validateLink
@@ -67,6 +66,11 @@ def _parser() -> Any:
             tokens[idx].attrs.pop("style", None)
         return str(renderer.renderToken(tokens, idx, options, env))
 
+    def image(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+        # Nothing loads: ![alt](url) is its alt text.
+        return html.escape(renderer.renderInlineAsText(tokens[idx].children or [], options, env), quote=True)
+
+    md.add_render_rule("image", image)
     md.add_render_rule("link_open", link_open)
     md.add_render_rule("th_open", cell_open)
     md.add_render_rule("td_open", cell_open)
@@ -118,7 +122,7 @@ def _plain(text: str) -> str:
     for token in _parser().parse(text):
         if token.type == "inline":
             for child in token.children or ():
-                if child.type in ("text", "code_inline"):
+                if child.type in ("text", "code_inline", "image"):
                     parts.append(child.content)
                 elif child.type in ("softbreak", "hardbreak"):
                     parts.append("\n")
@@ -159,7 +163,8 @@ def check_details(details: object) -> dict[str, Any] | None:
 
 
 def shown(value: object) -> str:
-    """A details value as text: numbers with thousands separators, lists and dicts as indented JSON."""
+    """A details value as text: numbers with thousands separators, a list as "a, b", a dict as one
+    ``key: value`` line per key."""
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, int):
@@ -170,7 +175,11 @@ def shown(value: object) -> str:
         return repr(value)
     if isinstance(value, str):
         return value
-    return json.dumps(value, indent=2, ensure_ascii=False)
+    if isinstance(value, list):
+        return ", ".join(shown(v) for v in value)
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {shown(v)}" for k, v in value.items())
+    return json.dumps(value, ensure_ascii=False)
 
 
 def details_table(details: Mapping[str, Any] | None, css_class: str = "details") -> str:
@@ -179,7 +188,6 @@ def details_table(details: Mapping[str, Any] | None, css_class: str = "details")
         return ""
     rows = []
     for key, value in details.items():
-        text = html.escape(shown(value), quote=True)
-        cell = f"<pre>{text}</pre>" if isinstance(value, (list, dict)) else text
+        cell = html.escape(shown(value), quote=True)
         rows.append(f'<tr><th scope="row">{html.escape(str(key), quote=True)}</th><td>{cell}</td></tr>')
     return f'<table class="{css_class}">{"".join(rows)}</table>'

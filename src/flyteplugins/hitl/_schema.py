@@ -296,6 +296,8 @@ def _check_object(schema: Schema, raw: Json) -> Json:
             value[name] = check(f["type"], raw[name])
         except InvalidValueError as e:
             errors[name] = str(e)
+        if f["required"] and value.get(name) == []:
+            errors[name] = "a required list needs at least one item"
     for key in list(raw)[:20]:
         if key not in names:
             errors[str(key)[:80]] = f"unknown field; the fields are {', '.join(names)}"
@@ -384,6 +386,8 @@ def check_answer(request: Mapping[str, Any], raw: object) -> Json:
         with contextlib.suppress(ValueError, RecursionError):  # the check below says what was expected
             raw = json.loads(raw)
     value = check(schema, plain(raw))
+    if value == [] and schema.get("kind") == "list":
+        raise InvalidValueError("the answer is a required list: it needs at least one item", raw)
     if choices is not None and value not in choices:
         raise InvalidValueError(f"value {_short(raw)!r} is not one of the allowed choices {choices!r}", raw)
     spec = _remembered.get(str(request.get("request_id")))

@@ -164,6 +164,7 @@ def _create(
     requester: str | None = None,
     allow_self_approval: bool = False,
     quorum: int = 1,
+    title: str | None = None,
 ) -> Event[V]:
     """Create the event, or re-attach to it in a re-run task: `Event.create`, the same as `new_event`.
 
@@ -174,6 +175,8 @@ def _create(
     """
     type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
     _markdown.check_prompt(name, prompt, prompt_type)
+    if title is not None and (not isinstance(title, str) or not title.strip() or len(title) > 200):
+        raise InvalidEventError(f"title of event {name!r} must be text of 1 to 200 characters, got {title!r}")
     declared = declare(data_type, choices, default)
     checked_details = _markdown.check_details(details)
     policy = _policy.event_fields(respondents, requester, allow_self_approval, quorum, approval=data_type is bool)
@@ -203,6 +206,7 @@ def _create(
         "default": declared.get("default"),
         "details": checked_details,
         "prompt_type": "markdown" if prompt_type == "markdown" else None,  # absent: text
+        "title": title,  # absent: the prompt's first line
         "comment_required_on_reject": comment_required_on_reject or None,
         "wake": _wake.address(request_id),  # where writers send this process wake-ups
         **policy,
@@ -419,6 +423,7 @@ def new_event(
     respondents: Sequence[str] | None = None,
     requester: str | None = None,
     allow_self_approval: bool = False,
+    title: str | None = None,
 ) -> Event[T]:
     """Create a human-in-the-loop event (or re-attach to it when a task is re-run).
 
@@ -446,6 +451,8 @@ def new_event(
             whoever holds the form link may answer.
         requester: Who asks (default: ``$FLYTE_HITL_REQUESTER``); they may not answer their own question.
         allow_self_approval: Let the requester answer their own question.
+        title: The form's heading (at most 200 characters); by default, the prompt's first line (the
+            rest of the prompt follows it).
 
     Returns:
         The `Event`; call ``event.wait()`` (or ``await event.wait.aio()``) for the answer.
@@ -474,6 +481,7 @@ def new_event(
         respondents=respondents,
         requester=requester,
         allow_self_approval=allow_self_approval,
+        title=title,
     )
 
 
@@ -492,6 +500,7 @@ async def _approve_aio(
     requester: str | None = None,
     allow_self_approval: bool = False,
     quorum: int = 1,
+    title: str | None = None,
 ) -> bool:
     event = await Event.create.aio(
         name,
@@ -509,6 +518,7 @@ async def _approve_aio(
         requester=requester,
         allow_self_approval=allow_self_approval,
         quorum=quorum,
+        title=title,
     )
     return await event.wait.aio()
 
@@ -529,13 +539,15 @@ def approve(
     requester: str | None = None,
     allow_self_approval: bool = False,
     quorum: int = 1,
+    title: str | None = None,
 ) -> bool:
     """Ask a person to approve or reject, and return True for approve.
 
     The responder may add a comment (kept in the audit trail); with ``require_reject_comment``
     a rejection without one is refused. Without ``default``, no answer in time raises
     `EventTimeoutError`. ``details`` (a mapping) is shown under the prompt as a table. The prompt
-    is shown verbatim; ``prompt_type="markdown"`` renders it as Markdown (see `new_event`).
+    is shown verbatim; ``prompt_type="markdown"`` renders it as Markdown, and ``title`` is the form's
+    heading instead of the prompt's first line (see `new_event`).
 
     ``respondents``, ``requester`` and ``allow_self_approval`` are as for `new_event`. With
     ``quorum=N``, N distinct people must approve (each votes once) and a single rejection decides
@@ -564,5 +576,6 @@ def approve(
         requester=requester,
         allow_self_approval=allow_self_approval,
         quorum=quorum,
+        title=title,
     )
     return event.wait()
