@@ -26,7 +26,7 @@ from ._store import Record, Store, check_request_id
 from ._values import check_answer
 
 #: How an answer arrived; recorded in the audit trail.
-VIA = ("form", "json", "cli", "python")
+VIA = ("form", "json", "cli", "python", "slack")
 _MAX_COMMENT = 4000
 
 

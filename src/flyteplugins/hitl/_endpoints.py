@@ -583,6 +583,7 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
     except EventExpiredError:
         return html_reply(410, _html.expired_page(event))
     site.listing.forget()
+    _answered(site, event, response)
     reply = html_reply(200, _html.answered_page(event, response, just_now=True))
     reply.answered = (event, response)
     return reply
@@ -643,6 +644,7 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
         identity=identity,
     )
     site.listing.forget()
+    _answered(site, event, response)
     reply = json_reply(
         200,
         {
@@ -657,11 +659,40 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
     return reply
 
 
+def _answered(site: Site, event: Record, response: Record) -> None:
+    """An answer was stored: bring the event's Slack messages up to date, if it has any (in the background)."""
+    if event.get("slack"):
+        from . import _slack
+
+        _slack.answer_stored(site.store, event, response)
+
+
+def slack_interactions(site: Site, request: Request, _: str) -> Response:
+    """``POST /slack/interactions``: a click or a submitted modal in Slack, signed by Slack (see `_slack`)."""
+    from . import _slack, _wake
+
+    def stored_late(event: Record, response: Record) -> None:  # the acknowledgement went first
+        site.listing.forget()
+        site.watch.stored(event["request_id"], response)
+        _wake.poke(site.store, event)
+
+    outcome = _slack.interaction(site.store, request.headers, _body(request), request.client, stored_late)
+    if outcome.body is not None:
+        reply = json_reply(outcome.status, outcome.body)
+    else:
+        reply = Response(outcome.status, b"", [("Cache-Control", "no-store")])
+    if outcome.answered is not None:
+        site.listing.forget()
+        reply.answered = outcome.answered
+    return reply
+
+
 _EXACT: dict[str, dict[str, Endpoint]] = {
     "/health": {"GET": health},
     "/": {"GET": index},
     "/submit": {"POST": submit_form},
     "/submit/json": {"POST": submit_json},
+    "/slack/interactions": {"POST": slack_interactions},
 }
 _PREFIXED: dict[str, dict[str, Endpoint]] = {"/form/": {"GET": form}, "/status/": {"GET": status}}
 

@@ -852,3 +852,20 @@ class _ObjectBackend:
                     counts[request_id] = counts.get(request_id, 0) - 1
         ids = created.keys() | counts.keys()
         return {i: (created.get(i), counts.get(i, 0) > 0) for i in ids}
+
+
+# -- where an event's Slack messages are (see `_slack`) ------------------------------------------------
+
+SLACK_FILE = "slack.json"
+
+
+def read_slack(store: Store, request_id: str) -> Record | None:
+    """Where the Slack messages of `request_id` were posted (``{"messages": [{"channel", "ts"}, ...]}``), or None."""
+    return store._read(check_request_id(request_id), SLACK_FILE)
+
+
+def put_slack(store: Store, request_id: str, record: Record) -> None:
+    """Record where the Slack messages of `request_id` were posted, so that any server can update them."""
+    key = f"{check_request_id(request_id)}/{SLACK_FILE}"
+    data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    store._retry(f"write {key}", lambda: store._backend.put(key, data))

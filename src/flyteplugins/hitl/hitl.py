@@ -27,7 +27,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, cast
 from urllib.parse import quote
 
 from typing_extensions import Self
@@ -38,6 +38,12 @@ from ._answers import expired_record, seconds_left, utc
 from ._errors import EventTimeoutError, InvalidEventError, StorageError
 from ._store import REQUEST_FILE, RESPONSE_FILE, Record, Store, default_root
 from ._values import build_value, declare, forget, remember, spec_for, type_name
+
+if TYPE_CHECKING:
+    from ._slack import Slack
+
+#: Where `notify` sends word that an event waits: webhook URLs and Slack channels.
+Notify = Union[str, "Slack", list[Union[str, "Slack"]]]
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -176,7 +182,7 @@ def _create(
     *,
     choices: list[V] | None = None,
     default: V | None = None,
-    notify: str | None = None,
+    notify: Notify | None = None,
     comment_required_on_reject: bool = False,
     details: Mapping[str, Any] | None = None,
 ) -> Event[V]:
@@ -190,10 +196,7 @@ def _create(
     type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
     declared = declare(data_type, choices, default)
     checked_details = _markdown.check_details(details)
-    if notify is not None:
-        notify_url = _notify.check_url(notify)
-    else:
-        notify_url = _notify.check_url(os.environ.get(_notify.NOTIFY_ENV) or None, _notify.NOTIFY_ENV)
+    notify_targets = _notify.targets(notify)
     store = _store_for(default_root())
     endpoint = _endpoint_for(store)
     request_id = _new_request_id(name)
@@ -217,6 +220,7 @@ def _create(
         "details": checked_details,
         "comment_required_on_reject": comment_required_on_reject or None,
         "wake": _wake.address(request_id),  # where writers send this process wake-ups
+        "slack": any(not isinstance(t, str) for t in notify_targets) or None,  # its messages: <id>/slack.json
     }
     fresh.update({k: v for k, v in optional.items() if v is not None})
     # Create first: a new event is one write (one request on an object store, where reading
@@ -226,7 +230,7 @@ def _create(
     event = Event(request, data_type, float(poll_interval_seconds), store, endpoint)
     remember(request_id, spec_for(data_type))
     # Kept off storage: a webhook URL often carries a secret, and a re-run passes it again.
-    event._notify_url = notify_url
+    event._notify = notify_targets
     return event
 
 
@@ -263,7 +267,7 @@ class Event(Generic[T]):
         self._endpoint = endpoint
         self._announced = False
         self._response: Record | None = None
-        self._notify_url: str | None = None
+        self._notify: list[_notify.Target] = []
 
     @property
     def name(self) -> str:
@@ -545,6 +549,10 @@ def _await_replies(request_id: str) -> None:
 
 def _outcome(event: Event[Any], response: Record) -> Any:
     event._response = response
+    if event._request.get("slack"):
+        from . import _slack
+
+        _slack.outcome_known(event._store, event._request, response)
     forget(event.request_id)  # settled: its type is no longer needed to check answers
     if response.get("status") != "completed":
         if not response.get("default_applied"):
@@ -600,8 +608,8 @@ def _announce(event: Event[Any]) -> None:
     _say(f"waiting for {event.name!r} ({type_name(event.data_type)}, {left}): {_html.one_line(event.prompt)}")
     _say(f"form: {event.form_url}")
     _say(f"curl: {event.curl_command}")
-    if event._notify_url:
-        _notify.send(event._notify_url, _notify.payload(event))
+    if event._notify:
+        _notify.announce(event._notify, event, event._store, event._request)
     _update_report(event, None)
 
 
@@ -672,7 +680,7 @@ def new_event(
     *,
     choices: list[T] | None = None,
     default: T | None = None,
-    notify: str | None = None,
+    notify: Notify | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> Event[T]:
     """Create a human-in-the-loop event (or re-attach to it when a task is re-run).
@@ -689,8 +697,10 @@ def new_event(
             them as buttons.
         default: Returned by ``wait()`` when the timeout passes, instead of raising; recorded as applied.
             For a structured type, an instance (``default=Review(score=3)``).
-        notify: A URL to POST a JSON notice to when the event starts waiting (default:
-            ``$FLYTE_HITL_NOTIFY_URL``); a Slack or Mattermost incoming webhook shows its ``text`` as is.
+        notify: Where to say that the event waits, when its wait starts: a URL to POST a JSON notice to
+            (a Slack or Mattermost incoming webhook shows its ``text`` as is), a `Slack` channel to post
+            the question to with buttons to answer it there, or a list of those (default:
+            ``$FLYTE_HITL_NOTIFY_URL`` and ``$FLYTE_HITL_SLACK_CHANNEL``).
         details: Facts for the decision (an agent's tool call, a model's metrics), shown under the
             prompt as a table on the form, in ``/status`` and in the report; JSON values only.
 
@@ -725,7 +735,7 @@ async def _approve_aio(
     *,
     default: bool | None = None,
     require_reject_comment: bool = False,
-    notify: str | None = None,
+    notify: Notify | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> bool:
     event = await Event.create.aio(
@@ -752,7 +762,7 @@ def approve(
     *,
     default: bool | None = None,
     require_reject_comment: bool = False,
-    notify: str | None = None,
+    notify: Notify | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> bool:
     """Ask a person to approve or reject, and return True for approve.
