@@ -36,6 +36,9 @@ class FakeSlack(ThreadingHTTPServer):
         self.emails = {"U1": "alice@example.com", "U2": "bob@example.com"}
         self.held = threading.Event()
         self.held.set()
+        #: Seconds to wait before replying to a method, and when (time.monotonic) each method last replied.
+        self.delays: dict[str, float] = {}
+        self.replied: dict[str, float] = {}
         self._changed = threading.Condition()
         self._ts = itertools.count(1)
 
@@ -86,6 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
         method = self.path.removeprefix("/api/")
         self.server.record(method, body, self.headers.get("Authorization"))
         self.server.held.wait(60)
+        time.sleep(self.server.delays.get(method, 0))
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             return self._json({"ok": False, "error": "invalid_auth"})
         if method == "chat.postMessage":
@@ -102,6 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, payload: dict[str, Any]) -> None:
         self._reply(json.dumps(payload).encode(), "application/json; charset=utf-8")
+        self.server.replied[self.path.removeprefix("/api/")] = time.monotonic()
 
     def _reply(self, data: bytes, content_type: str) -> None:
         self.send_response(200)

@@ -503,3 +503,21 @@ def test_a_markdown_prompt_becomes_mrkdwn_and_plain_text_stays_verbatim() -> Non
     assert plain == {"type": "plain_text", "text": request["prompt"], "emoji": False}
     marked = _slack.blocks({**request, "prompt_type": "markdown"}, None, _slack.Slack("C1"))[1]["text"]
     assert marked == {"type": "mrkdwn", "text": "Ship *v3* &lt;now&gt; to <https://x.example|prod>?"}
+
+
+def test_a_task_that_ends_at_the_expiry_still_rewrites_the_message(fake: FakeSlack) -> None:
+    code = (
+        "import flyteplugins.hitl as hitl\n"
+        "event = hitl.new_event('bye', data_type=int, timeout_seconds=3, notify=hitl.Slack('C1'))\n"
+        "try:\n"
+        "    event.wait()\n"
+        "except hitl.EventTimeoutError:\n"
+        "    print('expired')\n"
+    )
+    fake.delays["chat.update"] = 1.0  # a slow Slack: the program ends before it replies, unless it waits
+    proc = run_python(code)
+    out, _ = proc.communicate(timeout=120)
+    ended = time.monotonic()
+    assert proc.returncode == 0 and "expired" in out, out
+    assert "Expired without an answer" in last_text(update_of(fake))
+    assert fake.replied["chat.update"] < ended  # the program waited for Slack's reply

@@ -21,6 +21,7 @@ daemon threads with a deadline, and an outage is logged once.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
 import hmac
@@ -289,17 +290,42 @@ def answer_stored(store: Store, request: Record, response: Record) -> threading.
     """`response` is stored for `request`: rewrite its Slack messages (if it has any) in a daemon thread."""
     if not request.get("slack"):
         return None
-    return _in_background("hitl-slack-update", _rewrite, store, request, response)
+    thread = threading.Thread(target=_rewrite, args=(store, request, response), name="hitl-slack-update", daemon=True)
+    with _updates_lock:
+        if not _updates_hooked:
+            atexit.register(_finish_updates)
+            _updates_hooked.append(True)
+        _updates.add(thread)
+    thread.start()
+    return thread
+
+
+_updates: set[threading.Thread] = set()  # message rewrites running
+_updates_lock = threading.Lock()
+_updates_hooked: list[bool] = []
+#: Seconds the end of the program waits for the message rewrites still running: a task that ends
+#: at its event's expiry still leaves the message saying so.
+EXIT_GRACE_SECONDS = 5.0
+
+
+def _finish_updates() -> None:
+    deadline = time.monotonic() + EXIT_GRACE_SECONDS
+    with _updates_lock:
+        running = list(_updates)
+    for thread in running:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _rewrite(store: Store, request: Record, response: Record) -> None:
     try:
         record = read_slack(store, str(request["request_id"]))
+        if record is not None:  # else not posted yet: the poster updates it once it is
+            _update(request, response, list(record.get("messages") or []))
     except StorageError as e:
         logger.warning("Slack: cannot find the message of %r to update: %s", request["event_name"], e)
-        return
-    if record is not None:  # else not posted yet: the poster updates it once it is
-        _update(request, response, list(record.get("messages") or []))
+    finally:
+        with _updates_lock:
+            _updates.discard(threading.current_thread())
 
 
 def _update(request: Record, response: Record, messages: list[Record]) -> None:
@@ -752,6 +778,9 @@ def _within_ack(work: Callable[[], Outcome], stored_late: Callable[[Record, Reco
             result = work()
         except StorageError as e:
             logger.error("Slack interaction: %s", e)
+            result = Outcome(200)
+        except HitlError as e:  # a modal of an event that is gone, say: nothing to store, no traceback
+            logger.info("Slack interaction refused: %s", e)
             result = Outcome(200)
         except Exception:
             logger.exception("internal error handling a Slack interaction")
