@@ -521,3 +521,16 @@ def test_a_task_that_ends_at_the_expiry_still_rewrites_the_message(fake: FakeSla
     assert proc.returncode == 0 and "expired" in out, out
     assert "Expired without an answer" in last_text(update_of(fake))
     assert fake.replied["chat.update"] < ended  # the program waited for Slack's reply
+
+
+def test_a_slack_only_server_serves_nothing_else(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flyteplugins.hitl._endpoints import SLACK_ONLY_ENV, Request, Site, handle
+
+    monkeypatch.setenv(SLACK_ONLY_ENV, "1")
+    site = Site(store)
+    for path in ("/", "/form/x-1?token=t", "/status/x-1", "/submit/json", "/submit"):
+        assert handle(site, Request("GET", path)).status == 404
+    assert handle(site, Request("GET", "/health")).status == 200
+    assert handle(site, Request("POST", "/slack/interactions", body=b"")).status == 503  # no signing secret here
+    monkeypatch.delenv(SLACK_ONLY_ENV)
+    assert handle(Site(store), Request("GET", "/")).status == 200

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -53,6 +54,7 @@ MAX_QUERY_FIELDS = 20
 MAX_STATUS_WAIT = 60.0
 #: The longest identity header value recorded, in characters.
 MAX_IDENTITY = 320
+SLACK_ONLY_ENV = "FLYTE_HITL_SLACK_ONLY"
 
 
 def _headers(pairs: Iterable[tuple[str, str]] = ()) -> Message:
@@ -216,6 +218,9 @@ class Site:
     replies: Replies = field(default_factory=Replies)
     records: _Records = field(default_factory=_Records)
     listing: _Listing = field(default_factory=_Listing)
+    #: Serve only ``/slack/interactions`` and ``/health`` (``FLYTE_HITL_SLACK_ONLY=1``): for a server that
+    #: Slack reaches without the platform's login, while every other path stays behind it.
+    slack_only: bool = field(default_factory=lambda: os.environ.get(SLACK_ONLY_ENV, "") == "1")
     #: Long-polls of ``GET /status/<id>?wait=N``.
     watch: Watch = field(init=False)
 
@@ -295,6 +300,8 @@ def handle(site: Site, request: Request) -> Response:
             path = urlsplit(request.target).path
         except ValueError:  # an absolute URL with a malformed host, e.g. "http://["
             raise _refuse(400, f"malformed request target {request.target[:200]!r}") from None
+        if site.slack_only and path not in ("/slack/interactions", "/health"):
+            raise _refuse(404, f"no such path: {path[:200]!r} (this server takes Slack interactions only)")
         endpoint, param = _route(request.method, path)
         return endpoint(site, request, param)
     except _Refusal as r:
