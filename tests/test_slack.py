@@ -480,7 +480,7 @@ def test_the_default_channel_and_a_list_of_targets(fake: FakeSlack, monkeypatch:
     monkeypatch.setenv(_slack.CHANNEL_ENV, "#default")
     event = hitl.new_event("a", data_type=int, timeout_seconds=60)
     thread, result = waiting(event)
-    assert fake.wait_for("chat.postMessage")[0]["channel"] == "#default"
+    assert posted(fake, event)["channel"] == "#default"
     hitl.submit(event.form_url, 1)
     finished(thread, result)
     both = hitl.new_event(
@@ -493,7 +493,7 @@ def test_the_default_channel_and_a_list_of_targets(fake: FakeSlack, monkeypatch:
     hitl.submit(both.form_url, 2)
     finished(thread, result)
     updates = fake.wait_for("chat.update", 3)  # "a" once, "b" in both channels
-    assert sorted(u["ts"] for u in updates[1:]) == ["1712345678.000002", "1712345678.000003"]
+    assert sorted(u["ts"] for u in updates) == [f"1712345678.{n:06d}" for n in (1, 2, 3)]
 
 
 def test_a_markdown_prompt_becomes_mrkdwn_and_plain_text_stays_verbatim() -> None:

@@ -46,6 +46,7 @@ from ._errors import (
     InvalidValueError,
     StorageError,
 )
+from ._schema import describe
 from ._store import Record, Store, put_slack, read_slack
 
 logger = logging.getLogger("flyteplugins.hitl.slack")
@@ -349,12 +350,8 @@ def blocks(request: Record, response: Record | None, target: Slack) -> list[Reco
     """The message's blocks: the question, its details and deadline, and the controls while it
     waits (`response` None), else the outcome and who decided."""
     out: list[Record] = [{"type": "header", "text": _plain(str(request["event_name"]), 150)}]
-    prompt = str(request["prompt"])
-    if prompt.strip():
-        if request.get("prompt_type") == "markdown":
-            out.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(mrkdwn(prompt), 3000)}})
-        else:
-            out.append({"type": "section", "text": _plain(prompt, 3000)})
+    if str(request["prompt"]).strip():
+        out.append(_prompt(request))
     details = list((request.get("details") or {}).items())
     for start in range(0, min(len(details), 40), _MAX_FIELDS):
         fields = [
@@ -373,6 +370,14 @@ def blocks(request: Record, response: Record | None, target: Slack) -> list[Reco
             {"type": "section", "text": {"type": "mrkdwn", "text": _cut(_outcome_text(request, response), 3000)}}
         )
     return out
+
+
+def _prompt(request: Record) -> Record:
+    """The prompt: Slack mrkdwn for a Markdown prompt, else plain text, shown verbatim."""
+    prompt = str(request["prompt"])
+    if request.get("prompt_type") == "markdown":
+        return {"type": "section", "text": {"type": "mrkdwn", "text": _cut(mrkdwn(prompt), 3000)}}
+    return {"type": "section", "text": _plain(prompt, 3000)}
 
 
 def _controls(request: Record) -> Record:
@@ -532,7 +537,7 @@ def _reject_modal(request: Record) -> Record:
 
 
 def _view(request: Record, callback_id: str, inputs: list[Record]) -> Record:
-    head = {"type": "section", "text": _plain(str(request["prompt"]) or str(request["event_name"]), 3000)}
+    head = [_prompt(request)] if str(request["prompt"]).strip() else []
     return {
         "type": "modal",
         "callback_id": callback_id,
@@ -540,7 +545,7 @@ def _view(request: Record, callback_id: str, inputs: list[Record]) -> Record:
         "title": _plain(str(request["event_name"]), 24),
         "submit": _plain("Submit"),
         "close": _plain("Cancel"),
-        "blocks": [head, *inputs][:100],
+        "blocks": [*head, *inputs][:100],
     }
 
 
@@ -584,11 +589,8 @@ def _input(f: Mapping[str, Any], label: str | None = None) -> Record:
         "element": element,
         "optional": not f.get("required") or bool(f.get("nullable")),
     }
-    from ._schema import describe
-
-    hint = str(f.get("description") or "") or ("one per line: " if kind == "list" and "options" not in element else "")
-    hint += "" if f.get("description") else describe(schema)
-    block["hint"] = _plain(hint, 2000)
+    hint = str(f.get("description") or describe(schema))
+    block["hint"] = _plain(f"one per line; {hint}" if element.get("multiline") else hint, 2000)
     return block
 
 
@@ -789,6 +791,8 @@ def _within_ack(work: Callable[[], Outcome], stored_late: Callable[[Record, Reco
             state["result"] = result
             late = state.get("late", False)
         done.set()
+        if late and result.body is not None:  # Slack took the acknowledgement as the reply
+            logger.info("Slack interaction: a reply came after the acknowledgement and is lost: %s", result.body)
         if late and result.answered is not None:
             stored_late(*result.answered)
 
