@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, cast
 from urllib.parse import quote
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ._slack import Slack
 
 #: Where `notify` sends word that an event waits: webhook URLs and Slack channels.
-Notify = Union[str, "Slack", list[Union[str, "Slack"]]]
+Notify = Union[str, "Slack", Sequence[Union[str, "Slack"]]]
 
 T = TypeVar("T")
 V = TypeVar("V")
