@@ -74,7 +74,7 @@ def targets(notify: object) -> list[Target]:
 
             found.append(_slack.resolve(_slack.Slack()))
         return found
-    items = list(notify) if isinstance(notify, (list, tuple)) else [notify]
+    items = list(notify) if isinstance(notify, Sequence) and not isinstance(notify, str) else [notify]
     checked: list[Target] = []
     for item in items:
         if isinstance(item, str):
