@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -534,3 +534,42 @@ def test_a_slack_only_server_serves_nothing_else(store: Store, monkeypatch: pyte
     assert handle(site, Request("POST", "/slack/interactions", body=b"")).status == 503  # no signing secret here
     monkeypatch.delenv(SLACK_ONLY_ENV)
     assert handle(Site(store), Request("GET", "/")).status == 200
+
+
+@dataclasses.dataclass
+class Rollout:
+    start: datetime
+    regions: list[Label]
+    canary: bool
+    share: Annotated[float, annotated_types.Interval(gt=0, le=1)]
+    note: str | None = None
+
+
+def test_every_kind_of_field_in_a_modal(fake: FakeSlack) -> None:
+    event = hitl.new_event("rollout", data_type=Rollout, timeout_seconds=60, notify=hitl.Slack("C1"))
+    thread, result = waiting(event)
+    message = posted(fake, event)
+    assert interact(event.endpoint, click(message, "answer")).status == 200
+    view = fake.wait_for("views.open")[0]["view"]
+    inputs = {b["block_id"]: b for b in view["blocks"] if b["type"] == "input"}
+    kinds = {k: b["element"]["type"] for k, b in inputs.items()}
+    assert kinds == {
+        "start": "datetimepicker",
+        "regions": "checkboxes",
+        "canary": "static_select",
+        "share": "number_input",
+        "note": "plain_text_input",
+    }
+    assert inputs["share"]["element"]["is_decimal_allowed"] and inputs["share"]["element"]["max_value"] == "1"
+    assert inputs["note"]["optional"] and not inputs["start"]["optional"]
+    options = inputs["regions"]["element"]["options"]
+    values = {
+        "start": {"selected_date_time": 1796500000},
+        "regions": {"selected_options": [options[0], options[1]]},
+        "canary": {"selected_option": {"text": {"type": "plain_text", "text": "Yes"}, "value": "true"}},
+        "share": {"value": "0.25"},
+        "note": {"value": None},
+    }
+    assert interact(event.endpoint, submission(view, values)).body == b""
+    expected = Rollout(datetime.fromtimestamp(1796500000, timezone.utc), [Label.CAT, Label.DOG], True, 0.25)
+    assert finished(thread, result) == expected
