@@ -46,6 +46,7 @@ from ._errors import (
     InvalidValueError,
     StorageError,
 )
+from ._markdown import shown as _shown_detail
 from ._schema import describe
 from ._store import Record, Store, put_slack, read_slack
 
@@ -502,12 +503,6 @@ def _shown(value: object) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)
-
-
-def _shown_detail(value: object) -> str:
-    from ._markdown import shown
-
-    return shown(value)
 
 
 # -- the modal -----------------------------------------------------------------------------------------
