@@ -230,7 +230,7 @@ def _create(
     event = Event(request, data_type, float(poll_interval_seconds), store, endpoint)
     remember(request_id, spec_for(data_type))
     # Kept off storage: a webhook URL often carries a secret, and a re-run passes it again.
-    event._notify = notify_targets
+    event._notify_targets = notify_targets
     return event
 
 
@@ -267,7 +267,7 @@ class Event(Generic[T]):
         self._endpoint = endpoint
         self._announced = False
         self._response: Record | None = None
-        self._notify: list[_notify.Target] = []
+        self._notify_targets: list[_notify.Target] = []
 
     @property
     def name(self) -> str:
@@ -608,8 +608,8 @@ def _announce(event: Event[Any]) -> None:
     _say(f"waiting for {event.name!r} ({type_name(event.data_type)}, {left}): {_html.one_line(event.prompt)}")
     _say(f"form: {event.form_url}")
     _say(f"curl: {event.curl_command}")
-    if event._notify:
-        _notify.announce(event._notify, event, event._store, event._request)
+    if event._notify_targets:
+        _notify.announce(event._notify_targets, event, event._store, event._request)
     _update_report(event, None)
 
 
