@@ -22,3 +22,4 @@ async def main() -> None:
     reveal_type(await hitl.Event.create("z", data_type=float))  # Event[float]
     reveal_type(await hitl.Event.create.aio("b", data_type=bool))  # Event[bool]
     reveal_type(hitl.submit(event.form_url, 3))  # dict[str, Any]
+    reveal_type(hitl.approve("d", notify=[hitl.Slack("#deploys"), "https://hooks.example.com/x"]))  # bool

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     import flyte
     import flyte.app
 
+    from ._slack import Slack
+
     env: flyte.TaskEnvironment
     event_task_env: flyte.TaskEnvironment  # 2.12.1's name for `env`
     app_env: flyte.app.AppEnvironment
@@ -58,6 +60,7 @@ __all__ = [
     "PromptType",
     "ServerReplyError",
     "ServerUnavailableError",
+    "Slack",
     "StorageError",
     "UnsafeRootError",
     "UnsupportedTypeError",
@@ -75,4 +78,8 @@ def __getattr__(name: str) -> Any:
         from . import _deploy
 
         return getattr(_deploy, "env" if name == "event_task_env" else name)
+    if name == "Slack":  # Slack's module is imported when Slack is used
+        from ._slack import Slack
+
+        return Slack
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

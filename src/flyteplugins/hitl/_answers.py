@@ -33,7 +33,7 @@ from ._schema import check_answer, describe
 from ._store import Record, Store, check_request_id
 
 #: How an answer arrived; recorded in the audit trail.
-VIA = ("form", "json", "cli", "python")
+VIA = ("form", "json", "cli", "python", "slack")
 _MAX_COMMENT = 4000
 
 

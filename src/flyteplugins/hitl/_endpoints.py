@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -52,6 +53,7 @@ MAX_FORM_FIELDS = 1000
 MAX_QUERY_FIELDS = 20
 #: Longest ``wait`` a status request may ask for, in seconds.
 MAX_STATUS_WAIT = 60.0
+SLACK_ONLY_ENV = "FLYTE_HITL_SLACK_ONLY"
 
 
 def _headers(pairs: Iterable[tuple[str, str]] = ()) -> Message:
@@ -220,6 +222,9 @@ class Site:
     replies: Replies = field(default_factory=Replies)
     records: _Records = field(default_factory=_Records)
     listing: _Listing = field(default_factory=_Listing)
+    #: Serve only ``/slack/interactions`` and ``/health`` (``FLYTE_HITL_SLACK_ONLY=1``): for a server that
+    #: Slack reaches without the platform's login, while every other path stays behind it.
+    slack_only: bool = field(default_factory=lambda: os.environ.get(SLACK_ONLY_ENV, "") == "1")
     #: Long-polls of ``GET /status/<id>?wait=N``.
     watch: Watch = field(init=False)
 
@@ -318,6 +323,8 @@ def handle(site: Site, request: Request) -> Response:
             path = urlsplit(request.target).path
         except ValueError:  # an absolute URL with a malformed host, e.g. "http://["
             raise _refuse(400, f"malformed request target {request.target[:200]!r}") from None
+        if site.slack_only and path not in ("/slack/interactions", "/health"):
+            raise _refuse(404, f"no such path: {path[:200]!r} (this server takes Slack interactions only)")
         endpoint, param = _route(request.method, path)
         return endpoint(site, request, param)
     except _Refusal as r:
@@ -712,6 +719,7 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
         votes = _answers.votes_of(site.store, event, None) or []
         return html_reply(200, _with_next(site, who, _html.voted_page(event, response, votes, who.identity)))
+    _answered(site, event, response)
     reply = html_reply(200, _with_next(site, who, _html.answered_page(event, response, just_now=True)))
     reply.answered = (event, response)
     return reply
@@ -797,6 +805,7 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
         return json_reply(200, _vote_reply(event, response))
     site.listing.forget()
+    _answered(site, event, response)
     accepted = {
         "status": "submitted",
         "request_id": request_id,
@@ -822,12 +831,41 @@ def _vote_reply(event: Record, vote: Record) -> Record:
     }
 
 
+def _answered(site: Site, event: Record, response: Record) -> None:
+    """An answer was stored: bring the event's Slack messages up to date, if it has any (in the background)."""
+    if event.get("slack"):
+        from . import _slack
+
+        _slack.answer_stored(site.store, event, response)
+
+
+def slack_interactions(site: Site, request: Request, _: str) -> Response:
+    """``POST /slack/interactions``: a click or a submitted modal in Slack, signed by Slack (see `_slack`)."""
+    from . import _slack, _wake
+
+    def stored_late(event: Record, response: Record) -> None:  # the acknowledgement went first
+        site.listing.forget()
+        site.watch.stored(event["request_id"], response)
+        _wake.poke(site.store, event)
+
+    outcome = _slack.interaction(site.store, request.headers, _body(request), request.client, stored_late)
+    if outcome.body is not None:
+        reply = json_reply(outcome.status, outcome.body)
+    else:
+        reply = Response(outcome.status, b"", [("Cache-Control", "no-store")])
+    if outcome.answered is not None:
+        site.listing.forget()
+        reply.answered = outcome.answered
+    return reply
+
+
 _EXACT: dict[str, dict[str, Endpoint]] = {
     "/health": {"GET": health},
     "/": {"GET": index},
     "/submit": {"POST": submit_form},
     "/submit/json": {"POST": submit_json},
     "/inbox": {"GET": inbox},
+    "/slack/interactions": {"POST": slack_interactions},
 }
 _PREFIXED: dict[str, dict[str, Endpoint]] = {"/form/": {"GET": form}, "/status/": {"GET": status}}
 

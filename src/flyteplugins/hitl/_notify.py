@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from . import _http, _markdown
 from ._errors import InvalidEventError
 from ._task_types import type_name
+
+if TYPE_CHECKING:
+    from ._slack import Slack
+
+#: A `notify` target: a webhook URL or a Slack channel.
+Target = Union[str, "Slack"]
 
 logger = logging.getLogger("flyteplugins.hitl.notify")
 
@@ -46,6 +55,48 @@ def check_url(url: str | None, source: str = "notify") -> str | None:
             got = f"{len(url)} characters without a scheme"
         raise InvalidEventError(f"{source} must be an http:// or https:// URL, got {got}")
     return url
+
+
+def targets(notify: object) -> list[Target]:
+    """`notify` as a list of checked targets: webhook URLs and `Slack` channels (settings filled in).
+    None means the defaults, ``$FLYTE_HITL_NOTIFY_URL`` and ``$FLYTE_HITL_SLACK_CHANNEL``.
+
+    Raises `InvalidEventError` for a target that is neither, and `ConfigurationError` for a Slack
+    target without the settings to post it.
+    """
+    if notify is None:
+        found: list[Target] = []
+        url = check_url(os.environ.get(NOTIFY_ENV) or None, NOTIFY_ENV)
+        if url is not None:
+            found.append(url)
+        if os.environ.get("FLYTE_HITL_SLACK_CHANNEL"):
+            from . import _slack
+
+            found.append(_slack.resolve(_slack.Slack()))
+        return found
+    items = list(notify) if isinstance(notify, Sequence) and not isinstance(notify, str) else [notify]
+    checked: list[Target] = []
+    for item in items:
+        if isinstance(item, str):
+            checked.append(check_url(item) or "")
+        elif (slack := sys.modules.get("flyteplugins.hitl._slack")) is not None and isinstance(item, slack.Slack):
+            checked.append(slack.resolve(item))
+        else:
+            raise InvalidEventError(f"notify must be a webhook URL, a hitl.Slack(...) or a list of those, got {item!r}")
+    return checked
+
+
+def announce(notify: Sequence[Target], event: Any, store: Any, request: dict[str, Any]) -> None:
+    """Send the notices for `event`, which starts waiting: a POST to each webhook, a message to each
+    Slack channel; all in daemon threads."""
+    slack = [t for t in notify if not isinstance(t, str)]
+    for url in notify:
+        if isinstance(url, str):
+            send(url, payload(event))
+    if slack:
+        from . import _slack
+
+        _slack.announce(store, request, slack)
 
 
 def shown_url(url: object, *, path: bool = False) -> str:

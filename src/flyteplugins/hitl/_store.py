@@ -860,3 +860,20 @@ def _vote_names(backend: _Backend, request_id: str) -> list[str]:
     else:
         raise TypeError(f"cannot list votes of {backend!r}")
     return sorted(n for n in names if n.endswith(".json") and _VOTE_KEY_RE.fullmatch(n[:-5]))
+
+
+# -- where an event's Slack messages are (see `_slack`) ------------------------------------------------
+
+SLACK_FILE = "slack.json"
+
+
+def read_slack(store: Store, request_id: str) -> Record | None:
+    """Where the Slack messages of `request_id` were posted (``{"messages": [{"channel", "ts"}, ...]}``), or None."""
+    return store._read(check_request_id(request_id), SLACK_FILE)
+
+
+def put_slack(store: Store, request_id: str, record: Record) -> None:
+    """Record where the Slack messages of `request_id` were posted, so that any server can update them."""
+    key = f"{check_request_id(request_id)}/{SLACK_FILE}"
+    data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    store._retry(f"write {key}", lambda: store._backend.put(key, data))

@@ -280,6 +280,10 @@ def _outcome(event: Event[Any], response: Record) -> Any:
     value = build_value(event.data_type, response.get("value")) if answered or response.get("default_applied") else None
     event._response = response
     forget(event.request_id)  # settled: its type is no longer needed to check answers
+    if event._request.get("slack"):  # bring its Slack messages up to date (in the background)
+        from . import _slack
+
+        _slack.outcome_known(event._store, event._request, response)
     if not answered:
         if not response.get("default_applied"):
             _say(f"{event.name!r} expired without an answer")
@@ -327,8 +331,8 @@ def _announce(event: Event[Any]) -> None:
     _say(f"waiting for {event.name!r} ({type_name(event.data_type)}, {left}): {prompt}")
     _say(f"form: {event.form_url}")
     _say(f"curl: {event.curl_command}")
-    if event._notify_url:
-        _notify.send(event._notify_url, _notify.payload(event))
+    if event._notify_targets:
+        _notify.announce(event._notify_targets, event, event._store, event._request)
     _update_report(event, None)
 
 

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, cast
 from urllib.parse import quote
 
 from typing_extensions import Self
@@ -31,6 +31,12 @@ from ._schema import remember
 from ._store import REQUEST_FILE, RESPONSE_FILE, Record, Store, default_root
 from ._task_types import build_value, declare, spec_for, type_name
 from ._wait import hand_over, wait_aio, wait_blocking
+
+if TYPE_CHECKING:
+    from ._slack import Slack
+
+#: Where `notify` sends word that an event waits: webhook URLs and Slack channels.
+Notify = Union[str, "Slack", Sequence[Union[str, "Slack"]]]
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -156,7 +162,7 @@ def _create(
     *,
     choices: list[V] | None = None,
     default: V | None = None,
-    notify: str | None = None,
+    notify: Notify | None = None,
     comment_required_on_reject: bool = False,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
@@ -180,10 +186,7 @@ def _create(
     declared = declare(data_type, choices, default)
     checked_details = _markdown.check_details(details)
     policy = _policy.event_fields(respondents, requester, allow_self_approval, quorum, approval=data_type is bool)
-    if notify is not None:
-        notify_url = _notify.check_url(notify)
-    else:
-        notify_url = _notify.check_url(os.environ.get(_notify.NOTIFY_ENV) or None, _notify.NOTIFY_ENV)
+    notify_targets = _notify.targets(notify)
     store = _store_for(default_root())
     endpoint = _endpoint_for(store)
     request_id = _new_request_id(name)
@@ -210,6 +213,7 @@ def _create(
         "comment_required_on_reject": comment_required_on_reject or None,
         "wake": _wake.address(request_id),  # where writers send this process wake-ups
         **policy,
+        "slack": any(not isinstance(t, str) for t in notify_targets) or None,  # its messages: <id>/slack.json
     }
     fresh.update({k: v for k, v in optional.items() if v is not None})
     # Create first: a new event is one write (one request on an object store, where reading
@@ -219,7 +223,7 @@ def _create(
     event = Event(request, data_type, float(poll_interval_seconds), store, endpoint)
     remember(request_id, spec_for(data_type))
     # Kept off storage: a webhook URL often carries a secret, and a re-run passes it again.
-    event._notify_url = notify_url
+    event._notify_targets = notify_targets
     return event
 
 
@@ -256,7 +260,7 @@ class Event(Generic[T]):
         self._endpoint = endpoint
         self._announced = False
         self._response: Record | None = None
-        self._notify_url: str | None = None
+        self._notify_targets: list[_notify.Target] = []
 
     @property
     def name(self) -> str:
@@ -417,7 +421,7 @@ def new_event(
     *,
     choices: list[T] | None = None,
     default: T | None = None,
-    notify: str | None = None,
+    notify: Notify | None = None,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
     respondents: Sequence[str] | None = None,
@@ -439,8 +443,10 @@ def new_event(
             them as buttons.
         default: Returned by ``wait()`` when the timeout passes, instead of raising; recorded as applied.
             For a structured type, an instance (``default=Review(score=3)``).
-        notify: A URL to POST a JSON notice to when the event starts waiting (default:
-            ``$FLYTE_HITL_NOTIFY_URL``); a Slack or Mattermost incoming webhook shows its ``text`` as is.
+        notify: Where to say that the event waits, when its wait starts: a URL to POST a JSON notice to
+            (a Slack or Mattermost incoming webhook shows its ``text`` as is), a `Slack` channel to post
+            the question to with buttons to answer it there, or a list of those (default:
+            ``$FLYTE_HITL_NOTIFY_URL`` and ``$FLYTE_HITL_SLACK_CHANNEL``).
         details: Facts for the decision (an agent's tool call, a model's metrics), shown under the
             prompt as a table on the form, in ``/status`` and in the report; JSON values only.
         prompt_type: "text" (the default) shows the prompt verbatim, line breaks kept; "markdown"
@@ -493,7 +499,7 @@ async def _approve_aio(
     *,
     default: bool | None = None,
     require_reject_comment: bool = False,
-    notify: str | None = None,
+    notify: Notify | None = None,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
     respondents: Sequence[str] | None = None,
@@ -532,7 +538,7 @@ def approve(
     *,
     default: bool | None = None,
     require_reject_comment: bool = False,
-    notify: str | None = None,
+    notify: Notify | None = None,
     details: Mapping[str, Any] | None = None,
     prompt_type: PromptType = "text",
     respondents: Sequence[str] | None = None,

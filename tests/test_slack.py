@@ -1,0 +1,589 @@
+"""Answering in Slack, against a fake Slack Web API on loopback (`slack_fake`): the message posted when a
+wait starts, signed clicks and modals answering through the real server, the message rewritten with
+the outcome however it came, and a Slack that is down or slow holding up nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import annotated_types
+import pytest
+import slack_fake
+from conftest import Reply, question, request, run_python, until
+from slack_fake import SECRET, TOKEN, FakeSlack, click, signed, submission
+
+import flyteplugins.hitl as hitl
+from flyteplugins.hitl import _slack
+from flyteplugins.hitl._store import Store, read_slack
+from flyteplugins.hitl.server import HitlServer
+
+
+@pytest.fixture
+def fake(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
+    """A fake Slack, with the settings that point the package at it; the caches start empty."""
+    for server in slack_fake.serve():
+        monkeypatch.setenv(_slack.TOKEN_ENV, TOKEN)
+        monkeypatch.setenv(_slack.SECRET_ENV, SECRET)
+        monkeypatch.setenv(_slack.API_ENV, server.api_url)
+        monkeypatch.delenv(_slack.CHANNEL_ENV, raising=False)
+        monkeypatch.delenv("FLYTE_HITL_NOTIFY_URL", raising=False)
+        monkeypatch.setattr(_slack, "_health", _slack._Health())
+        _slack._users.clear()
+        yield server
+
+
+def interact(endpoint: str, payload: dict[str, Any], **kw: Any) -> Reply:
+    body, headers = signed(payload, **kw)
+    return request(endpoint, "POST", "/slack/interactions", body, headers)
+
+
+def waiting(event: hitl.Event[Any]) -> tuple[threading.Thread, list[Any]]:
+    """`event.wait()` in a thread; its result (or error) lands in the list."""
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(event.wait())
+        except Exception as e:
+            result.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def finished(thread: threading.Thread, result: list[Any]) -> Any:
+    thread.join(60)
+    assert not thread.is_alive(), "the wait never returned"
+    return result[0]
+
+
+def posted(fake: FakeSlack, event: hitl.Event[Any]) -> dict[str, Any]:
+    """The message posted for `event`, once the server can find it to update it."""
+    [message] = fake.wait_for("chat.postMessage")
+    store = Store(str(event._store.root))
+    until(lambda: read_slack(store, event.request_id) is not None, "slack.json")
+    return message
+
+
+def update_of(fake: FakeSlack, count: int = 1) -> dict[str, Any]:
+    return fake.wait_for("chat.update", count)[-1]
+
+
+def has_controls(message: dict[str, Any]) -> bool:
+    return any(b["type"] == "actions" for b in message["blocks"])
+
+
+def last_text(message: dict[str, Any]) -> str:
+    return str(message["blocks"][-1]["text"]["text"])
+
+
+# -- importing ---------------------------------------------------------------------------------------------
+
+
+def test_the_package_imports_slack_only_when_it_is_used() -> None:
+    code = (
+        "import sys\n"
+        "import flyteplugins.hitl as hitl, flyteplugins.hitl.server, flyteplugins.hitl._endpoints\n"
+        "assert 'flyteplugins.hitl._slack' not in sys.modules, 'imported at once'\n"
+        "hitl.Slack('#deploys')\n"
+        "assert 'flyteplugins.hitl._slack' in sys.modules\n"
+        "print('ok')\n"
+    )
+    proc = run_python(code)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.strip().endswith("ok"), out
+
+
+# -- approve, reject, choices ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("action", "approved", "said"), [("approve", True, "Approved"), ("reject", False, "Rejected")])
+def test_approve_and_reject_in_slack(fake: FakeSlack, action: str, approved: bool, said: str) -> None:
+    event = hitl.new_event(
+        "deploy",
+        data_type=bool,
+        prompt="Ship <v3> & *all*?",
+        timeout_seconds=60,
+        details={"model": "v3", "rows": 1200},
+        notify=hitl.Slack("#deploys", mention="U0BOSS"),
+    )
+    thread, result = waiting(event)
+    message = posted(fake, event)
+    assert message["channel"] == "#deploys" and fake.authorizations[0] == f"Bearer {TOKEN}"
+    [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+    assert [(e["action_id"], e.get("style")) for e in actions["elements"]] == [
+        ("approve", "primary"),
+        ("reject", "danger"),
+    ]
+    prompt = message["blocks"][1]["text"]
+    assert prompt == {"type": "plain_text", "text": "Ship <v3> & *all*?", "emoji": False}  # verbatim
+    fields = [f["text"] for b in message["blocks"] for f in b.get("fields", [])]
+    assert fields == ["*model*\nv3", "*rows*\n1,200"]
+    context = json.dumps([b for b in message["blocks"] if b["type"] == "context"])
+    assert "<@U0BOSS>" in context and "<!date^" in context
+
+    reply = interact(event.endpoint, click(message, action, user="U1", response_url=fake.response_url()))
+    assert reply.status == 200 and reply.body == b""
+    assert finished(thread, result) is approved
+    assert event.response is not None
+    assert event.response["identity"] == "slack:U1 <alice@example.com>" and event.response["via"] == "slack"
+    update = update_of(fake)
+    assert update["channel"] == slack_fake.CHANNEL_ID and update["ts"] == "1712345678.000001"
+    assert not has_controls(update) and f"{said} by <@U1>" in last_text(update)
+    assert fake.of("users.info") == [{"user": "U1"}]
+    # No capability token in anything sent to Slack.
+    assert event.token not in json.dumps(fake.calls)
+
+
+def test_a_choice_is_a_button_per_option_or_a_select(fake: FakeSlack, server: HitlServer, store: Store) -> None:
+    few = hitl.new_event("size", data_type=str, choices=["S", "M", "L"], timeout_seconds=60, notify=hitl.Slack("C1"))
+    thread, result = waiting(few)
+    message = posted(fake, few)
+    [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+    assert [e["text"]["text"] for e in actions["elements"]] == ["S", "M", "L"]
+    assert interact(few.endpoint, click(message, "choice:1")).status == 200
+    assert finished(thread, result) == "M"
+    assert "Answered M by <@U1>" in last_text(update_of(fake))
+
+    class Color(enum.Enum):
+        RED = "red"
+        GREEN = "green"
+        BLUE = "blue"
+        CYAN = "cyan"
+        MAGENTA = "magenta"
+        YELLOW = "yellow"
+
+    many = hitl.new_event("color", data_type=Color, timeout_seconds=60, notify=hitl.Slack("C1"))
+    thread, result = waiting(many)
+    [_, message] = fake.wait_for("chat.postMessage", 2)
+    until(lambda: read_slack(many._store, many.request_id) is not None, "slack.json")
+    [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+    [select] = actions["elements"]
+    assert select["type"] == "static_select" and len(select["options"]) == 6
+    assert interact(many.endpoint, click(message, "select", selected="4")).status == 200
+    assert finished(thread, result) is Color.MAGENTA
+
+
+# -- typed answers in a modal --------------------------------------------------------------------------
+
+
+class Label(enum.Enum):
+    CAT = "cat"
+    DOG = "dog"
+
+
+@dataclasses.dataclass
+class Review:
+    score: Annotated[int, annotated_types.Interval(ge=1, le=5)]
+    label: Label
+    tags: list[str] = dataclasses.field(default_factory=list)
+    due: date | None = None
+
+
+def test_a_typed_answer_in_a_modal_refused_then_valid(fake: FakeSlack) -> None:
+    event = hitl.new_event(
+        "review", data_type=Review, prompt="Label img-42", timeout_seconds=60, notify=hitl.Slack("C1")
+    )
+    thread, result = waiting(event)
+    message = posted(fake, event)
+    reply = interact(event.endpoint, click(message, "answer", response_url=fake.response_url()))
+    assert reply.status == 200
+    [opened] = fake.wait_for("views.open")
+    assert opened["trigger_id"] == "13345224609.738474920.8088930838d88f008e0"
+    view = opened["view"]
+    inputs = {b["block_id"]: b for b in view["blocks"] if b["type"] == "input"}
+    assert list(inputs) == ["score", "label", "tags", "due"]
+    score = inputs["score"]["element"]
+    assert score["type"] == "number_input" and not score["is_decimal_allowed"]
+    assert (score["min_value"], score["max_value"]) == ("1", "5")
+    assert inputs["label"]["element"]["type"] == "static_select"
+    assert inputs["tags"]["element"]["multiline"] is True
+    assert inputs["due"]["element"]["type"] == "datepicker"
+    assert [b["optional"] for b in inputs.values()] == [False, False, True, True]
+    assert event.token not in json.dumps(view)
+
+    values = {
+        "score": {"value": "9"},
+        "label": {"selected_option": {"text": {"type": "plain_text", "text": "dog"}, "value": "1"}},
+        "tags": {"value": "fluffy\n\nsmall"},
+        "due": {"selected_date": None},
+    }
+    refused = interact(event.endpoint, submission(view, values))
+    assert refused.status == 200
+    assert refused.json() == {
+        "response_action": "errors",
+        "errors": {"score": "'9' is more than the maximum 5"},
+    }
+    assert event._store.read_response(event.request_id) is None
+
+    values["score"] = {"value": "4"}
+    values["due"] = {"selected_date": "2026-12-24"}
+    accepted = interact(event.endpoint, submission(view, values))
+    assert accepted.status == 200 and accepted.body == b""  # the modal closes
+    assert finished(thread, result) == Review(4, Label.DOG, ["fluffy", "small"], date(2026, 12, 24))
+    assert "Answered" in last_text(update_of(fake))
+
+
+def test_a_rejection_that_needs_a_comment_opens_a_modal_for_it(fake: FakeSlack) -> None:
+    event = hitl.Event.create(
+        "deploy", bool, timeout_seconds=60, notify=hitl.Slack("C1"), comment_required_on_reject=True
+    )
+    thread, result = waiting(event)
+    message = posted(fake, event)
+    assert interact(event.endpoint, click(message, "reject")).status == 200
+    [opened] = fake.wait_for("views.open")
+    view = opened["view"]
+    refused = interact(event.endpoint, submission(view, {"comment": {"value": None}}))
+    assert refused.json()["errors"] == {"comment": "a comment is required to reject 'deploy'"}
+    assert interact(event.endpoint, submission(view, {"comment": {"value": "not on a Friday"}})).body == b""
+    assert finished(thread, result) is False
+    assert event.response is not None and event.response["comment"] == "not on a Friday"
+    assert "not on a Friday" in last_text(update_of(fake))
+
+
+# -- signatures ------------------------------------------------------------------------------------------
+
+
+def a_click(request_id: str, user: str = "U1", response_url: str = "") -> dict[str, Any]:
+    message = {"blocks": [_slack._controls({"request_id": request_id, "data_type": "bool"})]}
+    return click(message, "approve", user=user, response_url=response_url)
+
+
+@pytest.mark.parametrize(
+    ("how", "kw"),
+    [
+        ("another secret", {"secret": "not-the-secret"}),
+        ("stale", {"at": -301}),
+        ("future", {"at": 330}),
+    ],
+)
+def test_a_bad_or_stale_signature_is_401_and_stores_nothing(
+    fake: FakeSlack, server: HitlServer, store: Store, how: str, kw: dict[str, Any]
+) -> None:
+    store.create_request(question("sig-1", data_type="bool"))
+    if "at" in kw:  # seconds from now
+        kw = {"at": time.time() + kw["at"]}
+    reply = interact(server.url, a_click("sig-1"), **kw)
+    assert reply.status == 401 and "signed by Slack" in reply.json()["detail"]
+    assert store.read_response("sig-1") is None and fake.calls == []
+
+
+def test_unsigned_requests_are_401_before_their_body_is_read(fake: FakeSlack, server: HitlServer, store: Store) -> None:
+    for headers in (
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        {"X-Slack-Request-Timestamp": str(int(time.time())), "X-Slack-Signature": "v0=00"},
+        {"X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=00"},
+    ):
+        reply = request(server.url, "POST", "/slack/interactions", b"\xff not a form", headers)
+        assert reply.status == 401
+    # Signed, the same body is parsed, and refused for what it is.
+    body = b"\xff not a form"
+    stamp = str(int(time.time()))
+    import hashlib
+    import hmac
+
+    mac = hmac.new(SECRET.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+    headers = {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={mac}"}
+    assert request(server.url, "POST", "/slack/interactions", body, headers).status == 400
+
+
+def test_without_a_signing_secret_interactions_are_refused(
+    fake: FakeSlack, server: HitlServer, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(_slack.SECRET_ENV)
+    store.create_request(question("nosecret-1", data_type="bool"))
+    reply = interact(server.url, a_click("nosecret-1"))
+    assert reply.status == 503 and _slack.SECRET_ENV in reply.json()["detail"]
+    assert store.read_response("nosecret-1") is None
+
+
+# -- who may answer, and the first click -------------------------------------------------------------------
+
+
+def test_a_non_respondent_stores_nothing_and_is_told_privately(
+    fake: FakeSlack, server: HitlServer, store: Store
+) -> None:
+    store.create_request(question("resp-1", data_type="bool", respondents=["bob@example.com"]))
+    reply = interact(server.url, a_click("resp-1", user="U1", response_url=fake.response_url("u1")))
+    assert reply.status == 200
+    [told] = fake.wait_for("response_url")
+    assert told["response_type"] == "ephemeral" and told["replace_original"] is False
+    assert told["text"] == "Only the people this question names may answer it." and "bob" not in told["text"]
+    assert store.read_response("resp-1") is None
+    # Bob, known to Slack as U2 with that e-mail, may.
+    assert interact(server.url, a_click("resp-1", user="U2")).status == 200
+    response = store.read_response("resp-1")
+    assert response is not None and response["identity"] == "bob@example.com", "the name the policy knows"
+
+
+def test_the_requester_may_not_approve_their_own_question_in_slack(
+    fake: FakeSlack, server: HitlServer, store: Store
+) -> None:
+    # U2 is bob@example.com in Slack (see the fake's users.info): the requester, refused as on the form.
+    store.create_request(question("self-1", data_type="bool", requester="bob@example.com"))
+    assert interact(server.url, a_click("self-1", user="U2", response_url=fake.response_url("u2"))).status == 200
+    [told] = fake.wait_for("response_url")
+    assert told["text"] == "Only the people this question names may answer it."
+    assert store.read_response("self-1") is None
+    assert interact(server.url, a_click("self-1", user="U1")).status == 200, "anyone else may"
+    response = store.read_response("self-1")
+    assert response is not None and response["identity"] == "alice@example.com"
+
+
+def test_of_twenty_concurrent_clicks_exactly_one_is_stored(fake: FakeSlack, server: HitlServer, store: Store) -> None:
+    store.create_request(question("race-1", data_type="bool"))
+    users = [f"U{n:02d}" for n in range(20)]
+    replies: list[int] = []
+    start = threading.Barrier(len(users))
+
+    def one(user: str) -> None:
+        start.wait(30)
+        replies.append(interact(server.url, a_click("race-1", user=user, response_url=fake.response_url(user))).status)
+
+    threads = [threading.Thread(target=one, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert replies == [200] * 20
+    response = store.read_response("race-1")
+    assert response is not None and response["value"] is True
+    winner = response["identity"].removeprefix("slack:")
+    told = fake.wait_for("response_url", 19)
+    assert all(t["text"] == f"Already answered by <@{winner}>." for t in told)
+
+
+# -- the message kept true -------------------------------------------------------------------------------
+
+
+def test_an_answer_on_the_web_form_rewrites_the_message(fake: FakeSlack) -> None:
+    event = hitl.new_event("deploy", data_type=bool, timeout_seconds=60, notify=hitl.Slack("C1"))
+    thread, result = waiting(event)
+    posted(fake, event)
+    form = urlencode({"request_id": event.request_id, "token": event.token, "value": "true"}).encode()
+    reply = request(event.endpoint, "POST", "/submit", form, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert reply.status == 200
+    assert finished(thread, result) is True
+    update = update_of(fake)
+    assert not has_controls(update) and "Approved by the web form" in last_text(update)
+
+
+def test_an_answer_stored_by_the_command_line_rewrites_the_message(fake: FakeSlack) -> None:
+    event = hitl.new_event("count", data_type=int, timeout_seconds=60, notify=hitl.Slack("C1"))
+    thread, result = waiting(event)
+    posted(fake, event)
+    hitl.submit(event.request_id, 7, root=event._store.root)
+    assert finished(thread, result) == 7
+    assert "Answered 7 by the Python API" in last_text(update_of(fake))
+
+
+@pytest.mark.parametrize(("default", "said"), [(None, "Expired without an answer"), ("M", "Expired, default M used")])
+def test_an_expiry_rewrites_the_message(fake: FakeSlack, default: str | None, said: str) -> None:
+    event = hitl.new_event(
+        "size", data_type=str, choices=["S", "M"], default=default, timeout_seconds=1.5, notify=hitl.Slack("C1")
+    )
+    thread, result = waiting(event)
+    posted(fake, event)
+    outcome = finished(thread, result)
+    assert isinstance(outcome, hitl.EventTimeoutError) if default is None else outcome == "M"
+    update = update_of(fake)
+    assert not has_controls(update) and said in last_text(update)
+
+
+def test_a_click_after_the_deadline_is_refused_and_the_message_says_so(
+    fake: FakeSlack, server: HitlServer, store: Store
+) -> None:
+    store.create_request(question("late-1", data_type="bool", expires_at="2020-01-01T00:00:00Z", slack=True))
+    from flyteplugins.hitl._store import put_slack
+
+    put_slack(store, "late-1", {"messages": [{"channel": "C1", "ts": "1.2"}]})
+    assert interact(server.url, a_click("late-1", response_url=fake.response_url())).status == 200
+    [told] = fake.wait_for("response_url")
+    assert told["text"] == "This question expired; it takes no more answers."
+    assert "Expired without an answer" in last_text(update_of(fake))
+    response = store.read_response("late-1")
+    assert response is not None and response["status"] == "expired"
+
+
+# -- a Slack that is down or slow ------------------------------------------------------------------------
+
+
+def test_a_slack_that_is_down_holds_up_nothing_and_is_logged_once(
+    fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="flyteplugins.hitl.slack")
+    monkeypatch.setenv(_slack.API_ENV, "http://127.0.0.1:9/api/")  # nothing listens there
+    event = hitl.new_event("deploy", data_type=bool, timeout_seconds=60, notify=hitl.Slack("C1"))
+    thread, result = waiting(event)
+    until(
+        lambda: any("chat.postMessage" in r.getMessage() or "posting" in r.getMessage() for r in caplog.records), "log"
+    )
+    # A click still answers (without the e-mail Slack could not give), and the wait returns.
+    message = {"blocks": [_slack._controls(event._request)]}
+    assert interact(event.endpoint, click(message, "approve")).status == 200
+    assert finished(thread, result) is True
+    assert event.response is not None and event.response["identity"] == "slack:U1"
+    warnings = [r for r in caplog.records if r.name == "flyteplugins.hitl.slack" and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "posting 'deploy' to C1 failed" in warnings[0].getMessage()
+    assert fake.calls == []
+
+
+def test_a_slow_slack_gets_its_ack_first_and_the_answer_is_stored_after(
+    fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = hitl.new_event("deploy", data_type=bool, timeout_seconds=60, notify=hitl.Slack("C1"))
+    thread, result = waiting(event)
+    message = posted(fake, event)
+    fake.held.clear()  # from now on Slack answers nothing until released
+    monkeypatch.setattr(_slack, "ACK_SECONDS", 0.05)
+    monkeypatch.setattr(_slack, "USERS_INFO_SECONDS", 60.0)
+    reply = interact(event.endpoint, click(message, "approve"))
+    assert reply.status == 200 and reply.body == b""
+    fake.wait_for("users.info")  # the answer waits for the clicker's e-mail, after the acknowledgement
+    assert thread.is_alive() and event._store.read_response(event.request_id) is None
+    fake.held.set()
+    assert finished(thread, result) is True
+    assert "Approved by <@U1>" in last_text(update_of(fake))
+
+
+def test_a_slow_slack_holds_up_no_wait(fake: FakeSlack) -> None:
+    fake.held.clear()
+    event = hitl.new_event("deploy", data_type=bool, timeout_seconds=60, notify=hitl.Slack("C1"))
+    thread, result = waiting(event)
+    fake.wait_for("chat.postMessage")  # posting, and stuck
+    hitl.submit(event.form_url, True)
+    assert finished(thread, result) is True
+    fake.held.set()
+
+
+# -- settings -------------------------------------------------------------------------------------------
+
+
+def test_missing_settings_are_a_configuration_error_and_nothing_is_written(
+    fake: FakeSlack, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(hitl.ConfigurationError, match="needs a channel"):
+        hitl.new_event("x", data_type=int, notify=hitl.Slack())
+    monkeypatch.delenv(_slack.TOKEN_ENV)
+    with pytest.raises(hitl.ConfigurationError, match=_slack.TOKEN_ENV):
+        hitl.new_event("x", data_type=int, notify=hitl.Slack("C1"))
+    monkeypatch.setenv(_slack.TOKEN_ENV, TOKEN)
+    monkeypatch.setenv(_slack.API_ENV, "slack.com/api")
+    with pytest.raises(hitl.ConfigurationError, match=_slack.API_ENV):
+        hitl.new_event("x", data_type=int, notify=hitl.Slack("C1"))
+    with pytest.raises(hitl.InvalidEventError, match="mention"):
+        hitl.new_event("x", data_type=int, notify=hitl.Slack("C1", mention="<!channel>"))
+    with pytest.raises(hitl.InvalidEventError, match="notify must be"):
+        hitl.new_event("x", data_type=int, notify=[42])  # type: ignore[list-item]
+    assert not root.exists() or list(root.iterdir()) == []
+    assert fake.calls == []
+
+
+def test_the_default_channel_and_a_list_of_targets(fake: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_slack.CHANNEL_ENV, "#default")
+    event = hitl.new_event("a", data_type=int, timeout_seconds=60)
+    thread, result = waiting(event)
+    assert posted(fake, event)["channel"] == "#default"
+    hitl.submit(event.form_url, 1)
+    finished(thread, result)
+    both = hitl.new_event(
+        "b", data_type=int, timeout_seconds=60, notify=[hitl.Slack(thread_ts="1.5"), hitl.Slack("#two")]
+    )
+    thread, result = waiting(both)
+    [_, first, second] = fake.wait_for("chat.postMessage", 3)
+    assert (first["channel"], first["thread_ts"], second["channel"]) == ("#default", "1.5", "#two")
+    until(lambda: read_slack(both._store, both.request_id) is not None, "slack.json")
+    hitl.submit(both.form_url, 2)
+    finished(thread, result)
+    updates = fake.wait_for("chat.update", 3)  # "a" once, "b" in both channels
+    assert sorted(u["ts"] for u in updates) == [f"1712345678.{n:06d}" for n in (1, 2, 3)]
+
+
+def test_a_markdown_prompt_becomes_mrkdwn_and_plain_text_stays_verbatim() -> None:
+    request = {"request_id": "md-1", "event_name": "q", "prompt": "Ship **v3** <now> to [prod](https://x.example)?"}
+    request.update(data_type="bool", expires_at="2099-01-01T00:00:00Z")
+    plain = _slack.blocks(request, None, _slack.Slack("C1"))[1]["text"]
+    assert plain == {"type": "plain_text", "text": request["prompt"], "emoji": False}
+    marked = _slack.blocks({**request, "prompt_type": "markdown"}, None, _slack.Slack("C1"))[1]["text"]
+    assert marked == {"type": "mrkdwn", "text": "Ship *v3* &lt;now&gt; to <https://x.example|prod>?"}
+
+
+def test_a_task_that_ends_at_the_expiry_still_rewrites_the_message(fake: FakeSlack) -> None:
+    code = (
+        "import flyteplugins.hitl as hitl\n"
+        "event = hitl.new_event('bye', data_type=int, timeout_seconds=3, notify=hitl.Slack('C1'))\n"
+        "try:\n"
+        "    event.wait()\n"
+        "except hitl.EventTimeoutError:\n"
+        "    print('expired')\n"
+    )
+    fake.delays["chat.update"] = 1.0  # a slow Slack: the program ends before it replies, unless it waits
+    proc = run_python(code)
+    out, _ = proc.communicate(timeout=120)
+    ended = time.monotonic()
+    assert proc.returncode == 0 and "expired" in out, out
+    assert "Expired without an answer" in last_text(update_of(fake))
+    assert fake.replied["chat.update"] < ended  # the program waited for Slack's reply
+
+
+def test_a_slack_only_server_serves_nothing_else(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flyteplugins.hitl._endpoints import SLACK_ONLY_ENV, Request, Site, handle
+
+    monkeypatch.setenv(SLACK_ONLY_ENV, "1")
+    site = Site(store)
+    for path in ("/", "/form/x-1?token=t", "/status/x-1", "/submit/json", "/submit"):
+        assert handle(site, Request("GET", path)).status == 404
+    assert handle(site, Request("GET", "/health")).status == 200
+    assert handle(site, Request("POST", "/slack/interactions", body=b"")).status == 503  # no signing secret here
+    monkeypatch.delenv(SLACK_ONLY_ENV)
+    assert handle(Site(store), Request("GET", "/")).status == 200
+
+
+@dataclasses.dataclass
+class Rollout:
+    start: datetime
+    regions: list[Label]
+    canary: bool
+    share: Annotated[float, annotated_types.Interval(gt=0, le=1)]
+    note: str | None = None
+
+
+def test_every_kind_of_field_in_a_modal(fake: FakeSlack) -> None:
+    event = hitl.new_event("rollout", data_type=Rollout, timeout_seconds=60, notify=hitl.Slack("C1"))
+    thread, result = waiting(event)
+    message = posted(fake, event)
+    assert interact(event.endpoint, click(message, "answer")).status == 200
+    view = fake.wait_for("views.open")[0]["view"]
+    inputs = {b["block_id"]: b for b in view["blocks"] if b["type"] == "input"}
+    kinds = {k: b["element"]["type"] for k, b in inputs.items()}
+    assert kinds == {
+        "start": "datetimepicker",
+        "regions": "checkboxes",
+        "canary": "static_select",
+        "share": "number_input",
+        "note": "plain_text_input",
+    }
+    assert inputs["share"]["element"]["is_decimal_allowed"] and inputs["share"]["element"]["max_value"] == "1"
+    assert inputs["note"]["optional"] and not inputs["start"]["optional"]
+    options = inputs["regions"]["element"]["options"]
+    values = {
+        "start": {"selected_date_time": 1796500000},
+        "regions": {"selected_options": [options[0], options[1]]},
+        "canary": {"selected_option": {"text": {"type": "plain_text", "text": "Yes"}, "value": "true"}},
+        "share": {"value": "0.25"},
+        "note": {"value": None},
+    }
+    assert interact(event.endpoint, submission(view, values)).body == b""
+    expected = Rollout(datetime.fromtimestamp(1796500000, timezone.utc), [Label.CAT, Label.DOG], True, 0.25)
+    assert finished(thread, result) == expected
