@@ -1,29 +1,23 @@
-"""The README's example: a Flyte task that waits for a person to type a number.
+"""The README's example: a Flyte task that asks a person how many replicas should serve a model.
 
-Run it locally (no cluster needed) with ``make demo`` or ``python examples/example.py``, then
-open the printed form link, or run the printed curl command with your value.
+Run it locally (no cluster needed) with ``make demo`` or ``python examples/example.py``, then open the
+printed form link, or run the printed curl command with your number in place of 42.
 """
 
 import flyte
 
 import flyteplugins.hitl as hitl
 
-task_env = flyte.TaskEnvironment(
-    name="my-hitl-workflow",
-    image=flyte.Image.from_debian_base(python_version=(3, 12)),
-    resources=flyte.Resources(cpu=1, memory="512Mi"),
-    depends_on=[hitl.env],
-)
+task_env = flyte.TaskEnvironment(name="my-hitl-workflow", image=hitl.env.image, depends_on=[hitl.env])
 
 
 @task_env.task(report=True)
 async def main() -> int:
-    event = await hitl.new_event.aio(
-        "integer_input_event", data_type=int, scope="run", prompt="What should I add to x?"
-    )
+    event = await hitl.new_event.aio("replicas", data_type=int, prompt="How many replicas should serve model v3?")
     return await event.wait.aio()
 
 
 if __name__ == "__main__":
     flyte.init()
-    print(flyte.with_runcontext(mode="local").run(main).outputs())
+    run = flyte.with_runcontext(mode="local").run(main)
+    print(f"model v3 will run on {run.outputs()[0]} replicas")
