@@ -80,7 +80,6 @@ def _serve(args: argparse.Namespace) -> int:
     # The format shows no caller, thread or process: records need not gather them (the logging
     # HOWTO's "Optimization"), which saves a stack walk per access-log line.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None  # type: ignore[attr-defined]
     host = args.host or os.environ.get(HOST_ENV) or "127.0.0.1"
     port = args.port if args.port is not None else _port(os.environ.get(PORT_ENV) or "8080", PORT_ENV)
     root = args.root or default_root()

@@ -5,8 +5,8 @@ created) and ``<root>/<request_id>/response.json`` (the outcome, written once: a
 an expiry mark). Both are created with a create-only write, so the first writer wins and no
 reader ever sees a half-written file:
 
-- local paths: write an unnamed file (``O_TMPFILE``; a temp file where that is not available),
-  then ``link`` it into place, which fails if the name exists. A record survives the crash of any
+- local paths: write a temp file beside the record, then ``link`` it into place, which fails if the
+  name exists, and remove the temp name. A record survives the crash of any
   process at once; with ``FLYTE_HITL_FSYNC=1`` it is also synced to disk before the write
   returns, so that it survives a power loss (this costs 0.4 to 0.9 ms of CPU per record);
 - s3/gs/abfs: a single put with ``mode="create"`` (If-None-Match: *) through obstore, built by
@@ -578,8 +578,6 @@ class _LocalBackend:
         self.root = os.path.abspath(root)
         #: Whether each record is synced to disk before it is published (``FLYTE_HITL_FSYNC``).
         self.fsync = fsync_wanted()
-        #: Whether to publish through an unnamed file (Linux, with /proc); off after the first refusal.
-        self._unnamed = _O_TMPFILE != 0 and os.path.isdir("/proc/self/fd")
         #: Whether the root exists and passed `_check_local_root`.
         self._ready = False
 
@@ -644,15 +642,6 @@ class _LocalBackend:
         # No check for an existing record first: link() refuses it anyway, and a second answer is rare.
         self.prepare()
         path = os.path.join(self.root, key)
-        directory = os.path.dirname(path)
-        if self._unnamed:
-            try:
-                return self._create_unnamed(directory, path, data)
-            except FileNotFoundError:  # the event's directory does not exist yet
-                self._make_event_dir(directory)
-                return self._create_unnamed(directory, path, data)
-            except _Unsupported:
-                self._unnamed = False
         try:
             # link() refuses an existing name: an atomic create-only publish of a complete file.
             self._via_temp(path, data, os.link)
@@ -684,33 +673,6 @@ class _LocalBackend:
         finally:
             with contextlib.suppress(FileNotFoundError):  # os.replace has moved it
                 os.unlink(tmp)
-
-    def _create_unnamed(self, directory: str, path: str, data: bytes) -> bool:
-        """Write an unnamed file (O_TMPFILE), sync it, then give it its name with linkat(2).
-
-        No temporary name: nothing to unlink, and a crash leaves no stray file behind.
-        """
-        try:
-            fd = os.open(directory, _O_TMPFILE | os.O_WRONLY, 0o600)
-        except OSError as e:
-            if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # filesystem or kernel without it
-                raise _Unsupported from e
-            raise
-        try:
-            self._write(fd, data)
-            try:
-                # The /proc link must be followed (AT_SYMLINK_FOLLOW), which os.link only asks of
-                # linkat when given a directory fd; the kernel ignores it for an absolute path.
-                os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd)
-            except FileExistsError:
-                return False
-            except OSError as e:
-                if e.errno in (errno.EXDEV, errno.EPERM):  # a /proc or filesystem that cannot link it
-                    raise _Unsupported from e
-                raise
-            return True
-        finally:
-            os.close(fd)
 
     def _write(self, fd: int, data: bytes) -> None:
         """Write all of `data` to `fd`, and sync it to disk when asked, so a published file is never
@@ -761,13 +723,6 @@ def _is_slot_of(name: str, base: str) -> bool:
         return True
     middle = name.removeprefix(stem + ".").removesuffix("." + extension)
     return name.startswith(stem + ".") and name.endswith("." + extension) and middle.isdigit()
-
-
-_O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
-
-
-class _Unsupported(Exception):
-    """This filesystem or kernel cannot publish an unnamed file: use a named temp file instead."""
 
 
 class _ObjectBackend:
