@@ -152,13 +152,14 @@ def test_kill_9_a_waiting_task_and_rerun_it(root: Path, tmp_path: Path) -> None:
 
     second = start_task(script, run_name, tmp_path)
     try:
-        again = second.wait_for(r"^\[hitl\] form: \S+/form/([\w-]+)\?", timeout=120)
-        assert again.group(1) == request_id  # the re-run re-attached to the same event
         outputs = second.wait_for(r"^RESULT (.*)$", timeout=120).group(1)
         assert re.search(r"(?<!\d)4242(?!\d)", outputs), outputs  # printed as ActionOutputs(o0=4242)
         assert second.proc.wait(60) == 0, second.text()
     finally:
         second.close()
+    # The re-run re-attached to the same event and found it answered: no new event, no form shown again.
+    assert [p.name for p in root.iterdir()] == [request_id]
+    assert "[hitl] form:" not in second.text()
     assert json.loads((root / request_id / "response.json").read_bytes())["value"] == 4242
     assert not re.search(r"Traceback", first.text() + second.text())
     print(f"\nfaults: kill -9 of a waiting Flyte run ({run_name}); the re-run returned the answer given meanwhile")

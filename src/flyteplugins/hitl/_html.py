@@ -1048,9 +1048,10 @@ _INBOX_SCRIPT = (
 
 @functools.lru_cache(maxsize=1)
 def inbox_csp() -> str:
-    """`csp`, plus the inbox's one script, allowed by its hash."""
+    """`csp`, with the inbox's own script allowed by its hash beside the pages' one (in the same
+    directive: a browser takes only the first ``script-src`` of a policy)."""
     digest = base64.b64encode(hashlib.sha256(_INBOX_SCRIPT.encode()).digest()).decode()
-    return f"{csp()}; script-src 'sha256-{digest}'"
+    return csp().replace("script-src ", f"script-src 'sha256-{digest}' ", 1)
 
 
 def inbox_page(rows: Sequence[tuple[Mapping[str, Any], float, Sequence[Mapping[str, Any]] | None]], viewer: str) -> str:
