@@ -426,7 +426,7 @@ def test_votes_on_an_s3_root_are_one_per_person_and_listed(s3_root: str) -> None
     assert store.create_request(request)
     vote = _answers.submit(store, request, True, via="python", client="c", identity=ALICE)
     assert vote["status"] == "voted"
-    with pytest.raises(_answers.AlreadyVotedError):
+    with pytest.raises(hitl.AlreadyVotedError):
         _answers.submit(store, request, False, via="python", client="c", identity=ALICE.upper())
     assert [v["identity"] for v in store.list_votes("ship-s3")] == [ALICE]
     decision = _answers.submit(store, request, True, via="python", client="c", identity=BOB)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ._client import submit
 from ._errors import (
     AlreadyAnsweredError,
+    AlreadyVotedError,
+    BadHeaderError,
     ConfigurationError,
     EventExpiredError,
     EventNotFoundError,
@@ -26,6 +28,8 @@ from ._errors import (
     InvalidRequestIdError,
     InvalidTokenError,
     InvalidValueError,
+    NotAllowedError,
+    NotIdentifiedError,
     ServerReplyError,
     ServerUnavailableError,
     StorageError,
@@ -46,6 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlreadyAnsweredError",
+    "AlreadyVotedError",
+    "BadHeaderError",
     "ConfigurationError",
     "Event",
     "EventExpiredError",
@@ -57,6 +63,8 @@ __all__ = [
     "InvalidRequestIdError",
     "InvalidTokenError",
     "InvalidValueError",
+    "NotAllowedError",
+    "NotIdentifiedError",
     "PromptType",
     "ServerReplyError",
     "ServerUnavailableError",

@@ -18,7 +18,7 @@ import sys
 from types import FrameType
 from typing import Any, NoReturn
 
-from . import _answers, _client, _policy
+from . import _answers, _client
 from ._client import HEADERS_ENV, WAITING
 from ._errors import (
     AlreadyAnsweredError,
@@ -29,6 +29,8 @@ from ._errors import (
     InvalidRequestIdError,
     InvalidTokenError,
     InvalidValueError,
+    NotAllowedError,
+    NotIdentifiedError,
     StorageError,
     UnsafeRootError,
 )
@@ -47,8 +49,8 @@ EXIT_CODES: tuple[tuple[type[HitlError], int], ...] = (
     (AlreadyAnsweredError, 4),
     (EventExpiredError, 5),
     (InvalidTokenError, 6),
-    (_policy.NotIdentifiedError, 6),
-    (_policy.NotAllowedError, 6),
+    (NotIdentifiedError, 6),
+    (NotAllowedError, 6),
 )
 #: `hitl status`'s exit code for an event still waiting (after ``--wait``, if given).
 STILL_WAITING = 7

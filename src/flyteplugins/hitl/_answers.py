@@ -22,9 +22,9 @@ from typing import Any
 from . import _policy
 from ._errors import (
     AlreadyAnsweredError,
+    AlreadyVotedError,
     EventExpiredError,
     EventNotFoundError,
-    HitlError,
     InvalidTokenError,
     InvalidValueError,
     StorageError,
@@ -205,19 +205,6 @@ def _check_comment(request: Record, value: Any, comment: object) -> str:
     if request.get("comment_required_on_reject") and value is False and not comment:
         raise InvalidValueError(f"a comment is required to reject {request['event_name']!r}", value)
     return comment
-
-
-class AlreadyVotedError(AlreadyAnsweredError):
-    """This person has voted on the event already: each person votes once, and a second vote changes nothing."""
-
-    def __init__(self, request_id: str, vote: Record) -> None:
-        HitlError.__init__(
-            self,
-            f"{vote.get('identity')!r} has already voted on the event with request_id {request_id!r}; "
-            "each person votes once",
-        )
-        self.request_id = request_id
-        self.response = vote
 
 
 _VOTE_FIELDS = ("identity", "value", "comment", "via", "transport", "client")

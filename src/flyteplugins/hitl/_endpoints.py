@@ -29,12 +29,16 @@ from . import _answers, _html, _policy, _schema
 from ._answers import seconds_left
 from ._errors import (
     AlreadyAnsweredError,
+    AlreadyVotedError,
+    BadHeaderError,
     EventExpiredError,
     EventNotFoundError,
     HitlError,
     InvalidRequestIdError,
     InvalidTokenError,
     InvalidValueError,
+    NotAllowedError,
+    NotIdentifiedError,
     StorageError,
 )
 from ._store import Listed, Record, Store
@@ -292,9 +296,9 @@ _STATUS: tuple[tuple[type[HitlError], int], ...] = (
     (InvalidRequestIdError, 400),
     (InvalidValueError, 400),
     (InvalidTokenError, 403),
-    (_policy.NotIdentifiedError, 401),
-    (_policy.NotAllowedError, 403),
-    (_policy.BadHeaderError, 400),
+    (NotIdentifiedError, 401),
+    (NotAllowedError, 403),
+    (BadHeaderError, 400),
     (AlreadyAnsweredError, 409),
     (EventExpiredError, 410),
 )
@@ -709,7 +713,7 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
             form=fields,
             field_errors=e.field_errors,
         )
-    except _answers.AlreadyVotedError as e:
+    except AlreadyVotedError as e:
         return html_reply(409, _html.message_page("Already voted", str(e)))
     except AlreadyAnsweredError as e:
         return html_reply(409, _html.answered_page(event, e.response, just_now=False))

@@ -77,6 +77,19 @@ class AlreadyAnsweredError(HitlError):
         self.response = response
 
 
+class AlreadyVotedError(AlreadyAnsweredError):
+    """This person has voted on the event already: each person votes once, and a second vote changes nothing."""
+
+    def __init__(self, request_id: str, vote: dict[str, object]) -> None:
+        HitlError.__init__(
+            self,
+            f"{vote.get('identity')!r} has already voted on the event with request_id {request_id!r}; "
+            "each person votes once",
+        )
+        self.request_id = request_id
+        self.response = vote
+
+
 class EventExpiredError(HitlError):
     """The event's timeout passed, so it no longer takes answers."""
 
@@ -131,3 +144,29 @@ class ServerReplyError(HitlError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NotIdentifiedError(HitlError, PermissionError):
+    """The event may be answered only by an identified person, and no identity is known (HTTP 401)."""
+
+    status = 401
+
+    def __init__(self, request_id: str, why: str) -> None:
+        super().__init__(f"event with request_id {request_id!r} is answered only by an identified person: {why}")
+        self.request_id = request_id
+
+
+class NotAllowedError(HitlError, PermissionError):
+    """The identified person may not answer this event (HTTP 403). The message names the event and the
+    person, never who may answer."""
+
+    status = 403
+
+    def __init__(self, request_id: str, identity: str, why: str) -> None:
+        super().__init__(f"{identity!r} may not answer the event with request_id {request_id!r}: {why}")
+        self.request_id = request_id
+        self.identity = identity
+
+
+class BadHeaderError(HitlError, ValueError):
+    """A trusted header came more than once, or holds too much: the request is refused (HTTP 400)."""

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
 
-from ._errors import HitlError, InvalidEventError, InvalidTokenError
+from ._errors import (
+    BadHeaderError,
+    HitlError,
+    InvalidEventError,
+    InvalidTokenError,
+    NotAllowedError,
+    NotIdentifiedError,
+)
 
 IDENTITY_HEADER_ENV = "FLYTE_HITL_IDENTITY_HEADER"
 GROUPS_HEADER_ENV = "FLYTE_HITL_GROUPS_HEADER"
@@ -38,32 +45,6 @@ MAX_RESPONDENTS = 100
 GROUP_PREFIX = "group:"
 
 Record = dict[str, Any]
-
-
-class NotIdentifiedError(HitlError, PermissionError):
-    """The event may be answered only by an identified person, and no identity is known (HTTP 401)."""
-
-    status = 401
-
-    def __init__(self, request_id: str, why: str) -> None:
-        super().__init__(f"event with request_id {request_id!r} is answered only by an identified person: {why}")
-        self.request_id = request_id
-
-
-class NotAllowedError(HitlError, PermissionError):
-    """The identified person may not answer this event (HTTP 403). The message names the event and the
-    person, never who may answer."""
-
-    status = 403
-
-    def __init__(self, request_id: str, identity: str, why: str) -> None:
-        super().__init__(f"{identity!r} may not answer the event with request_id {request_id!r}: {why}")
-        self.request_id = request_id
-        self.identity = identity
-
-
-class BadHeaderError(HitlError, ValueError):
-    """A trusted header came more than once, or holds too much: the request is refused (HTTP 400)."""
 
 
 @dataclass(frozen=True)
