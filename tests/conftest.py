@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import flyteplugins.hitl as hitl
 from flyteplugins.hitl._store import Store
 from flyteplugins.hitl.server import HitlServer, start_server, stop_server
 
@@ -140,6 +143,46 @@ def read_line(proc: subprocess.Popen[str], timeout: float = 60) -> str:
         proc.kill()
         raise AssertionError(f"no line from {proc.args} within {timeout} s")
     return got[0]
+
+
+@pytest.fixture
+def remote(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`python -m flyteplugins.hitl serve` in another process: it has the records but not our classes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flyteplugins.hitl", "serve", "--root", str(root), "--port", "0"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = re.search(r"(http://127\.0\.0\.1:\d+)\s*$", read_line(proc))
+        assert url, "the server did not say where it serves"
+        monkeypatch.setenv("FLYTE_HITL_ENDPOINT", url.group(1))
+        yield url.group(1)
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.fixture(params=["sync", "aio"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Runs a test once with the blocking calls and once with their `.aio` twins (see `create`, `wait`)."""
+    return str(request.param)
+
+
+def create(mode: str, *args: Any, **kwargs: Any) -> hitl.Event[Any]:
+    """`hitl.new_event` or `await hitl.new_event.aio`, by mode."""
+    if mode == "sync":
+        return hitl.new_event(*args, **kwargs)
+    return asyncio.run(hitl.new_event.aio(*args, **kwargs))
+
+
+def wait(mode: str, event: hitl.Event[Any]) -> Any:
+    """`event.wait()` or `await event.wait.aio()`, by mode."""
+    if mode == "sync":
+        return event.wait()
+    return asyncio.run(event.wait.aio())
 
 
 @pytest.fixture
