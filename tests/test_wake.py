@@ -6,7 +6,6 @@ The cluster layout itself (form servers and Flyte runs in separate processes) is
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -19,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import after_first_read, post_json, request, until
+from conftest import after_first_read, post_json, request, until, wait
 from s3_helpers import MotoS3, S3Bucket, python, use_root
 
 import flyteplugins.hitl as hitl
@@ -429,7 +428,6 @@ def _submit_from_another_process(root: Path, request_id: str, value: str) -> Non
     assert cli.returncode == 0, out
 
 
-@pytest.mark.parametrize("mode", ["sync", "aio"])
 def test_two_waits_on_one_event_are_both_woken_by_one_wake_up(
     root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
@@ -438,10 +436,10 @@ def test_two_waits_on_one_event_are_both_woken_by_one_wake_up(
     event = hitl.new_event("twice", data_type=int, prompt="n?", poll_interval_seconds=60, timeout_seconds=600)
     results: list[int] = []
 
-    def wait() -> None:
-        results.append(event.wait() if mode == "sync" else asyncio.run(event.wait.aio()))
+    def one_wait() -> None:
+        results.append(wait(mode, event))
 
-    threads = [threading.Thread(target=wait, daemon=True) for _ in range(2)]
+    threads = [threading.Thread(target=one_wait, daemon=True) for _ in range(2)]
     with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl"):
         for thread in threads:
             thread.start()

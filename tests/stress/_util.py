@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from conftest import Reply
+
 from flyteplugins.hitl._store import Store
 
 PY = sys.executable
@@ -165,16 +167,6 @@ def create_events(store: Store, count: int, prefix: str, *, data_type: str = "in
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 class Connection:
