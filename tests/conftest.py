@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import os
+import queue
 import re
 import socket
 import subprocess
@@ -93,12 +94,18 @@ def post_json(url_base: str, payload: object, path: str = "/submit/json") -> Rep
     return request(url_base, "POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"})
 
 
+def python(*argv: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+    """Start this venv's interpreter with `argv`, output (stdout and stderr) piped as text."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, *argv], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
+    )
+
+
 def run_python(code_or_path: str, *args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
     """Start `python <path> args...` (or `python -c code args...`) with this venv's interpreter, output piped."""
     script = [code_or_path] if code_or_path.endswith(".py") else ["-c", code_or_path]
-    argv = [sys.executable, *script, *args]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return python(*script, *args, env=env, **kw)
 
 
 def question(request_id: str, **extra: object) -> dict[str, Any]:
@@ -185,13 +192,87 @@ def wait(mode: str, event: hitl.Event[Any]) -> Any:
     return asyncio.run(event.wait.aio())
 
 
+class Proc:
+    """A child process whose output lines are read in a background thread, so that a test waits for
+    a line with a time limit instead of hanging on the read.
+
+    Example:
+        >>> server = Proc(python("-m", "flyteplugins.hitl", "serve", "--port", "0"))
+        >>> url = server.expect(r"at (http://\\S+)").group(1)
+    """
+
+    def __init__(self, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+        self.proc = proc
+        self.timeout = timeout  # the default bound of `expect` and `finish`
+        self.lines: list[str] = []  # the lines `expect` went past; after `finish`, all of them
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, pattern: str | re.Pattern[str], timeout: float | None = None) -> re.Match[str]:
+        """The first new output line matching `pattern`; fails with the output so far if none comes in time."""
+        regex = re.compile(pattern)
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no line matching {regex.pattern!r} within {timeout} s; output:\n{self.output}"
+                ) from None
+            if line is None:
+                self._queue.put(None)  # later calls see the end too
+                raise AssertionError(f"{self.proc.args} ended before a line matching {regex.pattern!r}:\n{self.output}")
+            self.lines.append(line)
+            match = regex.search(line)
+            if match:
+                return match
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def finish(self, timeout: float | None = None) -> int:
+        """Close the process's stdin (its cue to end, where it waits for one), wait for its exit and
+        collect the rest of its output; returns its exit code."""
+        timeout = self.timeout if timeout is None else timeout
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.proc.args} did not exit within {timeout} s:\n{self.output}") from None
+        self._reader.join(10)
+        while (line := self._queue.get_nowait() if not self._queue.empty() else None) is not None:
+            self.lines.append(line)
+        self._queue.put(None)
+        return code
+
+    def close(self) -> None:
+        """Kill the process if it still runs, and release its pipes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        self._reader.join(10)  # it ends at the end of the output; closing the pipe under it would fail
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
 @pytest.fixture
-def procs() -> Iterator[list[Any]]:
-    """Processes (`s3_helpers.Proc`) started by a test; any still running at the end are killed."""
-    started: list[Any] = []
+def procs() -> Iterator[list[Proc]]:
+    """Processes started by a test; any still running at the end are killed."""
+    started: list[Proc] = []
     yield started
     for proc in started:
-        proc.kill()
+        proc.close()
 
 
 # The S3 fixtures import s3_helpers when used: it imports this module's helpers in turn.

@@ -20,9 +20,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import request, run_python
+from conftest import Proc, request, run_python
 from gcs_helpers import FakeGcs, GcsBucket, fake_gcs_server
-from s3_helpers import Proc, start_server, use_root
+from s3_helpers import start_server, use_root
 
 from flyteplugins.hitl import StorageError
 from flyteplugins.hitl._answers import utc
@@ -131,7 +131,7 @@ def test_a_waiting_event_sees_an_answer_written_while_it_waits(
     bucket.put_json(gs_root, "ev-wait", "response.json", record=answer("ev-wait", 12))
     waiter.expect(r"^RESULT 12$", timeout=60)
     waiter.finish()
-    assert waiter.popen.returncode == 0
+    assert waiter.proc.returncode == 0
     assert bucket.keys(gs_root) == ["ev-wait/request.json", "ev-wait/response.json"]
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import after_first_read, post_json, request, until, wait
-from s3_helpers import MotoS3, S3Bucket, python, use_root
+from conftest import after_first_read, post_json, python, request, until, wait
+from s3_helpers import MotoS3, S3Bucket, use_root
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _wait, _wake

@@ -11,14 +11,12 @@ import asyncio
 import contextlib
 import json
 import os
-import queue
 import re
 import secrets
 import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -334,54 +332,3 @@ async def burst(requests: list[tuple[str, str, bytes, dict[str, str]]]) -> list[
     finally:
         for _, writer in streams:
             writer.close()
-
-
-class Lines:
-    """The output lines of a subprocess, read in a thread so a test can wait for one with a time limit."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        """The first new line matching `pattern`; fails with everything seen if none comes in time."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r} within {timeout} s; saw:\n" + self.text()) from None
-            if line is None:
-                self._queue.put(None)
-                raise AssertionError(f"process ended before a line matching {pattern!r}; saw:\n" + self.text())
-            self.seen.append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
-
-    def text(self) -> str:
-        return "\n".join(self.seen[-200:])
-
-    def finish(self, timeout: float = 30) -> int:
-        """Close the process's stdin (its cue to end, where it waits for one) and return its exit code."""
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        return self.proc.wait(timeout)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._thread.join(10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
