@@ -87,10 +87,7 @@ class Azurite:
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.proc.wait(timeout=10)
-            self._proc.close()
+            self._proc.stop()
             self._proc = None
         if self._workspace is not None:
             self._workspace.cleanup()

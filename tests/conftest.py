@@ -255,6 +255,13 @@ class Proc:
         self._queue.put(None)
         return code
 
+    def stop(self) -> None:
+        """SIGTERM, up to 10 s for the exit, then `close`."""
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self.close()
+
     def close(self) -> None:
         """Kill the process if it still runs, and release its pipes."""
         if self.proc.poll() is None:

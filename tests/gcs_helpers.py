@@ -83,10 +83,7 @@ class FakeGcs:
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.proc.wait(timeout=10)
-            self._proc.close()
+            self._proc.stop()
             self._proc = None
 
     def expect_log(self, pattern: str, timeout: float = 10) -> str:
