@@ -23,7 +23,7 @@ import pytest
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl._store import Store
-from flyteplugins.hitl.server import HitlServer, start_server, stop_server
+from flyteplugins.hitl.server import HitlServer, make_server, stop_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,8 +56,10 @@ def store(root: Path) -> Store:
 
 @pytest.fixture
 def server(store: Store) -> Iterator[HitlServer]:
-    """A real server for `store` on a free port, stopped after the test."""
-    httpd, thread = start_server(store, "127.0.0.1", 0)
+    """A real server for `store` on a free port, stopped after the test, at once (a short poll interval)."""
+    httpd = make_server(store)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
     yield httpd
     stop_server(httpd, thread)
 
