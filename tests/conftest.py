@@ -79,11 +79,16 @@ class Reply:
 
 
 def request(
-    url_base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    url_base: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
 ) -> Reply:
     """One HTTP request on a new connection; returns status, headers (lower-case names) and body."""
     host, port = url_base.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()

@@ -680,16 +680,8 @@ def _long_poll(base: str, request_id: str, token: str, wait: str, out: list) -> 
     """GET /status?wait= in a thread; the client gives up after HANG_GUARD s, long before wait=60 would end."""
 
     def run() -> None:
-        import http.client
-
-        host, port = base.removeprefix("http://").rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=HANG_GUARD)
-        try:
-            conn.request("GET", f"/status/{request_id}?token={token}&wait={wait}")
-            reply = conn.getresponse()
-            out.append((reply.status, json.loads(reply.read())))
-        finally:
-            conn.close()
+        reply = request(base, "GET", f"/status/{request_id}?token={token}&wait={wait}", timeout=HANG_GUARD)
+        out.append((reply.status, reply.json()))
 
     thread = threading.Thread(target=run)
     thread.start()

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Proc, run_python
+from conftest import REPO, Proc, request, run_python
 
 from flyteplugins.hitl._store import Store
 
@@ -261,17 +261,11 @@ RACING = 6  # programs at a time
 def answer_at_once(url: str, event: Pending, how: str, value: int) -> str | None:
     """Post the answer; None if its 200 reply came, else what the answerer saw instead."""
     path, body, headers = (answer_json if how == "json" else answer_form)(event, value)
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
-        conn.request("POST", path, body, headers)
-        response = conn.getresponse()
-        response.read()
-        return None if response.status == 200 else f"status {response.status}"
+        reply = request(url, "POST", path, body, headers, timeout=30)
     except (OSError, http.client.HTTPException) as e:
         return f"{type(e).__name__}: {e}"
-    finally:
-        conn.close()
+    return None if reply.status == 200 else f"status {reply.status}"
 
 
 def race_once(script: Path, ending: str, how: str, value: int) -> str | None:
