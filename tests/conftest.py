@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 import flyteplugins.hitl as hitl
+from flyteplugins.hitl._answers import utc
 from flyteplugins.hitl._store import Store
 from flyteplugins.hitl.server import HitlServer, make_server, stop_server
 
@@ -119,6 +121,32 @@ def question(request_id: str, **extra: object) -> dict[str, Any]:
     """A question record with the fields `Store.read_request` requires, for tests of the store itself."""
     base = {"event_name": "q", "prompt": "?", "data_type": "int", "token": "t", "expires_at": "2099-01-01T00:00:00Z"}
     return {"request_id": request_id, **base, **extra}
+
+
+def event_record(
+    request_id: str,
+    *,
+    data_type: str = "int",
+    name: str = "stress",
+    prompt: str = "Stress test question",
+    timeout_seconds: float = 3600,
+    endpoint: str = "",
+    token: str | None = None,
+) -> dict[str, Any]:
+    """A request record of the shape `hitl.new_event` writes (a random token unless one is given)."""
+    now = time.time()
+    return {
+        "request_id": request_id,
+        "event_name": name,
+        "scope": "run",
+        "prompt": prompt,
+        "data_type": data_type,
+        "token": secrets.token_urlsafe(24) if token is None else token,
+        "created_at": utc(now),
+        "expires_at": utc(now + timeout_seconds),
+        "timeout_seconds": timeout_seconds,
+        "endpoint": endpoint,
+    }
 
 
 def until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:

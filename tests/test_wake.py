@@ -18,12 +18,11 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import after_first_read, post_json, python, request, until, wait
+from conftest import after_first_read, event_record, post_json, python, request, until, wait
 from s3_helpers import MotoS3, S3Bucket, use_root
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _wait, _wake
-from flyteplugins.hitl._answers import utc
 from flyteplugins.hitl._store import Store
 from flyteplugins.hitl._watch import Watch
 from flyteplugins.hitl.server import HitlServer, start_server, stop_server
@@ -32,21 +31,9 @@ HANG_GUARD = 30.0
 
 
 def _event(store: Store, request_id: str = "wake-1", token: str = "tok-123", seconds: float = 600) -> dict:
-    import time
-
-    now = time.time()
-    record = {
-        "request_id": request_id,
-        "event_name": "wake",
-        "scope": "run",
-        "prompt": "Wake?",
-        "data_type": "int",
-        "token": token,
-        "created_at": utc(now),
-        "expires_at": utc(now + seconds),
-        "timeout_seconds": seconds,
-        "endpoint": "http://127.0.0.1:9",
-    }
+    record = event_record(
+        request_id, name="wake", prompt="Wake?", timeout_seconds=seconds, endpoint="http://127.0.0.1:9", token=token
+    )
     assert store.create_request(record)
     return record
 

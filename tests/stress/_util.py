@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import select
 import signal
 import subprocess
@@ -21,12 +20,11 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from conftest import Reply
+from conftest import Reply, event_record
 
 from flyteplugins.hitl._store import Store
 
@@ -114,10 +112,6 @@ def assert_clean_log(text: str) -> None:
 # -- events ------------------------------------------------------------------------------------
 
 
-def _utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass(frozen=True)
 class Pending:
     """An event waiting for its answer, as a client that was given its link knows it."""
@@ -125,31 +119,6 @@ class Pending:
     request_id: str
     token: str
     data_type: str = "int"
-
-
-def event_record(
-    request_id: str,
-    *,
-    data_type: str = "int",
-    name: str = "stress",
-    prompt: str = "Stress test question",
-    timeout_seconds: float = 3600,
-    endpoint: str = "",
-) -> dict[str, Any]:
-    """A request record of the shape `hitl.new_event` writes."""
-    now = time.time()
-    return {
-        "request_id": request_id,
-        "event_name": name,
-        "scope": "run",
-        "prompt": prompt,
-        "data_type": data_type,
-        "token": secrets.token_urlsafe(24),
-        "created_at": _utc(now),
-        "expires_at": _utc(now + timeout_seconds),
-        "timeout_seconds": timeout_seconds,
-        "endpoint": endpoint,
-    }
 
 
 def create_events(store: Store, count: int, prefix: str, *, data_type: str = "int") -> list[Pending]:
