@@ -24,8 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import REPO
-from s3_helpers import Proc
+from conftest import REPO, Proc
 
 ACCOUNT = "hitltest"
 ACCOUNT_KEY = base64.b64encode(b"hitl-azurite-test-key-0123456789").decode()
@@ -88,10 +87,7 @@ class Azurite:
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.popen.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.popen.wait(timeout=10)
-            self._proc.kill()
+            self._proc.stop()
             self._proc = None
         if self._workspace is not None:
             self._workspace.cleanup()

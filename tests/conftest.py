@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
 import os
+import queue
+import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -18,8 +22,10 @@ from typing import Any
 
 import pytest
 
+import flyteplugins.hitl as hitl
+from flyteplugins.hitl._answers import utc
 from flyteplugins.hitl._store import Store
-from flyteplugins.hitl.server import HitlServer, start_server, stop_server
+from flyteplugins.hitl.server import HitlServer, make_server, stop_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,8 +58,10 @@ def store(root: Path) -> Store:
 
 @pytest.fixture
 def server(store: Store) -> Iterator[HitlServer]:
-    """A real server for `store` on a free port, stopped after the test."""
-    httpd, thread = start_server(store, "127.0.0.1", 0)
+    """A real server for `store` on a free port, stopped after the test, at once (a short poll interval)."""
+    httpd = make_server(store)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
     yield httpd
     stop_server(httpd, thread)
 
@@ -73,11 +81,16 @@ class Reply:
 
 
 def request(
-    url_base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    url_base: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
 ) -> Reply:
     """One HTTP request on a new connection; returns status, headers (lower-case names) and body."""
     host, port = url_base.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -90,18 +103,50 @@ def post_json(url_base: str, payload: object, path: str = "/submit/json") -> Rep
     return request(url_base, "POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"})
 
 
+def python(*argv: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+    """Start this venv's interpreter with `argv`, output (stdout and stderr) piped as text."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, *argv], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
+    )
+
+
 def run_python(code_or_path: str, *args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
     """Start `python <path> args...` (or `python -c code args...`) with this venv's interpreter, output piped."""
     script = [code_or_path] if code_or_path.endswith(".py") else ["-c", code_or_path]
-    argv = [sys.executable, *script, *args]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return python(*script, *args, env=env, **kw)
 
 
 def question(request_id: str, **extra: object) -> dict[str, Any]:
     """A question record with the fields `Store.read_request` requires, for tests of the store itself."""
     base = {"event_name": "q", "prompt": "?", "data_type": "int", "token": "t", "expires_at": "2099-01-01T00:00:00Z"}
     return {"request_id": request_id, **base, **extra}
+
+
+def event_record(
+    request_id: str,
+    *,
+    data_type: str = "int",
+    name: str = "stress",
+    prompt: str = "Stress test question",
+    timeout_seconds: float = 3600,
+    endpoint: str = "",
+    token: str | None = None,
+) -> dict[str, Any]:
+    """A request record of the shape `hitl.new_event` writes (a random token unless one is given)."""
+    now = time.time()
+    return {
+        "request_id": request_id,
+        "event_name": name,
+        "scope": "run",
+        "prompt": prompt,
+        "data_type": data_type,
+        "token": secrets.token_urlsafe(24) if token is None else token,
+        "created_at": utc(now),
+        "expires_at": utc(now + timeout_seconds),
+        "timeout_seconds": timeout_seconds,
+        "endpoint": endpoint,
+    }
 
 
 def until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
@@ -143,12 +188,133 @@ def read_line(proc: subprocess.Popen[str], timeout: float = 60) -> str:
 
 
 @pytest.fixture
-def procs() -> Iterator[list[Any]]:
-    """Processes (`s3_helpers.Proc`) started by a test; any still running at the end are killed."""
-    started: list[Any] = []
+def remote(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`python -m flyteplugins.hitl serve` in another process: it has the records but not our classes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flyteplugins.hitl", "serve", "--root", str(root), "--port", "0"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = re.search(r"(http://127\.0\.0\.1:\d+)\s*$", read_line(proc))
+        assert url, "the server did not say where it serves"
+        monkeypatch.setenv("FLYTE_HITL_ENDPOINT", url.group(1))
+        yield url.group(1)
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.fixture(params=["sync", "aio"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Runs a test once with the blocking calls and once with their `.aio` twins (see `create`, `wait`)."""
+    return str(request.param)
+
+
+def create(mode: str, *args: Any, **kwargs: Any) -> hitl.Event[Any]:
+    """`hitl.new_event` or `await hitl.new_event.aio`, by mode."""
+    if mode == "sync":
+        return hitl.new_event(*args, **kwargs)
+    return asyncio.run(hitl.new_event.aio(*args, **kwargs))
+
+
+def wait(mode: str, event: hitl.Event[Any]) -> Any:
+    """`event.wait()` or `await event.wait.aio()`, by mode."""
+    if mode == "sync":
+        return event.wait()
+    return asyncio.run(event.wait.aio())
+
+
+class Proc:
+    """A child process whose output lines are read in a background thread, so that a test waits for
+    a line with a time limit instead of hanging on the read.
+
+    Example:
+        >>> server = Proc(python("-m", "flyteplugins.hitl", "serve", "--port", "0"))
+        >>> url = server.expect(r"at (http://\\S+)").group(1)
+    """
+
+    def __init__(self, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+        self.proc = proc
+        self.timeout = timeout  # the default bound of `expect` and `finish`
+        self.lines: list[str] = []  # the lines `expect` went past; after `finish`, all of them
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, pattern: str | re.Pattern[str], timeout: float | None = None) -> re.Match[str]:
+        """The first new output line matching `pattern`; fails with the output so far if none comes in time."""
+        regex = re.compile(pattern)
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no line matching {regex.pattern!r} within {timeout} s; output:\n{self.output}"
+                ) from None
+            if line is None:
+                self._queue.put(None)  # later calls see the end too
+                raise AssertionError(f"{self.proc.args} ended before a line matching {regex.pattern!r}:\n{self.output}")
+            self.lines.append(line)
+            match = regex.search(line)
+            if match:
+                return match
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def finish(self, timeout: float | None = None) -> int:
+        """Close the process's stdin (its cue to end, where it waits for one), wait for its exit and
+        collect the rest of its output; returns its exit code."""
+        timeout = self.timeout if timeout is None else timeout
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.proc.args} did not exit within {timeout} s:\n{self.output}") from None
+        self._reader.join(10)
+        while (line := self._queue.get_nowait() if not self._queue.empty() else None) is not None:
+            self.lines.append(line)
+        self._queue.put(None)
+        return code
+
+    def stop(self) -> None:
+        """SIGTERM, up to 10 s for the exit, then `close`."""
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self.close()
+
+    def close(self) -> None:
+        """Kill the process if it still runs, and release its pipes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        self._reader.join(10)  # it ends at the end of the output; closing the pipe under it would fail
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Processes started by a test; any still running at the end are killed."""
+    started: list[Proc] = []
     yield started
     for proc in started:
-        proc.kill()
+        proc.close()
 
 
 # The S3 fixtures import s3_helpers when used: it imports this module's helpers in turn.

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3_helpers import Proc, closed_port
+from conftest import Proc
+from s3_helpers import closed_port
 
 
 def fake_gcs_server_executable() -> Path:
@@ -82,10 +83,7 @@ class FakeGcs:
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.popen.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.popen.wait(timeout=10)
-            self._proc.kill()
+            self._proc.stop()
             self._proc = None
 
     def expect_log(self, pattern: str, timeout: float = 10) -> str:

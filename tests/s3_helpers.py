@@ -16,21 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import queue
 import re
 import socket
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from conftest import post_json, request, run_python
+from conftest import Proc, post_json, python, request, run_python
 from moto.server import ThreadedMotoServer
 
 ACCESS_KEY = "hitl-test-key"
@@ -222,84 +216,6 @@ class Door:
 FORM_LINE = re.compile(r"\[hitl\] form: (?P<endpoint>http://[^/\s]+)/form/(?P<id>[A-Za-z0-9_-]+)\?token=(?P<token>\S+)")
 
 
-class Proc:
-    """A child process whose output lines are collected in the background."""
-
-    def __init__(self, popen: subprocess.Popen[str]) -> None:
-        self.popen = popen
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def expect(self, pattern: str | re.Pattern[str], timeout: float = 60) -> re.Match[str]:
-        """Wait for an output line matching `pattern` and return the match."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(
-                    f"no line matching {regex.pattern!r} in {timeout}s; output:\n" + self.text
-                ) from None
-            if line is None:
-                raise AssertionError(f"process ended before {regex.pattern!r}; output:\n" + self.text)
-            self.lines.append(line)
-            match = regex.search(line)
-            if match:
-                return match
-
-    def finish(self, timeout: float = 60) -> str:
-        """Wait for the process to exit; return all of its output."""
-        self.popen.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.lines.append(line)
-        return self.text
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def kill(self) -> None:
-        """Kill the process if it still runs, and release its pipe."""
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(timeout=30)
-        self._reader.join(timeout=10)
-        for pipe in (self.popen.stdin, self.popen.stdout):
-            if pipe is not None:
-                pipe.close()
-
-
-def python(
-    *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: int | None = None
-) -> subprocess.Popen[str]:
-    """Start this venv's interpreter with `argv`, output (stdout and stderr) piped as text."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, *argv],
-        env=full_env,
-        cwd=cwd,
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def start_server(procs: list[Proc], root: str, env: dict[str, str] | None = None) -> str:
     """A standalone form server (``python -m flyteplugins.hitl serve``) for `root`; returns its URL."""
     proc = Proc(python("-m", "flyteplugins.hitl", "serve", "--root", root, "--port", "0", env=env))
@@ -383,7 +299,7 @@ def check_round_trip(procs: list[Proc], root: str, place: Place, timeout: float)
 
     waiter.expect(r"^RESULT 5$", timeout=timeout)
     waiter.finish()
-    assert waiter.popen.returncode == 0
+    assert waiter.proc.returncode == 0
 
     stored = place.get_json(root, request_id, "response.json")
     assert stored["status"] == "completed" and stored["value"] == 5 and stored["via"] == "json"

@@ -7,38 +7,21 @@ import dataclasses
 import datetime
 import enum
 import json
-import os
-import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import annotated_types
 import pytest
-from conftest import post_json, read_line, request, until
+from conftest import create, post_json, request, until, wait
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _answers
 from flyteplugins.hitl._store import Store
 from flyteplugins.hitl.server import start_server, stop_server
-
-MODES = ["sync", "aio"]
-
-
-def create(mode: str, *args: Any, **kwargs: Any) -> hitl.Event[Any]:
-    if mode == "sync":
-        return hitl.new_event(*args, **kwargs)
-    return asyncio.run(hitl.new_event.aio(*args, **kwargs))
-
-
-def wait(mode: str, event: hitl.Event[Any]) -> Any:
-    if mode == "sync":
-        return event.wait()
-    return asyncio.run(event.wait.aio())
 
 
 def later(seconds: float, fn: Any, *args: Any, **kwargs: Any) -> threading.Thread:
@@ -57,7 +40,6 @@ def response_file(root: Path, event: hitl.Event[Any]) -> dict[str, Any]:
     return json.loads((root / event.request_id / "response.json").read_text())
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_choices_refuse_other_values_and_accept_a_listed_one(root: Path, mode: str) -> None:
     event = create(mode, "size", data_type=str, choices=["S", "M", "L"], timeout_seconds=30)
     assert event.choices == ["S", "M", "L"]
@@ -98,7 +80,6 @@ def test_bad_choices_default_and_notify_fail_fast_and_write_nothing(
     assert not root.exists() or not any(root.iterdir())
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_default_is_returned_on_timeout_and_recorded_and_late_answers_refused(root: Path, mode: str) -> None:
     event = create(mode, "size", data_type=str, choices=["S", "M"], default="M", timeout_seconds=0.5)
     assert event.default == "M"
@@ -132,7 +113,6 @@ def test_server_applies_the_default_when_the_first_writer_after_the_deadline_is_
     assert event.wait() is False
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_approve_returns_the_answer_and_keeps_the_comment(root: Path, mode: str) -> None:
     def answer() -> None:
         rid = first_request_id(root)
@@ -292,26 +272,6 @@ class Review:
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-@pytest.fixture
-def remote(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """`python -m flyteplugins.hitl serve` in another process: it has the records but not our classes."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flyteplugins.hitl", "serve", "--root", str(root), "--port", "0"],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = re.search(r"(http://127\.0\.0\.1:\d+)\s*$", read_line(proc))
-        assert url, "the server did not say where it serves"
-        monkeypatch.setenv("FLYTE_HITL_ENDPOINT", url.group(1))
-        yield url.group(1)
-    finally:
-        proc.kill()
-        proc.communicate()
-
-
 def review_event(**kwargs: Any) -> hitl.Event[Review]:
     return hitl.new_event(
         "review",
@@ -378,7 +338,6 @@ def test_status_shows_the_readable_type_schema_and_details(root: Path, remote: s
     assert status["request"]["details"]["item"] == "img-0042.png"
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_an_answer_the_tasks_own_rule_refuses_reopens_the_event_for_a_new_one(
     root: Path, remote: str, mode: str
 ) -> None:
@@ -412,7 +371,6 @@ def test_an_answer_the_tasks_own_rule_refuses_reopens_the_event_for_a_new_one(
     assert post_json(remote, {**ids, "value": {"score": 2, "size": "small"}}).status == 409, "first valid one won"
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_a_wait_never_raises_on_an_answer_its_type_refuses(root: Path, remote: str, mode: str) -> None:
     """Like a re-run that finds a refused answer stored: the wait reopens the event and keeps waiting;
     without a new answer it ends as any unanswered event does, at its deadline."""

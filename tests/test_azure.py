@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 from azure_helpers import AzureContainer, Azurite, azurite_server
-from conftest import question
-from s3_helpers import Proc, check_race_over_two_replicas, check_round_trip, start_waiter, use_root
+from conftest import Proc, question
+from s3_helpers import check_race_over_two_replicas, check_round_trip, start_waiter, use_root
 
 from flyteplugins.hitl import StorageError
 from flyteplugins.hitl._store import Store
@@ -96,5 +96,5 @@ def test_a_waiting_event_sees_an_answer_written_while_it_waits(
     assert Store(abfs_root).create_response(request_id, {"request_id": request_id, "status": "completed", "value": 12})
     waiter.expect(r"^RESULT 12$", timeout=60)
     waiter.finish()
-    assert waiter.popen.returncode == 0
+    assert waiter.proc.returncode == 0
     assert container.keys(abfs_root) == [f"{request_id}/request.json", f"{request_id}/response.json"]

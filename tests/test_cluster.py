@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import post_json, request
+from conftest import Proc, post_json, python, request
 from flyte_run import FlyteRun
-from s3_helpers import FORM_LINE, MotoS3, Proc, S3Bucket, closed_port, python
+from s3_helpers import FORM_LINE, MotoS3, S3Bucket, closed_port
 
 from flyteplugins.hitl import _wake
 from flyteplugins.hitl._store import Store
@@ -286,9 +286,9 @@ def test_the_app_served_by_flyte_wakes_the_task(
     finally:
         # Stopped through flyte, which stops the app's process: killing only the serving process
         # would leave the app holding its output pipe.
-        assert serving.popen.stdin is not None
-        serving.popen.stdin.write("\n")
-        serving.popen.stdin.flush()
+        assert serving.proc.stdin is not None
+        serving.proc.stdin.write("\n")
+        serving.proc.stdin.flush()
         serving.expect(r"^DEACTIVATED$", timeout=HANG_GUARD)
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import flyte
 import pytest
-from conftest import post_json, request
-from s3_helpers import Proc, closed_port, python, start_waiter
+from conftest import Proc, post_json, python, request
+from s3_helpers import closed_port, start_waiter
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl._errors import ConfigurationError
@@ -272,9 +272,9 @@ def test_the_app_served_locally_answers_events_created_against_it(
     waiter.expect(r"^RESULT 3$", timeout=30)
     assert json.loads((root / request_id / "response.json").read_text())["value"] == 3
 
-    assert serving.popen.stdin is not None
-    serving.popen.stdin.write("\n")
-    serving.popen.stdin.flush()
+    assert serving.proc.stdin is not None
+    serving.proc.stdin.write("\n")
+    serving.proc.stdin.flush()
     serving.expect(r"^DEACTIVATED True$", timeout=30)
     with pytest.raises(OSError):
         request(f"http://127.0.0.1:{port}", "GET", "/health")

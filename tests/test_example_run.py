@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from conftest import REPO, post_json, request
+from conftest import REPO, Proc, post_json, request
 from flyte_run import FlyteRun
 
 pytestmark = pytest.mark.flyte_run
@@ -35,73 +33,18 @@ FORM_LINE = r"^\[hitl\] form: (?P<base>http://[\d.]+:\d+)/form/(?P<id>[\w-]+)\?t
 CURL_LINE = r"^\[hitl\] curl: (?P<cmd>curl .*)$"
 
 
-class Process:
-    """A subprocess whose merged output is read line by line in the background."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
-        self.argv = argv
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self.proc = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def expect(self, pattern: str, timeout: float = 90) -> re.Match[str]:
-        """The next output line matching `pattern`."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r} in {timeout}s; output:\n{self.output}") from None
-            if line is None:
-                self._queue.put(None)
-                raise AssertionError(f"{self.argv} ended without a line matching {pattern!r}; output:\n{self.output}")
-            match = regex.search(line)
-            if match:
-                return match
-
-    def finish(self, timeout: float = 90) -> int:
-        """Wait for the exit; returns the exit code."""
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.argv} did not exit in {timeout}s; output:\n{self.output}") from None
-        self._reader.join(10)
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self._reader.join(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
 @pytest.fixture
 def spawn(root: Path) -> Iterator[Any]:
     """Start processes with FLYTE_HITL_ROOT set to the test's root; all are killed afterwards."""
-    started: list[Process] = []
+    started: list[Proc] = []
 
-    def start(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Process:
+    def start(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
         full_env = env if env is not None else {**os.environ}
         full_env = {**full_env, "FLYTE_HITL_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
-        process = Process([sys.executable, *argv], full_env, cwd)
+        popen = subprocess.Popen(
+            [sys.executable, *argv], env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        process = Proc(popen, timeout=90)
         started.append(process)
         return process
 

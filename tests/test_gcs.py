@@ -20,12 +20,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import request, run_python
+from conftest import Proc, event_record, request, run_python
 from gcs_helpers import FakeGcs, GcsBucket, fake_gcs_server
-from s3_helpers import Proc, start_server, use_root
+from s3_helpers import start_server, use_root
 
 from flyteplugins.hitl import StorageError
-from flyteplugins.hitl._answers import utc
 from flyteplugins.hitl._store import Store
 
 
@@ -47,19 +46,14 @@ def gs_root(bucket: GcsBucket, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def question(request_id: str, token: str = "tok-" + "x" * 28, timeout_seconds: float = 120) -> dict[str, object]:
     """A stored question as `new_event` writes it, for an int answer."""
-    now = time.time()
-    return {
-        "request_id": request_id,
-        "event_name": "replicas",
-        "scope": "run",
-        "prompt": "How many replicas?",
-        "data_type": "int",
-        "token": token,
-        "created_at": utc(now),
-        "expires_at": utc(now + timeout_seconds),
-        "timeout_seconds": timeout_seconds,
-        "endpoint": "http://127.0.0.1:9",
-    }
+    return event_record(
+        request_id,
+        name="replicas",
+        prompt="How many replicas?",
+        timeout_seconds=timeout_seconds,
+        endpoint="http://127.0.0.1:9",
+        token=token,
+    )
 
 
 def answer(request_id: str, value: int) -> dict[str, object]:
@@ -131,7 +125,7 @@ def test_a_waiting_event_sees_an_answer_written_while_it_waits(
     bucket.put_json(gs_root, "ev-wait", "response.json", record=answer("ev-wait", 12))
     waiter.expect(r"^RESULT 12$", timeout=60)
     waiter.finish()
-    assert waiter.popen.returncode == 0
+    assert waiter.proc.returncode == 0
     assert bucket.keys(gs_root) == ["ev-wait/request.json", "ev-wait/response.json"]
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from conftest import Reply, after_first_read, post_json, read_line, request, run_python
+from conftest import Reply, after_first_read, create, post_json, read_line, request, run_python, wait
 
 import flyteplugins.hitl as hitl
 import flyteplugins.hitl.hitl as core
@@ -69,25 +69,6 @@ class Console:
         with self._changed:
             if not self._changed.wait_for(lambda: sum(needle in line for line in self.lines) >= n, timeout):
                 raise AssertionError(f"{needle!r} was printed fewer than {n} times: {self.lines[-5:]}")
-
-
-@pytest.fixture(params=["sync", "aio"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-def create(mode: str, *args: Any, **kwargs: Any) -> hitl.Event[Any]:
-    """`hitl.new_event` or `await hitl.new_event.aio`, by mode."""
-    if mode == "sync":
-        return hitl.new_event(*args, **kwargs)
-    return asyncio.run(hitl.new_event.aio(*args, **kwargs))
-
-
-def wait(mode: str, event: hitl.Event[Any]) -> Any:
-    """`event.wait()` or `await event.wait.aio()`, by mode."""
-    if mode == "sync":
-        return event.wait()
-    return asyncio.run(event.wait.aio())
 
 
 def answer(event: hitl.Event[Any], value: object, base: str | None = None) -> Reply:

@@ -11,7 +11,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from s3_helpers import FORM_LINE, Door, Proc, S3Bucket, python
+from conftest import Proc, python
+from s3_helpers import FORM_LINE, Door, S3Bucket
 
 from flyteplugins.hitl._store import Store
 
@@ -57,8 +58,9 @@ def test_a_wait_rides_out_45_seconds_without_storage_and_returns_the_answer_give
     time.sleep(max(0.0, cut_at + 45 - time.monotonic()))  # the outage lasts 45 s
     door.start()  # the same port again
     waiter.expect(r"^RESULT 7$", timeout=90)
-    output = waiter.finish()
-    assert waiter.popen.returncode == 0, output
+    waiter.finish()
+    output = waiter.output
+    assert waiter.proc.returncode == 0, output
     started = [line for line in output.splitlines() if "storage error under" in line]
     ended = [line for line in output.splitlines() if "answers again" in line]
     assert len(started) == 1 and len(ended) == 1, output
@@ -74,6 +76,6 @@ def test_a_wait_whose_storage_stays_down_past_its_deadline_fails_with_an_error_n
     waiter.expect(r"storage error under .*retrying", timeout=60)  # no error yet: it waits on
     error = json.loads(waiter.expect(r"^STORAGE_ERROR (.*)$", timeout=60).group(1))
     waiter.finish()
-    assert waiter.popen.returncode == 3
+    assert waiter.proc.returncode == 3
     assert error["root"] == s3_root
     assert f"under {s3_root!r}" in error["message"]

@@ -18,17 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import post_json, question, request
+from conftest import Proc, post_json, python, question, request
 from s3_helpers import (
     FORM_LINE,
     Door,
     MotoS3,
-    Proc,
     S3Bucket,
     check_race_over_two_replicas,
     check_round_trip,
     closed_port,
-    python,
     start_server,
     start_waiter,
 )
@@ -279,10 +277,11 @@ def test_a_waiter_rides_out_an_outage_and_logs_it_once(s3_root: str, bucket: S3B
         time.sleep(0.5)
         door.start()  # the same port again
         waiter.expect(r"^RESULT 7$", timeout=90)
-        output = waiter.finish()
+        waiter.finish()
+        output = waiter.output
     finally:
         door.stop()
-    assert waiter.popen.returncode == 0, output
+    assert waiter.proc.returncode == 0, output
     warnings = [line for line in output.splitlines() if "storage error under" in line]
     assert len(warnings) == 1, output
     assert s3_root in warnings[0]
@@ -344,9 +343,9 @@ def test_a_killed_flyte_run_rerun_with_its_name_gets_the_answer_given_meanwhile(
     procs.append(first)
     match = first.expect(FORM_LINE, timeout=120)
     request_id, token = match.group("id"), match.group("token")
-    first.popen.send_signal(signal.SIGKILL)
-    first.popen.wait(timeout=90)
-    assert first.popen.returncode == -signal.SIGKILL
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(timeout=90)
+    assert first.proc.returncode == -signal.SIGKILL
 
     assert post_json(server, {"request_id": request_id, "token": token, "value": 41}).status == 200
 
@@ -354,8 +353,8 @@ def test_a_killed_flyte_run_rerun_with_its_name_gets_the_answer_given_meanwhile(
     procs.append(second)
     second.expect(r"^RESULT 41$", timeout=120)
     second.finish()
-    assert second.popen.returncode == 0, second.text
-    assert "[hitl] form:" not in second.text, "the re-run found its event answered: no form shown again"
+    assert second.proc.returncode == 0, second.output
+    assert "[hitl] form:" not in second.output, "the re-run found its event answered: no form shown again"
     # The re-run's wait recorded where it takes wake-ups: the request names the killed process.
     assert bucket.keys(s3_root) == [f"{request_id}/{n}.json" for n in ("request", "response", "waiter")]
 

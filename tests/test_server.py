@@ -38,16 +38,6 @@ MakeEvent = Callable[..., hitl.Event[Any]]
 
 
 @pytest.fixture
-def server(store: Store) -> Iterator[HitlServer]:
-    """A real server on a free port that stops at once (serve_forever's default poll is half a second)."""
-    httpd = make_server(store)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield httpd
-    stop_server(httpd, thread)
-
-
-@pytest.fixture
 def make_event(server: HitlServer, monkeypatch: pytest.MonkeyPatch) -> MakeEvent:
     """Create events through the public API, served by the test's server (no embedded server)."""
     monkeypatch.setenv("FLYTE_HITL_ENDPOINT", server.url)

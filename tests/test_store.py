@@ -52,10 +52,6 @@ BAD_IDS: list[object] = [
 ]
 
 
-def _request(request_id: str, **extra: object) -> dict[str, object]:
-    return question(request_id, **extra)
-
-
 def _tree(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
@@ -81,9 +77,9 @@ def test_read_missing_records_is_none(any_store: Store) -> None:
 
 
 def test_second_create_returns_false_and_keeps_the_first_content(any_store: Store) -> None:
-    assert any_store.create_request(_request("ev-1", prompt="first")) is True
-    assert any_store.create_request(_request("ev-1", prompt="second")) is False
-    assert any_store.read_request("ev-1") == _request("ev-1", prompt="first")
+    assert any_store.create_request(question("ev-1", prompt="first")) is True
+    assert any_store.create_request(question("ev-1", prompt="second")) is False
+    assert any_store.read_request("ev-1") == question("ev-1", prompt="first")
 
     assert any_store.create_response("ev-1", {"status": "completed", "value": 1}) is True
     assert any_store.create_response("ev-1", {"status": "completed", "value": 2}) is False
@@ -96,11 +92,11 @@ def test_writes_leave_no_file_open_and_no_temp_file(any_store: Store, root: Path
     def open_files() -> int:
         return len(os.listdir("/proc/self/fd"))
 
-    any_store.create_request(_request("warm-up"))
+    any_store.create_request(question("warm-up"))
     before = open_files()
     for i in range(100):
-        assert any_store.create_request(_request(f"ev-{i}")) is True
-        assert any_store.create_request(_request(f"ev-{i}")) is False  # refused: the name exists
+        assert any_store.create_request(question(f"ev-{i}")) is True
+        assert any_store.create_request(question(f"ev-{i}")) is False  # refused: the name exists
         any_store.put_waiter(f"ev-{i}", {"host": "127.0.0.1", "port": 9})
     assert open_files() == before
     assert not [p for p in _tree(root) if p.endswith(".tmp")]
@@ -128,7 +124,7 @@ def test_a_question_without_the_fields_readers_rely_on_is_a_storage_error(
 
 
 def test_records_keep_unicode_and_markup_exactly(any_store: Store) -> None:
-    record = _request("ev-u", prompt='Größe? <b>"quoted"</b> \u2603 \n second line')
+    record = question("ev-u", prompt='Größe? <b>"quoted"</b> \u2603 \n second line')
     assert any_store.create_request(record)
     assert any_store.read_request("ev-u") == record
 
@@ -143,7 +139,7 @@ def test_records_of_any_size_read_back_whole(any_store: Store, size: int) -> Non
 
 
 def test_local_layout_is_root_id_request_and_response(store: Store, root: Path) -> None:
-    store.create_request(_request("ev-2"))
+    store.create_request(question("ev-2"))
     store.create_response("ev-2", {"status": "completed", "value": 5})
     assert _tree(root) == ["ev-2", "ev-2/request.json", "ev-2/response.json"]
     assert json.loads((root / "ev-2" / "response.json").read_text()) == {"status": "completed", "value": 5}
@@ -311,7 +307,7 @@ def test_bad_request_ids_raise_and_write_nothing(store: Store, root: Path, tmp_p
     for call in (
         lambda: store.read_request(bad),  # type: ignore[arg-type]
         lambda: store.read_response(bad),  # type: ignore[arg-type]
-        lambda: store.create_request(_request(bad)),  # type: ignore[arg-type]
+        lambda: store.create_request(question(bad)),  # type: ignore[arg-type]
         lambda: store.create_response(bad, {"status": "completed", "value": 1}),  # type: ignore[arg-type]
         lambda: check_request_id(bad),
     ):
@@ -325,8 +321,8 @@ def test_bad_request_ids_raise_and_write_nothing(store: Store, root: Path, tmp_p
 @pytest.mark.parametrize("good", ["a", "A-z_0", "a" * 128, "integer_input_event-0645bbc83ccd124a64f7debe"])
 def test_well_formed_ids_are_accepted(store: Store, good: str) -> None:
     assert check_request_id(good) == good
-    assert store.create_request(_request(good))
-    assert store.read_request(good) == _request(good)
+    assert store.create_request(question(good))
+    assert store.read_request(good) == question(good)
 
 
 def test_long_bad_ids_are_shortened_in_the_message() -> None:
@@ -345,13 +341,13 @@ def test_listing_of_a_missing_root_is_empty(any_store: Store) -> None:
 def test_listing_returns_every_event(any_store: Store) -> None:
     ids = {f"ev-{i}" for i in range(7)}
     for rid in ids:
-        any_store.create_request(_request(rid))
+        any_store.create_request(question(rid))
     any_store.create_response("ev-3", {"status": "completed", "value": 1})
     assert sorted([e.request_id for e in any_store.list_events()]) == sorted(ids)
 
 
 def test_listing_skips_stray_entries(store: Store, root: Path) -> None:
-    store.create_request(_request("real-one"))
+    store.create_request(question("real-one"))
     (root / "not.an.id").mkdir()
     (root / "stray-file").write_text("x")
     assert [e.request_id for e in store.list_events()] == ["real-one"]
@@ -401,7 +397,7 @@ def test_a_root_no_retry_can_fix_fails_at_once_with_a_storage_error_naming_the_r
     broken = Store(str(broken_root), sleep=sleeps.append)
     caplog.set_level(logging.WARNING, logger="flyteplugins.hitl.store")
     for call in (
-        lambda: broken.create_request(_request("ev-1")),
+        lambda: broken.create_request(question("ev-1")),
         lambda: broken.create_response("ev-1", {"status": "completed", "value": 1}),
         lambda: broken.read_request("ev-1"),
         lambda: broken.read_response("ev-1"),
@@ -460,11 +456,11 @@ def test_a_transient_failure_that_heals_is_retried_and_succeeds(root: Path, capl
     caplog.set_level(logging.INFO, logger="flyteplugins.hitl.store")
     resource.setrlimit(resource.RLIMIT_NOFILE, (free, hard))
     try:
-        assert healing.create_request(_request("ev-heal")) is True
+        assert healing.create_request(question("ev-heal")) is True
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert sleeps == [Store.backoff_seconds]
-    assert healing.read_request("ev-heal") == _request("ev-heal")
+    assert healing.read_request("ev-heal") == question("ev-heal")
     lines = [r.getMessage() for r in caplog.records if r.name == "flyteplugins.hitl.store"]
     assert len(lines) == 2 and "retrying" in lines[0] and "answers again" in lines[1], lines
 
@@ -509,14 +505,14 @@ def test_a_record_path_that_is_a_directory_is_a_storage_error(store: Store, root
 
 def test_file_url_roots_use_the_local_backend(root: Path) -> None:
     url_store = Store(f"file://{root}")
-    assert url_store.create_request(_request("via-url"))
+    assert url_store.create_request(question("via-url"))
     assert (root / "via-url" / "request.json").is_file()
-    assert Store(str(root)).read_request("via-url") == _request("via-url")
+    assert Store(str(root)).read_request("via-url") == question("via-url")
 
 
 def test_records_are_private_to_the_owner(store: Store, root: Path) -> None:
     # request.json holds the event's token: other local users must not read it.
-    store.create_request(_request("private"))
+    store.create_request(question("private"))
     mode = os.stat(root / "private" / "request.json").st_mode & 0o777
     assert mode & 0o077 == 0, oct(mode)
 
@@ -551,7 +547,7 @@ def test_with_fsync_each_record_is_synced_whole_before_it_is_published(
     monkeypatch.setenv(FSYNC_ENV, setting)
     store = Store(str(root))
     calls = _record_fsyncs(monkeypatch, root / "synced" / "response.json")
-    assert store.create_request(_request("synced"))
+    assert store.create_request(question("synced"))
     assert store.create_response("synced", {"value": "x" * 5000})
     size = (root / "synced" / "response.json").stat().st_size
     assert len(calls) == 2
@@ -568,7 +564,7 @@ def test_without_fsync_records_are_published_unsynced(
         monkeypatch.setenv(FSYNC_ENV, setting)
     store = Store(str(root))
     calls = _record_fsyncs(monkeypatch, root / "plain" / "response.json")
-    assert store.create_request(_request("plain"))
+    assert store.create_request(question("plain"))
     assert store.create_response("plain", {"value": 1})
     assert store.read_response("plain") == {"value": 1}
     assert calls == []
@@ -580,7 +576,7 @@ def test_a_bad_fsync_setting_is_a_configuration_error_naming_it_and_writes_nothi
     monkeypatch.setenv(FSYNC_ENV, "maybe")
     store = Store(str(root))
     with pytest.raises(ConfigurationError, match=r"FLYTE_HITL_FSYNC must be 1 or 0 .*got 'maybe'"):
-        store.create_request(_request("never"))
+        store.create_request(question("never"))
     assert not root.exists() or _tree(root) == []
 
 
@@ -621,7 +617,7 @@ def test_a_bad_root_is_a_configuration_error_naming_the_setting_the_value_and_th
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(ROOT_ENV, bad)
     with pytest.raises(ConfigurationError) as info:
-        Store(default_root() if bad else bad).create_request(_request("never"))
+        Store(default_root() if bad else bad).create_request(question("never"))
     message = str(info.value)
     assert isinstance(info.value, ValueError)
     assert ROOT_ENV in message and BAD_ROOTS[bad] in message
@@ -654,7 +650,7 @@ def test_aliases_become_their_canonical_scheme(given: str, canonical: str) -> No
 def test_the_root_and_event_directories_are_created_private(tmp_path: Path) -> None:
     root = tmp_path / "new" / "hitl"
     store = Store(str(root))
-    assert store.create_request(_request("ev"))
+    assert store.create_request(question("ev"))
     assert os.stat(root).st_mode & 0o777 == 0o700
     assert os.stat(root / "ev").st_mode & 0o777 == 0o700
     assert os.stat(root / "ev" / "request.json").st_mode & 0o777 == 0o600
@@ -667,7 +663,7 @@ def test_a_world_writable_root_is_refused_and_nothing_is_read_or_written(store: 
     root.chmod(0o777)
     for call in (
         lambda: store.read_response("ev"),
-        lambda: store.create_request(_request("other")),
+        lambda: store.create_request(question("other")),
         store.list_events,
     ):
         with pytest.raises(UnsafeRootError) as info:
@@ -682,7 +678,7 @@ def test_a_world_writable_root_is_refused_even_with_the_sticky_bit(store: Store,
     root.mkdir()
     root.chmod(0o1777)
     with pytest.raises(UnsafeRootError, match="writable by every user"):
-        store.create_request(_request("ev"))
+        store.create_request(question("ev"))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user takes root")
@@ -706,7 +702,7 @@ def test_a_root_under_a_directory_owned_by_another_user_is_refused(tmp_path: Pat
     parent.mkdir(mode=0o755)
     os.chown(parent, pwd.getpwnam("nobody").pw_uid, -1)
     with pytest.raises(UnsafeRootError, match="a directory above the root"):
-        Store(str(parent / "hitl")).create_request(_request("ev"))
+        Store(str(parent / "hitl")).create_request(question("ev"))
     assert not (parent / "hitl").exists() or _tree(parent / "hitl") == []
 
 
@@ -715,9 +711,9 @@ def test_a_root_under_a_world_writable_directory_needs_its_sticky_bit(tmp_path: 
     shared.mkdir()
     shared.chmod(0o777)
     with pytest.raises(UnsafeRootError, match="writable by every user"):
-        Store(str(shared / "hitl")).create_request(_request("ev"))
+        Store(str(shared / "hitl")).create_request(question("ev"))
     shared.chmod(0o1777)  # like /tmp: others cannot rename or remove what is ours
-    assert Store(str(shared / "hitl2")).create_request(_request("ev"))
+    assert Store(str(shared / "hitl2")).create_request(question("ev"))
 
 
 def test_a_symlinked_root_is_checked_where_it_leads(tmp_path: Path) -> None:
@@ -728,7 +724,7 @@ def test_a_symlinked_root_is_checked_where_it_leads(tmp_path: Path) -> None:
     with pytest.raises(UnsafeRootError, match="target"):
         Store(str(tmp_path / "link")).read_request("ev")
     target.chmod(0o700)
-    assert Store(str(tmp_path / "link")).create_request(_request("ev"))
+    assert Store(str(tmp_path / "link")).create_request(question("ev"))
 
 
 def test_a_root_removed_while_in_use_lists_nothing_at_once(root: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal, Optional
 import annotated_types
 import pydantic
 import pytest
-from test_answers import remote  # noqa: F401  (`serve` in another process: it has no classes)
 from typing_extensions import NotRequired, TypedDict
 
 import flyteplugins.hitl as hitl

@@ -6,7 +6,6 @@ The cluster layout itself (form servers and Flyte runs in separate processes) is
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -19,12 +18,11 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import after_first_read, post_json, request, until
-from s3_helpers import MotoS3, S3Bucket, python, use_root
+from conftest import after_first_read, event_record, post_json, python, request, until, wait
+from s3_helpers import MotoS3, S3Bucket, use_root
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _wait, _wake
-from flyteplugins.hitl._answers import utc
 from flyteplugins.hitl._store import Store
 from flyteplugins.hitl._watch import Watch
 from flyteplugins.hitl.server import HitlServer, start_server, stop_server
@@ -33,21 +31,9 @@ HANG_GUARD = 30.0
 
 
 def _event(store: Store, request_id: str = "wake-1", token: str = "tok-123", seconds: float = 600) -> dict:
-    import time
-
-    now = time.time()
-    record = {
-        "request_id": request_id,
-        "event_name": "wake",
-        "scope": "run",
-        "prompt": "Wake?",
-        "data_type": "int",
-        "token": token,
-        "created_at": utc(now),
-        "expires_at": utc(now + seconds),
-        "timeout_seconds": seconds,
-        "endpoint": "http://127.0.0.1:9",
-    }
+    record = event_record(
+        request_id, name="wake", prompt="Wake?", timeout_seconds=seconds, endpoint="http://127.0.0.1:9", token=token
+    )
     assert store.create_request(record)
     return record
 
@@ -429,7 +415,6 @@ def _submit_from_another_process(root: Path, request_id: str, value: str) -> Non
     assert cli.returncode == 0, out
 
 
-@pytest.mark.parametrize("mode", ["sync", "aio"])
 def test_two_waits_on_one_event_are_both_woken_by_one_wake_up(
     root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
@@ -438,10 +423,10 @@ def test_two_waits_on_one_event_are_both_woken_by_one_wake_up(
     event = hitl.new_event("twice", data_type=int, prompt="n?", poll_interval_seconds=60, timeout_seconds=600)
     results: list[int] = []
 
-    def wait() -> None:
-        results.append(event.wait() if mode == "sync" else asyncio.run(event.wait.aio()))
+    def one_wait() -> None:
+        results.append(wait(mode, event))
 
-    threads = [threading.Thread(target=wait, daemon=True) for _ in range(2)]
+    threads = [threading.Thread(target=one_wait, daemon=True) for _ in range(2)]
     with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl"):
         for thread in threads:
             thread.start()
@@ -682,16 +667,8 @@ def _long_poll(base: str, request_id: str, token: str, wait: str, out: list) -> 
     """GET /status?wait= in a thread; the client gives up after HANG_GUARD s, long before wait=60 would end."""
 
     def run() -> None:
-        import http.client
-
-        host, port = base.removeprefix("http://").rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=HANG_GUARD)
-        try:
-            conn.request("GET", f"/status/{request_id}?token={token}&wait={wait}")
-            reply = conn.getresponse()
-            out.append((reply.status, json.loads(reply.read())))
-        finally:
-            conn.close()
+        reply = request(base, "GET", f"/status/{request_id}?token={token}&wait={wait}", timeout=HANG_GUARD)
+        out.append((reply.status, reply.json()))
 
     thread = threading.Thread(target=run)
     thread.start()

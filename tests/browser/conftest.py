@@ -7,7 +7,6 @@ Screenshots go to ``tests/artifacts/`` (git-ignored).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from flyteplugins.hitl._store import Store
-from flyteplugins.hitl.server import HitlServer, make_server, stop_server
+from flyteplugins.hitl.server import HitlServer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Response
@@ -58,16 +56,6 @@ def browser() -> Iterator[Browser]:
         chromium.close()
     finally:
         playwright.stop()
-
-
-@pytest.fixture
-def server(store: Store) -> Iterator[HitlServer]:
-    """A real server on a free port that stops at once (serve_forever's default poll is half a second)."""
-    httpd = make_server(store)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield httpd
-    stop_server(httpd, thread)
 
 
 @dataclass

@@ -11,22 +11,20 @@ import asyncio
 import contextlib
 import json
 import os
-import queue
 import re
-import secrets
 import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+
+from conftest import Reply, event_record
 
 from flyteplugins.hitl._store import Store
 
@@ -114,10 +112,6 @@ def assert_clean_log(text: str) -> None:
 # -- events ------------------------------------------------------------------------------------
 
 
-def _utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass(frozen=True)
 class Pending:
     """An event waiting for its answer, as a client that was given its link knows it."""
@@ -125,31 +119,6 @@ class Pending:
     request_id: str
     token: str
     data_type: str = "int"
-
-
-def event_record(
-    request_id: str,
-    *,
-    data_type: str = "int",
-    name: str = "stress",
-    prompt: str = "Stress test question",
-    timeout_seconds: float = 3600,
-    endpoint: str = "",
-) -> dict[str, Any]:
-    """A request record of the shape `hitl.new_event` writes."""
-    now = time.time()
-    return {
-        "request_id": request_id,
-        "event_name": name,
-        "scope": "run",
-        "prompt": prompt,
-        "data_type": data_type,
-        "token": secrets.token_urlsafe(24),
-        "created_at": _utc(now),
-        "expires_at": _utc(now + timeout_seconds),
-        "timeout_seconds": timeout_seconds,
-        "endpoint": endpoint,
-    }
 
 
 def create_events(store: Store, count: int, prefix: str, *, data_type: str = "int") -> list[Pending]:
@@ -165,16 +134,6 @@ def create_events(store: Store, count: int, prefix: str, *, data_type: str = "in
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 class Connection:
@@ -342,54 +301,3 @@ async def burst(requests: list[tuple[str, str, bytes, dict[str, str]]]) -> list[
     finally:
         for _, writer in streams:
             writer.close()
-
-
-class Lines:
-    """The output lines of a subprocess, read in a thread so a test can wait for one with a time limit."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        """The first new line matching `pattern`; fails with everything seen if none comes in time."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r} within {timeout} s; saw:\n" + self.text()) from None
-            if line is None:
-                self._queue.put(None)
-                raise AssertionError(f"process ended before a line matching {pattern!r}; saw:\n" + self.text())
-            self.seen.append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
-
-    def text(self) -> str:
-        return "\n".join(self.seen[-200:])
-
-    def finish(self, timeout: float = 30) -> int:
-        """Close the process's stdin (its cue to end, where it waits for one) and return its exit code."""
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        return self.proc.wait(timeout)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._thread.join(10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()

@@ -16,12 +16,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import post_json, run_python
+from conftest import Proc, post_json, run_python
 
 from flyteplugins.hitl._store import Store
 
 from ._util import (
-    Lines,
     Pending,
     Reply,
     ServerProcess,
@@ -121,9 +120,9 @@ if __name__ == "__main__":
 """
 
 
-def start_task(script: Path, run_name: str, cwd: Path) -> Lines:
+def start_task(script: Path, run_name: str, cwd: Path) -> Proc:
     # A session of its own, so kill -9 reaches every process the run may have started.
-    return Lines(run_python(str(script), run_name, cwd=cwd, start_new_session=True))
+    return Proc(run_python(str(script), run_name, cwd=cwd, start_new_session=True))
 
 
 @pytest.mark.flyte_run
@@ -134,7 +133,7 @@ def test_kill_9_a_waiting_task_and_rerun_it(root: Path, tmp_path: Path) -> None:
 
     first = start_task(script, run_name, tmp_path)
     try:
-        form = first.wait_for(r"^\[hitl\] form: (http://[^/]+)/form/([\w-]+)\?token=(\S+)", timeout=120)
+        form = first.expect(r"^\[hitl\] form: (http://[^/]+)/form/([\w-]+)\?token=(\S+)", timeout=120)
         os.killpg(first.proc.pid, signal.SIGKILL)
         assert first.proc.wait(10) == -signal.SIGKILL
     finally:
@@ -152,14 +151,14 @@ def test_kill_9_a_waiting_task_and_rerun_it(root: Path, tmp_path: Path) -> None:
 
     second = start_task(script, run_name, tmp_path)
     try:
-        outputs = second.wait_for(r"^RESULT (.*)$", timeout=120).group(1)
+        outputs = second.expect(r"^RESULT (.*)$", timeout=120).group(1)
         assert re.search(r"(?<!\d)4242(?!\d)", outputs), outputs  # printed as ActionOutputs(o0=4242)
-        assert second.proc.wait(60) == 0, second.text()
+        assert second.proc.wait(60) == 0, second.output
     finally:
         second.close()
     # The re-run re-attached to the same event and found it answered: no new event, no form shown again.
     assert [p.name for p in root.iterdir()] == [request_id]
-    assert "[hitl] form:" not in second.text()
+    assert "[hitl] form:" not in second.output
     assert json.loads((root / request_id / "response.json").read_bytes())["value"] == 4242
-    assert not re.search(r"Traceback", first.text() + second.text())
+    assert not re.search(r"Traceback", first.output + second.output)
     print(f"\nfaults: kill -9 of a waiting Flyte run ({run_name}); the re-run returned the answer given meanwhile")

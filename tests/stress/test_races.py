@@ -11,11 +11,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from conftest import run_python
+from conftest import Proc, run_python
 
 from ._util import (
     Connection,
-    Lines,
     Pending,
     answer_form,
     answer_json,
@@ -43,17 +42,17 @@ sys.stdin.readline()
 """
 
 
-def start_waiter(tmp_path: Path, poll: float, env: dict[str, str] | None = None) -> Lines:
+def start_waiter(tmp_path: Path, poll: float, env: dict[str, str] | None = None) -> Proc:
     script = tmp_path / "waiter.py"
     script.write_text(WAITER)
-    return Lines(run_python(str(script), str(ROUNDS), str(poll), env=env, stdin=subprocess.PIPE))
+    return Proc(run_python(str(script), str(ROUNDS), str(poll), env=env, stdin=subprocess.PIPE))
 
 
-def race(waiter: Lines, root: Path, round_: int, urls: list[str] | None = None) -> int:
+def race(waiter: Proc, root: Path, round_: int, urls: list[str] | None = None) -> int:
     """One round: wait until the waiter waits, fire the racers at `urls` (default: the event's own
     server) in turn, check the outcome. Returns the winner's position."""
-    event = json.loads(waiter.wait_for(r"^EVENT (.*)$").group(1))
-    waiter.wait_for(rf"^\[hitl\] waiting for 'race-{round_}'")
+    event = json.loads(waiter.expect(r"^EVENT (.*)$").group(1))
+    waiter.expect(rf"^\[hitl\] waiting for 'race-{round_}'")
     item = Pending(event["request_id"], event["token"])
     targets = urls or [event["url"]]
     values = [round_ * 1000 + k for k in range(RACERS)]
@@ -65,7 +64,7 @@ def race(waiter: Lines, root: Path, round_: int, urls: list[str] | None = None) 
     statuses = sorted(r.status for r in replies)
     assert statuses == [200] + [409] * (RACERS - 1), statuses
     winner = next(k for k, r in enumerate(replies) if r.status == 200)
-    result = json.loads(waiter.wait_for(r"^RESULT (.*)$", timeout=30).group(1))
+    result = json.loads(waiter.expect(r"^RESULT (.*)$", timeout=30).group(1))
     assert result == {"request_id": item.request_id, "value": values[winner]}
     stored = json.loads((root / item.request_id / "response.json").read_bytes())
     assert stored["status"] == "completed" and stored["value"] == values[winner]
@@ -77,7 +76,7 @@ def test_64_racers_at_the_waiting_process_own_server(root: Path, tmp_path: Path)
     waiter = start_waiter(tmp_path, 30)
     try:
         winners = [race(waiter, root, i) for i in range(ROUNDS)]
-        assert waiter.finish() == 0, waiter.text()
+        assert waiter.finish() == 0, waiter.output
     finally:
         waiter.close()
     print(f"\nraces (embedded server): {ROUNDS} rounds x {RACERS} racers, one 200 each; winners {winners}")
@@ -90,7 +89,7 @@ def test_64_racers_split_over_two_server_processes_sharing_a_root(root: Path, tm
     waiter = start_waiter(tmp_path, 0.1, {"FLYTE_HITL_ENDPOINT": first.url})
     try:
         winners = [race(waiter, root, i, [first.url, second.url]) for i in range(ROUNDS)]
-        assert waiter.finish() == 0, waiter.text()
+        assert waiter.finish() == 0, waiter.output
     finally:
         waiter.close()
         codes = first.stop(), second.stop()
@@ -134,12 +133,12 @@ DEADLINE_ANSWERS = 16  # per event, within 0.1 s, somewhere around its deadline
 def test_answers_racing_the_deadline_get_one_consistent_outcome(root: Path, tmp_path: Path) -> None:
     script = tmp_path / "deadline.py"
     script.write_text(DEADLINE_WAITER)
-    waiter = Lines(run_python(str(script), str(DEADLINE_EVENTS), "2.5", stdin=subprocess.PIPE))
+    waiter = Proc(run_python(str(script), str(DEADLINE_EVENTS), "2.5", stdin=subprocess.PIPE))
     try:
-        shown = json.loads(waiter.wait_for(r"^EVENTS (.*)$").group(1))
+        shown = json.loads(waiter.expect(r"^EVENTS (.*)$").group(1))
         replies = asyncio.run(answer_around_deadlines(shown["url"], shown["events"]))
-        results = json.loads(waiter.wait_for(r"^RESULTS (.*)$", timeout=60).group(1))
-        assert waiter.finish() == 0, waiter.text()
+        results = json.loads(waiter.expect(r"^RESULTS (.*)$", timeout=60).group(1))
+        assert waiter.finish() == 0, waiter.output
     finally:
         waiter.close()
 

@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_python
+from conftest import REPO, Proc, request, run_python
 
 from flyteplugins.hitl._store import Store
 
 from ._util import (
-    Lines,
     Pending,
     Reply,
     answer_form,
@@ -58,11 +57,11 @@ print("RESULT " + json.dumps(value), flush=True)
 EXIT_WITHIN = 20.0  # seconds; generous: a stuck program would wait for its clients forever
 
 
-def start_program(tmp_path: Path, mode: str, count: int) -> tuple[Lines, str, list[Pending]]:
+def start_program(tmp_path: Path, mode: str, count: int) -> tuple[Proc, str, list[Pending]]:
     script = tmp_path / "program.py"
     script.write_text(PROGRAM)
-    program = Lines(run_python(str(script), mode, str(count)))
-    shown = json.loads(program.wait_for(r"^EVENTS (.*)$").group(1))
+    program = Proc(run_python(str(script), mode, str(count)))
+    shown = json.loads(program.expect(r"^EVENTS (.*)$").group(1))
     return program, shown["url"], [Pending(e["request_id"], e["token"]) for e in shown["events"]]
 
 
@@ -86,8 +85,8 @@ def test_a_program_that_got_its_answer_ends_despite_open_connections(root: Path,
         reply = asyncio.run(burst([(url, *answer_json(event, 31337))]))[0]
         assert reply.status == 200
         answered = time.monotonic()
-        assert program.wait_for(r"^RESULT (.*)$").group(1) == "31337"
-        assert program.proc.wait(EXIT_WITHIN) == 0, program.text()
+        assert program.expect(r"^RESULT (.*)$").group(1) == "31337"
+        assert program.proc.wait(EXIT_WITHIN) == 0, program.output
         exited_in = time.monotonic() - answered
         for sock in held:  # the server went with the program
             with contextlib.suppress(ConnectionResetError):
@@ -103,8 +102,8 @@ def test_a_program_that_got_its_answer_ends_despite_open_connections(root: Path,
 def test_a_program_that_never_waits_ends_at_once(root: Path, tmp_path: Path) -> None:
     program, _, _ = start_program(tmp_path, "none", 3)
     try:
-        assert program.wait_for(r"^RESULT (.*)$").group(1) == "null"
-        assert program.proc.wait(EXIT_WITHIN) == 0, program.text()
+        assert program.expect(r"^RESULT (.*)$").group(1) == "null"
+        assert program.proc.wait(EXIT_WITHIN) == 0, program.output
     finally:
         program.close()
 
@@ -124,7 +123,7 @@ def test_answers_acknowledged_while_the_program_ends_are_kept(root: Path, tmp_pa
         ]
         try:
             replies = asyncio.run(burst_tolerant(requests))
-            assert program.proc.wait(EXIT_WITHIN) == 0, program.text()
+            assert program.proc.wait(EXIT_WITHIN) == 0, program.output
         finally:
             program.close()
         stored = stored_answers(root)
@@ -220,17 +219,17 @@ if __name__ == "__main__":
 def test_a_flyte_local_run_ends_once_answered_despite_open_connections(root: Path, tmp_path: Path) -> None:
     script = tmp_path / "task.py"
     script.write_text(TASK)
-    run = Lines(run_python(str(script), cwd=tmp_path))
+    run = Proc(run_python(str(script), cwd=tmp_path))
     held: list[socket.socket] = []
     try:
-        form = run.wait_for(r"^\[hitl\] form: (http://[^/]+)/form/([\w-]+)\?token=(\S+)", timeout=120)
+        form = run.expect(r"^\[hitl\] form: (http://[^/]+)/form/([\w-]+)\?token=(\S+)", timeout=120)
         url, request_id, token = form.groups()
         held = hold_connections(url)
         reply = asyncio.run(burst([(url, *answer_json(Pending(request_id, token), 77))]))[0]
         assert reply.status == 200
         answered = time.monotonic()
-        assert "77" in run.wait_for(r"^RESULT (.*)$", timeout=60).group(1)
-        assert run.proc.wait(EXIT_WITHIN) == 0, run.text()
+        assert "77" in run.expect(r"^RESULT (.*)$", timeout=60).group(1)
+        assert run.proc.wait(EXIT_WITHIN) == 0, run.output
         exited_in = time.monotonic() - answered
     finally:
         for sock in held:
@@ -262,27 +261,21 @@ RACING = 6  # programs at a time
 def answer_at_once(url: str, event: Pending, how: str, value: int) -> str | None:
     """Post the answer; None if its 200 reply came, else what the answerer saw instead."""
     path, body, headers = (answer_json if how == "json" else answer_form)(event, value)
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
-        conn.request("POST", path, body, headers)
-        response = conn.getresponse()
-        response.read()
-        return None if response.status == 200 else f"status {response.status}"
+        reply = request(url, "POST", path, body, headers, timeout=30)
     except (OSError, http.client.HTTPException) as e:
         return f"{type(e).__name__}: {e}"
-    finally:
-        conn.close()
+    return None if reply.status == 200 else f"status {reply.status}"
 
 
 def race_once(script: Path, ending: str, how: str, value: int) -> str | None:
     """Run the program, answer its event the moment it is shown; None if the reply came, else what happened."""
-    program = Lines(run_python(str(script), ending))
+    program = Proc(run_python(str(script), ending))
     try:
-        shown = json.loads(program.wait_for(r"^EVENT (.*)$").group(1))
+        shown = json.loads(program.expect(r"^EVENT (.*)$").group(1))
         lost = answer_at_once(shown["url"], Pending(shown["request_id"], shown["token"]), how, value)
-        assert program.wait_for(r"^RESULT (.*)$").group(1) == str(value)
-        assert program.proc.wait(EXIT_WITHIN) == ENDINGS[ending], program.text()
+        assert program.expect(r"^RESULT (.*)$").group(1) == str(value)
+        assert program.proc.wait(EXIT_WITHIN) == ENDINGS[ending], program.output
         return lost
     finally:
         program.close()
@@ -311,13 +304,13 @@ FLYTE_RACING = 4  # Flyte local runs at a time
 def example_race_once(cwd: Path, how: str, value: int) -> str | None:
     """A Flyte local run of the README example, answered the moment its form link is printed."""
     cwd.mkdir()
-    run = Lines(run_python(str(EXAMPLE), cwd=cwd))
+    run = Proc(run_python(str(EXAMPLE), cwd=cwd))
     try:
-        form = run.wait_for(r"^\[hitl\] form: (http://[^/]+)/form/([\w-]+)\?token=(\S+)$", timeout=120)
+        form = run.expect(r"^\[hitl\] form: (http://[^/]+)/form/([\w-]+)\?token=(\S+)$", timeout=120)
         url, request_id, token = form.groups()
         lost = answer_at_once(url, Pending(request_id, token), how, value)
-        run.wait_for(rf"^(?!\[hitl\]).*\b{value}\b")  # the run's printed outputs, not a console line
-        assert run.proc.wait(EXIT_WITHIN) == 0, run.text()
+        run.expect(rf"^(?!\[hitl\]).*\b{value}\b")  # the run's printed outputs, not a console line
+        assert run.proc.wait(EXIT_WITHIN) == 0, run.output
         return lost
     finally:
         run.close()

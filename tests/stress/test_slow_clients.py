@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import os
 import select
 import socket
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import request
 
 from flyteplugins.hitl._store import Store
 
@@ -190,13 +190,7 @@ def test_big_headers_on_many_slow_connections_stay_within_the_header_budget(tmp_
 
 
 def request_health(url: str, timeout: float = 30) -> int:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        conn.request("GET", "/health")
-        return conn.getresponse().status
-    finally:
-        conn.close()
+    return request(url, "GET", "/health", timeout=timeout).status
 
 
 # -- floods past the connection limit and past the open-files limit -------------------------------------
