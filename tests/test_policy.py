@@ -253,6 +253,9 @@ def test_a_vote_through_the_form_shows_the_count(root: Path, proxied: str) -> No
     reply = request(proxied, "POST", "/submit", f"request_id={event.request_id}&value=true".encode(), form)
     assert reply.status == 200 and "Vote received" in reply.text and "1 of 2 approvals: alice@example.com" in reply.text
     assert not stored(root, event)
+    index = request(proxied, "GET", "/").text
+    assert '<li class="chip">1 of 2 approvals</li>' in index, "the index shows the tally, without who voted"
+    assert ALICE not in index
 
 
 def test_a_timeout_applies_the_default_over_partial_votes(root: Path, proxied: str) -> None:

@@ -442,6 +442,12 @@ def index(site: Site, request: Request, _: str) -> Response:
     chosen = waiting if status == "pending" else done if status == "done" else waiting + done
     start = (page - 1) * PAGE_SIZE
     rows = [row for e in chosen[start : start + PAGE_SIZE] if (row := site.records.row(site.store, e)) is not None]
+    # One listing of its votes per waiting approval with a quorum on this page.
+    approvals = {
+        str(request["request_id"]): sum(v.get("value") is True for v in votes)
+        for request, state, _ in rows
+        if state == "pending" and (votes := _answers.votes_of(site.store, request, None)) is not None
+    }
     document = _html.index_page(
         rows,
         waiting=len(waiting),
@@ -449,6 +455,7 @@ def index(site: Site, request: Request, _: str) -> Response:
         page_number=page,
         status=status,
         more=len(chosen) > start + PAGE_SIZE,
+        approvals=approvals,
     )
     return html_reply(200, document)
 

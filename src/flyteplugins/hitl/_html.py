@@ -855,8 +855,10 @@ def index_page(
     page_number: int = 1,
     status: str | None = None,
     more: bool = False,
+    approvals: Mapping[str, int] | None = None,
 ) -> str:
     """One page of the list of events: (request, status, seconds left) per row. No tokens, no event links.
+    `approvals` gives the approvals so far of waiting events with a quorum, by request id ("1 of 2").
 
     A row's status is the stored one (``"pending"``, ``"completed"`` or ``"expired"``); the page says
     *waiting*, *answered* or *expired*. `waiting` and `done` count all the events (by default, the rows
@@ -878,6 +880,9 @@ def index_page(
         for r, state, left in selected:
             if state == "pending":
                 chips = f'<li class="chip">waiting</li><li class="chip time">{esc(time_left(left))}</li>'
+                if approvals and r.get("request_id") in approvals:
+                    got, needed = approvals[str(r["request_id"])], int(r.get("quorum", 1))
+                    chips += f'<li class="chip">{got} of {needed} approvals</li>'
             elif state == "completed":
                 chips = '<li class="chip done">answered</li>'
             else:
