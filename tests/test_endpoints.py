@@ -464,6 +464,17 @@ def test_a_form_with_too_many_fields_is_400(site: Site) -> None:
 # -- /form and /status -------------------------------------------------------------------------------
 
 
+def test_events_lists_what_the_index_shows_as_json_without_tokens(site: Site, store: Store) -> None:
+    event = make_event(store)
+    reply = call(site, "GET", "/events")
+    assert reply.status == 200
+    [listed] = json.loads(reply.body)["events"]
+    assert listed["request_id"] == event["request_id"] and listed["status"] == "waiting"
+    assert "token" not in listed and event["token"] not in reply.body.decode()
+    assert json.loads(call(site, "GET", "/events?status=answered").body)["events"] == []
+    assert call(site, "GET", "/events?status=pending").status == 400, "one vocabulary: waiting"
+
+
 def test_form_and_status(site: Site, store: Store) -> None:
     event = make_event(store)
     rid, token = event["request_id"], event["token"]

@@ -145,6 +145,23 @@ def test_the_cli_sends_repeated_headers_to_submit_and_status(proxy: _LoginProxy,
     assert done.returncode == 0 and json.loads(done.stdout)["response"]["value"] == 8
 
 
+def test_the_cli_lists_a_servers_events_past_the_login(proxy: _LoginProxy, root: Path) -> None:
+    waiting, answered = _event("still"), _event("done")
+    hitl.submit(answered.form_url, 3, headers={"Authorization": f"Bearer {BEARER}"})
+    refused = cli("list", "--endpoint", proxy.url)
+    assert refused.returncode == 1 and "asks for a login (401 Unauthorized)" in refused.stderr, refused.stderr
+    login = ["--endpoint", proxy.url, "--header", f"Authorization: Bearer {BEARER}"]
+    table = cli("list", *login)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["STATUS", "TYPE", "CREATED", "REQUEST_ID", "NAME"]
+    assert [line.split()[0] for line in lines[1:]] == ["answered", "waiting"], "newest first"
+    listed = json.loads(cli("list", *login, "--status", "waiting", "--json").stdout)
+    assert [e["request_id"] for e in listed] == [waiting.request_id]
+    assert all("token" not in e for e in listed) and waiting.token not in table.stdout
+    assert proxy.seen[-1]["authorization"] == f"Bearer {BEARER}"
+
+
 def test_the_cli_and_submit_take_headers_from_the_environment(proxy: _LoginProxy, root: Path) -> None:
     event = _event()
     lines = f"Authorization: Bearer {BEARER}\n\nX-Team: sre\n"

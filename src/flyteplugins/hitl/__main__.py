@@ -109,6 +109,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.endpoint:
+        listed = _client.list_events(args.endpoint, status=args.status, headers=_headers(args))
+        return _print_events([(str(r.get("created_at", "")), str(r.get("status")), r) for r in listed], args, 0, "")
     store = Store(args.root or default_root())
     rows = []
     damaged = 0
@@ -128,6 +131,10 @@ def _list(args: argparse.Namespace) -> int:
         if args.status in ("all", status):
             rows.append((str(request.get("created_at", "")), status, request))
     rows.sort(key=lambda row: row[0], reverse=True)  # newest first, as on the index page
+    return _print_events(rows, args, damaged, store.root)
+
+
+def _print_events(rows: list[tuple[str, str, Any]], args: argparse.Namespace, damaged: int, where: str) -> int:
     if args.json:
         _print_json([_answers.public_request(r) | {"status": s} for _, s, r in rows], indent=2)
         return 1 if damaged else 0
@@ -138,7 +145,7 @@ def _list(args: argparse.Namespace) -> int:
         print(printable(line + str(request.get("event_name"))))
     if not rows:
         which = "" if args.status == "all" else args.status + " "
-        print(printable(f"no {which}events under {store.root}"), file=sys.stderr)
+        print(printable(f"no {which}events" + (f" under {where}" if where else "")), file=sys.stderr)
     return 1 if damaged else 0
 
 
@@ -228,7 +235,10 @@ exit codes:
 _EXAMPLES = {
     "hitl": "example:\n  hitl list --status waiting\n  hitl submit approve-1a2b true --comment LGTM",
     "serve": "example:\n  hitl serve --root s3://my-bucket/hitl --host 0.0.0.0 --port 8080",
-    "list": "example:\n  hitl list --status waiting\n  hitl list --json | jq -r '.[].request_id'",
+    "list": (
+        "example:\n  hitl list --status waiting\n  hitl list --json | jq -r '.[].request_id'\n"
+        "  hitl list --endpoint https://hitl.example --header 'Authorization: Bearer ...'"
+    ),
     "status": (
         "example:\n"
         "  hitl status approve-1a2b --wait 3600 --endpoint https://hitl.example --token TOKEN \\\n"
@@ -284,6 +294,8 @@ def _parser() -> argparse.ArgumentParser:
         "--status", choices=("all", "waiting", "answered", "expired"), default="all", help="only events in this state"
     )
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.add_argument("--endpoint", default=None, help="ask this server (GET /events) instead of reading the root")
+    listing.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help=header_help)
     listing.set_defaults(run=_list)
 
     endpoint_help = f"answer through this server (default: ${ENDPOINT_ENV}; without one, write to the root)"

@@ -299,6 +299,15 @@ def _post(
 MAX_REPLY_BYTES = 1 << 20
 
 
+def list_events(endpoint: str, *, status: str = "all", headers: Mapping[str, str] | None = None) -> list[Record]:
+    """The events a server's index shows (``GET /events``), newest first, without their tokens."""
+    url = f"{check_endpoint(endpoint)}/events" + ("" if status == "all" else f"?status={quote(status)}")
+    events = _call("GET", url, "", "", headers=request_headers(headers)).get("events")
+    if not isinstance(events, list):
+        raise ServerReplyError(f"{redact_url(url)} did not list events", 200)
+    return [e for e in events if isinstance(e, dict)]
+
+
 def _call(
     method: str,
     url: str,

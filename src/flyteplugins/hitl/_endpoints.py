@@ -460,6 +460,29 @@ def index(site: Site, request: Request, _: str) -> Response:
     return html_reply(200, document)
 
 
+#: The most events ``GET /events`` returns.
+MAX_LISTED = 1000
+
+
+def events(site: Site, request: Request, _: str) -> Response:
+    """``GET /events[?status=waiting|answered|expired]``: the events the index shows, as JSON, newest
+    first (at most `MAX_LISTED`), never their tokens: what ``hitl list --endpoint`` prints."""
+    wanted = _query(request).get("status") or "all"
+    if wanted not in ("all", *_answers.STATES.values()):
+        raise _refuse(400, f"status must be waiting, answered or expired, got {wanted[:40]!r}")
+    listed = []
+    for e in site.listing.get(site.store):
+        row = site.records.row(site.store, e)
+        if row is None:
+            continue
+        request_record, status, _ = row
+        state = _answers.STATES.get(status, status)
+        if wanted in ("all", state):
+            listed.append(_answers.public_request(request_record) | {"status": state})
+    listed.sort(key=lambda r: str(r.get("created_at", "")), reverse=True)  # to the millisecond, as `hitl list`
+    return json_reply(200, {"events": listed[:MAX_LISTED]})
+
+
 def form(site: Site, request: Request, request_id: str) -> Response:
     """``GET /form/<request_id>?token=…``: the form, or the event's state once answered or expired."""
     title = "Cannot open this event"
@@ -876,6 +899,7 @@ _EXACT: dict[str, dict[str, Endpoint]] = {
     "/submit": {"POST": submit_form},
     "/submit/json": {"POST": submit_json},
     "/inbox": {"GET": inbox},
+    "/events": {"GET": events},
     "/slack/interactions": {"POST": slack_interactions},
 }
 _PREFIXED: dict[str, dict[str, Endpoint]] = {"/form/": {"GET": form}, "/status/": {"GET": status}}
