@@ -146,6 +146,29 @@ def test_approve_and_reject_in_slack(fake: FakeSlack, action: str, approved: boo
     assert event.token not in json.dumps(fake.calls)
 
 
+def test_a_quorum_in_slack_keeps_its_buttons_and_shows_the_tally_until_it_decides(fake: FakeSlack) -> None:
+    # U1 is alice@example.com and U2 bob@example.com in the fake's users.info.
+    event = hitl.Event.create(
+        "release", bool, quorum=2, respondents=["alice@example.com", "bob@example.com"], notify=hitl.Slack("#rel")
+    )
+    thread, result = waiting(event)
+    message = posted(fake, event)
+    assert interact(event.endpoint, click(message, "approve", user="U1")).status == 200
+    tally = update_of(fake)
+    assert has_controls(tally), "still waiting for the second approval"
+    assert "1 of 2 approvals" in json.dumps(tally["blocks"]) and "alice" not in json.dumps(tally["blocks"])
+    assert thread.is_alive() and result == []
+    again = interact(event.endpoint, click(message, "approve", user="U1", response_url=fake.response_url("u1")))
+    assert again.status == 200
+    [told] = fake.wait_for("response_url")
+    assert told["text"] == "You have voted on this question already: each person votes once."
+    assert interact(event.endpoint, click(message, "approve", user="U2")).status == 200
+    assert finished(thread, result) is True
+    decided = update_of(fake, 2)
+    assert not has_controls(decided) and "Approved" in last_text(decided)
+    assert [v["identity"] for v in event.response["votes"]] == ["alice@example.com", "bob@example.com"]
+
+
 def test_a_choice_is_a_button_per_option_or_a_select(fake: FakeSlack, server: HitlServer, store: Store) -> None:
     few = hitl.new_event("size", data_type=str, choices=["S", "M", "L"], timeout_seconds=60, notify=hitl.Slack("C1"))
     thread, result = waiting(few)

@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 from . import _answers, _http, _policy
 from ._errors import (
     AlreadyAnsweredError,
+    AlreadyVotedError,
     ConfigurationError,
     EventExpiredError,
     HitlError,
@@ -349,7 +350,8 @@ def _fallback(request: Record) -> str:
 
 def blocks(request: Record, response: Record | None, target: Slack) -> list[Record]:
     """The message's blocks: the question, its details and deadline, and the controls while it
-    waits (`response` None), else the outcome and who decided."""
+    waits (`response` None, or a vote that did not decide: then with the tally), else the outcome
+    and who decided."""
     out: list[Record] = [{"type": "header", "text": _plain(str(request["event_name"]), 150)}]
     if str(request["prompt"]).strip():
         out.append(_prompt(request))
@@ -360,10 +362,12 @@ def blocks(request: Record, response: Record | None, target: Slack) -> list[Reco
             for k, v in details[start : start + _MAX_FIELDS]
         ]
         out.append({"type": "section", "fields": fields})
-    if response is None:
+    if response is None or response.get("status") == "voted":
         line = f"Answer by {_date(str(request['expires_at']))}"
         if target.mention:
             line = f"{_mention(target.mention)} · {line}"
+        if response is not None:  # each person votes once; the tally, not who voted
+            line = f"{response.get('approvals')} of {response.get('quorum')} approvals · {line}"
         out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": line}]})
         out.append(_controls(request))
     else:
@@ -422,7 +426,9 @@ def _options(labels: Sequence[str]) -> list[Record]:
 
 
 def _outcome_text(request: Record, response: Record, *, mrkdwn: bool = True) -> str:
-    """ "Approved by @alice", "Answered 42 by …", "Expired, default 'M' used"."""
+    """ "Approved by @alice", "Answered 42 by …", "Expired, default 'M' used", "1 of 2 approvals"."""
+    if response.get("status") == "voted":
+        return f"{response.get('approvals')} of {response.get('quorum')} approvals"
     if response.get("status") != "completed":
         if response.get("default_applied"):
             text = f"Expired, default {_shown(response.get('value'))} used"
@@ -884,7 +890,7 @@ def _on_action(store: Store, payload: Record, client: str) -> Outcome:
     except (AlreadyAnsweredError, EventExpiredError, InvalidValueError) as e:
         _ephemeral(url, _refused(store, request, e))
         return Outcome(200)
-    return Outcome(200, answered=(request, response))
+    return _stored(request, response)
 
 
 def _action_value(request: Record, action_id: str, action: Mapping[str, Any]) -> object:
@@ -913,6 +919,8 @@ def _submit(store: Store, request: Record, raw: object, identity: str, client: s
 
 def _refused(store: Store, request: Record, error: HitlError) -> str:
     """What the person is told when their answer is not stored (the message is brought up to date)."""
+    if isinstance(error, AlreadyVotedError):
+        return "You have voted on this question already: each person votes once."
     if isinstance(error, AlreadyAnsweredError):
         return _closed(request, error.response)
     if isinstance(error, EventExpiredError):
@@ -960,8 +968,18 @@ def _on_view(store: Store, payload: Record, client: str) -> Outcome:
             response = _submit(store, request, answer_from_view(request, values), identity, client)
     except InvalidValueError as e:
         return errors(str(e), e.field_errors)
+    except AlreadyVotedError as e:
+        return errors(_refused(store, request, e))
     except AlreadyAnsweredError as e:
         return errors(_closed(request, e.response, mrkdwn=False))
     except EventExpiredError:
         return errors("This question expired; it takes no more answers.")
+    return _stored(request, response)
+
+
+def _stored(request: Record, response: Record) -> Outcome:
+    """The reply to a stored answer; it is handed on to the waiting task, unless it is a vote that did
+    not decide the event yet (the wait returns only on the decision)."""
+    if response.get("status") == "voted":
+        return Outcome(200)
     return Outcome(200, answered=(request, response))
