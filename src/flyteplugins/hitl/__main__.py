@@ -110,8 +110,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     if args.endpoint:
-        listed = _client.list_events(args.endpoint, status=args.status, headers=_headers(args))
-        return _print_events([(str(r.get("created_at", "")), str(r.get("status")), r) for r in listed], args, 0, "")
+        served = _client.list_events(args.endpoint, status=args.status, headers=_headers(args))
+        return _print_events([(str(r.get("created_at", "")), str(r.get("status")), r) for r in served], args, 0, "")
     store = Store(args.root or default_root())
     rows = []
     damaged = 0

@@ -475,7 +475,7 @@ def events(site: Site, request: Request, _: str) -> Response:
         row = site.records.row(site.store, e)
         if row is None:
             continue
-        request_record, status, _ = row
+        request_record, status, _left = row
         state = _answers.STATES.get(status, status)
         if wanted in ("all", state):
             listed.append(_answers.public_request(request_record) | {"status": state})
