@@ -169,6 +169,43 @@ def test_a_quorum_in_slack_keeps_its_buttons_and_shows_the_tally_until_it_decide
     assert [v["identity"] for v in event.response["votes"]] == ["alice@example.com", "bob@example.com"]
 
 
+@dataclasses.dataclass
+class Rated:
+    score: int
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.score < 2 and not self.note:
+            raise ValueError("a low score needs a note")
+
+
+def test_an_answer_the_task_refuses_gives_the_message_its_controls_back(fake: FakeSlack) -> None:
+    event = hitl.new_event(
+        "rate", data_type=Rated, timeout_seconds=60, poll_interval_seconds=0.1, notify=hitl.Slack("C1")
+    )
+    thread, result = waiting(event)
+    message = posted(fake, event)
+    # Stored by a server that has only the schema (another replica): __post_init__ runs in the task.
+    answer = {"status": "completed", "value": {"score": 1}, "answered_at": "2026-12-05T10:00:00.000Z", "via": "json"}
+    assert Store(str(event._store.root)).create_response(event.request_id, answer, slot=0)
+    reopened = update_of(fake)
+    assert has_controls(reopened), "the event takes answers again"
+    shown = json.dumps(reopened["blocks"])
+    assert "The task refused the last answer (" in shown and "a low score needs a note" in shown
+    ids = {"request_id": event.request_id, "token": event.token}
+    reply = request(
+        event.endpoint,
+        "POST",
+        "/submit/json",
+        json.dumps({**ids, "value": {"score": 1, "note": "ok"}}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert reply.status == 200, reply.text
+    assert finished(thread, result) == Rated(1, "ok")
+    assert not has_controls(update_of(fake, 2))
+    assert message["channel"] == "C1"
+
+
 def test_a_choice_is_a_button_per_option_or_a_select(fake: FakeSlack, server: HitlServer, store: Store) -> None:
     few = hitl.new_event("size", data_type=str, choices=["S", "M", "L"], timeout_seconds=60, notify=hitl.Slack("C1"))
     thread, result = waiting(few)

@@ -289,6 +289,12 @@ def outcome_known(store: Store, request: Record, response: Record) -> threading.
     return answer_stored(store, request, response)
 
 
+def reopened(store: Store, request: Record, refusal: Record) -> threading.Thread | None:
+    """The waiting task refused the stored answer and the event takes answers again: give the
+    message its controls back, saying why."""
+    return answer_stored(store, request, {"status": "reopened", "error": refusal.get("error")})
+
+
 def answer_stored(store: Store, request: Record, response: Record) -> threading.Thread | None:
     """`response` is stored for `request`: rewrite its Slack messages (if it has any) in a daemon thread."""
     if not request.get("slack"):
@@ -362,12 +368,12 @@ def blocks(request: Record, response: Record | None, target: Slack) -> list[Reco
             for k, v in details[start : start + _MAX_FIELDS]
         ]
         out.append({"type": "section", "fields": fields})
-    if response is None or response.get("status") == "voted":
+    if response is None or response.get("status") in ("voted", "reopened"):
         line = f"Answer by {_date(str(request['expires_at']))}"
         if target.mention:
             line = f"{_mention(target.mention)} · {line}"
-        if response is not None:  # each person votes once; the tally, not who voted
-            line = f"{response.get('approvals')} of {response.get('quorum')} approvals · {line}"
+        if response is not None:  # the tally (not who voted), or why the task refused the last answer
+            line = f"{escape(_outcome_text(request, response, mrkdwn=False))} · {line}"
         out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": line}]})
         out.append(_controls(request))
     else:
@@ -429,6 +435,8 @@ def _outcome_text(request: Record, response: Record, *, mrkdwn: bool = True) -> 
     """ "Approved by @alice", "Answered 42 by …", "Expired, default 'M' used", "1 of 2 approvals"."""
     if response.get("status") == "voted":
         return f"{response.get('approvals')} of {response.get('quorum')} approvals"
+    if response.get("status") == "reopened":
+        return _cut(f"The task refused the last answer ({response.get('error')}); please answer again", 1000)
     if response.get("status") != "completed":
         if response.get("default_applied"):
             text = f"Expired, default {_shown(response.get('value'))} used"

@@ -195,6 +195,10 @@ class _Wait:
             raise error
         record = _answers.refusal_record(event.request_id, outcome.slot, response, str(error), error.field_errors)
         store.create_refusal(event.request_id, outcome.slot, record)
+        if event._request.get("slack"):  # its Slack messages get their controls back
+            from . import _slack
+
+            _slack.reopened(store, event._request, record)
         _say(f"{event.name!r}: the answer {_shown(response.get('value'))} was refused ({error}); waiting for another")
 
     def _read(self, expire: bool) -> Record | None:
