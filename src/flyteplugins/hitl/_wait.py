@@ -33,17 +33,48 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import _answers, _console, _flyte, _html, _markdown, _notify, _text, _wake
 from ._answers import expired_record, seconds_left
 from ._errors import EventTimeoutError, InvalidValueError, StorageError
 from ._schema import forget
-from ._store import MAX_REFUSALS, Record
+from ._store import MAX_REFUSALS, Record, Store
 from ._task_types import build_value, type_name
 
-if TYPE_CHECKING:
-    from .hitl import Event
+
+class Event(Protocol):
+    """What a wait reads of the event it waits on, and keeps on it: a `hitl.Event` (named here by
+    shape, so that this module and `hitl.py` do not import each other)."""
+
+    note_every_seconds: float
+    expiry_grace_seconds: float
+    clock: Callable[[], float]
+    _request: Record
+    _store: Store
+    _announced: bool
+    _response: Record | None
+    _notify_targets: list[Any]
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def data_type(self) -> Any: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def prompt_type(self) -> str: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+    @property
+    def poll_interval_seconds(self) -> float: ...
+    @property
+    def form_url(self) -> str: ...
+    @property
+    def curl_command(self) -> str: ...
+
 
 logger = logging.getLogger("flyteplugins.hitl")
 
@@ -83,7 +114,7 @@ def on_replies(hook: Callable[[str], None]) -> None:
 class _Wait:
     """One wait on `event`: registered while its ``with`` block runs; `steps` is its loop."""
 
-    def __init__(self, event: Event[Any], signal: Callable[[], None], clear: Callable[[], None]) -> None:
+    def __init__(self, event: Event, signal: Callable[[], None], clear: Callable[[], None]) -> None:
         self.event = event
         self.root = event._store.root
         self._signal = signal
@@ -218,7 +249,7 @@ class _Wait:
         return response
 
 
-def wait_blocking(event: Event[Any]) -> Any:
+def wait_blocking(event: Event) -> Any:
     """Block until `event` is answered (see `Event.wait`)."""
     signal = threading.Event()
     with _console.interruptible(event.name), _Wait(event, signal.set, signal.clear) as waiting:
@@ -240,7 +271,7 @@ def wait_blocking(event: Event[Any]) -> Any:
                 signal.wait(todo)
 
 
-async def wait_aio(event: Event[Any]) -> Any:
+async def wait_aio(event: Event) -> Any:
     """`wait` as a native coroutine: asleep on an `asyncio.Event`, it holds no thread between polls;
     each storage request goes to a worker thread (context variables included)."""
     loop = asyncio.get_running_loop()
@@ -277,7 +308,7 @@ async def wait_aio(event: Event[Any]) -> Any:
 # -- outcome and console -----------------------------------------------------------------------------
 
 
-def _outcome(event: Event[Any], response: Record) -> Any:
+def _outcome(event: Event, response: Record) -> Any:
     """The event's value from its stored outcome, printed and shown in the report. An answer that the
     type refuses raises `InvalidValueError` before anything is printed or kept (`_Wait` reopens the event)."""
     answered = response.get("status") == "completed"
@@ -328,7 +359,7 @@ def _say(line: str) -> None:
     out.flush()
 
 
-def _announce(event: Event[Any]) -> None:
+def _announce(event: Event) -> None:
     # One line each, never wrapped or split, so a triple-click copies the whole URL or command.
     left = _html.time_left(seconds_left(event._request))
     prompt = _html.one_line(_markdown.plain(event.prompt, event.prompt_type))
@@ -345,7 +376,7 @@ _REPORT_WRITE_SECONDS = 10.0
 _report_writes: dict[int, bool] = {}  # id(report) -> whether another write is wanted after the running one
 
 
-def _update_report(event: Event[Any], response: Record | None) -> None:
+def _update_report(event: Event, response: Record | None) -> None:
     """Show the event (and its answer, once there is one) in the task's Flyte report, if it has one.
 
     The tab is replaced at once; writing the report out happens in the background and never holds up
