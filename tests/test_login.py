@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -146,7 +147,9 @@ def test_the_cli_sends_repeated_headers_to_submit_and_status(proxy: _LoginProxy,
 
 
 def test_the_cli_lists_a_servers_events_past_the_login(proxy: _LoginProxy, root: Path) -> None:
-    waiting, answered = _event("still"), _event("done")
+    waiting = _event("still")
+    time.sleep(0.01)  # creation times are kept to the millisecond: the second is the newer one
+    answered = _event("done")
     hitl.submit(answered.form_url, 3, headers={"Authorization": f"Bearer {BEARER}"})
     refused = cli("list", "--endpoint", proxy.url)
     assert refused.returncode == 1 and "asks for a login (401 Unauthorized)" in refused.stderr, refused.stderr
