@@ -30,7 +30,7 @@ from ._errors import (
     StorageError,
 )
 from ._schema import check_answer, describe
-from ._store import Record, Store, check_request_id
+from ._store import Outcome, Record, Store, check_request_id
 
 #: How an answer arrived; recorded in the audit trail.
 VIA = ("form", "json", "cli", "python", "slack")
@@ -269,6 +269,28 @@ def decide(request: Record, votes: list[Record]) -> Record | None:
             }
             return decision
     return None
+
+
+def outcome(store: Store, request: Record) -> Outcome:
+    """The event's stored state (`Store.read_outcome`), after settling a decision its votes already make.
+
+    When the votes stored for an approval with a quorum decide it (the quorum of approvals, or a
+    rejection, cast before the deadline) and no decision is stored (the voter's replica stopped, or
+    storage failed, between the vote and the decision), this reader writes that decision, create-only,
+    exactly as the voter would have: one decision, whoever settles it. Every reader that shows or
+    waits on an outcome reads it here.
+    """
+    request_id = str(request["request_id"])
+    found = store.read_outcome(request_id)
+    if found.response is not None or _policy.quorum(request) <= 1:
+        return found
+    deadline = str(request.get("expires_at", ""))
+    votes = [v for v in store.list_votes(request_id) if str(v.get("voted_at", "")) <= deadline]
+    decision = decide(request, votes)
+    if decision is None:
+        return found
+    store.create_response(request_id, decision, found.slot)
+    return store.read_outcome(request_id)
 
 
 def votes_of(store: Store, request: Record, response: Record | None) -> list[Record] | None:
