@@ -159,7 +159,7 @@ def submit(
     who = _policy.Who(identity or "", groups)
     _policy.check_answerer(request, who)
     # The outcome is settled first: an answered or expired event's token must not buy a value check.
-    existing, slot, refusal = store.read_outcome(request_id)
+    existing, slot, refusal = outcome(store, request)
     if existing is None and seconds_left(request) <= 0:
         if store.create_response(request_id, expired_record(request), slot):
             raise EventExpiredError(request_id, str(request["expires_at"]))

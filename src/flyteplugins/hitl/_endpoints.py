@@ -548,7 +548,7 @@ def _page_for(
 ) -> Response:
     """The form for a pending event (400 when re-shown with an error), else the event's state. When the
     waiting task refused the last answer, the form says why, beside the fields it named."""
-    response, _, refusal = store.read_outcome(event["request_id"])
+    response, _, refusal = _answers.outcome(store, event)
     status = _answers.status_of(event, response)
     if status == "completed" and response is not None:
         return html_reply(200, _html.answered_page(event, response, just_now=False))
@@ -579,7 +579,7 @@ def status(site: Site, request: Request, request_id: str) -> Response:
     outcome = site.watch.outcome(event, wait)
     votes = _answers.votes_of(site.store, event, outcome)
     # Why the task refused the last answer, while it waits for another (one more read, only then).
-    refusal = site.store.read_outcome(event["request_id"]).refusal if outcome is None else None
+    refusal = _answers.outcome(site.store, event).refusal if outcome is None else None
     return json_reply(200, _answers.status_record(event, outcome, refusal, votes=votes))
 
 
