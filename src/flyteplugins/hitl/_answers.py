@@ -103,7 +103,9 @@ def refusal_record(request_id: str, slot: int, answer: Record, error: str, field
 def public_request(request: Record) -> Record:
     """The request as anyone may see it: neither the token nor where the waiting process takes
     wake-ups (an internal address)."""
-    return {k: v for k, v in request.items() if k not in ("token", "wake")}
+    shown = {k: v for k, v in request.items() if k not in ("token", "wake")}
+    shown.setdefault("group", request.get("event_name"))  # stored before groups: the group of its name
+    return shown
 
 
 def expired_record(request: Record) -> Record:

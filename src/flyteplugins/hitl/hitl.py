@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from typing_extensions import Self
 
-from . import _flyte, _html, _markdown, _notify, _policy, _wake
+from . import _flyte, _groups, _html, _markdown, _notify, _policy, _wake
 from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import utc
 from ._errors import InvalidEventError
@@ -171,6 +171,7 @@ def _create(
     allow_self_approval: bool = False,
     quorum: int = 1,
     title: str | None = None,
+    group: str | None = None,
 ) -> Event[V]:
     """Create the event, or re-attach to it in a re-run task: `Event.create`, the same as `new_event`.
 
@@ -183,6 +184,7 @@ def _create(
     _markdown.check_prompt(name, prompt, prompt_type)
     if title is not None and (not isinstance(title, str) or not title.strip() or len(title) > 200):
         raise InvalidEventError(f"title of event {name!r} must be text of 1 to 200 characters, got {title!r}")
+    group = _groups.default_group(name) if group is None else _groups.check_group(name, group)
     declared = declare(data_type, choices, default)
     checked_details = _markdown.check_details(details)
     policy = _policy.event_fields(respondents, requester, allow_self_approval, quorum, approval=data_type is bool)
@@ -210,6 +212,7 @@ def _create(
         "details": checked_details,
         "prompt_type": "markdown" if prompt_type == "markdown" else None,  # absent: text
         "title": title,  # absent: the prompt's first line
+        "group": group,
         "comment_required_on_reject": comment_required_on_reject or None,
         "wake": _wake.address(request_id),  # where writers send this process wake-ups
         **policy,
@@ -286,6 +289,11 @@ class Event(Generic[T]):
     def prompt_type(self) -> PromptType:
         """How the form shows the prompt: "text" (verbatim) or "markdown" (rendered)."""
         return "markdown" if self._request.get("prompt_type") == "markdown" else "text"
+
+    @property
+    def group(self) -> str:
+        """The group the event is reviewed in (see `new_event`)."""
+        return _groups.group_of(self._request)
 
     @property
     def request_id(self) -> str:
@@ -428,6 +436,7 @@ def new_event(
     requester: str | None = None,
     allow_self_approval: bool = False,
     title: str | None = None,
+    group: str | None = None,
 ) -> Event[T]:
     """Create a human-in-the-loop event (or re-attach to it when a task is re-run).
 
@@ -459,6 +468,9 @@ def new_event(
         allow_self_approval: Let the requester answer their own question.
         title: The form's heading (at most 200 characters); by default, the prompt's first line (the
             rest of the prompt follows it).
+        group: The review page the event is shown on with others (``/review/<group>``; at most 200
+            printable characters). By default, the run's name and the event's name, so every item of a
+            fan-out asking the same question is one group; outside a run, the event's name.
 
     Returns:
         The `Event`; call ``event.wait()`` (or ``await event.wait.aio()``) for the answer.
@@ -488,6 +500,7 @@ def new_event(
         requester=requester,
         allow_self_approval=allow_self_approval,
         title=title,
+        group=group,
     )
 
 
@@ -507,6 +520,7 @@ async def _approve_aio(
     allow_self_approval: bool = False,
     quorum: int = 1,
     title: str | None = None,
+    group: str | None = None,
 ) -> bool:
     event = await Event.create.aio(
         name,
@@ -525,6 +539,7 @@ async def _approve_aio(
         allow_self_approval=allow_self_approval,
         quorum=quorum,
         title=title,
+        group=group,
     )
     return await event.wait.aio()
 
@@ -546,6 +561,7 @@ def approve(
     allow_self_approval: bool = False,
     quorum: int = 1,
     title: str | None = None,
+    group: str | None = None,
 ) -> bool:
     """Ask a person to approve or reject, and return True for approve.
 
@@ -553,7 +569,8 @@ def approve(
     a rejection without one is refused. Without ``default``, no answer in time raises
     `EventTimeoutError`. ``details`` (a mapping) is shown under the prompt as a table. The prompt
     is shown verbatim; ``prompt_type="markdown"`` renders it as Markdown, and ``title`` is the form's
-    heading instead of the prompt's first line (see `new_event`).
+    heading instead of the prompt's first line; ``group`` names the review page it is shown on
+    (see `new_event`).
 
     ``respondents``, ``requester`` and ``allow_self_approval`` are as for `new_event`. With
     ``quorum=N``, N distinct people must approve (each votes once) and a single rejection decides
@@ -583,5 +600,6 @@ def approve(
         allow_self_approval=allow_self_approval,
         quorum=quorum,
         title=title,
+        group=group,
     )
     return event.wait()
