@@ -179,6 +179,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    if args.batch is not None or args.target is None or args.value is None:
+        return _submit_batch(args)
     try:
         value = json.loads(args.value) if args.json_value else args.value
     except ValueError as e:
@@ -199,6 +201,26 @@ def _submit(args: argparse.Namespace) -> int:
     )
     _print_json(reply)
     return 0
+
+
+def _submit_batch(args: argparse.Namespace) -> int:
+    """``hitl submit --batch FILE``: every answer in FILE; exit 0 only if all were stored, else the code of
+    the first one refused (as ``hitl submit`` would exit for it alone)."""
+    from . import _batch
+
+    if args.batch is None or args.target is not None:
+        raise ConfigurationError("submit takes TARGET and VALUE, or --batch FILE (one JSON answer a line)")
+    endpoint = args.endpoint or os.environ.get(ENDPOINT_ENV) or None
+    items = _batch.read_file(args.batch)
+    results = _batch.answer_all(
+        items, endpoint=endpoint, root=args.root, headers=_headers(args), identity=args.identity
+    )
+    _print_json({"results": results}, indent=2)
+    refused = [r.get("status") for r in results if r.get("status") != 200]
+    if not refused:
+        return 0
+    codes = {400: 2, 401: 6, 403: 6, 404: 3, 409: 4, 410: 5}
+    return codes.get(refused[0], 1) if isinstance(refused[0], int) else 1
 
 
 def _headers(args: argparse.Namespace) -> dict[str, str]:
@@ -311,9 +333,17 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(run=_status)
 
     submit = command("submit", "answer an event: first answer wins")
-    submit.add_argument("target", help="the event's request id, or its form URL (which carries the token)")
+    submit.add_argument("target", nargs="?", help="the event's request id, or its form URL (which carries the token)")
     submit.add_argument(
-        "value", help="the answer, checked against the event's type and choices (after -- if it starts with '-')"
+        "value",
+        nargs="?",
+        help="the answer, checked against the event's type and choices (after -- if it starts with '-')",
+    )
+    submit.add_argument(
+        "--batch",
+        default=None,
+        metavar="FILE",
+        help='answers, one JSON object a line: {"request_id", "token"?, "value", "comment"?} (- reads stdin)',
     )
     submit.add_argument("--comment", default=None, help="a comment for the audit trail")
     submit.add_argument("--json-value", action="store_true", help='parse VALUE as JSON (e.g. 42, true, "text")')

@@ -231,6 +231,8 @@ class Site:
     slack_only: bool = field(default_factory=lambda: os.environ.get(SLACK_ONLY_ENV, "") == "1")
     #: Long-polls of ``GET /status/<id>?wait=N``.
     watch: Watch = field(init=False)
+    #: What the server calls with each outcome it stores (see `server.make_server`).
+    on_answer: Callable[[str, Record], None] | None = None
 
     def __post_init__(self) -> None:
         self.watch = Watch(self.store)
@@ -893,11 +895,19 @@ def slack_interactions(site: Site, request: Request, _: str) -> Response:
     return reply
 
 
+def submit_batch(site: Site, request: Request, _: str) -> Response:
+    """``POST /submit/batch``: many answers, each checked and stored as if sent alone (see `_batch`)."""
+    from . import _batch
+
+    return _batch.submit_batch(site, request)
+
+
 _EXACT: dict[str, dict[str, Endpoint]] = {
     "/health": {"GET": health},
     "/": {"GET": index},
     "/submit": {"POST": submit_form},
     "/submit/json": {"POST": submit_json},
+    "/submit/batch": {"POST": submit_batch},
     "/inbox": {"GET": inbox},
     "/events": {"GET": events},
     "/slack/interactions": {"POST": slack_interactions},

@@ -172,6 +172,7 @@ class HitlServer(ThreadingHTTPServer):
         self.site = Site(
             store, identity_header, loopback_only=loopback and not trust_forwarded, trust_forwarded=trust_forwarded
         )
+        self.site.on_answer = on_answer
         self.max_connections = max_connections
         self._connections = 0
         # Connections waiting for (the rest of) a request → their deadline; the longest waiting first.
@@ -329,6 +330,8 @@ class HitlHandler(BaseHTTPRequestHandler):
     timeout = 30
     #: Largest accepted request body, in bytes; larger ones get 413.
     max_body_bytes = 1 << 20
+    #: Largest accepted ``POST /submit/batch`` body: a thousand answers.
+    max_batch_body_bytes = 8 << 20
     # Replies are written in one send; without NODELAY, a small reply can still sit in Nagle's buffer.
     disable_nagle_algorithm = True
 
@@ -469,8 +472,9 @@ class HitlHandler(BaseHTTPRequestHandler):
         if length_text is None:
             return None
         length = int(length_text.strip(" \t"))
-        if length > self.max_body_bytes:
-            detail = f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes"
+        limit = self.max_batch_body_bytes if self.path.split("?")[0] == "/submit/batch" else self.max_body_bytes
+        if length > limit:
+            detail = f"request body of {length} bytes exceeds the limit of {limit} bytes"
             return _endpoints.json_reply(413, {"detail": detail}, close=True)
         chunks, received = [], 0
         try:
