@@ -36,6 +36,7 @@ from ._errors import (
     UnsafeRootError,
     UnsupportedTypeError,
 )
+from ._fanout import as_completed, new_events
 from .hitl import Event, EventScope, PromptType, approve, new_event
 
 if TYPE_CHECKING:
@@ -74,8 +75,10 @@ __all__ = [
     "UnsupportedTypeError",
     "app_env",
     "approve",
+    "as_completed",
     "env",
     "new_event",
+    "new_events",
     "submit",
 ]
 

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, cast
 from urllib.parse import quote
 
@@ -92,6 +93,11 @@ def _new_token() -> str:
     return token
 
 
+#: The request id the next event created in this context takes: `new_events` numbers its items in
+#: their order, then creates them concurrently.
+_preset_request_id: ContextVar[str | None] = ContextVar("hitl_preset_request_id", default=None)
+
+
 def _new_request_id(name: str) -> str:
     """A request id that a re-run of the same task finds again.
 
@@ -99,6 +105,9 @@ def _new_request_id(name: str) -> str:
     of that name this attempt of the action created before, so every attempt (a retry in the same
     process or a new one) finds the events the first attempt created; elsewhere it is random.
     """
+    preset = _preset_request_id.get()
+    if preset is not None:
+        return preset
     import flyte
 
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:48] or "event"

@@ -1,0 +1,169 @@
+"""Many events in one process: `new_events` asks one question per item, `as_completed` takes the answers
+as they come. The events share a group, so a person reviews them on one page (``/review/<group>``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeAlias, TypeVar
+
+from . import _markdown
+from ._aio import blocking
+from ._errors import InvalidEventError
+from .hitl import Event, _create, _new_request_id, _preset_request_id
+
+T = TypeVar("T")
+
+#: Events written at once by `new_events`.
+CONCURRENCY = 16
+
+#: An item of `new_events`: its event's details, or (prompt, details).
+Item: TypeAlias = "Mapping[str, Any] | tuple[str, Mapping[str, Any] | None]"
+
+
+def _split(name: str, items: Iterable[Item], prompt: str) -> list[tuple[str, Mapping[str, Any] | None]]:
+    """(prompt, details) of each item, all checked before any event is written."""
+    split = []
+    for n, item in enumerate(items):
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            text, details = item
+        elif isinstance(item, Mapping):
+            text, details = prompt, item
+        else:
+            raise InvalidEventError(
+                f"item {n} of event {name!r} must be its details (a mapping) or (prompt, details), got {item!r}"
+            )
+        _markdown.check_details(details)
+        split.append((text, details))
+    if not split:
+        raise InvalidEventError(f"new_events({name!r}) needs at least one item")
+    return split
+
+
+def _ids(name: str, count: int) -> list[str]:
+    # Numbered in the items' order: a re-run of the task finds each item's event again.
+    return [_new_request_id(name) for _ in range(count)]
+
+
+async def _new_events_aio(
+    name: str,
+    items: Iterable[Item],
+    data_type: type[T],
+    prompt: str = "Please provide a value",
+    timeout_seconds: float = 3600,
+    poll_interval_seconds: float = 5,
+    **options: Any,
+) -> list[Event[T]]:
+    split = _split(name, items, prompt)
+    ids = _ids(name, len(split))
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(request_id: str, text: str, details: Mapping[str, Any] | None) -> Event[T]:
+        async with gate:
+            _preset_request_id.set(request_id)  # this task's own context, copied into its thread
+            return await asyncio.to_thread(
+                _create,
+                name,
+                data_type,
+                "run",
+                text,
+                timeout_seconds,
+                poll_interval_seconds,
+                details=details,
+                **options,
+            )
+
+    return list(await asyncio.gather(*(one(i, text, details) for i, (text, details) in zip(ids, split, strict=True))))
+
+
+@blocking(_new_events_aio)
+def new_events(
+    name: str,
+    items: Iterable[Item],
+    data_type: type[T],
+    prompt: str = "Please provide a value",
+    timeout_seconds: float = 3600,
+    poll_interval_seconds: float = 5,
+    **options: Any,
+) -> list[Event[T]]:
+    """Create one event per item, written concurrently, all in one group (see `new_event`).
+
+    Args:
+        name: The events' name.
+        items: Each item's ``details`` (a mapping shown with its question), or ``(prompt, details)``.
+        data_type: The type of every answer.
+        prompt: The question of the items that bring none of their own.
+        timeout_seconds: How long each event waits, from its creation.
+        poll_interval_seconds: As for `new_event`.
+        **options: What `Event.create` takes besides (``choices``, ``default``, ``respondents``,
+            ``quorum``, ``group``, ...).
+
+    Returns:
+        The events, in the items' order; `as_completed` yields their answers as they come.
+
+    Example:
+        >>> events = hitl.new_events("label-ok", [{"image": u, "label": l} for u, l in rows], data_type=bool)
+        >>> for event, ok in hitl.as_completed(events):
+        ...     print(event.request_id, ok)
+        >>> events = await hitl.new_events.aio("label-ok", rows, data_type=bool)
+    """
+    split = _split(name, items, prompt)
+    ids = _ids(name, len(split))
+
+    def one(request_id: str, text: str, details: Mapping[str, Any] | None) -> Event[T]:
+        _preset_request_id.set(request_id)
+        return _create(name, data_type, "run", text, timeout_seconds, poll_interval_seconds, details=details, **options)
+
+    with ThreadPoolExecutor(min(CONCURRENCY, len(split)), thread_name_prefix="hitl-new-events") as pool:
+        # Each in a copy of this context: a Flyte task's context stays visible, and each its own id.
+        futures = [
+            pool.submit(contextvars.copy_context().run, one, request_id, text, details)
+            for request_id, (text, details) in zip(ids, split, strict=True)
+        ]
+        return [f.result() for f in futures]
+
+
+async def _as_completed_aio(events: Iterable[Event[T]]) -> AsyncIterator[tuple[Event[T], T]]:
+    events = list(events)
+    order = {id(e): n for n, e in enumerate(events)}
+    tasks = {asyncio.ensure_future(e.wait.aio()): e for e in events}
+    pending: set[asyncio.Future[Any]] = set(tasks)
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=lambda t: order[id(tasks[t])]):
+                yield tasks[task], task.result()  # a wait's error (a timeout) ends the iteration
+    finally:
+        for task in pending:
+            task.cancel()  # each wait releases what it registered
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+def as_completed(events: Iterable[Event[T]]) -> Iterator[tuple[Event[T], T]]:
+    """Yield ``(event, value)`` for each event as its answer comes, first answered first.
+
+    All the events wait at once, with no thread each; an error of one wait (`EventTimeoutError` for an
+    event without a default) is raised when it comes, and the other waits end. ``async for event, value
+    in hitl.as_completed.aio(events)`` does the same in async code.
+
+    Example:
+        >>> events = hitl.new_events("label-ok", items, data_type=bool)
+        >>> for event, ok in hitl.as_completed(events):
+        ...     record(event.request_id, ok)
+    """
+    loop = asyncio.new_event_loop()
+    answers = _as_completed_aio(events)
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(answers.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(answers.aclose())
+        loop.close()
+
+
+as_completed.aio = _as_completed_aio  # type: ignore[attr-defined]
