@@ -441,6 +441,9 @@ def index(site: Site, request: Request, _: str) -> Response:
     waiting = [e for e in events if site.records.waiting(site.store, e)]
     still = {e.request_id for e in waiting}
     done = [e for e in events if e.request_id not in still]
+    from . import _review
+
+    groups, waiting = _review.collapse(site, waiting, done)  # a group of several events is one row
     chosen = waiting if status == "pending" else done if status == "done" else waiting + done
     start = (page - 1) * PAGE_SIZE
     rows = [row for e in chosen[start : start + PAGE_SIZE] if (row := site.records.row(site.store, e)) is not None]
@@ -459,7 +462,7 @@ def index(site: Site, request: Request, _: str) -> Response:
         more=len(chosen) > start + PAGE_SIZE,
         approvals=approvals,
     )
-    return html_reply(200, document)
+    return html_reply(200, _review.with_groups(document, groups if page == 1 and status != "done" else []))
 
 
 #: The most events ``GET /events`` returns.
@@ -566,6 +569,9 @@ def _page_for(
     votes = _answers.votes_of(store, event, response)
     if votes is not None:
         page = _html.with_votes(page, votes, _policy.quorum(event), (who or _policy.Who()).identity)
+    from . import _review
+
+    page = _review.with_form_link(page, event)
     return html_reply(400 if error else 200, page)
 
 
@@ -895,6 +901,13 @@ def slack_interactions(site: Site, request: Request, _: str) -> Response:
     return reply
 
 
+def review(site: Site, request: Request, group: str) -> Response:
+    """``GET /review/<group>``: the group's waiting items, answered by keyboard or in bulk (see `_review`)."""
+    from . import _review
+
+    return _review.review(site, request, group)
+
+
 def submit_batch(site: Site, request: Request, _: str) -> Response:
     """``POST /submit/batch``: many answers, each checked and stored as if sent alone (see `_batch`)."""
     from . import _batch
@@ -913,6 +926,7 @@ _EXACT: dict[str, dict[str, Endpoint]] = {
     "/slack/interactions": {"POST": slack_interactions},
 }
 _PREFIXED: dict[str, dict[str, Endpoint]] = {"/form/": {"GET": form}, "/status/": {"GET": status}}
+_PREFIXED["/review/"] = {"GET": review}
 
 
 def phrase(status: int) -> str:

@@ -12,7 +12,7 @@ from typing import Any, TypeAlias, TypeVar
 from . import _markdown
 from ._aio import blocking
 from ._errors import InvalidEventError
-from .hitl import Event, _create, _new_request_id, _preset_request_id
+from .hitl import Event, _create, _new_request_id, _preset_request_id, _preset_token
 
 T = TypeVar("T")
 
@@ -60,22 +60,16 @@ async def _new_events_aio(
     ids = _ids(name, len(split))
     gate = asyncio.Semaphore(CONCURRENCY)
 
-    async def one(request_id: str, text: str, details: Mapping[str, Any] | None) -> Event[T]:
+    async def one(request_id: str, token: str | None, text: str, details: Mapping[str, Any] | None) -> Event[T]:
         async with gate:
             _preset_request_id.set(request_id)  # this task's own context, copied into its thread
-            return await asyncio.to_thread(
-                _create,
-                name,
-                data_type,
-                "run",
-                text,
-                timeout_seconds,
-                poll_interval_seconds,
-                details=details,
-                **options,
-            )
+            _preset_token.set(token)
+            args = (name, data_type, "run", text, timeout_seconds, poll_interval_seconds)
+            return await asyncio.to_thread(_create, *args, details=details, **options)
 
-    return list(await asyncio.gather(*(one(i, text, details) for i, (text, details) in zip(ids, split, strict=True))))
+    first = await asyncio.ensure_future(one(ids[0], None, *split[0]))
+    rest = zip(ids[1:], split[1:], strict=True)
+    return [first, *await asyncio.gather(*(one(i, first.token, text, details) for i, (text, details) in rest))]
 
 
 @blocking(_new_events_aio)
@@ -101,7 +95,10 @@ def new_events(
             ``quorum``, ``group``, ...).
 
     Returns:
-        The events, in the items' order; `as_completed` yields their answers as they come.
+        The events, in the items' order; `as_completed` yields their answers as they come. They share
+        the first one's token, so its form link, or the group's review page with it
+        (``/review/<group>?token=…``), answers them all; name ``respondents`` to let only those people
+        answer, each by their identity.
 
     Example:
         >>> events = hitl.new_events("label-ok", [{"image": u, "label": l} for u, l in rows], data_type=bool)
@@ -112,17 +109,20 @@ def new_events(
     split = _split(name, items, prompt)
     ids = _ids(name, len(split))
 
-    def one(request_id: str, text: str, details: Mapping[str, Any] | None) -> Event[T]:
+    def one(request_id: str, token: str | None, text: str, details: Mapping[str, Any] | None) -> Event[T]:
         _preset_request_id.set(request_id)
+        _preset_token.set(token)
         return _create(name, data_type, "run", text, timeout_seconds, poll_interval_seconds, details=details, **options)
 
+    # The first item's token (a re-run finds it stored) is every item's: one review link answers them all.
+    first = contextvars.copy_context().run(one, ids[0], None, *split[0])
     with ThreadPoolExecutor(min(CONCURRENCY, len(split)), thread_name_prefix="hitl-new-events") as pool:
         # Each in a copy of this context: a Flyte task's context stays visible, and each its own id.
         futures = [
-            pool.submit(contextvars.copy_context().run, one, request_id, text, details)
-            for request_id, (text, details) in zip(ids, split, strict=True)
+            pool.submit(contextvars.copy_context().run, one, request_id, first.token, text, details)
+            for request_id, (text, details) in zip(ids[1:], split[1:], strict=True)
         ]
-        return [f.result() for f in futures]
+        return [first, *(f.result() for f in futures)]
 
 
 async def _as_completed_aio(events: Iterable[Event[T]]) -> AsyncIterator[tuple[Event[T], T]]:

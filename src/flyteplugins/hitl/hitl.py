@@ -88,6 +88,9 @@ def _endpoint_for(store: Store) -> str:
 def _new_token() -> str:
     """A random token (32 URL-safe characters) that does not start with "-", which a command line
     such as ``hitl status ID --token TOKEN`` would take for an option."""
+    preset = _preset_token.get()
+    if preset is not None:
+        return preset
     while (token := secrets.token_urlsafe(24)).startswith("-"):
         pass
     return token
@@ -96,6 +99,8 @@ def _new_token() -> str:
 #: The request id the next event created in this context takes: `new_events` numbers its items in
 #: their order, then creates them concurrently.
 _preset_request_id: ContextVar[str | None] = ContextVar("hitl_preset_request_id", default=None)
+#: The token the next event created in this context takes: the items of `new_events` share one.
+_preset_token: ContextVar[str | None] = ContextVar("hitl_preset_token", default=None)
 
 
 def _new_request_id(name: str) -> str:
