@@ -31,6 +31,7 @@ MAX_COLUMNS = 6
 
 _STYLE = """
 main{max-width:80rem}
+.scroll{overflow-x:auto}
 .review{border-collapse:collapse;width:100%;font-size:.95rem}
 .review th,.review td{border-top:1px solid var(--line);padding:.4rem .5rem;text-align:left;vertical-align:top;
 overflow-wrap:anywhere}
@@ -45,8 +46,8 @@ overflow-wrap:anywhere}
 .bar input[type=search]{min-height:2.75rem;font:inherit;padding:.3rem .6rem;flex:1 1 12rem;color:var(--fg);
 background:var(--field);border:1.5px solid var(--edge);border-radius:10px}
 .row-error{color:var(--err);font-size:.875rem;margin:.25rem 0 0}
-kbd{font:600 .8em ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:var(--chip);border-radius:4px;
-padding:0 .3em}
+kbd{font:600 .8em ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;border:1px solid currentColor;
+border-radius:4px;padding:0 .3em}
 """
 
 # Rows are the table's <tr data-id>; the one in focus is "current". Every key has a button twin
@@ -63,11 +64,12 @@ function show() {
   var recent = mine.filter(function (t) { return Date.now() - t < 60000; }).length;
   progress.textContent = done + ' of ' + total + ' answered, ' + recent + ' by you in the last minute';
 }
-function go(n) {
+function go(n, stay) {
   var all = rows(); if (!all.length) return;
   at = Math.max(0, Math.min(all.length - 1, n));
   all.forEach(function (r) { r.classList.remove('current'); r.removeAttribute('aria-current'); });
-  all[at].classList.add('current'); all[at].setAttribute('aria-current', 'true'); all[at].focus();
+  all[at].classList.add('current'); all[at].setAttribute('aria-current', 'true');
+  if (!stay) all[at].focus();
 }
 function current() { return rows()[at]; }
 function send(items) {
@@ -160,7 +162,7 @@ document.getElementById('filter').addEventListener('input', function (e) {
   Array.prototype.forEach.call(table.tBodies[0].rows, function (r) {
     r.hidden = q !== '' && r.textContent.toLowerCase().indexOf(q) < 0;
   });
-  go(0);
+  go(0, true);
 });
 document.getElementById('filter').addEventListener('keydown', function (e) {
   if (e.key === 'Enter') { e.preventDefault(); e.target.blur(); go(0); }
@@ -301,10 +303,11 @@ def _body(
         )
     if body:
         table = (
+            '<div class="scroll" tabindex="0" role="region" aria-label="Waiting items">'
             f'<table class="review" id="review" data-token="{esc(token or "")}"><caption class="hint">'
             f"Items {(page_number - 1) * PAGE_SIZE + 1} to {(page_number - 1) * PAGE_SIZE + len(rows)} of {waiting} "
             f'waiting</caption><thead><tr><th scope="col">Select</th><th scope="col">Question</th>{head}'
-            f'<th scope="col">Answer</th></tr></thead><tbody>{"".join(body)}</tbody></table>'
+            f'<th scope="col">Answer</th></tr></thead><tbody>{"".join(body)}</tbody></table></div>'
         )
     else:
         table = '<p class="empty">Nothing of this group is waiting.</p>'
