@@ -233,3 +233,52 @@ def test_the_cli_reads_answers_from_stdin(root: Path) -> None:
     assert proc.returncode == 0, out
     assert json.loads(out)["results"][0]["status"] == 200
     assert event.wait() is True
+
+
+def test_two_reviewers_racing_over_one_group_answer_each_item_once(root: Path, proxied: HitlServer) -> None:
+    events = hitl.new_events("label-ok", [{"n": n} for n in range(40)], data_type=bool, respondents=[ALICE, BOB])
+    replies: dict[str, list[dict[str, Any]]] = {}
+
+    def review(who: str, value: bool) -> None:
+        items = [{"request_id": e.request_id, "value": value} for e in events]
+        replies[who] = batch(proxied.url, items, who=who).json()["results"]
+
+    racers = [threading.Thread(target=review, args=(ALICE, True)), threading.Thread(target=review, args=(BOB, False))]
+    for t in racers:
+        t.start()
+    for t in racers:
+        t.join(60)
+    for n, event in enumerate(events):
+        statuses = sorted([replies[ALICE][n]["status"], replies[BOB][n]["status"]])
+        assert statuses == [200, 409], (n, statuses)
+        winner = ALICE if replies[ALICE][n]["status"] == 200 else BOB
+        assert stored(root, event) is not None
+        assert (stored(root, event)["value"], stored(root, event)["identity"]) == (winner == ALICE, winner)  # type: ignore[index]
+
+
+def test_five_hundred_answers_in_one_batch_reach_their_waits(
+    root: Path, server: HitlServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    events = hitl.new_events("label-ok", [{"n": n} for n in range(500)], data_type=bool, poll_interval_seconds=60)
+    arrived: dict[str, float] = {}
+
+    def consume() -> None:
+        for event, _value in hitl.as_completed(events):
+            arrived[event.request_id] = time.monotonic()
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    items = [{"request_id": e.request_id, "token": e.token, "value": True} for e in events]
+    started = time.monotonic()
+    reply = batch(server.url, items)
+    stored_all = time.monotonic()
+    assert [r["status"] for r in reply.json()["results"]] == [200] * 500
+    consumer.join(60)
+    assert not consumer.is_alive() and len(arrived) == 500
+    with capsys.disabled():
+        print(
+            f"\n500 answers in one batch (local root): stored in {stored_all - started:.2f} s; "
+            f"the last wait returned {max(arrived.values()) - stored_all:+.2f} s after the reply"
+        )
