@@ -70,6 +70,18 @@ def test_an_identified_respondent_gets_controls_without_a_token(root: Path, stor
         stop_server(httpd, thread)
 
 
+def test_the_inbox_shows_a_group_of_questions_as_one_row(root: Path, store: Store) -> None:
+    httpd, thread = start_server(store, identity_header="X-Forwarded-Email")
+    try:
+        events = hitl.new_events("ok", [{"n": n} for n in range(3)], data_type=bool, respondents=["a@example.com"])
+        alone = hitl.new_event("deploy", data_type=bool, respondents=["a@example.com"])
+        inbox = request(httpd.url, "GET", "/inbox", headers={"X-Forwarded-Email": "a@example.com"}).text
+        assert f'href="{_review.link("ok")}"' in inbox and "ok · 3 waiting for you · soonest deadline" in inbox
+        assert f'href="/form/{alone.request_id}"' in inbox and f"/form/{events[0].request_id}" not in inbox
+    finally:
+        stop_server(httpd, thread)
+
+
 @pytest.mark.parametrize("path", ["/review/", "/review/%0A", "/review/" + "x" * 201, "/review/%FF"])
 def test_a_bad_group_is_404(server: HitlServer, path: str) -> None:
     assert request(server.url, "GET", path).status == 404

@@ -507,7 +507,11 @@ def inbox(site: Site, request: Request, _: str) -> Response:
     who = _who(site, request)
     if not who.identity:
         return html_reply(200, _html.inbox_page([], ""), csp=_html.inbox_csp())
-    return html_reply(200, _html.inbox_page(_waiting_for(site, who), who.identity), csp=_html.inbox_csp())
+    from . import _review
+
+    groups, mine = _review.collapse_inbox(_waiting_for(site, who))  # a group of several questions is one row
+    document = _review.with_groups(_html.inbox_page(mine, who.identity), groups, yours=True)
+    return html_reply(200, document, csp=_html.inbox_csp())
 
 
 def _waiting_for(site: Site, who: _policy.Who) -> list[tuple[Record, float, list[Record] | None]]:

@@ -190,14 +190,23 @@ def link(group: str, token: str | None = None) -> str:
     return f"{path}?token={quote(token, safe='')}" if token else path
 
 
+def _request(site: Site, listed: Listed) -> Record | None:
+    """The event's request (cached by the server, as the index's are), without reading its outcome."""
+    cached = site.records._get(site.store, listed, outcome=False)
+    return cached[0] if cached is not None else None
+
+
 def members(site: Site, group: str) -> list[tuple[Listed, Record, str, float]]:
-    """(listed, request, status, seconds left) of every event of `group`, oldest first."""
+    """(listed, request, status, seconds left) of every event of `group`, oldest first: one read of
+    each request not cached yet, and of the outcomes of this group's answered events only."""
     found = []
     for listed in site.listing.get(site.store):
-        row = site.records.row(site.store, listed)
-        if row is None or group_of(row[0]) != group:
+        request = _request(site, listed)
+        if request is None or group_of(request) != group:
             continue
-        found.append((listed, *row))
+        row = site.records.row(site.store, listed)
+        if row is not None:
+            found.append((listed, *row))
     found.sort(key=lambda m: (str(m[1].get("created_at", "")), m[0].request_id))
     return found
 
@@ -352,12 +361,17 @@ def _page_link(group: str, token: str | None, number: int) -> str:
 
 def collapse(site: Site, waiting: list[Listed], done: list[Listed]) -> tuple[list[Summary], list[Listed]]:
     """Groups with more than one event among `waiting` (each one summary row), and the waiting events
-    that are in no such group: a group of one is listed as before."""
+    that are in no such group: a group of one is listed as before. Reads no outcome: a finished event
+    counts as answered when it has one stored, and as expired otherwise."""
     rows = []
-    for listed in [*waiting, *done]:
+    for listed in waiting:
         row = site.records.row(site.store, listed)
         if row is not None:
             rows.append((listed, *row))
+    for listed in done:
+        request = _request(site, listed)
+        if request is not None:
+            rows.append((listed, request, "completed" if listed.answered else "expired", 0.0))
     summaries = {s.group: s for s in summarize((r, status, left) for _, r, status, left in rows)}
     grouped = {g for g, s in summaries.items() if s.waiting > 1}
     by_id = {listed.request_id: group_of(r) for listed, r, _, _ in rows}
@@ -365,23 +379,35 @@ def collapse(site: Site, waiting: list[Listed], done: list[Listed]) -> tuple[lis
     return [s for s in summaries.values() if s.group in grouped], rest
 
 
-def groups_section(summaries: Sequence[Summary]) -> str:
-    """The index's rows of groups, each opening its review page."""
+def groups_section(summaries: Sequence[Summary], *, yours: bool = False) -> str:
+    """The rows of groups for the index (or, `yours`, the inbox), each opening its review page."""
     if not summaries:
         return ""
+    counts = [
+        f"{s.waiting} waiting for you" if yours else f"{s.waiting} waiting · {s.answered} answered" for s in summaries
+    ]
     items = "".join(
         f'<li><a class="name" href="{esc(link(s.group))}">{esc(s.group)}</a>'
-        f'<p class="text">{esc(s.group)} · {s.waiting} waiting · {s.answered} answered · soonest deadline '
-        f"{esc(_html.time_left(s.soonest))}</p></li>"
-        for s in summaries
+        f'<p class="text">{esc(s.group)} · {c} · soonest deadline {esc(_html.time_left(s.soonest))}</p></li>'
+        for s, c in zip(summaries, counts, strict=True)
     )
     heading = f'<h2>Groups <span class="count">{len(summaries)}</span></h2>'
     return f'<section class="card">{heading}<ul class="events">{items}</ul></section>'
 
 
-def with_groups(document: str, summaries: Sequence[Summary]) -> str:
-    """The index `document` with its groups above the events."""
-    section = groups_section(summaries)
+def collapse_inbox(
+    rows: list[tuple[Record, float, list[Record] | None]],
+) -> tuple[list[Summary], list[tuple[Record, float, list[Record] | None]]]:
+    """The inbox's groups of more than one question (each one summary row), and the other questions."""
+    summaries = {s.group: s for s in summarize((r, "pending", left) for r, left, _ in rows)}
+    grouped = {g for g, s in summaries.items() if s.waiting > 1}
+    rest = [row for row in rows if group_of(row[0]) not in grouped]
+    return [s for s in summaries.values() if s.group in grouped], rest
+
+
+def with_groups(document: str, summaries: Sequence[Summary], *, yours: bool = False) -> str:
+    """The index (or inbox) `document` with its groups above the events."""
+    section = groups_section(summaries, yours=yours)
     head, sep, tail = document.partition('<section class="card">')
     return f"{head}{section}{sep}{tail}" if sep and section else document
 
@@ -391,8 +417,8 @@ def form_link(request: Mapping[str, Any]) -> str:
     form's visitor holds, unless the event is answered by identity)."""
     token = None if request.get("respondents") else str(request.get("token") or "") or None
     return (
-        f'<p class="note" id="group"><a href="{esc(link(group_of(request), token))}">'
-        f"Review all of {esc(group_of(request))}</a></p>"
+        f'<nav id="group" class="events" aria-label="Group"><p class="text">'
+        f'<a href="{esc(link(group_of(request), token))}">Review all of {esc(group_of(request))}</a></p></nav>'
     )
 
 
