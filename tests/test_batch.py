@@ -222,8 +222,11 @@ def test_the_cli_refuses_a_bad_file_before_sending_anything(
     assert "bad.jsonl:2: expected a JSON object, got list" in capsys.readouterr().err
     assert stored(root, event) is None
     assert main(["submit", "--batch", str(tmp_path / "missing.jsonl"), "--root", str(root)]) == 2
+    capsys.readouterr()
     assert main(["submit", event.request_id, "--root", str(root)]) == 2
-    assert "TARGET and VALUE, or --batch FILE" in capsys.readouterr().err
+    assert "the following arguments are required: value" in capsys.readouterr().err
+    assert main(["submit", event.request_id, "true", "--batch", str(path)]) == 2
+    assert "--batch takes no TARGET or VALUE" in capsys.readouterr().err
 
 
 def test_the_cli_reads_answers_from_stdin(root: Path) -> None:

@@ -66,6 +66,16 @@ def test_as_completed_yields_each_answer_as_it_comes(root: Path, server: HitlSer
     assert {e.request_id: v for e, v in answers} == {events[4].request_id: 40, events[2].request_id: 20}
 
 
+def test_as_completed_works_inside_a_running_event_loop(root: Path, server: HitlServer) -> None:
+    async def blocking_in_async() -> list[tuple[str, Any]]:
+        events = hitl.new_events("label-ok", [{"n": n} for n in range(3)], data_type=int)
+        answer(server.url, events, [0, 1, 2])
+        return sorted((e.request_id, v) for e, v in hitl.as_completed(events))
+
+    got = asyncio.run(blocking_in_async())
+    assert sorted(v for _, v in got) == [0, 1, 2]
+
+
 def test_as_completed_aio_yields_each_answer_and_ends_the_other_waits(root: Path, server: HitlServer) -> None:
     from flyteplugins.hitl import _wait
 

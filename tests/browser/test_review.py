@@ -14,7 +14,7 @@ import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _review
 from flyteplugins.hitl.server import HitlServer
 
-from .conftest import DESKTOP, NARROW, Tab
+from .conftest import ARTIFACTS, DESKTOP, NARROW, Tab
 from .test_a11y import AXE, audit
 
 pytestmark = pytest.mark.browser
@@ -58,6 +58,8 @@ def test_keyboard_answers_ten_then_approves_the_rest_in_bulk(served: HitlServer,
     values = [stored(root, e) for e in events]
     assert values.count(True) == 9 and values.count(False) == 1 and values.count(None) == 20
 
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    tab.page.screenshot(path=str(ARTIFACTS / "review-light-desktop.png"))  # the README's picture: the first screen
     tab.page.once("dialog", lambda dialog: (dialog.message == "Approve 20 selected?") and dialog.accept())
     for _ in range(20):
         tab.page.keyboard.press("x")
@@ -124,6 +126,3 @@ def test_the_review_page_passes_an_accessibility_audit(
     assert audit(tab, axe) == []
     tab.goto(served.url + "/")
     assert audit(tab, axe) == []
-    if scheme == "light" and size == DESKTOP:
-        tab.goto(served.url + _review.link("mixed", oks[0].token))
-        tab.shot("review")

@@ -209,7 +209,11 @@ def _submit_batch(args: argparse.Namespace) -> int:
     from . import _batch
 
     if args.batch is None or args.target is not None:
-        raise ConfigurationError("submit takes TARGET and VALUE, or --batch FILE (one JSON answer a line)")
+        # As argparse words a missing argument: TARGET and VALUE are required unless --batch is given.
+        missing = "--batch takes no TARGET or VALUE" if args.batch else "the following arguments are required: "
+        missing += "" if args.batch else ("value" if args.target else "target, value")
+        print(printable(f"hitl submit: {missing} (see 'hitl submit --help')"), file=sys.stderr)
+        return 2
     endpoint = args.endpoint or os.environ.get(ENDPOINT_ENV) or None
     items = _batch.read_file(args.batch)
     results = _batch.answer_all(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeAlias, TypeVar
@@ -153,16 +154,26 @@ def as_completed(events: Iterable[Event[T]]) -> Iterator[tuple[Event[T], T]]:
         >>> for event, ok in hitl.as_completed(events):
         ...     record(event.request_id, ok)
     """
+    # The waits run on a loop of their own in its own thread, so this works in code that runs inside
+    # an event loop too (a blocking call in an async Flyte task).
     loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="hitl-as-completed", daemon=True)
+    thread.start()
     answers = _as_completed_aio(events)
+
+    async def following() -> tuple[Event[T], T]:
+        return await answers.__anext__()
+
     try:
         while True:
             try:
-                yield loop.run_until_complete(answers.__anext__())
+                yield asyncio.run_coroutine_threadsafe(following(), loop).result()
             except StopAsyncIteration:
                 return
     finally:
-        loop.run_until_complete(answers.aclose())
+        asyncio.run_coroutine_threadsafe(answers.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
         loop.close()
 
 

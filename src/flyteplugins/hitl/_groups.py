@@ -49,8 +49,6 @@ class Summary(NamedTuple):
     answered: int
     #: Seconds until the soonest deadline among the waiting items.
     soonest: float
-    #: The title of one of its events, for a group of one.
-    name: str
 
 
 def summarize(rows: Iterable[tuple[Mapping[str, Any], str, float]]) -> list[Summary]:
@@ -58,12 +56,12 @@ def summarize(rows: Iterable[tuple[Mapping[str, Any], str, float]]) -> list[Summ
     soonest deadline first."""
     counts: dict[str, list[Any]] = {}
     for request, status, left in rows:
-        entry = counts.setdefault(group_of(request), [0, 0, float("inf"), str(request.get("event_name", ""))])
+        entry = counts.setdefault(group_of(request), [0, 0, float("inf")])
         if status == "pending":
             entry[0] += 1
             entry[2] = min(entry[2], left)
         elif status == "completed":
             entry[1] += 1
-    summaries = [Summary(g, w, a, s, n) for g, (w, a, s, n) in counts.items()]
+    summaries = [Summary(g, w, a, s) for g, (w, a, s) in counts.items()]
     summaries.sort(key=lambda s: s.soonest)
     return summaries
