@@ -223,8 +223,9 @@ def test_the_cli_refuses_a_bad_file_before_sending_anything(
     assert stored(root, event) is None
     assert main(["submit", "--batch", str(tmp_path / "missing.jsonl"), "--root", str(root)]) == 2
     capsys.readouterr()
-    assert main(["submit", event.request_id, "--root", str(root)]) == 2
-    assert "the following arguments are required: value" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["submit", event.request_id, "--root", str(root)])  # without --batch, VALUE is still required
+    assert usage.value.code == 2 and "the following arguments are required: value" in capsys.readouterr().err
     assert main(["submit", event.request_id, "true", "--batch", str(path)]) == 2
     assert "--batch takes no TARGET or VALUE" in capsys.readouterr().err
 

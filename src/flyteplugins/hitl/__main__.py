@@ -179,7 +179,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    if args.batch is not None or args.target is None or args.value is None:
+    if args.batch is not None:
         return _submit_batch(args)
     try:
         value = json.loads(args.value) if args.json_value else args.value
@@ -208,11 +208,8 @@ def _submit_batch(args: argparse.Namespace) -> int:
     the first one refused (as ``hitl submit`` would exit for it alone)."""
     from . import _batch
 
-    if args.batch is None or args.target is not None:
-        # As argparse words a missing argument: TARGET and VALUE are required unless --batch is given.
-        missing = "--batch takes no TARGET or VALUE" if args.batch else "the following arguments are required: "
-        missing += "" if args.batch else ("value" if args.target else "target, value")
-        print(printable(f"hitl submit: {missing} (see 'hitl submit --help')"), file=sys.stderr)
+    if args.target is not None:
+        print("hitl submit: --batch takes no TARGET or VALUE (see 'hitl submit --help')", file=sys.stderr)
         return 2
     endpoint = args.endpoint or os.environ.get(ENDPOINT_ENV) or None
     items = _batch.read_file(args.batch)
@@ -237,6 +234,18 @@ class _Interrupted(Exception):
     def __init__(self, request_id: str) -> None:
         super().__init__(request_id)
         self.request_id = request_id
+
+
+class _Batch(argparse.Action):
+    """``--batch FILE``: the answers come from FILE, so TARGET and VALUE are no longer required."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, _: Any = None
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        for action in parser._actions:
+            if action.dest in ("target", "value"):
+                action.required = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -337,14 +346,13 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(run=_status)
 
     submit = command("submit", "answer an event: first answer wins")
-    submit.add_argument("target", nargs="?", help="the event's request id, or its form URL (which carries the token)")
+    submit.add_argument("target", help="the event's request id, or its form URL (which carries the token)")
     submit.add_argument(
-        "value",
-        nargs="?",
-        help="the answer, checked against the event's type and choices (after -- if it starts with '-')",
+        "value", help="the answer, checked against the event's type and choices (after -- if it starts with '-')"
     )
     submit.add_argument(
         "--batch",
+        action=_Batch,
         default=None,
         metavar="FILE",
         help='answers, one JSON object a line: {"request_id", "token"?, "value", "comment"?} (- reads stdin)',

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeAlias, TypeVar
 
@@ -65,8 +65,13 @@ async def _new_events_aio(
         async with gate:
             _preset_request_id.set(request_id)  # this task's own context, copied into its thread
             _preset_token.set(token)
-            args = (name, data_type, "run", text, timeout_seconds, poll_interval_seconds)
-            return await asyncio.to_thread(_create, *args, details=details, **options)
+
+            def make() -> Event[T]:
+                return _create(
+                    name, data_type, "run", text, timeout_seconds, poll_interval_seconds, details=details, **options
+                )
+
+            return await asyncio.to_thread(make)
 
     first = await asyncio.ensure_future(one(ids[0], None, *split[0]))
     rest = zip(ids[1:], split[1:], strict=True)
@@ -126,10 +131,10 @@ def new_events(
         return [first, *(f.result() for f in futures)]
 
 
-async def _as_completed_aio(events: Iterable[Event[T]]) -> AsyncIterator[tuple[Event[T], T]]:
+async def _as_completed_aio(events: Iterable[Event[T]]) -> AsyncGenerator[tuple[Event[T], T], None]:
     events = list(events)
     order = {id(e): n for n, e in enumerate(events)}
-    tasks = {asyncio.ensure_future(e.wait.aio()): e for e in events}
+    tasks: dict[asyncio.Future[Any], Event[T]] = {asyncio.ensure_future(e.wait.aio()): e for e in events}
     pending: set[asyncio.Future[Any]] = set(tasks)
     try:
         while pending:
