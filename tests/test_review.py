@@ -122,3 +122,42 @@ def test_a_page_of_100_from_1000_waiting_items(root: Path, store: Store, capsys:
     with capsys.disabled():
         print(f"\nreview page of 100 of 1,000 waiting (server time): first visit {first * 1000:.0f} ms, then")
         print(f"{max(took) * 1000:.0f} ms at most")
+
+
+def test_reviewers_see_who_is_on_which_item(root: Path, store: Store) -> None:
+    httpd, thread = start_server(store, identity_header="X-Forwarded-Email")
+    try:
+        events = hitl.new_events("ok", [{"n": n} for n in range(3)], data_type=bool, respondents=["a@x.org", "b@x.org"])
+        ids = [e.request_id for e in events]
+        path = _review.link(events[0].group)
+
+        def claim(who: str | None, viewer: str, item: str | None) -> dict[str, str]:
+            headers = {"Content-Type": "application/json", **({"X-Forwarded-Email": who} if who else {})}
+            body = json.dumps({"viewer": viewer, "claim": item, "ids": ids}).encode()
+            reply = request(httpd.url, "POST", path, body, headers)
+            assert reply.status == 200, reply.text
+            return reply.json()["claims"]
+
+        assert claim("a@x.org", "page-aaaaaaaa", ids[1]) == {}
+        assert claim("b@x.org", "page-bbbbbbbb", ids[2]) == {ids[1]: "a@x.org"}
+        assert claim("a@x.org", "page-aaaaaaaa", ids[0]) == {ids[2]: "b@x.org"}  # a moved on: item 1 is free
+        assert claim(None, "page-cccccccc", None) == {ids[0]: "a@x.org", ids[2]: "b@x.org"}
+        assert claim(None, "page-dddddddd", ids[1]) == {ids[0]: "a@x.org", ids[2]: "b@x.org"}
+        assert claim("a@x.org", "page-aaaaaaaa", ids[0]) == {ids[1]: "someone", ids[2]: "b@x.org"}
+        bad = request(httpd.url, "POST", path, b'{"viewer": "x", "ids": []}', {"Content-Type": "application/json"})
+        assert bad.status == 400 and "viewer" in bad.json()["detail"]
+        cross = request(
+            httpd.url, "POST", path, b"{}", {"Content-Type": "application/json", "Origin": "https://evil.example"}
+        )
+        assert cross.status == 403
+    finally:
+        stop_server(httpd, thread)
+
+
+def test_a_claim_expires() -> None:
+    now = [0.0]
+    claims = _review.Claims(clock=lambda: now[0])
+    claims.claim("item-1", "id:a", "a@x.org")
+    assert claims.others(["item-1"], "id:b") == {"item-1": "a@x.org"}
+    now[0] = _review.CLAIM_SECONDS + 1
+    assert claims.others(["item-1"], "id:b") == {}

@@ -912,6 +912,13 @@ def review(site: Site, request: Request, group: str) -> Response:
     return _review.review(site, request, group)
 
 
+def review_claim(site: Site, request: Request, group: str) -> Response:
+    """``POST /review/<group>``: a reviewer's short-lived claim on the item in front of them (see `_review`)."""
+    from . import _review
+
+    return _review.claim(site, request, group)
+
+
 def submit_batch(site: Site, request: Request, _: str) -> Response:
     """``POST /submit/batch``: many answers, each checked and stored as if sent alone (see `_batch`)."""
     from . import _batch
@@ -930,7 +937,7 @@ _EXACT: dict[str, dict[str, Endpoint]] = {
     "/slack/interactions": {"POST": slack_interactions},
 }
 _PREFIXED: dict[str, dict[str, Endpoint]] = {"/form/": {"GET": form}, "/status/": {"GET": status}}
-_PREFIXED["/review/"] = {"GET": review}
+_PREFIXED["/review/"] = {"GET": review, "POST": review_claim}
 
 
 def phrase(status: int) -> str:

@@ -13,12 +13,27 @@ import base64
 import functools
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
 from . import _html, _markdown, _policy
-from ._endpoints import Request, Response, Site, _query, _refuse, _who, html_reply
+from ._endpoints import (
+    JSON,
+    Request,
+    Response,
+    Site,
+    _check_same_origin,
+    _media_type,
+    _query,
+    _refuse,
+    _who,
+    html_reply,
+    json_reply,
+)
+from ._endpoints import _body as _request_body
 from ._errors import HitlError
 from ._groups import MAX_GROUP, Summary, group_of, summarize
 from ._html import esc
@@ -70,8 +85,25 @@ function go(n, stay) {
   all.forEach(function (r) { r.classList.remove('current'); r.removeAttribute('aria-current'); });
   all[at].classList.add('current'); all[at].setAttribute('aria-current', 'true');
   if (!stay) all[at].focus();
+  if (typeof claim === 'function' && all[at].getAttribute('data-id') !== claimed) setTimeout(claim, 0);
 }
 function current() { return rows()[at]; }
+var viewer = Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2), claimed = null;
+function claim() {
+  var r = current(), ids = rows().map(function (x) { return x.getAttribute('data-id'); });
+  claimed = r ? r.getAttribute('data-id') : null;
+  fetch(location.pathname, {method: 'POST', headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({viewer: viewer, claim: claimed, ids: ids.slice(0, 100)})})
+    .then(function (r) { return r.ok ? r.json() : {claims: {}}; })
+    .then(function (j) {
+      rows().forEach(function (x) {
+        var who = j.claims[x.getAttribute('data-id')], note = x.querySelector('.claim');
+        note.textContent = who ? who + ' is on this item' : '';
+      });
+    })
+    .catch(function () {});
+}
+setInterval(claim, 10000);
 function send(items) {
   if (!items.length) return;
   say('Sending ' + items.length + ' answer(s)...');
@@ -307,7 +339,7 @@ def _body(
             f'<tr data-id="{rid}" data-type="{esc(r.get("data_type"))}"{extra} tabindex="-1">'
             f"<td>{pick}</td>"
             f'<td><a class="open" href="{esc(form)}">{esc(_html.one_line(title, 200))}</a>'
-            f'<p class="hint">{esc(_html.time_left(left))}</p></td>{cells}'
+            f'<p class="hint">{esc(_html.time_left(left))}</p><p class="hint claim" aria-live="polite"></p></td>{cells}'
             f'<td class="act">{control}<p class="row-error" role="alert"></p></td></tr>'
         )
     if body:
@@ -426,3 +458,79 @@ def with_form_link(document: str, request: Mapping[str, Any]) -> str:
     """An item's form `document` with the link to its group's review page."""
     head, sep, tail = document.rpartition("</article>")
     return f"{head}{form_link(request)}{sep}{tail}" if sep else document
+
+
+# -- who is on which item ---------------------------------------------------------------------------------
+
+#: Seconds a claim lasts unless the page renews it; the page renews the claim on its current row every 10 s.
+CLAIM_SECONDS = 30.0
+#: Most items one claims request asks about (a page's rows).
+MAX_CLAIMED = PAGE_SIZE
+
+
+class Claims:
+    """Short-lived, best-effort claims of one server: which reviewer has which item in front of them, so
+    that two people splitting a group rarely pick the same one. Kept in memory: another replica does not
+    see them, and a collision is still only a 409 on one row, never a lost answer."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._held: dict[str, tuple[str, str, float]] = {}  # request id -> (viewer key, shown name, expiry)
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def claim(self, request_id: str, key: str, name: str) -> None:
+        with self._lock:
+            now = self._clock()
+            self._held = {rid: held for rid, held in self._held.items() if held[2] > now and held[0] != key}
+            self._held[request_id] = (key, name, now + CLAIM_SECONDS)
+
+    def others(self, request_ids: Sequence[str], key: str) -> dict[str, str]:
+        """The live claims by others on `request_ids`: request id -> who."""
+        with self._lock:
+            now = self._clock()
+            held = [(rid, self._held.get(rid)) for rid in request_ids]
+        return {rid: h[1] for rid, h in held if h is not None and h[2] > now and h[0] != key}
+
+
+_claims_lock = threading.Lock()
+
+
+def claims_of(site: Site) -> Claims:
+    """The claims of `site`'s server, kept on the site itself (they live and go with it)."""
+    with _claims_lock:
+        held = site.__dict__.get("_review_claims")
+        if held is None:
+            held = site.__dict__["_review_claims"] = Claims()
+        return held  # type: ignore[no-any-return]
+
+
+def claim(site: Site, request: Request, _: str) -> Response:
+    """``POST /review/<group>`` ``{"viewer", "claim": request_id | null, "ids": [...]}``: claim the item
+    in front of this reviewer and hear who is on the others (``{"claims": {request_id: who}}``). The name
+    shown is the identity the proxy vouches for; a visitor known by nothing else is "someone"."""
+    _check_same_origin(site, request)
+    if _media_type(request) != JSON:
+        raise _refuse(415, f"expected {JSON}, got {_media_type(request) or 'nothing'!r}")
+    try:
+        payload = json.loads(_request_body(request))
+    except (ValueError, RecursionError) as e:
+        raise _refuse(400, f"malformed JSON body: {e}") from None
+    if not isinstance(payload, dict):
+        raise _refuse(400, f"expected a JSON object, got {type(payload).__name__}")
+    viewer, claimed, ids = payload.get("viewer"), payload.get("claim"), payload.get("ids")
+    if not isinstance(viewer, str) or not 8 <= len(viewer) <= 64 or not viewer.isascii():
+        raise _refuse(400, "viewer must be the page's random id, 8 to 64 ASCII characters")
+    if (
+        not isinstance(ids, list)
+        or len(ids) > MAX_CLAIMED
+        or not all(isinstance(i, str) and len(i) <= 200 for i in ids)
+    ):
+        raise _refuse(400, f"ids must be a list of at most {MAX_CLAIMED} request ids")
+    if claimed is not None and (not isinstance(claimed, str) or claimed not in ids):
+        raise _refuse(400, "claim must be one of ids, or null")
+    who = _who(site, request)
+    key = f"id:{who.identity}" if who.identity else f"page:{viewer}"
+    held = claims_of(site)
+    if claimed is not None:
+        held.claim(claimed, key, who.identity or "someone")
+    return json_reply(200, {"claims": held.others(ids, key)})
