@@ -110,11 +110,6 @@ def test_buttons_do_what_the_keys_do_and_the_filter_narrows(served: HitlServer, 
 def test_the_review_page_passes_an_accessibility_audit(
     served: HitlServer, open_tab: OpenTab, axe: str, scheme: str, size: tuple[int, int]
 ) -> None:
-    @dataclasses.dataclass
-    class Label:
-        name: str
-        score: int
-
     details = [{"image": f"img-{n}.png", "model": "v3", "confidence": 0.9} for n in range(3)]
     oks = hitl.new_events("label-ok", details, data_type=bool, group="mixed", comment_required_on_reject=True)
     hitl.new_events("size", details[:1], data_type=str, choices=["S", "M", "L"], group="mixed")
@@ -140,3 +135,28 @@ def test_a_reviewer_sees_the_item_another_one_is_on(served: HitlServer, open_tab
         "the other reviewer's claim shown",
     )
     assert second.page.inner_text("#review tbody tr:nth-child(1) .claim") == ""
+
+
+@dataclasses.dataclass
+class Label:
+    name: str
+    score: int
+
+
+def test_a_structured_item_is_answered_inline(served: HitlServer, open_tab: OpenTab, root: Path) -> None:
+    events = hitl.new_events("label", [{"image": "a.png"}, {"image": "b.png"}], data_type=Label, group="labels")
+    tab = open_tab("light", DESKTOP)
+    tab.goto(served.url + _review.link("labels", events[0].token))
+    tab.page.keyboard.press("Enter")
+    form = tab.page.locator("#review tbody tr").first.locator(".inline form")
+    form.get_by_label("Name").fill("cat")
+    form.get_by_label("Score").fill("many")
+    form.get_by_role("button", name="Submit answer").click()
+    tab.until(lambda: tab.page.locator("#review .inline .field-error").count() > 0, "the refusal shown in the row")
+    assert count_rows(tab) == 2 and stored(root, events[0]) is None and stored(root, events[1]) is None
+    form = tab.page.locator("#review tbody tr").first.locator(".inline form")
+    form.get_by_label("Score").fill("4")
+    form.get_by_role("button", name="Submit answer").click()
+    tab.until(lambda: count_rows(tab) == 1, "the row answered inline left")
+    assert {json.dumps(stored(root, e)) for e in events} == {"null", json.dumps({"name": "cat", "score": 4})}
+    assert tab.csp_violations() == []

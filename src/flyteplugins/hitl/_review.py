@@ -54,6 +54,7 @@ overflow-wrap:anywhere}
 .review tr.current{outline:3px solid var(--accent);outline-offset:-3px}
 .review tr.picked{background:var(--accent-soft)}
 .review td.act{white-space:nowrap}
+.review .inline{white-space:normal;min-width:16rem;max-width:32rem}
 .review button,.bar button{flex:none;min-height:2.75rem;font-size:.95rem;padding:.35rem .8rem;margin:.1rem}
 .review input[type=text]{display:inline-block;width:9rem;min-height:2.75rem;font-size:1rem;padding:.3rem .5rem}
 .review input[type=checkbox]{width:1.3rem;height:1.3rem}
@@ -156,8 +157,39 @@ var actions = {
     if (window.confirm('Approve ' + items.length + ' selected?')) send(items);
   },
   '/': function () { document.getElementById('filter').focus(); },
-  Enter: function () { var r = current(); var a = r && r.querySelector('a.open'); if (a) a.click(); }
+  Enter: function () {
+    var r = current(); if (!r) return;
+    if (r.querySelector('button[data-inline]')) { inline(r); return; }
+    var a = r.querySelector('a.open'); if (a) a.click();
+  }
 };
+// A structured item: its form, taken from its own page, answered in the row; a refusal shows the form
+// again with the server's messages.
+function inline(row) {
+  var panel = row.querySelector('.inline');
+  if (panel.firstChild) { panel.textContent = ''; return; }
+  fetch(row.querySelector('a.open').getAttribute('href'))
+    .then(function (r) { return r.text(); }).then(function (html) { place(row, html); })
+    .catch(function () { say('The server could not be reached; try again.'); });
+}
+function place(row, html) {
+  var doc = new DOMParser().parseFromString(html, 'text/html'), panel = row.querySelector('.inline');
+  var form = doc.querySelector('form[action="/submit"]'), alert = doc.getElementById('error');
+  panel.textContent = '';
+  if (!form) { row.remove(); say('That item is answered already.'); go(at); return; }
+  if (alert) panel.appendChild(document.adoptNode(alert));
+  panel.appendChild(document.adoptNode(form));
+  form.addEventListener('submit', function (e) {
+    e.preventDefault();
+    var data = new URLSearchParams(new FormData(form, e.submitter));
+    fetch('/submit', {method: 'POST', body: data}).then(function (r) {
+      if (r.status === 200) { row.remove(); done++; mine.push(Date.now()); show(); say('1 of 1 answered.'); go(at); }
+      else if (r.status === 409 || r.status === 410) { row.remove(); go(at); }
+      else { r.text().then(function (h) { place(row, h); }); }
+    });
+  });
+  var first = form.querySelector('input:not([type=hidden]),select,textarea'); if (first) first.focus();
+}
 function pick(n) {
   var r = current(); if (!r) return;
   var b = r.querySelectorAll('button[data-value]')[n - 1]; if (b) b.click();
@@ -174,11 +206,12 @@ document.addEventListener('keydown', function (e) {
   else if (/^[1-9]$/.test(e.key)) { pick(Number(e.key)); e.preventDefault(); }
 });
 document.addEventListener('click', function (e) {
-  var b = e.target.closest('button'); if (!b) return;
+  var b = e.target.closest('button'); if (!b || b.closest('.inline')) return;
   if (b.hasAttribute('data-key')) { actions[b.getAttribute('data-key')](); return; }
   var row = b.closest('tr[data-id]'); if (!row) return;
   at = rows().indexOf(row); go(at);
   if (b.hasAttribute('data-value')) { send([{row: row, value: JSON.parse(b.getAttribute('data-value'))}]); }
+  else if (b.hasAttribute('data-inline')) { inline(row); }
   else if (b.hasAttribute('data-answer')) { var v = value(row, b.getAttribute('data-answer')); if (v) send([v]); }
   else if (b.hasAttribute('data-send')) {
     var input = row.querySelector('input[type=text]'), text = input.value, kind = row.getAttribute('data-type');
@@ -307,7 +340,8 @@ def _control(request: Mapping[str, Any], n: int) -> str:
             f'inputmode="{"text" if kind == "str" else "decimal"}">'
             f'<button type="button" data-send="1" aria-label="Send the answer to item {n}">Send</button>'
         )
-    return ""  # a structured answer: its form (Enter)
+    # A structured answer: its own form, fetched into the row (Enter).
+    return f'<button type="button" data-inline="1" aria-label="Answer item {n} here: {name}">Answer here</button>'
 
 
 def _body(
@@ -340,7 +374,7 @@ def _body(
             f"<td>{pick}</td>"
             f'<td><a class="open" href="{esc(form)}">{esc(_html.one_line(title, 200))}</a>'
             f'<p class="hint">{esc(_html.time_left(left))}</p><p class="hint claim" aria-live="polite"></p></td>{cells}'
-            f'<td class="act">{control}<p class="row-error" role="alert"></p></td></tr>'
+            f'<td class="act">{control}<p class="row-error" role="alert"></p><div class="inline"></div></td></tr>'
         )
     if body:
         table = (
