@@ -286,3 +286,22 @@ def test_five_hundred_answers_in_one_batch_reach_their_waits(
             f"\n500 answers in one batch (local root): stored in {stored_all - started:.2f} s; "
             f"the last wait returned {max(arrived.values()) - stored_all:+.2f} s after the reply"
         )
+
+
+def test_five_hundred_answers_in_one_batch_on_s3(s3_root: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    store = Store(s3_root)
+    httpd, thread = start_server(store)
+    try:
+        events = hitl.new_events("label-ok", [{"n": n} for n in range(500)], data_type=bool, poll_interval_seconds=60)
+        items = [{"request_id": e.request_id, "token": e.token, "value": True} for e in events]
+        started = time.monotonic()
+        reply = batch(httpd.url, items)
+        took = time.monotonic() - started
+        assert [r["status"] for r in reply.json()["results"]] == [200] * 500
+        assert all(store.read_response(e.request_id) is not None for e in events[::50])
+    finally:
+        stop_server(httpd, thread)
+    with capsys.disabled():
+        print(f"\n500 answers in one batch on moto S3: stored in {took:.2f} s")
