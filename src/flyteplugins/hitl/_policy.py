@@ -160,13 +160,10 @@ def check_credentials(request: Record, who: Who, token: object) -> None:
 
 
 def check_viewer(request: Record, who: Who, token: object) -> None:
-    """Who may open an event's form or status: whoever holds its token, or an identified respondent."""
+    """Who may open an event's form or status: whoever holds its token, or an identified respondent.
+    Anyone else gets `InvalidTokenError`, as for an unknown id: no one learns which events exist."""
     if is_respondent(request, who) or _token_matches(request, token):
         return
-    if request.get("respondents") and not who.identity and not token:
-        raise NotIdentifiedError(
-            str(request["request_id"]), "no identity came with this request; sign in through the proxy"
-        )
     raise InvalidTokenError(str(request["request_id"]))
 
 

@@ -36,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO, cast
 
 from . import _endpoints, _policy, _wait, _wake
-from ._endpoints import Request, Response, Site
+from ._endpoints import Request, Response, Site, trusted_proxies
 from ._errors import ConfigurationError
 from ._store import Record, Store
 from ._watch import Watch
@@ -534,17 +534,19 @@ def make_server(
 
     `on_answer(request_id, response)` is called with each outcome the server stores, after its reply.
     `identity_header` defaults to ``$FLYTE_HITL_IDENTITY_HEADER``; set it only behind a proxy that sets it.
-    ``FLYTE_HITL_TRUSTED_PROXY=1`` takes the server's own origin from ``X-Forwarded-Host`` and
-    ``X-Forwarded-Proto``; ``FLYTE_HITL_MAX_CONNECTIONS`` caps the connections served at once. A
-    server bound to a loopback address answers only requests whose ``Host`` is a loopback name or
-    address (``127.0.0.1``, ``localhost``, ``[::1]``), so a page of another site cannot reach it under
-    a name of its own (DNS rebinding); others get 421.
+    Proxy headers (identity, groups, ``X-Forwarded-Host`` and ``X-Forwarded-Proto``) are believed only
+    from the peers ``FLYTE_HITL_TRUSTED_PROXIES`` names (loopback by default); ``FLYTE_HITL_TRUSTED_PROXY=1``,
+    which it supersedes, takes the forwarded host and scheme from any peer. ``FLYTE_HITL_MAX_CONNECTIONS``
+    caps the connections served at once. A server bound to a loopback address answers only requests
+    whose ``Host`` is a loopback name or address (``127.0.0.1``, ``localhost``, ``[::1]``), so a page of
+    another site cannot reach it under a name of its own (DNS rebinding); others get 421.
 
     Example:
         >>> httpd = make_server(Store("/tmp/flyte/hitl"), port=0)
         >>> httpd.server_close()
     """
     header = _policy.identity_header(identity_header)
+    trusted_proxies()  # a bad FLYTE_HITL_TRUSTED_PROXIES entry is refused before the port is bound
     trusted = os.environ.get(TRUSTED_PROXY_ENV, "").strip().lower()
     if trusted not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
         raise ConfigurationError(f"{TRUSTED_PROXY_ENV} must be 1 or 0 (or true/false, yes/no, on/off), got {trusted!r}")
