@@ -6,6 +6,8 @@ Also `Store.list_events`, the one listing the index reads per visit, on each kin
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import ipaddress
 import json
 import logging
 import os
@@ -21,10 +23,22 @@ import pytest
 from conftest import until
 from s3_helpers import MotoS3, S3Bucket, use_root
 
-from flyteplugins.hitl import _answers
-from flyteplugins.hitl._endpoints import PAGE_SIZE, Replies, Request, Response, Site, _headers, handle, trusted_proxies
+from flyteplugins.hitl import _answers, _policy
+from flyteplugins.hitl._endpoints import (
+    MAX_LISTED,
+    PAGE_SIZE,
+    Replies,
+    Request,
+    Response,
+    Site,
+    _headers,
+    handle,
+    trusted_proxies,
+)
+from flyteplugins.hitl._errors import ConfigurationError
 from flyteplugins.hitl._store import Listed, Record, Store, _LocalBackend
 from flyteplugins.hitl._task_types import declare
+from flyteplugins.hitl.server import make_server, start_server, stop_server
 
 JSON_TYPE = {"Content-Type": "application/json"}
 FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -806,3 +820,221 @@ def test_a_few_long_polls_read_their_events_and_many_list_the_root(
         for poll in polls:
             poll.join(30)
     assert not any(poll.is_alive() for poll in polls)
+
+
+# -- proxy headers only from the proxy ----------------------------------------------------------------
+
+ALICE = "alice@example.com"
+
+
+def ask_from(source: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST on a new connection from the loopback address `source` (another address plays another peer)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        reply = conn.getresponse()
+        reply.read()
+        return reply.status
+    finally:
+        conn.close()
+
+
+def test_identity_headers_count_only_from_a_trusted_proxy(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FLYTE_HITL_TRUSTED_PROXIES", "127.0.0.1/32")
+    httpd, thread = start_server(store, identity_header="X-Forwarded-Email")
+    port = httpd.server_address[1]
+    event = make_event(store, respondents=[ALICE])
+    body = json.dumps({"request_id": event["request_id"], "value": 3}).encode()
+    headers = {**JSON_TYPE, "X-Forwarded-Email": ALICE}
+    try:
+        with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.server"):
+            for _ in range(3):
+                assert ask_from("127.0.0.2", port, "/submit/json", body, headers) == 403, "anonymous"
+        assert store.read_response(event["request_id"]) is None
+        [warning] = [r.getMessage() for r in caplog.records if "trusted proxy" in r.getMessage()]
+        assert "127.0.0.2" in warning and "FLYTE_HITL_TRUSTED_PROXIES" in warning, "once a minute at most"
+        assert ask_from("127.0.0.1", port, "/submit/json", body, headers) == 200
+    finally:
+        stop_server(httpd, thread)
+    stored = store.read_response(event["request_id"])
+    assert stored is not None and stored["identity"] == ALICE
+
+
+@pytest.mark.parametrize(
+    ("peer", "believed"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("10.0.0.9", False),
+        ("::ffff:10.0.0.9", False),
+        ("fe80::1%eth0", False),
+        ("", False),
+    ],
+)
+def test_by_default_identity_comes_from_loopback_peers_only(store: Store, peer: str, believed: bool) -> None:
+    site = Site(store, identity_header="X-Forwarded-Email")
+    event = make_event(store, respondents=[ALICE])
+    body = json.dumps({"request_id": event["request_id"], "value": 1}).encode()
+    headers = _headers([*JSON_TYPE.items(), ("X-Forwarded-Email", ALICE)])
+    assert handle(site, Request("POST", "/submit/json", headers, body, peer)).status == (200 if believed else 403)
+    assert (store.read_response(event["request_id"]) is not None) is believed
+
+
+def test_a_trusted_proxys_forwarded_origin_is_ours_and_no_one_elses(store: Store) -> None:
+    site = Site(store, trusted_proxies=trusted_proxies("10.0.0.0/24"))
+    proxied = [("X-Forwarded-Host", "hitl.example.com"), ("X-Forwarded-Proto", "https")]
+    for peer, status in (("10.0.0.9", 200), ("10.0.1.9", 403)):
+        event = make_event(store)
+        headers = _headers([*JSON_TYPE.items(), ("Host", "10.0.0.5:8080"), ("Origin", "https://hitl.example.com")])
+        for name, value in proxied:
+            headers[name] = value
+        assert handle(site, Request("POST", "/submit/json", headers, answer_json(event), peer)).status == status
+
+
+def test_trusted_proxies_are_addresses_and_ranges_of_both_families(monkeypatch: pytest.MonkeyPatch) -> None:
+    given = "10.0.0.1, 10.1.0.0/16 ,fd00::/8, ::ffff:192.168.0.0/112"
+    assert trusted_proxies(given) == (
+        ipaddress.ip_network("10.0.0.1/32"),
+        ipaddress.ip_network("10.1.0.0/16"),
+        ipaddress.ip_network("fd00::/8"),
+        ipaddress.ip_network("192.168.0.0/16"),
+    )
+    monkeypatch.delenv("FLYTE_HITL_TRUSTED_PROXIES", raising=False)
+    assert trusted_proxies() == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1"))
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.300", "proxy.example.com", "10.0.0.0/33", ""])
+def test_a_bad_trusted_proxy_entry_stops_the_server_from_starting(
+    store: Store, monkeypatch: pytest.MonkeyPatch, entry: str
+) -> None:
+    monkeypatch.setenv("FLYTE_HITL_TRUSTED_PROXIES", f"127.0.0.1, {entry}")
+    with pytest.raises(ConfigurationError, match=f"FLYTE_HITL_TRUSTED_PROXIES holds {entry!r}"):
+        make_server(store)
+
+
+# -- an event a person may not see looks unknown --------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", [None, "bob@example.com"])
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_an_event_a_person_may_not_see_is_refused_as_an_unknown_id(
+    store: Store, who: str | None, token: str | None
+) -> None:
+    site = Site(store, identity_header="X-Forwarded-Email", trusted_proxies=trusted_proxies("10.0.0.0/24"))
+    event = make_event(store, respondents=[ALICE])
+    headers = [("X-Forwarded-Email", who)] if who else []
+    query = f"?token={token}" if token else ""
+
+    def replies(rid: str) -> list[tuple[int, str]]:
+        fields = {"request_id": rid, "value": 1, **({"token": token} if token else {})}
+        shown = [
+            call(site, "GET", f"/form/{rid}{query}", **dict(headers)),
+            call(site, "GET", f"/status/{rid}{query}", **dict(headers)),
+            post(site, "/submit/json", json.dumps(fields).encode(), JSON_TYPE, headers),
+            post(site, "/submit", urlencode(fields).encode(), FORM_TYPE, headers),
+        ]
+        return [(r.status, r.body.decode().replace(rid, "ID")) for r in shown]
+
+    seen = replies(event["request_id"])
+    assert seen == replies(f"question-{uuid.uuid4().hex[:24]}")
+    assert [status for status, _ in seen] == [403] * 4
+    assert store.read_response(event["request_id"]) is None
+    assert call(site, "GET", f"/form/{event['request_id']}", X_Forwarded_Email=ALICE).status == 200
+
+
+# -- no outcome outlives a refusal ------------------------------------------------------------------------
+
+
+def test_a_refused_answer_reopens_the_event_in_every_view_of_every_server(store: Store) -> None:
+    trusted = trusted_proxies("10.0.0.0/24")
+    sites = [Site(Store(store.root), identity_header="X-Forwarded-Email", trusted_proxies=trusted) for _ in range(2)]
+    event = make_event(store, "ev-001", respondents=[ALICE])
+    rid = event["request_id"]
+
+    def views(site: Site) -> tuple[Record, str, str]:
+        [listed] = json.loads(call(site, "GET", "/events").body)["events"]
+        inbox = call(site, "GET", "/inbox", X_Forwarded_Email=ALICE).body.decode()
+        return listed, call(site, "GET", "/").body.decode(), inbox
+
+    answer = json.dumps({"request_id": rid, "value": 5}).encode()
+    assert post(sites[0], "/submit/json", answer, JSON_TYPE, [("X-Forwarded-Email", ALICE)]).status == 200
+    for site in sites:
+        listed, index, inbox = views(site)
+        assert (listed["status"], listed["state"]) == ("answered", "answered")
+        assert "Nothing is waiting" in index and f"/form/{rid}" not in inbox
+    # The waiting task's own type refuses the answer, as `_wait` records it: the event takes answers again.
+    found = store.read_outcome(rid)
+    assert found.response is not None
+    error = "5 is more than the maximum 3"
+    assert store.create_refusal(rid, found.slot, _answers.refusal_record(rid, found.slot, found.response, error, {}))
+    for site in sites:
+        listed, index, inbox = views(site)
+        assert (listed["status"], listed["state"], listed["refused"]["error"]) == ("waiting", "waiting", error)
+        assert names_in(index.split("Answered or expired")[0]) == ["ev-001"]
+        assert f"/form/{rid}" in inbox
+
+
+def test_a_stranded_quorum_decision_is_settled_by_the_listing_that_reads_its_votes(store: Store) -> None:
+    event = make_event(store, "ship", data_type="bool", quorum=2)
+    rid = event["request_id"]
+    for who in (ALICE, "bob@example.com"):  # both votes stored, the decision never written
+        vote = {"identity": who, "value": True, "via": "json", "voted_at": _answers.utc_now()}
+        assert store.create_vote(rid, _policy.vote_key(who), vote)
+    [listed] = json.loads(call(Site(store), "GET", "/events").body)["events"]
+    assert listed["state"] == "answered"
+    decided = store.read_response(rid)
+    assert decided is not None and decided["value"] is True and len(decided["votes"]) == 2
+
+
+# -- reads bounded by the page ------------------------------------------------------------------------------
+
+
+def test_events_reads_the_records_of_the_events_it_lists_whatever_the_root_holds(root: Path) -> None:
+    store = CountingStore(str(root))
+    start = time.time() - 1000
+    events = [make_event(store, f"ev-{i:05d}", created=start + i / 20) for i in range(12_000)]
+    for event in events[-5:]:
+        _answers.submit(store, event, "1", via="json", client="x")
+    site = Site(store)
+    store.reads = 0
+    listed = json.loads(call(site, "GET", "/events").body)["events"]
+    assert len(listed) == MAX_LISTED
+    assert [e["event_name"] for e in listed[:6]] == [f"ev-{i:05d}" for i in range(11_999, 11_993, -1)]
+    assert [e["state"] for e in listed[:6]] == ["answered"] * 5 + ["waiting"]
+    # One read per listed event's request, one per listed outcome: nothing of the other 11,000.
+    assert store.reads <= MAX_LISTED + 5
+    store.reads = 0
+    call(site, "GET", "/events")
+    assert store.reads == 0, "requests, and outcomes in their slot, never change"
+
+
+def test_the_index_and_inbox_read_each_approvals_votes_once_per_change(root: Path) -> None:
+    store = CountingStore(str(root))
+    approvals = [
+        make_event(store, f"ev-{i:03d}", data_type="bool", quorum=2, respondents=[ALICE, "bob@example.com"])
+        for i in range(60)
+    ]
+    for event in approvals:
+        bob = {"identity": "bob@example.com", "value": True, "via": "json", "voted_at": _answers.utc_now()}
+        store.create_vote(event["request_id"], _policy.vote_key("bob@example.com"), bob)
+    site = Site(store, identity_header="X-Forwarded-Email", trusted_proxies=trusted_proxies("10.0.0.0/24"))
+    counted = store.counted
+    before = counted.requests()
+    assert "1 of 2" in call(site, "GET", "/").body.decode()
+    index = counted.requests() - before
+    before = counted.requests()
+    assert "1 of 2" in call(site, "GET", "/inbox", X_Forwarded_Email=ALICE).body.decode()
+    inbox = counted.requests() - before
+    # A listing, each request once, then each shown approval's votes (a listing and a read each).
+    assert (index, inbox) == (1 + 60 + 2 * PAGE_SIZE, 1 + 2 * (60 - PAGE_SIZE))
+    for path in ("/", "/inbox", "/"):
+        before = counted.reads, counted.vote_listings, counted.listings
+        page = call(site, "GET", path, X_Forwarded_Email=ALICE).body.decode()
+        assert "1 of 2" in page
+        # No vote is read twice: a later view lists the root, and each approval's votes at most once a second.
+        assert counted.reads == before[0] and counted.listings == before[2] + 1
+        assert counted.vote_listings - before[1] <= 60
