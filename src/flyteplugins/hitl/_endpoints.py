@@ -42,7 +42,7 @@ from ._errors import (
     NotIdentifiedError,
     StorageError,
 )
-from ._store import Listed, Outcome, Record, Store
+from ._store import Listed, Record, Store
 from ._watch import Watch
 
 logger = logging.getLogger("flyteplugins.hitl.server")
@@ -85,9 +85,6 @@ def trusted_proxies(text: str | None = None) -> tuple[Network, ...]:
                 f"{TRUSTED_PROXIES_ENV} holds {entry!r}, which is not an IP address or CIDR range "
                 "(expected e.g. '10.0.0.0/8, fd00::/8, 127.0.0.1')"
             ) from None
-        mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
-        if mapped is not None and network.prefixlen >= 96:  # ::ffff:10.0.0.0/104 is 10.0.0.0/8
-            network = ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
         networks.append(network)
     return tuple(networks)
 
@@ -156,16 +153,14 @@ class Replies:
 
 
 class Row(NamedTuple):
-    """A listed event as the index, the inbox and ``/events`` show it."""
+    """A listed event as the index, the inbox and ``/events`` show it: its request, status ("pending",
+    "completed" or "expired"), seconds left, the refusal it waits again after, and the votes so far of a
+    waiting approval with a quorum (None for any other event)."""
 
     request: Record
-    #: "pending", "completed" or "expired".
     status: str
-    #: Seconds until its deadline (negative once past).
     left: float
-    #: While it waits again: the task's refusal of the answer before (see `Store.read_listed`).
     refusal: Record | None
-    #: The votes of a waiting approval with a quorum, in the order cast; None for any other event.
     votes: list[Record] | None
 
 
@@ -218,10 +213,10 @@ class _Seen:
             return None
         left = seconds_left(request)
         key = (event.request_id, event.slot, event.answered)
-        try:
+        try:  # the outcome in the listed slot, or the refusal that opened it
             found = (
-                self._read(key, lambda: _outcome_record(store.read_listed(event)))
-                if event.slot or event.answered
+                self._read(key, lambda: (o := store.read_listed(event)).response or o.refusal)
+                if key[1:] != (0, False)
                 else None
             )
         except StorageError as e:
@@ -256,10 +251,6 @@ class _Seen:
             self._damaged.add(event.request_id)
         if first:
             logger.warning("the index leaves out %s: %s", event.request_id, e)
-
-
-def _outcome_record(found: Outcome) -> Record | None:
-    return found.response if found.response is not None else found.refusal
 
 
 @dataclass
@@ -365,8 +356,6 @@ def _refusal(e: HitlError, page: str | None = None) -> _Refusal | None:
     """The reply for an error caused by the request, or None for our own failures."""
     for kind, status in _STATUS:
         if isinstance(e, kind):
-            if isinstance(e, EventNotFoundError):  # do not show clients where the root is
-                return _refuse(status, f"not_found: no event with request_id {e.request_id!r}", page=page)
             return _refuse(status, str(e), page=page, field_errors=getattr(e, "field_errors", None))
     return None
 
@@ -476,7 +465,7 @@ def health(site: Site, request: Request, _: str) -> Response:
     """``GET /health``."""
     from ._slack import SECRET_ENV
 
-    # What a task that uses this server needs to know: whether it can tell who answers, and take Slack's clicks.
+    # Whether this server can tell who answers, and take Slack's clicks: a task using it warns if not.
     body = {"status": "healthy", "identifies": bool(site.identity_header), "slack": bool(os.environ.get(SECRET_ENV))}
     return json_reply(200, body)
 
@@ -497,7 +486,7 @@ def index(site: Site, request: Request, _: str) -> Response:
     page = int(page_text)
     events = site.store.list_events()
     # An event without an outcome whose deadline passed (its waiter is gone) is shown as expired.
-    waiting = [e for e in events if not e.answered and _before_deadline(site, e)]
+    waiting = [e for e in events if not e.answered and (r := site.seen.request(site.store, e)) and seconds_left(r) > 0]
     still = {e.request_id for e in waiting}
     done = [e for e in events if e.request_id not in still]
     chosen = waiting if status == "pending" else done if status == "done" else waiting + done
@@ -519,11 +508,6 @@ def index(site: Site, request: Request, _: str) -> Response:
     return html_reply(200, document)
 
 
-def _before_deadline(site: Site, event: Listed) -> bool:
-    request = site.seen.request(site.store, event)
-    return request is not None and seconds_left(request) > 0
-
-
 #: The most events ``GET /events`` returns.
 MAX_LISTED = 1000
 
@@ -538,7 +522,7 @@ def events(site: Site, request: Request, _: str) -> Response:
     wanted = _query(request).get("status") or "all"
     if wanted not in ("all", *_answers.STATES.values()):
         raise _refuse(400, f"status must be waiting, answered or expired, got {wanted[:40]!r}")
-    listed = []
+    listed: list[Record] = []
     for e in site.store.list_events():
         if len(listed) >= MAX_LISTED:
             break
@@ -585,14 +569,11 @@ def _waiting_for(site: Site, who: _policy.Who, answered: str = "") -> list[tuple
         if request is None or not _policy.is_respondent(request, who) or _policy.refusal(request, who) is not None:
             continue
         row = site.seen.row(site.store, listed, request)
-        voter = _policy.vote_key(who.identity)
-        if (
-            row is None
-            or row.status != "pending"
-            or any(_policy.vote_key(str(v.get("identity"))) == voter for v in row.votes or ())
-        ):
-            continue
-        mine.append((row.request, row.left, row.votes))
+        voted = row is not None and any(
+            _policy.normal(str(v.get("identity"))) == _policy.normal(who.identity) for v in row.votes or ()
+        )
+        if row is not None and row.status == "pending" and not voted:
+            mine.append((row.request, row.left, row.votes))
     mine.sort(key=lambda item: item[1])
     return mine
 
