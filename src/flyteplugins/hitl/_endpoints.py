@@ -169,17 +169,16 @@ class _Seen:
 
     A request never changes once written, nor does the outcome or refusal stored in an answer slot, nor
     a vote: each is read once (the `capacity` most recently used are kept). Whether an event has an
-    outcome, and in which slot, comes from the listing each view makes, so a refusal that reopens an
-    event shows at the next view on every server; the votes of a waiting approval are listed again
-    after `votes_seconds`.
+    outcome, and in which slot, comes from the listing each view makes, and which votes a waiting
+    approval has from a listing of its votes: a refusal that reopens an event, or a vote, shows at the
+    next view on every server.
     """
 
     capacity = 10_000
-    votes_seconds = 1.0
 
     def __init__(self) -> None:
         self._kept: OrderedDict[tuple[str, int, bool], Record] = OrderedDict()  # requests and outcomes
-        self._votes: dict[str, tuple[float, dict[str, Record]]] = {}
+        self._votes: dict[str, dict[str, Record]] = {}
         self._lock = threading.Lock()
         self._damaged: set[str] = set()  # events whose records cannot be read, logged once each
 
@@ -231,16 +230,15 @@ class _Seen:
         return Row(request, _answers.status_of(request, response), left, refusal, votes)
 
     def votes(self, store: Store, request: Record) -> list[Record]:
-        """The votes on `request` in the order cast, listed again once `votes_seconds` old."""
+        """The votes on `request` in the order cast: a listing, and a read of each vote not read before."""
         request_id = str(request["request_id"])
         with self._lock:
-            at, known = self._votes.get(request_id, (-math.inf, {}))
-        if time.monotonic() - at >= self.votes_seconds:
-            known = store.read_votes(request_id, known)
-            with self._lock:
-                if len(self._votes) >= self.capacity:
-                    self._votes.clear()
-                self._votes[request_id] = (time.monotonic(), known)
+            known = self._votes.get(request_id)
+        known = store.read_votes(request_id, known)
+        with self._lock:
+            if len(self._votes) >= self.capacity:
+                self._votes.clear()
+            self._votes[request_id] = known
         return sorted(known.values(), key=lambda v: str(v.get("voted_at")))
 
     def _left_out(self, event: Listed, e: StorageError) -> None:
