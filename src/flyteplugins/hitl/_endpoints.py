@@ -169,9 +169,9 @@ class _Seen:
 
     A request never changes once written, nor does the outcome or refusal stored in an answer slot, nor
     a vote: each is read once (the `capacity` most recently used are kept). Whether an event has an
-    outcome, and in which slot, comes from the listing each view makes, and which votes a waiting
-    approval has from a listing of its votes: a refusal that reopens an event, or a vote, shows at the
-    next view on every server.
+    outcome, and in which slot, comes from the listing (`_Listing`, at most a second old), and which votes
+    a waiting approval has from a listing of its votes at each view: a refusal that reopens an event
+    shows within a second on every server, a vote at the next view.
     """
 
     capacity = 10_000
@@ -179,6 +179,7 @@ class _Seen:
     def __init__(self) -> None:
         self._kept: OrderedDict[tuple[str, int, bool], Record] = OrderedDict()  # requests and outcomes
         self._votes: dict[str, dict[str, Record]] = {}
+        self._deadlines: dict[str, float] = {}  # seconds since the epoch, by request id
         self._lock = threading.Lock()
         self._damaged: set[str] = set()  # events whose records cannot be read, logged once each
 
@@ -204,6 +205,15 @@ class _Seen:
         except StorageError as e:
             self._left_out(event, e)
             return None
+
+    def waiting(self, store: Store, event: Listed) -> bool:
+        """Whether a listed event takes answers: no outcome in its slot, and its deadline ahead."""
+        deadline = self._deadlines.get(event.request_id)
+        if deadline is None and not event.answered and (request := self.request(store, event)) is not None:
+            if len(self._deadlines) >= self.capacity:
+                self._deadlines.clear()
+            deadline = self._deadlines[event.request_id] = time.time() + seconds_left(request)
+        return not event.answered and deadline is not None and deadline > time.time()
 
     def row(self, store: Store, event: Listed, request: Record | None = None) -> Row | None:
         """The event as shown now, or None if its records are gone or damaged."""
@@ -251,6 +261,25 @@ class _Seen:
             logger.warning("the index leaves out %s: %s", event.request_id, e)
 
 
+class _Listing:
+    """The last listing of the root, shared by the visits of the next `seconds`: under load one listing
+    a second rather than one per visit, and no view shows a listing begun longer ago than that."""
+
+    seconds = 1.0
+
+    def __init__(self) -> None:
+        self._events: list[Listed] = []
+        self._at = -math.inf
+        self._lock = threading.Lock()
+
+    def get(self, store: Store) -> list[Listed]:
+        with self._lock:  # one visit lists while the others wait for its result
+            if time.monotonic() - self._at >= self.seconds:
+                began = time.monotonic()
+                self._events, self._at = store.list_events(), began
+            return self._events
+
+
 @dataclass
 class Site:
     """What every endpoint of one server shares."""
@@ -269,6 +298,7 @@ class Site:
     #: The peers whose proxy headers are believed (``$FLYTE_HITL_TRUSTED_PROXIES``, see `trusted_proxies`).
     trusted_proxies: tuple[Network, ...] = field(default_factory=lambda: trusted_proxies())
     replies: Replies = field(default_factory=Replies)
+    listing: _Listing = field(default_factory=_Listing)
     seen: _Seen = field(default_factory=_Seen)
     #: Serve only ``/slack/interactions`` and ``/health`` (``FLYTE_HITL_SLACK_ONLY=1``): for a server that
     #: Slack reaches without the platform's login, while every other path stays behind it.
@@ -471,8 +501,8 @@ def health(site: Site, request: Request, _: str) -> Response:
 def index(site: Site, request: Request, _: str) -> Response:
     """``GET /[?status=pending|done][&page=N]``: events newest first, those still waiting first, a page at a time.
 
-    One listing of the root per visit, plus the records of the shown events not read before (see
-    `_Seen`) and those of events without an outcome (whose deadlines tell waiting from expired).
+    One listing of the root a second (`_Listing`), plus the records of the shown events not read before
+    (`_Seen`) and those of events without an outcome (whose deadlines tell waiting from expired).
     """
     query = _query(request)
     status = query.get("status") or None
@@ -482,9 +512,9 @@ def index(site: Site, request: Request, _: str) -> Response:
     if not (page_text.isascii() and page_text.isdigit() and 1 <= len(page_text) <= 6 and int(page_text) >= 1):
         raise _refuse(400, f"page must be a whole number from 1, got {page_text[:40]!r}")
     page = int(page_text)
-    events = site.store.list_events()
+    events = site.listing.get(site.store)
     # An event without an outcome whose deadline passed (its waiter is gone) is shown as expired.
-    waiting = [e for e in events if not e.answered and (r := site.seen.request(site.store, e)) and seconds_left(r) > 0]
+    waiting = [e for e in events if site.seen.waiting(site.store, e)]
     still = {e.request_id for e in waiting}
     done = [e for e in events if e.request_id not in still]
     chosen = waiting if status == "pending" else done if status == "done" else waiting + done
@@ -521,7 +551,7 @@ def events(site: Site, request: Request, _: str) -> Response:
     if wanted not in ("all", *_answers.STATES.values()):
         raise _refuse(400, f"status must be waiting, answered or expired, got {wanted[:40]!r}")
     listed: list[Record] = []
-    for e in site.store.list_events():
+    for e in site.listing.get(site.store):
         if len(listed) >= MAX_LISTED:
             break
         row = site.seen.row(site.store, e)
@@ -562,7 +592,7 @@ def _waiting_for(site: Site, who: _policy.Who, answered: str = "") -> list[tuple
     """(request, seconds left, votes) of each waiting event that names `who` among its respondents,
     that they may answer and have not voted on (nor just `answered`), soonest deadline first."""
     mine = []
-    for listed in site.store.list_events():
+    for listed in site.listing.get(site.store):
         request = None if listed.answered or listed.request_id == answered else site.seen.request(site.store, listed)
         if request is None or not _policy.is_respondent(request, who) or _policy.refusal(request, who) is not None:
             continue
