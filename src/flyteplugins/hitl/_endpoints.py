@@ -591,7 +591,8 @@ def _page_for(
         field_errors = refusal.get("field_errors") or None
     votes = _answers.votes_of(site.store, event, response)
     standing, vote = _standing(event, who, votes)
-    shown = _html.standing_html(standing, event, vote=vote, votes=votes or (), sign_in=site.identity_header)
+    if standing:
+        standing = _html.standing_html(standing, event, vote=vote, votes=votes or (), sign_in=site.identity_header)
     page = _html.form_page(
         event,
         seconds_left(event),
@@ -603,7 +604,7 @@ def _page_for(
         notice=notice,
         holder=holder,
         votes=votes,
-        standing=shown if standing else "",
+        standing=standing,
     )
     return html_reply(400 if error else 200, page)
 

@@ -908,12 +908,10 @@ def expired_page(request: Mapping[str, Any], response: Mapping[str, Any] | None 
     if response is not None and response.get("withdrawn_at"):
         message = f"The task stopped waiting at {when_html(response['withdrawn_at'])}; it takes no answers."
         return _outcome_page("Withdrawn", "This question was withdrawn", message, "gone", "!", _summary(rows, request))
-    rows = []
     message = f"This event stopped taking answers at {when_html(request['expires_at'])}."
     default = (response or {}).get("value") if (response or {}).get("default_applied") else request.get("default")
     if default is not None:
-        rows.append(("Default used", answer_html(request, default)))
-    rows.append(("Event", esc(request["event_name"])))
+        rows.insert(0, ("Default used", answer_html(request, default)))
     return _outcome_page("Expired", "This question has expired", message, "gone", "!", _summary(rows, request))
 
 
@@ -1150,14 +1148,14 @@ def sign_in_html(header: str | None, request_id: str = "") -> str:
     """How to be known to this server: through the sign-in in front of it, when it trusts one's `header`."""
     if header:
         return (
-            "<strong>Sign in to answer.</strong> Only the people this question names may answer it, and this "
-            "server knows you only when you sign in through the proxy in front of it (which sends your name "
-            f"as {esc(header)}). Open this page through that proxy."
+            "<strong>Sign in to answer.</strong> This question takes answers only from people this server knows, "
+            "and it knows you only when you sign in through the proxy in front of it (which sends your name as "
+            f"{esc(header)}). Open this page through that proxy."
         )
     command = f"hitl submit {request_id or 'REQUEST_ID'} VALUE --as YOUR-NAME"
     return (
-        "<strong>Sign in to answer.</strong> Only the people this question names may answer it, and this "
-        "server has no sign in set up (FLYTE_HITL_IDENTITY_HEADER), so it cannot tell who you are. Someone "
+        "<strong>Sign in to answer.</strong> This question takes answers only from people this server knows, "
+        "and this server has no sign in set up (FLYTE_HITL_IDENTITY_HEADER), so it cannot tell who you are. Someone "
         f"with access to its storage can answer from a terminal: <code>{esc(command)}</code>."
     )
 
