@@ -777,6 +777,9 @@ def test_a_respondent_without_the_token_answers_by_name_and_the_page_carries_no_
     assert "<h1>Release <strong>v7</strong>?</h1>" in page.text and "<title>Release v7?</title>" in page.text
     with_token = look(proxied, event, BOB, token=True)
     assert f'name="token" value="{event.token}"' in with_token.text, "the token holder's page is unchanged"
+    inbox = request(proxied, "GET", "/inbox", None, {"X-Forwarded-Email": BOB}).text
+    assert '<a class="name" href="/form/' in inbox and "Release v7?" in inbox and "**" not in inbox
+    assert '<li class="chip">bool</li>' not in inbox, "no type chips for approvers"
 
 
 def test_the_requester_is_told_someone_else_must_approve(root: Path, proxied: str) -> None:
@@ -867,3 +870,16 @@ def test_a_withdrawn_question_says_so_on_its_page_and_the_index(root: Path, stor
     assert "expired" not in page.split("</style>", 1)[1]
     index = request(proxied, "GET", "/").text
     assert '<li class="chip gone">withdrawn</li>' in index and ">waiting<" not in index and ">expired<" not in index
+
+
+def test_a_vetoed_quorum_lists_each_vote_in_the_words_of_the_buttons() -> None:
+    votes = [
+        {"identity": ALICE, "value": True, "voted_at": "2026-11-25T12:01:00.000Z"},
+        {"identity": BOB, "value": False, "voted_at": "2026-11-25T12:03:00.000Z", "comment": "Not <today>"},
+    ]
+    decision = answer(False, votes=votes, comment="Not <today>")
+    document = _html.answered_page(record("bool", quorum=2), decision, just_now=False)
+    assert '<span class="value">Rejected</span>' in document
+    items = re.findall(r"<li><strong>([^<]*)</strong> (\w+) at <time", document)
+    assert items == [(ALICE, "approved"), (BOB, "rejected")]
+    assert document.count("Not &lt;today&gt;") == 1, "the decider's comment once, with their vote"
