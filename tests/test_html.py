@@ -777,6 +777,10 @@ def test_a_respondent_without_the_token_answers_by_name_and_the_page_carries_no_
     assert "<h1>Release <strong>v7</strong>?</h1>" in page.text and "<title>Release v7?</title>" in page.text
     with_token = look(proxied, event, BOB, token=True)
     assert f'name="token" value="{event.token}"' in with_token.text, "the token holder's page is unchanged"
+    count = hitl.new_event("count", data_type=int, respondents=[BOB], timeout_seconds=60)
+    again = vote(proxied, count, BOB, "many")
+    assert again.status == 400 and "Fix the answer below." in again.text and 'name="value"' in again.text
+    assert count.token not in again.text, "nor when shown again with an error"
     inbox = request(proxied, "GET", "/inbox", None, {"X-Forwarded-Email": BOB}).text
     assert '<a class="name" href="/form/' in inbox and "Release v7?" in inbox and "**" not in inbox
     assert '<li class="chip">bool</li>' not in inbox, "no type chips for approvers"
