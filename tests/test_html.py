@@ -276,6 +276,7 @@ def test_default_is_announced() -> None:
     assert "Without an answer by then, the task goes on as if rejected." in document
     document = _html.form_page(record("int", default=3), 60)
     assert "Without an answer by then, the task goes on with 3." in document
+    assert "the task goes on with &lt;b&gt;." in _html.form_page(record("str", default="<b>"), 60)
 
 
 # -- outcome pages --------------------------------------------------------------------------------

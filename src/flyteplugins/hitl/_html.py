@@ -486,8 +486,11 @@ def form_page(
     footer = f"Open until {when_html(request['expires_at'])}."
     default = request.get("default")
     if default is not None:
-        then = f"as if {_words(request, default).lower()}" if _approval(request) else f"with {shown_value(default)}"
-        footer += esc(f" Without an answer by then, the task goes on {then}.")
+        # In the form's own words: "as if rejected", an Enum's label.
+        then = f"with {_answer_text(schema, default)}"
+        if _approval(request):
+            then = f"as if {esc(_words(request, default).lower())}"
+        footer += f" Without an answer by then, the task goes on {then}."
     alert = ""
     if error:
         what = "Fix the answer below."
