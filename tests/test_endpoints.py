@@ -855,7 +855,7 @@ def test_identity_headers_count_only_from_a_trusted_proxy(
     try:
         with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.server"):
             for _ in range(3):
-                assert ask_from("127.0.0.2", port, "/submit/json", body, headers) == 403, "anonymous"
+                assert ask_from("127.0.0.2", port, "/submit/json", body, headers) == 401, "anonymous: sign in"
         assert store.read_response(event["request_id"]) is None
         [warning] = [r.getMessage() for r in caplog.records if "trusted proxy" in r.getMessage()]
         assert "127.0.0.2" in warning and "FLYTE_HITL_TRUSTED_PROXIES" in warning, "once a minute at most"
@@ -884,7 +884,7 @@ def test_by_default_identity_comes_from_loopback_peers_only(store: Store, peer: 
     event = make_event(store, respondents=[ALICE])
     body = json.dumps({"request_id": event["request_id"], "value": 1}).encode()
     headers = _headers([*JSON_TYPE.items(), ("X-Forwarded-Email", ALICE)])
-    assert handle(site, Request("POST", "/submit/json", headers, body, peer)).status == (200 if believed else 403)
+    assert handle(site, Request("POST", "/submit/json", headers, body, peer)).status == (200 if believed else 401)
     assert (store.read_response(event["request_id"]) is not None) is believed
 
 
@@ -943,7 +943,14 @@ def test_an_event_a_person_may_not_see_is_refused_as_an_unknown_id(
 
     seen = replies(event["request_id"])
     assert seen == replies(f"question-{uuid.uuid4().hex[:24]}")
-    assert [status for status, _ in seen] == [403] * 4
+    assert seen == replies(make_event(store)["request_id"]), "nor from an event that asks no one by name"
+    assert [status for status, _ in seen] == [401 if who is token is None else 403] * 4
+    # A server that identifies no one: every request is anonymous, and without the token refused as unknown.
+    plain, unknown = Site(store), f"question-{uuid.uuid4().hex[:24]}"
+    ids = (event["request_id"], unknown)
+    shown = [call(plain, "GET", f"/{kind}/{rid}{query}") for kind in ("form", "status") for rid in ids]
+    assert [r.status for r in shown] == [403] * 4
+    assert shown[0].body.replace(event["request_id"].encode(), b"ID") == shown[1].body.replace(unknown.encode(), b"ID")
     assert store.read_response(event["request_id"]) is None
     assert call(site, "GET", f"/form/{event['request_id']}", X_Forwarded_Email=ALICE).status == 200
 

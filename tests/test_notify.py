@@ -72,8 +72,11 @@ def test_notice_is_posted_when_waiting_starts(root: Path, receiver: Receiver) ->
     threading.Timer(0.3, hitl.submit, (event.form_url, True)).start()
     assert event.wait() is True
     until(lambda: receiver.received != [], "the notice")
-    [(path, content_type, body)] = receiver.received
-    assert path == "/hooks/abc" and content_type == "application/json"
+    [(path, content_type, notice)] = receiver.received
+    assert path == "/hooks/abc" and content_type == "application/cloudevents+json"
+    assert notice["specversion"] == "1.0" and notice["type"] == "org.flyte.hitl.waiting"
+    assert notice["subject"] == event.request_id and notice["id"] and notice["source"]
+    body = notice["data"]
     assert body["event_name"] == "deploy" and body["prompt"] == "Ship\nit?" and body["data_type"] == "bool"
     assert body["form_url"] == event.form_url and body["api_url"] == event.api_url
     assert body["curl"] == event.curl_command and body["expires_at"] == event.expires_at
@@ -92,7 +95,8 @@ def test_a_markdown_prompt_is_plain_text_in_the_notice(root: Path, receiver: Rec
     answering.start()
     assert event.wait() is True
     answering.join()
-    [(_, _, body)] = receiver.received
+    [(_, _, notice)] = receiver.received
+    body = notice["data"]
     assert body["text"] == f"Human input needed for 'md': Ship v3? See notes\nAnswer: {event.form_url}"
     assert body["prompt"] == prompt and body["prompt_type"] == "markdown"
 
@@ -103,24 +107,28 @@ def test_notify_url_from_the_environment(root: Path, receiver: Receiver, monkeyp
     threading.Timer(0.3, hitl.submit, (event.form_url, 3)).start()
     assert event.wait() == 3
     until(lambda: receiver.received != [], "the notice")
-    assert [body["event_name"] for _, _, body in receiver.received] == ["env"]
+    assert [notice["data"]["event_name"] for _, _, notice in receiver.received] == ["env"]
 
 
 @pytest.mark.parametrize("receiver", [500], indirect=True)
 def test_failing_receiver_is_logged_and_the_wait_goes_on(
-    root: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+    root: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_notify, "RETRY_DELAYS", (0.05, 0.05))
     caplog.set_level(logging.WARNING, logger="flyteplugins.hitl.notify")
     event = hitl.new_event("x", data_type=int, timeout_seconds=30, notify=receiver.url)
     threading.Timer(0.3, hitl.submit, (event.form_url, 1)).start()
     assert event.wait() == 1
     until(lambda: notice_logs(caplog, "x") != [], "the failure's log line")
-    assert len(receiver.received) == 1
+    assert len(receiver.received) == 3  # tried again after each delay, then given up
     [record] = notice_logs(caplog, "x")
-    assert "500" in record.getMessage() and record.exc_info is None
+    assert "500" in record.getMessage() and "after 3 attempts" in record.getMessage() and record.exc_info is None
 
 
-def test_unreachable_receiver_is_logged_and_the_wait_goes_on(root: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unreachable_receiver_is_logged_and_the_wait_goes_on(
+    root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_notify, "RETRY_DELAYS", (0.05,))
     caplog.set_level(logging.WARNING, logger="flyteplugins.hitl.notify")
     event = hitl.new_event("y", data_type=int, timeout_seconds=30, notify="http://127.0.0.1:9/hook")
     threading.Timer(0.3, hitl.submit, (event.form_url, 2)).start()

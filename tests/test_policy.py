@@ -117,7 +117,7 @@ def test_only_a_named_respondent_answers_and_needs_no_token(root: Path, proxied:
     event = hitl.new_event("n", data_type=int, respondents=[ALICE, "group:sre"], timeout_seconds=30)
     rid = event.request_id
     nobody = answer(proxied, {"request_id": rid, "value": 1})
-    assert nobody.status == 403, "without a token or an identity: refused as an unknown id is"
+    assert nobody.status == 401 and "identified person" in nobody.json()["detail"]
     with_token = answer(proxied, {"request_id": rid, "token": event.token, "value": 1})
     assert with_token.status == 401  # a link alone is not enough where respondents are named
     eve = answer(proxied, {"request_id": rid, "token": event.token, "value": 1}, who="eve@example.com")
@@ -223,9 +223,9 @@ def test_a_quorum_needs_that_many_distinct_approvals(root: Path, proxied: str) -
     assert status["status"] == "waiting" and [(v["identity"], v["value"]) for v in status["votes"]] == [(ALICE, True)]
     assert status["votes"][0]["comment"] == "fine" and status["votes"][0]["voted_at"].endswith("Z")
     page = request(proxied, "GET", f"/form/{rid}", headers={"X-Forwarded-Email": ALICE}).text
-    assert "1 of 2 approvals: alice@example.com" in page and "You have voted." in page
+    assert "1 of 2 approvals: alice@example.com" in page and "You approved at" in page and 'class="yes"' not in page
     page = request(proxied, "GET", f"/form/{rid}", headers={"X-Forwarded-Email": BOB}).text
-    assert "1 of 2 approvals" in page and "You have not voted yet." in page
+    assert "1 of 2 approvals" in page and "You approved" not in page and 'class="yes"' in page
     second = answer(proxied, {"request_id": rid, "value": True}, who=BOB)
     assert second.status == 200 and second.json()["status"] == "submitted"
     assert event.wait() is True
@@ -251,7 +251,8 @@ def test_a_vote_through_the_form_shows_the_count(root: Path, proxied: str) -> No
     event = approval(2)
     form = {"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-Email": ALICE}
     reply = request(proxied, "POST", "/submit", f"request_id={event.request_id}&value=true".encode(), form)
-    assert reply.status == 200 and "Vote received" in reply.text and "1 of 2 approvals: alice@example.com" in reply.text
+    assert reply.status == 200 and "Vote received" in reply.text and "You approved at" in reply.text
+    assert "1 of 2 approvals" in reply.text
     assert not stored(root, event)
     index = request(proxied, "GET", "/").text
     assert '<li class="chip">1 of 2 approvals</li>' in index, "the index shows the tally, without who voted"
@@ -398,10 +399,12 @@ def test_a_non_respondent_without_the_token_is_refused_as_for_an_unknown_id(root
     assert not stored(root, event)
 
 
-def test_the_form_of_a_question_naming_respondents_opens_for_its_link_or_a_respondent(root: Path, proxied: str) -> None:
+def test_the_form_of_a_question_naming_respondents_asks_an_unidentified_visitor_to_sign_in(
+    root: Path, proxied: str
+) -> None:
     event = approval(2)
     page = request(proxied, "GET", f"/form/{event.request_id}")
-    assert page.status == 403, "neither a token nor an identity: refused as an unknown id is"
+    assert page.status == 401 and "sign in" in page.text
     assert (
         request(proxied, "GET", f"/form/{event.request_id}?token={event.token}").status == 200
     )  # the link still opens

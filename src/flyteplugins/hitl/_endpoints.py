@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, unquote_plus, urlsplit
+from urllib.parse import parse_qs, quote, unquote_plus, urlencode, urlsplit
 
 from . import _answers, _html, _policy, _schema
 from ._answers import seconds_left
@@ -42,7 +42,7 @@ from ._errors import (
     NotIdentifiedError,
     StorageError,
 )
-from ._store import Listed, Record, Store
+from ._store import Listed, Record, Store, check_request_id
 from ._watch import Watch
 
 logger = logging.getLogger("flyteplugins.hitl.server")
@@ -154,7 +154,7 @@ class Replies:
 
 class Row(NamedTuple):
     """A listed event as the index, the inbox and ``/events`` show it: its request, status ("pending",
-    "completed" or "expired"), seconds left, the refusal it waits again after, and the votes so far of a
+    "completed", "expired" or "withdrawn"), seconds left, the refusal it waits again after, and the votes so far of a
     waiting approval with a quorum (None for any other event)."""
 
     request: Record
@@ -237,7 +237,8 @@ class _Seen:
             votes = self.votes(store, request)
             if _answers.decide(request, votes) is not None:  # stranded: settled here, as any reader does
                 response = _answers.outcome(store, request).response
-        return Row(request, _answers.status_of(request, response), left, refusal, votes)
+        withdrawn = response is not None and response.get("withdrawn_at")  # its task stopped waiting
+        return Row(request, "withdrawn" if withdrawn else _answers.status_of(request, response), left, refusal, votes)
 
     def votes(self, store: Store, request: Record) -> list[Record]:
         """The votes on `request` in the order cast: a listing, and a read of each vote not read before."""
@@ -360,7 +361,7 @@ def _refuse(
     """A JSON refusal (with each offending field's message, if any), or an HTML page titled `page` for
     the endpoints people use in a browser."""
     if page is not None:
-        return _Refusal(html_reply(status, _html.message_page(page, detail), close=close))
+        return _Refusal(html_reply(status, _html.refusal_page(page, _html.esc(detail)), close=close))
     body: dict[str, Any] = {"detail": detail}
     if field_errors:
         body["field_errors"] = dict(field_errors)
@@ -380,12 +381,41 @@ _STATUS: tuple[tuple[type[HitlError], int], ...] = (
 )
 
 
-def _refusal(e: HitlError, page: str | None = None) -> _Refusal | None:
+def _refusal(e: HitlError) -> _Refusal | None:
     """The reply for an error caused by the request, or None for our own failures."""
     for kind, status in _STATUS:
         if isinstance(e, kind):
-            return _refuse(status, str(e), page=page, field_errors=getattr(e, "field_errors", None))
+            return _refuse(status, str(e), field_errors=getattr(e, "field_errors", None))
     return None
+
+
+def _refused(
+    site: Site, request: Request, e: HitlError, title: str, request_id: object = None, token: object = None
+) -> _Refusal | None:
+    """`_refusal` as a page a person reads: what stands in their way in their words, a way back to the
+    question (after an answer to a known event, `request_id`, with the `token` it came with) and to their
+    inbox; None for our own failures."""
+    refusal = _refusal(e)
+    if refusal is None:
+        return None
+    back = _form_url(request_id, token) if request_id is not None else ""
+    if isinstance(e, NotIdentifiedError):
+        title, words = "Sign in to answer", _html.sign_in_html(site.identity_header, e.request_id)
+    elif isinstance(e, (NotAllowedError, AlreadyVotedError)):
+        event = _answers.load(site.store, e.request_id)
+        votes = _answers.votes_of(site.store, event, None) or []
+        standing, vote = _standing(event, _who(site, request), votes)
+        words = _html.standing_html(standing, event, vote=vote, votes=votes)
+    elif isinstance(e, (InvalidTokenError, EventNotFoundError)):  # unknown or not yours: the same words
+        words, back = "This link does not open a question: open the link you were given, whole, as it was given.", ""
+    else:
+        words, back = _html.esc(e), ""
+    return _Refusal(html_reply(refusal.response.status, _html.refusal_page(title, words, back)))
+
+
+def _form_url(request_id: object, token: object) -> str:
+    """Where the event's form is, with the token it was opened with (a respondent's comes without one)."""
+    return f"/form/{quote(str(request_id))}" + (f"?{urlencode({'token': token})}" if token else "")
 
 
 # -- routing ---------------------------------------------------------------------------------------
@@ -555,7 +585,7 @@ def events(site: Site, request: Request, _: str) -> Response:
         if len(listed) >= MAX_LISTED:
             break
         row = site.seen.row(site.store, e)
-        state = _answers.STATES[row.status] if row is not None else ""
+        state = _answers.STATES.get(row.status, row.status) if row is not None else ""
         if row is None or wanted not in ("all", state):
             continue
         item = _answers.public_request(row.request) | {"status": state, "state": state}
@@ -568,15 +598,14 @@ def events(site: Site, request: Request, _: str) -> Response:
 
 def form(site: Site, request: Request, request_id: str) -> Response:
     """``GET /form/<request_id>?token=…``: the form, or the event's state once answered or expired."""
-    title = "Cannot open this event"
     token = _query(request).get("token")
     try:
         event, who = _viewable(site, request, request_id, token)
     except StorageError:
         raise
     except HitlError as e:
-        raise _refusal(e, title) or e from None
-    return _page_for(site.store, event, who=who)
+        raise _refused(site, request, e, "Cannot open this event") or e from None
+    return _page_for(site, event, who, _holds(event, token))
 
 
 def inbox(site: Site, request: Request, _: str) -> Response:
@@ -614,35 +643,69 @@ def _with_next(site: Site, who: _policy.Who, document: str, answered: str) -> st
 
 
 def _page_for(
-    store: Store,
+    site: Site,
     event: Record,
+    who: _policy.Who,
+    holder: bool,
     *,
     value: str = "",
     error: str = "",
     comment: str = "",
     form: Mapping[str, Sequence[str]] | None = None,
     field_errors: Mapping[str, str] | None = None,
-    who: _policy.Who | None = None,
 ) -> Response:
-    """The form for a pending event (400 when re-shown with an error), else the event's state. When the
-    waiting task refused the last answer, the form says why, beside the fields it named."""
-    response, _, refusal = _answers.outcome(store, event)
-    status = _answers.status_of(event, response)
-    if status == "completed" and response is not None:
+    """The form for a pending event as `who` may use it (400 when re-shown with an error), else the
+    event's state. The token stays off the page unless its viewer is the `holder`. When the waiting task
+    refused the last answer, the form says why, beside the fields it named."""
+    response, _, refusal = _answers.outcome(site.store, event)
+    if response is not None and response.get("status") == "completed":
         return html_reply(200, _html.answered_page(event, response, just_now=False))
-    if status == "expired":
-        return html_reply(200, _html.expired_page(event))
+    if response is not None or seconds_left(event) <= 0:
+        return html_reply(200, _html.expired_page(event, response))
     notice = ""
     if refusal is not None and not error:
         notice = f"The task refused the last answer: {refusal.get('error')}. Please answer again."
         field_errors = refusal.get("field_errors") or None
+    votes = _answers.votes_of(site.store, event, response)
+    standing, vote = _standing(event, who, votes)
+    if standing:
+        standing = _html.standing_html(standing, event, vote=vote, votes=votes or (), sign_in=site.identity_header)
     page = _html.form_page(
-        event, seconds_left(event), value, error, comment=comment, form=form, field_errors=field_errors, notice=notice
+        event,
+        seconds_left(event),
+        value,
+        error,
+        comment=comment,
+        form=form,
+        field_errors=field_errors,
+        notice=notice,
+        holder=holder,
+        votes=votes,
+        standing=standing,
     )
-    votes = _answers.votes_of(store, event, response)
-    if votes is not None:
-        page = _html.with_votes(page, votes, _policy.quorum(event), (who or _policy.Who()).identity)
     return html_reply(400 if error else 200, page)
+
+
+def _standing(event: Record, who: _policy.Who, votes: Sequence[Record] | None) -> tuple[str, Record | None]:
+    """Why `who` may not answer the event, as `_html.standing_html` words it ("" when they may), and
+    their vote among `votes` when that is why."""
+    error = _policy.refusal(event, who)
+    if isinstance(error, NotIdentifiedError):
+        return "sign-in", None
+    if error is not None:
+        return ("requester" if _policy.is_requester(event, who) else "not-asked"), None
+    mine = who.identity and _policy.vote_key(who.identity)
+    vote = next((v for v in votes or () if mine and _policy.vote_key(str(v.get("identity"))) == mine), None)
+    return ("voted", vote) if vote is not None else ("", None)
+
+
+def _holds(event: Record, token: object) -> bool:
+    """Whether `token` is the event's own."""
+    try:
+        _answers.check_token(event, token)
+    except InvalidTokenError:
+        return False
+    return True
 
 
 def status(site: Site, request: Request, request_id: str) -> Response:
@@ -768,14 +831,17 @@ def _believed(site: Site, request: Request, names: Iterable[str | None]) -> bool
 def _viewable(site: Site, request: Request, request_id: object, token: object) -> tuple[Record, _policy.Who]:
     """The stored event for its form or status, and who asks: the token, or an identified respondent.
 
-    An unknown id, and an event the person may not see, are refused alike (as a wrong token), so a
-    client cannot tell which events exist or whom they ask.
+    An unknown id, and an event the person may not see, are refused alike, so a client cannot tell which
+    events exist or whom they ask: with neither a token nor a name, on a server that identifies people, as
+    a request to sign in; otherwise as a wrong token.
     """
+    who = _who(site, request)
+    if site.identity_header and not who.identity and not token and check_request_id(request_id):
+        raise NotIdentifiedError(str(request_id), "no token and no identity came with this request; sign in")
     try:
         event = _answers.load(site.store, request_id)
     except EventNotFoundError:
         raise InvalidTokenError(str(request_id)) from None
-    who = _who(site, request)
     _policy.check_viewer(event, who, token)
     return event, who
 
@@ -798,13 +864,15 @@ def _track(site: Site, request: Request, request_id: str) -> None:
 def submit_form(site: Site, request: Request, _: str) -> Response:
     """``POST /submit``: a form-encoded answer (``request_id``, ``token``, the value's fields, ``comment``)."""
     title = "Answer not accepted"
+    credentials: tuple[str | None, str | None] = (None, None)
     try:
         _check_same_origin(site, request, title)
         if _media_type(request) != FORM:
             raise _refuse(415, f"expected a form ({FORM}), got {_media_type(request) or 'nothing'!r}", page=title)
         body = _body(request, title)
         # The token is checked before the rest of the form is decoded: a client without it costs a split.
-        event, who = _answerable(site, request, *_form_credentials(body))
+        credentials = _form_credentials(body)
+        event, who = _answerable(site, request, *credentials)
         # Strict: a percent-encoded byte that is not UTF-8 (%E9) is refused like a raw one, not
         # stored as U+FFFD in place of what was sent.
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict")
@@ -817,7 +885,7 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
     except StorageError:
         raise
     except HitlError as e:
-        raise _refusal(e, title) or e from None
+        raise _refused(site, request, e, title, *credentials) or e from None
     except ValueError as e:  # parse_qs: too many fields
         raise _refuse(400, f"malformed form: {e}", page=title) from None
     comment = one.get("comment")
@@ -838,8 +906,10 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
     except InvalidValueError as e:
         # Shown again with the error and what was typed.
         return _page_for(
-            site.store,
+            site,
             event,
+            who,
+            _holds(event, credentials[1]),
             value=one.get("value", ""),
             error=str(e),
             comment=comment or "",
@@ -847,14 +917,14 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
             field_errors=e.field_errors,
         )
     except AlreadyVotedError as e:
-        return html_reply(409, _html.message_page("Already voted", str(e)))
+        raise _refused(site, request, e, "Already voted", *credentials) or e from None
     except AlreadyAnsweredError as e:
         return html_reply(409, _html.answered_page(event, e.response, just_now=False))
     except EventExpiredError:
         return html_reply(410, _html.expired_page(event))
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
         votes = _answers.votes_of(site.store, event, None) or []
-        page = _html.voted_page(event, response, votes, who.identity)
+        page = _html.voted_page(event, response, votes)
         return html_reply(200, _with_next(site, who, page, event["request_id"]))
     _answered(site, event, response)
     page = _html.answered_page(event, response, just_now=True)

@@ -1,25 +1,39 @@
-"""Notices sent when an event starts waiting: a JSON POST to a webhook, in the background.
+"""Notices about an event: a signed CloudEvent POSTed to a webhook, or a Slack message, in the background.
+
+A webhook notice is a CloudEvents 1.0 event in structured JSON (``type`` ``org.flyte.hitl.waiting``,
+``.answered``, ``.expired``, …; ``data`` holds the event's facts), signed as a Standard Webhook when
+``FLYTE_HITL_WEBHOOK_SECRET`` is set (``whsec_`` + base64): headers ``webhook-id``,
+``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``.
+``FLYTE_HITL_WEBHOOK_FORMAT=legacy`` sends the JSON shape of earlier releases instead.
 
 A notice never holds up a wait, another wait or the end of the program: it is sent from a daemon
-thread, and the whole exchange (connect, send, the reply's status and headers) has one deadline,
-`TIMEOUT_SECONDS`, however slowly the receiver trickles its reply. A failure is logged once and
-never fails the task. Redirects are not followed (a redirect is a failure naming where it pointed),
-and logged URLs never show the credentials or the path of the webhook, which often hold its secret.
+thread. Each attempt (connect, send, the reply's status and headers) has one deadline,
+`TIMEOUT_SECONDS`, however slowly the receiver trickles its reply; a 5xx, a 429 or a failure to
+connect or read is retried after `RETRY_DELAYS`, with the same id so that receivers deduplicate. A
+failure is logged once and never fails the task. Redirects are not followed (a redirect is a failure
+naming where it pointed), and logged URLs never show the credentials or the path of the webhook,
+which often hold its secret.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import json
 import logging
 import os
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from . import _http, _markdown
-from ._errors import InvalidEventError
+from ._errors import ConfigurationError, InvalidEventError
 from ._task_types import type_name
 
 if TYPE_CHECKING:
@@ -31,8 +45,71 @@ Target = Union[str, "Slack"]
 logger = logging.getLogger("flyteplugins.hitl.notify")
 
 NOTIFY_ENV = "FLYTE_HITL_NOTIFY_URL"
-#: Seconds the whole exchange with the receiver may take before it is given up (the wait goes on regardless).
+SECRET_ENV = "FLYTE_HITL_WEBHOOK_SECRET"
+FORMAT_ENV = "FLYTE_HITL_WEBHOOK_FORMAT"
+#: Seconds one exchange with the receiver may take before it is given up (the wait goes on regardless).
 TIMEOUT_SECONDS = 10.0
+#: Seconds between attempts at a notice the receiver could not take: 5 attempts within about a minute.
+RETRY_DELAYS = (1.0, 4.0, 15.0, 30.0)
+#: The CloudEvents ``type`` of each notice, by its kind.
+TYPES = {kind: f"org.flyte.hitl.{kind}" for kind in ("waiting", "reminded", "escalated", "answered", "expired")}
+#: The CloudEvents ``source`` of every notice.
+SOURCE = "urn:flyteplugins-hitl"
+
+
+def webhook_secret() -> bytes | None:
+    """The key that signs webhook notices, from ``$FLYTE_HITL_WEBHOOK_SECRET`` (``whsec_`` + base64 of
+    24 to 64 bytes, the Standard Webhooks format), or None when unset. Raises `ConfigurationError`."""
+    text = os.environ.get(SECRET_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        key = base64.b64decode(text.removeprefix("whsec_"), validate=True) if text.startswith("whsec_") else b""
+    except binascii.Error:
+        key = b""
+    if not 24 <= len(key) <= 64:
+        raise ConfigurationError(
+            f"{SECRET_ENV} must be 'whsec_' followed by the base64 of 24 to 64 random bytes "
+            f"(e.g. python -c \"import base64, os; print('whsec_' + base64.b64encode(os.urandom(32)).decode())\"), "
+            f"got {len(text)} characters"
+        )
+    return key
+
+
+def legacy_format() -> bool:
+    """Whether notices keep the JSON shape of earlier releases (``FLYTE_HITL_WEBHOOK_FORMAT=legacy``)."""
+    text = os.environ.get(FORMAT_ENV, "").strip().lower()
+    if text not in ("", "cloudevents", "legacy"):
+        raise ConfigurationError(f"{FORMAT_ENV} must be 'cloudevents' (the default) or 'legacy', got {text!r}")
+    return text == "legacy"
+
+
+def cloudevent(kind: str, data: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
+    """The CloudEvent for a notice of `kind` about the event `data` describes (its ``request_id`` is the
+    ``subject``). `event_id` defaults to a new UUID; notices that may be sent by more than one writer
+    pass one derived from the outcome, so receivers see one id.
+
+    Example:
+        >>> cloudevent("waiting", {"request_id": "approve-1f2e", "event_name": "approve"})["type"]
+        'org.flyte.hitl.waiting'
+    """
+    return {
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "source": SOURCE,
+        "type": TYPES[kind],
+        "subject": str(data.get("request_id", "")),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def signature(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks signature header's value for `body`: ``v1,<base64 HMAC-SHA256>`` of
+    ``"{message_id}.{timestamp}.{body}"``."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
 def check_url(url: str | None, source: str = "notify") -> str | None:
@@ -62,27 +139,31 @@ def targets(notify: object) -> list[Target]:
     None means the defaults, ``$FLYTE_HITL_NOTIFY_URL`` and ``$FLYTE_HITL_SLACK_CHANNEL``.
 
     Raises `InvalidEventError` for a target that is neither, and `ConfigurationError` for a Slack
-    target without the settings to post it.
+    target without the settings to post it, or webhooks with a bad secret or format setting.
     """
+    checked: list[Target] = []
     if notify is None:
-        found: list[Target] = []
         url = check_url(os.environ.get(NOTIFY_ENV) or None, NOTIFY_ENV)
         if url is not None:
-            found.append(url)
+            checked.append(url)
         if os.environ.get("FLYTE_HITL_SLACK_CHANNEL"):
             from . import _slack
 
-            found.append(_slack.resolve(_slack.Slack()))
-        return found
-    items = list(notify) if isinstance(notify, Sequence) and not isinstance(notify, str) else [notify]
-    checked: list[Target] = []
-    for item in items:
-        if isinstance(item, str):
-            checked.append(check_url(item) or "")
-        elif (slack := sys.modules.get("flyteplugins.hitl._slack")) is not None and isinstance(item, slack.Slack):
-            checked.append(slack.resolve(item))
-        else:
-            raise InvalidEventError(f"notify must be a webhook URL, a hitl.Slack(...) or a list of those, got {item!r}")
+            checked.append(_slack.resolve(_slack.Slack()))
+    else:
+        items = list(notify) if isinstance(notify, Sequence) and not isinstance(notify, str) else [notify]
+        for item in items:
+            if isinstance(item, str):
+                checked.append(check_url(item) or "")
+            elif (slack := sys.modules.get("flyteplugins.hitl._slack")) is not None and isinstance(item, slack.Slack):
+                checked.append(slack.resolve(item))
+            else:
+                raise InvalidEventError(
+                    f"notify must be a webhook URL, a hitl.Slack(...) or a list of those, got {item!r}"
+                )
+    if any(isinstance(t, str) for t in checked):  # the settings every notice will read: refused now, not then
+        webhook_secret()
+        legacy_format()
     return checked
 
 
@@ -92,7 +173,7 @@ def announce(notify: Sequence[Target], event: Any, store: Any, request: dict[str
     slack = [t for t in notify if not isinstance(t, str)]
     for url in notify:
         if isinstance(url, str):
-            send(url, payload(event))
+            send(url, notice("waiting", payload(event)))
     if slack:
         from . import _slack
 
@@ -130,33 +211,67 @@ def payload(event: Any) -> dict[str, Any]:
     }
 
 
-def send(url: str, body: dict[str, Any]) -> threading.Thread:
-    """Start POSTing `body` as JSON to `url` in a daemon thread and return that thread at once.
+def notice(kind: str, data: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
+    """The body of a notice of `kind`: a CloudEvent (see `cloudevent`), or in the legacy format `data`
+    itself with ``"kind"`` added."""
+    return {**data, "kind": kind} if legacy_format() else cloudevent(kind, data, event_id=event_id)
+
+
+def send(url: str, body: dict[str, Any], delays: Sequence[float] | None = None) -> threading.Thread:
+    """Start POSTing `body` as JSON to `url` in a daemon thread, retried after each of `delays` (default
+    `RETRY_DELAYS`) while the receiver cannot take it, and return that thread at once.
 
     Example:
-        >>> send("https://hooks.example.com/services/T0/B0/XYZ", {"text": "Ship it?"})
+        >>> send("https://hooks.example.com/services/T0/B0/XYZ", notice("waiting", {"request_id": "a-1"}))
     """
-    thread = threading.Thread(target=post, args=(url, body), name="hitl-notify", daemon=True)
+    thread = threading.Thread(
+        target=post,
+        args=(url, body),
+        kwargs={"delays": RETRY_DELAYS if delays is None else delays},
+        name="hitl-notify",
+        daemon=True,
+    )
     thread.start()
     return thread
 
 
-def post(url: str, body: dict[str, Any], seconds: float = TIMEOUT_SECONDS) -> bool:
-    """POST `body` as JSON to `url` within `seconds` in all; log and return False on any failure."""
-    what = f"notifying {shown_url(url)} about {body.get('event_name')!r}"
+def post(url: str, body: dict[str, Any], seconds: float = TIMEOUT_SECONDS, *, delays: Sequence[float] = ()) -> bool:
+    """POST `body` as JSON to `url`, each attempt within `seconds`, again after each of `delays` on a
+    5xx, a 429 or a failed exchange; signed when ``$FLYTE_HITL_WEBHOOK_SECRET`` is set. Log and
+    return False when it never got through."""
+    data = body.get("data") if isinstance(body.get("data"), dict) else body
+    what = f"notifying {shown_url(url)} about {data.get('event_name', data.get('request_id'))!r}"
+    encoded = json.dumps(body).encode()
+    cloud = "specversion" in body
+    headers = {"Content-Type": "application/cloudevents+json" if cloud else "application/json"}
+    key = webhook_secret()
+    message_id = str(body["id"]) if cloud else f"msg_{uuid.uuid4().hex}"
+    for attempt, delay in enumerate((0.0, *delays)):
+        time.sleep(delay)
+        if key is not None:  # the same id on every attempt; each is signed at its own time
+            timestamp = int(time.time())
+            headers.update({"webhook-id": message_id, "webhook-timestamp": str(timestamp)})
+            headers["webhook-signature"] = signature(key, message_id, timestamp, encoded)
+        failure = _attempt(url, encoded, headers, seconds)
+        if failure is None:
+            return True
+        why, again = failure
+        if not again or attempt == len(delays):
+            logger.warning("%s failed%s: %s", what, f" after {attempt + 1} attempts" if attempt else "", why)
+            return False
+    return False
+
+
+def _attempt(url: str, body: bytes, headers: dict[str, str], seconds: float) -> tuple[str, bool] | None:
+    """One POST: None when the receiver took it, else why not and whether to try again."""
     try:
-        reply = _http.exchange(
-            "POST", url, seconds=seconds, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
+        reply = _http.exchange("POST", url, seconds=seconds, body=body, headers=headers)
     except _http.ExchangeError as e:
-        logger.warning("%s failed: %s", what, e)
-        return False
+        return str(e), True
     if 300 <= reply.status < 400:
         location = reply.headers.get("Location")
         to = shown_url(location, path=True) if location else "nowhere (no Location)"
-        logger.warning("%s failed: redirected (%d) to %s, not followed", what, reply.status, to)
-        return False
+        return f"redirected ({reply.status}) to {to}, not followed", False
     if reply.status >= 400:
-        logger.warning("%s failed: HTTP %d %s", what, reply.status, reply.reason)
-        return False
-    return True
+        return f"HTTP {reply.status} {reply.reason}", reply.status >= 500 or reply.status == 429
+    return None
