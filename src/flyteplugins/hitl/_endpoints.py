@@ -870,7 +870,7 @@ def _answered(site: Site, event: Record, response: Record) -> None:
     if event.get("slack"):
         from . import _slack
 
-        _slack.answer_stored(site.store, event, response)
+        _slack.refresh(site.store, event)
 
 
 def slack_interactions(site: Site, request: Request, _: str) -> Response:

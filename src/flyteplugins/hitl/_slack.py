@@ -1,27 +1,18 @@
 """Answer in Slack: the message an event posts, the answers its buttons and modals give, and the
-message kept showing the event's stored state. Imported only when Slack is used.
+message kept showing the event's stored state. Imported only when Slack is used; standard library only.
 
-Standard library only: a Web API call is one JSON (or form) POST with a bearer token through
-`_http.exchange` (one deadline for the whole call, HTTP 429 retried after its ``Retry-After``), and
-an interaction is a form-encoded POST that Slack signs with HMAC-SHA256.
-
-- The waiting task posts the message when its wait starts (`announce`, in a daemon thread) and
-  stores where it went in ``<root>/<request_id>/slack.json``, so that any server can rewrite it. A
-  form server that cannot check Slack's signature gets a message without buttons that says where
-  to answer.
+- The waiting task posts the message when its wait starts (`announce`) and stores where it went in
+  ``<root>/<request_id>/slack.json``; a form server that cannot check Slack's signature gets a
+  message without buttons that says where to answer.
 - Every form server takes ``POST /slack/interactions`` (`interaction`): the signature is checked
-  before anything is parsed; Slack gets its acknowledgement within `ACK_SECONDS` even when storage
-  or Slack is slow, and the rest finishes after it.
-- A clicker counts as a person only through the e-mail Slack gives for them (``users.info``): where
-  the event names respondents, a requester or a quorum and no e-mail can be had, the click stores
-  nothing and the clicker is told, privately, where to answer instead. Elsewhere anyone in the
-  channel answers, recorded as ``slack:<user id>``.
-- Whoever stores an outcome has the message rewritten (`refresh`): the rewrite reads the stored state
-  when it sends, and again after each send, so the message ends showing the last state.
+  before anything is parsed, and Slack gets its acknowledgement within `ACK_SECONDS`.
+- A clicker counts as a person only through the e-mail Slack gives (``users.info``): where the event
+  names respondents, a requester or a quorum and none can be had, nothing is stored and the clicker
+  is told, privately, where to answer. Elsewhere anyone in the channel answers, as ``slack:<user id>``.
+- Whoever stores an outcome has the message rewritten (`refresh`), from the state read when it sends.
 
-No capability token goes to the channel: there, the signed interaction and the person's Slack
-identity authorize the answer. A failing Web API never holds up a wait or an answer: calls run in
-daemon threads with a deadline, and an outage is logged once.
+No token goes to the channel. A failing Web API holds up no wait or answer: calls run in daemon
+threads with a deadline, and an outage is logged once.
 """
 
 from __future__ import annotations
@@ -94,7 +85,7 @@ _MAX_OPTIONS = 100
 _MAX_CHECKBOXES = 10
 _MAX_FIELDS = 10
 _MAX_INPUT_LENGTH = 3000
-_MAX_REWRITES = 10  # rewrites of one message in a row, each after the state changed while the last was sent
+_MAX_REWRITES = 10  # rewrites in a row by one thread, each after the state changed while the last was sent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,16 +169,13 @@ class _Health:
     """Logs the first failure of an outage, and the recovery, once each."""
 
     def __init__(self) -> None:
-        self._failing = False
-        self._lock = threading.Lock()
+        self._failing, self._lock = False, threading.Lock()
 
     def failed(self, what: str, error: Exception) -> None:
         with self._lock:
             first, self._failing = not self._failing, True
-        if first:
-            logger.warning("Slack: %s failed: %s (further failures are not logged until Slack answers)", what, error)
-        else:
-            logger.debug("Slack: %s failed: %s", what, error)
+        until = " (further failures are not logged until Slack answers)" if first else ""
+        logger.log(logging.WARNING if first else logging.DEBUG, "Slack: %s failed: %s%s", what, error, until)
 
     def answered(self) -> None:
         with self._lock:
@@ -215,24 +203,7 @@ def call(method: str, body: Mapping[str, Any], *, seconds: float = TIMEOUT_SECON
     else:
         data, content_type = json.dumps(body, ensure_ascii=False).encode(), "application/json; charset=utf-8"
     headers = {"Authorization": f"Bearer {bot_token()}", "Content-Type": content_type}
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            left = max(0.001, deadline - time.monotonic())
-            reply = _http.exchange(
-                "POST", api_url() + method, seconds=left, body=data, headers=headers, max_body=1 << 20
-            )
-        except _http.ExchangeError as e:
-            raise ApiError(str(e)) from None
-        if reply.status != 429:
-            break
-        after = (reply.headers.get("Retry-After") or "").strip()
-        pause = int(after) if after.isascii() and after.isdigit() and len(after) <= 4 else 1
-        if time.monotonic() + pause >= deadline:
-            raise ApiError(f"HTTP 429 rate limited, Retry-After {after[:10]!r} past the deadline of {seconds:g} s")
-        time.sleep(pause)  # calls run in daemon threads, never on a wait's or a reply's thread
-    if reply.status != 200:
-        raise ApiError(f"HTTP {reply.status} {reply.reason}")
+    reply = _send(api_url() + method, data, headers, seconds)
     try:
         result = json.loads(reply.body)
     except ValueError:
@@ -241,6 +212,26 @@ def call(method: str, body: Mapping[str, Any], *, seconds: float = TIMEOUT_SECON
         raise ApiError(str(result.get("error") if isinstance(result, dict) else "the reply is not an object"))
     _health.answered()
     return result
+
+
+def _send(url: str, data: bytes, headers: Mapping[str, str], seconds: float) -> _http.Reply:
+    """POST `data` to `url` within `seconds` in all, waiting out each HTTP 429's ``Retry-After`` that
+    ends within them; `ApiError` unless the reply is 200."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            left = max(0.001, deadline - time.monotonic())
+            reply = _http.exchange("POST", url, seconds=left, body=data, headers=headers, max_body=1 << 20)
+        except _http.ExchangeError as e:
+            raise ApiError(str(e)) from None
+        after = (reply.headers.get("Retry-After") or "").strip()
+        pause = int(after) if after.isascii() and after.isdigit() and len(after) <= 4 else 1
+        if reply.status != 429 or time.monotonic() + pause >= deadline:
+            break
+        time.sleep(pause)  # calls run in daemon threads, never on a wait's or a reply's thread
+    if reply.status != 200:
+        raise ApiError(f"HTTP {reply.status} {reply.reason}")
+    return reply
 
 
 def _in_background(name: str, target: Callable[..., object], *args: Any) -> threading.Thread:
@@ -262,8 +253,8 @@ def _try(what: str, method: str, body: Mapping[str, Any], **kw: Any) -> Record |
 
 
 class State(NamedTuple):
-    """What an event's message shows: the stored outcome (None while it takes answers), the answer the
-    task last refused, and the votes of an approval with a quorum (None for any other event)."""
+    """What a message shows: the outcome (None while it takes answers), the answer the task last
+    refused, and the votes of an approval with a quorum."""
 
     response: Record | None = None
     refusal: Record | None = None
@@ -271,7 +262,7 @@ class State(NamedTuple):
 
 
 def state_of(store: Store, request: Record) -> State:
-    """The event's state as stored now (through `_answers.outcome`, which settles a stranded decision)."""
+    """The event's state as stored now."""
     found = _answers.outcome(store, request)
     return State(found.response, found.refusal, _answers.votes_of(store, request, found.response))
 
@@ -302,12 +293,8 @@ def _post(store: Store, request: Record, targets: list[Slack]) -> None:
             body["thread_ts"] = target.thread_ts
         reply = _try(f"posting {request['event_name']!r} to {target.channel}", "chat.postMessage", body)
         if reply is not None:
-            message = {
-                "channel": reply.get("channel", target.channel),
-                "ts": reply.get("ts"),
-                "mention": target.mention,
-            }
-            messages.append(message if controls else {**message, "controls": False})
+            where = {"channel": reply.get("channel", target.channel), "ts": reply.get("ts"), "mention": target.mention}
+            messages.append(where if controls else {**where, "controls": False})
     if not messages:
         return
     try:
@@ -322,79 +309,54 @@ _no_controls_logged = False
 
 
 def _verifiable(request: Record) -> bool:
-    """Whether the event's form server can check Slack's signature on a click: for this process's own
-    server, whether ``SLACK_SIGNING_SECRET`` is set here; for another, what its ``/health`` says
-    (``"slack"``), yes when it does not say. Logged once when not."""
+    """Whether the event's form server can check Slack's signature: this process's own server if
+    ``SLACK_SIGNING_SECRET`` is set here, another unless its ``/health`` says ``"slack": false``."""
     global _no_controls_logged
     endpoint = str(request.get("endpoint") or "")
     server = sys.modules.get("flyteplugins.hitl.server")
-    if server is not None and any(httpd.url == endpoint for httpd, _ in list(server._embedded.values())):
+    if server is not None and endpoint in [httpd.url for httpd, _ in list(server._embedded.values())]:
         verifiable = bool(os.environ.get(SECRET_ENV, "").strip())
     else:
         try:
-            reply = _http.exchange("GET", endpoint + "/health", seconds=5.0, max_body=1 << 16)
-            health = json.loads(reply.body) if reply.status == 200 else {}
+            health = json.loads(_http.exchange("GET", endpoint + "/health", seconds=5.0, max_body=1 << 16).body)
         except (_http.ExchangeError, ValueError):
-            health = {}
+            health = None
         verifiable = not (isinstance(health, dict) and health.get("slack") is False)
     if not verifiable and not _no_controls_logged:
         _no_controls_logged = True
-        logger.warning(
-            "Slack: the form server %s has no %s, so no click could be verified: messages are posted without "
-            "buttons and say where to answer",
-            endpoint,
-            SECRET_ENV,
-        )
+        logger.warning("Slack: %s lacks %s: messages get no buttons, and say where to answer", endpoint, SECRET_ENV)
     return verifiable
 
 
 def outcome_known(store: Store, request: Record, response: Record) -> threading.Thread | None:
-    """The waiting task has its outcome: bring the event's Slack messages up to date, unless the
-    server that stored it does (an answer through a form server's endpoint).
+    """The waiting task has its outcome: `refresh`, unless the server that stored it does.
 
     Example:
         >>> outcome_known(store, request, expired_record(request))
     """
-    if response.get("transport") in ("form", "json", "slack"):
-        return None
-    return refresh(store, request)
+    return None if response.get("transport") in ("form", "json", "slack") else refresh(store, request)
 
 
 def reopened(store: Store, request: Record, refusal: Record) -> threading.Thread | None:
-    """The waiting task refused the stored answer and the event takes answers again: the message
-    gets its controls back, saying why."""
+    """The waiting task refused the stored answer: `refresh` (the message gets its controls back)."""
     return refresh(store, request)
 
 
-def answer_stored(store: Store, request: Record, response: Record | None = None) -> threading.Thread | None:
-    """An answer (or a vote) is stored for `request`: bring its Slack messages up to date."""
-    return refresh(store, request)
-
-
-_running: dict[str, threading.Thread] = {}  # request id -> its message rewrite in this process
-_changed: set[str] = set()  # request ids whose state changed while their rewrite ran
+_running: set[threading.Thread] = set()  # message rewrites in this process, which the program's end waits for
 _running_lock = threading.Lock()
-_hooked: list[bool] = []
 
 
 def refresh(store: Store, request: Record, sent: State | None = None) -> threading.Thread | None:
-    """Bring `request`'s Slack messages (if it has any) up to its stored state, in a daemon thread.
-
-    One rewrite runs per event in a process: while it runs, a call only has it read the state once
-    more. `sent` is the state the messages show already, if known."""
+    """Bring `request`'s Slack messages (if it has any), which show `sent` if known, up to its stored
+    state, in a daemon thread."""
     if not request.get("slack"):
         return None
-    request_id = str(request["request_id"])
+    thread = threading.Thread(target=_rewrite, args=(store, request, sent), name="hitl-slack-update", daemon=True)
     with _running_lock:
-        if request_id in _running:
-            _changed.add(request_id)
-            return None
-        if not _hooked:
+        if not _running:
+            atexit.unregister(_finish_rewrites)
             atexit.register(_finish_rewrites)
-            _hooked.append(True)
-        thread = _running[request_id] = threading.Thread(
-            target=_rewrite, args=(store, request, sent), name="hitl-slack-update", daemon=True
-        )
+        _running.add(thread)
     thread.start()
     return thread
 
@@ -402,38 +364,26 @@ def refresh(store: Store, request: Record, sent: State | None = None) -> threadi
 def _finish_rewrites() -> None:
     deadline = time.monotonic() + EXIT_GRACE_SECONDS
     with _running_lock:
-        running = list(_running.values())
+        running = list(_running)
     for thread in running:
-        if thread.is_alive():
-            thread.join(max(0.0, deadline - time.monotonic()))
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _rewrite(store: Store, request: Record, sent: State | None) -> None:
-    """Read the state, rewrite the messages if they show another, and read it again after each
-    rewrite: a rewrite sent earlier (by another replica, over a slow network) may reach Slack
-    last, and this one then puts the last state back."""
-    request_id = str(request["request_id"])
+    """Rewrite the messages with the state read now, and read it again after each rewrite: one sent
+    earlier (by another thread or replica) may reach Slack last, and this one then sends the last state."""
     try:
         for _ in range(_MAX_REWRITES):
-            with _running_lock:
-                _changed.discard(request_id)
-            record = read_slack(store, request_id)
-            if record is None:
-                return  # not posted yet: the poster shows the state once it has recorded where
-            state = state_of(store, request)
-            if state == sent:
-                with _running_lock:
-                    if request_id not in _changed:
-                        return
-                continue
+            record = read_slack(store, str(request["request_id"]))
+            if record is None or (state := state_of(store, request)) == sent:
+                return  # not posted yet (the poster shows the state once it has recorded where), or shown
             _update(request, state, list(record.get("messages") or []))
             sent = state
     except StorageError as e:
         logger.warning("Slack: cannot bring the message of %r up to date: %s", request["event_name"], e)
     finally:
         with _running_lock:
-            if _running.get(request_id) is threading.current_thread():
-                del _running[request_id]
+            _running.discard(threading.current_thread())
 
 
 def _update(request: Record, state: State, messages: list[Record]) -> None:
@@ -481,14 +431,11 @@ def blocks(request: Record, state: State | None, target: Slack, *, controls: boo
         refused = _cut(str(state.refusal.get("error")), 1000)
         line.insert(0, f"The task refused the last answer ({escape(refused)}); please answer again")
     out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(line)}]})
-    return [*out, _controls(request) if controls else _elsewhere(request)]
-
-
-def _elsewhere(request: Record) -> Record:
-    """Where to answer an event whose form server cannot verify a click: the inbox (where an event
-    with respondents opens without its token) or the index; never a link with the token."""
+    if controls:
+        return [*out, _controls(request)]
+    # No click can be verified: the inbox (where an event with respondents opens without its token) or the index.
     url = str(request.get("endpoint") or "").rstrip("/") + ("/inbox" if request.get("respondents") else "/")
-    return {"type": "section", "text": {"type": "mrkdwn", "text": f"Answer on the web form: {escape(url)}"}}
+    return [*out, {"type": "section", "text": {"type": "mrkdwn", "text": f"Answer on the web form: {escape(url)}"}}]
 
 
 def _prompt(request: Record) -> Record:
@@ -784,7 +731,7 @@ def _chosen(schema: Mapping[str, Any], value: object) -> object:
 
 
 class _Refused(Exception):
-    """The clicker may not answer; the message (mrkdwn) says why, and never who may."""
+    """The clicker may not answer; the message (plain text) says why, and never who may."""
 
 
 _NOT_YOURS = "Only the people this question names may answer it."
@@ -795,18 +742,15 @@ def answering_as(request: Record, user_id: str) -> tuple[Record, str]:
     """Who the Slack user `user_id` answers `request` as, and the request as `_policy` checks it for
     them; `_Refused` when they may not.
 
-    Where the event names no one, anyone in the channel answers, as ``slack:<id>`` (with the e-mail
-    Slack gives). Elsewhere only that e-mail makes the clicker a person, in its canonical form: without
-    it nothing tells them from the requester, or their click from their vote on the form, so nothing
-    is stored. A respondent or requester named ``slack:<id>`` is that user, under their e-mail.
+    Where the event names no one, anyone in the channel answers, as ``slack:<id>``. Elsewhere only the
+    e-mail Slack gives makes the clicker a person (without it nothing tells them from the requester,
+    or their click from their vote on the form); ``slack:<id>`` in respondents or requester is that user.
     """
     email = _email(user_id)
     if not _policy.needs_identity(request):
         return request, f"slack:{user_id}" + (f" <{email}>" if email else "")
     try:
-        if email is None:
-            raise _Refused(_unverified(request))
-        identity = _policy.canonical(email, label="the e-mail Slack gives")
+        identity = _policy.canonical(email or "", label="the e-mail Slack gives")
     except HitlError:
         raise _Refused(_unverified(request)) from None
     in_slack = _policy.Who(f"slack:{user_id}")
@@ -822,16 +766,15 @@ def answering_as(request: Record, user_id: str) -> tuple[Record, str]:
 
 
 def _unverified(request: Record) -> str:
-    """What a clicker Slack gives no e-mail for is told: where to answer instead. An event with
-    respondents opens on the form without its token (the identity the proxy vouches for authorizes
-    it); on any other event that needs an identity, the form takes the token and still that identity,
-    so the link (sent to this person alone) carries the token."""
+    """Where a clicker Slack gives no e-mail for can answer: the form, which opens without the token on
+    an event with respondents; on another, the form takes the token and still the proxy's identity,
+    so the link, to this person alone, carries it."""
     url = f"{str(request.get('endpoint') or '').rstrip('/')}/form/{request['request_id']}"
     if not request.get("respondents"):
         url += f"?token={quote(str(request['token']), safe='')}"
     return (
         "Slack did not say who you are (no e-mail address came for your account), so your answer was not "
-        f"stored. Answer on the web form instead: {escape(url)}"
+        f"stored. Answer on the web form instead: {url}"
     )
 
 
@@ -841,9 +784,8 @@ _no_email_logged = False
 
 
 def _email(user_id: str) -> str | None:
-    """The e-mail Slack gives for a user (``users.info`` within `USERS_INFO_SECONDS`; kept when found),
-    or None: the app lacks ``users:read.email``, the call was slow or failed, there is no bot token.
-    A failure is not kept: the next click asks again."""
+    """The e-mail Slack gives for a user (``users.info``; kept when found), or None: no
+    ``users:read.email`` scope, a slow or failed call, no bot token. A failure is never kept."""
     global _no_email_logged
     with _users_lock:
         cached = _users.get(user_id)
@@ -861,10 +803,7 @@ def _email(user_id: str) -> str | None:
         return email
     if isinstance(profile, dict) and "email" not in profile and not _no_email_logged:
         _no_email_logged = True
-        logger.warning(
-            "Slack gives no e-mail for its users (users.info has no email field): the app needs the "
-            "users:read.email scope, or clicks on events with respondents, a requester or a quorum are refused"
-        )
+        logger.warning("Slack's users.info gives no email field: the app needs the users:read.email scope")
     return None
 
 
@@ -893,13 +832,12 @@ def verify(secret: str, timestamp: str | None, signature: str | None, body: byte
 @dataclasses.dataclass
 class Outcome:
     """What the interaction endpoint replies: an HTTP status, a JSON body (None: an empty
-    acknowledgement) and, when an answer was stored in time, (request, response) to hand on."""
+    acknowledgement), (request, response) to hand on when an answer was stored, and (channel, user,
+    text) to tell the person privately instead of `body` past the acknowledgement."""
 
     status: int
     body: Record | None = None
     answered: tuple[Record, Record] | None = None
-    #: (channel, user id, mrkdwn text): what to tell the person privately instead of `body` if the
-    #: reply comes after the acknowledgement (a refused modal that Slack has closed).
     late: tuple[str, str, str] | None = None
 
 
@@ -952,9 +890,7 @@ def interaction(
 def _within_ack(work: Callable[[], Outcome], stored_late: Callable[[Record, Record], None]) -> Outcome:
     """`work()`'s outcome if it is ready within `ACK_SECONDS`, else an empty acknowledgement; work
     that finishes later hands its answer to `stored_late` and its refusal to the person, privately."""
-    lock = threading.Lock()
-    state: dict[str, Any] = {}
-    done = threading.Event()
+    lock, state = threading.Lock(), dict[str, Outcome]()
 
     def run() -> None:
         try:
@@ -969,32 +905,18 @@ def _within_ack(work: Callable[[], Outcome], stored_late: Callable[[Record, Reco
             logger.exception("internal error handling a Slack interaction")
             result = Outcome(200)
         with lock:
-            state["result"] = result
-            late = state.get("late", False)
-        done.set()
+            late, state["result"] = "late" in state, result
         if late and result.late is not None:  # Slack took the acknowledgement as the reply
             channel, user, text = result.late
-            _try("telling a person why their answer was not stored", "chat.postEphemeral", {
-                "channel": channel, "user": user, "text": text
-            })  # fmt: skip
-        elif late and result.body is not None:
-            logger.info("Slack interaction: a reply came after the acknowledgement and is lost: %s", result.body)
+            _try("telling a person", "chat.postEphemeral", {"channel": channel, "user": user, "text": text})
         if late and result.answered is not None:
             stored_late(*result.answered)
 
-    threading.Thread(target=run, name="hitl-slack-interaction", daemon=True).start()
-    done.wait(ACK_SECONDS)
+    _in_background("hitl-slack-interaction", run).join(ACK_SECONDS)
     with lock:
-        if "result" in state:
-            return state["result"]  # type: ignore[no-any-return]
-        state["late"] = True
-    return Outcome(200)
-
-
-def _request_id(text: object, prefix: str = "") -> str | None:
-    if isinstance(text, str) and text.startswith(prefix):
-        return text[len(prefix) :]
-    return None
+        if "result" not in state:
+            state["late"] = Outcome(200)
+        return state.get("result", Outcome(200))
 
 
 def _user_id(payload: Record) -> str | None:
@@ -1004,31 +926,23 @@ def _user_id(payload: Record) -> str | None:
 
 
 def _channel(payload: Record) -> str:
-    """The id of the channel a click came from ("" when it does not say)."""
+    """The id of the channel a click came from, or ""."""
     channel = payload.get("channel")
-    container = payload.get("container")
-    found = (channel if isinstance(channel, dict) else {}).get("id") or (
-        container if isinstance(container, dict) else {}
-    ).get("channel_id")
+    found = channel.get("id") if isinstance(channel, dict) else None
     return found if isinstance(found, str) and _USER_ID.fullmatch(found) else ""
 
 
 def _ephemeral(url: object, text: str) -> None:
-    """Tell the clicker alone, through the click's ``response_url`` (in a daemon thread)."""
+    """Tell the clicker alone, through the click's ``response_url`` (in a daemon thread; no bot token needed)."""
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
         return
     body = json.dumps({"response_type": "ephemeral", "replace_original": False, "text": text}).encode()
 
     def send() -> None:
         try:
-            reply = _http.exchange(
-                "POST", url, seconds=TIMEOUT_SECONDS, body=body, headers={"Content-Type": "application/json"}
-            )
-        except _http.ExchangeError as e:
-            _health.failed("replying to a click", ApiError(str(e)))
-            return
-        if reply.status != 200:
-            _health.failed("replying to a click", ApiError(f"HTTP {reply.status} {reply.reason}"))
+            _send(url, body, {"Content-Type": "application/json"}, TIMEOUT_SECONDS)
+        except ApiError as e:
+            _health.failed("replying to a click", e)
 
     _in_background("hitl-slack-reply", send)
 
@@ -1036,41 +950,32 @@ def _ephemeral(url: object, text: str) -> None:
 def _on_action(store: Store, payload: Record, client: str) -> Outcome:
     actions = payload.get("actions")
     action = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else {}
-    request_id = _request_id(action.get("block_id"), _BLOCK_PREFIX)
-    url = payload.get("response_url")
-    if request_id is None:
+    block, url = str(action.get("block_id")), payload.get("response_url")
+    if not block.startswith(_BLOCK_PREFIX):
         return Outcome(200)  # a block of another app's message
     try:
-        request = _answers.load(store, request_id)
+        request = _answers.load(store, block.removeprefix(_BLOCK_PREFIX))
     except StorageError:
         raise
     except HitlError:
         _ephemeral(url, "This question no longer exists.")
         return Outcome(200)
-    user_id = _user_id(payload)
+    user_id, action_id = _user_id(payload), str(action.get("action_id"))
     if user_id is None:
         return Outcome(400, {"detail": "the interaction names no user"})
     try:
         checked, identity = answering_as(request, user_id)
-    except _Refused as e:
-        _ephemeral(url, str(e))
-        return Outcome(200)
-    action_id = str(action.get("action_id"))
-    if action_id == "answer" or (action_id == "reject" and request.get("comment_required_on_reject")):
-        existing = _answers.outcome(store, request).response
-        if existing is not None:
-            _ephemeral(url, _closed(request, existing))
+        if action_id == "answer" or (action_id == "reject" and request.get("comment_required_on_reject")):
+            existing = _answers.outcome(store, request).response
+            if existing is not None:
+                raise AlreadyAnsweredError(str(request["request_id"]), existing)
+            view = (modal if action_id == "answer" else _reject_modal)(request, _channel(payload))
+            what = f"opening the answer form of {request['event_name']!r}"
+            body = {"trigger_id": payload.get("trigger_id"), "view": view}
+            _in_background("hitl-slack-view", _try, what, "views.open", body)
             return Outcome(200)
-        view = (modal if action_id == "answer" else _reject_modal)(request, _channel(payload))
-        what = f"opening the answer form of {request['event_name']!r}"
-        _in_background(
-            "hitl-slack-view", _try, what, "views.open", {"trigger_id": payload.get("trigger_id"), "view": view}
-        )
-        return Outcome(200)
-    try:
-        raw = _action_value(request, action_id, action)
-        response = _submit(store, request, checked, raw, identity, client)
-    except (AlreadyAnsweredError, EventExpiredError, InvalidValueError) as e:
+        response = _submit(store, request, checked, _action_value(request, action_id, action), identity, client)
+    except (_Refused, AlreadyAnsweredError, EventExpiredError, InvalidValueError) as e:
         _ephemeral(url, _refused(store, request, e))
         return Outcome(200)
     return _stored(request, response)
@@ -1095,8 +1000,7 @@ def _action_value(request: Record, action_id: str, action: Mapping[str, Any]) ->
 def _submit(
     store: Store, request: Record, checked: Record, raw: object, identity: str, client: str, comment: object = None
 ) -> Record:
-    """Store the answer through `_answers.submit` (with the request as checked for this person), then
-    bring the message up to date."""
+    """Store the answer (`checked`: the request as checked for this person), then `refresh`."""
     response = _answers.submit(
         store, checked, raw, via="slack", client=client, comment=comment, identity=identity, transport="slack"
     )
@@ -1104,19 +1008,18 @@ def _submit(
     return response
 
 
-def _refused(store: Store, request: Record, error: HitlError) -> str:
+def _refused(store: Store, request: Record, error: Exception, *, mrkdwn: bool = True) -> str:
     """What the person is told when their answer is not stored (the message is brought up to date)."""
     if isinstance(error, AlreadyVotedError):
         return "You have voted on this question already: each person votes once."
     if isinstance(error, AlreadyAnsweredError):
-        return _closed(request, error.response)
-    if isinstance(error, EventExpiredError):
+        response = error.response
+    elif isinstance(error, EventExpiredError):
         refresh(store, request)  # a late click may be the first to see the deadline
-        return _closed(request, _answers.outcome(store, request).response or _answers.expired_record(request))
-    return f"Not accepted: {escape(str(error))}"
-
-
-def _closed(request: Record, response: Record, *, mrkdwn: bool = True) -> str:
+        response = _answers.outcome(store, request).response or _answers.expired_record(request)
+    else:
+        text = str(error) if isinstance(error, _Refused) else f"Not accepted: {error}"
+        return escape(text) if mrkdwn else text
     if response.get("status") == "completed":
         return f"Already answered by {who(response, mrkdwn=mrkdwn)}."
     return "This question expired; it takes no more answers."
@@ -1127,46 +1030,30 @@ def _on_view(store: Store, payload: Record, client: str) -> Outcome:
     if not isinstance(view, dict) or view.get("callback_id") not in (_ANSWER_VIEW, _REJECT_VIEW):
         return Outcome(200)  # another app's modal
     request_id, _, channel = str(view.get("private_metadata")).partition(" ")
-    request = _answers.load(store, request_id)
-    user_id = _user_id(payload)
+    request, user_id = _answers.load(store, request_id), _user_id(payload)
     if user_id is None:
         return Outcome(400, {"detail": "the interaction names no user"})
     state = view.get("state")
     values = state.get("values") if isinstance(state, dict) else None
     values = values if isinstance(values, dict) else {}
     rejecting = view["callback_id"] == _REJECT_VIEW
-    first = "comment" if rejecting else str(_fields(request)[0]["name"])
-
-    def errors(message: str, field_errors: Mapping[str, str] | None = None) -> Outcome:
-        names = {str(f["name"]) for f in _fields(request)}
-        shown = {k: _cut(v, 1000) for k, v in (field_errors or {}).items() if k in names} or {
-            first: _cut(message, 1000)
-        }
-        told = f"Your answer to {escape(str(request['event_name']))} was not stored: {escape(message)}"
-        return Outcome(200, {"response_action": "errors", "errors": shown}, late=(channel, user_id, told))
-
     comment = ((values.get("comment") or {}).get("v") or {}).get("value") or "" if rejecting else None
     try:  # the value first, so that its refusal never waits for a look-up
         raw = False if rejecting else answer_from_view(request, values)
         check_answer(request, raw)
         checked, identity = answering_as(request, user_id)
-        response = _submit(store, request, checked, raw, identity, client, comment=comment)
+        return _stored(request, _submit(store, request, checked, raw, identity, client, comment=comment))
     except InvalidValueError as e:
-        return errors(str(e), e.field_errors)
-    except _Refused as e:
-        return errors(str(e))
-    except AlreadyVotedError as e:
-        return errors(_refused(store, request, e))
-    except AlreadyAnsweredError as e:
-        return errors(_closed(request, e.response, mrkdwn=False))
-    except EventExpiredError:
-        return errors("This question expired; it takes no more answers.")
-    return _stored(request, response)
+        message, field_errors = str(e), e.field_errors
+    except (_Refused, AlreadyAnsweredError, EventExpiredError) as e:
+        message, field_errors = _refused(store, request, e, mrkdwn=False), {}
+    names = {str(f["name"]) for f in _fields(request)}
+    first = "comment" if rejecting else str(_fields(request)[0]["name"])
+    shown = {k: _cut(v, 1000) for k, v in field_errors.items() if k in names} or {first: _cut(message, 1000)}
+    told = f"Your answer to {escape(str(request['event_name']))} was not stored: {escape(message)}"
+    return Outcome(200, {"response_action": "errors", "errors": shown}, late=(channel, user_id, told))
 
 
 def _stored(request: Record, response: Record) -> Outcome:
-    """The reply to a stored answer; it is handed on to the waiting task, unless it is a vote that did
-    not decide the event yet (the wait returns only on the decision)."""
-    if response.get("status") == "voted":
-        return Outcome(200)
-    return Outcome(200, answered=(request, response))
+    """The reply to a stored answer, handed on to the waiting task unless it is a vote that did not decide."""
+    return Outcome(200) if response.get("status") == "voted" else Outcome(200, answered=(request, response))
