@@ -38,8 +38,7 @@ def fake(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
         monkeypatch.delenv(_slack.CHANNEL_ENV, raising=False)
         monkeypatch.delenv("FLYTE_HITL_NOTIFY_URL", raising=False)
         monkeypatch.setattr(_slack, "_health", _slack._Health())
-        monkeypatch.setattr(_slack, "_no_email_logged", False)
-        monkeypatch.setattr(_slack, "_no_controls_logged", False)
+        monkeypatch.setattr(_slack, "_warned", set())
         _slack._users.clear()
         yield server
 

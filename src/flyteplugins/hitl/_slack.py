@@ -1,18 +1,11 @@
 """Answer in Slack: the message an event posts, the answers its buttons and modals give, and the
-message kept showing the event's stored state. Imported only when Slack is used; standard library only.
+message kept showing the event's stored state (`refresh`). Imported only when Slack is used.
 
-- The waiting task posts the message when its wait starts (`announce`) and stores where it went in
-  ``<root>/<request_id>/slack.json``; a form server that cannot check Slack's signature gets a
-  message without buttons that says where to answer.
-- Every form server takes ``POST /slack/interactions`` (`interaction`): the signature is checked
-  before anything is parsed, and Slack gets its acknowledgement within `ACK_SECONDS`.
-- A clicker counts as a person only through the e-mail Slack gives (``users.info``): where the event
-  names respondents, a requester or a quorum and none can be had, nothing is stored and the clicker
-  is told, privately, where to answer. Elsewhere anyone in the channel answers, as ``slack:<user id>``.
-- Whoever stores an outcome has the message rewritten (`refresh`), from the state read when it sends.
-
-No token goes to the channel. A failing Web API holds up no wait or answer: calls run in daemon
-threads with a deadline, and an outage is logged once.
+The waiting task posts the message (`announce`) and stores where it went in ``<root>/<id>/slack.json``
+for any server to rewrite. Every form server takes ``POST /slack/interactions`` (`interaction`),
+signed by Slack. A clicker counts as a person only through the e-mail Slack gives (``users.info``);
+where the event names respondents, a requester or a quorum and none can be had, nothing is stored.
+No token goes to the channel; a failing Web API holds up no wait or answer (daemon threads, deadlines).
 """
 
 from __future__ import annotations
@@ -92,10 +85,9 @@ _MAX_REWRITES = 10  # rewrites in a row by one thread, each after the state chan
 class Slack:
     """A Slack channel to post an event's question to, with buttons (or a form) to answer it there.
 
-    Needs ``SLACK_BOT_TOKEN`` (a bot token with ``chat:write``, ``users:read`` and, for events with
-    respondents, a requester or a quorum, ``users:read.email``) where the task runs and on the form
-    servers, and ``SLACK_SIGNING_SECRET`` on the form servers, whose ``/slack/interactions`` is the
-    Slack app's interactivity URL.
+    Needs ``SLACK_BOT_TOKEN`` (``chat:write``, ``users:read``, and ``users:read.email`` for events with
+    respondents, a requester or a quorum) where the task runs and on the form servers, and
+    ``SLACK_SIGNING_SECRET`` on the form servers, whose ``/slack/interactions`` is the interactivity URL.
 
     Args:
         channel: A channel id (``C0123ABCD``) or name (``#deploys``); default ``$FLYTE_HITL_SLACK_CHANNEL``.
@@ -190,12 +182,7 @@ _health = _Health()
 def call(method: str, body: Mapping[str, Any], *, seconds: float = TIMEOUT_SECONDS, form: bool = False) -> Record:
     """Call the Web API `method` with `body` (JSON, or form-encoded for the methods that take only
     that) and return its reply; `ApiError` unless Slack says ``ok``. A rate-limited call (HTTP 429)
-    is sent again after its ``Retry-After`` when that still falls within `seconds`.
-
-    Example:
-        >>> call("chat.postMessage", {"channel": "C0123", "text": "Ship it?"})["ts"]
-        '1712345678.000100'
-    """
+    is sent again after its ``Retry-After`` when that still falls within `seconds`."""
     if form:
         from urllib.parse import urlencode
 
@@ -268,11 +255,7 @@ def state_of(store: Store, request: Record) -> State:
 
 
 def announce(store: Store, request: Record, targets: Sequence[Slack]) -> threading.Thread:
-    """Post the question to each of `targets` in a daemon thread, then record where it went.
-
-    Example:
-        >>> announce(store, request, [Slack("#deploys")])
-    """
+    """Post the question to each of `targets` in a daemon thread, then record where it went."""
     return _in_background("hitl-slack", _post, store, request, list(targets))
 
 
@@ -305,13 +288,18 @@ def _post(store: Store, request: Record, targets: list[Slack]) -> None:
     refresh(store, request, state)  # an outcome stored while it was being posted found no message to rewrite
 
 
-_no_controls_logged = False
+_warned: set[str] = set()
+
+
+def _warn_once(message: str, *args: object) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message, *args)
 
 
 def _verifiable(request: Record) -> bool:
     """Whether the event's form server can check Slack's signature: this process's own server if
     ``SLACK_SIGNING_SECRET`` is set here, another unless its ``/health`` says ``"slack": false``."""
-    global _no_controls_logged
     endpoint = str(request.get("endpoint") or "")
     server = sys.modules.get("flyteplugins.hitl.server")
     if server is not None and endpoint in [httpd.url for httpd, _ in list(server._embedded.values())]:
@@ -322,18 +310,13 @@ def _verifiable(request: Record) -> bool:
         except (_http.ExchangeError, ValueError):
             health = None
         verifiable = not (isinstance(health, dict) and health.get("slack") is False)
-    if not verifiable and not _no_controls_logged:
-        _no_controls_logged = True
-        logger.warning("Slack: %s lacks %s: messages get no buttons, and say where to answer", endpoint, SECRET_ENV)
+    if not verifiable:
+        _warn_once("Slack: %s lacks %s: messages get no buttons, and say where to answer", endpoint, SECRET_ENV)
     return verifiable
 
 
 def outcome_known(store: Store, request: Record, response: Record) -> threading.Thread | None:
-    """The waiting task has its outcome: `refresh`, unless the server that stored it does.
-
-    Example:
-        >>> outcome_known(store, request, expired_record(request))
-    """
+    """The waiting task has its outcome: `refresh`, unless the server that stored it does."""
     return None if response.get("transport") in ("form", "json", "slack") else refresh(store, request)
 
 
@@ -353,14 +336,12 @@ def refresh(store: Store, request: Record, sent: State | None = None) -> threadi
         return None
     thread = threading.Thread(target=_rewrite, args=(store, request, sent), name="hitl-slack-update", daemon=True)
     with _running_lock:
-        if not _running:
-            atexit.unregister(_finish_rewrites)
-            atexit.register(_finish_rewrites)
         _running.add(thread)
     thread.start()
     return thread
 
 
+@atexit.register
 def _finish_rewrites() -> None:
     deadline = time.monotonic() + EXIT_GRACE_SECONDS
     with _running_lock:
@@ -390,7 +371,7 @@ def _update(request: Record, state: State, messages: list[Record]) -> None:
     for message in messages:
         target = Slack(str(message.get("channel")), mention=message.get("mention"))
         body = {"channel": message.get("channel"), "ts": message.get("ts")}
-        body.update(_content(request, state, target, message.get("controls", True) is not False))
+        body.update(_content(request, state, target, message.get("controls") is not False))
         _try(f"updating the message of {request['event_name']!r}", "chat.update", body)
 
 
@@ -403,9 +384,8 @@ def _content(request: Record, state: State, target: Slack, controls: bool = True
 
 
 def blocks(request: Record, state: State | None, target: Slack, *, controls: bool = True) -> list[Record]:
-    """The message's blocks: the question, its details and deadline, and while it takes answers the
-    controls (or, where no click can be verified, where to answer), with the quorum's rule and tally
-    or why the task refused the last answer; once decided, the outcome, who decided and every vote."""
+    """The message's blocks: the question, its details, and the outcome; or while it takes answers, the
+    deadline, the quorum's rule and tally or why the task refused the last answer, and the controls."""
     state = state or State()
     out: list[Record] = [{"type": "header", "text": _plain(str(request["event_name"]), 150)}]
     if str(request["prompt"]).strip():
@@ -423,9 +403,8 @@ def blocks(request: Record, state: State | None, target: Slack, *, controls: boo
     line = [f"Answer by {_date(str(request['expires_at']))}"]
     if target.mention:
         line.insert(0, _mention(target.mention))
-    if _policy.quorum(request) > 1:  # the rule before anyone votes, then the tally (not who voted)
+    if (quorum := _policy.quorum(request)) > 1:  # the rule before anyone votes, then the tally (not who voted)
         approvals = sum(v.get("value") is True for v in state.votes or ())
-        quorum = _policy.quorum(request)
         line[:0] = [f"{quorum} approvals needed; one rejection decides", f"{approvals} of {quorum} approvals"]
     if state.refusal is not None:
         refused = _cut(str(state.refusal.get("error")), 1000)
@@ -454,8 +433,7 @@ def _controls(request: Record) -> Record:
             {"type": "button", "action_id": "reject", "value": "false", "style": "danger", "text": _plain("Reject")},
         ]
     elif (options := _choices(request)) is not None and len(options[0]) <= _MAX_OPTIONS:
-        labels = options[1]
-        if len(labels) <= _MAX_BUTTONS:
+        if len(labels := options[1]) <= _MAX_BUTTONS:
             elements = [
                 {"type": "button", "action_id": f"choice:{i}", "value": str(i), "text": _plain(label, 75)}
                 for i, label in enumerate(labels)
@@ -559,10 +537,7 @@ def _mention(mention: str) -> str:
 
 def _date(stamp: str) -> str:
     """A moment (ISO 8601) in each reader's own time zone, with the UTC time as the fallback."""
-    try:
-        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return escape(stamp)
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} at {{time}}|{escape(stamp)}>"
 
 
@@ -575,9 +550,7 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _shown(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 # -- the modal -----------------------------------------------------------------------------------------
@@ -627,21 +600,18 @@ def _input(f: Mapping[str, Any], label: str | None = None) -> Record:
         element.update(type="number_input", is_decimal_allowed=kind == "float")
         low = schema.get("ge", schema["gt"] + 1 if "gt" in schema and kind == "int" else None)
         high = schema.get("le", schema["lt"] - 1 if "lt" in schema and kind == "int" else None)
-        if low is not None:
-            element["min_value"] = str(low)
-        if high is not None:
-            element["max_value"] = str(high)
+        element.update({k: str(v) for k, v in (("min_value", low), ("max_value", high)) if v is not None})
     elif kind == "bool":
-        element.update(type="static_select", options=[_option("Yes", "true"), _option("No", "false")])
+        element.update(
+            type="static_select", options=[{"text": _plain(t), "value": str(t == "Yes").lower()} for t in ("Yes", "No")]
+        )
     elif kind == "choice" and len(schema["choices"]) <= _MAX_OPTIONS:
         element.update(type="static_select", options=_options(_labels(schema)))
     elif kind == "list" and schema["items"]["kind"] == "choice" and len(schema["items"]["choices"]) <= _MAX_OPTIONS:
         many = len(schema["items"]["choices"]) > _MAX_CHECKBOXES
         element.update(type="multi_static_select" if many else "checkboxes", options=_options(_labels(schema["items"])))
-    elif kind == "date":
-        element["type"] = "datepicker"
-    elif kind == "datetime":
-        element["type"] = "datetimepicker"
+    elif kind in ("date", "datetime"):
+        element["type"] = "datepicker" if kind == "date" else "datetimepicker"
     else:  # str, a list (one item per line), a choice among too many to list
         element.update(type="plain_text_input", multiline=kind == "list")
         if kind == "str":
@@ -663,10 +633,6 @@ def _input(f: Mapping[str, Any], label: str | None = None) -> Record:
     hint = str(f.get("description") or describe(schema))
     block["hint"] = _plain(f"one per line; {hint}" if element.get("multiline") else hint, 2000)
     return block
-
-
-def _option(text: str, value: str) -> Record:
-    return {"text": _plain(text), "value": value}
 
 
 _MISSING = object()
@@ -700,9 +666,7 @@ def _from_state(schema: Mapping[str, Any], state: Mapping[str, Any]) -> object:
         return text
     if kind == "static_select":
         option = state.get("selected_option")
-        if not isinstance(option, dict):
-            return _MISSING
-        return _chosen(schema, option.get("value"))
+        return _chosen(schema, option.get("value")) if isinstance(option, dict) else _MISSING
     if kind in ("checkboxes", "multi_static_select"):
         options = state.get("selected_options")
         chosen = [_chosen(schema["items"], o.get("value")) for o in options or [] if isinstance(o, dict)]
@@ -735,17 +699,13 @@ class _Refused(Exception):
 
 
 _NOT_YOURS = "Only the people this question names may answer it."
-_YOURS = "You asked this question, so someone else must answer it."
 
 
 def answering_as(request: Record, user_id: str) -> tuple[Record, str]:
-    """Who the Slack user `user_id` answers `request` as, and the request as `_policy` checks it for
-    them; `_Refused` when they may not.
-
-    Where the event names no one, anyone in the channel answers, as ``slack:<id>``. Elsewhere only the
-    e-mail Slack gives makes the clicker a person (without it nothing tells them from the requester,
-    or their click from their vote on the form); ``slack:<id>`` in respondents or requester is that user.
-    """
+    """Who the Slack user `user_id` answers `request` as, with the request as `_policy` checks it for
+    them, or `_Refused`. Where the event names no one, anyone answers, as ``slack:<id>``; elsewhere only
+    the e-mail Slack gives makes them a person (without it nothing tells them from the requester, or
+    their click from their vote on the form), and ``slack:<id>`` in respondents or requester is them."""
     email = _email(user_id)
     if not _policy.needs_identity(request):
         return request, f"slack:{user_id}" + (f" <{email}>" if email else "")
@@ -761,14 +721,14 @@ def answering_as(request: Record, user_id: str) -> tuple[Record, str]:
         checked["requester"] = identity
     who = _policy.Who(identity)
     if _policy.refusal(checked, who) is not None:
-        raise _Refused(_YOURS if _policy.is_requester(checked, who) else _NOT_YOURS)
+        mine = _policy.is_requester(checked, who)
+        raise _Refused("You asked this question, so someone else must answer it." if mine else _NOT_YOURS)
     return checked, identity
 
 
 def _unverified(request: Record) -> str:
-    """Where a clicker Slack gives no e-mail for can answer: the form, which opens without the token on
-    an event with respondents; on another, the form takes the token and still the proxy's identity,
-    so the link, to this person alone, carries it."""
+    """Where a clicker Slack gives no e-mail for can answer: the form, without the token on an event with
+    respondents; on another, the form takes the token and still the proxy's identity: the link carries it."""
     url = f"{str(request.get('endpoint') or '').rstrip('/')}/form/{request['request_id']}"
     if not request.get("respondents"):
         url += f"?token={quote(str(request['token']), safe='')}"
@@ -779,31 +739,23 @@ def _unverified(request: Record) -> str:
 
 
 _users: dict[str, tuple[str, float]] = {}  # Slack user id -> (e-mail, when found); a miss is never kept
-_users_lock = threading.Lock()
-_no_email_logged = False
 
 
 def _email(user_id: str) -> str | None:
     """The e-mail Slack gives for a user (``users.info``; kept when found), or None: no
     ``users:read.email`` scope, a slow or failed call, no bot token. A failure is never kept."""
-    global _no_email_logged
-    with _users_lock:
-        cached = _users.get(user_id)
+    cached = _users.get(user_id)
     if cached is not None and time.monotonic() - cached[1] < USER_CACHE_SECONDS:
         return cached[0]
-    reply = _try(
-        f"looking up Slack user {user_id}", "users.info", {"user": user_id}, form=True, seconds=USERS_INFO_SECONDS
-    )
+    reply = _try(f"looking up user {user_id}", "users.info", {"user": user_id}, form=True, seconds=USERS_INFO_SECONDS)
     user = (reply or {}).get("user")
     profile = user.get("profile") if isinstance(user, dict) else None
     email = profile.get("email") if isinstance(profile, dict) else None
     if isinstance(email, str) and email.strip():
-        with _users_lock:
-            _users[user_id] = (email, time.monotonic())
+        _users[user_id] = (email, time.monotonic())
         return email
-    if isinstance(profile, dict) and "email" not in profile and not _no_email_logged:
-        _no_email_logged = True
-        logger.warning("Slack's users.info gives no email field: the app needs the users:read.email scope")
+    if isinstance(profile, dict) and "email" not in profile:
+        _warn_once("Slack's users.info gives no email field: the app needs the users:read.email scope")
     return None
 
 
@@ -811,12 +763,9 @@ def _email(user_id: str) -> str | None:
 
 
 def verify(secret: str, timestamp: str | None, signature: str | None, body: bytes, now: float) -> str | None:
-    """Why a request does not carry Slack's signature over `body`, or None when it does.
-
-    The signature is ``v0=`` and the hex HMAC-SHA256 of ``v0:{timestamp}:{body}`` keyed by the
-    signing secret, compared in constant time; a timestamp more than five minutes off is refused,
-    so a captured request cannot be replayed later.
-    """
+    """Why a request does not carry Slack's signature over `body`, or None when it does: ``v0=`` and the
+    hex HMAC-SHA256 of ``v0:{timestamp}:{body}`` keyed by the signing secret, compared in constant
+    time, with a timestamp within five minutes (a captured request cannot be replayed later)."""
     if not timestamp or not signature:
         return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
@@ -832,36 +781,23 @@ def verify(secret: str, timestamp: str | None, signature: str | None, body: byte
 @dataclasses.dataclass
 class Outcome:
     """What the interaction endpoint replies: an HTTP status, a JSON body (None: an empty
-    acknowledgement), (request, response) to hand on when an answer was stored, and (channel, user,
-    text) to tell the person privately instead of `body` past the acknowledgement."""
+    acknowledgement), (request, response) to hand on when an answer was stored, and what to tell the
+    person privately (a ``chat.postEphemeral``) instead of `body` past the acknowledgement."""
 
     status: int
     body: Record | None = None
     answered: tuple[Record, Record] | None = None
-    late: tuple[str, str, str] | None = None
-
-
-_secret_missing_logged = False
+    late: Record | None = None
 
 
 def interaction(
-    store: Store,
-    headers: Any,
-    body: bytes,
-    client: str,
-    stored_late: Callable[[Record, Record], None],
+    store: Store, headers: Any, body: bytes, client: str, stored_late: Callable[[Record, Record], None]
 ) -> Outcome:
-    """Handle ``POST /slack/interactions``: verify, then act on a click or a submitted modal.
-
-    `headers` has ``get_all`` (an `email.message.Message`). Work that takes longer than
-    `ACK_SECONDS` finishes after the reply; an answer it then stores is handed to `stored_late`.
-    """
-    global _secret_missing_logged
+    """Handle ``POST /slack/interactions`` (`headers` has ``get_all``): verify, then act on a click or a
+    modal. Work past `ACK_SECONDS` finishes after the reply, handing an answer it stores to `stored_late`."""
     secret = os.environ.get(SECRET_ENV, "")
     if not secret:
-        if not _secret_missing_logged:
-            _secret_missing_logged = True
-            logger.warning("Slack interactions refused: %s is not set on this server", SECRET_ENV)
+        _warn_once("Slack interactions refused: %s is not set on this server", SECRET_ENV)
         return Outcome(503, {"detail": f"Slack interactions are not set up on this server ({SECRET_ENV})"})
     stamps = headers.get_all("X-Slack-Request-Timestamp") or []
     signatures = headers.get_all("X-Slack-Signature") or []
@@ -877,14 +813,10 @@ def interaction(
             raise ValueError("payload is not an object")
     except (UnicodeDecodeError, ValueError, KeyError, RecursionError) as e:
         return Outcome(400, {"detail": f"malformed Slack interaction: {e}"})
-    kind = payload.get("type")
-    if kind == "block_actions":
-        work: Callable[[], Outcome] = lambda: _on_action(store, payload, client)  # noqa: E731
-    elif kind == "view_submission":
-        work = lambda: _on_view(store, payload, client)  # noqa: E731
-    else:
+    handler = {"block_actions": _on_action, "view_submission": _on_view}.get(str(payload.get("type")))
+    if handler is None:
         return Outcome(200)  # view_closed, shortcuts...: nothing to do
-    return _within_ack(work, stored_late)
+    return _within_ack(lambda: handler(store, payload, client), stored_late)
 
 
 def _within_ack(work: Callable[[], Outcome], stored_late: Callable[[Record, Record], None]) -> Outcome:
@@ -895,11 +827,8 @@ def _within_ack(work: Callable[[], Outcome], stored_late: Callable[[Record, Reco
     def run() -> None:
         try:
             result = work()
-        except StorageError as e:
-            logger.error("Slack interaction: %s", e)
-            result = Outcome(200)
-        except HitlError as e:  # a modal of an event that is gone, say: nothing to store, no traceback
-            logger.info("Slack interaction refused: %s", e)
+        except HitlError as e:  # storage failed, or a modal of an event that is gone: no traceback
+            logger.log(logging.ERROR if isinstance(e, StorageError) else logging.INFO, "Slack interaction: %s", e)
             result = Outcome(200)
         except Exception:
             logger.exception("internal error handling a Slack interaction")
@@ -907,16 +836,13 @@ def _within_ack(work: Callable[[], Outcome], stored_late: Callable[[Record, Reco
         with lock:
             late, state["result"] = "late" in state, result
         if late and result.late is not None:  # Slack took the acknowledgement as the reply
-            channel, user, text = result.late
-            _try("telling a person", "chat.postEphemeral", {"channel": channel, "user": user, "text": text})
+            _try("telling a person", "chat.postEphemeral", result.late)
         if late and result.answered is not None:
             stored_late(*result.answered)
 
     _in_background("hitl-slack-interaction", run).join(ACK_SECONDS)
-    with lock:
-        if "result" not in state:
-            state["late"] = Outcome(200)
-        return state.get("result", Outcome(200))
+    with lock:  # the work's outcome, or else the acknowledgement, after which the work is late
+        return state.get("result") or state.setdefault("late", Outcome(200))
 
 
 def _user_id(payload: Record) -> str | None:
@@ -1051,7 +977,9 @@ def _on_view(store: Store, payload: Record, client: str) -> Outcome:
     first = "comment" if rejecting else str(_fields(request)[0]["name"])
     shown = {k: _cut(v, 1000) for k, v in field_errors.items() if k in names} or {first: _cut(message, 1000)}
     told = f"Your answer to {escape(str(request['event_name']))} was not stored: {escape(message)}"
-    return Outcome(200, {"response_action": "errors", "errors": shown}, late=(channel, user_id, told))
+    return Outcome(
+        200, {"response_action": "errors", "errors": shown}, late={"channel": channel, "user": user_id, "text": told}
+    )
 
 
 def _stored(request: Record, response: Record) -> Outcome:
