@@ -710,9 +710,11 @@ def answering_as(request: Record, user_id: str) -> tuple[Record, str]:
     if not _policy.needs_identity(request):
         return request, f"slack:{user_id}" + (f" <{email}>" if email else "")
     try:
-        identity = _policy.canonical(email or "", label="the e-mail Slack gives")
+        identity = _policy.canonical(email, label="the e-mail Slack gives") if email else ""
     except HitlError:
-        raise _Refused(_unverified(request)) from None
+        identity = ""
+    if not identity:
+        raise _Refused(_unverified(request))
     in_slack = _policy.Who(f"slack:{user_id}")
     checked = dict(request)
     if _policy.is_respondent(request, in_slack):
