@@ -485,6 +485,7 @@ def test_one_person_voting_on_the_form_and_in_slack_is_counted_once(fake: FakeSl
         body = json.dumps({"request_id": "twice-1", "value": True}).encode()
         headers = {"Content-Type": "application/json", "X-Forwarded-Email": "Alice@Example.com"}
         assert request(httpd.url, "POST", "/submit/json", body, headers).status == 200
+        fake.showing(ts, lambda m: "1 of 2 approvals" in json.dumps(m["blocks"]))  # the tally, whoever voted where
         # Alice again, as U1 in Slack, whose e-mail Slack gives: the same person, whose vote is in.
         assert interact(httpd.url, a_click("twice-1", user="U1", response_url=fake.response_url())).status == 200
         [told] = fake.wait_for("response_url")
