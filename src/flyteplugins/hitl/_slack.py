@@ -977,7 +977,8 @@ def _on_view(store: Store, payload: Record, client: str) -> Outcome:
         message, field_errors = _refused(store, request, e, mrkdwn=False), {}
     names = {str(f["name"]) for f in _fields(request)}
     first = "comment" if rejecting else str(_fields(request)[0]["name"])
-    shown = {k: _cut(v, 1000) for k, v in field_errors.items() if k in names} or {first: _cut(message, 1000)}
+    errors = {k: v for k, v in field_errors.items() if k in names} or {first: message}
+    shown = {k: _cut(visible(v), 1000) for k, v in errors.items()}  # plain text in the modal
     told = f"Your answer to {escape(str(request['event_name']))} was not stored: {escape(message)}"
     return Outcome(
         200, {"response_action": "errors", "errors": shown}, late={"channel": channel, "user": user_id, "text": told}
