@@ -706,11 +706,10 @@ def answering_as(request: Record, user_id: str) -> tuple[Record, str]:
     them, or `_Refused`. Where the event names no one, anyone answers, as ``slack:<id>``; elsewhere only
     the e-mail Slack gives makes them a person (without it nothing tells them from the requester, or
     their click from their vote on the form), and ``slack:<id>`` in respondents or requester is them."""
-    email = _email(user_id)
     if not _policy.needs_identity(request):
-        return request, f"slack:{user_id}" + (f" <{email}>" if email else "")
+        return request, f"slack:{user_id}"
     try:
-        identity = _policy.canonical(email, label="the e-mail Slack gives") if email else ""
+        identity = _policy.canonical(email, label="the e-mail Slack gives") if (email := _email(user_id)) else ""
     except HitlError:
         identity = ""
     if not identity:
