@@ -819,6 +819,7 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
         return html_reply(410, _html.expired_page(event))
     site.listing.forget()
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
+        _answered(site, event, response)  # but Slack shows the tally
         votes = _answers.votes_of(site.store, event, None) or []
         return html_reply(200, _with_next(site, who, _html.voted_page(event, response, votes)))
     _answered(site, event, response)
@@ -905,6 +906,7 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
         groups=who.groups,
     )
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
+        _answered(site, event, response)  # but Slack shows the tally
         return json_reply(200, _vote_reply(event, response))
     site.listing.forget()
     _answered(site, event, response)
@@ -938,7 +940,7 @@ def _answered(site: Site, event: Record, response: Record) -> None:
     if event.get("slack"):
         from . import _slack
 
-        _slack.answer_stored(site.store, event, response)
+        _slack.refresh(site.store, event)
 
 
 def slack_interactions(site: Site, request: Request, _: str) -> Response:
