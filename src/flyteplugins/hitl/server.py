@@ -129,9 +129,10 @@ class HitlServer(ThreadingHTTPServer):
     """Serves every event under one storage root.
 
     At most `max_connections` connections are served at once. A connection waiting for a request
-    must send it whole within the handler's `timeout`, or it is closed (`service_actions`). Past the
-    limit, the connection that has waited longest for its request is closed to make room; when every
-    connection is busy with a request, a new one gets a short 503.
+    must send it whole within the handler's `timeout`, or it is closed (`service_actions`). Long-polls
+    hold at most `long_poll_share` of the connections; past that, a long-poll is answered at once with
+    the current state. Past the limit, the connection that has waited longest for its request is closed to make
+    room; when every connection is busy with a request, a new one gets a short 503.
 
     Example:
         >>> httpd = make_server(Store("/tmp/flyte/hitl"), port=0)
@@ -151,6 +152,8 @@ class HitlServer(ThreadingHTTPServer):
     accept_backoff_seconds = 0.1
     #: Connections waiting for a request closed at once when the process runs out of file descriptors.
     shed_on_exhaustion = 32
+    #: Share of `max_connections` that ``GET /status?wait=N`` long-polls may hold at once.
+    long_poll_share = 0.5
 
     def __init__(
         self,
@@ -173,6 +176,7 @@ class HitlServer(ThreadingHTTPServer):
             store, identity_header, loopback_only=loopback and not trust_forwarded, trust_forwarded=trust_forwarded
         )
         self.max_connections = max_connections
+        self.site.watch.most = max(1, int(max_connections * self.long_poll_share))
         self._connections = 0
         # Connections waiting for (the rest of) a request → their deadline; the longest waiting first.
         self._waiting: dict[socket.socket, float] = {}
@@ -455,7 +459,7 @@ class HitlHandler(BaseHTTPRequestHandler):
         such a wait sees it was handed over. The reply is out (or its client gone): a failure here is
         logged, never answered."""
         request_id = event["request_id"]
-        self.server.site.watch.stored(request_id, response)
+        self.server.site.watch.stored(request_id)
         if self.server.on_answer is not None:
             try:
                 self.server.on_answer(request_id, response)
