@@ -964,7 +964,7 @@ def test_a_client_that_does_not_read_its_replies_does_not_block_others(
                 sent += hog.send(request_bytes * 64)
         assert sent < 64 << 20, "the server kept reading requests: its sends never blocked"
         time.sleep(0.5)  # the server thread is now blocked sending a reply nobody reads
-        # Blocked behind it, these would wait for the server's 30 s send timeout; the client gives up at 10 s.
+        # Blocked behind it, these would wait for the server's 10 s write deadline; the client gives up at 10 s.
         assert request(server.url, "GET", "/health").status == 200
         assert answer(server.url, event, 5).status == 200
     finally:
@@ -1141,6 +1141,33 @@ def test_long_polls_past_their_share_of_the_connections_are_answered_at_once(
         hitl.submit(event.request_id, 1, root=str(root))  # the polls find it and end
         for poll in polls:
             poll.join(30)
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """Whether the server has not closed `sock` yet (its TCP state is still ESTABLISHED)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 1
+
+
+def test_connections_that_stop_reading_their_replies_are_closed_after_the_write_deadline(
+    small_server: HitlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(HitlHandler, "write_timeout", 1.0)
+    hogs = []
+    try:
+        for _ in range(small_server.max_connections):  # every connection, each pipelining without reading
+            hog = socket.socket()
+            hogs.append(hog)
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            hog.settimeout(10)
+            hog.connect(small_server.server_address[:2])
+            hog.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 1000)
+        # Closed 1 s after a reply could not be sent; the handler timeout (30 s) would come too late.
+        until(lambda: not any(_still_open(hog) for hog in hogs), "every connection that stopped reading closed", 20)
+        assert request(small_server.url, "GET", "/health").status == 200
+    finally:
+        for hog in hogs:
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            hog.close()
 
 
 def test_a_bad_trusted_proxy_setting_is_a_configuration_error(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -129,9 +129,10 @@ class HitlServer(ThreadingHTTPServer):
     """Serves every event under one storage root.
 
     At most `max_connections` connections are served at once. A connection waiting for a request
-    must send it whole within the handler's `timeout`, or it is closed (`service_actions`). Long-polls
-    hold at most `long_poll_share` of the connections; past that, a long-poll is answered at once with
-    the current state. Past the limit, the connection that has waited longest for its request is closed to make
+    must send it whole within the handler's `timeout`, or it is closed (`service_actions`), and must
+    take each reply within its `write_timeout`, or it is closed too. Long-polls hold at most
+    `long_poll_share` of the connections; past that, a long-poll is answered at once with the current
+    state. Past the limit, the connection that has waited longest for its request is closed to make
     room; when every connection is busy with a request, a new one gets a short 503.
 
     Example:
@@ -331,12 +332,22 @@ class HitlHandler(BaseHTTPRequestHandler):
     #: Seconds a connection may take to send a whole request (line, headers and body), counted from
     #: when the server starts waiting for it; a connection idle or trickling that long is closed.
     timeout = 30
+    #: Seconds a reply may take to be sent; a client that stops reading its replies is closed then.
+    write_timeout = 10
     #: Largest accepted request body, in bytes; larger ones get 413.
     max_body_bytes = 1 << 20
     # Replies are written in one send; without NODELAY, a small reply can still sit in Nagle's buffer.
     disable_nagle_algorithm = True
 
     _busy = False
+
+    def setup(self) -> None:
+        super().setup()
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):  # Linux, macOS
+            # A send waits until the replies before it are on their way: a client that stops reading
+            # blocks the next reply at once (closed after `write_timeout`), instead of having hundreds of
+            # pipelined requests answered into the socket's buffer first.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1)
 
     # -- parsing -------------------------------------------------------------------------------
 
@@ -508,7 +519,9 @@ class HitlHandler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.connection.settimeout(self.write_timeout)  # for the whole send, not each part of it
         self.wfile.write(data if head else data + reply.body)
+        self.connection.settimeout(self.timeout)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # The standard parser calls this for a request it cannot read (414, 431): answer in JSON.
