@@ -647,7 +647,7 @@ def test_once_the_task_refuses_an_answer_every_status_says_waiting_and_why(
     ids = {"request_id": event.request_id, "token": event.token}
     assert post_json(remote, {**ids, "value": {"replicas": 2}}).status == 200, "the schema alone: stored"
     result: list[Any] = []
-    waiting = threading.Thread(target=lambda: result.append(event.wait()))
+    waiting = threading.Thread(target=lambda: result.append(event.wait()), daemon=True)
     waiting.start()
     try:
         until(lambda: (root / event.request_id / "refused.json").exists(), "the task refuses the answer", timeout=60)
