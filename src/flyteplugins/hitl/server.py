@@ -8,7 +8,8 @@ Endpoints (`_endpoints.py`; every one answers a client's mistake with a clear 4x
 - ``POST /submit``: a form-encoded answer (``request_id``, ``token``, ``value``) → an HTML page
 - ``POST /submit/json``: a JSON answer ``{"request_id", "token", "value"[, "data_type"]}`` → JSON
 - ``GET /status/<request_id>?token=…[&wait=N]``: the event and its outcome as JSON (never the token);
-  with ``wait`` (0 to 60 s), once the event is answered or expired, or after N seconds
+  with ``wait`` (0 to 60 s), once the event is answered or expired, or after N seconds (at once
+  when long-polls hold their share of the connections already: `HitlServer.long_poll_share`)
 
 The handler leaves parsing to the standard library's `parse_request` and adds the checks that keep
 the framing of each request unambiguous (RFC 9112): a request whose length could be read two ways
