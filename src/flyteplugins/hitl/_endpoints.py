@@ -712,16 +712,16 @@ def status(site: Site, request: Request, request_id: str) -> Response:
     """``GET /status/<request_id>?token=…[&wait=N]``: the event (never its token) and its outcome.
 
     With ``wait`` (0 to `MAX_STATUS_WAIT` seconds), a pending event's reply waits until it is
-    answered or expires, or N seconds pass; the long-poll itself reads no storage (`Watch`).
+    answered or expires, or N seconds pass (`Watch`: past its share of the connections, at once).
     """
     query = _query(request)
     wait = _wait_seconds(query.get("wait"))
     event, _ = _viewable(site, request, request_id, query.get("token"))
-    outcome = site.watch.outcome(event, wait)
-    votes = _answers.votes_of(site.store, event, outcome)
-    # Why the task refused the last answer, while it waits for another (one more read, only then).
-    refusal = _answers.outcome(site.store, event).refusal if outcome is None else None
-    return json_reply(200, _answers.status_record(event, outcome, refusal, votes=votes))
+    response, _, refusal = site.watch.outcome(event, wait)
+    votes = _answers.votes_of(site.store, event, response)
+    # While it waits for another answer: why the task refused the last one.
+    refusal = refusal if response is None else None
+    return json_reply(200, _answers.status_record(event, response, refusal, votes=votes))
 
 
 def _wait_seconds(text: str | None) -> float:
@@ -923,6 +923,7 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
     except EventExpiredError:
         return html_reply(410, _html.expired_page(event))
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
+        _answered(site, event, response)  # but Slack shows the tally
         votes = _answers.votes_of(site.store, event, None) or []
         page = _html.voted_page(event, response, votes)
         return html_reply(200, _with_next(site, who, page, event["request_id"]))
@@ -1011,6 +1012,7 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
         groups=who.groups,
     )
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
+        _answered(site, event, response)  # but Slack shows the tally
         return json_reply(200, _vote_reply(event, response))
     _answered(site, event, response)
     accepted = {
@@ -1043,7 +1045,7 @@ def _answered(site: Site, event: Record, response: Record) -> None:
     if event.get("slack"):
         from . import _slack
 
-        _slack.answer_stored(site.store, event, response)
+        _slack.refresh(site.store, event)
 
 
 def slack_interactions(site: Site, request: Request, _: str) -> Response:
@@ -1051,7 +1053,7 @@ def slack_interactions(site: Site, request: Request, _: str) -> Response:
     from . import _slack, _wake
 
     def stored_late(event: Record, response: Record) -> None:  # the acknowledgement went first
-        site.watch.stored(event["request_id"], response)
+        site.watch.stored(event["request_id"])
         _wake.poke(site.store, event)
 
     outcome = _slack.interaction(site.store, request.headers, _body(request), request.client, stored_late)

@@ -8,7 +8,8 @@ Endpoints (`_endpoints.py`; every one answers a client's mistake with a clear 4x
 - ``POST /submit``: a form-encoded answer (``request_id``, ``token``, ``value``) → an HTML page
 - ``POST /submit/json``: a JSON answer ``{"request_id", "token", "value"[, "data_type"]}`` → JSON
 - ``GET /status/<request_id>?token=…[&wait=N]``: the event and its outcome as JSON (never the token);
-  with ``wait`` (0 to 60 s), once the event is answered or expired, or after N seconds
+  with ``wait`` (0 to 60 s), once the event is answered or expired, or after N seconds (at once
+  when long-polls hold their share of the connections already: `HitlServer.long_poll_share`)
 
 The handler leaves parsing to the standard library's `parse_request` and adds the checks that keep
 the framing of each request unambiguous (RFC 9112): a request whose length could be read two ways
@@ -129,9 +130,11 @@ class HitlServer(ThreadingHTTPServer):
     """Serves every event under one storage root.
 
     At most `max_connections` connections are served at once. A connection waiting for a request
-    must send it whole within the handler's `timeout`, or it is closed (`service_actions`). Past the
-    limit, the connection that has waited longest for its request is closed to make room; when every
-    connection is busy with a request, a new one gets a short 503.
+    must send it whole within the handler's `timeout`, or it is closed (`service_actions`), and must
+    take each reply within its `write_timeout`, or it is closed too. Long-polls hold at most
+    `long_poll_share` of the connections; past that, a long-poll is answered at once with the current
+    state. Past the limit, the connection that has waited longest for its request is closed to make
+    room; when every connection is busy with a request, a new one gets a short 503.
 
     Example:
         >>> httpd = make_server(Store("/tmp/flyte/hitl"), port=0)
@@ -151,6 +154,8 @@ class HitlServer(ThreadingHTTPServer):
     accept_backoff_seconds = 0.1
     #: Connections waiting for a request closed at once when the process runs out of file descriptors.
     shed_on_exhaustion = 32
+    #: Share of `max_connections` that ``GET /status?wait=N`` long-polls may hold at once.
+    long_poll_share = 0.5
 
     def __init__(
         self,
@@ -173,6 +178,7 @@ class HitlServer(ThreadingHTTPServer):
             store, identity_header, loopback_only=loopback and not trust_forwarded, trust_forwarded=trust_forwarded
         )
         self.max_connections = max_connections
+        self.site.watch.most = max(1, int(max_connections * self.long_poll_share))
         self._connections = 0
         # Connections waiting for (the rest of) a request → their deadline; the longest waiting first.
         self._waiting: dict[socket.socket, float] = {}
@@ -327,12 +333,22 @@ class HitlHandler(BaseHTTPRequestHandler):
     #: Seconds a connection may take to send a whole request (line, headers and body), counted from
     #: when the server starts waiting for it; a connection idle or trickling that long is closed.
     timeout = 30
+    #: Seconds a reply may take to be sent; a client that stops reading its replies is closed then.
+    write_timeout = 10
     #: Largest accepted request body, in bytes; larger ones get 413.
     max_body_bytes = 1 << 20
     # Replies are written in one send; without NODELAY, a small reply can still sit in Nagle's buffer.
     disable_nagle_algorithm = True
 
     _busy = False
+
+    def setup(self) -> None:
+        super().setup()
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):  # Linux, macOS
+            # A send waits until the replies before it are on their way: a client that stops reading
+            # blocks the next reply at once (closed after `write_timeout`), instead of having hundreds of
+            # pipelined requests answered into the socket's buffer first.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1)
 
     # -- parsing -------------------------------------------------------------------------------
 
@@ -455,7 +471,7 @@ class HitlHandler(BaseHTTPRequestHandler):
         such a wait sees it was handed over. The reply is out (or its client gone): a failure here is
         logged, never answered."""
         request_id = event["request_id"]
-        self.server.site.watch.stored(request_id, response)
+        self.server.site.watch.stored(request_id)
         if self.server.on_answer is not None:
             try:
                 self.server.on_answer(request_id, response)
@@ -504,7 +520,9 @@ class HitlHandler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.connection.settimeout(self.write_timeout)  # for the whole send, not each part of it
         self.wfile.write(data if head else data + reply.body)
+        self.connection.settimeout(self.timeout)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # The standard parser calls this for a request it cannot read (414, 431): answer in JSON.
