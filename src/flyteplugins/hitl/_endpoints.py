@@ -154,8 +154,8 @@ class Replies:
 
 class Row(NamedTuple):
     """A listed event as the index, the inbox and ``/events`` show it: its request, status ("pending",
-    "completed", "expired" or "withdrawn"), seconds left, the refusal it waits again after, and the votes so far of a
-    waiting approval with a quorum (None for any other event)."""
+    "completed", "expired" or "withdrawn"), seconds left, the refusal it waits again after, and the votes
+    so far of a waiting approval with a quorum (None for any other event)."""
 
     request: Record
     status: str
@@ -247,7 +247,7 @@ class _Seen:
             known = self._votes.get(request_id)
         known = store.read_votes(request_id, known)
         with self._lock:
-            if len(self._votes) >= self.capacity:
+            if len(self._votes) >= self.capacity:  # decided events' votes go with the rest
                 self._votes.clear()
             self._votes[request_id] = known
         return sorted(known.values(), key=lambda v: str(v.get("voted_at")))
