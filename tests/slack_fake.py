@@ -2,8 +2,11 @@
 plus interaction payloads shaped like Slack's, signed like Slack signs them.
 
 It records every call (method, body, Authorization) and answers as Slack's documentation says:
-``{"ok": true, ...}`` with a ``ts`` for a posted message, a profile with an e-mail for ``users.info``.
-While `held` is clear every call waits for it (a slow Slack).
+``{"ok": true, ...}`` with a ``ts`` for a posted message, a profile with an e-mail for ``users.info``
+(no ``email`` field for a user missing from `emails`, as without the ``users:read.email`` scope).
+While `held` is clear every call waits for it (a slow Slack); `delays`, `slow`, `limited` and
+`failing` make a method slow, rate-limited (HTTP 429) or failing. `shown` keeps each message as it
+stands, its posts and updates applied in the order Slack replies to them.
 """
 
 from __future__ import annotations
@@ -39,8 +42,23 @@ class FakeSlack(ThreadingHTTPServer):
         #: Seconds to wait before replying to a method, and when (time.monotonic) each method last replied.
         self.delays: dict[str, float] = {}
         self.replied: dict[str, float] = {}
+        #: Seconds to hold each of the next calls of a method (one entry per call, then `delays`).
+        self.slow: dict[str, list[float]] = {}
+        #: The Retry-After of each of the next calls of a method, answered HTTP 429 (one entry per call).
+        self.limited: dict[str, list[int]] = {}
+        #: Methods that answer ``{"ok": false}``.
+        self.failing: set[str] = set()
+        #: What this server's ``GET /health`` says of Slack (when it plays a separate form server).
+        self.verifies = True
+        #: How many replies each method got.
+        self.answered: dict[str, int] = {}
+        #: ts -> the message as it stands (the body of the last post or update applied).
+        self.shown: dict[str, dict[str, Any]] = {}
         self._changed = threading.Condition()
         self._ts = itertools.count(1)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a caller that gave up (its deadline passed) before the reply: expected here
 
     @property
     def api_url(self) -> str:
@@ -72,9 +90,35 @@ class FakeSlack(ThreadingHTTPServer):
     def next_ts(self) -> str:
         return f"1712345678.{next(self._ts):06d}"
 
+    def next_of(self, queues: dict[str, list[Any]], method: str) -> Any:
+        with self._changed:
+            queue = queues.get(method) or []
+            return queue.pop(0) if queue else None
+
+    def show(self, ts: str, body: dict[str, Any]) -> None:
+        with self._changed:
+            self.shown[ts] = body
+            self._changed.notify_all()
+
+    def showing(self, ts: str, done: Any, timeout: float = 30) -> dict[str, Any]:
+        """The message `ts` once `done(message)` holds for it as it stands (fails after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not ((message := self.shown.get(ts)) and done(message)):
+                left = deadline - time.monotonic()
+                assert left > 0, f"message {ts} never showed what was expected: {message}"
+                self._changed.wait(left)
+            return message
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: FakeSlack
+
+    def do_GET(self) -> None:
+        """``/health`` as a separate form server answers it, saying whether it can verify Slack's clicks."""
+        if self.path != "/health":
+            return self._reply(b"not found", "text/plain", 404)
+        self._reply(json.dumps({"status": "healthy", "slack": self.server.verifies}).encode(), "application/json")
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -89,13 +133,24 @@ class _Handler(BaseHTTPRequestHandler):
         method = self.path.removeprefix("/api/")
         self.server.record(method, body, self.headers.get("Authorization"))
         self.server.held.wait(60)
-        time.sleep(self.server.delays.get(method, 0))
+        slow = self.server.next_of(self.server.slow, method)
+        time.sleep(self.server.delays.get(method, 0) if slow is None else slow)
+        retry_after = self.server.next_of(self.server.limited, method)
+        if retry_after is not None:
+            return self._reply(b'{"ok": false, "error": "ratelimited"}', "application/json", 429, retry_after)
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             return self._json({"ok": False, "error": "invalid_auth"})
+        if method in self.server.failing:
+            return self._json({"ok": False, "error": "fatal_error"})
         if method == "chat.postMessage":
-            return self._json({"ok": True, "channel": CHANNEL_ID, "ts": self.server.next_ts(), "message": {}})
+            ts = self.server.next_ts()
+            self.server.show(ts, body)
+            return self._json({"ok": True, "channel": CHANNEL_ID, "ts": ts, "message": {}})
         if method == "chat.update":
+            self.server.show(str(body.get("ts")), body)
             return self._json({"ok": True, "channel": body.get("channel"), "ts": body.get("ts")})
+        if method == "chat.postEphemeral":
+            return self._json({"ok": True, "message_ts": self.server.next_ts()})
         if method == "views.open":
             return self._json({"ok": True, "view": {"id": "V1"}})
         if method == "users.info":
@@ -106,10 +161,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, payload: dict[str, Any]) -> None:
         self._reply(json.dumps(payload).encode(), "application/json; charset=utf-8")
-        self.server.replied[self.path.removeprefix("/api/")] = time.monotonic()
+        method = self.path.removeprefix("/api/")
+        self.server.replied[method] = time.monotonic()
+        with self.server._changed:
+            self.server.answered[method] = self.server.answered.get(method, 0) + 1
+            self.server._changed.notify_all()
 
-    def _reply(self, data: bytes, content_type: str) -> None:
-        self.send_response(200)
+    def _reply(self, data: bytes, content_type: str, status: int = 200, retry_after: int | None = None) -> None:
+        self.send_response(status)
+        if retry_after is not None:
+            self.send_header("Retry-After", str(retry_after))
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -305,7 +305,7 @@ def test_form_of_a_dataclass_over_http_keeps_values_and_shows_field_errors(root:
     event = review_event()
     page = request(remote, "GET", f"/form/{event.request_id}?token={event.token}").text
     assert '<label for="f-score">Score <span class="req">required</span>' in page
-    assert "How good, 1 to 5" in page and "<h1>Label this item.</h1>" in page and "<table>" in page
+    assert "How good, 1 to 5" in page and "<h1><strong>Label</strong> this item.</h1>" in page and "<table>" in page
     assert "img-0042.png" in page and "cat: 0.7" in page, "details are shown as a table"
     assert 'type="checkbox" name="f.tags" value="docs"' in page and 'type="date"' in page
     ids = f"request_id={event.request_id}&token={event.token}"
@@ -459,7 +459,7 @@ def test_approve_stores_and_shows_the_details_of_an_agents_tool_call(root: Path,
     stored = store.read_request(request_id)
     assert stored is not None and stored["details"] == details
     page = request(stored["endpoint"], "GET", f"/form/{request_id}?token={stored['token']}").text
-    assert "<h1>Run delete_rows?</h1>" in page and "<td>120,431</td>" in page
+    assert "<h1>Run <strong><code>delete_rows</code></strong>?</h1>" in page and "<td>120,431</td>" in page
     reply = post_json(stored["endpoint"], {"request_id": request_id, "token": stored["token"], "value": True})
     assert reply.status == 200
     asker.join(60)

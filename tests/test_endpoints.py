@@ -6,6 +6,8 @@ Also `Store.list_events`, the one listing the index reads per visit, on each kin
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import ipaddress
 import json
 import logging
 import os
@@ -21,10 +23,22 @@ import pytest
 from conftest import until
 from s3_helpers import MotoS3, S3Bucket, use_root
 
-from flyteplugins.hitl import _answers
-from flyteplugins.hitl._endpoints import PAGE_SIZE, Replies, Request, Response, Site, _headers, handle
-from flyteplugins.hitl._store import Listed, Record, Store
+from flyteplugins.hitl import _answers, _policy
+from flyteplugins.hitl._endpoints import (
+    MAX_LISTED,
+    PAGE_SIZE,
+    Replies,
+    Request,
+    Response,
+    Site,
+    _headers,
+    handle,
+    trusted_proxies,
+)
+from flyteplugins.hitl._errors import ConfigurationError
+from flyteplugins.hitl._store import Listed, Record, Store, _LocalBackend
 from flyteplugins.hitl._task_types import declare
+from flyteplugins.hitl.server import make_server, start_server, stop_server
 
 JSON_TYPE = {"Content-Type": "application/json"}
 FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -89,11 +103,25 @@ def site(store: Store) -> Site:
 
 def test_health_is_json_with_the_security_headers(site: Site) -> None:
     response = call(site, "GET", "/health")
-    assert (response.status, json.loads(response.body)) == (200, {"status": "healthy"})
+    assert (response.status, json.loads(response.body)["status"]) == (200, "healthy")
     assert header(response, "Content-Type") == "application/json"
     assert header(response, "X-Content-Type-Options") == "nosniff"
     assert header(response, "Cache-Control") == "no-store"
     assert header(response, "Referrer-Policy") == "no-referrer"
+
+
+def test_health_says_whether_the_server_identifies_people_and_takes_slack(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
+    assert json.loads(call(Site(store), "GET", "/health").body) == {
+        "status": "healthy",
+        "identifies": False,
+        "slack": False,
+    }
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "s3cret")
+    both = json.loads(call(Site(store, identity_header="X-Forwarded-Email"), "GET", "/health").body)
+    assert both == {"status": "healthy", "identifies": True, "slack": True}
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "get"])
@@ -350,7 +378,7 @@ def test_behind_a_trusted_proxy_the_forwarded_origin_is_ours(store: Store, endpo
 
 @pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
 def test_the_identity_header_is_recorded_once_and_refused_twice(store: Store, endpoint: str) -> None:
-    site = Site(store, identity_header="X-Forwarded-Email")
+    site = Site(store, identity_header="X-Forwarded-Email", trusted_proxies=trusted_proxies("10.0.0.0/24"))
     event = make_event(store)
     body, ctype = (answer_json(event), JSON_TYPE) if endpoint == "/submit/json" else (answer_form(event), FORM_TYPE)
     twice = [("X-Forwarded-Email", "mallory@example.com"), ("X-Forwarded-Email", "ann@example.com")]
@@ -490,24 +518,51 @@ def test_form_and_status(site: Site, store: Store) -> None:
 # -- the index ---------------------------------------------------------------------------------------
 
 
-class CountingStore(Store):
-    """A real local store that counts the storage operations the index makes."""
+class Counted(_LocalBackend):
+    """A real local backend that counts the storage requests made of it."""
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
-        self.listings = self.reads = 0
+        self.listings = self.reads = self.vote_listings = 0
+
+    def read(self, key: str) -> bytes | None:
+        self.reads += 1
+        return super().read(key)
 
     def list_events(self) -> list[Listed]:
         self.listings += 1
         return super().list_events()
 
-    def read_request(self, request_id: str) -> Record | None:
-        self.reads += 1
-        return super().read_request(request_id)
+    def vote_names(self, request_id: str) -> list[str]:
+        self.vote_listings += 1
+        return super().vote_names(request_id)
 
-    def read_response(self, request_id: str) -> Record | None:
-        self.reads += 1
-        return super().read_response(request_id)
+    def requests(self) -> int:
+        return self.listings + self.reads + self.vote_listings
+
+
+class CountingStore(Store):
+    """A real local store whose backend counts the storage requests made of it (`counted`)."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self._backend_instance = self.counted = Counted(root)
+
+    @property
+    def reads(self) -> int:
+        return self.counted.reads
+
+    @reads.setter
+    def reads(self, value: int) -> None:
+        self.counted.reads = value
+
+    @property
+    def listings(self) -> int:
+        return self.counted.listings
+
+    @listings.setter
+    def listings(self, value: int) -> None:
+        self.counted.listings = value
 
 
 def names_in(page: str, prefix: str = "ev-") -> list[str]:
@@ -573,7 +628,6 @@ def test_a_damaged_record_leaves_its_event_out_of_the_index_and_is_logged_once(
     (root / events[1]["request_id"] / record).write_text("{not json")
     with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.server"):
         for _ in range(2):
-            site.listing.forget()
             response = call(site, "GET", "/")
             assert response.status == 200
             assert sorted(names_in(response.body.decode())) == ["ev-0", "ev-2"]
@@ -607,7 +661,7 @@ def test_a_page_past_the_end_is_empty(many: tuple[CountingStore, list[Record]]) 
     assert names_in(response.body.decode()) == []
 
 
-def test_a_visit_lists_once_and_reads_only_records_not_cached(many: tuple[CountingStore, list[Record]]) -> None:
+def test_a_visit_lists_once_and_reads_only_records_not_read_before(many: tuple[CountingStore, list[Record]]) -> None:
     store, events = many
     site = Site(store)
     site.listing.seconds = 0  # no sharing of listings between visits
@@ -618,13 +672,13 @@ def test_a_visit_lists_once_and_reads_only_records_not_cached(many: tuple[Counti
     assert store.reads == unanswered + 2 * finished
     store.reads = 0
     call(site, "GET", "/?status=done")
-    assert (store.listings, store.reads) == (2, 0), "records never change: cached"
+    assert (store.listings, store.reads) == (2, 0), "requests and outcomes in their slot never change: kept"
     call(site, "GET", "/")
     call(site, "GET", "/?page=2")
     assert (store.listings, store.reads) == (4, 0)
 
 
-def test_an_event_answered_elsewhere_shows_its_outcome_once_the_shared_listing_is_old(site: Site, store: Store) -> None:
+def test_an_answer_shows_once_the_shared_listing_is_old(site: Site, store: Store) -> None:
     event = make_event(store, "ev-001")
     site.listing.seconds = 3600
     assert "left" in call(site, "GET", "/").body.decode()
@@ -634,22 +688,6 @@ def test_an_event_answered_elsewhere_shows_its_outcome_once_the_shared_listing_i
     page = call(site, "GET", "/").body.decode()
     assert "answered" in page
     assert "Nothing is waiting" in page
-
-
-@pytest.mark.parametrize("endpoint", ["/submit/json", "/submit"])
-def test_visits_share_a_listing_until_this_server_stores_an_answer(root: Path, endpoint: str) -> None:
-    store = CountingStore(str(root))
-    site = Site(store)
-    site.listing.seconds = 3600
-    event = make_event(store, "ev-001")
-    for _ in range(3):
-        assert "left" in call(site, "GET", "/").body.decode()
-    assert store.listings == 1
-    body, ctype = (answer_json(event), JSON_TYPE) if endpoint == "/submit/json" else (answer_form(event), FORM_TYPE)
-    assert post(site, endpoint, body, ctype).status == 200
-    page = call(site, "GET", "/").body.decode()
-    assert store.listings == 2
-    assert "answered" in page
 
 
 # -- Store.list_events -------------------------------------------------------------------------------
@@ -786,3 +824,234 @@ def test_a_few_long_polls_read_their_events_and_many_list_the_root(
         for poll in polls:
             poll.join(30)
     assert not any(poll.is_alive() for poll in polls)
+
+
+# -- proxy headers only from the proxy ----------------------------------------------------------------
+
+ALICE = "alice@example.com"
+
+
+def ask_from(source: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST on a new connection from the loopback address `source` (another address plays another peer)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        reply = conn.getresponse()
+        reply.read()
+        return reply.status
+    finally:
+        conn.close()
+
+
+def test_identity_headers_count_only_from_a_trusted_proxy(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FLYTE_HITL_TRUSTED_PROXIES", "127.0.0.1/32")
+    httpd, thread = start_server(store, identity_header="X-Forwarded-Email")
+    port = httpd.server_address[1]
+    event = make_event(store, respondents=[ALICE])
+    body = json.dumps({"request_id": event["request_id"], "value": 3}).encode()
+    headers = {**JSON_TYPE, "X-Forwarded-Email": ALICE}
+    try:
+        with caplog.at_level(logging.WARNING, logger="flyteplugins.hitl.server"):
+            for _ in range(3):
+                assert ask_from("127.0.0.2", port, "/submit/json", body, headers) == 401, "anonymous: sign in"
+        assert store.read_response(event["request_id"]) is None
+        [warning] = [r.getMessage() for r in caplog.records if "trusted proxy" in r.getMessage()]
+        assert "127.0.0.2" in warning and "FLYTE_HITL_TRUSTED_PROXIES" in warning, "once a minute at most"
+        assert ask_from("127.0.0.1", port, "/submit/json", body, headers) == 200
+    finally:
+        stop_server(httpd, thread)
+    stored = store.read_response(event["request_id"])
+    assert stored is not None and stored["identity"] == ALICE
+
+
+@pytest.mark.parametrize(
+    ("peer", "believed"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("10.0.0.9", False),
+        ("::ffff:10.0.0.9", False),
+        ("fe80::1%eth0", False),
+        ("", False),
+    ],
+)
+def test_by_default_identity_comes_from_loopback_peers_only(store: Store, peer: str, believed: bool) -> None:
+    site = Site(store, identity_header="X-Forwarded-Email")
+    event = make_event(store, respondents=[ALICE])
+    body = json.dumps({"request_id": event["request_id"], "value": 1}).encode()
+    headers = _headers([*JSON_TYPE.items(), ("X-Forwarded-Email", ALICE)])
+    assert handle(site, Request("POST", "/submit/json", headers, body, peer)).status == (200 if believed else 401)
+    assert (store.read_response(event["request_id"]) is not None) is believed
+
+
+def test_a_trusted_proxys_forwarded_origin_is_ours_and_no_one_elses(store: Store) -> None:
+    site = Site(store, trusted_proxies=trusted_proxies("10.0.0.0/24"))
+    proxied = [("X-Forwarded-Host", "hitl.example.com"), ("X-Forwarded-Proto", "https")]
+    for peer, status in (("10.0.0.9", 200), ("10.0.1.9", 403)):
+        event = make_event(store)
+        headers = _headers([*JSON_TYPE.items(), ("Host", "10.0.0.5:8080"), ("Origin", "https://hitl.example.com")])
+        for name, value in proxied:
+            headers[name] = value
+        assert handle(site, Request("POST", "/submit/json", headers, answer_json(event), peer)).status == status
+
+
+def test_trusted_proxies_are_addresses_and_ranges_of_both_families(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert trusted_proxies("10.0.0.1, 10.1.0.0/16 ,fd00::/8") == (
+        ipaddress.ip_network("10.0.0.1/32"),
+        ipaddress.ip_network("10.1.0.0/16"),
+        ipaddress.ip_network("fd00::/8"),
+    )
+    monkeypatch.delenv("FLYTE_HITL_TRUSTED_PROXIES", raising=False)
+    assert trusted_proxies() == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1"))
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.300", "proxy.example.com", "10.0.0.0/33", ""])
+def test_a_bad_trusted_proxy_entry_stops_the_server_from_starting(
+    store: Store, monkeypatch: pytest.MonkeyPatch, entry: str
+) -> None:
+    monkeypatch.setenv("FLYTE_HITL_TRUSTED_PROXIES", f"127.0.0.1, {entry}")
+    with pytest.raises(ConfigurationError, match=f"FLYTE_HITL_TRUSTED_PROXIES holds {entry!r}"):
+        make_server(store)
+
+
+# -- an event a person may not see looks unknown --------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", [None, "bob@example.com"])
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_an_event_a_person_may_not_see_is_refused_as_an_unknown_id(
+    store: Store, who: str | None, token: str | None
+) -> None:
+    site = Site(store, identity_header="X-Forwarded-Email", trusted_proxies=trusted_proxies("10.0.0.0/24"))
+    event = make_event(store, respondents=[ALICE])
+    headers = [("X-Forwarded-Email", who)] if who else []
+    query = f"?token={token}" if token else ""
+
+    def replies(rid: str) -> list[tuple[int, str]]:
+        fields = {"request_id": rid, "value": 1, **({"token": token} if token else {})}
+        shown = [
+            call(site, "GET", f"/form/{rid}{query}", **dict(headers)),
+            call(site, "GET", f"/status/{rid}{query}", **dict(headers)),
+            post(site, "/submit/json", json.dumps(fields).encode(), JSON_TYPE, headers),
+            post(site, "/submit", urlencode(fields).encode(), FORM_TYPE, headers),
+        ]
+        return [(r.status, r.body.decode().replace(rid, "ID")) for r in shown]
+
+    seen = replies(event["request_id"])
+    assert seen == replies(f"question-{uuid.uuid4().hex[:24]}")
+    assert seen == replies(make_event(store)["request_id"]), "nor from an event that asks no one by name"
+    assert [status for status, _ in seen] == [401 if who is token is None else 403] * 4
+    # A server that identifies no one: every request is anonymous, and without the token refused as unknown.
+    plain, unknown = Site(store), f"question-{uuid.uuid4().hex[:24]}"
+    ids = (event["request_id"], unknown)
+    shown = [call(plain, "GET", f"/{kind}/{rid}{query}") for kind in ("form", "status") for rid in ids]
+    assert [r.status for r in shown] == [403] * 4
+    assert shown[0].body.replace(event["request_id"].encode(), b"ID") == shown[1].body.replace(unknown.encode(), b"ID")
+    assert store.read_response(event["request_id"]) is None
+    assert call(site, "GET", f"/form/{event['request_id']}", X_Forwarded_Email=ALICE).status == 200
+
+
+# -- no outcome outlives a refusal ------------------------------------------------------------------------
+
+
+def test_a_refused_answer_reopens_the_event_in_every_view_of_every_server(store: Store) -> None:
+    trusted = trusted_proxies("10.0.0.0/24")
+    sites = [Site(Store(store.root), identity_header="X-Forwarded-Email", trusted_proxies=trusted) for _ in range(2)]
+    event = make_event(store, "ev-001", respondents=[ALICE])
+    rid = event["request_id"]
+
+    def views(site: Site) -> tuple[Record, str, str]:
+        [listed] = json.loads(call(site, "GET", "/events").body)["events"]
+        inbox = call(site, "GET", "/inbox", X_Forwarded_Email=ALICE).body.decode()
+        return listed, call(site, "GET", "/").body.decode(), inbox
+
+    answer = json.dumps({"request_id": rid, "value": 5}).encode()
+    assert post(sites[0], "/submit/json", answer, JSON_TYPE, [("X-Forwarded-Email", ALICE)]).status == 200
+    for site in sites:
+        listed, index, inbox = views(site)
+        assert (listed["status"], listed["state"]) == ("answered", "answered")
+        assert "Nothing is waiting" in index and f"/form/{rid}" not in inbox
+    # The waiting task's own type refuses the answer, as `_wait` records it: the event takes answers again.
+    found = store.read_outcome(rid)
+    assert found.response is not None
+    error = "5 is more than the maximum 3"
+    assert store.create_refusal(rid, found.slot, _answers.refusal_record(rid, found.slot, found.response, error, {}))
+
+    def reopened(site: Site) -> bool:  # once the listing each server shares for a second is new
+        listed, index, inbox = views(site)
+        if listed["state"] != "waiting":
+            return False
+        assert (listed["status"], listed["refused"]["error"]) == ("waiting", error)
+        assert names_in(index.split("Answered or expired")[0]) == ["ev-001"]
+        return f"/form/{rid}" in inbox
+
+    for site in sites:
+        until(lambda s=site: reopened(s), "the views saying the event waits again")
+
+
+def test_a_stranded_quorum_decision_is_settled_by_the_listing_that_reads_its_votes(store: Store) -> None:
+    event = make_event(store, "ship", data_type="bool", quorum=2)
+    rid = event["request_id"]
+    for who in (ALICE, "bob@example.com"):  # both votes stored, the decision never written
+        vote = {"identity": who, "value": True, "via": "json", "voted_at": _answers.utc_now()}
+        assert store.create_vote(rid, _policy.vote_key(who), vote)
+    [listed] = json.loads(call(Site(store), "GET", "/events").body)["events"]
+    assert listed["state"] == "answered"
+    decided = store.read_response(rid)
+    assert decided is not None and decided["value"] is True and len(decided["votes"]) == 2
+
+
+# -- reads bounded by the page ------------------------------------------------------------------------------
+
+
+def test_events_reads_the_records_of_the_events_it_lists_whatever_the_root_holds(root: Path) -> None:
+    store = CountingStore(str(root))
+    start = time.time() - 1000
+    events = [make_event(store, f"ev-{i:05d}", created=start + i / 20) for i in range(12_000)]
+    for event in events[-5:]:
+        _answers.submit(store, event, "1", via="json", client="x")
+    site = Site(store)
+    store.reads = 0
+    listed = json.loads(call(site, "GET", "/events").body)["events"]
+    assert len(listed) == MAX_LISTED
+    assert [e["event_name"] for e in listed[:6]] == [f"ev-{i:05d}" for i in range(11_999, 11_993, -1)]
+    assert [e["state"] for e in listed[:6]] == ["answered"] * 5 + ["waiting"]
+    # One read per listed event's request, one per listed outcome: nothing of the other 11,000.
+    assert store.reads <= MAX_LISTED + 5
+    store.reads = 0
+    call(site, "GET", "/events")
+    assert store.reads == 0, "requests, and outcomes in their slot, never change"
+
+
+def test_the_index_and_inbox_read_each_vote_once(root: Path) -> None:
+    store = CountingStore(str(root))
+    approvals = [
+        make_event(store, f"ev-{i:03d}", data_type="bool", quorum=2, respondents=[ALICE, "bob@example.com"])
+        for i in range(60)
+    ]
+    for event in approvals:
+        bob = {"identity": "bob@example.com", "value": True, "via": "json", "voted_at": _answers.utc_now()}
+        store.create_vote(event["request_id"], _policy.vote_key("bob@example.com"), bob)
+    site = Site(store, identity_header="X-Forwarded-Email", trusted_proxies=trusted_proxies("10.0.0.0/24"))
+    site.listing.seconds = 0  # a listing per view
+    counted = store.counted
+    before = counted.requests()
+    assert "1 of 2" in call(site, "GET", "/").body.decode()
+    index = counted.requests() - before
+    before = counted.requests()
+    assert "1 of 2" in call(site, "GET", "/inbox", X_Forwarded_Email=ALICE).body.decode()
+    inbox = counted.requests() - before
+    # A listing, each request once, then each shown approval's votes: a listing each, and a read of each vote
+    # not read before.
+    assert (index, inbox) == (1 + 60 + 2 * PAGE_SIZE, 1 + 60 + (60 - PAGE_SIZE))
+    for path in ("/", "/inbox", "/"):
+        before = counted.reads, counted.vote_listings, counted.listings
+        page = call(site, "GET", path, X_Forwarded_Email=ALICE).body.decode()
+        assert "1 of 2" in page
+        # No vote is read twice: a later view lists the root, and the votes of each approval it shows.
+        assert counted.reads == before[0] and counted.listings == before[2] + 1
+        assert counted.vote_listings - before[1] == (PAGE_SIZE if path == "/" else 60)

@@ -14,17 +14,22 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import pytest
+from conftest import Reply, request
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _html, _markdown, _text
+from flyteplugins.hitl._store import Store
 from flyteplugins.hitl._task_types import declare, spec_for
+from flyteplugins.hitl.server import start_server, stop_server
 
 XSS = "<script>alert(1)</script>\"'&<img src=x onerror=alert(2)>"
 
@@ -56,7 +61,7 @@ def all_pages() -> list[str]:
         _html.form_page(record("str", choices=["a", "b"]), 600),
         _html.answered_page(record(), answer(3), just_now=True),
         _html.expired_page(record()),
-        _html.message_page("Cannot open this event", "wrong token"),
+        _html.refusal_page("Cannot open this event", "wrong token", "/form/q-1"),
         _html.index_page([(record(), "pending", 60.0), (record(), "completed", -1.0)]),
     ]
 
@@ -89,7 +94,8 @@ def test_pages_load_nothing_and_run_only_their_own_script() -> None:
         assert document.startswith("<!doctype html>")
         assert '<meta name="viewport" content="width=device-width,initial-scale=1">' in document
         assert document.lower().count("<script") == 1 and f"<script>{_html._SCRIPT}</script>" in document
-        assert not re.search(r"\b(src|href)=", document), "no external (or any) assets"
+        assert not re.search(r"\bsrc=", document), "no assets"
+        assert re.findall(r'\bhref="([^"]*)"', document) in ([], ["/form/q-1", "/inbox"]), "links stay on this server"
         assert " style=" not in document, "style attributes would be blocked by the policy"
         assert not re.search(r"\bon[a-z]+=", document), "no inline event handlers"
 
@@ -104,7 +110,7 @@ def test_everything_shown_is_escaped() -> None:
         _html.answered_page(req, answer(XSS, comment=XSS), just_now=True),
         _html.answered_page(req, answer(XSS), just_now=False),
         _html.expired_page({**req, "default": XSS}),
-        _html.message_page(XSS, XSS),
+        _html.refusal_page(XSS, _html.esc(XSS), XSS),
         _html.index_page([(req, "pending", 5.0), (req, "expired", -1.0)]),
     ]
     for document in docs:
@@ -141,7 +147,7 @@ def test_invisible_characters_are_shown_as_markers_on_every_page() -> None:
         _html.answered_page(req, answer(RLO, comment=RLO), just_now=True),
         _html.answered_page(markdown, answer(RLO), just_now=False),
         _html.expired_page(req),
-        _html.message_page(f"Cannot open {RLO}", RLO),
+        _html.refusal_page(f"Cannot open {RLO}", RLO),
         _html.index_page([(req, "pending", 5.0), (markdown, "expired", -1.0)]),
     ]
     for document in docs:
@@ -218,7 +224,7 @@ def test_refused_value_is_shown_again_with_the_error() -> None:
     document = _html.form_page(record("int"), 60, value="1,5 apples", error="invalid value '1,5 apples': expected int")
     assert 'value="1,5 apples"' in document
     assert 'aria-invalid="true"' in document and 'aria-describedby="e-value"' in document
-    assert '<div class="alert" id="error" role="alert"><strong>1 answer needs a fix.</strong></div>' in document
+    assert '<div class="alert" id="error" role="alert"><strong>Fix the answer below.</strong></div>' in document
     # Beside the field, in the words of its hint ("a whole number"): not the API's "expected int".
     assert '<p class="field-error" id="e-value">Enter a whole number, such as 42.</p>' in document
     assert "expected int" not in document
@@ -267,7 +273,10 @@ def test_long_choices_are_a_select() -> None:
 
 def test_default_is_announced() -> None:
     document = _html.form_page(record("bool", default=False), 60)
-    assert "Without an answer by then, the task goes on with No (false)." in document
+    assert "Without an answer by then, the task goes on as if rejected." in document
+    document = _html.form_page(record("int", default=3), 60)
+    assert "Without an answer by then, the task goes on with 3." in document
+    assert "the task goes on with &lt;b&gt;." in _html.form_page(record("str", default="<b>"), 60)
 
 
 # -- outcome pages --------------------------------------------------------------------------------
@@ -285,7 +294,7 @@ def test_success_page_shows_the_answer() -> None:
 def test_already_answered_page() -> None:
     document = _html.answered_page(record("bool"), answer(False), just_now=False)
     assert "<h1>Already answered</h1>" in document and "nothing was changed" in document
-    assert '<span class="value">Rejected (false)</span>' in document, "in the words of the buttons"
+    assert '<span class="value">Rejected</span>' in document, "in the words of the buttons"
     assert "<form" not in document
 
 
@@ -299,9 +308,18 @@ def test_expired_page_names_the_default_it_used() -> None:
     assert '<dt>Default used</dt><dd><span class="value">eu</span></dd>' in with_default
 
 
-def test_message_page() -> None:
-    document = _html.message_page("Cannot open this event", "missing or wrong token")
-    assert "<h1>Cannot open this event</h1>" in document and "missing or wrong token" in document
+def test_a_refusal_page_leads_back_to_the_question_and_the_inbox() -> None:
+    document = _html.refusal_page(
+        "Answer not accepted", "You are not among the people asked to answer this.", "/form/q?token=a&b"
+    )
+    assert "<h1>Answer not accepted</h1>" in document and "not among the people asked" in document
+    assert (
+        '<p class="links"><a href="/form/q?token=a&amp;b">Back to the question</a>'
+        '<a href="/inbox">Your questions</a></p>' in document
+    )
+    assert 'href="/form' not in _html.refusal_page("Cannot open this event", "x"), (
+        "no way back where there is no question"
+    )
 
 
 # -- the index ------------------------------------------------------------------------------------
@@ -572,7 +590,9 @@ def test_structured_form_reshows_entered_values_and_each_fields_error() -> None:
     assert 'value="medium" required checked' not in document and 'value="medium" checked required>' in document
     assert 'value="express" checked>' in document and 'value="gift">' in document, "what was ticked, not the default"
     assert ">x\ny</textarea>" in document and 'value="2026-12-24"' in document
-    assert '<div class="alert" id="error" role="alert"><strong>2 answers need a fix.</strong></div>' in document
+    assert (
+        '<div class="alert" id="error" role="alert"><strong>Fix the 2 fields marked below.</strong></div>' in document
+    )
 
 
 def test_top_level_enum_list_and_date_forms() -> None:
@@ -641,7 +661,7 @@ def test_a_validators_message_loses_pydantics_prefix_and_a_models_own_check_stay
     errors = {"count": "Value error, must be even", "": "Value error, the order is too large to ship"}
     document = _html.form_page(structured(Order), 60, "", "invalid answer: ...", field_errors=errors)
     assert '<p class="field-error" id="e-f-count">Must be even</p>' in document
-    assert "<strong>1 answer needs a fix.</strong> The order is too large to ship</div>" in document
+    assert "<strong>Fix the field marked below.</strong> The order is too large to ship</div>" in document
     assert "Value error" not in document
 
 
@@ -692,3 +712,179 @@ def test_the_heading_is_the_title_or_the_prompts_first_line(
 ) -> None:
     request = {"prompt": prompt, "prompt_type": prompt_type, "event_name": "ev", "title": title}
     assert _html.heading(request) == expected
+
+
+# -- who looks: each viewer through a real server, behind a proxy that names them -------------------
+
+ALICE, BOB, CAROL, DAVE = (f"{n}@example.com" for n in ("alice", "bob", "carol", "dave"))
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+def proxied(store: Store) -> Iterator[str]:
+    """A server on port 0 that trusts ``X-Forwarded-Email`` (set by the test, as the proxy in front of
+    it would, from loopback); its base URL."""
+    httpd, thread = start_server(store, identity_header="X-Forwarded-Email")
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    stop_server(httpd, thread)
+
+
+def look(base: str, event: hitl.Event[Any], who: str | None = None, *, token: bool = False) -> Reply:
+    headers = {"X-Forwarded-Email": who} if who else {}
+    return request(base, "GET", f"/form/{event.request_id}" + (f"?token={event.token}" if token else ""), None, headers)
+
+
+def vote(base: str, event: hitl.Event[Any], who: str | None, value: str, comment: str = "", token: str = "") -> Reply:
+    fields = {"request_id": event.request_id, "value": value, "comment": comment} | ({"token": token} if token else {})
+    headers = {"Content-Type": FORM} | ({"X-Forwarded-Email": who} if who else {})
+    return request(base, "POST", "/submit", urlencode(fields).encode(), headers)
+
+
+def release() -> hitl.Event[bool]:
+    return hitl.Event.create(
+        "release",
+        bool,
+        prompt="Release **v7**?",
+        prompt_type="markdown",
+        respondents=[ALICE, BOB, CAROL],
+        requester=CAROL,
+        quorum=2,
+        timeout_seconds=60,
+    )
+
+
+def controls(page: str) -> list[str]:
+    return re.findall(r"<(?:form|button|input|textarea|select)\b", page.split("</style>", 1)[1])
+
+
+def test_a_token_holder_sees_the_form_as_before(root: Path, proxied: str) -> None:
+    event = hitl.new_event("ship", data_type=bool, prompt="Ship it?", timeout_seconds=60)
+    page = look(proxied, event, token=True)
+    assert page.status == 200
+    assert f'<input type="hidden" name="token" value="{event.token}">' in page.text
+    assert "curl -sS -X POST" in page.text and event.token in page.text.split("<pre>", 1)[1]
+    assert 'class="yes">Approve</button>' in page.text and 'id="standing"' not in page.text
+    reply = vote(proxied, event, None, "false", token=event.token)
+    assert reply.status == 200 and '<span class="value">Rejected</span>' in reply.text
+    assert event.wait() is False
+
+
+def test_a_respondent_without_the_token_answers_by_name_and_the_page_carries_no_token(root: Path, proxied: str) -> None:
+    event = release()
+    page = look(proxied, event, BOB)
+    assert page.status == 200 and 'class="yes">Approve</button>' in page.text
+    assert event.token not in page.text and 'name="token"' not in page.text and "curl" not in page.text
+    assert "2 approvals needed; one rejection decides. No votes yet." in page.text, "the rule, before any vote"
+    assert "<h1>Release <strong>v7</strong>?</h1>" in page.text and "<title>Release v7?</title>" in page.text
+    with_token = look(proxied, event, BOB, token=True)
+    assert f'name="token" value="{event.token}"' in with_token.text, "the token holder's page is unchanged"
+    count = hitl.new_event("count", data_type=int, respondents=[BOB], timeout_seconds=60)
+    again = vote(proxied, count, BOB, "many")
+    assert again.status == 400 and "Fix the answer below." in again.text and 'name="value"' in again.text
+    assert count.token not in again.text, "nor when shown again with an error"
+    inbox = request(proxied, "GET", "/inbox", None, {"X-Forwarded-Email": BOB}).text
+    assert '<a class="name" href="/form/' in inbox and "Release v7?" in inbox and "**" not in inbox
+    assert '<li class="chip">bool</li>' not in inbox, "no type chips for approvers"
+
+
+def test_the_requester_is_told_someone_else_must_approve(root: Path, proxied: str) -> None:
+    event = release()
+    for page in (look(proxied, event, CAROL), look(proxied, event, CAROL, token=True)):
+        assert page.status == 200
+        assert '<p class="standing" id="standing">You asked for this approval; someone else must approve it.</p>' in (
+            page.text
+        )
+        assert controls(page.text) == [] and event.token not in page.text
+        assert "2 approvals needed; one rejection decides." in page.text
+    refused = vote(proxied, event, CAROL, "true")  # a form kept open from before, or typed by hand
+    assert refused.status == 403 and "You asked for this approval" in refused.text
+    assert f'<a href="/form/{event.request_id}">Back to the question</a><a href="/inbox">Your questions</a>' in (
+        refused.text
+    )
+    assert "may not answer" not in refused.text and "request_id" not in refused.text, "no machine text"
+    assert not (root / event.request_id / "response.json").exists()
+
+
+def test_someone_not_asked_is_told_so(root: Path, proxied: str) -> None:
+    event = release()
+    assert look(proxied, event, DAVE).status == 403, "without the token, no page"
+    page = look(proxied, event, DAVE, token=True)
+    assert page.status == 200 and "You are not among the people asked to answer this." in page.text
+    assert controls(page.text) == [] and event.token not in page.text
+    assert ALICE not in page.text and BOB not in page.text, "who may answer is not shown"
+    refused = vote(proxied, event, DAVE, "true", token=event.token)
+    assert refused.status == 403 and "You are not among the people asked to answer this." in refused.text
+    assert f'href="/form/{event.request_id}?token={event.token}">Back to the question</a>' in refused.text
+
+
+def test_an_anonymous_visitor_is_asked_to_sign_in(root: Path, proxied: str) -> None:
+    event = release()
+    page = look(proxied, event, token=True)
+    assert page.status == 200 and controls(page.text) == []
+    assert "<strong>Sign in to answer.</strong>" in page.text and "sends your name as X-Forwarded-Email" in page.text
+    refused = look(proxied, event)  # no token, no name: nothing to show but how to sign in
+    assert refused.status == 401 and "<h1>Sign in to answer</h1>" in refused.text
+    assert "X-Forwarded-Email" in refused.text and '<a href="/inbox">Your questions</a>' in refused.text
+    assert "Release" not in refused.text
+
+
+def test_a_server_without_a_sign_in_says_where_the_question_can_be_answered(root: Path, store: Store) -> None:
+    event = release()
+    httpd, thread = start_server(store, identity_header="")
+    try:
+        page = request(
+            f"http://127.0.0.1:{httpd.server_address[1]}", "GET", f"/form/{event.request_id}?token={event.token}"
+        )
+    finally:
+        stop_server(httpd, thread)
+    assert "has no sign in set up (FLYTE_HITL_IDENTITY_HEADER)" in page.text and controls(page.text) == []
+    assert f"<code>hitl submit {event.request_id} VALUE --as YOUR-NAME</code>" in page.text
+
+
+def test_a_voter_sees_their_vote_then_every_vote_once_decided(root: Path, proxied: str) -> None:
+    event = release()
+    assert vote(proxied, event, ALICE, "true", comment="tests <green>").status == 200
+    page = look(proxied, event, ALICE)
+    standing = re.search(r'<p class="standing" id="standing">(.*?)</p>', page.text)
+    assert standing is not None and standing.group(1).startswith("You approved at <time datetime=")
+    assert standing.group(1).endswith("</time> · 1 of 2 approvals") and controls(page.text) == []
+    assert "1 of 2 approvals: alice@example.com" in page.text
+    again = vote(proxied, event, ALICE, "false")  # the form from before the vote, in another tab
+    assert again.status == 409 and "<h1>Already voted</h1>" in again.text and "You approved at" in again.text
+    assert f'<a href="/form/{event.request_id}">Back to the question</a>' in again.text
+    assert vote(proxied, event, BOB, "true", comment="ok\nship it").status == 200
+    assert event.wait() is True
+    decided = look(proxied, event, ALICE).text
+    votes = re.search(r'<ul class="votes">(.*?)</ul>', decided, re.S)
+    assert votes is not None
+    assert re.findall(r"<li><strong>([^<]*)</strong> (\w+) at <time", votes.group(1)) == [
+        (ALICE, "approved"),
+        (BOB, "approved"),
+    ]
+    assert '<span class="said">tests &lt;green&gt;</span>' in votes.group(1)
+    assert '<span class="said">ok\nship it</span>' in votes.group(1)
+    assert '<span class="value">Approved</span>' in decided
+
+
+def test_a_withdrawn_question_says_so_on_its_page_and_the_index(root: Path, store: Store, proxied: str) -> None:
+    event = hitl.new_event("ship", data_type=bool, prompt="Ship it?", timeout_seconds=60)
+    withdrawn = {"request_id": event.request_id, "status": "expired", "withdrawn_at": "2026-12-07T18:03:00.000Z"}
+    assert store.create_response(event.request_id, withdrawn)
+    page = look(proxied, event, token=True).text
+    assert "<h1>This question was withdrawn</h1>" in page and "stopped waiting at <time" in page
+    assert "expired" not in page.split("</style>", 1)[1]
+    index = request(proxied, "GET", "/").text
+    assert '<li class="chip gone">withdrawn</li>' in index and ">waiting<" not in index and ">expired<" not in index
+
+
+def test_a_vetoed_quorum_lists_each_vote_in_the_words_of_the_buttons() -> None:
+    votes = [
+        {"identity": ALICE, "value": True, "voted_at": "2026-11-25T12:01:00.000Z"},
+        {"identity": BOB, "value": False, "voted_at": "2026-11-25T12:03:00.000Z", "comment": "Not <today>"},
+    ]
+    decision = answer(False, votes=votes, comment="Not <today>")
+    document = _html.answered_page(record("bool", quorum=2), decision, just_now=False)
+    assert '<span class="value">Rejected</span>' in document
+    items = re.findall(r"<li><strong>([^<]*)</strong> (\w+) at <time", document)
+    assert items == [(ALICE, "approved"), (BOB, "rejected")]
+    assert document.count("Not &lt;today&gt;") == 1, "the decider's comment once, with their vote"

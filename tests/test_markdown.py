@@ -66,3 +66,20 @@ def test_a_markdown_prompt_is_rendered_once_for_many_page_views() -> None:
     info = _markdown._rendered.cache_info()
     assert (info.misses, info.hits) == (1, 20)
     assert info.maxsize == _markdown._CACHED_PROMPTS, "the cache is bounded"
+
+
+@pytest.mark.parametrize(
+    ("line", "html"),
+    [
+        ("Deploy **model v7**?", "Deploy <strong>model v7</strong>?"),
+        ("# Deploy `v7` to _prod_?", "Deploy <code>v7</code> to <em>prod</em>?"),
+        (
+            "See [notes](https://example.com/n) <b>x</b> & ![logo](https://evil.example/x.png)",
+            'See <a href="https://example.com/n" rel="noopener noreferrer" target="_blank">notes</a> '
+            "&lt;b&gt;x&lt;/b&gt; &amp; logo",
+        ),
+        ("[js](javascript:alert(1))", "[js](javascript:alert(1))"),
+    ],
+)
+def test_a_markdown_line_keeps_its_inline_formatting_and_nothing_else(line: str, html: str) -> None:
+    assert _markdown.inline(line) == html

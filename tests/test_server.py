@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import pydantic
 import pytest
-from conftest import Reply, post_json, read_line, request, until
+from conftest import Reply, post_json, python, read_line, request, until
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _html
@@ -105,6 +106,11 @@ def tree(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
+def state(record: dict[str, Any]) -> str:
+    """The state word of a ``/status`` record (waiting, answered, expired): its `state`, else its `status`."""
+    return str(record.get("state", record["status"]))
+
+
 # -- health and HEAD --------------------------------------------------------------------------------
 
 
@@ -112,7 +118,7 @@ def test_health(server: HitlServer) -> None:
     reply = request(server.url, "GET", "/health")
     assert reply.status == 200
     assert reply.headers["content-type"] == "application/json"
-    assert reply.json() == {"status": "healthy"}
+    assert reply.json()["status"] == "healthy"
     assert reply.headers["x-content-type-options"] == "nosniff"
     assert reply.headers["cache-control"] == "no-store"
 
@@ -620,6 +626,47 @@ def test_status_never_echoes_the_token(server: HitlServer, make_event: MakeEvent
     assert event.token not in completed.text
 
 
+class Deploy(pydantic.BaseModel):
+    replicas: int
+
+    @pydantic.field_validator("replicas")
+    @classmethod
+    def odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("replicas must be odd, to break ties")
+        return value
+
+
+def test_once_the_task_refuses_an_answer_every_status_says_waiting_and_why(
+    remote: str, server: HitlServer, root: Path
+) -> None:
+    """`remote` (another process, without the task's classes) stores an answer that only the task's own
+    validator refuses. Once the task has refused it, `/status` with and without `wait`, on that server
+    and on another, and `hitl status --wait` through the server and through the root say waiting, and why."""
+    event = hitl.new_event("deploy", data_type=Deploy, timeout_seconds=120, poll_interval_seconds=0.1)
+    ids = {"request_id": event.request_id, "token": event.token}
+    assert post_json(remote, {**ids, "value": {"replicas": 2}}).status == 200, "the schema alone: stored"
+    result: list[Any] = []
+    waiting = threading.Thread(target=lambda: result.append(event.wait()), daemon=True)
+    waiting.start()
+    try:
+        until(lambda: (root / event.request_id / "refused.json").exists(), "the task refuses the answer", timeout=60)
+        for base in (remote, server.url):
+            for query in ("", "&wait=2"):
+                record = request(base, "GET", status_path(event) + query).json()
+                assert state(record) == "waiting" and record["response"] is None, (base, query, record)
+                assert "replicas must be odd" in record["refused"]["error"]
+        for where in (["--endpoint", remote, "--token", event.token], ["--root", str(root)]):
+            proc = python("-m", "flyteplugins.hitl", "status", event.request_id, *where, "--wait", "2")
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 7, out  # still waiting
+            assert "replicas must be odd" in json.loads(out)["refused"]["error"]
+    finally:
+        post_json(remote, {**ids, "value": {"replicas": 3}})
+        waiting.join(60)
+    assert result == [Deploy(replicas=3)]
+
+
 def test_status_refusals(server: HitlServer, make_event: MakeEvent) -> None:
     event = make_event()
     assert request(server.url, "GET", status_path(event, "wrong")).status == 403
@@ -763,7 +810,7 @@ def test_connections_stay_open_as_the_version_and_connection_header_say(
     server: HitlServer, data: bytes, replies: int
 ) -> None:
     reply = raw_exchange(server.url, data)
-    assert reply.count(b'{"status": "healthy"}') == replies
+    assert reply.count(b'{"status": "healthy",') == replies
     assert reply.count(b"HTTP/1.1 200 OK\r\n") == replies
 
 
@@ -801,7 +848,7 @@ def test_a_burst_of_64_simultaneous_connections_is_accepted(server: HitlServer) 
         for sock in socks:
             sock.close()
     assert [raw_status(r) for r in replies] == [200] * 64
-    assert all(r.endswith(b'{"status": "healthy"}') for r in replies)
+    assert all(r.rpartition(b"\r\n\r\n")[2].startswith(b'{"status": "healthy",') for r in replies)
 
 
 def test_64_simultaneous_clients_all_get_answers(server: HitlServer, make_event: MakeEvent) -> None:
@@ -917,7 +964,7 @@ def test_a_client_that_does_not_read_its_replies_does_not_block_others(
                 sent += hog.send(request_bytes * 64)
         assert sent < 64 << 20, "the server kept reading requests: its sends never blocked"
         time.sleep(0.5)  # the server thread is now blocked sending a reply nobody reads
-        # Blocked behind it, these would wait for the server's 30 s send timeout; the client gives up at 10 s.
+        # Blocked behind it, these would wait for the server's 10 s write deadline; the client gives up at 10 s.
         assert request(server.url, "GET", "/health").status == 200
         assert answer(server.url, event, 5).status == 200
     finally:
@@ -1057,6 +1104,7 @@ def test_over_the_limit_with_every_connection_busy_a_new_one_gets_503(
     small_server: HitlServer, make_event: MakeEvent, root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Four long-polls keep every connection busy with a request: nothing to make room with.
+    small_server.watch.most = 4  # here every connection may long-poll
     event = make_event()
     target = status_path(event) + "&wait=30"
     polls = [threading.Thread(target=request, args=(small_server.url, "GET", target)) for _ in range(4)]
@@ -1074,6 +1122,52 @@ def test_over_the_limit_with_every_connection_busy_a_new_one_gets_503(
         for poll in polls:
             poll.join(30)
     assert request(small_server.url, "GET", "/health").status == 200
+
+
+def test_long_polls_past_their_share_of_the_connections_are_answered_at_once(
+    small_server: HitlServer, make_event: MakeEvent, root: Path
+) -> None:
+    event = make_event()
+    target = status_path(event) + "&wait=30"
+    polls = [threading.Thread(target=request, args=(small_server.url, "GET", target, None, None, 60)) for _ in range(2)]
+    for poll in polls:
+        poll.start()
+    until(lambda: small_server.watch._held == 2, "two long-polls held: half of the four connections")
+    try:
+        third = request(small_server.url, "GET", target)  # a held one would outlast this client's 10 s
+        assert third.status == 200 and state(third.json()) == "waiting"
+        assert request(small_server.url, "GET", "/health").status == 200
+    finally:
+        hitl.submit(event.request_id, 1, root=str(root))  # the polls find it and end
+        for poll in polls:
+            poll.join(30)
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """Whether the server has not closed `sock` yet (its TCP state is still ESTABLISHED)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 1
+
+
+def test_connections_that_stop_reading_their_replies_are_closed_after_the_write_deadline(
+    small_server: HitlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(HitlHandler, "write_timeout", 1.0)
+    hogs = []
+    try:
+        for _ in range(small_server.max_connections):  # every connection, each pipelining without reading
+            hog = socket.socket()
+            hogs.append(hog)
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            hog.settimeout(10)
+            hog.connect(small_server.server_address[:2])
+            hog.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 1000)
+        # Closed 1 s after a reply could not be sent; the handler timeout (30 s) would come too late.
+        until(lambda: not any(_still_open(hog) for hog in hogs), "every connection that stopped reading closed", 20)
+        assert request(small_server.url, "GET", "/health").status == 200
+    finally:
+        for hog in hogs:
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            hog.close()
 
 
 def test_a_bad_trusted_proxy_setting_is_a_configuration_error(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1257,7 +1351,7 @@ def test_every_other_method_gets_405_with_allow_and_keeps_the_connection(server:
     reply = raw_exchange(server.url, text.encode())
     assert raw_status(reply) == 405
     assert b"\r\nAllow: GET, HEAD\r\n" in reply
-    assert reply.endswith(b'{"status": "healthy"}')
+    assert reply.rpartition(b"\r\n\r\n")[2].startswith(b'{"status": "healthy",')
 
 
 # -- the embedded server: its own Host names, and replies finished at exit --------------------------------

@@ -24,8 +24,8 @@ from slack_fake import SECRET, TOKEN, FakeSlack, click, signed, submission
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _slack
-from flyteplugins.hitl._store import Store, read_slack
-from flyteplugins.hitl.server import HitlServer
+from flyteplugins.hitl._store import Store, put_slack, read_slack
+from flyteplugins.hitl.server import HitlServer, make_server, stop_server
 
 
 @pytest.fixture
@@ -38,6 +38,7 @@ def fake(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
         monkeypatch.delenv(_slack.CHANNEL_ENV, raising=False)
         monkeypatch.delenv("FLYTE_HITL_NOTIFY_URL", raising=False)
         monkeypatch.setattr(_slack, "_health", _slack._Health())
+        monkeypatch.setattr(_slack, "_warned", set())
         _slack._users.clear()
         yield server
 
@@ -86,6 +87,19 @@ def has_controls(message: dict[str, Any]) -> bool:
 
 def last_text(message: dict[str, Any]) -> str:
     return str(message["blocks"][-1]["text"]["text"])
+
+
+def settled(fake: FakeSlack) -> None:
+    """Wait until no message rewrite runs in this process and Slack has replied to every update."""
+    until(lambda: not _slack._running, "the rewrites to end")
+    until(lambda: fake.answered.get("chat.update", 0) == len(fake.of("chat.update")), "Slack's replies")
+
+
+def posted_at(store: Store, request_id: str, **extra: object) -> str:
+    """Store a question of `request_id` as posted to Slack (its message's ts), as the waiting task does."""
+    store.create_request(question(request_id, slack=True, **extra))
+    put_slack(store, request_id, {"messages": [{"channel": slack_fake.CHANNEL_ID, "ts": "1.1"}]})
+    return "1.1"
 
 
 # -- importing ---------------------------------------------------------------------------------------------
@@ -137,11 +151,11 @@ def test_approve_and_reject_in_slack(fake: FakeSlack, action: str, approved: boo
     assert reply.status == 200 and reply.body == b""
     assert finished(thread, result) is approved
     assert event.response is not None
-    assert event.response["identity"] == "slack:U1 <alice@example.com>" and event.response["via"] == "slack"
+    assert event.response["identity"] == "slack:U1" and event.response["via"] == "slack"
     update = update_of(fake)
     assert update["channel"] == slack_fake.CHANNEL_ID and update["ts"] == "1712345678.000001"
     assert not has_controls(update) and f"{said} by <@U1>" in last_text(update)
-    assert fake.of("users.info") == [{"user": "U1"}]
+    assert fake.of("users.info") == [], "anyone in the channel answers an event that names no one"
     # No capability token in anything sent to Slack.
     assert event.token not in json.dumps(fake.calls)
 
@@ -153,6 +167,7 @@ def test_a_quorum_in_slack_keeps_its_buttons_and_shows_the_tally_until_it_decide
     )
     thread, result = waiting(event)
     message = posted(fake, event)
+    assert "2 approvals needed; one rejection decides" in json.dumps(message["blocks"]), "the rule before any vote"
     assert interact(event.endpoint, click(message, "approve", user="U1")).status == 200
     tally = update_of(fake)
     assert has_controls(tally), "still waiting for the second approval"
@@ -164,9 +179,12 @@ def test_a_quorum_in_slack_keeps_its_buttons_and_shows_the_tally_until_it_decide
     assert told["text"] == "You have voted on this question already: each person votes once."
     assert interact(event.endpoint, click(message, "approve", user="U2")).status == 200
     assert finished(thread, result) is True
-    decided = update_of(fake, 2)
-    assert not has_controls(decided) and "Approved" in last_text(decided)
+    decided = fake.showing("1712345678.000001", lambda m: not has_controls(m))
     assert [v["identity"] for v in event.response["votes"]] == ["alice@example.com", "bob@example.com"]
+    # Every vote: who, what, when.
+    lines = last_text(decided).splitlines()
+    assert lines[0] == ":white_check_mark: Approved: 2 of 2 approvals"
+    assert lines[1].startswith("• alice@example.com approved <!date^") and lines[2].startswith("• bob@example.com")
 
 
 @dataclasses.dataclass
@@ -394,7 +412,7 @@ def test_the_requester_may_not_approve_their_own_question_in_slack(
     store.create_request(question("self-1", data_type="bool", requester="bob@example.com"))
     assert interact(server.url, a_click("self-1", user="U2", response_url=fake.response_url("u2"))).status == 200
     [told] = fake.wait_for("response_url")
-    assert told["text"] == "Only the people this question names may answer it."
+    assert told["text"] == "You asked this question, so someone else must answer it."
     assert store.read_response("self-1") is None
     assert interact(server.url, a_click("self-1", user="U1")).status == 200, "anyone else may"
     response = store.read_response("self-1")
@@ -422,6 +440,79 @@ def test_of_twenty_concurrent_clicks_exactly_one_is_stored(fake: FakeSlack, serv
     winner = response["identity"].removeprefix("slack:")
     told = fake.wait_for("response_url", 19)
     assert all(t["text"] == f"Already answered by <@{winner}>." for t in told)
+
+
+@pytest.mark.parametrize("how", ["no e-mail", "slow", "failing"])
+def test_a_requester_slack_cannot_vouch_for_stores_nothing_and_is_told_where_to_answer(
+    fake: FakeSlack, server: HitlServer, store: Store, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    caplog.set_level(logging.WARNING, logger="flyteplugins.hitl.slack")
+    fake.emails["U3"] = "carol@example.com"
+    if how == "no e-mail":  # the app lacks users:read.email: the profile has no email field
+        del fake.emails["U3"]
+    elif how == "slow":
+        fake.delays["users.info"] = 2.5
+    else:
+        fake.failing.add("users.info")
+    forms = "http://forms.example:8080"
+    store.create_request(question("self-3", data_type="bool", requester="carol@example.com", endpoint=forms))
+    for n in (1, 2):  # a failed look-up is not kept as "no e-mail": the second click asks Slack again
+        assert interact(server.url, a_click("self-3", user="U3", response_url=fake.response_url(f"c{n}"))).status == 200
+        told = fake.wait_for("response_url", n)[-1]
+        assert told["response_type"] == "ephemeral" and told["replace_original"] is False
+        assert told["text"].startswith("Slack did not say who you are") and "was not stored" in told["text"]
+        # The form takes the token and still the identity the proxy vouches for: the link is hers alone.
+        assert told["text"].endswith(f"{forms}/form/self-3?token=t")
+    assert len(fake.of("users.info")) == 2
+    assert store.read_response("self-3") is None and store.list_votes("self-3") == []
+    scope = [r for r in caplog.records if "users:read.email" in r.getMessage()]
+    assert len(scope) == (1 if how == "no e-mail" else 0), "one warning naming the scope"
+    assert all(r.levelno == logging.WARNING for r in scope)
+    # On an event with respondents the form opens without its token: the link carries none.
+    store.create_request(question("resp-3", data_type="bool", respondents=["carol@example.com"], endpoint=forms))
+    assert interact(server.url, a_click("resp-3", user="U3", response_url=fake.response_url("c3"))).status == 200
+    assert fake.wait_for("response_url", 3)[-1]["text"].endswith(f"{forms}/form/resp-3")
+    assert store.read_response("resp-3") is None
+
+
+def test_one_person_voting_on_the_form_and_in_slack_is_counted_once(fake: FakeSlack, store: Store) -> None:
+    httpd = make_server(store, identity_header="X-Forwarded-Email")  # behind a proxy that sets it
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        people = ["alice@example.com", "bob@example.com"]
+        ts = posted_at(store, "twice-1", data_type="bool", quorum=2, respondents=people)
+        body = json.dumps({"request_id": "twice-1", "value": True}).encode()
+        headers = {"Content-Type": "application/json", "X-Forwarded-Email": "Alice@Example.com"}
+        assert request(httpd.url, "POST", "/submit/json", body, headers).status == 200
+        fake.showing(ts, lambda m: "1 of 2 approvals" in json.dumps(m["blocks"]))  # the tally, whoever voted where
+        # Alice again, as U1 in Slack, whose e-mail Slack gives: the same person, whose vote is in.
+        assert interact(httpd.url, a_click("twice-1", user="U1", response_url=fake.response_url())).status == 200
+        [told] = fake.wait_for("response_url")
+        assert told["text"] == "You have voted on this question already: each person votes once."
+        assert len(store.list_votes("twice-1")) == 1 and store.read_response("twice-1") is None
+        assert interact(httpd.url, a_click("twice-1", user="U2")).status == 200
+        response = store.read_response("twice-1")
+        assert response is not None and [v["identity"].casefold() for v in response["votes"]] == people
+        fake.showing(ts, lambda m: not has_controls(m))
+    finally:
+        stop_server(httpd, thread)
+
+
+def test_a_respondent_named_by_slack_id_is_that_user_under_their_email(
+    fake: FakeSlack, server: HitlServer, store: Store
+) -> None:
+    # U1 is alice@example.com, U2 bob@example.com: named by their Slack ids, checked by their e-mails.
+    store.create_request(
+        question("sid-1", data_type="bool", respondents=["slack:U1", "slack:U2"], requester="alice@example.com")
+    )
+    assert interact(server.url, a_click("sid-1", user="U1", response_url=fake.response_url())).status == 200
+    [told] = fake.wait_for("response_url")
+    assert told["text"] == "You asked this question, so someone else must answer it."
+    assert store.read_response("sid-1") is None
+    assert interact(server.url, a_click("sid-1", user="U2")).status == 200
+    response = store.read_response("sid-1")
+    assert response is not None and response["identity"] == "bob@example.com"
 
 
 # -- the message kept true -------------------------------------------------------------------------------
@@ -476,6 +567,122 @@ def test_a_click_after_the_deadline_is_refused_and_the_message_says_so(
     assert response is not None and response["status"] == "expired"
 
 
+def test_a_quorum_whose_first_rewrite_reaches_slack_last_ends_showing_the_decision(
+    fake: FakeSlack, server: HitlServer, store: Store
+) -> None:
+    people = ["alice@example.com", "bob@example.com"]
+    ts = posted_at(store, "slowq-1", data_type="bool", quorum=2, respondents=people)
+    fake.slow["chat.update"] = [3.0]  # the first rewrite (the tally) is slow to reach Slack
+    assert interact(server.url, a_click("slowq-1", user="U1")).status == 200
+    fake.wait_for("chat.update")  # the tally is on its way
+    assert interact(server.url, a_click("slowq-1", user="U2")).status == 200
+    settled(fake)
+    final = fake.shown[ts]
+    assert not has_controls(final) and last_text(final).startswith(":white_check_mark: Approved: 2 of 2 approvals")
+    assert "Approved: 2 of 2 approvals" in final["text"]
+
+
+def test_a_rewrite_sent_by_another_replica_first_does_not_leave_the_message_behind(
+    fake: FakeSlack, remote: str, server: HitlServer, store: Store
+) -> None:
+    people = ["alice@example.com", "bob@example.com"]
+    ts = posted_at(store, "replica-1", data_type="bool", quorum=2, respondents=people)
+    fake.slow["chat.update"] = [4.0]  # this server's rewrite (the tally) reaches Slack last
+    assert interact(server.url, a_click("replica-1", user="U1")).status == 200
+    fake.wait_for("chat.update")
+    assert interact(remote, a_click("replica-1", user="U2")).status == 200  # the deciding vote, elsewhere
+    fake.showing(ts, lambda m: not has_controls(m))  # the other replica's rewrite lands first...
+    fake.wait_for("chat.update", 3)  # ...then this one's tally, and this one reads again and rewrites
+    settled(fake)
+    final = fake.shown[ts]
+    assert not has_controls(final) and "Approved: 2 of 2 approvals" in last_text(final)
+
+
+def test_a_rate_limited_rewrite_waits_for_retry_after_and_lands(
+    fake: FakeSlack, server: HitlServer, store: Store
+) -> None:
+    ts = posted_at(store, "limited-1", data_type="bool")
+    fake.limited["chat.update"] = [1]  # HTTP 429 with Retry-After: 1
+    assert interact(server.url, a_click("limited-1")).status == 200
+    shown = fake.showing(ts, lambda m: not has_controls(m))
+    assert "Approved by <@U1>" in last_text(shown)
+    assert len(fake.of("chat.update")) == 2, "sent once more after the wait"
+
+
+def test_what_people_type_reaches_slack_escaped_quoted_and_marked(
+    fake: FakeSlack, server: HitlServer, store: Store
+) -> None:
+    ts = posted_at(store, "typed-1", data_type="bool", comment_required_on_reject=True)
+    view = _slack._reject_modal(store.read_request("typed-1") or {}, slack_fake.CHANNEL_ID)
+    comment = "<!here> not on a Friday & see <https://evil.example|this>\nsecond line \u202eevil"
+    assert interact(server.url, submission(view, {"comment": {"value": comment}})).body == b""
+    shown = fake.showing(ts, lambda m: not has_controls(m))
+    quoted = (
+        "\n> &lt;!here&gt; not on a Friday &amp; see &lt;https://evil.example|this&gt;"
+        "\n> second line &lt;U+202E&gt;evil"
+    )
+    assert last_text(shown) == f":x: Rejected by <@U1>{quoted}"
+    assert shown["text"].endswith(quoted), "the fallback text too"
+    assert "<!here>" not in json.dumps(shown) and "\u202e" not in json.dumps(shown, ensure_ascii=False)
+
+
+def test_a_modal_value_is_refused_in_time_whatever_users_info_takes(
+    fake: FakeSlack, server: HitlServer, store: Store
+) -> None:
+    store.create_request(question("slowm-1", respondents=["alice@example.com"]))
+    fake.delays["users.info"] = 3.0  # slower than the acknowledgement itself
+    view = _slack.modal(store.read_request("slowm-1") or {}, slack_fake.CHANNEL_ID)
+    refused = interact(server.url, submission(view, {"value": {"value": "many"}}))
+    assert refused.json()["response_action"] == "errors" and "many" in refused.json()["errors"]["value"]
+    assert fake.of("users.info") == [], "checked before any look-up"
+    # A good value waits for the look-up, whose budget ends within the acknowledgement: refused in time.
+    unverified = interact(server.url, submission(view, {"value": {"value": "5"}}))
+    assert unverified.json()["errors"]["value"].startswith("Slack did not say who you are")
+    assert store.read_response("slowm-1") is None
+
+
+def test_a_refusal_after_the_acknowledgement_reaches_the_person_privately(
+    fake: FakeSlack, server: HitlServer, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_slack, "ACK_SECONDS", 0.05)
+    store.create_request(question("late-2", respondents=["alice@example.com"]))
+    fake.delays["users.info"] = 3.0
+    view = _slack.modal(store.read_request("late-2") or {}, slack_fake.CHANNEL_ID)
+    assert interact(server.url, submission(view, {"value": {"value": "5"}})).body == b""  # Slack closes the modal
+    [told] = fake.wait_for("chat.postEphemeral")
+    assert (told["channel"], told["user"]) == (slack_fake.CHANNEL_ID, "U1")
+    assert told["text"].startswith("Your answer to q was not stored: Slack did not say who you are")
+    assert store.read_response("late-2") is None
+
+
+@pytest.mark.parametrize("where", ["embedded", "separate"])
+def test_without_a_server_that_verifies_clicks_the_message_has_no_buttons_and_says_where_to_answer(
+    fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    caplog.set_level(logging.WARNING, logger="flyteplugins.hitl.slack")
+    if where == "embedded":  # this process's own server, without the signing secret
+        monkeypatch.delenv(_slack.SECRET_ENV)
+    else:  # a separate form server, whose /health says it has none
+        fake.verifies = False
+        monkeypatch.setenv("FLYTE_HITL_ENDPOINT", f"http://127.0.0.1:{fake.server_address[1]}")
+    events = [hitl.new_event(n, data_type=bool, timeout_seconds=60, notify=hitl.Slack("C1")) for n in ("a", "b")]
+    waits = [waiting(e) for e in events]
+    messages = fake.wait_for("chat.postMessage", 2)
+    for event, message in zip(events, sorted(messages, key=lambda m: m["blocks"][0]["text"]["text"]), strict=True):
+        assert not has_controls(message)
+        assert last_text(message) == f"Answer on the web form: {event.endpoint}/"
+    assert all(e.token not in json.dumps(fake.calls) for e in events)
+    why = [r for r in caplog.records if _slack.SECRET_ENV in r.getMessage()]
+    assert len(why) == 1 and why[0].levelno == logging.WARNING, "logged once"
+    until(lambda: read_slack(events[0]._store, events[0].request_id) is not None, "slack.json")
+    hitl.submit(events[0].request_id, True, root=events[0]._store.root)
+    assert finished(*waits[0]) is True
+    update = update_of(fake)
+    assert not has_controls(update) and "Approved by the Python API" in last_text(update)
+    hitl.submit(events[1].request_id, False, root=events[1]._store.root)
+    assert finished(*waits[1]) is False
+
+
 # -- a Slack that is down or slow ------------------------------------------------------------------------
 
 
@@ -502,7 +709,9 @@ def test_a_slack_that_is_down_holds_up_nothing_and_is_logged_once(
 def test_a_slow_slack_gets_its_ack_first_and_the_answer_is_stored_after(
     fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    event = hitl.new_event("deploy", data_type=bool, timeout_seconds=60, notify=hitl.Slack("C1"))
+    event = hitl.new_event(
+        "deploy", data_type=bool, timeout_seconds=60, notify=hitl.Slack("C1"), respondents=["alice@example.com"]
+    )
     thread, result = waiting(event)
     message = posted(fake, event)
     fake.held.clear()  # from now on Slack answers nothing until released
@@ -514,7 +723,7 @@ def test_a_slow_slack_gets_its_ack_first_and_the_answer_is_stored_after(
     assert thread.is_alive() and event._store.read_response(event.request_id) is None
     fake.held.set()
     assert finished(thread, result) is True
-    assert "Approved by <@U1>" in last_text(update_of(fake))
+    assert "Approved by alice@example.com" in last_text(update_of(fake))
 
 
 def test_a_slow_slack_holds_up_no_wait(fake: FakeSlack) -> None:

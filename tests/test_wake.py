@@ -566,32 +566,32 @@ def test_a_flood_of_junk_wake_ups_neither_hides_the_real_one_nor_fills_the_log(
 
 
 def test_watch_releases_a_long_poll_when_this_process_stores_the_outcome(store: Store) -> None:
+    record = _event(store, "w-1")
     watch = Watch(store)
     watch.poll_seconds = 3600  # only `stored` can release it
     got: list[object] = []
-    thread = threading.Thread(target=lambda: got.append(watch.wait("w-1", HANG_GUARD * 2)))
+    thread = threading.Thread(target=lambda: got.append(watch.outcome(record, HANG_GUARD * 2).response))
     thread.start()
     until(lambda: bool(watch._watched), "the long-poll waits")
-    watch.stored("w-1", {"status": "completed", "value": 1})
+    store.create_response("w-1", {"status": "completed", "value": 1})
+    watch.stored("w-1")
     thread.join(HANG_GUARD)
     assert got == [{"status": "completed", "value": 1}]
-    assert watch.wait("w-1", 3600) == {"status": "completed", "value": 1}  # remembered for later long-polls
+    assert watch.wait("w-1", 0.01) is False, "nothing is remembered: a later long-poll reads the state"
     watch.close()
 
 
-def test_watch_remembers_a_bounded_number_of_outcomes_for_a_bounded_time(store: Store) -> None:
+def test_past_its_most_long_polls_a_watch_returns_at_once(store: Store) -> None:
     watch = Watch(store)
-    now = [0.0]
-    watch.clock = lambda: now[0]  # type: ignore[method-assign]
-    watch.remember_most = 2
-    for i in range(3):
-        watch.stored(f"r-{i}", {"value": i})
-    assert list(watch._recent) == ["r-1", "r-2"]
-    now[0] += watch.remember_seconds
-    watch.stored("r-3", {"value": 3})
-    assert list(watch._recent) == ["r-3"]
-    assert watch.wait("r-3", 0) == {"value": 3} and watch.wait("r-1", 0) is None
+    watch.poll_seconds, watch.most = 3600, 2
+    held = [threading.Thread(target=watch.wait, args=(f"m-{i}", HANG_GUARD * 2)) for i in range(2)]
+    for t in held:
+        t.start()
+    until(lambda: watch._held == 2, "two long-polls held")
+    assert watch.wait("m-9", HANG_GUARD * 2) is False  # at once: the test would hang otherwise
     watch.close()
+    for t in held:
+        t.join(HANG_GUARD)
 
 
 def test_watch_finds_an_outcome_stored_elsewhere_by_its_shared_poll(store: Store) -> None:
@@ -603,8 +603,8 @@ def test_watch_finds_an_outcome_stored_elsewhere_by_its_shared_poll(store: Store
     thread.start()
     Store(store.root).create_response("w-2", {"status": "completed", "value": 2})
     thread.join(HANG_GUARD)
-    assert got and got[0] == {"status": "completed", "value": 2}
-    assert watch.wait("w-3", 0.01) is None
+    assert got == [True]
+    assert watch.wait("w-3", 0.01) is False
     watch.close()
 
 
@@ -619,7 +619,7 @@ def test_close_releases_every_long_poll(store: Store) -> None:
     for t in threads:
         t.join(HANG_GUARD)
         assert not t.is_alive()
-    assert watch.wait("w-9", 3600) is None
+    assert watch.wait("w-9", 3600) is False
 
 
 def test_long_polls_on_s3_share_one_listing_and_read_only_what_is_answered(
@@ -628,13 +628,15 @@ def test_long_polls_on_s3_share_one_listing_and_read_only_what_is_answered(
     root = use_root(S3Bucket(moto), monkeypatch)
     store = Store(root)
     ids = [f"s3-{i}" for i in range(20)]
-    for request_id in ids:
-        _event(store, request_id)
+    records = {request_id: _event(store, request_id) for request_id in ids}
     watch = Watch(store)
     watch.poll_seconds = 0.05
     watch.list_from = len(ids)  # this many watched: a poll lists the root (fewer read each event)
     results: dict[str, object] = {}
-    threads = [threading.Thread(target=lambda i=i: results.update({i: watch.wait(i, HANG_GUARD * 2)})) for i in ids]
+    threads = [
+        threading.Thread(target=lambda i=i: results.update({i: watch.outcome(records[i], HANG_GUARD * 2).response}))
+        for i in ids
+    ]
     for t in threads:
         t.start()
     until(lambda: len(watch._watched) == len(ids), "every long-poll waits")

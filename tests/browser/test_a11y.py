@@ -14,8 +14,9 @@ import dataclasses
 import datetime
 import enum
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,7 +26,8 @@ from conftest import post_json
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl._answers import seconds_left
-from flyteplugins.hitl.server import HitlServer
+from flyteplugins.hitl._store import Store
+from flyteplugins.hitl.server import HitlServer, make_server, stop_server
 
 from .conftest import DESKTOP, NARROW, Tab
 
@@ -177,4 +179,74 @@ def test_every_page_passes_an_accessibility_audit(
         check(f"index {query}")
     tab.goto(f"{server.url}/form/{answered.request_id}?token=wrong")
     check("wrong token")
+    assert {name: v for name, v in found.items() if v} == {}
+
+
+ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
+
+
+@pytest.fixture
+def proxied(store: Store) -> Iterator[str]:
+    """A server that trusts ``X-Forwarded-Email``, which each tab sends as the proxy in front would."""
+    httpd = make_server(store, identity_header="X-Forwarded-Email")
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    stop_server(httpd, thread)
+
+
+@pytest.mark.parametrize("size", [DESKTOP, NARROW], ids=["desktop", "phone"])
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_each_viewers_page_passes_an_accessibility_audit(
+    root: Path, store: Store, proxied: str, open_tab: OpenTab, axe_source: str, scheme: str, size: tuple[int, int]
+) -> None:
+    event = hitl.Event.create(
+        "release",
+        bool,
+        prompt="Release **v7**?",
+        prompt_type="markdown",
+        respondents=[ALICE, BOB, CAROL],
+        requester=CAROL,
+        quorum=2,
+        timeout_seconds=600,
+    )
+    gone = hitl.new_event("ship", data_type=bool, prompt="Ship it?", timeout_seconds=600)
+    withdrawn = {"request_id": gone.request_id, "status": "expired", "withdrawn_at": "2026-12-07T18:03:00.000Z"}
+    assert store.create_response(gone.request_id, withdrawn)
+    form = f"{proxied}/form/{event.request_id}"
+
+    def tab(who: str | None = None) -> Tab:
+        headers = {"X-Forwarded-Email": who} if who else {}
+        return open_tab(scheme, size, bypass_csp=True, extra_http_headers=headers)
+
+    found: dict[str, list[str]] = {}
+
+    def check(name: str, viewer: Tab) -> None:
+        assert viewer.horizontal_overflow() == 0, name
+        found[name] = audit(viewer, axe_source)
+
+    carol, alice, stale, bob, anonymous = tab(CAROL), tab(ALICE), tab(ALICE), tab(BOB), tab()
+    carol.goto(form)
+    check("requester", carol)
+    anonymous.goto(f"{form}?token={event.token}")
+    check("sign in, with the link", anonymous)
+    anonymous.goto(form)
+    check("sign in, without the link", anonymous)
+    alice.goto(form)
+    stale.goto(form)
+    check("respondent's form", alice)
+    alice.page.get_by_label("Comment").fill("Tests are green.\nShip it.")
+    alice.submit(lambda: alice.page.get_by_role("button", name="Approve").click())
+    check("vote received", alice)
+    alice.goto(form)
+    check("voted", alice)
+    stale.submit(lambda: stale.page.get_by_role("button", name="Approve").click())
+    check("refused: already voted", stale)
+    bob.goto(form)
+    bob.submit(lambda: bob.page.get_by_role("button", name="Approve").click())
+    check("decided: every vote", bob)
+    anonymous.goto(f"{proxied}/form/{gone.request_id}?token={gone.token}")
+    check("withdrawn", anonymous)
+    anonymous.goto(proxied + "/")
+    check("index with a withdrawn question", anonymous)
     assert {name: v for name, v in found.items() if v} == {}

@@ -6,6 +6,7 @@ sign-in proxy in front of the server would.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -80,7 +81,7 @@ def test_each_person_sees_their_own_questions_soonest_first_and_answers_with_the
     with alice.expect_navigation():
         alice.keyboard.press("Enter")
     assert alice.url == f"{base}/form/{vote.request_id}"  # no token: the identity opens it
-    assert "0 of 2 approvals" in alice.inner_text("#votes") and "You have not voted yet." in alice.inner_text("#votes")
+    assert alice.inner_text("#votes") == "2 approvals needed; one rejection decides. No votes yet."
     with alice.expect_navigation():
         alice.click("button.yes")
     assert "Vote received" in alice.content()
@@ -119,3 +120,45 @@ def test_without_an_identity_the_inbox_says_how_to_sign_in_and_lists_nothing(
     page.goto(f"{base}/inbox")
     assert "sign-in proxy" in page.inner_text("main")
     assert page.locator("#inbox a").count() == 0 and page.locator("a").count() == 0
+
+
+def test_the_requester_gets_no_buttons_and_a_refused_vote_leads_back_to_the_question(
+    root: Any, proxied: HitlServer, signed_in: Any
+) -> None:
+    base = f"http://127.0.0.1:{proxied.server_address[1]}"
+    event = hitl.Event.create(
+        "release",
+        bool,
+        prompt="Release **v7**?",
+        prompt_type="markdown",
+        respondents=[ALICE, BOB, "carol@example.com"],
+        requester="carol@example.com",
+        quorum=2,
+        timeout_seconds=600,
+    )
+    form = f"{base}/form/{event.request_id}"
+    carol = signed_in("carol@example.com")
+    carol.goto(form)
+    assert carol.inner_html("h1") == "Release <strong>v7</strong>?"
+    assert carol.inner_text("#standing") == "You asked for this approval; someone else must approve it."
+    assert carol.inner_text("#votes") == "2 approvals needed; one rejection decides. No votes yet."
+    assert carol.get_by_role("button").count() == 0 and carol.locator("form").count() == 0
+
+    # Alice has the form open in two tabs and votes in the first; the second's button is refused.
+    first, second = signed_in(ALICE), signed_in(ALICE)
+    first.goto(form)
+    second.goto(form)
+    with first.expect_navigation():
+        first.get_by_role("button", name="Approve").click()
+    assert "Vote received" in first.inner_text("h1")
+    with second.expect_navigation() as refused:
+        second.get_by_role("button", name="Approve").click()
+    assert refused.value is not None and refused.value.status == 409
+    assert second.inner_text("h1") == "Already voted"
+    assert second.get_by_role("link", name="Your questions").get_attribute("href") == "/inbox"
+    with second.expect_navigation():
+        second.get_by_role("link", name="Back to the question").click()
+    assert second.url == form
+    assert re.fullmatch(r"You approved at .+ · 1 of 2 approvals", second.inner_text("#standing"))
+    assert second.get_by_role("button").count() == 0
+    assert carol.errors == [] and [e for e in second.errors if "status of 409" not in e] == []

@@ -107,12 +107,12 @@ def test_errors_are_one_banner_and_each_fields_message_in_the_words_of_its_hint(
     page.get_by_label("docs").check()
     page.get_by_label("Due").fill("2026-12-24")
     assert tab.submit(lambda: page.get_by_role("button", name="Submit answer").click()).status == 400
-    assert page.get_by_role("alert").inner_text() == "1 answer needs a fix."
+    assert page.get_by_role("alert").inner_text() == "Fix the field marked below."
     assert page.locator("#e-f-score").inner_text() == "Must be at most 5.", "no quoted '9', no API wording"
     page.get_by_label("Score").fill("many")
     page.get_by_label("docs").uncheck()
     assert tab.submit(lambda: page.get_by_role("button", name="Submit answer").click()).status == 400
-    assert page.get_by_role("alert").inner_text() == "2 answers need a fix."
+    assert page.get_by_role("alert").inner_text() == "Fix the 2 fields marked below."
     assert page.locator("#e-f-score").inner_text() == "Enter a whole number, such as 42."
     assert page.locator("#e-f-tags").inner_text() == "Required: choose at least one."
     # The field to fix has the focus and stays visibly invalid (red) while focused.

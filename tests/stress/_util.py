@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from conftest import Reply, event_record
+from conftest import Reply, event_record, request
 
 from flyteplugins.hitl._store import Store
 
@@ -301,3 +303,43 @@ async def burst(requests: list[tuple[str, str, bytes, dict[str, str]]]) -> list[
     finally:
         for _, writer in streams:
             writer.close()
+
+
+# -- health checks during floods ---------------------------------------------------------------------
+
+
+def request_health(url: str, timeout: float = 30) -> int:
+    return request(url, "GET", "/health", timeout=timeout).status
+
+
+class HealthChecks:
+    """``GET /health`` on a new connection every quarter second, from a thread, until stopped.
+
+    Each check is kept as (when it began, in seconds since the checks began; its status, or the
+    connection error it met within `timeout` seconds).
+    """
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url, self.timeout = url, timeout
+        self.checks: list[tuple[float, int | str]] = []
+        self.latencies: list[float] = []
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            begun = time.monotonic()
+            try:
+                status: int | str = request_health(self.url, timeout=self.timeout)
+                self.latencies.append(time.monotonic() - begun)
+            except (OSError, http.client.HTTPException) as e:
+                status = repr(e)
+            self.checks.append((begun - self.start, status))
+
+    def stop(self) -> list[int | str]:
+        """Stop checking; every status so far."""
+        self._stop.set()
+        self._thread.join(30)
+        return [status for _, status in self.checks]

@@ -22,18 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import request
 
 from flyteplugins.hitl._store import Store
 
 from ._util import (
     Connection,
+    HealthChecks,
     Pending,
     ServerProcess,
     answer_json,
     assert_clean_log,
     create_events,
     read_reply,
+    request_health,
     start_server_process,
 )
 
@@ -189,10 +190,6 @@ def test_big_headers_on_many_slow_connections_stay_within_the_header_budget(tmp_
     assert_clean_log(server.log_text())
 
 
-def request_health(url: str, timeout: float = 30) -> int:
-    return request(url, "GET", "/health", timeout=timeout).status
-
-
 # -- floods past the connection limit and past the open-files limit -------------------------------------
 
 # A server with its open-files limit (argv[1]) and handler timeout (argv[2]) lowered.
@@ -227,32 +224,6 @@ def _start_limited(tmp_path: Path, open_files: int, max_connections: int) -> Ser
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-class _HealthChecks:
-    """``GET /health`` on a new connection every quarter second, from a thread, until stopped."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.statuses: list[int | str] = []
-        self.latencies: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            start = time.monotonic()
-            try:
-                self.statuses.append(request_health(self.url, timeout=HEALTH_SECONDS))
-                self.latencies.append(time.monotonic() - start)
-            except OSError as e:
-                self.statuses.append(repr(e))
-
-    def stop(self) -> list[int | str]:
-        self._stop.set()
-        self._thread.join(30)
-        return self.statuses
 
 
 async def _flood(url: str, seconds: float) -> int:
@@ -299,7 +270,7 @@ def test_health_answers_throughout_floods_of_idle_and_trickling_connections(
     server = _start_limited(tmp_path, open_files, max_connections)
     pid = server.proc.pid
     try:
-        checks = _HealthChecks(server.url)
+        checks = HealthChecks(server.url, HEALTH_SECONDS)
         cpu, start = _cpu_seconds(pid), time.monotonic()
         closed = asyncio.run(_flood(server.url, seconds=FLOOD_SECONDS))
         cpu_per_second = (_cpu_seconds(pid) - cpu) / (time.monotonic() - start)

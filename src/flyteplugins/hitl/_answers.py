@@ -104,7 +104,7 @@ def public_request(request: Record) -> Record:
     """The request as anyone may see it: neither the token nor where the waiting process takes
     wake-ups (an internal address)."""
     shown = {k: v for k, v in request.items() if k not in ("token", "wake")}
-    shown.setdefault("group", request.get("event_name"))  # stored before groups: the group of its name
+    shown.setdefault("group", request.get("request_id"))  # stored before groups: a group of its own
     return shown
 
 

@@ -118,9 +118,9 @@ def _one(site: Site, request: Request, identity: str, item: object) -> Record:
         return _row(request_id, refusal.response.status, json.loads(refusal.response.body)["detail"])
     name = event["event_name"]
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
+        _answered(site, event, response)  # but Slack shows the tally
         tally = f"{response['approvals']} of {response['quorum']} approvals"
         return _row(request_id, 200, f"vote on {name!r} recorded: {tally}")
-    site.listing.forget()
     _hand_on(site, event, response)
     return _row(request_id, 200, f"answer for {name!r} accepted")
 
@@ -130,7 +130,7 @@ def _hand_on(site: Site, event: Record, response: Record) -> None:
     Slack, this server's long-polls, the waiting task in this process and, by a wake-up, elsewhere."""
     request_id = event["request_id"]
     _answered(site, event, response)
-    site.watch.stored(request_id, response)
+    site.watch.stored(request_id)
     if site.on_answer is not None:
         try:
             site.on_answer(request_id, response)

@@ -144,24 +144,25 @@ def status(
         sent = request_headers(headers)
         while True:
             asked = time.monotonic()
-            left = max(0.0, deadline - asked)
-            step = min(left, 60.0)
+            step = min(max(0.0, deadline - asked), 60.0)
             query = f"{url}&wait={step:.3f}" if step else url
             record = _call("GET", query, request_id, token or "", wait=step, headers=sent)
-            if record.get("status") not in WAITING or left <= 60.0:
+            if record.get("status") not in WAITING or time.monotonic() >= deadline:
                 return record
-            if time.monotonic() - asked < step - 1:  # a server that does not long-poll: ask once a second
-                time.sleep(1.0)
+            # Answered before the step was over (a server at its share of long-polls, or one that does
+            # not long-poll): ask again within a second.
+            time.sleep(min(1.0, max(0.0, asked + step - time.monotonic())))
     store = Store(root or default_root())
     request = _answers.load(store, request_id)
     from ._watch import Watch
 
     watch = Watch(store)
     try:
-        response = watch.outcome(request, wait)
+        response, _, refusal = watch.outcome(request, wait)
     finally:
         watch.close()
-    return _answers.status_record(request, response, votes=_answers.votes_of(store, request, response))
+    refusal = refusal if response is None else None  # while it waits for another answer
+    return _answers.status_record(request, response, refusal, votes=_answers.votes_of(store, request, response))
 
 
 @blocking()

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
-from typing import Any
-from urllib.parse import parse_qs, unquote_plus, urlsplit
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, quote, unquote_plus, urlencode, urlsplit
 
 from . import _answers, _html, _policy, _schema
 from ._answers import seconds_left
@@ -31,6 +31,7 @@ from ._errors import (
     AlreadyAnsweredError,
     AlreadyVotedError,
     BadHeaderError,
+    ConfigurationError,
     EventExpiredError,
     EventNotFoundError,
     HitlError,
@@ -41,7 +42,7 @@ from ._errors import (
     NotIdentifiedError,
     StorageError,
 )
-from ._store import Listed, Record, Store
+from ._store import Listed, Record, Store, check_request_id
 from ._watch import Watch
 
 logger = logging.getLogger("flyteplugins.hitl.server")
@@ -58,6 +59,34 @@ MAX_QUERY_FIELDS = 20
 #: Longest ``wait`` a status request may ask for, in seconds.
 MAX_STATUS_WAIT = 60.0
 SLACK_ONLY_ENV = "FLYTE_HITL_SLACK_ONLY"
+TRUSTED_PROXIES_ENV = "FLYTE_HITL_TRUSTED_PROXIES"
+#: Loopback only: a proxy in the same pod, or on the same machine.
+DEFAULT_TRUSTED_PROXIES = "127.0.0.0/8, ::1"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_proxies(text: str | None = None) -> tuple[Network, ...]:
+    """The peers whose proxy headers a server believes: `text`, else ``$FLYTE_HITL_TRUSTED_PROXIES``, else
+    loopback; comma-separated addresses and CIDR ranges. An entry that is neither is a `ConfigurationError`.
+
+    Example:
+        >>> trusted_proxies("10.0.0.0/8, fd00::7")
+        (IPv4Network('10.0.0.0/8'), IPv6Network('fd00::7/128'))
+    """
+    if text is None:
+        text = os.environ.get(TRUSTED_PROXIES_ENV, "").strip() or DEFAULT_TRUSTED_PROXIES
+    networks: list[Network] = []
+    for entry in (e.strip() for e in text.split(",")):
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                f"{TRUSTED_PROXIES_ENV} holds {entry!r}, which is not an IP address or CIDR range "
+                "(expected e.g. '10.0.0.0/8, fd00::/8, 127.0.0.1')"
+            ) from None
+        networks.append(network)
+    return tuple(networks)
 
 
 def _headers(pairs: Iterable[tuple[str, str]] = ()) -> Message:
@@ -123,89 +152,133 @@ class Replies:
             return self._changed.wait_for(lambda: request_id not in self._open, timeout)
 
 
-class _Records:
-    """Records the index shows: requests (never change) and outcomes of finished events (never change)."""
+class Row(NamedTuple):
+    """A listed event as the index, the inbox and ``/events`` show it: its request, status ("pending",
+    "completed", "expired" or "withdrawn"), seconds left, the refusal it waits again after, and the votes
+    so far of a waiting approval with a quorum (None for any other event)."""
 
-    #: Events whose records are kept; the index reads the others again when it needs them.
+    request: Record
+    status: str
+    left: float
+    refusal: Record | None
+    votes: list[Record] | None
+
+
+class _Seen:
+    """What the index, the inbox and ``/events`` keep of the events they show: only what never changes.
+
+    A request never changes once written, nor does the outcome or refusal stored in an answer slot, nor
+    a vote: each is read once (the `capacity` most recently used are kept). Whether an event has an
+    outcome, and in which slot, comes from the listing (`_Listing`, at most a second old), and which votes
+    a waiting approval has from a listing of its votes at each view: a refusal that reopens an event
+    shows within a second on every server, a vote at the next view.
+    """
+
     capacity = 10_000
 
     def __init__(self) -> None:
-        # request id -> (request, its outcome's status if read, its deadline in seconds since the epoch)
-        self._rows: OrderedDict[str, tuple[Record, str | None, float]] = OrderedDict()
+        self._kept: OrderedDict[tuple[str, int, bool], Record] = OrderedDict()  # requests and outcomes
+        self._votes: dict[str, dict[str, Record]] = {}
+        self._deadlines: dict[str, float] = {}  # seconds since the epoch, by request id
         self._lock = threading.Lock()
         self._damaged: set[str] = set()  # events whose records cannot be read, logged once each
 
-    def _get(self, store: Store, event: Listed, outcome: bool) -> tuple[Record, str | None, float] | None:
-        """The event's request and, if `outcome` and it has one, its outcome's status."""
+    def _read(self, key: tuple[str, int, bool], read: Callable[[], Record | None]) -> Record | None:
         with self._lock:
-            cached = self._rows.get(event.request_id)
-        if cached is not None and not (outcome and event.answered and cached[1] is None):
-            return cached
-        try:
-            request = cached[0] if cached else store.read_request(event.request_id)
-            if request is None:
-                return None
-            status = None
-            if outcome and event.answered:
-                response = store.read_response(event.request_id)
-                status = _answers.status_of(request, response) if response is not None else None
-        except StorageError as e:
-            if e.transient:
-                raise  # storage is down: the whole page says so
-            # One damaged record (not JSON, say) leaves its event out, not the whole index.
+            record = self._kept.get(key)
+            if record is not None:
+                self._kept.move_to_end(key)
+                return record
+        record = read()
+        if record is not None:
             with self._lock:
-                first = event.request_id not in self._damaged
-                self._damaged.add(event.request_id)
-            if first:
-                logger.warning("the index leaves out %s: %s", event.request_id, e)
+                self._kept[key] = record
+                while len(self._kept) > self.capacity:
+                    self._kept.popitem(last=False)
+        return record
+
+    def request(self, store: Store, event: Listed) -> Record | None:
+        """The event's request; None if it is gone or damaged (logged once: one damaged record leaves
+        its event out, not the whole view)."""
+        try:
+            return self._read((event.request_id, -1, False), lambda: store.read_request(event.request_id))
+        except StorageError as e:
+            self._left_out(event, e)
             return None
-        entry = (request, status, time.time() + seconds_left(request))
-        with self._lock:
-            self._rows[event.request_id] = entry
-            while len(self._rows) > self.capacity:
-                self._rows.popitem(last=False)
-        return entry
 
     def waiting(self, store: Store, event: Listed) -> bool:
-        """Whether a listed event still waits: no outcome stored, and its deadline not passed."""
-        if event.answered:
-            return False
-        cached = self._get(store, event, outcome=False)
-        return cached is not None and cached[2] > time.time()
+        """Whether a listed event takes answers: no outcome in its slot, and its deadline ahead."""
+        deadline = self._deadlines.get(event.request_id)
+        if deadline is None and not event.answered and (request := self.request(store, event)) is not None:
+            if len(self._deadlines) >= self.capacity:
+                self._deadlines.clear()
+            deadline = self._deadlines[event.request_id] = time.time() + seconds_left(request)
+        return not event.answered and deadline is not None and deadline > time.time()
 
-    def row(self, store: Store, event: Listed) -> tuple[Record, str, float] | None:
-        """(request, status, seconds left) for a listed event, or None if its request is gone."""
-        cached = self._get(store, event, outcome=True)
-        if cached is None:
+    def row(self, store: Store, event: Listed, request: Record | None = None) -> Row | None:
+        """The event as shown now, or None if its records are gone or damaged."""
+        request = request or self.request(store, event)
+        if request is None:
             return None
-        request, status, deadline = cached
-        left = deadline - time.time()
-        return request, status or ("pending" if left > 0 else "expired"), left
+        left = seconds_left(request)
+        key = (event.request_id, event.slot, event.answered)
+        try:  # the outcome in the listed slot, or the refusal that opened it
+            found = (
+                self._read(key, lambda: (o := store.read_listed(event)).response or o.refusal)
+                if key[1:] != (0, False)
+                else None
+            )
+        except StorageError as e:
+            self._left_out(event, e)
+            return None
+        response, refusal = (found, None) if event.answered else (None, found)
+        votes = None
+        if response is None and left > 0 and _policy.quorum(request) > 1:
+            votes = self.votes(store, request)
+            if _answers.decide(request, votes) is not None:  # stranded: settled here, as any reader does
+                response = _answers.outcome(store, request).response
+        withdrawn = response is not None and response.get("withdrawn_at")  # its task stopped waiting
+        return Row(request, "withdrawn" if withdrawn else _answers.status_of(request, response), left, refusal, votes)
+
+    def votes(self, store: Store, request: Record) -> list[Record]:
+        """The votes on `request` in the order cast: a listing, and a read of each vote not read before."""
+        request_id = str(request["request_id"])
+        with self._lock:
+            known = self._votes.get(request_id)
+        known = store.read_votes(request_id, known)
+        with self._lock:
+            if len(self._votes) >= self.capacity:  # decided events' votes go with the rest
+                self._votes.clear()
+            self._votes[request_id] = known
+        return sorted(known.values(), key=lambda v: str(v.get("voted_at")))
+
+    def _left_out(self, event: Listed, e: StorageError) -> None:
+        if e.transient:
+            raise e  # storage is down: the whole page says so
+        with self._lock:
+            first = event.request_id not in self._damaged
+            self._damaged.add(event.request_id)
+        if first:
+            logger.warning("the index leaves out %s: %s", event.request_id, e)
 
 
 class _Listing:
-    """The last listing of the root, shared by index visits for `seconds`.
-
-    Under load, visits share one listing a second instead of one each; this server's own answers
-    drop it at once, so only answers stored elsewhere can take that long to show.
-    """
+    """The last listing of the root, shared by the visits of the next `seconds`: under load one listing
+    a second rather than one per visit, and no view shows a listing begun longer ago than that."""
 
     seconds = 1.0
 
     def __init__(self) -> None:
-        self._events: list[Listed] | None = None
+        self._events: list[Listed] = []
         self._at = -math.inf
         self._lock = threading.Lock()
 
     def get(self, store: Store) -> list[Listed]:
         with self._lock:  # one visit lists while the others wait for its result
-            if self._events is None or time.monotonic() - self._at >= self.seconds:
-                self._events, self._at = store.list_events(), time.monotonic()
+            if time.monotonic() - self._at >= self.seconds:
+                began = time.monotonic()
+                self._events, self._at = store.list_events(), began
             return self._events
-
-    def forget(self) -> None:
-        with self._lock:
-            self._events = None
 
 
 @dataclass
@@ -223,14 +296,18 @@ class Site:
     #: Take this server's own origin from ``X-Forwarded-Host`` and ``X-Forwarded-Proto``: only behind
     #: a proxy that sets both, since any client can send any header.
     trust_forwarded: bool = False
+    #: The peers whose proxy headers are believed (``$FLYTE_HITL_TRUSTED_PROXIES``, see `trusted_proxies`).
+    trusted_proxies: tuple[Network, ...] = field(default_factory=lambda: trusted_proxies())
     replies: Replies = field(default_factory=Replies)
-    records: _Records = field(default_factory=_Records)
     listing: _Listing = field(default_factory=_Listing)
+    seen: _Seen = field(default_factory=_Seen)
     #: Serve only ``/slack/interactions`` and ``/health`` (``FLYTE_HITL_SLACK_ONLY=1``): for a server that
     #: Slack reaches without the platform's login, while every other path stays behind it.
     slack_only: bool = field(default_factory=lambda: os.environ.get(SLACK_ONLY_ENV, "") == "1")
     #: Long-polls of ``GET /status/<id>?wait=N``.
     watch: Watch = field(init=False)
+    #: When proxy headers from an untrusted peer were last logged (`time.monotonic`).
+    ignored_at: float = field(default=-math.inf, init=False)
     #: What the server calls with each outcome it stores (see `server.make_server`).
     on_answer: Callable[[str, Record], None] | None = None
 
@@ -286,7 +363,7 @@ def _refuse(
     """A JSON refusal (with each offending field's message, if any), or an HTML page titled `page` for
     the endpoints people use in a browser."""
     if page is not None:
-        return _Refusal(html_reply(status, _html.message_page(page, detail), close=close))
+        return _Refusal(html_reply(status, _html.refusal_page(page, _html.esc(detail)), close=close))
     body: dict[str, Any] = {"detail": detail}
     if field_errors:
         body["field_errors"] = dict(field_errors)
@@ -306,14 +383,41 @@ _STATUS: tuple[tuple[type[HitlError], int], ...] = (
 )
 
 
-def _refusal(e: HitlError, page: str | None = None) -> _Refusal | None:
+def _refusal(e: HitlError) -> _Refusal | None:
     """The reply for an error caused by the request, or None for our own failures."""
     for kind, status in _STATUS:
         if isinstance(e, kind):
-            if isinstance(e, EventNotFoundError):  # do not show clients where the root is
-                return _refuse(status, f"not_found: no event with request_id {e.request_id!r}", page=page)
-            return _refuse(status, str(e), page=page, field_errors=getattr(e, "field_errors", None))
+            return _refuse(status, str(e), field_errors=getattr(e, "field_errors", None))
     return None
+
+
+def _refused(
+    site: Site, request: Request, e: HitlError, title: str, request_id: object = None, token: object = None
+) -> _Refusal | None:
+    """`_refusal` as a page a person reads: what stands in their way in their words, a way back to the
+    question (after an answer to a known event, `request_id`, with the `token` it came with) and to their
+    inbox; None for our own failures."""
+    refusal = _refusal(e)
+    if refusal is None:
+        return None
+    back = _form_url(request_id, token) if request_id is not None else ""
+    if isinstance(e, NotIdentifiedError):
+        title, words = "Sign in to answer", _html.sign_in_html(site.identity_header, e.request_id)
+    elif isinstance(e, (NotAllowedError, AlreadyVotedError)):
+        event = _answers.load(site.store, e.request_id)
+        votes = _answers.votes_of(site.store, event, None) or []
+        standing, vote = _standing(event, _who(site, request), votes)
+        words = _html.standing_html(standing, event, vote=vote, votes=votes)
+    elif isinstance(e, (InvalidTokenError, EventNotFoundError)):  # unknown or not yours: the same words
+        words, back = "This link does not open a question: open the link you were given, whole, as it was given.", ""
+    else:
+        words, back = _html.esc(e), ""
+    return _Refusal(html_reply(refusal.response.status, _html.refusal_page(title, words, back)))
+
+
+def _form_url(request_id: object, token: object) -> str:
+    """Where the event's form is, with the token it was opened with (a respondent's comes without one)."""
+    return f"/form/{quote(str(request_id))}" + (f"?{urlencode({'token': token})}" if token else "")
 
 
 # -- routing ---------------------------------------------------------------------------------------
@@ -419,14 +523,18 @@ def _query(request: Request) -> dict[str, str]:
 
 def health(site: Site, request: Request, _: str) -> Response:
     """``GET /health``."""
-    return json_reply(200, {"status": "healthy"})
+    from ._slack import SECRET_ENV
+
+    # Whether this server can tell who answers, and take Slack's clicks: a task using it warns if not.
+    body = {"status": "healthy", "identifies": bool(site.identity_header), "slack": bool(os.environ.get(SECRET_ENV))}
+    return json_reply(200, body)
 
 
 def index(site: Site, request: Request, _: str) -> Response:
     """``GET /[?status=pending|done][&page=N]``: events newest first, those still waiting first, a page at a time.
 
-    At most one listing of the root per visit (see `_Listing`), plus the records not cached yet of the
-    events shown and of those without an outcome (whose deadlines tell waiting from expired).
+    One listing of the root a second (`_Listing`), plus the records of the shown events not read before
+    (`_Seen`) and those of events without an outcome (whose deadlines tell waiting from expired).
     """
     query = _query(request)
     status = query.get("status") or None
@@ -438,7 +546,7 @@ def index(site: Site, request: Request, _: str) -> Response:
     page = int(page_text)
     events = site.listing.get(site.store)
     # An event without an outcome whose deadline passed (its waiter is gone) is shown as expired.
-    waiting = [e for e in events if site.records.waiting(site.store, e)]
+    waiting = [e for e in events if site.seen.waiting(site.store, e)]
     still = {e.request_id for e in waiting}
     done = [e for e in events if e.request_id not in still]
     from . import _review
@@ -446,21 +554,19 @@ def index(site: Site, request: Request, _: str) -> Response:
     groups, waiting = _review.collapse(site, waiting, done)  # a group of several events is one row
     chosen = waiting if status == "pending" else done if status == "done" else waiting + done
     start = (page - 1) * PAGE_SIZE
-    rows = [row for e in chosen[start : start + PAGE_SIZE] if (row := site.records.row(site.store, e)) is not None]
-    # One listing of its votes per waiting approval with a quorum on this page.
-    approvals = {
-        str(request["request_id"]): sum(v.get("value") is True for v in votes)
-        for request, state, _ in rows
-        if state == "pending" and (votes := _answers.votes_of(site.store, request, None)) is not None
-    }
+    rows = [row for e in chosen[start : start + PAGE_SIZE] if (row := site.seen.row(site.store, e)) is not None]
     document = _html.index_page(
-        rows,
+        [(row.request, row.status, row.left) for row in rows],
         waiting=len(waiting),
         done=len(done),
         page_number=page,
         status=status,
         more=len(chosen) > start + PAGE_SIZE,
-        approvals=approvals,
+        approvals={
+            str(row.request["request_id"]): sum(v.get("value") is True for v in row.votes)
+            for row in rows
+            if row.status == "pending" and row.votes is not None
+        },
     )
     return html_reply(200, _review.with_groups(document, groups if page == 1 and status != "done" else []))
 
@@ -471,34 +577,40 @@ MAX_LISTED = 1000
 
 def events(site: Site, request: Request, _: str) -> Response:
     """``GET /events[?status=waiting|answered|expired]``: the events the index shows, as JSON, newest
-    first (at most `MAX_LISTED`), never their tokens: what ``hitl list --endpoint`` prints."""
+    first (at most `MAX_LISTED`), never their tokens: what ``hitl list --endpoint`` prints.
+
+    The listing is walked newest first until the reply is full: a reply reads at most the records of the
+    events it lists (`_Seen`), whatever the root holds.
+    """
     wanted = _query(request).get("status") or "all"
     if wanted not in ("all", *_answers.STATES.values()):
         raise _refuse(400, f"status must be waiting, answered or expired, got {wanted[:40]!r}")
-    listed = []
+    listed: list[Record] = []
     for e in site.listing.get(site.store):
-        row = site.records.row(site.store, e)
-        if row is None:
+        if len(listed) >= MAX_LISTED:
+            break
+        row = site.seen.row(site.store, e)
+        state = _answers.STATES.get(row.status, row.status) if row is not None else ""
+        if row is None or wanted not in ("all", state):
             continue
-        request_record, status, _left = row
-        state = _answers.STATES.get(status, status)
-        if wanted in ("all", state):
-            listed.append(_answers.public_request(request_record) | {"status": state})
+        item = _answers.public_request(row.request) | {"status": state, "state": state}
+        if row.refusal is not None and state == "waiting":  # why it waits again
+            item["refused"] = {k: row.refusal[k] for k in ("refused_at", "error") if k in row.refusal}
+        listed.append(item)
     listed.sort(key=lambda r: str(r.get("created_at", "")), reverse=True)  # to the millisecond, as `hitl list`
-    return json_reply(200, {"events": listed[:MAX_LISTED]})
+    return json_reply(200, {"events": listed})
 
 
 def form(site: Site, request: Request, request_id: str) -> Response:
     """``GET /form/<request_id>?token=…``: the form, or the event's state once answered or expired."""
-    title = "Cannot open this event"
     token = _query(request).get("token")
     try:
         event, who = _viewable(site, request, request_id, token)
     except StorageError:
         raise
     except HitlError as e:
-        raise _refusal(e, title) or e from None
-    return _page_for(site.store, event, who=who)
+        raise _refused(site, request, e, "Cannot open this event") or e from None
+    return _page_for(site, event, who, _holds(event, token))
 
 
 def inbox(site: Site, request: Request, _: str) -> Response:
@@ -514,85 +626,114 @@ def inbox(site: Site, request: Request, _: str) -> Response:
     return html_reply(200, document, csp=_html.inbox_csp())
 
 
-def _waiting_for(site: Site, who: _policy.Who) -> list[tuple[Record, float, list[Record] | None]]:
+def _waiting_for(site: Site, who: _policy.Who, answered: str = "") -> list[tuple[Record, float, list[Record] | None]]:
     """(request, seconds left, votes) of each waiting event that names `who` among its respondents,
-    that they may answer and have not voted on, soonest deadline first."""
+    that they may answer and have not voted on (nor just `answered`), soonest deadline first."""
     mine = []
     for listed in site.listing.get(site.store):
-        if not site.records.waiting(site.store, listed):
+        request = None if listed.answered or listed.request_id == answered else site.seen.request(site.store, listed)
+        if request is None or not _policy.is_respondent(request, who) or _policy.refusal(request, who) is not None:
             continue
-        row = site.records.row(site.store, listed)
-        if row is None:
-            continue
-        event, _, left = row
-        if not _policy.is_respondent(event, who) or _policy.refusal(event, who) is not None:
-            continue
-        votes = None
-        if _policy.quorum(event) > 1:
-            if site.store.read_vote(event["request_id"], _policy.vote_key(who.identity)) is not None:
-                continue
-            votes = _answers.votes_of(site.store, event, None)
-        mine.append((event, left, votes))
+        row = site.seen.row(site.store, listed, request)
+        voted = row is not None and any(
+            _policy.normal(str(v.get("identity"))) == _policy.normal(who.identity) for v in row.votes or ()
+        )
+        if row is not None and row.status == "pending" and not voted:
+            mine.append((row.request, row.left, row.votes))
     mine.sort(key=lambda item: item[1])
     return mine
 
 
-def _with_next(site: Site, who: _policy.Who, document: str) -> str:
+def _with_next(site: Site, who: _policy.Who, document: str, answered: str) -> str:
     """An answered (or voted) page with how many more questions wait for `who`, if identified."""
     if not who.identity:
         return document
-    return _html.with_more(document, len(_waiting_for(site, who)))
+    return _html.with_more(document, len(_waiting_for(site, who, answered)))
 
 
 def _page_for(
-    store: Store,
+    site: Site,
     event: Record,
+    who: _policy.Who,
+    holder: bool,
     *,
     value: str = "",
     error: str = "",
     comment: str = "",
     form: Mapping[str, Sequence[str]] | None = None,
     field_errors: Mapping[str, str] | None = None,
-    who: _policy.Who | None = None,
 ) -> Response:
-    """The form for a pending event (400 when re-shown with an error), else the event's state. When the
-    waiting task refused the last answer, the form says why, beside the fields it named."""
-    response, _, refusal = _answers.outcome(store, event)
-    status = _answers.status_of(event, response)
-    if status == "completed" and response is not None:
+    """The form for a pending event as `who` may use it (400 when re-shown with an error), else the
+    event's state. The token stays off the page unless its viewer is the `holder`. When the waiting task
+    refused the last answer, the form says why, beside the fields it named."""
+    response, _, refusal = _answers.outcome(site.store, event)
+    if response is not None and response.get("status") == "completed":
         return html_reply(200, _html.answered_page(event, response, just_now=False))
-    if status == "expired":
-        return html_reply(200, _html.expired_page(event))
+    if response is not None or seconds_left(event) <= 0:
+        return html_reply(200, _html.expired_page(event, response))
     notice = ""
     if refusal is not None and not error:
         notice = f"The task refused the last answer: {refusal.get('error')}. Please answer again."
         field_errors = refusal.get("field_errors") or None
+    votes = _answers.votes_of(site.store, event, response)
+    standing, vote = _standing(event, who, votes)
+    if standing:
+        standing = _html.standing_html(standing, event, vote=vote, votes=votes or (), sign_in=site.identity_header)
     page = _html.form_page(
-        event, seconds_left(event), value, error, comment=comment, form=form, field_errors=field_errors, notice=notice
+        event,
+        seconds_left(event),
+        value,
+        error,
+        comment=comment,
+        form=form,
+        field_errors=field_errors,
+        notice=notice,
+        holder=holder,
+        votes=votes,
+        standing=standing,
     )
-    votes = _answers.votes_of(store, event, response)
-    if votes is not None:
-        page = _html.with_votes(page, votes, _policy.quorum(event), (who or _policy.Who()).identity)
     from . import _review
 
     page = _review.with_form_link(page, event)
     return html_reply(400 if error else 200, page)
 
 
+def _standing(event: Record, who: _policy.Who, votes: Sequence[Record] | None) -> tuple[str, Record | None]:
+    """Why `who` may not answer the event, as `_html.standing_html` words it ("" when they may), and
+    their vote among `votes` when that is why."""
+    error = _policy.refusal(event, who)
+    if isinstance(error, NotIdentifiedError):
+        return "sign-in", None
+    if error is not None:
+        return ("requester" if _policy.is_requester(event, who) else "not-asked"), None
+    mine = who.identity and _policy.vote_key(who.identity)
+    vote = next((v for v in votes or () if mine and _policy.vote_key(str(v.get("identity"))) == mine), None)
+    return ("voted", vote) if vote is not None else ("", None)
+
+
+def _holds(event: Record, token: object) -> bool:
+    """Whether `token` is the event's own."""
+    try:
+        _answers.check_token(event, token)
+    except InvalidTokenError:
+        return False
+    return True
+
+
 def status(site: Site, request: Request, request_id: str) -> Response:
     """``GET /status/<request_id>?token=…[&wait=N]``: the event (never its token) and its outcome.
 
     With ``wait`` (0 to `MAX_STATUS_WAIT` seconds), a pending event's reply waits until it is
-    answered or expires, or N seconds pass; the long-poll itself reads no storage (`Watch`).
+    answered or expires, or N seconds pass (`Watch`: past its share of the connections, at once).
     """
     query = _query(request)
     wait = _wait_seconds(query.get("wait"))
     event, _ = _viewable(site, request, request_id, query.get("token"))
-    outcome = site.watch.outcome(event, wait)
-    votes = _answers.votes_of(site.store, event, outcome)
-    # Why the task refused the last answer, while it waits for another (one more read, only then).
-    refusal = _answers.outcome(site.store, event).refusal if outcome is None else None
-    return json_reply(200, _answers.status_record(event, outcome, refusal, votes=votes))
+    response, _, refusal = site.watch.outcome(event, wait)
+    votes = _answers.votes_of(site.store, event, response)
+    # While it waits for another answer: why the task refused the last one.
+    refusal = refusal if response is None else None
+    return json_reply(200, _answers.status_record(event, response, refusal, votes=votes))
 
 
 def _wait_seconds(text: str | None) -> float:
@@ -657,7 +798,7 @@ def _own_origin(site: Site, request: Request) -> tuple[str, str, int] | None:
     """This server's origin as the client reached it: ``http://`` and the Host, or what a trusted proxy
     says it was asked for."""
     scheme, host = "http", request.headers.get("Host") or ""
-    if site.trust_forwarded:
+    if site.trust_forwarded or _believed(site, request, ("X-Forwarded-Host", "X-Forwarded-Proto")):
         # A proxy that appends to these headers puts its own value last.
         forwarded = [v.split(",")[-1].strip() for v in request.headers.get_all("X-Forwarded-Host") or []]
         proto = [v.split(",")[-1].strip() for v in request.headers.get_all("X-Forwarded-Proto") or []]
@@ -667,23 +808,52 @@ def _own_origin(site: Site, request: Request) -> tuple[str, str, int] | None:
 
 
 def _who(site: Site, request: Request) -> _policy.Who:
-    """Who sent `request`, from the proxy headers this server trusts (`_policy.identify`)."""
+    """Who sent `request`, from the proxy headers this server trusts (`_policy.identify`), sent by a
+    trusted proxy; anyone else is anonymous."""
+    if not site.identity_header or not _believed(site, request, (site.identity_header, site.groups_header)):
+        return _policy.Who()
     return _policy.identify(request.headers, site.identity_header, site.groups_header)
 
 
-def _load(site: Site, request_id: object) -> Record:
-    """The stored event for `request_id`. An unknown id is refused like a wrong token, so a client
-    without the token cannot tell which events exist."""
+_ignored_lock = threading.Lock()
+
+
+def _believed(site: Site, request: Request, names: Iterable[str | None]) -> bool:
+    """Whether the proxy headers `names` of `request` are believed: only from a peer in
+    ``FLYTE_HITL_TRUSTED_PROXIES``. From any other peer they are ignored, logged at most once a minute."""
     try:
-        return _answers.load(site.store, request_id)
-    except EventNotFoundError:
-        raise InvalidTokenError(str(request_id)) from None
+        peer = ipaddress.ip_address(request.client.partition("%")[0])
+    except ValueError:  # no peer address (a request made without a socket)
+        peer = None
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:  # ::ffff:127.0.0.1
+        peer = peer.ipv4_mapped
+    if peer is not None and any(peer in network for network in site.trusted_proxies):
+        return True
+    sent = [name for name in names if name and name in request.headers]
+    now = time.monotonic()
+    with _ignored_lock:
+        log, site.ignored_at = (True, now) if sent and now - site.ignored_at >= 60 else (False, site.ignored_at)
+    if log:
+        logger.warning(
+            "ignored %s from %s: not a trusted proxy (%s)", ", ".join(sent), request.client or "?", TRUSTED_PROXIES_ENV
+        )
+    return False
 
 
 def _viewable(site: Site, request: Request, request_id: object, token: object) -> tuple[Record, _policy.Who]:
-    """The stored event for its form or status, and who asks: the token, or an identified respondent."""
-    event = _load(site, request_id)
+    """The stored event for its form or status, and who asks: the token, or an identified respondent.
+
+    An unknown id, and an event the person may not see, are refused alike, so a client cannot tell which
+    events exist or whom they ask: with neither a token nor a name, on a server that identifies people, as
+    a request to sign in; otherwise as a wrong token.
+    """
     who = _who(site, request)
+    if site.identity_header and not who.identity and not token and check_request_id(request_id):
+        raise NotIdentifiedError(str(request_id), "no token and no identity came with this request; sign in")
+    try:
+        event = _answers.load(site.store, request_id)
+    except EventNotFoundError:
+        raise InvalidTokenError(str(request_id)) from None
     _policy.check_viewer(event, who, token)
     return event, who
 
@@ -691,8 +861,7 @@ def _viewable(site: Site, request: Request, request_id: object, token: object) -
 def _answerable(site: Site, request: Request, request_id: object, token: object) -> tuple[Record, _policy.Who]:
     """The stored event for an answer and who sends it, once `_policy` lets them answer: the one gate
     of the form and JSON submissions."""
-    event = _load(site, request_id)
-    who = _who(site, request)
+    event, who = _viewable(site, request, request_id, token)
     _policy.check_credentials(event, who, token)
     return event, who
 
@@ -707,13 +876,15 @@ def _track(site: Site, request: Request, request_id: str) -> None:
 def submit_form(site: Site, request: Request, _: str) -> Response:
     """``POST /submit``: a form-encoded answer (``request_id``, ``token``, the value's fields, ``comment``)."""
     title = "Answer not accepted"
+    credentials: tuple[str | None, str | None] = (None, None)
     try:
         _check_same_origin(site, request, title)
         if _media_type(request) != FORM:
             raise _refuse(415, f"expected a form ({FORM}), got {_media_type(request) or 'nothing'!r}", page=title)
         body = _body(request, title)
         # The token is checked before the rest of the form is decoded: a client without it costs a split.
-        event, who = _answerable(site, request, *_form_credentials(body))
+        credentials = _form_credentials(body)
+        event, who = _answerable(site, request, *credentials)
         # Strict: a percent-encoded byte that is not UTF-8 (%E9) is refused like a raw one, not
         # stored as U+FFFD in place of what was sent.
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict")
@@ -726,7 +897,7 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
     except StorageError:
         raise
     except HitlError as e:
-        raise _refusal(e, title) or e from None
+        raise _refused(site, request, e, title, *credentials) or e from None
     except ValueError as e:  # parse_qs: too many fields
         raise _refuse(400, f"malformed form: {e}", page=title) from None
     comment = one.get("comment")
@@ -747,8 +918,10 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
     except InvalidValueError as e:
         # Shown again with the error and what was typed.
         return _page_for(
-            site.store,
+            site,
             event,
+            who,
+            _holds(event, credentials[1]),
             value=one.get("value", ""),
             error=str(e),
             comment=comment or "",
@@ -756,17 +929,19 @@ def submit_form(site: Site, request: Request, _: str) -> Response:
             field_errors=e.field_errors,
         )
     except AlreadyVotedError as e:
-        return html_reply(409, _html.message_page("Already voted", str(e)))
+        raise _refused(site, request, e, "Already voted", *credentials) or e from None
     except AlreadyAnsweredError as e:
         return html_reply(409, _html.answered_page(event, e.response, just_now=False))
     except EventExpiredError:
         return html_reply(410, _html.expired_page(event))
-    site.listing.forget()
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
+        _answered(site, event, response)  # but Slack shows the tally
         votes = _answers.votes_of(site.store, event, None) or []
-        return html_reply(200, _with_next(site, who, _html.voted_page(event, response, votes, who.identity)))
+        page = _html.voted_page(event, response, votes)
+        return html_reply(200, _with_next(site, who, page, event["request_id"]))
     _answered(site, event, response)
-    reply = html_reply(200, _with_next(site, who, _html.answered_page(event, response, just_now=True)))
+    page = _html.answered_page(event, response, just_now=True)
+    reply = html_reply(200, _with_next(site, who, page, event["request_id"]))
     reply.answered = (event, response)
     return reply
 
@@ -849,8 +1024,8 @@ def submit_json(site: Site, request: Request, _: str) -> Response:
         groups=who.groups,
     )
     if response.get("status") == "voted":  # a vote that did not decide: nothing to hand on yet
+        _answered(site, event, response)  # but Slack shows the tally
         return json_reply(200, _vote_reply(event, response))
-    site.listing.forget()
     _answered(site, event, response)
     accepted = {
         "status": "submitted",
@@ -882,7 +1057,7 @@ def _answered(site: Site, event: Record, response: Record) -> None:
     if event.get("slack"):
         from . import _slack
 
-        _slack.answer_stored(site.store, event, response)
+        _slack.refresh(site.store, event)
 
 
 def slack_interactions(site: Site, request: Request, _: str) -> Response:
@@ -890,8 +1065,7 @@ def slack_interactions(site: Site, request: Request, _: str) -> Response:
     from . import _slack, _wake
 
     def stored_late(event: Record, response: Record) -> None:  # the acknowledgement went first
-        site.listing.forget()
-        site.watch.stored(event["request_id"], response)
+        site.watch.stored(event["request_id"])
         _wake.poke(site.store, event)
 
     outcome = _slack.interaction(site.store, request.headers, _body(request), request.client, stored_late)
@@ -900,7 +1074,6 @@ def slack_interactions(site: Site, request: Request, _: str) -> Response:
     else:
         reply = Response(outcome.status, b"", [("Cache-Control", "no-store")])
     if outcome.answered is not None:
-        site.listing.forget()
         reply.answered = outcome.answered
     return reply
 

@@ -37,8 +37,8 @@ def default_group(name: str) -> str:
 
 
 def group_of(request: Mapping[str, Any]) -> str:
-    """The event's group; an event stored before groups existed is in the group of its name."""
-    return str(request.get("group") or request.get("event_name") or "")
+    """The event's group; an event stored before groups existed is a group of its own (its request id)."""
+    return str(request.get("group") or request.get("request_id") or "")
 
 
 class Summary(NamedTuple):

@@ -118,6 +118,13 @@ button.second{background:var(--card);color:var(--fg);border-color:var(--edge)}
 overflow-wrap:anywhere}
 .alert strong{display:block}
 .note{color:var(--muted);font-size:.875rem;margin:1rem 0 0;overflow-wrap:anywhere}
+.standing{margin:1rem 0 0;padding:.75rem 1rem;border-radius:10px;background:var(--accent-soft);overflow-wrap:anywhere}
+.standing strong{display:block}
+.links{display:flex;flex-wrap:wrap;gap:.75rem;margin:1.25rem 0 0}
+.links a{display:inline-flex;align-items:center;min-height:3rem;padding:0 1.1rem;border:1.5px solid var(--edge);
+border-radius:10px;color:var(--fg);font-weight:650;text-decoration:none}
+.votes{list-style:none;margin:0;padding:0;white-space:normal}.votes li{margin:0 0 .4rem}
+.said{display:block;white-space:pre-wrap;color:var(--muted)}
 .state{display:grid;place-items:center;width:3rem;height:3rem;border-radius:50%;font-size:1.5rem;font-weight:700;
 margin:0 0 .75rem;background:var(--chip);color:var(--muted)}
 .state.ok{background:var(--ok-soft);color:var(--ok)}
@@ -203,16 +210,24 @@ _FORM = string.Template(
 <p class="caption">$name</p>
 <h1>$heading</h1>
 <ul class="chips"><li class="chip time">$left</li></ul>
-$prompt$details$error<form method="post" action="/submit" autocomplete="off">
-<input type="hidden" name="request_id" value="$request_id">
-<input type="hidden" name="token" value="$token">
-$fields
-</form>
+$prompt$details$error$votes$answer
 <p class="note">$footer</p>
-<details class="programs"><summary>For programs</summary>
+$programs</article>"""
+)
+
+# The controls, for a viewer who may answer. The token is carried only for whoever came with it.
+_CONTROLS = string.Template(
+    """<form method="post" action="/submit" autocomplete="off">
+<input type="hidden" name="request_id" value="$request_id">
+$token$fields
+</form>"""
+)
+
+_PROGRAMS = string.Template(
+    """<details class="programs"><summary>For programs</summary>
 <p>Answer with a JSON POST (replace the value):</p><pre>$curl</pre>
 <p>The value's shape: <code>$shape</code></p></details>
-</article>"""
+"""
 )
 
 _OUTCOME = string.Template(
@@ -299,25 +314,38 @@ _MARKDOWN_BLOCK = re.compile(r"\s*([|>]|[*+-]\s|```|~~~|\d+[.)]\s)|\s{4}")
 
 
 def heading(request: Mapping[str, Any]) -> tuple[str, str]:
-    """The event's heading and the rest of its prompt (the source text, "" when nothing is left).
+    """The event's heading as plain text and the rest of its prompt (the source text, "" when nothing is left).
 
     The heading is the request's ``title`` when it has one (then the whole prompt follows), else the
-    prompt's first line as plain text.
+    prompt's first line.
 
     Example:
         >>> heading({"prompt": "Deploy v3?\nAccuracy 94%"})
         ('Deploy v3?', 'Accuracy 94%')
     """
+    title, rest, markdown = _heading(request)
+    return (_markdown.plain(title, "markdown").strip() if markdown else title), rest
+
+
+def heading_html(request: Mapping[str, Any]) -> tuple[str, str]:
+    """`heading`, with the heading as HTML: a Markdown first line keeps its emphasis, code and links."""
+    title, rest, markdown = _heading(request)
+    return (_markdown.inline(title) if markdown else esc(title)), rest
+
+
+def _heading(request: Mapping[str, Any]) -> tuple[str, str, bool]:
+    """(heading, rest of the prompt, whether the heading is a line of Markdown)."""
     prompt, kind = str(request.get("prompt") or ""), request.get("prompt_type")
     title = request.get("title")
     if title:
-        return str(title), prompt
+        return str(title), prompt, False
     first, _, rest = prompt.strip("\n").partition("\n")
     shown = _markdown.plain(first, kind).strip() if kind == "markdown" else first.strip()
     # A Markdown block that goes on past its first line (a table, a list, a quote, code) stays whole.
     if not shown or len(shown) > MAX_HEADING or (kind == "markdown" and _MARKDOWN_BLOCK.match(first)):
-        return str(request.get("event_name", "")), prompt
-    return shown, rest.lstrip("\r\n")  # blank lines under the heading are not kept
+        return str(request.get("event_name", "")), prompt, False
+    # Blank lines under the heading are not kept.
+    return (first.strip() if kind == "markdown" else shown), rest.lstrip("\r\n"), kind == "markdown"
 
 
 def shown_value(value: object) -> str:
@@ -411,14 +439,21 @@ def form_page(
     form: Mapping[str, Sequence[str]] | None = None,
     field_errors: Mapping[str, str] | None = None,
     notice: str = "",
+    holder: bool = True,
+    votes: Sequence[Mapping[str, Any]] | None = None,
+    standing: str = "",
 ) -> str:
     """The answer form for a pending event, optionally re-shown with an error and what was typed before.
     `notice` is shown above the form (why the task refused the last answer).
 
-    The heading is the question (`heading`), the event's name a caption above it; the answer's type is
-    shown only under "For programs", with a curl command. A refusal is one short banner and, beside each
-    field, its message in the words of the field's hint (`fix_message`). `form` (the posted fields, as
+    The heading is the question (`heading_html`), the event's name a caption above it; the answer's type
+    is shown only under "For programs", with a curl command. A refusal is one short banner and, beside
+    each field, its message in the words of the field's hint (`fix_message`). `form` (the posted fields, as
     ``parse_qs`` returns them) and `field_errors` re-show a structured answer with each field's value kept.
+
+    Who looks decides the rest: the page carries the token only for a `holder` (who came with it; a
+    respondent is known by name instead); `votes` (an approval with a quorum) are listed under the rule
+    that decides; a viewer who may not answer gets their `standing` (`standing_html`) instead of the controls.
 
     Example:
         >>> form_page(request, 600, form={"f.score": ["9"]}, field_errors={"score": "is more than 5"})
@@ -427,7 +462,7 @@ def form_page(
     choices = request.get("choices")
     schema = request.get("schema")
     # Where the error is shown: beside the field it is about, else in the banner.
-    beside, errors = "", {}
+    beside, errors, several = "", {}, False
     banner = fix_message(schema, error) if error else ""
     if schema is not None:
         if schema["kind"] == "object" and field_errors:
@@ -437,6 +472,7 @@ def form_page(
             banner = " ".join(fix_message(None, why) for n, why in field_errors.items() if n not in names)
         elif error and schema["kind"] not in ("object", "choice"):
             beside = banner = fix_message(schema, error)
+        several = schema["kind"] == "object" and len(schema["fields"]) > 1
         fields = _structured_fields(schema, value, form, errors, beside)
     elif type_name == "bool":
         if request.get("comment_required_on_reject") and "comment is required" in error:
@@ -448,41 +484,53 @@ def form_page(
         beside = banner = fix_message({"kind": type_name}, error) if error else ""
         fields = _text_field(type_name, value, beside)
     footer = f"Open until {when_html(request['expires_at'])}."
-    if request.get("default") is not None:
-        footer += esc(f" Without an answer by then, the task goes on with {shown_value(request['default'])}.")
+    default = request.get("default")
+    if default is not None:
+        # In the form's own words: "as if rejected", an Enum's label.
+        then = f"with {_answer_text(schema, default)}"
+        if _approval(request):
+            then = f"as if {esc(_words(request, default).lower())}"
+        footer += f" Without an answer by then, the task goes on {then}."
     alert = ""
     if error:
-        count = len(errors) or 1
-        what = "1 answer needs a fix." if count == 1 else f"{count} answers need a fix."
+        what = "Fix the answer below."
+        if len(errors) > 1:
+            what = f"Fix the {len(errors)} fields marked below."
+        elif several and errors:
+            what = "Fix the field marked below."
         extra = "" if beside or banner == "" else f" {esc(banner)}"
         alert = f'<div class="alert" id="error" role="alert"><strong>{what}</strong>{extra}</div>'
     if notice:
         alert = f'<div class="alert" role="alert">{esc(notice)}</div>' + alert
-    title, rest = heading(request)
+    title, rest = heading_html(request)
+    if standing:
+        answer, programs = f'<p class="standing" id="standing">{standing}</p>', ""
+    else:
+        answer = _CONTROLS.substitute(
+            request_id=esc(request["request_id"]),
+            token=f'<input type="hidden" name="token" value="{esc(request["token"])}">\n' if holder else "",
+            fields=fields,
+        )
+        # A respondent answers by name, through the sign-in: no command with the token for them.
+        curl = curl_command(
+            f"{request.get('endpoint') or ''}/submit/json", request["request_id"], request["token"], _example(request)
+        )
+        programs = _PROGRAMS.substitute(curl=esc(curl), shape=esc(_shape(request))) if holder else ""
     body = _FORM.substitute(
         name=esc(request["event_name"]),
-        heading=esc(title),
+        heading=title,
         left=esc(time_left(seconds_left)),
         prompt=f'<div class="prompt">{_markdown.render(rest, request.get("prompt_type"))}</div>'
         if rest.strip()
         else "",
         details=_markdown.details_table(request.get("details")),
         error=alert,
-        request_id=esc(request["request_id"]),
-        token=esc(request["token"]),
-        fields=fields,
+        votes=_votes_line(votes, _quorum(request)) if votes is not None else "",
+        answer=answer,
         footer=footer,
-        curl=esc(
-            curl_command(
-                f"{request.get('endpoint') or ''}/submit/json",
-                request["request_id"],
-                request["token"],
-                _example(request),
-            )
-        ),
-        shape=esc(_shape(request)),
+        programs=programs,
     )
-    return page(title, body)
+    return page(heading(request)[0], body)
 
 
 _SUBMIT = '<div class="actions"><button type="submit">Submit answer</button></div>'
@@ -759,15 +807,17 @@ def _outcome_page(title: str, heading: str, message: str, tone: str, mark: str, 
     return page(title, body)
 
 
-def message_page(heading: str, message: str, *, ok: bool = False, details: str = "") -> str:
-    """A simple page: a heading, one message line, and optional escaped detail HTML."""
-    return _outcome_page(heading, heading, esc(message), "ok" if ok else "bad", "✓" if ok else "×", details)
+def refusal_page(heading: str, message: str, back: str = "") -> str:
+    """A refused request's page: a heading, what is wrong in a person's words (HTML, already escaped), and
+    a way back to the question (`back`, its form's address, when known) and to the person's questions."""
+    links = (f'<a href="{esc(back)}">Back to the question</a>' if back else "") + '<a href="/inbox">Your questions</a>'
+    return _outcome_page(heading, heading, message, "bad", "×", f'<p class="links">{links}</p>')
 
 
 def _summary(rows: list[tuple[str, str]], request: Mapping[str, Any]) -> str:
     """A definition list of (label, HTML) rows, with the `request`'s question first."""
-    title, rest = heading(request)
-    question = f"<p><strong>{esc(title)}</strong></p>" + (
+    title, rest = heading_html(request)
+    question = f"<p><strong>{title}</strong></p>" + (
         _markdown.render(rest, request.get("prompt_type")) if rest.strip() else ""
     )
     items = [f'<dt>Question</dt><dd class="question">{question}</dd>']
@@ -786,11 +836,27 @@ def answer_html(request: Mapping[str, Any], value: object) -> str:
             for f in schema["fields"]
         )
         return f'<table class="answer">{rows}</table>'
-    if schema is None and request.get("data_type") == "bool" and isinstance(value, bool):
-        text = esc("Approved (true)" if value else "Rejected (false)")
+    if _approval(request) and isinstance(value, bool):
+        text = esc(_words(request, value))
     else:
         text = _answer_text(schema, value)
     return f'<span class="value">{text}</span>'
+
+
+def _quorum(request: Mapping[str, Any]) -> int:
+    return _policy.quorum(dict(request))
+
+
+def _approval(request: Mapping[str, Any]) -> bool:
+    """Whether the event is a plain yes/no question, which the form asks with Approve and Reject."""
+    return request.get("schema") is None and request.get("data_type") == "bool"
+
+
+def _words(request: Mapping[str, Any], value: object) -> str:
+    """A value as plain text in the words of its form: an approval's "Approved" or "Rejected"."""
+    if _approval(request) and isinstance(value, bool):
+        return "Approved" if value else "Rejected"
+    return shown_value(value)
 
 
 def _answer_text(schema: Mapping[str, Any] | None, value: object) -> str:
@@ -812,7 +878,9 @@ def _answer_text(schema: Mapping[str, Any] | None, value: object) -> str:
 def answered_page(request: Mapping[str, Any], response: Mapping[str, Any], *, just_now: bool) -> str:
     """The page for an event that has its answer (the success page when `just_now`)."""
     rows = [("Answer", answer_html(request, response.get("value")))]
-    if response.get("comment"):
+    if response.get("votes"):  # a quorum's decision: every vote it counted, each with its comment
+        rows.append(("Votes", _votes_list(request, response["votes"])))
+    elif response.get("comment"):
         rows.append(("Comment", esc(response["comment"])))
     rows.append(("Answered", when_html(response.get("answered_at", "?"))))
     rows.append(("Event", esc(request["event_name"])))
@@ -837,13 +905,16 @@ def answered_page(request: Mapping[str, Any], response: Mapping[str, Any], *, ju
 
 
 def expired_page(request: Mapping[str, Any], response: Mapping[str, Any] | None = None) -> str:
-    """The page for an event whose timeout passed (with the default it used, when it had one)."""
-    rows = []
+    """The page for an event whose timeout passed (with the default it used, when it had one), or whose
+    task stopped waiting before it (the stored outcome says when it was withdrawn)."""
+    rows = [("Event", esc(request["event_name"]))]
+    if response is not None and response.get("withdrawn_at"):
+        message = f"The task stopped waiting at {when_html(response['withdrawn_at'])}; it takes no answers."
+        return _outcome_page("Withdrawn", "This question was withdrawn", message, "gone", "!", _summary(rows, request))
     message = f"This event stopped taking answers at {when_html(request['expires_at'])}."
     default = (response or {}).get("value") if (response or {}).get("default_applied") else request.get("default")
     if default is not None:
-        rows.append(("Default used", answer_html(request, default)))
-    rows.append(("Event", esc(request["event_name"])))
+        rows.insert(0, ("Default used", answer_html(request, default)))
     return _outcome_page("Expired", "This question has expired", message, "gone", "!", _summary(rows, request))
 
 
@@ -860,10 +931,10 @@ def index_page(
     """One page of the list of events: (request, status, seconds left) per row. No tokens, no event links.
     `approvals` gives the approvals so far of waiting events with a quorum, by request id ("1 of 2").
 
-    A row's status is the stored one (``"pending"``, ``"completed"`` or ``"expired"``); the page says
-    *waiting*, *answered* or *expired*. `waiting` and `done` count all the events (by default, the rows
-    given); `status` is the filter in force (``"pending"``, ``"done"`` or None for both) and `more` says
-    whether a next page exists.
+    A row's status is the stored one (``"pending"``, ``"completed"`` or ``"expired"``), or ``"withdrawn"``
+    (its task stopped waiting); the page says *waiting*, *answered*, *expired* or *withdrawn*. `waiting`
+    and `done` count all the events (by default, the rows given); `status` is the filter in force
+    (``"pending"``, ``"done"`` or None for both) and `more` says whether a next page exists.
 
     Example:
         >>> "Nothing is waiting" in index_page([])
@@ -885,10 +956,12 @@ def index_page(
                     chips += f'<li class="chip">{got} of {needed} approvals</li>'
             elif state == "completed":
                 chips = '<li class="chip done">answered</li>'
+            elif state == "withdrawn":
+                chips = '<li class="chip gone">withdrawn</li>'
             else:
                 chips = '<li class="chip gone">expired</li>'
                 if r.get("default") is not None:
-                    chips += f'<li class="chip">default used: {esc(one_line(shown_value(r["default"]), 60))}</li>'
+                    chips += f'<li class="chip">default used: {esc(one_line(_words(r, r["default"]), 60))}</li>'
             title, rest = heading(r)
             text = one_line(_markdown.plain(rest, r.get("prompt_type")), 280) if rest.strip() else ""
             out.append(
@@ -1014,31 +1087,88 @@ def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
     )
 
 
-def votes_line(votes: Sequence[Mapping[str, Any]], quorum: int, viewer: str = "") -> str:
-    """The votes so far on an approval with a quorum: "1 of 2 approvals: alice@example.com", any
-    rejection, and whether `viewer` has voted."""
+def _tally(votes: Sequence[Mapping[str, Any]], quorum: int) -> str:
+    """ "1 of 2 approvals: alice@example.com" (who approved so far), and any rejection."""
     approvals = [str(v.get("identity")) for v in votes if v.get("value") is True]
     line = f"{len(approvals)} of {quorum} approvals" + (f": {', '.join(approvals)}" if approvals else "")
     rejections = [str(v.get("identity")) for v in votes if v.get("value") is False]
-    if rejections:
-        line += f"; rejected by {', '.join(rejections)}"
-    voted = any(_policy.normal(str(v.get("identity"))) == _policy.normal(viewer) for v in votes)
-    you = ("You have voted." if voted else "You have not voted yet.") if viewer else ""
-    return f'<p class="note" id="votes">{esc(line)}{" " + esc(you) if you else ""}</p>'
+    return line + (f"; rejected by {', '.join(rejections)}" if rejections else "")
 
 
-def with_votes(document: str, votes: Sequence[Mapping[str, Any]], quorum: int, viewer: str = "") -> str:
-    """`document` (a form page) with the votes line above its form."""
-    return document.replace("<form ", votes_line(votes, quorum, viewer) + "<form ", 1)
+def _votes_line(votes: Sequence[Mapping[str, Any]], quorum: int) -> str:
+    """The rule that decides an approval with a quorum, stated before anyone votes, and the votes so far."""
+    so_far = _tally(votes, quorum) if votes else "No votes yet"
+    return f'<p class="note" id="votes">{quorum} approvals needed; one rejection decides. {esc(so_far)}.</p>'
 
 
-def voted_page(
-    request: Mapping[str, Any], vote: Mapping[str, Any], votes: Sequence[Mapping[str, Any]], viewer: str
+def _votes_list(request: Mapping[str, Any], votes: Sequence[Mapping[str, Any]]) -> str:
+    """Every vote of a decided quorum: who, what, when and their comment."""
+    items = "".join(
+        f"<li><strong>{esc(v.get('identity', ''))}</strong> {esc(_words(request, v.get('value')).lower())} at "
+        f"{when_html(v.get('voted_at', ''))}"
+        + (f'<span class="said">{esc(v["comment"])}</span>' if v.get("comment") else "")
+        + "</li>"
+        for v in votes
+    )
+    return f'<ul class="votes">{items}</ul>'
+
+
+def _your_vote(vote: Mapping[str, Any], votes: Sequence[Mapping[str, Any]], quorum: int) -> str:
+    """ "You approved at 18:03 · 1 of 2 approvals" (HTML)."""
+    approvals = sum(v.get("value") is True for v in votes)
+    said = "approved" if vote.get("value") is True else "rejected"
+    return f"You {said} at {when_html(vote.get('voted_at', ''))} · {approvals} of {quorum} approvals"
+
+
+def standing_html(
+    standing: str,
+    request: Mapping[str, Any],
+    *,
+    vote: Mapping[str, Any] | None = None,
+    votes: Sequence[Mapping[str, Any]] = (),
+    sign_in: str | None = None,
 ) -> str:
+    """What a viewer who may not answer reads in place of a form's controls, by their `standing`:
+    ``"sign-in"`` (unknown: `sign_in` is the header the server learns people's names from, if any),
+    ``"requester"``, ``"not-asked"``, or ``"voted"`` (their `vote`, among `votes`).
+
+    Example:
+        >>> standing_html("not-asked", {"data_type": "bool"})
+        'You are not among the people asked to answer this.'
+    """
+    if standing == "voted" and vote is not None:
+        return _your_vote(vote, votes, _quorum(request))
+    if standing == "requester":
+        if _approval(request):
+            return "You asked for this approval; someone else must approve it."
+        return "You asked this question; someone else must answer it."
+    if standing == "sign-in":
+        return sign_in_html(sign_in, str(request.get("request_id", "")))
+    return "You are not among the people asked to answer this."
+
+
+def sign_in_html(header: str | None, request_id: str = "") -> str:
+    """How to be known to this server: through the sign-in in front of it, when it trusts one's `header`."""
+    if header:
+        return (
+            "<strong>Sign in to answer.</strong> This question takes answers only from people this server knows, "
+            "and it knows you only when you sign in through the proxy in front of it (which sends your name as "
+            f"{esc(header)}). Open this page through that proxy."
+        )
+    command = f"hitl submit {request_id or 'REQUEST_ID'} VALUE --as YOUR-NAME"
+    return (
+        "<strong>Sign in to answer.</strong> This question takes answers only from people this server knows, "
+        "and this server has no sign in set up (FLYTE_HITL_IDENTITY_HEADER), so it cannot tell who you are. Someone "
+        f"with access to its storage can answer from a terminal: <code>{esc(command)}</code>."
+    )
+
+
+def voted_page(request: Mapping[str, Any], vote: Mapping[str, Any], votes: Sequence[Mapping[str, Any]]) -> str:
     """The page after a vote that did not decide the event yet."""
+    quorum = _quorum(request)
     rows = [("Your vote", answer_html(request, vote.get("value"))), ("Event", esc(request["event_name"]))]
-    details = _summary(rows, request) + votes_line(votes, int(vote.get("quorum", 1)), viewer)
-    message = "Your vote is recorded. The task goes on once enough people approve, or anyone rejects."
+    details = _summary(rows, request) + f'<p class="note" id="votes">{_your_vote(vote, votes, quorum)}</p>'
+    message = f"Your vote is recorded. {quorum} approvals are needed, and one rejection decides."
     return _outcome_page("Vote received", "Vote received", message, "ok", "✓", details)
 
 
@@ -1077,12 +1207,12 @@ def inbox_page(rows: Sequence[tuple[Mapping[str, Any], float, Sequence[Mapping[s
         return page("Your questions · human input", body)
     items = []
     for request, left, votes in rows:
-        tally = votes_line(votes, int(request.get("quorum", 1))) if votes is not None else ""
+        tally = f'<p class="note">{esc(_tally(votes, _quorum(request)))}</p>' if votes is not None else ""
+        text = one_line(_markdown.plain(str(request["prompt"]), request.get("prompt_type")), 280)
         items.append(
             f'<li><a class="name" href="/form/{esc(request["request_id"])}">{esc(request["event_name"])}</a>'
-            f'<p class="text">{esc(one_line(str(request["prompt"]), 280))}</p>'
-            f'<ul class="chips"><li class="chip">{esc(request["data_type"])}</li>'
-            f'<li class="chip time">{esc(time_left(left))}</li></ul>{tally}</li>'
+            f'<p class="text">{esc(text)}</p>'
+            f'<ul class="chips"><li class="chip time">{esc(time_left(left))}</li></ul>{tally}</li>'
         )
     listed = (
         f'<ul class="events" id="inbox">{"".join(items)}</ul>'

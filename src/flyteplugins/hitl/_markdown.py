@@ -95,6 +95,20 @@ def render(text: str, prompt_type: object = "text") -> str:
     return f'<p class="plain">{html.escape(text, quote=True)}</p>'
 
 
+def inline(text: str) -> str:
+    """One line of Markdown as inline HTML, for a heading: its emphasis, code and links kept, a heading's
+    ``#`` and any other block syntax dropped, everything else escaped (escaped text without markdown-it-py).
+
+    Example:
+        >>> inline("# Deploy **model v7** <b>?</b>")
+        'Deploy <strong>model v7</strong> &lt;b&gt;?&lt;/b&gt;'
+    """
+    try:
+        return _inline(text)
+    except ImportError:
+        return html.escape(text, quote=True)
+
+
 def plain(text: str, prompt_type: object = "text") -> str:
     """A prompt as plain text: a Markdown prompt without its syntax (the words of its text, code and
     links, a line per paragraph, heading or table row); a text prompt as it is.
@@ -114,6 +128,13 @@ def plain(text: str, prompt_type: object = "text") -> str:
 @functools.lru_cache(maxsize=_CACHED_PROMPTS)
 def _rendered(text: str) -> str:
     return str(_parser().render(text))
+
+
+@functools.lru_cache(maxsize=_CACHED_PROMPTS)
+def _inline(text: str) -> str:
+    md = _parser()
+    found = next((t for t in md.parse(text) if t.type == "inline"), None)
+    return str(md.renderer.renderInline(found.children or [], md.options, {})).strip() if found else ""
 
 
 @functools.lru_cache(maxsize=_CACHED_PROMPTS)

@@ -92,6 +92,16 @@ def normal(identity: str) -> str:
     return identity.lower() if "@" in identity else identity
 
 
+def canonical(value: str, label: str = "identity") -> str:
+    """`value` as identities are compared: NFKC-normalized, case-folded, surrounding space removed."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", value).casefold().strip() if isinstance(value, str) else ""
+    if not text or len(text) > MAX_IDENTITY or any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        raise InvalidEventError(f"{label} must be a name of 1 to {MAX_IDENTITY} printable characters, got {value!r}")
+    return text
+
+
 def vote_key(identity: str) -> str:
     """The name of `identity`'s vote record: a digest, so that no identity ever becomes a path."""
     return hashlib.sha256(normal(identity).encode()).hexdigest()
@@ -160,13 +170,10 @@ def check_credentials(request: Record, who: Who, token: object) -> None:
 
 
 def check_viewer(request: Record, who: Who, token: object) -> None:
-    """Who may open an event's form or status: whoever holds its token, or an identified respondent."""
+    """Who may open an event's form or status: whoever holds its token, or an identified respondent.
+    Anyone else gets `InvalidTokenError`, as for an unknown id: no one learns which events exist."""
     if is_respondent(request, who) or _token_matches(request, token):
         return
-    if request.get("respondents") and not who.identity and not token:
-        raise NotIdentifiedError(
-            str(request["request_id"]), "no identity came with this request; sign in through the proxy"
-        )
     raise InvalidTokenError(str(request["request_id"]))
 
 

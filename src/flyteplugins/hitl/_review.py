@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from . import _html, _markdown, _policy
+from ._answers import seconds_left
 from ._endpoints import (
     JSON,
     Request,
@@ -257,8 +258,7 @@ def link(group: str, token: str | None = None) -> str:
 
 def _request(site: Site, listed: Listed) -> Record | None:
     """The event's request (cached by the server, as the index's are), without reading its outcome."""
-    cached = site.records._get(site.store, listed, outcome=False)
-    return cached[0] if cached is not None else None
+    return site.seen.request(site.store, listed)
 
 
 def members(site: Site, group: str) -> list[tuple[Listed, Record, str, float]]:
@@ -269,9 +269,9 @@ def members(site: Site, group: str) -> list[tuple[Listed, Record, str, float]]:
         request = _request(site, listed)
         if request is None or group_of(request) != group:
             continue
-        row = site.records.row(site.store, listed)
+        row = site.seen.row(site.store, listed, request)
         if row is not None:
-            found.append((listed, *row))
+            found.append((listed, row.request, row.status, row.left))
     found.sort(key=lambda m: (str(m[1].get("created_at", "")), m[0].request_id))
     return found
 
@@ -427,13 +427,14 @@ def _page_link(group: str, token: str | None, number: int) -> str:
 
 def collapse(site: Site, waiting: list[Listed], done: list[Listed]) -> tuple[list[Summary], list[Listed]]:
     """Groups with more than one event among `waiting` (each one summary row), and the waiting events
-    that are in no such group: a group of one is listed as before. Reads no outcome: a finished event
-    counts as answered when it has one stored, and as expired otherwise."""
+    that are in no such group: a group of one is listed as before. Reads requests only (kept once read),
+    no outcome and no vote: a finished event counts as answered when it has an outcome stored, and as
+    expired otherwise."""
     rows = []
     for listed in waiting:
-        row = site.records.row(site.store, listed)
-        if row is not None:
-            rows.append((listed, *row))
+        request = _request(site, listed)
+        if request is not None:
+            rows.append((listed, request, "pending", seconds_left(request)))
     for listed in done:
         request = _request(site, listed)
         if request is not None:

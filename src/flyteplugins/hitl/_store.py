@@ -44,7 +44,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -99,8 +99,10 @@ class Listed(NamedTuple):
     request_id: str
     #: When its request was written (the listing's modification time), in seconds since the epoch.
     created: float
-    #: Whether a response (an answer or an expiry mark) exists.
+    #: Whether its current answer slot holds an outcome (an answer or an expiry mark).
     answered: bool
+    #: Its current answer slot: how many answers the waiting task refused (see `slotted`).
+    slot: int = 0
 
 
 def check_request_id(request_id: object) -> str:
@@ -204,6 +206,7 @@ class _Backend(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def list_answered(self) -> set[str] | None: ...
     def list_events(self) -> list[Listed]: ...
+    def vote_names(self, request_id: str) -> list[str]: ...
     def prepare(self) -> None: ...
 
 
@@ -437,14 +440,29 @@ class Store:
 
     def list_votes(self, request_id: str) -> list[Record]:
         """Every vote stored for `request_id`: one listing of its votes, then one read per vote."""
+        return list(self.read_votes(request_id).values())
+
+    def read_votes(self, request_id: str, known: Mapping[str, Record] | None = None) -> dict[str, Record]:
+        """Every vote stored for `request_id` by record name: one listing of its votes, then one read per
+        vote not in `known` (a vote never changes once written)."""
         check_request_id(request_id)
-        names = self._retry(f"list {request_id}/{VOTES_DIR}", lambda: _vote_names(self._backend, request_id))
-        votes = []
+        names = self._retry(f"list {request_id}/{VOTES_DIR}", lambda: self._backend.vote_names(request_id))
+        votes = {}
         for name in names:
-            record = self._read(request_id, f"{VOTES_DIR}/{name}")
+            record = (known or {}).get(name) or self._read(request_id, f"{VOTES_DIR}/{name}")
             if record is not None:
-                votes.append(record)
+                votes[name] = record
         return votes
+
+    def read_listed(self, event: Listed) -> Outcome:
+        """The state of `event` in the slot its listing found, taking the listing's word for whether
+        that slot has an outcome: one read for the outcome, or one for the refusal that opened a later
+        slot still waiting, and none for a first slot still waiting."""
+        request_id = check_request_id(event.request_id)
+        if event.answered:
+            return Outcome(self._read(request_id, slotted(RESPONSE_FILE, event.slot)), event.slot, None)
+        refusal = self._read(request_id, slotted(REFUSED_FILE, event.slot - 1)) if event.slot else None
+        return Outcome(None, event.slot, refusal)
 
 
 class _PermanentError(Exception):
@@ -686,6 +704,12 @@ class _LocalBackend:
     def list_answered(self) -> set[str] | None:
         return None  # a local read costs nothing worth saving
 
+    def vote_names(self, request_id: str) -> list[str]:
+        try:
+            return _vote_records(os.listdir(os.path.join(self.root, request_id, VOTES_DIR)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
     def list_events(self) -> list[Listed]:
         if not self._readable():
             return []
@@ -702,18 +726,18 @@ class _LocalBackend:
                 created = os.stat(os.path.join(directory, REQUEST_FILE)).st_mtime
             except (FileNotFoundError, NotADirectoryError):
                 continue  # being created, or not an event
-            events.append(Listed(name, created, _answered_in(directory)))
+            events.append(Listed(name, created, *_answered_in(directory)))
         return events
 
 
-def _answered_in(directory: str) -> bool:
-    """Whether the event in `directory` has an outcome in its current slot (see `slotted`)."""
+def _answered_in(directory: str) -> tuple[bool, int]:
+    """Whether the event in `directory` has an outcome in its current slot, and that slot (see `slotted`)."""
     slot = 0
     while os.path.exists(os.path.join(directory, slotted(RESPONSE_FILE, slot))):
         if slot >= MAX_REFUSALS or not os.path.exists(os.path.join(directory, slotted(REFUSED_FILE, slot))):
-            return True
+            return True, slot
         slot += 1
-    return False
+    return False, slot
 
 
 def _is_slot_of(name: str, base: str) -> bool:
@@ -770,29 +794,36 @@ class _ObjectBackend:
     def put(self, key: str, data: bytes) -> None:
         self._store.put(self._prefix + key, data)
 
+    def vote_names(self, request_id: str) -> list[str]:
+        prefix = f"{self._prefix}{request_id}/{VOTES_DIR}/"
+        return _vote_records(
+            [m["path"][len(prefix) :] for batch in self._store.list(prefix, chunk_size=1000) for m in batch]
+        )
+
     def list_answered(self) -> set[str] | None:
         # One request per 1,000 objects under the root.
-        return {i for i, (_, answered) in self._list().items() if answered}
+        return {i for i, (_, (answered, _)) in self._list().items() if answered}
 
     def list_events(self) -> list[Listed]:
-        return [Listed(i, created, answered) for i, (created, answered) in self._list().items() if created is not None]
+        return [Listed(i, created, *state) for i, (created, state) in self._list().items() if created is not None]
 
-    def _list(self) -> dict[str, tuple[float | None, bool]]:
-        """Each event id under the root: when its request was written, and whether its current slot has
-        an outcome (more answers than refusals)."""
+    def _list(self) -> dict[str, tuple[float | None, tuple[bool, int]]]:
+        """Each event id under the root: when its request was written, whether its current slot has an
+        outcome (more answers than refusals), and that slot (the refusals)."""
         created: dict[str, float] = {}
-        counts: dict[str, int] = {}
+        answers: dict[str, int] = {}
+        refusals: dict[str, int] = {}
         for batch in self._store.list(self._prefix or None, chunk_size=1000):
             for meta in batch:
                 request_id, _, name = meta["path"][len(self._prefix) :].partition("/")
                 if name == REQUEST_FILE:
                     created[request_id] = meta["last_modified"].timestamp()
                 elif _is_slot_of(name, RESPONSE_FILE):
-                    counts[request_id] = counts.get(request_id, 0) + 1
+                    answers[request_id] = answers.get(request_id, 0) + 1
                 elif _is_slot_of(name, REFUSED_FILE):
-                    counts[request_id] = counts.get(request_id, 0) - 1
-        ids = created.keys() | counts.keys()
-        return {i: (created.get(i), counts.get(i, 0) > 0) for i in ids}
+                    refusals[request_id] = refusals.get(request_id, 0) + 1
+        ids = created.keys() | answers.keys()
+        return {i: (created.get(i), (answers.get(i, 0) > refusals.get(i, 0), refusals.get(i, 0))) for i in ids}
 
 
 #: The directory of an event's votes (approvals with a quorum), one create-only record per person.
@@ -800,20 +831,8 @@ VOTES_DIR = "votes"
 _VOTE_KEY_RE = re.compile(r"[0-9a-f]{64}")
 
 
-def _vote_names(backend: _Backend, request_id: str) -> list[str]:
-    """The file names of `request_id`'s votes, from one listing."""
-    if isinstance(backend, _LocalBackend):
-        try:
-            names = os.listdir(os.path.join(backend.root, request_id, VOTES_DIR))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-    elif isinstance(backend, _ObjectBackend):
-        prefix = f"{backend._prefix}{request_id}/{VOTES_DIR}/"
-        names = [
-            meta["path"][len(prefix) :] for batch in backend._store.list(prefix, chunk_size=1000) for meta in batch
-        ]
-    else:
-        raise TypeError(f"cannot list votes of {backend!r}")
+def _vote_records(names: list[str]) -> list[str]:
+    """The names of vote records among `names`, sorted."""
     return sorted(n for n in names if n.endswith(".json") and _VOTE_KEY_RE.fullmatch(n[:-5]))
 
 

@@ -8,7 +8,8 @@ Endpoints (`_endpoints.py`; every one answers a client's mistake with a clear 4x
 - ``POST /submit``: a form-encoded answer (``request_id``, ``token``, ``value``) → an HTML page
 - ``POST /submit/json``: a JSON answer ``{"request_id", "token", "value"[, "data_type"]}`` → JSON
 - ``GET /status/<request_id>?token=…[&wait=N]``: the event and its outcome as JSON (never the token);
-  with ``wait`` (0 to 60 s), once the event is answered or expired, or after N seconds
+  with ``wait`` (0 to 60 s), once the event is answered or expired, or after N seconds (at once
+  when long-polls hold their share of the connections already: `HitlServer.long_poll_share`)
 
 The handler leaves parsing to the standard library's `parse_request` and adds the checks that keep
 the framing of each request unambiguous (RFC 9112): a request whose length could be read two ways
@@ -36,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO, cast
 
 from . import _endpoints, _policy, _wait, _wake
-from ._endpoints import Request, Response, Site
+from ._endpoints import Request, Response, Site, trusted_proxies
 from ._errors import ConfigurationError
 from ._store import Record, Store
 from ._watch import Watch
@@ -129,9 +130,11 @@ class HitlServer(ThreadingHTTPServer):
     """Serves every event under one storage root.
 
     At most `max_connections` connections are served at once. A connection waiting for a request
-    must send it whole within the handler's `timeout`, or it is closed (`service_actions`). Past the
-    limit, the connection that has waited longest for its request is closed to make room; when every
-    connection is busy with a request, a new one gets a short 503.
+    must send it whole within the handler's `timeout`, or it is closed (`service_actions`), and must
+    take each reply within its `write_timeout`, or it is closed too. Long-polls hold at most
+    `long_poll_share` of the connections; past that, a long-poll is answered at once with the current
+    state. Past the limit, the connection that has waited longest for its request is closed to make
+    room; when every connection is busy with a request, a new one gets a short 503.
 
     Example:
         >>> httpd = make_server(Store("/tmp/flyte/hitl"), port=0)
@@ -151,6 +154,8 @@ class HitlServer(ThreadingHTTPServer):
     accept_backoff_seconds = 0.1
     #: Connections waiting for a request closed at once when the process runs out of file descriptors.
     shed_on_exhaustion = 32
+    #: Share of `max_connections` that ``GET /status?wait=N`` long-polls may hold at once.
+    long_poll_share = 0.5
 
     def __init__(
         self,
@@ -174,6 +179,7 @@ class HitlServer(ThreadingHTTPServer):
         )
         self.site.on_answer = on_answer
         self.max_connections = max_connections
+        self.site.watch.most = max(1, int(max_connections * self.long_poll_share))
         self._connections = 0
         # Connections waiting for (the rest of) a request → their deadline; the longest waiting first.
         self._waiting: dict[socket.socket, float] = {}
@@ -328,6 +334,8 @@ class HitlHandler(BaseHTTPRequestHandler):
     #: Seconds a connection may take to send a whole request (line, headers and body), counted from
     #: when the server starts waiting for it; a connection idle or trickling that long is closed.
     timeout = 30
+    #: Seconds a reply may take to be sent; a client that stops reading its replies is closed then.
+    write_timeout = 10
     #: Largest accepted request body, in bytes; larger ones get 413.
     max_body_bytes = 1 << 20
     #: Largest accepted ``POST /submit/batch`` body: a thousand answers.
@@ -336,6 +344,14 @@ class HitlHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     _busy = False
+
+    def setup(self) -> None:
+        super().setup()
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):  # Linux, macOS
+            # A send waits until the replies before it are on their way: a client that stops reading
+            # blocks the next reply at once (closed after `write_timeout`), instead of having hundreds of
+            # pipelined requests answered into the socket's buffer first.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1)
 
     # -- parsing -------------------------------------------------------------------------------
 
@@ -458,7 +474,7 @@ class HitlHandler(BaseHTTPRequestHandler):
         such a wait sees it was handed over. The reply is out (or its client gone): a failure here is
         logged, never answered."""
         request_id = event["request_id"]
-        self.server.site.watch.stored(request_id, response)
+        self.server.site.watch.stored(request_id)
         if self.server.on_answer is not None:
             try:
                 self.server.on_answer(request_id, response)
@@ -508,7 +524,9 @@ class HitlHandler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.connection.settimeout(self.write_timeout)  # for the whole send, not each part of it
         self.wfile.write(data if head else data + reply.body)
+        self.connection.settimeout(self.timeout)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # The standard parser calls this for a request it cannot read (414, 431): answer in JSON.
@@ -538,17 +556,19 @@ def make_server(
 
     `on_answer(request_id, response)` is called with each outcome the server stores, after its reply.
     `identity_header` defaults to ``$FLYTE_HITL_IDENTITY_HEADER``; set it only behind a proxy that sets it.
-    ``FLYTE_HITL_TRUSTED_PROXY=1`` takes the server's own origin from ``X-Forwarded-Host`` and
-    ``X-Forwarded-Proto``; ``FLYTE_HITL_MAX_CONNECTIONS`` caps the connections served at once. A
-    server bound to a loopback address answers only requests whose ``Host`` is a loopback name or
-    address (``127.0.0.1``, ``localhost``, ``[::1]``), so a page of another site cannot reach it under
-    a name of its own (DNS rebinding); others get 421.
+    Proxy headers (identity, groups, ``X-Forwarded-Host`` and ``X-Forwarded-Proto``) are believed only
+    from the peers ``FLYTE_HITL_TRUSTED_PROXIES`` names (loopback by default); ``FLYTE_HITL_TRUSTED_PROXY=1``,
+    which it supersedes, takes the forwarded host and scheme from any peer. ``FLYTE_HITL_MAX_CONNECTIONS``
+    caps the connections served at once. A server bound to a loopback address answers only requests
+    whose ``Host`` is a loopback name or address (``127.0.0.1``, ``localhost``, ``[::1]``), so a page of
+    another site cannot reach it under a name of its own (DNS rebinding); others get 421.
 
     Example:
         >>> httpd = make_server(Store("/tmp/flyte/hitl"), port=0)
         >>> httpd.server_close()
     """
     header = _policy.identity_header(identity_header)
+    trusted_proxies()  # a bad FLYTE_HITL_TRUSTED_PROXIES entry is refused before the port is bound
     trusted = os.environ.get(TRUSTED_PROXY_ENV, "").strip().lower()
     if trusted not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
         raise ConfigurationError(f"{TRUSTED_PROXY_ENV} must be 1 or 0 (or true/false, yes/no, on/off), got {trusted!r}")
