@@ -14,10 +14,11 @@ written once: it yields either a function that does storage I/O, which the block
    wake-up datagram from a writer in another process (the wait reads storage at once); and its timer.
    The signal is cleared *before* each storage read, so a wake-up that lands during the read is
    never lost: the next sleep returns at once and the wait reads again.
-4. **Poll.** One read of the response per poll interval; at the deadline, a create-only write of
-   the expiry mark (an answer stored first wins). The store retries transient errors itself and logs
-   the outage; a wait that the store gives up on keeps waiting until its deadline (and
-   `Event.expiry_grace_seconds` past it, to store the expiry mark).
+4. **Poll.** One read of the outcome per poll interval, through `_answers.outcome`, which also stores
+   the decision that stored votes make when no voter stored it; at the deadline, after that read, a
+   create-only write of the expiry mark (an answer stored first wins). The store retries transient
+   errors itself and logs the outage; a wait that the store gives up on (reading, or recording a
+   refusal) keeps trying until its deadline (and `Event.expiry_grace_seconds` past it).
 5. **Outcome.** The answer, built as the event's type and printed; or the default, or
    `EventTimeoutError`, once the deadline has passed.
 """
@@ -182,7 +183,7 @@ class _Wait:
                 try:
                     return _outcome(event, handed)
                 except InvalidValueError as e:
-                    yield functools.partial(self._refuse, handed, e)
+                    yield from self._retried(functools.partial(self._refuse, handed, e), deadline)
                     woken = True  # read the reopened event at once
             if woken or now >= next_read:
                 self.reads += 1
@@ -204,7 +205,7 @@ class _Wait:
                         except InvalidValueError as e:
                             if not answered:
                                 raise
-                            yield functools.partial(self._refuse, response, e)
+                            yield from self._retried(functools.partial(self._refuse, response, e), deadline)
                             self.read_now()  # the event takes answers again: read it at once
                     next_read = min(now + event.poll_interval_seconds, deadline)
             if not event._announced:  # after the first read: a re-run that finds its answer prints no form
@@ -214,6 +215,18 @@ class _Wait:
                 next_note = now + event.note_every_seconds
                 _say(f"waiting for {event.name!r} … {_html.time_left(max(1.0, deadline - now))}")
             yield min(max(0.0, min(next_read, next_note) - clock()), threading.TIMEOUT_MAX)
+
+    def _retried(self, todo: Callable[[], Any], deadline: float) -> Generator[Callable[[], Any] | float, Any, Any]:
+        """`todo` (storage I/O) run as a step, tried again through a storage outage as the reads are."""
+        event = self.event
+        while True:
+            try:
+                return (yield todo)
+            except StorageError as e:
+                if not e.transient or event.clock() >= deadline + event.expiry_grace_seconds:
+                    raise
+                self._clear()  # a wake-up meanwhile is kept in `woken`, for the loop
+                yield min(event.poll_interval_seconds, event._store.max_backoff_seconds)
 
     def _refuse(self, response: Record, error: InvalidValueError) -> None:
         """Record that the event's type refused `response` (a rule only the task's code knows), which
@@ -236,14 +249,15 @@ class _Wait:
         """The stored outcome, or None; with `expire` (past the deadline) the expiry mark when this wait
         stores it first. Waits until this process's servers have replied to the answer it finds."""
         event, store = self.event, self.event._store
-        response: Record | None
-        if expire:
+        # Through `_answers.outcome`: a decision that the stored votes make (cast before the deadline)
+        # but that no voter stored is settled here, and wins over the expiry mark.
+        found = _answers.outcome(store, event._request)
+        response = found.response
+        if response is None and expire:
             expired = expired_record(event._request)
-            if store.create_response(event.request_id, expired):
+            if store.create_response(event.request_id, expired, found.slot):
                 return expired
             response = store.read_response(event.request_id) or expired  # an answer came first: it wins
-        else:
-            response = store.read_response(event.request_id)
         if response is not None:
             _await_replies(event.request_id)
         return response
@@ -252,7 +266,7 @@ class _Wait:
 def wait_blocking(event: Event) -> Any:
     """Block until `event` is answered (see `Event.wait`)."""
     signal = threading.Event()
-    with _console.interruptible(event.name), _Wait(event, signal.set, signal.clear) as waiting:
+    with _console.interruptible(event.name, _withdrawal(event)), _Wait(event, signal.set, signal.clear) as waiting:
         steps = waiting.steps()
         result: Any = None
         error: Exception | None = None
@@ -282,7 +296,7 @@ async def wait_aio(event: Event) -> Any:
             loop.call_soon_threadsafe(signal.set)
 
     # Registered before the first await.
-    with _console.interruptible(event.name), _Wait(event, set_signal, signal.clear) as waiting:
+    with _console.interruptible(event.name, _withdrawal(event)), _Wait(event, set_signal, signal.clear) as waiting:
         steps = waiting.steps()
         result: Any = None
         error: Exception | None = None
@@ -305,6 +319,28 @@ async def wait_aio(event: Event) -> Any:
                     timer.cancel()
 
 
+def _withdrawal(event: Event) -> Callable[[], str] | None:
+    """What withdraws `event` when a Ctrl-C ends the program during its wait; None in a Flyte task on a
+    cluster, where a retry of the task re-attaches to the event and waits on."""
+    import flyte
+
+    tctx = flyte.ctx()
+    return None if tctx and tctx.is_in_cluster() else functools.partial(_withdraw, event)
+
+
+def _withdraw(event: Event) -> str:
+    """Store the outcome that closes `event` (2.12.1's expiry, marked withdrawn) unless it has one; the
+    line that says what became of it."""
+    record = {"request_id": event.request_id, "status": "expired", "withdrawn_at": _answers.utc_now()}
+    try:
+        withdrawn = event._store.create_response(event.request_id, record)
+    except StorageError as e:
+        return f"{event.name!r} could not be withdrawn ({e}); it takes answers until it expires"
+    if not withdrawn:
+        return f"{event.name!r} has an outcome already; nothing withdrawn"
+    return f"{event.name!r} is withdrawn; it takes no more answers"
+
+
 # -- outcome and console -----------------------------------------------------------------------------
 
 
@@ -321,7 +357,7 @@ def _outcome(event: Event, response: Record) -> Any:
         _slack.outcome_known(event._store, event._request, response)
     if not answered:
         if not response.get("default_applied"):
-            _say(f"{event.name!r} expired without an answer")
+            _say(f"{event.name!r} {'was withdrawn' if response.get('withdrawn_at') else 'expired without an answer'}")
             _update_report(event, response)
             error = EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
             if note := _answers.votes_note(event._store, event._request):
