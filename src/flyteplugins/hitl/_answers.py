@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _policy
+from . import _policy, _wake
 from ._errors import (
     AlreadyAnsweredError,
     AlreadyVotedError,
@@ -186,6 +186,7 @@ def submit(
             }
         if _policy.quorum(request) > 1:
             return _vote(store, request, response, slot)
+        _wake.mark(store, request, response)
         if store.create_response(request_id, response, slot):
             return response
     existing = existing or store.read_response(request_id) or expired_record(request)
@@ -232,6 +233,7 @@ def _vote(store: Store, request: Record, answer: Record, slot: int) -> Record:
             "approvals": approvals,
             "quorum": _policy.quorum(request),
         }
+    _wake.mark(store, request, decision)
     if not store.create_response(request_id, decision, slot):
         decision = store.read_response(request_id) or expired_record(request)
     if decision.get("status") != "completed":

@@ -196,10 +196,11 @@ class _Wait:
                     next_read = now + min(event.poll_interval_seconds, event._store.max_backoff_seconds)
                 else:
                     if response is not None:
-                        # Not at the first read (the answer may be older than the wait), not when woken,
-                        # and not when this process's server stored it (it handed the answer over).
+                        # Blamed on the network only when the writer sent a wake-up here; not at the first
+                        # read (the answer may be older than the wait), not when woken, and not when this
+                        # process's server stored it (it handed the answer over).
                         answered = response.get("status") == "completed"
-                        self._by_poll = answered and self.reads > 1 and not woken and self.handed is None
+                        self._by_poll = answered and self._was_woken(response) and not woken and self.reads > 1
                         try:
                             return _outcome(event, response)
                         except InvalidValueError as e:
@@ -215,6 +216,12 @@ class _Wait:
                 next_note = now + event.note_every_seconds
                 _say(f"waiting for {event.name!r} … {_html.time_left(max(1.0, deadline - now))}")
             yield min(max(0.0, min(next_read, next_note) - clock()), threading.TIMEOUT_MAX)
+
+    def _was_woken(self, response: Record) -> bool:
+        """Whether the writer of `response` sent a wake-up to where this wait listens."""
+        where = None if self._listening is None else self._listening.address
+        woke = response.get("woke")
+        return self.handed is None and where is not None and woke == {"host": where[0], "port": where[1]}
 
     def _retried(self, todo: Callable[[], Any], deadline: float) -> Generator[Callable[[], Any] | float, Any, Any]:
         """`todo` (storage I/O) run as a step, tried again through a storage outage as the reads are."""
