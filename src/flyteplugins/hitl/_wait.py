@@ -31,6 +31,7 @@ import contextvars
 import functools
 import logging
 import os
+import shlex
 import sys
 import threading
 from collections.abc import Callable, Generator
@@ -56,6 +57,7 @@ class Event(Protocol):
     _announced: bool
     _response: Record | None
     _notify_targets: list[Any]
+    _unidentified: str | None
 
     @property
     def name(self) -> str: ...
@@ -375,9 +377,19 @@ def _outcome(event: Event, response: Record) -> Any:
         return value
     source = _html.source(response)
     comment = f', comment "{_html.one_line(str(response["comment"]), 80)}"' if response.get("comment") else ""
-    _say(f"{event.name!r} answered: {_shown(value)}" + (f" (via {source}{comment})" if source or comment else ""))
+    how = f" (via {source}{comment})" if source or comment else ""
+    if response.get("votes"):  # a quorum's decision: every vote it counted
+        how = f" (votes: {'; '.join(_vote_shown(v) for v in response['votes'])})"
+    _say(f"{event.name!r} answered: {_shown(value)}{how}")
     _update_report(event, response)
     return value
+
+
+def _vote_shown(vote: Record) -> str:
+    """One vote for a console line: who, what, when, and the comment."""
+    what = "approved" if vote.get("value") is True else "rejected"
+    comment = f' "{_html.one_line(str(vote["comment"]), 80)}"' if vote.get("comment") else ""
+    return f"{vote.get('identity')} {what} at {vote.get('voted_at')}{comment}"
 
 
 def _shown(value: object, limit: int = 200) -> str:
@@ -408,7 +420,11 @@ def _announce(event: Event) -> None:
     prompt = _html.one_line(_markdown.plain(event.prompt, event.prompt_type))
     _say(f"waiting for {event.name!r} ({type_name(event.data_type)}, {left}): {prompt}")
     _say(f"form: {event.form_url}")
-    _say(f"curl: {event.curl_command}")
+    if event._unidentified:  # the form and curl refuse everyone: a writer to the root names the person
+        root = shlex.quote(event._store.root)
+        _say(f"answer: hitl submit --root {root} --as IDENTITY {event.request_id} VALUE ({event._unidentified})")
+    else:
+        _say(f"curl: {event.curl_command}")
     if event._notify_targets:
         _notify.announce(event._notify_targets, event, event._store, event._request)
     _update_report(event, None)
