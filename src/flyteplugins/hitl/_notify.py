@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from . import _http, _markdown
+from . import _markdown
 from ._errors import InvalidEventError
-from ._task_types import type_name
 
 if TYPE_CHECKING:
     from ._slack import Slack
@@ -108,6 +107,8 @@ def shown_url(url: object, *, path: bool = False) -> str:
     """
     if not isinstance(url, str):
         return repr(url)
+    from . import _http
+
     parts = urlsplit(_http.redact_url(url))
     return urlunsplit((parts.scheme, parts.netloc, parts.path if path else "", "", ""))
 
@@ -115,6 +116,8 @@ def shown_url(url: object, *, path: bool = False) -> str:
 def payload(event: Any) -> dict[str, Any]:
     """The notice for `event`: its facts, and a `text` line that chat webhooks show as is (with a
     Markdown prompt as its plain text)."""
+    from ._task_types import type_name
+
     prompt = _markdown.plain(event.prompt, event.prompt_type)
     return {
         "text": f"Human input needed for {event.name!r}: {prompt}\nAnswer: {event.form_url}",
@@ -143,6 +146,8 @@ def send(url: str, body: dict[str, Any]) -> threading.Thread:
 
 def post(url: str, body: dict[str, Any], seconds: float = TIMEOUT_SECONDS) -> bool:
     """POST `body` as JSON to `url` within `seconds` in all; log and return False on any failure."""
+    from . import _http
+
     what = f"notifying {shown_url(url)} about {body.get('event_name')!r}"
     try:
         reply = _http.exchange(

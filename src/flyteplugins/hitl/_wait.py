@@ -31,18 +31,15 @@ import contextvars
 import functools
 import logging
 import os
-import shlex
 import sys
 import threading
 from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
-from . import _answers, _console, _flyte, _html, _markdown, _notify, _text, _wake
+from . import _answers, _console, _flyte, _markdown, _notify, _text, _wake
 from ._answers import expired_record, seconds_left
 from ._errors import EventTimeoutError, InvalidValueError, StorageError
-from ._schema import forget
 from ._store import MAX_REFUSALS, Record, Store
-from ._task_types import build_value, type_name
 
 
 class Event(Protocol):
@@ -215,6 +212,8 @@ class _Wait:
                 event._announced = True
                 _announce(event)
             if now >= next_note:
+                from . import _html  # the pages' module: imported by the first wait, not with the package
+
                 next_note = now + event.note_every_seconds
                 _say(f"waiting for {event.name!r} … {_html.time_left(max(1.0, deadline - now))}")
             yield min(max(0.0, min(next_read, next_note) - clock()), threading.TIMEOUT_MAX)
@@ -356,6 +355,9 @@ def _withdraw(event: Event) -> str:
 def _outcome(event: Event, response: Record) -> Any:
     """The event's value from its stored outcome, printed and shown in the report. An answer that the
     type refuses raises `InvalidValueError` before anything is printed or kept (`_Wait` reopens the event)."""
+    from ._schema import forget
+    from ._task_types import build_value
+
     answered = response.get("status") == "completed"
     value = build_value(event.data_type, response.get("value")) if answered or response.get("default_applied") else None
     event._response = response
@@ -375,6 +377,8 @@ def _outcome(event: Event, response: Record) -> Any:
         _say(f"{event.name!r} timed out; using its default {_shown(value)}")
         _update_report(event, response)
         return value
+    from . import _html
+
     source = _html.source(response)
     comment = f', comment "{_html.one_line(str(response["comment"]), 80)}"' if response.get("comment") else ""
     how = f" (via {source}{comment})" if source or comment else ""
@@ -387,6 +391,8 @@ def _outcome(event: Event, response: Record) -> Any:
 
 def _vote_shown(vote: Record) -> str:
     """One vote for a console line: who, what, when, and the comment."""
+    from . import _html
+
     what = "approved" if vote.get("value") is True else "rejected"
     comment = f' "{_html.one_line(str(vote["comment"]), 80)}"' if vote.get("comment") else ""
     return f"{vote.get('identity')} {what} at {vote.get('voted_at')}{comment}"
@@ -416,6 +422,11 @@ def _say(line: str) -> None:
 
 def _announce(event: Event) -> None:
     # One line each, never wrapped or split, so a triple-click copies the whole URL or command.
+    import shlex
+
+    from . import _html
+    from ._task_types import type_name
+
     left = _html.time_left(seconds_left(event._request))
     prompt = _html.one_line(_markdown.plain(event.prompt, event.prompt_type))
     _say(f"waiting for {event.name!r} ({type_name(event.data_type)}, {left}): {prompt}")
@@ -444,6 +455,8 @@ def _update_report(event: Event, response: Record | None) -> None:
     report = _flyte.current_report()
     if report is None:
         return
+    from . import _html
+
     report.get_tab(f"HITL: {event.name}").replace(_html.report_section(event, response))
     key = id(report)
     with _lock:

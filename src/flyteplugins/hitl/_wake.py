@@ -41,7 +41,6 @@ import ipaddress
 import logging
 import os
 import re
-import secrets
 import socket
 import threading
 import time
@@ -90,6 +89,8 @@ def datagram(request: Record, now: float | None = None) -> bytes:
     """The wake-up for `request` (its id and token), stamped with `now` (default: the wall clock)."""
     request_id, token = str(request["request_id"]), str(request["token"])
     stamp = str(int((time.time() if now is None else now) * 1000))
+    import secrets
+
     nonce = secrets.token_hex(8)
     return b" ".join((MAGIC, *(p.encode() for p in (request_id, stamp, nonce, mac(token, request_id, stamp, nonce)))))
 

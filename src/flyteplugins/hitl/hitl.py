@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import threading
 import time
 import uuid
@@ -26,13 +25,11 @@ from urllib.parse import quote
 
 from typing_extensions import ParamSpec, Self, TypedDict, Unpack
 
-from . import _flyte, _html, _markdown, _notify, _policy, _wake
+from . import _flyte, _markdown, _notify, _policy, _wake
 from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import utc
 from ._errors import InvalidEventError
-from ._schema import remember
 from ._store import REQUEST_FILE, RESPONSE_FILE, Record, Store, default_root
-from ._task_types import build_value, declare, spec_for, type_name
 from ._wait import hand_over, wait_aio, wait_blocking
 
 if TYPE_CHECKING:
@@ -137,6 +134,8 @@ def _warn_unanswerable(event: Event[Any]) -> None:
 def _new_token() -> str:
     """A random token (32 URL-safe characters) that does not start with "-", which a command line
     such as ``hitl status ID --token TOKEN`` would take for an option."""
+    import secrets
+
     while (token := secrets.token_urlsafe(24)).startswith("-"):
         pass
     return token
@@ -170,6 +169,8 @@ def _check_seconds(label: str, value: object) -> float:
 
 
 def _check_args(name: object, data_type: object, scope: object, prompt: object, timeout: object, poll: object) -> str:
+    from ._task_types import type_name  # with the first event: not imported with the package
+
     if not isinstance(name, str) or not name.strip():
         raise InvalidEventError(f"event name must be a non-empty string, got {name!r}")
     if len(name) > _MAX_NAME:
@@ -273,6 +274,9 @@ def _create(
         >>> event = await hitl.Event.create.aio("approve", data_type=bool)
         >>> event = await hitl.Event.create("approve", data_type=bool)  # 2.12.1's form
     """
+    from ._schema import remember
+    from ._task_types import declare, spec_for
+
     options: dict[str, Any] = {**_ASKING_DEFAULTS, **asking}
     notify, details, prompt_type, respondents, requester, allow_self_approval, title = options.values()
     type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
@@ -441,12 +445,16 @@ class Event(Generic[T]):
     @property
     def choices(self) -> list[T] | None:
         """The allowed answers (as `data_type`), or None when any value of `data_type` is allowed."""
+        from ._task_types import build_value
+
         choices = self._request.get("choices")
         return None if choices is None else [build_value(self._data_type, c) for c in choices]
 
     @property
     def default(self) -> T | None:
         """The value `wait()` returns when the timeout passes (as `data_type`), or None (then it raises)."""
+        from ._task_types import build_value
+
         default = self._request.get("default")
         return None if default is None else cast(T, build_value(self._data_type, default))
 
@@ -460,11 +468,17 @@ class Event(Generic[T]):
     def curl_command(self) -> str:
         """A one-line curl command that answers the event (replace the value placeholder). With
         `choices`, its value is the first choice (as stored: an Enum member's value), so it runs as is."""
+        from ._task_types import spec_for
+
         choices = self._request.get("choices")
         example = choices[0] if choices else spec_for(self._data_type).example()
+        from . import _html
+
         return _html.curl_command(self.api_url, self.request_id, self.token, example)
 
     def __repr__(self) -> str:
+        from ._task_types import type_name
+
         return (
             f"Event(name={self.name!r}, scope={self.scope!r}, data_type={type_name(self._data_type)}, "
             f"request_id={self.request_id!r}, endpoint={self._endpoint!r})"
