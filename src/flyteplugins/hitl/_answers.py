@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _policy
+from . import _policy, _wake
 from ._errors import (
     AlreadyAnsweredError,
     AlreadyVotedError,
@@ -29,7 +29,6 @@ from ._errors import (
     InvalidValueError,
     StorageError,
 )
-from ._schema import check_answer, describe
 from ._store import Outcome, Record, Store, check_request_id
 
 #: How an answer arrived; recorded in the audit trail.
@@ -75,6 +74,8 @@ def status_record(
     (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its state (waiting, answered or expired;
     the stored response keeps its own "completed"/"expired" status) and its outcome, and the
     answer the waiting task last refused, with why, if it refused one."""
+    from ._schema import describe  # the answer's rules: imported with the first answer, not the package
+
     schema = request.get("schema")
     record = {
         "request_id": request["request_id"],
@@ -164,6 +165,8 @@ def submit(
         if store.create_response(request_id, expired_record(request), slot):
             raise EventExpiredError(request_id, str(request["expires_at"]))
     elif existing is None:
+        from ._schema import check_answer
+
         value = check_answer(request, raw)
         note = _check_comment(request, value, comment)
         response: Record = {
@@ -186,6 +189,7 @@ def submit(
             }
         if _policy.quorum(request) > 1:
             return _vote(store, request, response, slot)
+        _wake.mark(store, request, response)
         if store.create_response(request_id, response, slot):
             return response
     existing = existing or store.read_response(request_id) or expired_record(request)
@@ -232,6 +236,7 @@ def _vote(store: Store, request: Record, answer: Record, slot: int) -> Record:
             "approvals": approvals,
             "quorum": _policy.quorum(request),
         }
+    _wake.mark(store, request, decision)
     if not store.create_response(request_id, decision, slot):
         decision = store.read_response(request_id) or expired_record(request)
     if decision.get("status") != "completed":

@@ -118,7 +118,7 @@ def answer(
     if response.get("status") == "voted":  # a vote that did not decide: the wait goes on
         return response
     _wait.hand_over(store.root, request["request_id"], response)  # a wait in this very process wakes at once
-    _wake.poke(store, request)  # and one in another process (a task pod) soon after
+    _wake.poke(store, request, response)  # and one in another process (a task pod) soon after
     return response
 
 

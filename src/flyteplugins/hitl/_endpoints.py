@@ -1054,7 +1054,7 @@ def slack_interactions(site: Site, request: Request, _: str) -> Response:
 
     def stored_late(event: Record, response: Record) -> None:  # the acknowledgement went first
         site.watch.stored(event["request_id"])
-        _wake.poke(site.store, event)
+        _wake.poke(site.store, event, response)
 
     outcome = _slack.interaction(site.store, request.headers, _body(request), request.client, stored_late)
     if outcome.body is not None:

@@ -22,8 +22,7 @@ import hmac
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.message import Message
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     BadHeaderError,
@@ -33,6 +32,9 @@ from ._errors import (
     NotAllowedError,
     NotIdentifiedError,
 )
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 IDENTITY_HEADER_ENV = "FLYTE_HITL_IDENTITY_HEADER"
 GROUPS_HEADER_ENV = "FLYTE_HITL_GROUPS_HEADER"
