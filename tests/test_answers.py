@@ -345,8 +345,8 @@ def test_an_answer_the_tasks_own_rule_refuses_reopens_the_event_for_a_new_one(
     waiting task's type refuses it, records why, and waits for the next answer, which it returns."""
     event = review_event()
     ids = {"request_id": event.request_id, "token": event.token}
-    reply = post_json(remote, {**ids, "value": {"score": 1, "size": "S"}})
-    assert reply.status == 400 and "'S' is not one of" in reply.json()["detail"]
+    reply = post_json(remote, {**ids, "value": {"score": 1, "size": "XL"}})
+    assert reply.status == 400 and "'XL' is not an option" in reply.json()["detail"]
     assert post_json(remote, {**ids, "value": {"score": 1, "size": "small"}}).status == 200, "schema alone: stored"
     result: list[Any] = []
     waiting = threading.Thread(target=lambda: result.append(wait(mode, event)))

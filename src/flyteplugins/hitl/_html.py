@@ -449,7 +449,7 @@ def form_page(
         fields = _text_field(type_name, value, beside)
     footer = f"Open until {when_html(request['expires_at'])}."
     if request.get("default") is not None:
-        footer += esc(f" Without an answer by then, the task goes on with {shown_value(request['default'])}.")
+        footer += f" Without an answer by then, the task goes on with {_answer_text(schema, request['default'])}."
     alert = ""
     if error:
         count = len(errors) or 1
