@@ -45,7 +45,7 @@ def test_choices_refuse_other_values_and_accept_a_listed_one(root: Path, mode: s
     assert event.choices == ["S", "M", "L"]
     refused = post_json(event.endpoint, {"request_id": event.request_id, "token": event.token, "value": "XL"})
     assert refused.status == 400
-    assert "'XL'" in refused.json()["detail"] and "['S', 'M', 'L']" in refused.json()["detail"]
+    assert refused.json()["detail"] == "'XL' is not an option; choose one of S, M, L"
     assert not (root / event.request_id / "response.json").exists()
     later(0.2, post_json, event.endpoint, {"request_id": event.request_id, "token": event.token, "value": "M"})
     assert wait(mode, event) == "M"
