@@ -366,7 +366,10 @@ def _model_kind(tp: object) -> str | None:
 
 def _is_pydantic_v1(tp: object) -> bool:
     v1 = sys.modules.get("pydantic.v1")  # imported only by a module that defines such a model
-    return v1 is not None and isinstance(tp, type) and issubclass(tp, v1.BaseModel)
+    try:
+        return v1 is not None and isinstance(tp, type) and issubclass(tp, v1.BaseModel)
+    except TypeError:  # a generic alias (set[int]), which Python 3.10 counts as a type
+        return False
 
 
 def _model_fields(tp: Any, model: str | None) -> list[tuple[str, object, bool, Any, str | None]]:
