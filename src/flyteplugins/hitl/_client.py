@@ -201,7 +201,8 @@ def submit(
     Args:
         target: The event's form URL (it carries the token), or its request id.
         value: The answer; checked against the event's type and choices.
-        token: The event's token, when `target` is a request id and the answer goes through a server.
+        token: The event's token, when `target` is a request id and the answer goes through a server;
+            not needed where the login in front of the server (`headers`) identifies a respondent.
         endpoint: A server to answer through; without it (and without a form URL) the answer is
             written straight to the storage root.
         root: The storage root (default: ``$FLYTE_HITL_ROOT``).
