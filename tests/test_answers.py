@@ -45,7 +45,7 @@ def test_choices_refuse_other_values_and_accept_a_listed_one(root: Path, mode: s
     assert event.choices == ["S", "M", "L"]
     refused = post_json(event.endpoint, {"request_id": event.request_id, "token": event.token, "value": "XL"})
     assert refused.status == 400
-    assert "'XL'" in refused.json()["detail"] and "['S', 'M', 'L']" in refused.json()["detail"]
+    assert refused.json()["detail"] == "'XL' is not an option; choose one of S, M, L"
     assert not (root / event.request_id / "response.json").exists()
     later(0.2, post_json, event.endpoint, {"request_id": event.request_id, "token": event.token, "value": "M"})
     assert wait(mode, event) == "M"
@@ -345,8 +345,8 @@ def test_an_answer_the_tasks_own_rule_refuses_reopens_the_event_for_a_new_one(
     waiting task's type refuses it, records why, and waits for the next answer, which it returns."""
     event = review_event()
     ids = {"request_id": event.request_id, "token": event.token}
-    reply = post_json(remote, {**ids, "value": {"score": 1, "size": "S"}})
-    assert reply.status == 400 and "'S' is not one of" in reply.json()["detail"]
+    reply = post_json(remote, {**ids, "value": {"score": 1, "size": "XL"}})
+    assert reply.status == 400 and "'XL' is not an option" in reply.json()["detail"]
     assert post_json(remote, {**ids, "value": {"score": 1, "size": "small"}}).status == 200, "schema alone: stored"
     result: list[Any] = []
     waiting = threading.Thread(target=lambda: result.append(wait(mode, event)))

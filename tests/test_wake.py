@@ -776,7 +776,7 @@ def test_hitl_status_wait_blocks_until_answered(store: Store, server: HitlServer
     where = ["--endpoint", server.url, "--token", token] if through == "endpoint" else ["--root", store.root]
     quick = python("-m", "flyteplugins.hitl", "status", request_id, *where, "--wait", "0.1")
     out, _ = quick.communicate(timeout=HANG_GUARD)
-    assert quick.returncode == 7 and json.loads(out)["status"] == "waiting"  # 7: still waiting
+    assert quick.returncode == 7 and json.loads(out)["state"] == "waiting"  # 7: still waiting
     blocked = python("-m", "flyteplugins.hitl", "status", request_id, *where, "--wait", "600")
     # Answer only once the command is waiting: an answer already there would need no wait at all.
     if through == "endpoint":
@@ -788,7 +788,7 @@ def test_hitl_status_wait_blocks_until_answered(store: Store, server: HitlServer
     out, _ = blocked.communicate(timeout=HANG_GUARD)
     assert blocked.returncode == 0, out
     record = json.loads(out)
-    assert record["status"] == "answered" and record["response"]["value"] == 9
+    assert record["state"] == "answered" and record["response"]["value"] == 9
 
 
 @pytest.mark.parametrize("wait", ["-1", "nan", "inf", "soon"])
