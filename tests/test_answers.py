@@ -215,7 +215,7 @@ def test_status_record_never_contains_the_token(root: Path, store: Store) -> Non
     request_record = store.read_request(event.request_id)
     assert request_record is not None
     record = _answers.status_record(request_record, None)
-    assert record["status"] == "waiting"
+    assert record["status"] == "pending" and record["state"] == "waiting"
     assert event.token not in json.dumps(record)
 
 
@@ -356,7 +356,7 @@ def test_an_answer_the_tasks_own_rule_refuses_reopens_the_event_for_a_new_one(
     assert "a score of 1 needs a note" in refusal["error"] and refusal["answer"]["value"]["score"] == 1
 
     status = request(remote, "GET", f"/status/{event.request_id}?token={event.token}").json()
-    assert status["status"] == "waiting" and "a score of 1 needs a note" in status["refused"]["error"]
+    assert status["state"] == "waiting" and "a score of 1 needs a note" in status["refused"]["error"]
     form = request(remote, "GET", f"/form/{event.request_id}?token={event.token}")
     assert (
         form.status == 200

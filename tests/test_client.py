@@ -143,7 +143,7 @@ def test_cli_list_status_and_submit(root: Path) -> None:
 
     status = cli("status", pending.request_id, env_root=root)
     assert status.returncode == 7, "still waiting"
-    assert json.loads(status.stdout)["status"] == "waiting"
+    assert json.loads(status.stdout)["state"] == "waiting"
     assert pending.token not in status.stdout
 
     submitted = cli("submit", pending.request_id, "7", "--comment", "cli says 7", env_root=root)

@@ -451,7 +451,7 @@ def test_status_exits_0_answered_5_expired_7_still_waiting(
         for extra in ([], ["--wait", "0.5"]):
             done = status(event, *extra)
             assert done.returncode == code, (event.name, extra, done.stdout, done.stderr)
-            assert json.loads(done.stdout)["status"] == state
+            assert json.loads(done.stdout)["state"] == state
             assert done.stderr == ""
 
 

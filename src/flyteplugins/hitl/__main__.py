@@ -173,7 +173,7 @@ def _status(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         raise _Interrupted(args.request_id) from None
-    record["status"] = state = _state(record.get("status"))
+    state = str(record.get("state") or _state(record.get("status")))  # a server before `state`: its status
     _print_json(record, indent=2)
     return {"answered": 0, "expired": 5}.get(state, STILL_WAITING if state in WAITING else 1)
 
