@@ -138,7 +138,7 @@ def identify(headers: Message, identity_name: str | None, groups_name: str | Non
         identity = canonical(identity)
     except InvalidIdentityError as e:
         raise BadHeaderError(f"the {identity_name} header is refused: {e}") from None
-    groups = [g for g in _one(headers, groups_name).split(",") if g.strip()]
+    groups = [g.strip() for g in _one(headers, groups_name).split(",") if g.strip()]
     try:
         return Who(identity, frozenset(groups))
     except InvalidIdentityError as e:
