@@ -70,7 +70,7 @@ def stored(root: Path, event: hitl.Event[Any]) -> bool:
         ({"respondents": ["x" * 321]}, r"respondents entry 'x{80}\.\.\.' is refused: it is 321 characters long"),
         ({"respondents": ["group:"]}, "respondents entry's group '' is refused: it is empty"),
         ({"respondents": [f"u{i}" for i in range(101)]}, "respondents must name 1 to 100 entries"),
-        ({"respondents": ["slack:U3 X"]}, "a Slack user is named slack:<id>"),
+        ({"respondents": ["slack: U3"]}, "a Slack user is named slack:<id>"),
         ({"requester": " "}, "requester ' ' is refused: it is empty"),
         ({"requester": "alice\u202e@example.com"}, r"requester 'alice\\u202e@example.com' is refused: .*bidi"),
         ({"quorum": 2, "respondents": [ALICE, BOB], "requester": "Alice@example.com"}, "quorum 2 is more than the 1"),
@@ -483,6 +483,7 @@ def test_approve_takes_the_policy_in_both_forms(root: Path, proxied: str, mode: 
         ("Stra\u00dfe", "strasse"),  # case-folded, not only lower-cased
         ("\u00a0bob\u3000", "bob"),  # surrounding space of any kind
         ("Slack:u012ab3cd", "slack:U012AB3CD"),  # Slack's ids are upper-case
+        ("slack:U0BOSS <Boss@Example.com>", "slack:U0BOSS <boss@example.com>"),
         ("GROUP:SRE", "group:sre"),
         ("x" * 320, "x" * 320),
     ],
@@ -503,7 +504,7 @@ def test_canonical_gives_one_name_per_person(given: str, name: str) -> None:
         ("alice\u202e@example.com", r"control, bidi or invisible character \(\\u202e\)"),
         ("al\u200bice", r"\(\\u200b\)"),
         ("al\x1bice", r"\(\\x1b\)"),
-        ("slack:U3-X", "a Slack user is named slack:<id>"),
+        ("slack:-U3", "a Slack user is named slack:<id>"),
     ],
 )
 def test_canonical_refuses_a_name_it_would_have_to_cut_or_hide(given: object, rule: str) -> None:

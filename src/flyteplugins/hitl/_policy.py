@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ MAX_IDENTITY = 320
 MAX_RESPONDENTS = 100
 GROUP_PREFIX = "group:"
 SLACK_PREFIX = "slack:"
+_SLACK_ID = re.compile("[0-9a-z]+")
 
 Record = dict[str, Any]
 
@@ -60,7 +62,8 @@ Record = dict[str, Any]
 def canonical(value: object, label: str = "identity") -> str:
     """`value` as one person (or group) is named everywhere: NFKC-normalized, case-folded, without
     surrounding space. A Slack user named ``slack:<id>`` keeps Slack's upper-case id
-    (``slack:u012ab`` is ``slack:U012AB``), since Slack ids are upper-case letters and digits.
+    (``slack:u012ab`` is ``slack:U012AB``), since Slack ids are upper-case letters and digits; what
+    follows the id (``slack:U012AB <a@example.com>``, as answers record a Slack user) is case-folded.
 
     Raises `InvalidIdentityError` (a `ValueError`) for a value that is not a string, is empty, is longer
     than `MAX_IDENTITY` or holds a control, bidi or invisible character: such a name is refused, never cut.
@@ -85,8 +88,8 @@ def canonical(value: object, label: str = "identity") -> str:
         rule = f"it holds a control, bidi or invisible character ({printable(hidden[0])})"
     elif not text.startswith(SLACK_PREFIX):
         return text
-    elif (user := text[len(SLACK_PREFIX) :]).isascii() and user.isalnum():
-        return SLACK_PREFIX + user.upper()
+    elif user := _SLACK_ID.match(text, len(SLACK_PREFIX)):
+        return SLACK_PREFIX + user.group().upper() + text[user.end() :]
     else:
         rule = "a Slack user is named slack:<id>, the id being letters and digits (slack:U012AB3CD)"
     raise InvalidIdentityError(value, label, rule)
