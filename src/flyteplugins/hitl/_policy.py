@@ -159,8 +159,8 @@ def _one(headers: Message, name: str | None) -> str:
 
 def vote_key(identity: str) -> str:
     """The name of `identity`'s vote record: a digest of its `canonical` form, so that one person has
-    one vote and no identity ever becomes a path."""
-    return hashlib.sha256(canonical(identity).encode()).hexdigest()
+    one vote and no identity ever becomes a path. A stored name that has none is hashed as it is."""
+    return hashlib.sha256((canonical_or_none(identity) or identity).encode()).hexdigest()
 
 
 def quorum(request: Record) -> int:
