@@ -14,7 +14,6 @@ default value when the event has one).
 
 from __future__ import annotations
 
-import hmac
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -25,7 +24,6 @@ from ._errors import (
     AlreadyVotedError,
     EventExpiredError,
     EventNotFoundError,
-    InvalidTokenError,
     InvalidValueError,
     StorageError,
 )
@@ -122,12 +120,6 @@ def expired_record(request: Record) -> Record:
     if request.get("default") is not None:
         record.update(default_applied=True, value=request["default"])
     return record
-
-
-def check_token(request: Record, token: object) -> None:
-    """Raise `InvalidTokenError` unless `token` is the event's token (compared in constant time)."""
-    if not isinstance(token, str) or not hmac.compare_digest(token.encode(), str(request["token"]).encode()):
-        raise InvalidTokenError(str(request["request_id"]))
 
 
 def load(store: Store, request_id: object) -> Record:

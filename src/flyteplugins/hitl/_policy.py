@@ -216,7 +216,7 @@ def check_credentials(request: Record, who: Who, token: object) -> None:
     """The one gate of every server's answer. Where the event names respondents, the identity is the
     credential: only an identified respondent passes, token or not. Elsewhere the token is checked
     first, then whether `who` may answer (`check_answerer`)."""
-    if not request.get("respondents") and not _token_matches(request, token):
+    if not request.get("respondents") and not token_matches(request, token):
         raise InvalidTokenError(str(request["request_id"]))
     check_answerer(request, who)
 
@@ -224,12 +224,13 @@ def check_credentials(request: Record, who: Who, token: object) -> None:
 def check_viewer(request: Record, who: Who, token: object) -> None:
     """Who may open an event's form or status: whoever holds its token, or an identified respondent.
     Anyone else gets `InvalidTokenError`, as for an unknown id: no one learns which events exist."""
-    if is_respondent(request, who) or _token_matches(request, token):
+    if is_respondent(request, who) or token_matches(request, token):
         return
     raise InvalidTokenError(str(request["request_id"]))
 
 
-def _token_matches(request: Record, token: object) -> bool:
+def token_matches(request: Record, token: object) -> bool:
+    """Whether `token` is the event's own (compared in constant time)."""
     # Tokens are ASCII; any other text (an unpaired surrogate from JSON, say) is simply wrong.
     return (
         isinstance(token, str)
