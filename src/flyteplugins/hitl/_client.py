@@ -35,7 +35,7 @@ from ._store import Record, Store, check_request_id, default_root
 
 #: Extra request headers for every request to a server, one ``Name: value`` a line.
 HEADERS_ENV = "FLYTE_HITL_HEADERS"
-#: What a status record says of an event still waiting (``pending`` from servers of earlier versions).
+#: What a status record's ``status`` says of an event still waiting (``waiting`` from 3.0 servers before ``state``).
 WAITING = frozenset({"waiting", "pending"})
 
 #: Seconds a server may take to accept the connection, and then between any two parts of its reply;
