@@ -175,7 +175,7 @@ def _status(args: argparse.Namespace) -> int:
         raise _Interrupted(args.request_id) from None
     state = str(record.get("state") or _state(record.get("status")))  # a server before `state`: its status
     _print_json(record, indent=2)
-    return {"answered": 0, "expired": 5}.get(state, STILL_WAITING if state in WAITING else 1)
+    return {"answered": 0, "expired": 5, "withdrawn": 5}.get(state, STILL_WAITING if state in WAITING else 1)
 
 
 def _submit(args: argparse.Namespace) -> int:
