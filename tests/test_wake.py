@@ -739,21 +739,21 @@ def test_status_long_poll_returns_when_the_event_is_answered(
     assert reply.status == 200
     thread.join(HANG_GUARD + 5)
     assert out and out[0][0] == 200
-    assert out[0][1]["status"] == "answered" and out[0][1]["response"]["value"] == 4
+    assert out[0][1]["state"] == "answered" and out[0][1]["response"]["value"] == 4
 
 
 def test_status_long_poll_returns_when_the_event_expires(store: Store, server: HitlServer) -> None:
     event = _event(store, seconds=0.5)
     out: list = []
     _long_poll(server.url, event["request_id"], event["token"], "60", out).join(HANG_GUARD + 5)
-    assert out and out[0][0] == 200 and out[0][1]["status"] == "expired"
+    assert out and out[0][0] == 200 and out[0][1]["state"] == "expired"
 
 
 def test_status_without_wait_or_with_wait_0_answers_at_once(store: Store, server: HitlServer) -> None:
     event = _event(store)
     for query in ("", "&wait=0", "&wait=0.0"):
         reply = request(server.url, "GET", f"/status/{event['request_id']}?token={event['token']}{query}")
-        assert reply.status == 200 and reply.json()["status"] == "waiting"
+        assert reply.status == 200 and reply.json()["state"] == "waiting"
 
 
 @pytest.mark.parametrize("wait", ["-1", "61", "60.5", "abc", "nan", "inf", "1e9", "%00", "1,2"])

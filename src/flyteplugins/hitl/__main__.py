@@ -57,7 +57,7 @@ EXIT_CODES: tuple[tuple[type[HitlError], int], ...] = (
 #: `hitl status`'s exit code for an event still waiting (after ``--wait``, if given).
 STILL_WAITING = 7
 #: Each state as 2.12.1's ``status`` says it: the JSON the commands print carries both, as ``GET /status`` does.
-_STATUS = {"waiting": "pending", "answered": "completed", "expired": "expired"}
+_STATUS = {"waiting": "pending", "answered": "completed", "expired": "expired", "withdrawn": "expired"}
 _T = TypeVar("_T")
 
 
@@ -191,7 +191,7 @@ def _status(args: argparse.Namespace) -> int:
     state = _client.state(record)
     record.update(_states(state))
     _print_json(record, indent=2)
-    return {"answered": 0, "expired": 5, "waiting": STILL_WAITING}.get(state, 1)
+    return {"answered": 0, "expired": 5, "withdrawn": 5, "waiting": STILL_WAITING}.get(state, 1)
 
 
 def _waited(call: Callable[[], _T]) -> _T:

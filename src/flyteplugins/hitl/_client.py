@@ -170,7 +170,7 @@ def status(
 
 
 def state(record: Mapping[str, Any]) -> str:
-    """An event's state from its status record: waiting, answered or expired. Its ``state``, or from
+    """An event's state from its status record: waiting, answered, expired or withdrawn. Its ``state``, or from
     servers that have none its ``status`` (``pending``/``completed`` as 2.12.1 wrote them, or the
     state words); another value is returned as it is.
 
@@ -179,7 +179,7 @@ def state(record: Mapping[str, Any]) -> str:
         ('waiting', 'waiting')
     """
     given = record.get("state")
-    if given in _answers.STATES.values():
+    if given in (*_answers.STATES.values(), "withdrawn"):
         return str(given)
     status = str(record.get("status"))
     return _answers.STATES.get(status, status)

@@ -627,7 +627,7 @@ def _waiting_for(site: Site, who: _policy.Who, answered: str = "") -> list[tuple
             continue
         row = site.seen.row(site.store, listed, request)
         voted = row is not None and any(
-            _policy.normal(str(v.get("identity"))) == _policy.normal(who.identity) for v in row.votes or ()
+            _policy.canonical_or_none(v.get("identity")) == who.identity for v in row.votes or ()
         )
         if row is not None and row.status == "pending" and not voted:
             mine.append((row.request, row.left, row.votes))
@@ -701,11 +701,7 @@ def _standing(event: Record, who: _policy.Who, votes: Sequence[Record] | None) -
 
 def _holds(event: Record, token: object) -> bool:
     """Whether `token` is the event's own."""
-    try:
-        _answers.check_token(event, token)
-    except InvalidTokenError:
-        return False
-    return True
+    return _policy.token_matches(event, token)
 
 
 def status(site: Site, request: Request, request_id: str) -> Response:
