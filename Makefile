@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench browser emulators clean
+.PHONY: demo test lint bench browser emulators other-pythons clean
 
 # The package alone (flyte, typing-extensions and what flyte installs), editable.
 $(VENV)/.installed: pyproject.toml
@@ -53,11 +53,30 @@ lint: $(VENV)/.installed-test
 	$(PY) -m ruff check src tests bench examples
 	$(PY) -m ruff format --check src tests bench examples
 
-test: $(VENV)/.installed-test browser emulators lint
+test: $(VENV)/.installed-test browser emulators lint other-pythons
 	$(PY) -m pytest
+
+# The other Pythons the package supports, found on PATH or in pyenv (whose shims may not run them).
+OTHER_PYTHONS := 3.10 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
+# What needs neither a browser nor an emulator (Azurite, fake-gcs-server); S3's moto runs in-process.
+PORTABLE_TESTS := --ignore=tests/browser --ignore=tests/test_azure.py --ignore=tests/test_gcs.py
+
+# Those tests on each other Python, in its own venv (.venv310, .venv313); a Python not found is skipped.
+other-pythons:
+	@for v in $(OTHER_PYTHONS); do \
+	  py=; for c in $$(command -v python$$v) $(PYENV_ROOT)/versions/$$v.*/bin/python$$v; do \
+	    if [ -x "$$c" ] && "$$c" -c '' 2>/dev/null; then py=$$c; break; fi; \
+	  done; \
+	  if [ -z "$$py" ]; then echo "python$$v not found: its tests are skipped"; continue; fi; \
+	  venv=.venv$$(echo $$v | tr -d .); \
+	  $(MAKE) --no-print-directory $$venv/.installed-test PYTHON=$$py VENV=$$venv || exit 1; \
+	  echo "Python $$v ($$py): the tests that need no browser or emulator"; \
+	  $$venv/bin/python -m pytest -q $(PORTABLE_TESTS) || exit 1; \
+	done
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) $(EMULATORS) .pytest_cache .ruff_cache build dist src/*.egg-info
+	rm -rf $(VENV) .venv310 .venv313 $(EMULATORS) .pytest_cache .ruff_cache build dist src/*.egg-info

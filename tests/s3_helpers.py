@@ -305,7 +305,7 @@ def check_round_trip(procs: list[Proc], root: str, place: Place, timeout: float)
     assert stored["status"] == "completed" and stored["value"] == 5 and stored["via"] == "json"
     assert place.get_json(root, request_id, "request.json")["prompt"] == "How many replicas?"
     status = request(server, "GET", f"/status/{request_id}?token={token}").json()
-    assert status["status"] == "answered" and status["response"]["value"] == 5
+    assert status["state"] == "answered" and status["response"]["value"] == 5
 
 
 def check_race_over_two_replicas(procs: list[Proc], root: str, place: Place, timeout: float) -> None:

@@ -19,7 +19,7 @@ import pytest
 from conftest import create, post_json, request, until, wait
 
 import flyteplugins.hitl as hitl
-from flyteplugins.hitl import _answers
+from flyteplugins.hitl import _answers, _policy
 from flyteplugins.hitl._store import Store
 from flyteplugins.hitl.server import start_server, stop_server
 
@@ -45,7 +45,7 @@ def test_choices_refuse_other_values_and_accept_a_listed_one(root: Path, mode: s
     assert event.choices == ["S", "M", "L"]
     refused = post_json(event.endpoint, {"request_id": event.request_id, "token": event.token, "value": "XL"})
     assert refused.status == 400
-    assert "'XL'" in refused.json()["detail"] and "['S', 'M', 'L']" in refused.json()["detail"]
+    assert refused.json()["detail"] == "'XL' is not an option; choose one of S, M, L"
     assert not (root / event.request_id / "response.json").exists()
     later(0.2, post_json, event.endpoint, {"request_id": event.request_id, "token": event.token, "value": "M"})
     assert wait(mode, event) == "M"
@@ -215,7 +215,7 @@ def test_status_record_never_contains_the_token(root: Path, store: Store) -> Non
     request_record = store.read_request(event.request_id)
     assert request_record is not None
     record = _answers.status_record(request_record, None)
-    assert record["status"] == "waiting"
+    assert record["status"] == "pending" and record["state"] == "waiting"
     assert event.token not in json.dumps(record)
 
 
@@ -345,8 +345,8 @@ def test_an_answer_the_tasks_own_rule_refuses_reopens_the_event_for_a_new_one(
     waiting task's type refuses it, records why, and waits for the next answer, which it returns."""
     event = review_event()
     ids = {"request_id": event.request_id, "token": event.token}
-    reply = post_json(remote, {**ids, "value": {"score": 1, "size": "S"}})
-    assert reply.status == 400 and "'S' is not one of" in reply.json()["detail"]
+    reply = post_json(remote, {**ids, "value": {"score": 1, "size": "XL"}})
+    assert reply.status == 400 and "'XL' is not an option" in reply.json()["detail"]
     assert post_json(remote, {**ids, "value": {"score": 1, "size": "small"}}).status == 200, "schema alone: stored"
     result: list[Any] = []
     waiting = threading.Thread(target=lambda: result.append(wait(mode, event)))
@@ -356,7 +356,7 @@ def test_an_answer_the_tasks_own_rule_refuses_reopens_the_event_for_a_new_one(
     assert "a score of 1 needs a note" in refusal["error"] and refusal["answer"]["value"]["score"] == 1
 
     status = request(remote, "GET", f"/status/{event.request_id}?token={event.token}").json()
-    assert status["status"] == "waiting" and "a score of 1 needs a note" in status["refused"]["error"]
+    assert status["state"] == "waiting" and "a score of 1 needs a note" in status["refused"]["error"]
     form = request(remote, "GET", f"/form/{event.request_id}?token={event.token}")
     assert (
         form.status == 200
@@ -471,3 +471,175 @@ def test_an_events_choices_and_default_are_instances_of_its_type(root: Path) -> 
     assert event.choices == [Size.S, Size.M] and event.default is Size.M
     review = review_event(default=Review(score=3, size=Size.L))
     assert review.default == Review(score=3, size=Size.L) and review.choices is None
+
+
+# -- /status in 2.12.1's words and today's ---------------------------------------------------------
+
+
+def test_status_keeps_2_12_1_words_beside_the_state(root: Path, store: Store, server: Any) -> None:
+    """A script written for 2.12.1 loops on `status` until "completed"; new clients read `state`."""
+
+    def status(event: hitl.Event[Any]) -> dict[str, Any]:
+        reply = request(server.url, "GET", f"/status/{event.request_id}?token={event.token}")
+        assert reply.status == 200
+        return reply.json()
+
+    event = hitl.new_event("count", data_type=int, timeout_seconds=60)
+    seen = [(record := status(event))["status"], record["state"]]
+    assert seen == ["pending", "waiting"]
+    later(0.3, post_json, server.url, {"request_id": event.request_id, "token": event.token, "value": 5})
+    deadline = time.monotonic() + 60  # a hang guard
+    while record["status"] == "pending" and time.monotonic() < deadline:  # 2.12.1's loop
+        time.sleep(0.1)
+        record = status(event)
+    assert (record["status"], record["state"], record["response"]["value"]) == ("completed", "answered", 5)
+
+    gone = hitl.new_event("gone", data_type=int, timeout_seconds=0.2)
+    until(lambda: status(gone)["status"] == "expired", "the deadline passes")
+    assert status(gone)["state"] == "expired"
+
+    withdrawn = hitl.new_event("stopped", data_type=int, timeout_seconds=60)
+    now = _answers.utc_now()
+    mark = {"request_id": withdrawn.request_id, "status": "expired", "expired_at": now, "withdrawn_at": now}
+    assert store.create_response(withdrawn.request_id, mark)
+    assert (status(withdrawn)["status"], status(withdrawn)["state"]) == ("expired", "withdrawn")
+
+
+# -- a decision is never stranded --------------------------------------------------------------------
+
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+
+
+class CutOnDecision:
+    """WSGI middleware in front of the S3 server: once armed, the first write of a response (the
+    decision) closes `door`, the storage's only way in, and is never stored: an outage that begins
+    between the vote and the decision."""
+
+    def __init__(self, app: Any, door: Any) -> None:
+        self.app, self.door, self.armed, self.cut = app, door, False, threading.Event()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if self.armed and environ["REQUEST_METHOD"] == "PUT" and environ["PATH_INFO"].endswith("/response.json"):
+            self.armed = False
+            self.door.stop()
+            self.cut.set()
+            start_response("503 Service Unavailable", [("Content-Length", "0")])
+            return [b""]
+        return self.app(environ, start_response)
+
+
+def vote(base: str, request_id: str, who: str) -> Any:
+    body = json.dumps({"request_id": request_id, "value": True}).encode()
+    return request(base, "POST", "/submit/json", body, {"Content-Type": "application/json", "X-Forwarded-Email": who})
+
+
+@pytest.mark.parametrize("first", ["reader", "retry"])
+def test_a_decision_lost_in_a_storage_outage_is_settled_once_storage_is_back(
+    bucket: Any, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    from s3_helpers import Door
+
+    door = Door(bucket.door.port).start()
+    wsgi = bucket.door._server._server  # werkzeug's server, as s3_helpers.MotoS3 reaches it
+    cutter = wsgi.app = CutOnDecision(wsgi.app, door)
+    root = bucket.new_root()
+    for key, value in {**bucket.env(door), "FLYTE_HITL_ROOT": root}.items():
+        monkeypatch.setenv(key, value)  # this process reaches storage through the door only
+    monkeypatch.delenv("FLYTE_HITL_ENDPOINT", raising=False)
+    replica = Store(root)
+    replica.attempts, replica.backoff_seconds = 2, 0.05  # its decision write gives up at once
+    httpd, thread = start_server(replica, identity_header="X-Forwarded-Email")
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        event = hitl.Event.create(
+            "ship", bool, quorum=2, respondents=[ALICE, BOB], timeout_seconds=120, poll_interval_seconds=0.2
+        )
+        rid = event.request_id
+        assert vote(base, rid, ALICE).json()["status"] == "voted"
+        cutter.armed = True
+        cut = vote(base, rid, BOB)
+        assert cutter.cut.is_set() and cut.status == 503, cut.text  # Bob's vote is stored, the decision is not
+        assert bucket.keys(root) == sorted(
+            [f"{rid}/request.json", *(f"{rid}/votes/{_policy.vote_key(p)}.json" for p in (ALICE, BOB))]
+        )
+        door.start()  # storage is back, on the same port
+
+        def reader() -> dict[str, Any] | None:
+            return _answers.outcome(Store(root), event._request).response
+
+        def retry() -> dict[str, Any]:
+            reply = vote(base, rid, BOB)
+            assert reply.status == 200, reply.text
+            return reply.json()
+
+        if first == "reader":
+            decision, told = reader(), retry()
+        else:
+            told, decision = retry(), reader()
+        assert decision is not None and decision["value"] is True
+        assert told["status"] == "submitted" and told["value"] is True
+        assert [v["identity"] for v in decision["votes"]] == [ALICE, BOB]  # each vote counted once
+        assert bucket.get_json(root, rid, "response.json") == decision
+        assert [k for k in bucket.keys(root) if "response" in k] == [f"{rid}/response.json"]
+        assert event.wait() is True
+        late = vote(base, rid, ALICE)
+        assert late.status == 200 and late.json()["value"] is True, "Alice's vote counted: her retry is told so"
+    finally:
+        wsgi.app = cutter.app
+        stop_server(httpd, thread)
+        door.stop()
+
+
+def race_to_settle(root: Path, request: dict[str, Any]) -> dict[int, Any]:
+    """Two replicas (two stores on one root) each read the event and take Bob's retry, all at once:
+    what each was given."""
+    replicas = [Store(str(root)), Store(str(root))]
+    go = threading.Barrier(4, timeout=60)
+    seen: dict[int, Any] = {}
+
+    def settle(i: int) -> None:
+        go.wait()
+        if i < 2:
+            seen[i] = _answers.outcome(replicas[i], request).response
+        else:
+            seen[i] = _answers.submit(replicas[i % 2], request, True, via="json", client="b", identity=BOB)
+
+    threads = [threading.Thread(target=settle, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return seen
+
+
+def test_replicas_racing_to_settle_a_stranded_decision_store_exactly_one(root: Path, store: Store) -> None:
+    """Bob's vote is stored and his replica stops before the decision, as a crash leaves it; then two
+    replicas (two stores on one root) read the event and Bob retries on each, all at once."""
+    for _ in range(8):
+        event = hitl.Event.create("ship", bool, quorum=2, respondents=[ALICE, BOB], timeout_seconds=60)
+        request, rid = event._request, event.request_id
+        assert _answers.submit(store, request, True, via="python", client="a", identity=ALICE)["status"] == "voted"
+        stranded = {"identity": BOB, "value": True, "via": "json", "transport": "json", "client": "b"}
+        assert store.create_vote(rid, _policy.vote_key(BOB), {**stranded, "voted_at": _answers.utc_now()})
+        assert not (root / rid / "response.json").exists()
+        seen = race_to_settle(root, request)
+        assert len(seen) == 4
+        assert [p.name for p in (root / rid).glob("response*.json")] == ["response.json"]
+        decision = json.loads((root / rid / "response.json").read_text())
+        assert all(record == decision for record in seen.values()), "every reader and retry got the one decision"
+        assert [v["identity"] for v in decision["votes"]] == [ALICE, BOB]
+
+
+def test_votes_decide_only_if_cast_before_the_deadline(root: Path, store: Store) -> None:
+    event = hitl.Event.create("ship", bool, quorum=2, respondents=[ALICE, BOB], timeout_seconds=1)
+    request, rid = event._request, event.request_id
+    _answers.submit(store, request, True, via="python", client="a", identity=ALICE)
+    until(lambda: _answers.seconds_left(request) < 0, "the deadline passes")
+    with pytest.raises(hitl.EventExpiredError):
+        _answers.submit(store, request, True, via="python", client="b", identity=BOB)
+    # A vote stored with a time after the deadline (a replica whose clock runs late) decides nothing.
+    late = {"identity": BOB, "value": True, "via": "json", "transport": "json", "client": "b"}
+    store.create_vote(rid, _policy.vote_key(BOB), {**late, "voted_at": _answers.utc_now()})
+    found = _answers.outcome(store, request).response
+    assert found is not None and found["status"] == "expired"

@@ -1,14 +1,17 @@
-"""Ctrl-C during a wait ends the program with one line, no traceback; a wait that finds its answer
-already given does not show the form and curl lines again."""
+"""Ctrl-C during a wait ends the program with one line, no traceback, and withdraws an event nothing
+can re-attach to; other cancellations go on as raised; a wait that finds its answer already given does
+not show the form and curl lines again."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_line, run_python
+from conftest import REPO, read_line, run_python
 
 import flyteplugins.hitl as hitl
 
@@ -84,11 +87,68 @@ else:
 """
 
 
+def _stored_outcome(root: Path) -> dict[str, object]:
+    (event_dir,) = root.iterdir()
+    return json.loads((event_dir / "response.json").read_text())  # type: ignore[no-any-return]
+
+
 @pytest.mark.parametrize("mode", ["sync", "aio"])
-def test_ctrl_c_during_event_wait_ends_with_one_line_and_no_traceback(root: Path, mode: str) -> None:
+def test_ctrl_c_during_event_wait_withdraws_the_event_in_one_line_with_no_traceback(root: Path, mode: str) -> None:
     proc = run_python(_WAIT, mode, env={"FLYTE_HITL_ROOT": str(root)})
     out = _interrupt(proc, "[hitl] curl:")
-    assert out == "[hitl] interrupted: 'x' is still waiting; re-run to pick it up\n", out
+    assert out == "[hitl] interrupted: 'x' is withdrawn; it takes no more answers\n", out
+    assert proc.returncode == -signal.SIGINT
+    # 2.12.1's closed state, so that every reader (old ones included) sees it closed.
+    stored = _stored_outcome(root)
+    assert stored["status"] == "expired" and set(stored) == {"request_id", "status", "withdrawn_at"}
+    reply = subprocess.run(
+        [sys.executable, "-m", "flyteplugins.hitl", "submit", "--root", str(root), str(stored["request_id"]), "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert reply.returncode != 0 and not (root / str(stored["request_id"]) / "response.1.json").exists()
+
+
+def test_ctrl_c_during_the_readme_example_withdraws_its_event(root: Path) -> None:
+    # `make demo`: a Flyte local run waits in a thread of its own; the Ctrl-C reaches the main thread.
+    proc = run_python(str(REPO / "examples" / "example.py"), env={"FLYTE_HITL_ROOT": str(root)})
+    out = _interrupt(proc, "[hitl] curl:")
+    assert out == "[hitl] interrupted: 'replicas' is withdrawn; it takes no more answers\n", out
+    assert proc.returncode != 0
+    assert _stored_outcome(root)["status"] == "expired"
+
+
+_WAIT_FOR = """
+import asyncio, sys, threading
+import flyteplugins.hitl as hitl
+
+event = hitl.new_event("x", data_type=int, prompt="A number?", timeout_seconds=600)
+try:
+    asyncio.run(asyncio.wait_for(event.wait.aio(), 0.2))
+except Exception as e:
+    print("caught", type(e).__name__, flush=True)
+if sys.argv[1] == "again":
+    asyncio.run(asyncio.wait_for(event.wait.aio(), 0.2))
+print("ready", flush=True)
+threading.Event().wait(600)
+"""
+
+
+def test_a_wait_for_timeout_propagates_as_raised_with_no_interrupted_line(root: Path) -> None:
+    proc = run_python(_WAIT_FOR, "again", env={"FLYTE_HITL_ROOT": str(root)})
+    out, _ = proc.communicate(timeout=60)
+    assert "caught TimeoutError" in out, out
+    assert out.rstrip().splitlines()[-1].startswith("TimeoutError"), out
+    assert "raise exceptions.TimeoutError()" in out and "[hitl] interrupted" not in out, out
+    assert proc.returncode == 1
+    assert not list(root.glob("*/response.json")), "a timeout is no Ctrl-C: nothing withdrawn"
+
+
+def test_a_ctrl_c_after_a_wait_for_timeout_says_nothing_of_that_wait(root: Path) -> None:
+    proc = run_python(_WAIT_FOR, "once", env={"FLYTE_HITL_ROOT": str(root)})
+    out = _interrupt(proc, "ready")
+    assert "[hitl] interrupted" not in out and "KeyboardInterrupt" in out, out
     assert proc.returncode == -signal.SIGINT
 
 

@@ -136,14 +136,14 @@ def test_cli_list_status_and_submit(root: Path) -> None:
     assert [r["request_id"] for r in rows] == [pending.request_id]
     assert "token" not in rows[0] and "wake" not in rows[0]  # no secret, no internal address
     everything = json.loads(cli("list", "--json", env_root=root).stdout)
-    assert {(r["request_id"], r["status"]) for r in everything} == {
+    assert {(r["request_id"], r["state"]) for r in everything} == {
         (pending.request_id, "waiting"),
         (answered.request_id, "answered"),
     }
 
     status = cli("status", pending.request_id, env_root=root)
     assert status.returncode == 7, "still waiting"
-    assert json.loads(status.stdout)["status"] == "waiting"
+    assert json.loads(status.stdout)["state"] == "waiting"
     assert pending.token not in status.stdout
 
     submitted = cli("submit", pending.request_id, "7", "--comment", "cli says 7", env_root=root)
@@ -256,6 +256,32 @@ def canned() -> Iterator[Callable[[int, list[tuple[str, str]], bytes], _CannedSe
     httpd.shutdown()
     httpd.server_close()
     thread.join()
+
+
+@pytest.mark.parametrize(
+    ("record", "code", "state"),
+    [
+        ({"status": "pending", "state": "waiting"}, 7, "waiting"),
+        ({"status": "pending"}, 7, "waiting"),  # 2.12.1
+        ({"status": "waiting"}, 7, "waiting"),  # servers of this version before `state`
+        ({"status": "completed", "state": "waiting"}, 7, "waiting"),  # `state` decides
+        ({"status": "completed", "state": "answered", "response": {"value": 1}}, 0, "answered"),
+        ({"status": "answered", "response": {"value": 1}}, 0, "answered"),
+        ({"status": "expired", "state": "expired"}, 5, "expired"),
+    ],
+)
+def test_status_reads_the_state_and_either_words_of_status(
+    canned: Callable[[int, list[tuple[str, str]], bytes], _CannedServer], record: dict[str, Any], code: int, state: str
+) -> None:
+    body = json.dumps({"request_id": "ev-1", "type": "int", **record}).encode()
+    server = canned(200, [("Content-Type", "application/json")], body)
+    done = cli("status", "ev-1", "--endpoint", server.url, "--token", SECRET)
+    assert done.returncode == code, (done.stdout, done.stderr)
+    shown = json.loads(done.stdout)
+    assert (shown["status"], shown["state"]) == (
+        {"waiting": "pending", "answered": "completed"}.get(state, state),
+        state,
+    )
 
 
 def _json(detail: str) -> tuple[list[tuple[str, str]], bytes]:

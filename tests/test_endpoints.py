@@ -510,7 +510,7 @@ def test_form_and_status(site: Site, store: Store) -> None:
     assert call(site, "GET", f"/form/{rid}?token=wrong").status == 403
     assert call(site, "GET", "/form/missing-x?token=t").status == 403
     status = call(site, "GET", f"/status/{rid}?token={token}")
-    assert json.loads(status.body)["status"] == "waiting"
+    assert json.loads(status.body)["state"] == "waiting"
     assert token not in status.body.decode()
     assert call(site, "GET", f"/status/{rid}?token=wrong").status == 403
 

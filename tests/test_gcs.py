@@ -92,11 +92,11 @@ def test_a_form_server_process_serves_an_event_stored_on_gs(gs_root: str, bucket
     assert form.status == 200
     assert "How many replicas?" in form.text
     assert request(server, "GET", "/form/ev-form?token=wrong").status == 403
-    assert request(server, "GET", f"/status/ev-form?token={token}").json()["status"] == "waiting"
+    assert request(server, "GET", f"/status/ev-form?token={token}").json()["state"] == "waiting"
 
     bucket.put_json(gs_root, "ev-form", "response.json", record=answer("ev-form", 5))
     status = request(server, "GET", f"/status/ev-form?token={token}").json()
-    assert status["status"] == "answered" and status["response"]["value"] == 5
+    assert status["state"] == "answered" and status["response"]["value"] == 5
 
 
 WAITER = """

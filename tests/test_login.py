@@ -136,7 +136,7 @@ def test_the_cli_sends_repeated_headers_to_submit_and_status(proxy: _LoginProxy,
 
     waiting = cli("status", event.request_id, *server, *login, "--wait", "0.5")
     assert waiting.returncode == 7, waiting.stderr
-    assert json.loads(waiting.stdout)["status"] == "waiting"
+    assert json.loads(waiting.stdout)["state"] == "waiting"
     assert proxy.seen[-1]["x-team"] == "sre"
 
     answered = cli("submit", event.request_id, "8", *server, *login)

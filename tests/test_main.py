@@ -19,6 +19,7 @@ from conftest import post_json, read_line, request
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import hitl as hitl_module
 from flyteplugins.hitl._store import Store
+from flyteplugins.hitl.server import start_server, stop_server
 
 
 def serve(root: Path, *extra: str) -> subprocess.Popen[str]:
@@ -410,19 +411,34 @@ def test_list_has_a_header_shows_the_newest_first_and_filters_by_state(root: Pat
     assert [row.split()[0] for row in rows] == ["waiting", "expired", "answered"]
     assert [row.split()[3] for row in rows] == ["new-waiting", "mid-expired", "old-answered"], "newest first"
     json_rows = json.loads(hitl_cli("list", "--json", FLYTE_HITL_ROOT=str(root)).stdout)
-    assert [(r["request_id"], r["status"]) for r in json_rows] == [
-        ("new-waiting", "waiting"),
-        ("mid-expired", "expired"),
-        ("old-answered", "answered"),
-    ]
+    assert [(r["request_id"], r["state"], r["status"]) for r in json_rows] == [
+        ("new-waiting", "waiting", "pending"),
+        ("mid-expired", "expired", "expired"),
+        ("old-answered", "answered", "completed"),
+    ], "the state, and the status in 2.12.1's words as GET /status gives it"
     for state, request_id in (("waiting", "new-waiting"), ("answered", "old-answered"), ("expired", "mid-expired")):
         only = hitl_cli("list", "--status", state, FLYTE_HITL_ROOT=str(root))
         assert only.returncode == 0, only.stderr
         assert [row.split()[3] for row in only.stdout.splitlines()[1:]] == [request_id]
         assert (
-            json.loads(hitl_cli("list", "--status", state, "--json", FLYTE_HITL_ROOT=str(root)).stdout)[0]["status"]
+            json.loads(hitl_cli("list", "--status", state, "--json", FLYTE_HITL_ROOT=str(root)).stdout)[0]["state"]
             == state
         )
+
+
+def test_list_columns_line_up_whatever_the_length_of_the_type_names(root: Path) -> None:
+    store = Store(str(root))
+    types = ["int", 'Review {score: int (≥ 1, ≤ 5), size: Size, tags?: list["bug" | "docs"]}', "list[str]"]
+    for n, data_type in enumerate(types):
+        store.create_request(_event_record(f"ev-{n}", f"2026-01-0{n + 1}T00:00:00.000Z") | {"data_type": data_type})
+    done = hitl_cli("list", FLYTE_HITL_ROOT=str(root))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4
+    for column in ("CREATED", "REQUEST_ID", "NAME"):
+        at = lines[0].index(column)
+        assert all(line[at - 2 : at] == "  " and line[at] != " " for line in lines), (column, done.stdout)
+    assert [line[lines[0].index("REQUEST_ID") :].split()[0] for line in lines[1:]] == ["ev-2", "ev-1", "ev-0"]
 
 
 def test_an_empty_list_prints_no_header(root: Path) -> None:
@@ -451,7 +467,7 @@ def test_status_exits_0_answered_5_expired_7_still_waiting(
         for extra in ([], ["--wait", "0.5"]):
             done = status(event, *extra)
             assert done.returncode == code, (event.name, extra, done.stdout, done.stderr)
-            assert json.loads(done.stdout)["status"] == state
+            assert json.loads(done.stdout)["state"] == state
             assert done.stderr == ""
 
 
@@ -531,3 +547,41 @@ def test_ctrl_c_during_status_wait_is_one_line_without_a_traceback(root: Path) -
     assert proc.returncode == 130
     assert out == ""
     assert err == "hitl: interrupted: 'ev-1' is still waiting; re-run to pick it up\n"
+
+
+# -- who answers: a login in front of the server, or --as on the root ------------------------------
+
+
+def test_an_endpoint_behind_a_login_takes_a_respondents_answer_and_status_without_a_token(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYTE_HITL_ROOT", str(root))
+    event = hitl.new_event("login", data_type=int, respondents=["alice@example.com"], timeout_seconds=600)
+    httpd, thread = start_server(Store(str(root)), identity_header="X-Forwarded-Email")
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        login = ["--endpoint", url, "--header", "X-Forwarded-Email: alice@example.com"]
+        waiting = hitl_cli("status", event.request_id, *login)
+        assert waiting.returncode == 7 and json.loads(waiting.stdout)["state"] == "waiting", waiting.stderr
+        other = hitl_cli("submit", event.request_id, "5", "--endpoint", url, "--header", "X-Forwarded-Email: bob@x.org")
+        one_line_failure(other, 6)
+        done = hitl_cli("submit", event.request_id, "5", *login)
+        assert done.returncode == 0, done.stderr
+        answered = hitl_cli("status", event.request_id, *login)
+        assert answered.returncode == 0 and json.loads(answered.stdout)["response"]["value"] == 5, answered.stderr
+    finally:
+        stop_server(httpd, thread)
+    assert event.wait() == 5
+
+
+def test_submit_as_an_identity_in_groups_answers_an_event_for_a_group(root: Path) -> None:
+    store = Store(str(root))
+    store.create_request(_event_record("for-ops", "2026-01-01T00:00:00.000Z") | {"respondents": ["group:ops"]})
+    as_alice = ["--as", "alice@example.com"]
+    one_line_failure(hitl_cli("submit", "for-ops", "1", "--groups", "ops", FLYTE_HITL_ROOT=str(root)), 2, "--as")
+    one_line_failure(hitl_cli("submit", "for-ops", "1", "--groups", " , ", FLYTE_HITL_ROOT=str(root)), 2, "--groups")
+    one_line_failure(hitl_cli("submit", "for-ops", "1", *as_alice, "--groups", "dev", FLYTE_HITL_ROOT=str(root)), 6)
+    assert store.read_response("for-ops") is None
+    done = hitl_cli("submit", "for-ops", "1", *as_alice, "--groups", "dev, ops", FLYTE_HITL_ROOT=str(root))
+    assert done.returncode == 0, done.stderr
+    assert store.read_response("for-ops")["identity"] == "alice@example.com"  # type: ignore[index]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -64,12 +65,16 @@ def stored(root: Path, event: hitl.Event[Any]) -> bool:
         ({"quorum": 3, "respondents": [ALICE, ALICE.upper(), BOB]}, "quorum 3 is more than the 2 respondents"),
         ({"respondents": ALICE}, "respondents must be a list"),
         ({"respondents": []}, "respondents must name 1 to 100 entries"),
-        ({"respondents": [""]}, "respondents entry must be a non-empty string"),
-        ({"respondents": [None]}, "respondents entry must be a non-empty string"),
-        ({"respondents": ["x" * 321]}, "respondents entry is 321 characters long"),
-        ({"respondents": ["group:"]}, "names no group"),
+        ({"respondents": [""]}, "respondents entry '' is refused: it is empty"),
+        ({"respondents": [None]}, "respondents entry None is refused: it is not a string"),
+        ({"respondents": ["x" * 321]}, r"respondents entry 'x{80}\.\.\.' is refused: it is 321 characters long"),
+        ({"respondents": ["group:"]}, "respondents entry's group '' is refused: it is empty"),
         ({"respondents": [f"u{i}" for i in range(101)]}, "respondents must name 1 to 100 entries"),
-        ({"requester": " "}, "requester must be a non-empty string"),
+        ({"respondents": ["slack: U3"]}, "a Slack user is named slack:<id>"),
+        ({"requester": " "}, "requester ' ' is refused: it is empty"),
+        ({"requester": "alice\u202e@example.com"}, r"requester 'alice\\u202e@example.com' is refused: .*bidi"),
+        ({"quorum": 2, "respondents": [ALICE, BOB], "requester": "Alice@example.com"}, "quorum 2 is more than the 1"),
+        ({"respondents": [ALICE], "requester": ALICE}, "no one may answer the event"),
         ({"allow_self_approval": "yes"}, "allow_self_approval must be True or False"),
     ],
 )
@@ -127,7 +132,7 @@ def test_only_a_named_respondent_answers_and_needs_no_token(root: Path, proxied:
     ok = answer(proxied, {"request_id": rid, "value": 7}, who="Alice@Example.COM")
     assert ok.status == 200, ok.text
     assert event.wait() == 7
-    assert event.response is not None and event.response["identity"] == "Alice@Example.COM"
+    assert event.response is not None and event.response["identity"] == ALICE  # as compared: one name
 
 
 def test_a_group_member_answers_by_group(root: Path, proxied: str) -> None:
@@ -220,7 +225,7 @@ def test_a_quorum_needs_that_many_distinct_approvals(root: Path, proxied: str) -
     assert again.status == 409 and "already voted" in again.json()["detail"]
     assert not stored(root, event)
     status = request(proxied, "GET", f"/status/{rid}?token={event.token}").json()
-    assert status["status"] == "waiting" and [(v["identity"], v["value"]) for v in status["votes"]] == [(ALICE, True)]
+    assert status["state"] == "waiting" and [(v["identity"], v["value"]) for v in status["votes"]] == [(ALICE, True)]
     assert status["votes"][0]["comment"] == "fine" and status["votes"][0]["voted_at"].endswith("Z")
     page = request(proxied, "GET", f"/form/{rid}", headers={"X-Forwarded-Email": ALICE}).text
     assert "1 of 2 approvals: alice@example.com" in page and "You approved at" in page and 'class="yes"' not in page
@@ -465,3 +470,139 @@ def test_approve_takes_the_policy_in_both_forms(root: Path, proxied: str, mode: 
     finally:
         waiter.join(60)
     assert result == [True]
+
+
+# -- one person, one name -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "name"),
+    [
+        (" Alice@Example.COM ", "alice@example.com"),
+        ("\uff21\uff2c\uff29\uff23\uff25", "alice"),  # full-width letters: NFKC
+        ("Stra\u00dfe", "strasse"),  # case-folded, not only lower-cased
+        ("\u00a0bob\u3000", "bob"),  # surrounding space of any kind
+        ("Slack:u012ab3cd", "slack:U012AB3CD"),  # Slack's ids are upper-case
+        ("slack:U0BOSS <Boss@Example.com>", "slack:U0BOSS <boss@example.com>"),
+        ("GROUP:SRE", "group:sre"),
+        ("x" * 320, "x" * 320),
+    ],
+)
+def test_canonical_gives_one_name_per_person(given: str, name: str) -> None:
+    assert _policy.canonical(given) == name
+    assert _policy.canonical(name) == name  # stored names are compared as they are
+
+
+@pytest.mark.parametrize(
+    ("given", "rule"),
+    [
+        ("", "it is empty"),
+        ("   ", "it is empty"),
+        (42, "it is not a string"),
+        ("x" * 321, "it is 321 characters long; the limit is 320"),
+        ("\ufb03" * 200, "it is 600 characters long"),  # each ligature is three letters once normalized
+        ("alice\u202e@example.com", r"control, bidi or invisible character \(\\u202e\)"),
+        ("al\u200bice", r"\(\\u200b\)"),
+        ("al\x1bice", r"\(\\x1b\)"),
+        ("slack:-U3", "a Slack user is named slack:<id>"),
+    ],
+)
+def test_canonical_refuses_a_name_it_would_have_to_cut_or_hide(given: object, rule: str) -> None:
+    with pytest.raises(hitl.InvalidIdentityError, match=rule) as info:
+        _policy.canonical(given, "requester")
+    assert isinstance(info.value, ValueError) and str(info.value).startswith(f"requester {given!r:.80}")
+
+
+def test_respondents_and_requester_are_stored_canonical(root: Path) -> None:
+    event = hitl.Event.create(
+        "ship",
+        bool,
+        quorum=2,
+        respondents=[" Alice@Example.COM", "GROUP: SRE ", "slack:u3abc"],
+        requester="Bob",
+        timeout_seconds=30,
+    )
+    assert event._request["respondents"] == [ALICE, "group:sre", "slack:U3ABC"]
+    assert event._request["requester"] == "bob"
+    assert _policy.is_respondent(event._request, _policy.Who("SLACK:U3ABC"))
+    assert _policy.is_respondent(event._request, _policy.Who("eve@example.com", frozenset({"Sre"})))
+    assert not _policy.is_respondent(event._request, _policy.Who("slack:U3ABD"))
+
+
+def test_a_quorum_the_requester_cannot_help_meet_is_allowed_only_when_it_can_be_met(root: Path) -> None:
+    for kwargs in (
+        {"respondents": [ALICE, BOB], "requester": ALICE, "allow_self_approval": True},
+        {"respondents": [ALICE, BOB], "requester": CAROL},
+        {"respondents": [ALICE, "group:sre"], "requester": ALICE},
+        {"requester": ALICE},
+    ):
+        assert hitl.Event.create("ship", bool, quorum=2, timeout_seconds=30, **kwargs)._request["quorum"] == 2
+
+
+def test_one_person_votes_once_whatever_the_case_of_their_name(root: Path, store: Store, proxied: str) -> None:
+    event = approval(3, respondents=["alice", "ALICE@example.com", BOB])
+    rid = event.request_id
+    for first, second in (("alice", "ALICE"), ("ALICE@example.com", "alice@example.com")):
+        assert answer(proxied, {"request_id": rid, "value": True}, who=first).json()["status"] == "voted"
+        again = answer(proxied, {"request_id": rid, "value": True}, who=second)
+        assert again.status == 409 and "already voted" in again.json()["detail"]
+    assert sorted(v["identity"] for v in store.list_votes(rid)) == ["alice", ALICE]
+    assert not stored(root, event), "two people have voted, not four"
+    assert answer(proxied, {"request_id": rid, "value": True}, who=BOB).json()["status"] == "submitted"
+    assert event.wait() is True
+    assert event.response is not None
+    assert [v["identity"] for v in event.response["votes"]] == ["alice", ALICE, BOB]
+
+
+def test_the_requester_is_known_by_any_case_of_their_name(root: Path, proxied: str) -> None:
+    event = hitl.new_event("n", data_type=bool, requester="alice", timeout_seconds=30)
+    reply = answer(proxied, {"request_id": event.request_id, "token": event.token, "value": True}, who="Alice")
+    assert reply.status == 403 and "asked the question" in reply.json()["detail"]
+    assert not stored(root, event)
+
+
+def raw_answer(base: str, payload: dict[str, Any], headers: list[tuple[str, str | bytes]]) -> tuple[int, str]:
+    """POST /submit/json with header values sent as given (bytes as they are: UTF-8 a proxy passes on)."""
+    import http.client
+
+    body = json.dumps(payload).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=10)
+    try:
+        conn.putrequest("POST", "/submit/json")
+        for name, value in [("Content-Type", "application/json"), *headers, ("Content-Length", str(len(body)))]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        reply = conn.getresponse()
+        return reply.status, reply.read().decode()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("email", "groups", "rule"),
+    [
+        ("a" * 321 + "@example.com", "sre", "X-Forwarded-Email header is refused: identity 'a.*333 characters long"),
+        ("alice\u202e@example.com".encode(), "sre", r"X-Forwarded-Email header .* bidi or invisible character"),
+        (ALICE, "ops, " + "g" * 321, "X-Forwarded-Groups header is refused: group 'g.*321 characters long"),
+        (ALICE, b"ops, sr\xe2\x80\x8be", r"X-Forwarded-Groups header .* bidi or invisible character"),
+    ],
+)
+def test_a_bad_identity_or_groups_header_is_refused_never_cut(
+    root: Path, store: Store, proxied: str, email: str | bytes, groups: str | bytes, rule: str
+) -> None:
+    event = approval(2, respondents=[ALICE, BOB, "group:sre"])
+    status, text = raw_answer(
+        proxied,
+        {"request_id": event.request_id, "value": True},
+        [("X-Forwarded-Email", email), ("X-Forwarded-Groups", groups)],
+    )
+    assert status == 400, text
+    assert re.search(rule, json.loads(text)["detail"]), text
+    assert store.list_votes(event.request_id) == [] and not stored(root, event)
+
+
+def test_a_bad_identity_from_the_storage_root_is_refused_and_nothing_is_written(root: Path, store: Store) -> None:
+    event = approval(2)
+    with pytest.raises(hitl.InvalidIdentityError, match=r"identity 'alice\\u202e@example.com' is refused"):
+        hitl.submit(event.request_id, True, root=str(root), identity="alice\u202e@example.com")
+    assert store.list_votes(event.request_id) == [] and not stored(root, event)

@@ -241,6 +241,36 @@ def test_numbers_past_the_length_caps_are_refused_with_the_usual_message() -> No
     assert parse_value("-" + "9" * 4000, "int") == -int("9" * 4000)
 
 
+@pytest.mark.parametrize("depth", [_schema.MAX_DEPTH + 1, 600])
+def test_a_value_nested_past_the_limit_is_refused_as_too_deep_on_every_python(depth: int) -> None:
+    # Not left to the recursion limit: how deep Python recurses per level differs between versions.
+    nested: Any = []
+    for _ in range(depth - 1):
+        nested = [nested]
+    request = {"request_id": "q-deep", **declare(list[int])}
+    with pytest.raises(InvalidValueError, match=r"^value is nested too deeply: at most 32 levels"):
+        check_answer(request, nested)
+    with pytest.raises(InvalidValueError, match="nested too deeply"):
+        check_answer(request, json.dumps(nested))
+    shallow: Any = [1]
+    for _ in range(_schema.MAX_DEPTH - 1):
+        shallow = [shallow]
+    assert encode(shallow) == shallow
+
+
+def test_a_wrong_choice_is_refused_in_the_same_words_as_the_form_shows() -> None:
+    from flyteplugins.hitl import _html
+
+    for request in (
+        {"request_id": "q-c", **declare(str, ["a", "b"])},
+        {"request_id": "q-l", **declare(Literal["a", "b"])},
+    ):
+        with pytest.raises(InvalidValueError) as info:
+            check_answer(request, "c")
+        assert str(info.value) == "'c' is not an option; choose one of a, b"
+        assert _html.fix_message(request.get("schema"), str(info.value)) == str(info.value)
+
+
 # -- examples for curl commands ------------------------------------------------------------------
 
 

@@ -612,7 +612,7 @@ def test_status_never_echoes_the_token(server: HitlServer, make_event: MakeEvent
     assert pending.status == 200
     body = pending.json()
     assert body["request_id"] == event.request_id
-    assert body["status"] == "waiting"
+    assert body["state"] == "waiting"
     assert body["response"] is None
     assert body["request"]["prompt"] == "Say something"
     assert body["request"]["data_type"] == "str"
@@ -621,7 +621,7 @@ def test_status_never_echoes_the_token(server: HitlServer, make_event: MakeEvent
 
     answer(server.url, event, "hello")
     completed = request(server.url, "GET", status_path(event))
-    assert completed.json()["status"] == "answered"
+    assert completed.json()["state"] == "answered"
     assert completed.json()["response"]["value"] == "hello"
     assert event.token not in completed.text
 

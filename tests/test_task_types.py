@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import annotated_types
 import pydantic
+import pydantic.v1
 import pytest
 from typing_extensions import NotRequired, TypedDict
 
@@ -94,8 +95,50 @@ def test_enum_is_a_choice_of_its_values_labelled_by_member_names() -> None:
     }
     assert spec.check("medium") == "medium" and spec.build("medium") is Size.M
     assert encode(Size.L) == "large" and spec.check(Size.L) == "large"
-    with pytest.raises(InvalidValueError, match=r"'huge' is not one of 'small', 'medium', 'large'"):
+    with pytest.raises(InvalidValueError, match=r"^'huge' is not an option; choose one of S, M, L$"):
         spec.check("huge")
+
+
+class Swapped(enum.Enum):
+    """Each member's name is the other's value: a value wins over a label."""
+
+    up = "down"
+    down = "up"
+
+
+def test_an_enum_answer_may_be_its_label_as_the_buttons_show_it() -> None:
+    assert spec_for(Size).check("M") == "medium" and spec_for(Size).build(spec_for(Size).check(" L ")) is Size.L
+    assert spec_for(Priority).check("HIGH") == 3 and spec_for(Priority).check("3") == 3
+    assert spec_for(Swapped).check("up") == "up" and spec_for(Swapped).build("up") is Swapped.down
+    with pytest.raises(InvalidValueError, match="choose one of S, M"):
+        check_answer({"request_id": "q-narrow", **declare(Size, choices=[Size.S, Size.M])}, "L")
+
+
+def test_the_form_says_what_a_missing_answer_becomes_by_its_label() -> None:
+    from flyteplugins.hitl import _html
+
+    request = {"request_id": "q-f", "event_name": "size", "prompt": "Size?", "token": "t" * 32}
+    request["expires_at"] = "2999-01-01T00:00:00Z"
+    page = _html.form_page({**request, **declare(Size, default=Size.M)}, 600)
+    assert "the task goes on with M." in page and "goes on with medium" not in page
+
+
+class OldModel(pydantic.v1.BaseModel):
+    score: int
+
+
+@dataclasses.dataclass
+class HoldsOldModel:
+    old: OldModel
+
+
+def test_a_pydantic_v1_model_is_refused_with_what_to_use_instead() -> None:
+    with pytest.raises(
+        UnsupportedTypeError, match=r"pydantic v1 models are not supported; use pydantic v2's BaseModel"
+    ):
+        hitl.new_event("old", data_type=OldModel)
+    with pytest.raises(UnsupportedTypeError, match=r"field 'old' .*pydantic v1 models are not supported"):
+        spec_for(HoldsOldModel)
 
 
 def test_int_enum_and_int_literal_accept_the_text_a_form_sends() -> None:
@@ -263,7 +306,9 @@ def test_pydantic_model_constraints_descriptions_and_validators() -> None:
         spec.check({"replicas": 11, "region": "asia", "owner": "Bob"})
     assert set(info.value.field_errors) == {"replicas", "region", "owner"}
     built = spec.build(spec.check({"region": "eu", "owner": "ann", "at": "2026-12-01T10:00"}))
-    assert built == Deploy(region="eu", owner="ann", at=datetime.datetime(2026, 12, 1, 10, tzinfo=datetime.UTC))
+    assert built == Deploy(
+        region="eu", owner="ann", at=datetime.datetime(2026, 12, 1, 10, tzinfo=datetime.timezone.utc)
+    )
     with pytest.raises(InvalidValueError) as info:
         spec.build(spec.check({"region": "eu", "owner": "root"}))
     assert "root may not deploy" in info.value.field_errors["owner"]
@@ -430,7 +475,7 @@ def _request(tp: object, **extra: Any) -> dict[str, Any]:
 def test_check_answer_applies_schema_and_choices() -> None:
     request = _request(Size, choices=["small"])
     assert check_answer(request, "small") == "small"
-    with pytest.raises(InvalidValueError, match="allowed choices"):
+    with pytest.raises(InvalidValueError, match=r"'large' is not an option; choose one of small$"):
         check_answer(request, "large")
 
 
@@ -509,7 +554,9 @@ def test_structured_answers_given_as_json_text_are_read_as_json() -> None:
 def test_a_long_text_is_refused_as_a_choice_without_comparing_it_with_each_one() -> None:
     many = spec_for(Literal[tuple(f"choice-{i}" for i in range(1000))])  # type: ignore[misc]
     long_text = "x" * (1 << 20)
-    with pytest.raises(InvalidValueError, match="is not one of 'choice-0'"):
+    with pytest.raises(
+        InvalidValueError, match=r"is not an option; choose one of choice-0, choice-1, .*, choice-19, \.\.\.$"
+    ):
         many.check(long_text)
     assert many.check(" choice-999 ") == "choice-999"
 

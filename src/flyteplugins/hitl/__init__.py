@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._client import submit
 from ._errors import (
     AlreadyAnsweredError,
     AlreadyVotedError,
@@ -25,6 +24,7 @@ from ._errors import (
     EventTimeoutError,
     HitlError,
     InvalidEventError,
+    InvalidIdentityError,
     InvalidRequestIdError,
     InvalidTokenError,
     InvalidValueError,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import flyte
     import flyte.app
 
+    from ._client import submit
     from ._slack import Slack
 
     env: flyte.TaskEnvironment
@@ -61,6 +62,7 @@ __all__ = [
     "EventTimeoutError",
     "HitlError",
     "InvalidEventError",
+    "InvalidIdentityError",
     "InvalidRequestIdError",
     "InvalidTokenError",
     "InvalidValueError",
@@ -93,4 +95,8 @@ def __getattr__(name: str) -> Any:
         from ._slack import Slack
 
         return Slack
+    if name == "submit":  # so is the client's, with its HTTP code
+        from ._client import submit
+
+        return submit
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,11 +15,13 @@ import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, cast
 
-from . import _answers, _client
-from ._client import HEADERS_ENV, WAITING
+from . import _answers, _client, _policy
+from ._client import HEADERS_ENV
 from ._errors import (
     AlreadyAnsweredError,
     ConfigurationError,
@@ -54,8 +56,9 @@ EXIT_CODES: tuple[tuple[type[HitlError], int], ...] = (
 )
 #: `hitl status`'s exit code for an event still waiting (after ``--wait``, if given).
 STILL_WAITING = 7
-#: An event's state, in the words every command prints: waiting, answered or expired.
-_STATES = {"pending": "waiting", "completed": "answered"}
+#: Each state as 2.12.1's ``status`` says it: the JSON the commands print carries both, as ``GET /status`` does.
+_STATUS = {"waiting": "pending", "answered": "completed", "expired": "expired", "withdrawn": "expired"}
+_T = TypeVar("_T")
 
 
 def _print_json(value: Any, indent: int | None = None) -> None:
@@ -111,7 +114,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     if args.endpoint:
         served = _client.list_events(args.endpoint, status=args.status, headers=_headers(args))
-        return _print_events([(str(r.get("created_at", "")), str(r.get("status")), r) for r in served], args, 0, "")
+        rows = [(str(r.get("created_at", "")), _client.state(r), r) for r in served]
+        return _print_events(rows, args, 0, "")
     store = Store(args.root or default_root())
     rows = []
     damaged = 0
@@ -127,55 +131,93 @@ def _list(args: argparse.Namespace) -> int:
             continue
         if request is None:
             continue
-        status = _state(_answers.status_of(request, response))
-        if args.status in ("all", status):
-            rows.append((str(request.get("created_at", "")), status, request))
+        state = _answers.state_of(request, response)
+        if args.status in ("all", state):
+            rows.append((str(request.get("created_at", "")), state, request))
     rows.sort(key=lambda row: row[0], reverse=True)  # newest first, as on the index page
     return _print_events(rows, args, damaged, store.root)
 
 
 def _print_events(rows: list[tuple[str, str, Any]], args: argparse.Namespace, damaged: int, where: str) -> int:
     if args.json:
-        _print_json([_answers.public_request(r) | {"status": s} for _, s, r in rows], indent=2)
+        _print_json([_answers.public_request(r) | _states(s) for _, s, r in rows], indent=2)
         return 1 if damaged else 0
-    if rows:
-        print(f"{'STATUS':<9} {'TYPE':<5} {'CREATED':<24} REQUEST_ID  NAME")
-    for created, status, request in rows:
-        line = f"{status:<9} {request.get('data_type')!s:<5} {created:<24} {request['request_id']}  "
-        print(printable(line + str(request.get("event_name"))))
+    table: list[tuple[str, ...]] = [("STATUS", "TYPE", "CREATED", "REQUEST_ID", "NAME")] if rows else []
+    for created, state, request in rows:
+        cells = (state, request.get("data_type"), created, request.get("request_id"), request.get("event_name"))
+        table.append(tuple(printable(str(cell)) for cell in cells))
+    widths = [max((len(row[i]) for row in table), default=0) for i in range(4)]
+    for row in table:  # each column as wide as its longest cell, the name last
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)) + "  " + row[4])
     if not rows:
         which = "" if args.status == "all" else args.status + " "
         print(printable(f"no {which}events" + (f" under {where}" if where else "")), file=sys.stderr)
     return 1 if damaged else 0
 
 
-def _state(status: object) -> str:
-    return _STATES.get(str(status), str(status))
+def _states(state: str) -> dict[str, str]:
+    """An event's state under ``status`` in 2.12.1's words and under ``state`` in today's."""
+    return {"status": _STATUS.get(state, state), "state": state}
 
 
 def _needs_token(args: argparse.Namespace, endpoint: str | None, via: str) -> None:
-    if endpoint and not args.token:
-        raise ConfigurationError(f"{via} needs the event's token: pass --token (it is in the form link)")
+    # A server behind a login knows the caller from the login's headers: an event that names its
+    # respondents takes their answers without a token. Without a token or a header, nothing can work.
+    if endpoint and not args.token and not args.header and not os.environ.get(HEADERS_ENV, "").strip():
+        raise ConfigurationError(
+            f"{via} needs the event's token: pass --token (it is in the form link), or the login's "
+            "credentials with --header where the event names who answers"
+        )
 
 
 def _status(args: argparse.Namespace) -> int:
     if not 0 <= args.wait < float("inf"):  # also refuses nan
         raise InvalidValueError(f"--wait must be 0 or more seconds, got {args.wait!r}")
     _needs_token(args, args.endpoint, "--endpoint")
+    headers = _headers(args)
     try:
-        record = _client.status(
-            args.request_id,
-            token=args.token,
-            endpoint=args.endpoint,
-            root=args.root,
-            wait=args.wait,
-            headers=_headers(args),
+        record = _waited(
+            lambda: _client.status(
+                args.request_id,
+                token=args.token,
+                endpoint=args.endpoint,
+                root=args.root,
+                wait=args.wait,
+                headers=headers,
+            )
         )
     except KeyboardInterrupt:
         raise _Interrupted(args.request_id) from None
-    record["status"] = state = _state(record.get("status"))
+    state = _client.state(record)
+    record.update(_states(state))
     _print_json(record, indent=2)
-    return {"answered": 0, "expired": 5}.get(state, STILL_WAITING if state in WAITING else 1)
+    return {"answered": 0, "expired": 5, "withdrawn": 5, "waiting": STILL_WAITING}.get(state, 1)
+
+
+def _waited(call: Callable[[], _T]) -> _T:
+    """`call()`, run in a thread of its own while this (the main) thread only waits for it.
+
+    Ctrl-C raises KeyboardInterrupt in the main thread at whatever it is doing: inside http.client's
+    reply constructor, it leaves a half-built reply that prints "Exception ignored" when collected at
+    exit. Here it can only interrupt this wait.
+    """
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as e:  # handed to the main thread, which raises it
+            outcome.append(e)
+        finally:
+            done.set()
+
+    # A daemon: after Ctrl-C the program ends without waiting for the call to return.
+    threading.Thread(target=run, name="hitl-status", daemon=True).start()
+    done.wait()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return cast(_T, outcome[0])
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -197,7 +239,8 @@ def _submit(args: argparse.Namespace) -> int:
         root=args.root,
         comment=args.comment,
         headers=_headers(args),
-        identity=args.identity,
+        identity=_identity(args),
+        groups=frozenset(args.groups),
     )
     _print_json(reply)
     return 0
@@ -214,7 +257,7 @@ def _submit_batch(args: argparse.Namespace) -> int:
     endpoint = args.endpoint or os.environ.get(ENDPOINT_ENV) or None
     items = _batch.read_file(args.batch)
     results = _batch.answer_all(
-        items, endpoint=endpoint, root=args.root, headers=_headers(args), identity=args.identity
+        items, endpoint=endpoint, root=args.root, headers=_headers(args), identity=_identity(args), groups=args.groups
     )
     _print_json({"results": results}, indent=2)
     refused = [r.get("status") for r in results if r.get("status") != 200]
@@ -222,6 +265,23 @@ def _submit_batch(args: argparse.Namespace) -> int:
         return 0
     codes = {400: 2, 401: 6, 403: 6, 404: 3, 409: 4, 410: 5}
     return codes.get(refused[0], 1) if isinstance(refused[0], int) else 1
+
+
+def _identity(args: argparse.Namespace) -> str | None:
+    if args.groups and args.identity is None:
+        raise ConfigurationError("--groups says which groups the --as identity is in: give --as too")
+    return None if args.identity is None else _policy.canonical(args.identity, "--as")
+
+
+def _groups(text: str) -> list[str]:
+    """``--groups ops,sre`` as its names; each is checked as a respondents entry's group is."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names or len(names) > _policy.MAX_RESPONDENTS or any(len(n) > _policy.MAX_IDENTITY for n in names):
+        raise argparse.ArgumentTypeError(
+            f"--groups takes 1 to {_policy.MAX_RESPONDENTS} comma-separated group names of at most "
+            f"{_policy.MAX_IDENTITY} characters, got {text[:80]!r}"
+        )
+    return names
 
 
 def _headers(args: argparse.Namespace) -> dict[str, str]:
@@ -333,12 +393,13 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help=header_help)
     listing.set_defaults(run=_list)
 
+    token_help = "the event's token, needed with --endpoint unless the server's login (--header) names who answers"
     endpoint_help = f"answer through this server (default: ${ENDPOINT_ENV}; without one, write to the root)"
     status = command("status", "show one event and its outcome; exit 0 answered, 5 expired, 7 still waiting")
     status.add_argument("request_id")
     status.add_argument("--root", default=None, help=root_help)
     status.add_argument("--endpoint", default=None, help="ask this server instead of reading the root")
-    status.add_argument("--token", default=None, help="the event's token (needed with --endpoint)")
+    status.add_argument("--token", default=None, help=token_help)
     status.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help=header_help)
     status.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="block up to SECONDS until it is answered or expires"
@@ -361,10 +422,17 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--json-value", action="store_true", help='parse VALUE as JSON (e.g. 42, true, "text")')
     submit.add_argument("--root", default=None, help=root_help)
     submit.add_argument("--endpoint", default=None, help=endpoint_help)
-    submit.add_argument("--token", default=None, help="the event's token (needed with --endpoint)")
+    submit.add_argument("--token", default=None, help=token_help)
     submit.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help=header_help)
     submit.add_argument(
         "--as", dest="identity", default=None, help="who answers (with --root only), e.g. alice@example.com"
+    )
+    submit.add_argument(
+        "--groups",
+        type=_groups,
+        default=[],
+        metavar="NAME[,NAME...]",
+        help="the groups the --as identity is in, for events whose respondents name a group:NAME",
     )
     submit.set_defaults(run=_submit)
     return parser

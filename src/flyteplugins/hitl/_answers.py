@@ -14,22 +14,19 @@ default value when the event has one).
 
 from __future__ import annotations
 
-import hmac
 import time
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _policy
+from . import _policy, _wake
 from ._errors import (
     AlreadyAnsweredError,
     AlreadyVotedError,
     EventExpiredError,
     EventNotFoundError,
-    InvalidTokenError,
     InvalidValueError,
     StorageError,
 )
-from ._schema import check_answer, describe
 from ._store import Outcome, Record, Store, check_request_id
 
 #: How an answer arrived; recorded in the audit trail.
@@ -49,11 +46,16 @@ def utc(ts: float) -> str:
 
 def seconds_left(request: Record) -> float:
     """Seconds until the event's deadline (negative once it has passed), on the wall clock."""
-    return datetime.fromisoformat(str(request["expires_at"]).replace("Z", "+00:00")).timestamp() - time.time()
+    return _timestamp(request["expires_at"]) - time.time()
+
+
+def _timestamp(text: object) -> float:
+    """An ISO 8601 time as this package writes it (``...Z``), in seconds since the epoch."""
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
 
 
 def status_of(request: Record, response: Record | None) -> str:
-    """'pending', 'completed' or 'expired'."""
+    """'pending', 'completed' or 'expired': the stored status (2.12.1's words)."""
     if response is not None:
         return str(response.get("status", "completed"))
     return "pending" if seconds_left(request) > 0 else "expired"
@@ -64,7 +66,10 @@ STATES = {"pending": "waiting", "completed": "answered", "expired": "expired"}
 
 
 def state_of(request: Record, response: Record | None) -> str:
-    """'waiting', 'answered' or 'expired' (`status_of` in the words shown to people and programs)."""
+    """'waiting', 'answered', 'expired' or 'withdrawn' (`status_of` in the words shown to people and
+    programs; 'withdrawn': the waiting process was stopped, and nothing would take the answer)."""
+    if response is not None and "withdrawn_at" in response:
+        return "withdrawn"
     return STATES[status_of(request, response)]
 
 
@@ -72,13 +77,16 @@ def status_record(
     request: Record, response: Record | None, refusal: Record | None = None, votes: list[Record] | None = None
 ) -> Record:
     """What ``GET /status`` shows: the event without its token, its type as people read it
-    (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its state (waiting, answered or expired;
-    the stored response keeps its own "completed"/"expired" status) and its outcome, and the
+    (``Review {score: int (≥ 1, ≤ 5), label: Label, ...}``), its ``status`` in 2.12.1's words (pending,
+    completed, expired: `status_of`) and its ``state`` in today's (`state_of`), its outcome, and the
     answer the waiting task last refused, with why, if it refused one."""
+    from ._schema import describe  # the answer's rules: imported with the first answer, not the package
+
     schema = request.get("schema")
     record = {
         "request_id": request["request_id"],
-        "status": state_of(request, response),
+        "status": status_of(request, response),
+        "state": state_of(request, response),
         "type": describe(schema) if isinstance(schema, dict) else request.get("data_type"),
         "request": public_request(request),
         "response": response,
@@ -114,12 +122,6 @@ def expired_record(request: Record) -> Record:
     if request.get("default") is not None:
         record.update(default_applied=True, value=request["default"])
     return record
-
-
-def check_token(request: Record, token: object) -> None:
-    """Raise `InvalidTokenError` unless `token` is the event's token (compared in constant time)."""
-    if not isinstance(token, str) or not hmac.compare_digest(token.encode(), str(request["token"]).encode()):
-        raise InvalidTokenError(str(request["request_id"]))
 
 
 def load(store: Store, request_id: object) -> Record:
@@ -158,7 +160,7 @@ def submit(
     (nothing written).
     """
     request_id = str(request["request_id"])
-    who = _policy.Who(identity or "", groups)
+    who = _policy.Who(identity or "", groups)  # canonical, or InvalidIdentityError
     _policy.check_answerer(request, who)
     # The outcome is settled first: an answered or expired event's token must not buy a value check.
     existing, slot, refusal = outcome(store, request)
@@ -166,6 +168,8 @@ def submit(
         if store.create_response(request_id, expired_record(request), slot):
             raise EventExpiredError(request_id, str(request["expires_at"]))
     elif existing is None:
+        from ._schema import check_answer
+
         value = check_answer(request, raw)
         note = _check_comment(request, value, comment)
         response: Record = {
@@ -180,20 +184,29 @@ def submit(
         }
         if note:
             response["comment"] = note
-        if identity:
-            response["identity"] = identity
+        if who.identity:
+            response["identity"] = who.identity
         if refusal:  # the answer the task refused before this one, and why: in the audit trail and the reply
             response["refused_before"] = {
                 k: refusal[k] for k in ("refused_at", "error", "field_errors") if k in refusal
             }
         if _policy.quorum(request) > 1:
             return _vote(store, request, response, slot)
+        _wake.mark(store, request, response)
         if store.create_response(request_id, response, slot):
             return response
-    existing = existing or store.read_response(request_id) or expired_record(request)
-    if existing.get("status") == "completed":
-        raise AlreadyAnsweredError(request_id, existing)
-    raise EventExpiredError(request_id, str(request["expires_at"]))
+    return _decided(request, existing or store.read_response(request_id) or expired_record(request), who.identity)
+
+
+def _decided(request: Record, decided: Record, identity: str) -> Record:
+    """The reply to an answer or vote that finds the event `decided`: the decision itself to a voter it
+    counted (their retry), else `AlreadyAnsweredError` (or `EventExpiredError`)."""
+    request_id = str(request["request_id"])
+    if decided.get("status") != "completed":
+        raise EventExpiredError(request_id, str(request["expires_at"]))
+    if identity and any(_policy.canonical_or_none(v.get("identity")) == identity for v in decided.get("votes", ())):
+        return decided
+    raise AlreadyAnsweredError(request_id, decided)
 
 
 def _check_comment(request: Record, value: Any, comment: object) -> str:
@@ -216,45 +229,62 @@ def _vote(store: Store, request: Record, answer: Record, slot: int) -> Record:
     """Store `answer` as its person's vote, then the decision if the stored votes now make one.
 
     Every voter lists the votes after storing its own, so the last voter to store sees every vote
-    before it: some voter always decides, and the create-only decision keeps it to one decision.
+    before it: some voter always decides, and the create-only decision keeps it to one decision. A
+    voter whose vote is stored already (their retry, after a reply or a decision was lost) settles the
+    decision the same way: they get it if their vote counted, and only an undecided event refuses them
+    as having voted.
     """
     request_id = str(request["request_id"])
     vote = {k: answer[k] for k in _VOTE_FIELDS if k in answer}
     vote["voted_at"] = answer["answered_at"]
-    if not store.create_vote(request_id, _policy.vote_key(str(vote["identity"])), vote):
-        raise AlreadyVotedError(request_id, vote)
-    votes = store.list_votes(request_id)
-    decision = decide(request, votes)
-    if decision is None:
-        approvals = sum(1 for v in votes if v.get("value") is True)
-        return {
-            "request_id": request_id,
-            "status": "voted",
-            **vote,
-            "approvals": approvals,
-            "quorum": _policy.quorum(request),
-        }
-    if not store.create_response(request_id, decision, slot):
-        decision = store.read_response(request_id) or expired_record(request)
-    if decision.get("status") != "completed":
+    if _timestamp(vote["voted_at"]) > _timestamp(request["expires_at"]):
         raise EventExpiredError(request_id, str(request["expires_at"]))
-    mine = _policy.vote_key(str(vote["identity"]))
-    if not any(_policy.vote_key(str(v.get("identity"))) == mine for v in decision.get("votes", ())):
-        raise AlreadyAnsweredError(request_id, decision)  # decided before this vote counted
-    return decision
+    stored = store.create_vote(request_id, _policy.vote_key(str(vote["identity"])), vote)
+    decision, votes = _settle(store, request, slot)
+    if decision is not None:
+        return _decided(request, decision, str(vote["identity"]))
+    if not stored:
+        raise AlreadyVotedError(request_id, vote)
+    return {
+        "request_id": request_id,
+        "status": "voted",
+        **vote,
+        "approvals": sum(1 for v in votes if v.get("value") is True),
+        "quorum": _policy.quorum(request),
+    }
+
+
+def _settle(store: Store, request: Record, slot: int) -> tuple[Record | None, list[Record]]:
+    """The votes cast before the deadline, and the outcome stored in `slot` once they decide: the
+    decision they make, written create-only, or whatever was stored there first. (None, votes) while
+    they decide nothing."""
+    request_id = str(request["request_id"])
+    deadline = _timestamp(request["expires_at"])
+    votes = [v for v in store.list_votes(request_id) if _timestamp(v.get("voted_at")) <= deadline]
+    decision = decide(request, votes)
+    if decision is not None:
+        _wake.mark(store, request, decision)
+        if not store.create_response(request_id, decision, slot):
+            decision = store.read_response(request_id) or expired_record(request)
+    return decision, votes
 
 
 def _vote_order(vote: Record) -> tuple[str, str]:
-    return str(vote.get("voted_at")), _policy.normal(str(vote.get("identity")))
+    return str(vote.get("voted_at")), str(vote.get("identity"))
 
 
 def decide(request: Record, votes: list[Record]) -> Record | None:
     """The decision `votes` make, in the order they were cast: the first rejection decides False (a
     veto), the quorum-th approval True; None while neither has come. The decision carries the votes
-    it counted."""
+    it counted, each person's once."""
     counted: list[Record] = []
+    voters: set[str] = set()
     approvals = 0
     for vote in sorted(votes, key=_vote_order):
+        voter = _policy.canonical_or_none(vote.get("identity"))
+        if voter is None or voter in voters:
+            continue
+        voters.add(voter)
         counted.append(vote)
         if vote.get("value") is True:
             approvals += 1
@@ -282,17 +312,11 @@ def outcome(store: Store, request: Record) -> Outcome:
     exactly as the voter would have: one decision, whoever settles it. Every reader that shows or
     waits on an outcome reads it here.
     """
-    request_id = str(request["request_id"])
-    found = store.read_outcome(request_id)
+    found = store.read_outcome(str(request["request_id"]))
     if found.response is not None or _policy.quorum(request) <= 1:
         return found
-    deadline = str(request.get("expires_at", ""))
-    votes = [v for v in store.list_votes(request_id) if str(v.get("voted_at", "")) <= deadline]
-    decision = decide(request, votes)
-    if decision is None:
-        return found
-    store.create_response(request_id, decision, found.slot)
-    return store.read_outcome(request_id)
+    decision, _ = _settle(store, request, found.slot)
+    return found if decision is None else found._replace(response=decision)
 
 
 def votes_of(store: Store, request: Record, response: Record | None) -> list[Record] | None:

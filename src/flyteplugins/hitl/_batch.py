@@ -15,7 +15,7 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _answers, _client, _wait, _wake
@@ -36,7 +36,7 @@ from ._endpoints import (
     _who,
     json_reply,
 )
-from ._errors import EventNotFoundError, HitlError, InvalidValueError, StorageError
+from ._errors import ConfigurationError, EventNotFoundError, HitlError, InvalidValueError, StorageError
 from ._store import Record, Store, default_root
 
 logger = logging.getLogger("flyteplugins.hitl.server")
@@ -136,7 +136,7 @@ def _hand_on(site: Site, event: Record, response: Record) -> None:
             site.on_answer(request_id, response)
         except Exception:
             logger.exception("handing the answer to %s to its waiter failed", request_id)
-    _wake.poke(site.store, event)
+    _wake.poke(site.store, event, response)
 
 
 # -- the command line: hitl submit --batch FILE ------------------------------------------------------
@@ -176,9 +176,15 @@ def answer_all(
     root: str | None,
     headers: Mapping[str, str],
     identity: str | None,
+    groups: Sequence[str] = (),
 ) -> list[Record]:
     """Each item's result: through the server's ``POST /submit/batch``, or straight to the root, where
     each answer goes through `_answers.submit` as ``hitl submit`` sends one."""
+    if endpoint and (identity is not None or groups):
+        raise ConfigurationError(
+            "an identity is named only on a write straight to the storage root (--root); a server takes "
+            "identities from the proxy in front of it, never from the request"
+        )
     if endpoint:
         sent = [{**item, "via": "cli"} for item in items]
         url = f"{_client.check_endpoint(endpoint)}/submit/batch"
@@ -192,17 +198,24 @@ def answer_all(
     import getpass
 
     client = f"{getpass.getuser()}@{socket.gethostname()}"
-    return [_store_one(store, item, client, identity) for item in items]
+    return [_store_one(store, item, client, identity, frozenset(groups)) for item in items]
 
 
-def _store_one(store: Store, item: Record, client: str, identity: str | None) -> Record:
+def _store_one(store: Store, item: Record, client: str, identity: str | None, groups: frozenset[str]) -> Record:
     request_id = item.get("request_id")
     try:
         event = _answers.load(store, request_id)
         if "value" not in item:
             return _row(request_id, 400, "missing field 'value'")
         response = _answers.submit(
-            store, event, item["value"], via="cli", client=client, comment=item.get("comment"), identity=identity
+            store,
+            event,
+            item["value"],
+            via="cli",
+            client=client,
+            comment=item.get("comment"),
+            identity=identity,
+            groups=groups,
         )
     except EventNotFoundError:
         return _row(request_id, 404, f"not_found: no event with request_id {request_id!r}")
@@ -216,5 +229,5 @@ def _store_one(store: Store, item: Record, client: str, identity: str | None) ->
     if response.get("status") == "voted":
         return _row(request_id, 200, f"vote on {event['event_name']!r} recorded")
     _wait.hand_over(store.root, event["request_id"], response)
-    _wake.poke(store, event)
+    _wake.poke(store, event, response)
     return _row(request_id, 200, f"answer for {event['event_name']!r} accepted")

@@ -35,8 +35,6 @@ from ._store import Record, Store, check_request_id, default_root
 
 #: Extra request headers for every request to a server, one ``Name: value`` a line.
 HEADERS_ENV = "FLYTE_HITL_HEADERS"
-#: What a status record says of an event still waiting (``pending`` from servers of earlier versions).
-WAITING = frozenset({"waiting", "pending"})
 
 #: Seconds a server may take to accept the connection, and then between any two parts of its reply;
 #: the whole exchange ends within twice this (plus the seconds a long-poll asks the server to wait).
@@ -96,9 +94,11 @@ def answer(
     comment: str | None = None,
     headers: Mapping[str, str] | None = None,
     identity: str | None = None,
+    groups: frozenset[str] = frozenset(),
 ) -> Record:
-    """Answer the event `target` (a form URL or a request id); see `hitl.submit`."""
-    if identity is not None and (endpoint or target.startswith(("http://", "https://"))):
+    """Answer the event `target` (a form URL or a request id); see `hitl.submit`. `groups`: those
+    `identity` is in, on a write straight to the root."""
+    if (identity is not None or groups) and (endpoint or target.startswith(("http://", "https://"))):
         raise ConfigurationError(
             "an identity is named only on a write straight to the storage root (--root); a server takes "
             "identities from the proxy in front of it, never from the request"
@@ -114,11 +114,13 @@ def answer(
     import getpass
 
     client = f"{getpass.getuser()}@{socket.gethostname()}"
-    response = _answers.submit(store, request, value, via=via, client=client, comment=comment, identity=identity)
+    response = _answers.submit(
+        store, request, value, via=via, client=client, comment=comment, identity=identity, groups=groups
+    )
     if response.get("status") == "voted":  # a vote that did not decide: the wait goes on
         return response
     _wait.hand_over(store.root, request["request_id"], response)  # a wait in this very process wakes at once
-    _wake.poke(store, request)  # and one in another process (a task pod) soon after
+    _wake.poke(store, request, response)  # and one in another process (a task pod) soon after
     return response
 
 
@@ -134,35 +136,53 @@ def status(
     """The event's status record (as ``GET /status`` returns it), without its token.
 
     With `wait`, block up to that many seconds for the event to be answered or expire: through
-    the server's long-poll (60 s at a time), or by watching the root once a second. `headers` go
-    with each request to the server, after those of ``FLYTE_HITL_HEADERS``.
+    the server's long-poll (60 s at a time), or by reading its outcome in the root once a second.
+    `headers` go with each request to the server, after those of ``FLYTE_HITL_HEADERS``.
     """
     deadline = time.monotonic() + wait
     if endpoint:
         base = check_endpoint(endpoint)
-        url = f"{base}/status/{check_request_id(request_id)}?token={quote(token or '', safe='')}"
+        url = f"{base}/status/{check_request_id(request_id)}"
+        if token:  # without one, a server behind a login may still know the caller as a respondent
+            url += f"?token={quote(token, safe='')}"
         sent = request_headers(headers)
         while True:
             asked = time.monotonic()
             step = min(max(0.0, deadline - asked), 60.0)
-            query = f"{url}&wait={step:.3f}" if step else url
+            query = f"{url}{'&' if token else '?'}wait={step:.3f}" if step else url
             record = _call("GET", query, request_id, token or "", wait=step, headers=sent)
-            if record.get("status") not in WAITING or time.monotonic() >= deadline:
+            if state(record) != "waiting" or time.monotonic() >= deadline:
                 return record
             # Answered before the step was over (a server at its share of long-polls, or one that does
             # not long-poll): ask again within a second.
             time.sleep(min(1.0, max(0.0, asked + step - time.monotonic())))
     store = Store(root or default_root())
     request = _answers.load(store, request_id)
-    from ._watch import Watch
+    while True:
+        found = _answers.outcome(store, request)
+        step = min(1.0, deadline - time.monotonic(), _answers.seconds_left(request))
+        if found.response is not None or step <= 0:
+            break
+        time.sleep(step)
+    votes = _answers.votes_of(store, request, found.response)
+    refusal = found.refusal if found.response is None else None  # while it waits for another answer
+    return _answers.status_record(request, found.response, refusal, votes=votes)
 
-    watch = Watch(store)
-    try:
-        response, _, refusal = watch.outcome(request, wait)
-    finally:
-        watch.close()
-    refusal = refusal if response is None else None  # while it waits for another answer
-    return _answers.status_record(request, response, refusal, votes=_answers.votes_of(store, request, response))
+
+def state(record: Mapping[str, Any]) -> str:
+    """An event's state from its status record: waiting, answered, expired or withdrawn. Its ``state``, or from
+    servers that have none its ``status`` (``pending``/``completed`` as 2.12.1 wrote them, or the
+    state words); another value is returned as it is.
+
+    Example:
+        >>> state({"status": "pending"}), state({"status": "pending", "state": "waiting"})
+        ('waiting', 'waiting')
+    """
+    given = record.get("state")
+    if given in (*_answers.STATES.values(), "withdrawn"):
+        return str(given)
+    status = str(record.get("status"))
+    return _answers.STATES.get(status, status)
 
 
 @blocking()
@@ -182,7 +202,8 @@ def submit(
     Args:
         target: The event's form URL (it carries the token), or its request id.
         value: The answer; checked against the event's type and choices.
-        token: The event's token, when `target` is a request id and the answer goes through a server.
+        token: The event's token, when `target` is a request id and the answer goes through a server;
+            not needed where the login in front of the server (`headers`) identifies a respondent.
         endpoint: A server to answer through; without it (and without a form URL) the answer is
             written straight to the storage root.
         root: The storage root (default: ``$FLYTE_HITL_ROOT``).
@@ -284,16 +305,18 @@ def _post(
     via: str,
     headers: Mapping[str, str],
 ) -> Record:
-    if not token:
+    if not token and not headers:  # nothing that could say who answers
         raise InvalidTokenError(request_id)
-    body: dict[str, Any] = {"request_id": request_id, "token": token, "value": encode(value), "via": via}
+    body: dict[str, Any] = {"request_id": request_id, "value": encode(value), "via": via}
+    if token:  # without one, a server behind a login may still know the caller as a respondent
+        body["token"] = token
     if comment is not None:
         body["comment"] = comment
     try:
         data = json.dumps(body).encode()
     except (TypeError, ValueError) as e:
         raise InvalidValueError(f"cannot send {value!r} as JSON: {e}", value) from None
-    return _call("POST", f"{endpoint}/submit/json", request_id, token, body=data, value=value, headers=headers)
+    return _call("POST", f"{endpoint}/submit/json", request_id, token or "", body=data, value=value, headers=headers)
 
 
 #: Largest reply read from a server; the API's replies are a few KiB.

@@ -636,7 +636,7 @@ def _waiting_for(site: Site, who: _policy.Who, answered: str = "") -> list[tuple
             continue
         row = site.seen.row(site.store, listed, request)
         voted = row is not None and any(
-            _policy.normal(str(v.get("identity"))) == _policy.normal(who.identity) for v in row.votes or ()
+            _policy.canonical_or_none(v.get("identity")) == who.identity for v in row.votes or ()
         )
         if row is not None and row.status == "pending" and not voted:
             mine.append((row.request, row.left, row.votes))
@@ -713,11 +713,7 @@ def _standing(event: Record, who: _policy.Who, votes: Sequence[Record] | None) -
 
 def _holds(event: Record, token: object) -> bool:
     """Whether `token` is the event's own."""
-    try:
-        _answers.check_token(event, token)
-    except InvalidTokenError:
-        return False
-    return True
+    return _policy.token_matches(event, token)
 
 
 def status(site: Site, request: Request, request_id: str) -> Response:
@@ -1066,7 +1062,7 @@ def slack_interactions(site: Site, request: Request, _: str) -> Response:
 
     def stored_late(event: Record, response: Record) -> None:  # the acknowledgement went first
         site.watch.stored(event["request_id"])
-        _wake.poke(site.store, event)
+        _wake.poke(site.store, event, response)
 
     outcome = _slack.interaction(site.store, request.headers, _body(request), request.client, stored_late)
     if outcome.body is not None:

@@ -170,3 +170,14 @@ class NotAllowedError(HitlError, PermissionError):
 
 class BadHeaderError(HitlError, ValueError):
     """A trusted header came more than once, or holds too much: the request is refused (HTTP 400)."""
+
+
+class InvalidIdentityError(HitlError, ValueError):
+    """An identity or group name has no canonical form (see `_policy.canonical`): it is empty, too long,
+    or holds a control, bidi or invisible character. It is refused, never cut."""
+
+    def __init__(self, value: object, label: str, rule: str) -> None:
+        shown = value if not isinstance(value, str) or len(value) <= 80 else value[:80] + "..."
+        super().__init__(f"{label} {shown!r} is refused: {rule}")
+        self.value = value
+        self.label = label

@@ -12,7 +12,6 @@ its alt text (a page loads nothing, and the pages' Content-Security-Policy forbi
 from __future__ import annotations
 
 import functools
-import html
 import json
 import math
 from collections.abc import Mapping
@@ -68,6 +67,8 @@ def _parser() -> Any:
 
     def image(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
         # Nothing loads: ![alt](url) is its alt text.
+        import html
+
         return html.escape(renderer.renderInlineAsText(tokens[idx].children or [], options, env), quote=True)
 
     md.add_render_rule("image", image)
@@ -92,6 +93,8 @@ def render(text: str, prompt_type: object = "text") -> str:
             return _rendered(text)
         except ImportError:
             pass
+    import html  # for pages only: not imported with the package
+
     return f'<p class="plain">{html.escape(text, quote=True)}</p>'
 
 
@@ -106,6 +109,8 @@ def inline(text: str) -> str:
     try:
         return _inline(text)
     except ImportError:
+        import html
+
         return html.escape(text, quote=True)
 
 
@@ -207,6 +212,8 @@ def details_table(details: Mapping[str, Any] | None, css_class: str = "details")
     """A two-column table of `details` (everything escaped), or "" when there are none."""
     if not details:
         return ""
+    import html
+
     rows = []
     for key, value in details.items():
         cell = html.escape(shown(value), quote=True)

@@ -32,9 +32,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from . import _http, _markdown
+from . import _markdown
 from ._errors import ConfigurationError, InvalidEventError
-from ._task_types import type_name
 
 if TYPE_CHECKING:
     from ._slack import Slack
@@ -189,6 +188,8 @@ def shown_url(url: object, *, path: bool = False) -> str:
     """
     if not isinstance(url, str):
         return repr(url)
+    from . import _http
+
     parts = urlsplit(_http.redact_url(url))
     return urlunsplit((parts.scheme, parts.netloc, parts.path if path else "", "", ""))
 
@@ -196,6 +197,8 @@ def shown_url(url: object, *, path: bool = False) -> str:
 def payload(event: Any) -> dict[str, Any]:
     """The notice for `event`: its facts, and a `text` line that chat webhooks show as is (with a
     Markdown prompt as its plain text)."""
+    from ._task_types import type_name
+
     prompt = _markdown.plain(event.prompt, event.prompt_type)
     return {
         "text": f"Human input needed for {event.name!r}: {prompt}\nAnswer: {event.form_url}",
@@ -264,6 +267,8 @@ def post(url: str, body: dict[str, Any], seconds: float = TIMEOUT_SECONDS, *, de
 
 def _attempt(url: str, body: bytes, headers: dict[str, str], seconds: float) -> tuple[str, bool] | None:
     """One POST: None when the receiver took it, else why not and whether to try again."""
+    from . import _http
+
     try:
         reply = _http.exchange("POST", url, seconds=seconds, body=body, headers=headers)
     except _http.ExchangeError as e:

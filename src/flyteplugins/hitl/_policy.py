@@ -10,6 +10,10 @@ An event may name its ``respondents`` (identities, or ``group:NAME``), its ``req
 answer their own question unless ``allow_self_approval``) and, for approvals, a ``quorum``. Such an
 event is answered only by an identified person; a refusal says what is missing and never who may answer.
 
+One person has one name everywhere: every identity and group name, from any source, is compared in
+its `canonical` form, and one that has none (empty, too long, or holding a control, bidi or invisible
+character) is refused, never cut.
+
 Example:
     >>> who = Who("alice@example.com", frozenset({"ops"}))
     >>> check_answerer({"request_id": "a-1", "respondents": ["group:ops"]}, who)  # allowed: returns None
@@ -20,19 +24,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.message import Message
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     BadHeaderError,
     HitlError,
     InvalidEventError,
+    InvalidIdentityError,
     InvalidTokenError,
     NotAllowedError,
     NotIdentifiedError,
 )
+from ._text import printable
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 IDENTITY_HEADER_ENV = "FLYTE_HITL_IDENTITY_HEADER"
 GROUPS_HEADER_ENV = "FLYTE_HITL_GROUPS_HEADER"
@@ -43,16 +53,69 @@ MAX_IDENTITY = 320
 #: Most entries in ``respondents``, and most groups taken from a groups header.
 MAX_RESPONDENTS = 100
 GROUP_PREFIX = "group:"
+SLACK_PREFIX = "slack:"
+_SLACK_ID = re.compile("[0-9a-z]+")
 
 Record = dict[str, Any]
 
 
+def canonical(value: object, label: str = "identity") -> str:
+    """`value` as one person (or group) is named everywhere: NFKC-normalized, case-folded, without
+    surrounding space. A Slack user named ``slack:<id>`` keeps Slack's upper-case id
+    (``slack:u012ab`` is ``slack:U012AB``), since Slack ids are upper-case letters and digits; what
+    follows the id (``slack:U012AB <a@example.com>``, as answers record a Slack user) is case-folded.
+
+    Raises `InvalidIdentityError` (a `ValueError`) for a value that is not a string, is empty, is longer
+    than `MAX_IDENTITY` or holds a control, bidi or invisible character: such a name is refused, never cut.
+
+    Example:
+        >>> canonical(" Alice@Example.COM ")
+        'alice@example.com'
+        >>> canonical("Slack:u012ab3cd")
+        'slack:U012AB3CD'
+    """
+    if not isinstance(value, str):
+        raise InvalidIdentityError(value, label, "it is not a string")
+    text = value.strip()
+    if len(text) <= MAX_IDENTITY:  # normalizing is bounded by the limit, whatever was sent
+        text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).strip()
+    hidden = [c for c in text[: MAX_IDENTITY + 1] if printable(c) != c]
+    if not text:
+        rule = "it is empty"
+    elif len(text) > MAX_IDENTITY:
+        rule = f"it is {len(text)} characters long; the limit is {MAX_IDENTITY}"
+    elif hidden:
+        rule = f"it holds a control, bidi or invisible character ({printable(hidden[0])})"
+    elif not text.startswith(SLACK_PREFIX):
+        return text
+    elif user := _SLACK_ID.match(text, len(SLACK_PREFIX)):
+        return SLACK_PREFIX + user.group().upper() + text[user.end() :]
+    else:
+        rule = "a Slack user is named slack:<id>, the id being letters and digits (slack:U012AB3CD)"
+    raise InvalidIdentityError(value, label, rule)
+
+
+def canonical_or_none(value: object) -> str | None:
+    """The `canonical` form of a stored name (a respondents entry, the requester, a vote's identity), or
+    None when it has none: such a name matches no one."""
+    try:
+        return canonical(value)
+    except InvalidIdentityError:
+        return None
+
+
 @dataclass(frozen=True)
 class Who:
-    """The person asking: an identity ("" when unknown) and the groups a proxy says they belong to."""
+    """The person asking: an identity ("" when unknown) and the groups a proxy says they belong to, each
+    in its `canonical` form (`InvalidIdentityError` if one has none)."""
 
     identity: str = ""
     groups: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if self.identity:
+            object.__setattr__(self, "identity", canonical(self.identity))
+        object.__setattr__(self, "groups", frozenset(canonical(g, "group") for g in self.groups))
 
 
 def identity_header(configured: str | None = None) -> str | None:
@@ -68,14 +131,21 @@ def groups_header(configured: str | None = None) -> str | None:
 def identify(headers: Message, identity_name: str | None, groups_name: str | None) -> Who:
     """Who sent a request, from the headers the server is configured to trust (and only those).
 
-    Raises `BadHeaderError` when a trusted header comes twice: a proxy that appends its own would leave
-    the client's first, so neither is trusted.
+    Raises `BadHeaderError` when a trusted header comes twice (a proxy that appends its own would leave
+    the client's first, so neither is trusted), or holds a name that has no `canonical` form.
     """
-    identity = _one(headers, identity_name)[:MAX_IDENTITY]
+    identity = _one(headers, identity_name)
     if not identity:
         return Who()
-    groups = [g.strip() for g in _one(headers, groups_name).split(",")]
-    return Who(identity, frozenset(g[:MAX_IDENTITY] for g in groups[:MAX_RESPONDENTS] if g))
+    try:
+        identity = canonical(identity)
+    except InvalidIdentityError as e:
+        raise BadHeaderError(f"the {identity_name} header is refused: {e}") from None
+    groups = [g.strip() for g in _one(headers, groups_name).split(",") if g.strip()]
+    try:
+        return Who(identity, frozenset(groups))
+    except InvalidIdentityError as e:
+        raise BadHeaderError(f"the {groups_name} header is refused: {e}") from None
 
 
 def _one(headers: Message, name: str | None) -> str:
@@ -87,24 +157,10 @@ def _one(headers: Message, name: str | None) -> str:
     return values[0].strip() if values else ""
 
 
-def normal(identity: str) -> str:
-    """`identity` as compared: an e-mail address in lower case, anything else as it is."""
-    return identity.lower() if "@" in identity else identity
-
-
-def canonical(value: str, label: str = "identity") -> str:
-    """`value` as identities are compared: NFKC-normalized, case-folded, surrounding space removed."""
-    import unicodedata
-
-    text = unicodedata.normalize("NFKC", value).casefold().strip() if isinstance(value, str) else ""
-    if not text or len(text) > MAX_IDENTITY or any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
-        raise InvalidEventError(f"{label} must be a name of 1 to {MAX_IDENTITY} printable characters, got {value!r}")
-    return text
-
-
 def vote_key(identity: str) -> str:
-    """The name of `identity`'s vote record: a digest, so that no identity ever becomes a path."""
-    return hashlib.sha256(normal(identity).encode()).hexdigest()
+    """The name of `identity`'s vote record: a digest of its `canonical` form, so that one person has
+    one vote and no identity ever becomes a path. A stored name that has none is hashed as it is."""
+    return hashlib.sha256((canonical_or_none(identity) or identity).encode()).hexdigest()
 
 
 def quorum(request: Record) -> int:
@@ -122,21 +178,17 @@ def is_respondent(request: Record, who: Who) -> bool:
     """Whether `who` is named among the event's respondents, in person or through a group."""
     if not who.identity:
         return False
-    mine = normal(who.identity)
-    for entry in request.get("respondents") or ():
-        if not isinstance(entry, str):
-            continue
-        if entry.startswith(GROUP_PREFIX):
-            if entry[len(GROUP_PREFIX) :] in who.groups:
+    for entry in map(canonical_or_none, request.get("respondents") or ()):
+        if entry is not None and entry.startswith(GROUP_PREFIX):
+            if canonical_or_none(entry[len(GROUP_PREFIX) :]) in who.groups:
                 return True
-        elif normal(entry) == mine:
+        elif entry == who.identity:
             return True
     return False
 
 
 def is_requester(request: Record, who: Who) -> bool:
-    requester = request.get("requester")
-    return bool(who.identity) and isinstance(requester, str) and normal(requester) == normal(who.identity)
+    return bool(who.identity) and canonical_or_none(request.get("requester")) == who.identity
 
 
 def refusal(request: Record, who: Who) -> HitlError | None:
@@ -164,7 +216,7 @@ def check_credentials(request: Record, who: Who, token: object) -> None:
     """The one gate of every server's answer. Where the event names respondents, the identity is the
     credential: only an identified respondent passes, token or not. Elsewhere the token is checked
     first, then whether `who` may answer (`check_answerer`)."""
-    if not request.get("respondents") and not _token_matches(request, token):
+    if not request.get("respondents") and not token_matches(request, token):
         raise InvalidTokenError(str(request["request_id"]))
     check_answerer(request, who)
 
@@ -172,12 +224,13 @@ def check_credentials(request: Record, who: Who, token: object) -> None:
 def check_viewer(request: Record, who: Who, token: object) -> None:
     """Who may open an event's form or status: whoever holds its token, or an identified respondent.
     Anyone else gets `InvalidTokenError`, as for an unknown id: no one learns which events exist."""
-    if is_respondent(request, who) or _token_matches(request, token):
+    if is_respondent(request, who) or token_matches(request, token):
         return
     raise InvalidTokenError(str(request["request_id"]))
 
 
-def _token_matches(request: Record, token: object) -> bool:
+def token_matches(request: Record, token: object) -> bool:
+    """Whether `token` is the event's own (compared in constant time)."""
     # Tokens are ASCII; any other text (an unpaired surrogate from JSON, say) is simply wrong.
     return (
         isinstance(token, str)
@@ -205,11 +258,7 @@ def event_fields(
             raise InvalidEventError(f"respondents must be a list of identities or 'group:NAME', got {respondents!r}")
         if not respondents or len(respondents) > MAX_RESPONDENTS:
             raise InvalidEventError(f"respondents must name 1 to {MAX_RESPONDENTS} entries, got {len(respondents)}")
-        checked = [_entry("respondents entry", r) for r in respondents]
-        for entry in checked:
-            if entry.startswith(GROUP_PREFIX) and not entry[len(GROUP_PREFIX) :].strip():
-                raise InvalidEventError(f"respondents entry {entry!r} names no group")
-        fields["respondents"] = checked
+        fields["respondents"] = [_entry("respondents entry", r) for r in respondents]
     if requester is None:
         requester = os.environ.get(REQUESTER_ENV) or None
     if requester is not None:
@@ -220,20 +269,46 @@ def event_fields(
         fields["allow_self_approval"] = True
     if isinstance(quorum, bool) or not isinstance(quorum, int) or quorum < 1:
         raise InvalidEventError(f"quorum must be a whole number of at least 1, got {quorum!r}")
+    if quorum > 1 and not approval:
+        raise InvalidEventError(f"quorum applies to approvals only (data_type bool), got quorum={quorum!r}")
     if quorum > 1:
-        if not approval:
-            raise InvalidEventError(f"quorum applies to approvals only (data_type bool), got quorum={quorum!r}")
-        people = {normal(r) for r in fields.get("respondents", ())}
-        if people and not any(r.startswith(GROUP_PREFIX) for r in people) and quorum > len(people):
-            raise InvalidEventError(f"quorum {quorum} is more than the {len(people)} respondents named")
         fields["quorum"] = quorum
+    _check_decidable(fields, quorum)
     return fields
 
 
 def _entry(label: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidEventError(f"{label} must be a non-empty string, got {value!r}")
-    value = value.strip()
-    if len(value) > MAX_IDENTITY:
-        raise InvalidEventError(f"{label} is {len(value)} characters long; the limit is {MAX_IDENTITY}")
-    return value
+    """A respondents entry or the requester in canonical form (``group:`` and its name each), or
+    `InvalidEventError` saying why it has none."""
+    try:
+        name = canonical(value, label)
+        if name.startswith(GROUP_PREFIX):
+            name = GROUP_PREFIX + canonical(name[len(GROUP_PREFIX) :], f"{label}'s group")
+    except InvalidIdentityError as e:
+        raise InvalidEventError(str(e)) from None
+    return name
+
+
+def _check_decidable(fields: Record, quorum: int) -> None:
+    """Refuse an event that no one could ever decide: one whose respondents, all named in person, are
+    fewer than its quorum once the requester (who may not answer their own question) is left out.
+    Where a group is named, how many people may answer is not known here, and the event is accepted."""
+    named = fields.get("respondents")
+    if not named or any(entry.startswith(GROUP_PREFIX) for entry in named):
+        return
+    people = set(named)
+    requester = fields.get("requester")
+    excluded = requester in people and not fields.get("allow_self_approval")
+    if excluded:
+        people.discard(requester)
+    if quorum <= len(people):
+        return
+    besides = ""
+    if excluded:
+        besides = f" besides the requester {requester!r}, who may not answer their own question"
+        besides += " unless allow_self_approval=True"
+    if quorum == 1:
+        raise InvalidEventError(f"no one may answer the event: its respondents name no one{besides}")
+    raise InvalidEventError(
+        f"quorum {quorum} is more than the {len(people)} respondents named{besides}; the event could never be decided"
+    )

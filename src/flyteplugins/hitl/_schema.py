@@ -43,6 +43,9 @@ Value = int | float | str | bool
 
 #: Longest list answer, in items.
 MAX_LIST_ITEMS = 1000
+#: Deepest nesting of lists and objects in a value (an answer's deepest type is a list in an object;
+#: an event's details may nest more).
+MAX_DEPTH = 32
 #: Form fields of a structured answer are named with this prefix, apart from request_id, token, comment.
 FIELD_PREFIX = "f."
 
@@ -80,7 +83,7 @@ def parse_value(raw: object, name: str, *, choices: Sequence[Value] | None = Non
     """
     value: Value = _PARSERS[name](raw)
     if choices is not None and value not in choices:
-        raise InvalidValueError(f"value {_short(raw)!r} is not one of the allowed choices {list(choices)!r}", raw)
+        raise not_an_option(raw, [wire(c) for c in choices])
     return value
 
 
@@ -261,8 +264,18 @@ def _check_choice(schema: Schema, raw: Json) -> Json:
             return choice
         if text is not None and text == wire(choice):
             return choice
-    shown = ", ".join(repr(c) for c in schema["choices"][:20]) + (", ..." if len(schema["choices"]) > 20 else "")
-    raise InvalidValueError(f"{_short(raw)!r} is not one of {shown}", raw)
+    # Else the label people see (an Enum member's name): labels are distinct, and a value wins over a label.
+    labels = schema.get("labels") or []
+    if text is not None and text in labels:
+        return schema["choices"][labels.index(text)]
+    raise not_an_option(raw, labels or [wire(c) for c in schema["choices"]])
+
+
+def not_an_option(raw: object, shown: Sequence[str]) -> InvalidValueError:
+    """The refusal of a value that is none of the options `shown` (as people see them), in the same
+    words on the form and in JSON."""
+    listed = ", ".join(shown[:20]) + (", ..." if len(shown) > 20 else "")
+    return InvalidValueError(f"{_short(raw)!r} is not an option; choose one of {listed}", raw)
 
 
 def _check_moment(kind: str, raw: Json) -> Json:
@@ -385,11 +398,11 @@ def check_answer(request: Mapping[str, Any], raw: object) -> Json:
         # The command line passes its argument as text: '{"score": 4}' is read as the JSON it spells.
         with contextlib.suppress(ValueError, RecursionError):  # the check below says what was expected
             raw = json.loads(raw)
-    value = check(schema, plain(raw))
+    value = check(schema, encode(raw))
     if value == [] and schema.get("kind") == "list":
         raise InvalidValueError("the answer is a required list: it needs at least one item", raw)
     if choices is not None and value not in choices:
-        raise InvalidValueError(f"value {_short(raw)!r} is not one of the allowed choices {choices!r}", raw)
+        raise not_an_option(raw, [wire(c) for c in choices])
     spec = _remembered.get(str(request.get("request_id")))
     if spec is not None and spec.schema == schema:
         spec.build(value)
@@ -447,9 +460,10 @@ def _from_inputs(schema: Mapping[str, Any], values: Sequence[str], nullable: boo
 # -- plain JSON of any answer ---------------------------------------------------------------------
 
 
-def encode(value: Any) -> Json:
+def encode(value: Any, _depth: int = 0) -> Json:
     """Plain JSON for an answer of any supported type, for sending or storing it: a pydantic model's
-    fields under the names it validates (its aliases).
+    fields under the names it validates (its aliases). A value nested deeper than `MAX_DEPTH` lists
+    and objects is an `InvalidValueError`: no answer comes close, and every check stays shallow.
 
     Example:
         >>> encode(Size.M), encode(date(2026, 12, 1)), encode(Review(score=4, label=Label.CAT))
@@ -461,15 +475,18 @@ def encode(value: Any) -> Json:
         return (value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).isoformat()
     if isinstance(value, date):
         return value.isoformat()
+    if _depth >= MAX_DEPTH and not isinstance(value, (str, int, float, type(None))):
+        raise InvalidValueError(f"value is nested too deeply: at most {MAX_DEPTH} levels of lists and objects")
+    inner = _depth + 1
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        return {f.name: encode(getattr(value, f.name), inner) for f in dataclasses.fields(value) if f.init}
     fields = getattr(type(value), "model_fields", None)
     if isinstance(fields, dict) and hasattr(value, "model_dump"):
-        return {alias_of(name, info) or name: encode(getattr(value, name)) for name, info in fields.items()}
+        return {alias_of(name, info) or name: encode(getattr(value, name), inner) for name, info in fields.items()}
     if isinstance(value, Mapping):
-        return {str(k): encode(v) for k, v in value.items()}
+        return {str(k): encode(v, inner) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [encode(v) for v in value]
+        return [encode(v, inner) for v in value]
     return value
 
 
@@ -482,15 +499,6 @@ def alias_of(name: str, info: Any) -> str | None:
     if first is None:
         return name
     return first if isinstance(first, str) else None
-
-
-def plain(raw: object) -> Json:
-    """`encode(raw)`; a value nested deeper than Python's recursion limit (no answer comes close: the
-    deepest type is a list in an object) is an `InvalidValueError`."""
-    try:
-        return encode(raw)
-    except RecursionError:
-        raise InvalidValueError("value is nested too deeply: answers hold at most a list in an object") from None
 
 
 # -- readable text --------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ class TypeSpec:
         """`raw` (an instance, or plain JSON) checked against the schema as a server does, as plain JSON."""
         if self.schema is None:
             return _schema.parse_value(raw, self.name)
-        return _schema.check(self.schema, _schema.plain(raw))
+        return _schema.check(self.schema, _schema.encode(raw))
 
     def build(self, value: Json) -> Any:
         """The instance for a stored answer: the schema's rules, then the type's own validation.
@@ -241,6 +241,12 @@ def _value_node(tp: object, field: str | None, rules: Mapping[str, Any], str_rul
         raise UnsupportedTypeError(
             f"unsupported {where}: nested models are not supported; make its fields fields of the outer type", field
         )
+    elif _is_pydantic_v1(tp):
+        raise UnsupportedTypeError(
+            f"unsupported {where}: pydantic v1 models are not supported; use pydantic v2's BaseModel "
+            "(from pydantic import BaseModel)",
+            field,
+        )
     else:
         raise UnsupportedTypeError(
             f"unsupported {where}: use int, float, str, bool, date, datetime, an Enum, a Literal, list[...] of "
@@ -358,6 +364,14 @@ def _model_kind(tp: object) -> str | None:
     return None
 
 
+def _is_pydantic_v1(tp: object) -> bool:
+    v1 = sys.modules.get("pydantic.v1")  # imported only by a module that defines such a model
+    try:
+        return v1 is not None and isinstance(tp, type) and issubclass(tp, v1.BaseModel)
+    except TypeError:  # a generic alias (set[int]), which Python 3.10 counts as a type
+        return False
+
+
 def _model_fields(tp: Any, model: str | None) -> list[tuple[str, object, bool, Any, str | None]]:
     """(name, annotation, required, default or MISSING, description) per field, in declaration order.
 
@@ -378,7 +392,8 @@ def _model_fields(tp: Any, model: str | None) -> list[tuple[str, object, bool, A
                 )
             annotation = info.annotation
             if info.metadata:
-                annotation = typing_extensions.Annotated[(annotation, *info.metadata)]
+                arguments = (annotation, *info.metadata)  # one tuple: a starred subscript needs Python 3.11
+                annotation = typing_extensions.Annotated[arguments]
             default = dataclasses.MISSING if info.default is PydanticUndefined else info.default
             required = info.is_required()
             validated = info.validate_default

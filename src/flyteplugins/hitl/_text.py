@@ -9,7 +9,6 @@ marker (``<U+202E>``); terminals show it as an escape (``\\u202e``), as they do 
 
 from __future__ import annotations
 
-import html
 import json
 import re
 
@@ -74,4 +73,6 @@ def mark_html(markup: str) -> str:
 
 
 def _span(char: str) -> str:
+    import html  # for pages only: not imported with the package
+
     return f'<span class="cf">{html.escape(_marker(char))}</span>'

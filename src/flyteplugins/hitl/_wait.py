@@ -14,10 +14,11 @@ written once: it yields either a function that does storage I/O, which the block
    wake-up datagram from a writer in another process (the wait reads storage at once); and its timer.
    The signal is cleared *before* each storage read, so a wake-up that lands during the read is
    never lost: the next sleep returns at once and the wait reads again.
-4. **Poll.** One read of the response per poll interval; at the deadline, a create-only write of
-   the expiry mark (an answer stored first wins). The store retries transient errors itself and logs
-   the outage; a wait that the store gives up on keeps waiting until its deadline (and
-   `Event.expiry_grace_seconds` past it, to store the expiry mark).
+4. **Poll.** One read of the outcome per poll interval, through `_answers.outcome`, which also stores
+   the decision that stored votes make when no voter stored it; at the deadline, after that read, a
+   create-only write of the expiry mark (an answer stored first wins). The store retries transient
+   errors itself and logs the outage; a wait that the store gives up on (reading, or recording a
+   refusal) keeps trying until its deadline (and `Event.expiry_grace_seconds` past it).
 5. **Outcome.** The answer, built as the event's type and printed; or the default, or
    `EventTimeoutError`, once the deadline has passed.
 """
@@ -35,12 +36,10 @@ import threading
 from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
-from . import _answers, _console, _flyte, _html, _markdown, _notify, _text, _wake
+from . import _answers, _console, _flyte, _markdown, _notify, _text, _wake
 from ._answers import expired_record, seconds_left
 from ._errors import EventTimeoutError, InvalidValueError, StorageError
-from ._schema import forget
 from ._store import MAX_REFUSALS, Record, Store
-from ._task_types import build_value, type_name
 
 
 class Event(Protocol):
@@ -55,6 +54,7 @@ class Event(Protocol):
     _announced: bool
     _response: Record | None
     _notify_targets: list[Any]
+    _unidentified: str | None
 
     @property
     def name(self) -> str: ...
@@ -182,7 +182,7 @@ class _Wait:
                 try:
                     return _outcome(event, handed)
                 except InvalidValueError as e:
-                    yield functools.partial(self._refuse, handed, e)
+                    yield from self._retried(functools.partial(self._refuse, handed, e), deadline)
                     woken = True  # read the reopened event at once
             if woken or now >= next_read:
                 self.reads += 1
@@ -195,25 +195,46 @@ class _Wait:
                     next_read = now + min(event.poll_interval_seconds, event._store.max_backoff_seconds)
                 else:
                     if response is not None:
-                        # Not at the first read (the answer may be older than the wait), not when woken,
-                        # and not when this process's server stored it (it handed the answer over).
+                        # Blamed on the network only when the writer sent a wake-up here; not at the first
+                        # read (the answer may be older than the wait), not when woken, and not when this
+                        # process's server stored it (it handed the answer over).
                         answered = response.get("status") == "completed"
-                        self._by_poll = answered and self.reads > 1 and not woken and self.handed is None
+                        self._by_poll = answered and self._was_woken(response) and not woken and self.reads > 1
                         try:
                             return _outcome(event, response)
                         except InvalidValueError as e:
                             if not answered:
                                 raise
-                            yield functools.partial(self._refuse, response, e)
+                            yield from self._retried(functools.partial(self._refuse, response, e), deadline)
                             self.read_now()  # the event takes answers again: read it at once
                     next_read = min(now + event.poll_interval_seconds, deadline)
             if not event._announced:  # after the first read: a re-run that finds its answer prints no form
                 event._announced = True
                 _announce(event)
             if now >= next_note:
+                from . import _html  # the pages' module: imported by the first wait, not with the package
+
                 next_note = now + event.note_every_seconds
                 _say(f"waiting for {event.name!r} … {_html.time_left(max(1.0, deadline - now))}")
             yield min(max(0.0, min(next_read, next_note) - clock()), threading.TIMEOUT_MAX)
+
+    def _was_woken(self, response: Record) -> bool:
+        """Whether the writer of `response` sent a wake-up to where this wait listens."""
+        where = None if self._listening is None else self._listening.address
+        woke = response.get("woke")
+        return self.handed is None and where is not None and woke == {"host": where[0], "port": where[1]}
+
+    def _retried(self, todo: Callable[[], Any], deadline: float) -> Generator[Callable[[], Any] | float, Any, Any]:
+        """`todo` (storage I/O) run as a step, tried again through a storage outage as the reads are."""
+        event = self.event
+        while True:
+            try:
+                return (yield todo)
+            except StorageError as e:
+                if not e.transient or event.clock() >= deadline + event.expiry_grace_seconds:
+                    raise
+                self._clear()  # a wake-up meanwhile is kept in `woken`, for the loop
+                yield min(event.poll_interval_seconds, event._store.max_backoff_seconds)
 
     def _refuse(self, response: Record, error: InvalidValueError) -> None:
         """Record that the event's type refused `response` (a rule only the task's code knows), which
@@ -236,14 +257,15 @@ class _Wait:
         """The stored outcome, or None; with `expire` (past the deadline) the expiry mark when this wait
         stores it first. Waits until this process's servers have replied to the answer it finds."""
         event, store = self.event, self.event._store
-        response: Record | None
-        if expire:
+        # Through `_answers.outcome`: a decision that the stored votes make (cast before the deadline)
+        # but that no voter stored is settled here, and wins over the expiry mark.
+        found = _answers.outcome(store, event._request)
+        response = found.response
+        if response is None and expire:
             expired = expired_record(event._request)
-            if store.create_response(event.request_id, expired):
+            if store.create_response(event.request_id, expired, found.slot):
                 return expired
             response = store.read_response(event.request_id) or expired  # an answer came first: it wins
-        else:
-            response = store.read_response(event.request_id)
         if response is not None:
             _await_replies(event.request_id)
         return response
@@ -252,7 +274,7 @@ class _Wait:
 def wait_blocking(event: Event) -> Any:
     """Block until `event` is answered (see `Event.wait`)."""
     signal = threading.Event()
-    with _console.interruptible(event.name), _Wait(event, signal.set, signal.clear) as waiting:
+    with _console.interruptible(event.name, _withdrawal(event)), _Wait(event, signal.set, signal.clear) as waiting:
         steps = waiting.steps()
         result: Any = None
         error: Exception | None = None
@@ -282,7 +304,7 @@ async def wait_aio(event: Event) -> Any:
             loop.call_soon_threadsafe(signal.set)
 
     # Registered before the first await.
-    with _console.interruptible(event.name), _Wait(event, set_signal, signal.clear) as waiting:
+    with _console.interruptible(event.name, _withdrawal(event)), _Wait(event, set_signal, signal.clear) as waiting:
         steps = waiting.steps()
         result: Any = None
         error: Exception | None = None
@@ -305,12 +327,37 @@ async def wait_aio(event: Event) -> Any:
                     timer.cancel()
 
 
+def _withdrawal(event: Event) -> Callable[[], str] | None:
+    """What withdraws `event` when a Ctrl-C ends the program during its wait; None in a Flyte task on a
+    cluster, where a retry of the task re-attaches to the event and waits on."""
+    import flyte
+
+    tctx = flyte.ctx()
+    return None if tctx and tctx.is_in_cluster() else functools.partial(_withdraw, event)
+
+
+def _withdraw(event: Event) -> str:
+    """Store the outcome that closes `event` (2.12.1's expiry, marked withdrawn) unless it has one; the
+    line that says what became of it."""
+    record = {"request_id": event.request_id, "status": "expired", "withdrawn_at": _answers.utc_now()}
+    try:
+        withdrawn = event._store.create_response(event.request_id, record)
+    except StorageError as e:
+        return f"{event.name!r} could not be withdrawn ({e}); it takes answers until it expires"
+    if not withdrawn:
+        return f"{event.name!r} has an outcome already; nothing withdrawn"
+    return f"{event.name!r} is withdrawn; it takes no more answers"
+
+
 # -- outcome and console -----------------------------------------------------------------------------
 
 
 def _outcome(event: Event, response: Record) -> Any:
     """The event's value from its stored outcome, printed and shown in the report. An answer that the
     type refuses raises `InvalidValueError` before anything is printed or kept (`_Wait` reopens the event)."""
+    from ._schema import forget
+    from ._task_types import build_value
+
     answered = response.get("status") == "completed"
     value = build_value(event.data_type, response.get("value")) if answered or response.get("default_applied") else None
     event._response = response
@@ -321,7 +368,7 @@ def _outcome(event: Event, response: Record) -> Any:
         _slack.outcome_known(event._store, event._request, response)
     if not answered:
         if not response.get("default_applied"):
-            _say(f"{event.name!r} expired without an answer")
+            _say(f"{event.name!r} {'was withdrawn' if response.get('withdrawn_at') else 'expired without an answer'}")
             _update_report(event, response)
             error = EventTimeoutError(event.name, event.request_id, event.timeout_seconds)
             if note := _answers.votes_note(event._store, event._request):
@@ -330,11 +377,25 @@ def _outcome(event: Event, response: Record) -> Any:
         _say(f"{event.name!r} timed out; using its default {_shown(value)}")
         _update_report(event, response)
         return value
+    from . import _html
+
     source = _html.source(response)
     comment = f', comment "{_html.one_line(str(response["comment"]), 80)}"' if response.get("comment") else ""
-    _say(f"{event.name!r} answered: {_shown(value)}" + (f" (via {source}{comment})" if source or comment else ""))
+    how = f" (via {source}{comment})" if source or comment else ""
+    if response.get("votes"):  # a quorum's decision: every vote it counted
+        how = f" (votes: {'; '.join(_vote_shown(v) for v in response['votes'])})"
+    _say(f"{event.name!r} answered: {_shown(value)}{how}")
     _update_report(event, response)
     return value
+
+
+def _vote_shown(vote: Record) -> str:
+    """One vote for a console line: who, what, when, and the comment."""
+    from . import _html
+
+    what = "approved" if vote.get("value") is True else "rejected"
+    comment = f' "{_html.one_line(str(vote["comment"]), 80)}"' if vote.get("comment") else ""
+    return f"{vote.get('identity')} {what} at {vote.get('voted_at')}{comment}"
 
 
 def _shown(value: object, limit: int = 200) -> str:
@@ -361,11 +422,20 @@ def _say(line: str) -> None:
 
 def _announce(event: Event) -> None:
     # One line each, never wrapped or split, so a triple-click copies the whole URL or command.
+    import shlex
+
+    from . import _html
+    from ._task_types import type_name
+
     left = _html.time_left(seconds_left(event._request))
     prompt = _html.one_line(_markdown.plain(event.prompt, event.prompt_type))
     _say(f"waiting for {event.name!r} ({type_name(event.data_type)}, {left}): {prompt}")
     _say(f"form: {event.form_url}")
-    _say(f"curl: {event.curl_command}")
+    if event._unidentified:  # the form and curl refuse everyone: a writer to the root names the person
+        root = shlex.quote(event._store.root)
+        _say(f"answer: hitl submit --root {root} --as IDENTITY {event.request_id} VALUE ({event._unidentified})")
+    else:
+        _say(f"curl: {event.curl_command}")
     if event._notify_targets:
         _notify.announce(event._notify_targets, event, event._store, event._request)
     _update_report(event, None)
@@ -385,6 +455,8 @@ def _update_report(event: Event, response: Record | None) -> None:
     report = _flyte.current_report()
     if report is None:
         return
+    from . import _html
+
     report.get_tab(f"HITL: {event.name}").replace(_html.report_section(event, response))
     key = id(report)
     with _lock:

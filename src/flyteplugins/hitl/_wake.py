@@ -8,10 +8,13 @@ root, so without these an answer reaches the task at its next poll. With them:
    all its waits, open while any wait is) takes datagrams for it. Only when the request does not
    say where this process listens (a re-run re-attached to the event, or the socket moved) does
    the wait record it in ``<root>/<request_id>/waiter.json`` (`record`), which overrides the request's.
-2. Every writer, right after it stored an outcome, calls `poke`: one read of ``waiter.json`` (else
-   the request's address), then one datagram ``HITLWAKE1 <request_id> <time ms> <nonce> <mac>`` to
-   that address, where the mac is HMAC-SHA256 keyed by the event's token (which every writer has
-   just read to check the answer).
+2. Every writer, before it stores an outcome, notes in it where the wake-up will go (`mark`: one read
+   of ``waiter.json``, else the request's address, under ``"woke"``) and, right after storing it,
+   calls `poke`: one datagram ``HITLWAKE1 <request_id> <time ms> <nonce> <mac>`` to that address,
+   where the mac is HMAC-SHA256 keyed by the event's token (which every writer has just read to
+   check the answer). A wait that finds an outcome at a poll blames the network only when the
+   outcome says a wake-up was sent to it (a writer that sends none, such as one that writes 2.12.1's
+   record straight to ``response_path``, is no sign of trouble).
 3. The listener drops, cheapest check first and without reading storage, anything malformed, for an
    event no wait here is on, older than `MAX_SKEW_SECONDS`, not authenticated, or replayed. An
    authentic datagram calls ``on_wake`` of every wait on its event, at most once per
@@ -38,7 +41,6 @@ import ipaddress
 import logging
 import os
 import re
-import secrets
 import socket
 import threading
 import time
@@ -87,6 +89,8 @@ def datagram(request: Record, now: float | None = None) -> bytes:
     """The wake-up for `request` (its id and token), stamped with `now` (default: the wall clock)."""
     request_id, token = str(request["request_id"]), str(request["token"])
     stamp = str(int((time.time() if now is None else now) * 1000))
+    import secrets
+
     nonce = secrets.token_hex(8)
     return b" ".join((MAGIC, *(p.encode() for p in (request_id, stamp, nonce, mac(token, request_id, stamp, nonce)))))
 
@@ -197,6 +201,11 @@ class Listener:
             # new socket on a fixed port would fail to bind.
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=5.0)
+
+    def watching(self, request_id: str) -> bool:
+        """Whether a wait of this process is on `request_id`."""
+        with self._lock:
+            return bool(self._watched.get(request_id))
 
     def wake_here(self, request_id: str) -> bool:
         """Wake this process's own waits on `request_id` directly; False if it has none."""
@@ -436,8 +445,8 @@ def record(store: Store, request: Record, listening: Listening) -> None:
 
 
 def unlisten(listening: Listening | None, answered_by_poll: bool = False) -> None:
-    """End one wait's registration. With ``answered_by_poll=True`` (a timed poll, not a wake-up, found
-    the answer), the first time, a warning says that wake-ups do not reach this process."""
+    """End one wait's registration. With ``answered_by_poll=True`` (a timed poll found an answer whose
+    writer sent a wake-up here), the first time, a warning says that wake-ups do not reach this process."""
     if listening is None:
         return
     _listener.remove(listening)
@@ -454,8 +463,8 @@ def _missed(request_id: str, address: tuple[str, int]) -> None:
     if not _missed_once:
         _missed_once = True
         logger.warning(
-            "the answer to %r reached this process at a poll, not by a wake-up: if that repeats, writers "
-            "cannot reach udp %s:%d (a NetworkPolicy?) or do not send wake-ups; see docs/DEPLOYMENT.md",
+            "the answer to %r reached this process at a poll, though its writer sent a wake-up: if that "
+            "repeats, writers cannot reach udp %s:%d (a NetworkPolicy?); see docs/DEPLOYMENT.md",
             request_id,
             *address,
         )
@@ -496,45 +505,78 @@ def _listen_host() -> str:
 _send_failed = False
 
 
-def poke(store: Store, request: Record) -> None:
-    """Tell the process waiting on `request` that its outcome is stored; call right after storing it.
+def mark(store: Store, request: Record, record: Record) -> None:
+    """Note in `record`, an outcome about to be stored for `request`, where `poke` will send its wake-up
+    (``"woke": {"host", "port"}``), so that a wait that finds the outcome at a poll can tell a lost
+    wake-up from none sent. Nothing when none will be sent (wake-ups off, nobody recorded as listening).
 
-    Best-effort: at most one storage read (``waiter.json``; else the request's ``"wake"``) and one
-    UDP datagram; never raises. On an object store the read runs in a daemon thread and the caller
-    waits for it at most `POKE_WAIT_SECONDS`. A failure is logged once per process; the wait then
-    finds the outcome at its next poll. Waits in this very process are woken directly, with neither.
+    At most one storage read (``waiter.json``; else the request's ``"wake"``), none when this process
+    waits on the event itself; on an object store it runs in a daemon thread and the caller waits for
+    it at most `POKE_WAIT_SECONDS`. Never raises: a failure is logged once per process.
+
+    Example:
+        >>> mark(store, request, response)
+        >>> if store.create_response(request_id, response):
+        ...     poke(store, request, response)
+    """
+    if not enabled():
+        return
+    found: list[dict[str, Any]] = []
+    here = _listener.address
+    if here is not None and _listener.watching(str(request.get("request_id"))):
+        found.append({"host": here[0], "port": here[1]})
+    elif store.is_local:
+        _look_up(store, request, found)
+    else:
+        thread = threading.Thread(target=_look_up, args=(store, request, found), name="hitl-poke", daemon=True)
+        thread.start()
+        thread.join(POKE_WAIT_SECONDS)
+    if found:
+        record["woke"] = found[0]
+
+
+def poke(store: Store, request: Record, response: Record) -> None:
+    """Tell the process waiting on `request` that its outcome `response` is stored; call right after
+    storing it. Waits in this very process are woken directly; else one UDP datagram goes where
+    `mark` noted in `response`, if it noted anywhere. No storage I/O; never raises.
 
     Example:
         >>> if store.create_response(request_id, response):
-        ...     poke(store, request)
+        ...     poke(store, request, response)
     """
     if not enabled() or _listener.wake_here(str(request.get("request_id"))):
         return
-    if store.is_local:
-        _poke(store, request)
-        return
-    thread = threading.Thread(target=_poke, args=(store, request), name="hitl-poke", daemon=True)
-    thread.start()
-    thread.join(POKE_WAIT_SECONDS)
-
-
-def _poke(store: Store, request: Record) -> None:
-    global _send_failed
+    where = response.get("woke")
+    if not isinstance(where, dict):
+        return  # nobody waits with wake-ups (yet): the wait's first read finds the outcome
     try:
-        waiter = store.read_waiter(str(request["request_id"])) or request.get("wake")
-        if waiter is None:
-            return  # nobody waits with wake-ups (yet): the wait's first read finds the outcome
-        host, port = ipaddress.ip_address(str(waiter["host"])), int(waiter["port"])
-        if not 0 < port < 65536:
-            raise ValueError(f"port {port} out of range")
+        host, port = ipaddress.ip_address(str(where["host"])), int(where["port"])
         family = socket.AF_INET6 if host.version == 6 else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
             sock.sendto(datagram(request), (str(host), port))
+    except (OSError, ValueError, KeyError) as e:  # best-effort by contract: the wait polls anyway
+        _failed(request, e)
+
+
+def _look_up(store: Store, request: Record, found: list[dict[str, Any]]) -> None:
+    try:
+        waiter = store.read_waiter(str(request["request_id"])) or request.get("wake")
+        if waiter is None:
+            return
+        host, port = ipaddress.ip_address(str(waiter["host"])), int(waiter["port"])
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} out of range")
+        found.append({"host": str(host), "port": port})
     except Exception as e:  # best-effort by contract: the wait polls anyway
-        if not _send_failed:
-            _send_failed = True
-            why = "waits find answers by polling"
-            logger.warning("cannot send a wake-up for %r (%s); %s", request.get("request_id"), e, why)
-        else:
-            logger.debug("cannot send a wake-up for %r: %s", request.get("request_id"), e)
+        _failed(request, e)
+
+
+def _failed(request: Record, error: BaseException) -> None:
+    global _send_failed
+    if not _send_failed:
+        _send_failed = True
+        why = "waits find answers by polling"
+        logger.warning("cannot send a wake-up for %r (%s); %s", request.get("request_id"), error, why)
+    else:
+        logger.debug("cannot send a wake-up for %r: %s", request.get("request_id"), error)

@@ -7,13 +7,15 @@ server unless ``FLYTE_HITL_ENDPOINT`` names another one; `Event.wait` waits for 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
+import inspect
+import json
 import logging
 import math
 import os
 import re
-import secrets
 import threading
 import time
 import uuid
@@ -22,15 +24,13 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, cast
 from urllib.parse import quote
 
-from typing_extensions import Self
+from typing_extensions import ParamSpec, Self, TypedDict, Unpack
 
-from . import _flyte, _groups, _html, _markdown, _notify, _policy, _wake
+from . import _flyte, _groups, _markdown, _notify, _policy, _wake
 from ._aio import Blocking, BlockingMethod, blocking
 from ._answers import utc
 from ._errors import InvalidEventError
-from ._schema import remember
 from ._store import REQUEST_FILE, RESPONSE_FILE, Record, Store, default_root
-from ._task_types import build_value, declare, spec_for, type_name
 from ._wait import hand_over, wait_aio, wait_blocking
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ Notify = Union[str, "Slack", Sequence[Union[str, "Slack"]]]
 
 T = TypeVar("T")
 V = TypeVar("V")
+P = ParamSpec("P")
+F = TypeVar("F", bound=Callable[..., Any])
 
 EventScope = Literal["run"]
 """Where an event lives. Only "run" exists: an event belongs to the run (and action) that created it."""
@@ -67,11 +69,12 @@ def _store_for(root: str) -> Store:
         return store
 
 
-def _endpoint_for(store: Store) -> str:
-    """The form server's URL: ``$FLYTE_HITL_ENDPOINT``, the deployed app in a cluster task, or an embedded one."""
+def _endpoint_for(store: Store) -> tuple[str, bool]:
+    """The form server's URL: ``$FLYTE_HITL_ENDPOINT``, the deployed app in a cluster task, or an
+    embedded one; and whether it is embedded."""
     endpoint = os.environ.get(ENDPOINT_ENV)
     if endpoint:
-        return endpoint.rstrip("/")
+        return endpoint.rstrip("/"), False
     import flyte
 
     tctx = flyte.ctx()
@@ -79,10 +82,61 @@ def _endpoint_for(store: Store) -> str:
         # A server in this pod is out of a person's reach: links go to the deployed form server app.
         from ._deploy import served_endpoint
 
-        return served_endpoint(store)
+        return served_endpoint(store), False
     from . import server
 
-    return server.embedded_server(store, functools.partial(hand_over, store.root))
+    return server.embedded_server(store, functools.partial(hand_over, store.root)), True
+
+
+def _unidentified(request: Record, endpoint: str, embedded: bool) -> str | None:
+    """Why the form server of `request`, an event only a named person may answer, can identify nobody
+    (the setting that is missing); None when it can, or cannot say (a server older than ``identifies``)."""
+    if not _policy.needs_identity(request):
+        return None
+    if embedded:
+        unset = _policy.identity_header() is None
+        return f"this process's form server has no {_policy.IDENTITY_HEADER_ENV}" if unset else None
+    from . import _http
+
+    try:
+        reply = _http.exchange("GET", f"{endpoint}/health", seconds=2.0, max_body=4096)
+        identifies = json.loads(reply.body).get("identifies")
+    except (_http.ExchangeError, ValueError, AttributeError):
+        return None
+    if identifies is False:
+        return f"the form server at {endpoint} says it identifies nobody (its {_policy.IDENTITY_HEADER_ENV} is unset)"
+    return None
+
+
+def _warn_unanswerable(event: Event[Any]) -> None:
+    """Log, at creation, what keeps the people named for `event` from answering where it is announced."""
+    request, name = event._request, event.name
+    if event._unidentified:
+        logger.warning(
+            "event %r (request_id %r) names who may answer, but %s: the form refuses everyone; answer with "
+            "`hitl submit --root ... --as IDENTITY` or set %s",
+            name,
+            event.request_id,
+            event._unidentified,
+            _policy.IDENTITY_HEADER_ENV,
+        )
+    respondents = request.get("respondents") or []
+    targets = event._notify_targets
+    only_groups = respondents and all(r.startswith(_policy.GROUP_PREFIX) for r in respondents)
+    if only_groups and targets and not any(isinstance(t, str) for t in targets):
+        logger.warning(
+            "event %r (request_id %r): its respondents are groups only and it is announced in Slack only, "
+            "where a clicker has no groups: they can answer on the form only",
+            name,
+            event.request_id,
+        )
+
+
+#: The request id the next event created in this context takes: `new_events` numbers its items in
+#: their order, then creates them concurrently.
+_preset_request_id: ContextVar[str | None] = ContextVar("hitl_preset_request_id", default=None)
+#: The token the next event created in this context takes: the items of `new_events` share one.
+_preset_token: ContextVar[str | None] = ContextVar("hitl_preset_token", default=None)
 
 
 def _new_token() -> str:
@@ -91,16 +145,11 @@ def _new_token() -> str:
     preset = _preset_token.get()
     if preset is not None:
         return preset
+    import secrets
+
     while (token := secrets.token_urlsafe(24)).startswith("-"):
         pass
     return token
-
-
-#: The request id the next event created in this context takes: `new_events` numbers its items in
-#: their order, then creates them concurrently.
-_preset_request_id: ContextVar[str | None] = ContextVar("hitl_preset_request_id", default=None)
-#: The token the next event created in this context takes: the items of `new_events` share one.
-_preset_token: ContextVar[str | None] = ContextVar("hitl_preset_token", default=None)
 
 
 def _new_request_id(name: str) -> str:
@@ -134,6 +183,8 @@ def _check_seconds(label: str, value: object) -> float:
 
 
 def _check_args(name: object, data_type: object, scope: object, prompt: object, timeout: object, poll: object) -> str:
+    from ._task_types import type_name  # with the first event: not imported with the package
+
     if not isinstance(name, str) or not name.strip():
         raise InvalidEventError(f"event name must be a non-empty string, got {name!r}")
     if len(name) > _MAX_NAME:
@@ -166,6 +217,58 @@ def _check_reattached(request: Record | None, fresh: Record) -> Record:
     return request
 
 
+class _Asking(TypedDict, total=False):
+    """The keyword arguments that `new_event`, `Event.create` and `approve` share (see `new_event`)."""
+
+    notify: Notify | None
+    details: Mapping[str, Any] | None
+    prompt_type: PromptType
+    respondents: Sequence[str] | None
+    requester: str | None
+    allow_self_approval: bool
+    title: str | None
+    group: str | None
+
+
+_ASKING_DEFAULTS: dict[str, Any] = {
+    "notify": None,
+    "details": None,
+    "prompt_type": "text",
+    "respondents": None,
+    "requester": None,
+    "allow_self_approval": False,
+    "title": None,
+    "group": None,
+}
+
+
+def _asks(func: F) -> F:
+    """`func`, whose ``**asking: Unpack[_Asking]`` stands for the keyword arguments of `_Asking`: shown
+    as those by `inspect.signature` and `help`, each with its default, and checked as those (any other
+    keyword is a `TypeError`, as for a function that lists them)."""
+    signature = inspect.signature(func)
+    parameters = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    annotations = _Asking.__annotations__
+    for key, default in _ASKING_DEFAULTS.items():
+        annotation = getattr(annotations[key], "__forward_arg__", annotations[key])  # as written
+        parameters.append(
+            inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        )
+    shown = signature.replace(parameters=parameters)
+
+    @functools.wraps(func)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            shown.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{func.__name__.lstrip('_')}() {e}") from None
+        return func(*args, **kwargs)
+
+    checked.__signature__ = shown  # type: ignore[attr-defined]
+    return cast(F, checked)
+
+
+@_asks
 def _create(
     name: str,
     data_type: type[V],
@@ -176,16 +279,9 @@ def _create(
     *,
     choices: list[V] | None = None,
     default: V | None = None,
-    notify: Notify | None = None,
     comment_required_on_reject: bool = False,
-    details: Mapping[str, Any] | None = None,
-    prompt_type: PromptType = "text",
-    respondents: Sequence[str] | None = None,
-    requester: str | None = None,
-    allow_self_approval: bool = False,
     quorum: int = 1,
-    title: str | None = None,
-    group: str | None = None,
+    **asking: Unpack[_Asking],
 ) -> Event[V]:
     """Create the event, or re-attach to it in a re-run task: `Event.create`, the same as `new_event`.
 
@@ -194,6 +290,11 @@ def _create(
         >>> event = await hitl.Event.create.aio("approve", data_type=bool)
         >>> event = await hitl.Event.create("approve", data_type=bool)  # 2.12.1's form
     """
+    from ._schema import remember
+    from ._task_types import declare, spec_for
+
+    options: dict[str, Any] = {**_ASKING_DEFAULTS, **asking}
+    notify, details, prompt_type, respondents, requester, allow_self_approval, title, group = options.values()
     type_str = _check_args(name, data_type, scope, prompt, timeout_seconds, poll_interval_seconds)
     _markdown.check_prompt(name, prompt, prompt_type)
     if title is not None and (not isinstance(title, str) or not title.strip() or len(title) > 200):
@@ -204,7 +305,7 @@ def _create(
     policy = _policy.event_fields(respondents, requester, allow_self_approval, quorum, approval=data_type is bool)
     notify_targets = _notify.targets(notify)
     store = _store_for(default_root())
-    endpoint = _endpoint_for(store)
+    endpoint, embedded = _endpoint_for(store)
     request_id = _new_request_id(name)
     now = time.time()
     fresh = {
@@ -241,6 +342,8 @@ def _create(
     remember(request_id, spec_for(data_type))
     # Kept off storage: a webhook URL often carries a secret, and a re-run passes it again.
     event._notify_targets = notify_targets
+    event._unidentified = _unidentified(request, endpoint, embedded)
+    _warn_unanswerable(event)
     return event
 
 
@@ -278,6 +381,7 @@ class Event(Generic[T]):
         self._announced = False
         self._response: Record | None = None
         self._notify_targets: list[_notify.Target] = []
+        self._unidentified: str | None = None  # why its form server can identify nobody, if it cannot
 
     @property
     def name(self) -> str:
@@ -364,12 +468,16 @@ class Event(Generic[T]):
     @property
     def choices(self) -> list[T] | None:
         """The allowed answers (as `data_type`), or None when any value of `data_type` is allowed."""
+        from ._task_types import build_value
+
         choices = self._request.get("choices")
         return None if choices is None else [build_value(self._data_type, c) for c in choices]
 
     @property
     def default(self) -> T | None:
         """The value `wait()` returns when the timeout passes (as `data_type`), or None (then it raises)."""
+        from ._task_types import build_value
+
         default = self._request.get("default")
         return None if default is None else cast(T, build_value(self._data_type, default))
 
@@ -383,11 +491,17 @@ class Event(Generic[T]):
     def curl_command(self) -> str:
         """A one-line curl command that answers the event (replace the value placeholder). With
         `choices`, its value is the first choice (as stored: an Enum member's value), so it runs as is."""
+        from ._task_types import spec_for
+
         choices = self._request.get("choices")
         example = choices[0] if choices else spec_for(self._data_type).example()
+        from . import _html
+
         return _html.curl_command(self.api_url, self.request_id, self.token, example)
 
     def __repr__(self) -> str:
+        from ._task_types import type_name
+
         return (
             f"Event(name={self.name!r}, scope={self.scope!r}, data_type={type_name(self._data_type)}, "
             f"request_id={self.request_id!r}, endpoint={self._endpoint!r})"
@@ -433,6 +547,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @blocking()
+@_asks
 def new_event(
     name: str,
     data_type: type[T],
@@ -443,14 +558,7 @@ def new_event(
     *,
     choices: list[T] | None = None,
     default: T | None = None,
-    notify: Notify | None = None,
-    details: Mapping[str, Any] | None = None,
-    prompt_type: PromptType = "text",
-    respondents: Sequence[str] | None = None,
-    requester: str | None = None,
-    allow_self_approval: bool = False,
-    title: str | None = None,
-    group: str | None = None,
+    **asking: Unpack[_Asking],
 ) -> Event[T]:
     """Create a human-in-the-loop event (or re-attach to it when a task is re-run).
 
@@ -507,18 +615,12 @@ def new_event(
         poll_interval_seconds,
         choices=choices,
         default=default,
-        notify=notify,
-        details=details,
-        prompt_type=prompt_type,
-        respondents=respondents,
-        requester=requester,
-        allow_self_approval=allow_self_approval,
-        title=title,
-        group=group,
+        **asking,
     )
 
 
-async def _approve_aio(
+@_asks
+def _approve(
     name: str,
     prompt: str = "Do you approve?",
     timeout_seconds: float = 3600,
@@ -526,57 +628,9 @@ async def _approve_aio(
     *,
     default: bool | None = None,
     require_reject_comment: bool = False,
-    notify: Notify | None = None,
-    details: Mapping[str, Any] | None = None,
-    prompt_type: PromptType = "text",
-    respondents: Sequence[str] | None = None,
-    requester: str | None = None,
-    allow_self_approval: bool = False,
     quorum: int = 1,
-    title: str | None = None,
-    group: str | None = None,
-) -> bool:
-    event = await Event.create.aio(
-        name,
-        bool,
-        "run",
-        prompt,
-        timeout_seconds,
-        poll_interval_seconds,
-        default=default,
-        notify=notify,
-        comment_required_on_reject=require_reject_comment,
-        details=details,
-        prompt_type=prompt_type,
-        respondents=respondents,
-        requester=requester,
-        allow_self_approval=allow_self_approval,
-        quorum=quorum,
-        title=title,
-        group=group,
-    )
-    return await event.wait.aio()
-
-
-@blocking(_approve_aio)
-def approve(
-    name: str,
-    prompt: str = "Do you approve?",
-    timeout_seconds: float = 3600,
-    poll_interval_seconds: float = 5,
-    *,
-    default: bool | None = None,
-    require_reject_comment: bool = False,
-    notify: Notify | None = None,
-    details: Mapping[str, Any] | None = None,
-    prompt_type: PromptType = "text",
-    respondents: Sequence[str] | None = None,
-    requester: str | None = None,
-    allow_self_approval: bool = False,
-    quorum: int = 1,
-    title: str | None = None,
-    group: str | None = None,
-) -> bool:
+    **asking: Unpack[_Asking],
+) -> Event[bool]:
     """Ask a person to approve or reject, and return True for approve.
 
     The responder may add a comment (kept in the audit trail); with ``require_reject_comment``
@@ -597,7 +651,7 @@ def approve(
         >>> ok = await hitl.approve.aio("deploy", require_reject_comment=True)
         >>> ok = hitl.approve("release", respondents=["group:release-managers"], quorum=2)
     """
-    event = Event.create(
+    return _create(
         name,
         bool,
         "run",
@@ -605,15 +659,27 @@ def approve(
         timeout_seconds,
         poll_interval_seconds,
         default=default,
-        notify=notify,
         comment_required_on_reject=require_reject_comment,
-        details=details,
-        prompt_type=prompt_type,
-        respondents=respondents,
-        requester=requester,
-        allow_self_approval=allow_self_approval,
         quorum=quorum,
-        title=title,
-        group=group,
+        **asking,
     )
-    return event.wait()
+
+
+def _then_waited(create: Callable[P, Event[T]], answer: str) -> Blocking[P, T]:
+    """Ask with `create` and wait for the answer (of type `answer`): a blocking call whose ``.aio``
+    twin waits natively."""
+
+    def ask(*args: P.args, **kwargs: P.kwargs) -> T:
+        return create(*args, **kwargs).wait()
+
+    async def ask_aio(*args: P.args, **kwargs: P.kwargs) -> T:
+        event = await asyncio.to_thread(create, *args, **kwargs)  # a short call: the question's write
+        return await event.wait.aio()
+
+    ask.__name__ = ask.__qualname__ = create.__name__.lstrip("_")
+    ask.__doc__, ask.__module__ = create.__doc__, create.__module__
+    ask.__signature__ = inspect.signature(create).replace(return_annotation=answer)  # type: ignore[attr-defined]
+    return Blocking(ask, ask_aio)
+
+
+approve = _then_waited(_approve, "bool")

@@ -480,7 +480,7 @@ class HitlHandler(BaseHTTPRequestHandler):
                 self.server.on_answer(request_id, response)
             except Exception:
                 logger.exception("handing the answer to %s to its waiter failed", request_id)
-        _wake.poke(self.server.store, event)
+        _wake.poke(self.server.store, event, response)
 
     def _read_body(self) -> bytes | Response | None:
         """The body (None if the request has no Content-Length), or the reply refusing it."""
