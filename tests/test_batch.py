@@ -205,7 +205,8 @@ def test_the_cli_answers_a_file(
     assert stored(root, events[0])["via"] == "cli"  # type: ignore[index]
     capsys.readouterr()  # what the waits printed
 
-    mixed = [*items, {"request_id": events[2].request_id, "token": events[2].token, "value": False}]
+    mixed = [*items, {"request_id": events[2].request_id, "value": False}]
+    where += ["--token", events[2].token]  # for the line without one
     assert main(["submit", "--batch", write_answers(tmp_path / "b.jsonl", mixed), *where]) == 4  # already answered
     results = json.loads(capsys.readouterr().out)["results"]
     assert [r["status"] for r in results] == [409, 409, 200]

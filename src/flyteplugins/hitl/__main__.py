@@ -255,7 +255,8 @@ def _submit_batch(args: argparse.Namespace) -> int:
         print("hitl submit: --batch takes no TARGET or VALUE (see 'hitl submit --help')", file=sys.stderr)
         return 2
     endpoint = args.endpoint or os.environ.get(ENDPOINT_ENV) or None
-    items = _batch.read_file(args.batch)
+    # --token answers the lines without one (the items of one new_events call share a token).
+    items = [{"token": args.token, **item} if args.token else item for item in _batch.read_file(args.batch)]
     results = _batch.answer_all(
         items, endpoint=endpoint, root=args.root, headers=_headers(args), identity=_identity(args), groups=args.groups
     )
@@ -416,7 +417,8 @@ def _parser() -> argparse.ArgumentParser:
         action=_Batch,
         default=None,
         metavar="FILE",
-        help='answers, one JSON object a line: {"request_id", "token"?, "value", "comment"?} (- reads stdin)',
+        help='answers, one JSON object a line: {"request_id", "token"?, "value", "comment"?} (- reads stdin); '
+        "--token goes with the lines that have none",
     )
     submit.add_argument("--comment", default=None, help="a comment for the audit trail")
     submit.add_argument("--json-value", action="store_true", help='parse VALUE as JSON (e.g. 42, true, "text")')
