@@ -263,14 +263,17 @@ def _request(site: Site, listed: Listed) -> Record | None:
 
 def members(site: Site, group: str) -> list[tuple[Listed, Record, str, float]]:
     """(listed, request, status, seconds left) of every event of `group`, oldest first: one read of
-    each request not cached yet, and of the outcomes of this group's answered events only."""
+    each request not cached yet, and of the outcomes of this group's answered events only (a waiting
+    event's votes are not read: its row takes a vote as any other answer)."""
     found = []
     for listed in site.listing.get(site.store):
         request = _request(site, listed)
         if request is None or group_of(request) != group:
             continue
-        row = site.seen.row(site.store, listed, request)
-        if row is not None:
+        if not listed.answered:
+            status = "pending" if site.seen.waiting(site.store, listed) else "expired"
+            found.append((listed, request, status, seconds_left(request)))
+        elif (row := site.seen.row(site.store, listed, request)) is not None:
             found.append((listed, row.request, row.status, row.left))
     found.sort(key=lambda m: (str(m[1].get("created_at", "")), m[0].request_id))
     return found
