@@ -242,7 +242,8 @@ def post(url: str, body: dict[str, Any], seconds: float = TIMEOUT_SECONDS, *, de
     """POST `body` as JSON to `url`, each attempt within `seconds`, again after each of `delays` on a
     5xx, a 429 or a failed exchange; signed when ``$FLYTE_HITL_WEBHOOK_SECRET`` is set. Log and
     return False when it never got through."""
-    data = body.get("data") if isinstance(body.get("data"), dict) else body
+    inner = body.get("data")
+    data: dict[str, Any] = inner if isinstance(inner, dict) else body
     what = f"notifying {shown_url(url)} about {data.get('event_name', data.get('request_id'))!r}"
     encoded = json.dumps(body).encode()
     cloud = "specversion" in body

@@ -227,14 +227,17 @@ def export(metrics_port: int | None, host: str) -> str | None:
         url = f"http://{host}:{server.server_address[1]}/metrics"
     tracer_provider = TracerProvider(resource=resource)
     if otlp:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        import importlib
+
+        otlp_http = "opentelemetry.exporter.otlp.proto.http"
+        try:  # not a dependency, not even of the extra: used when installed
+            metric_exporter = importlib.import_module(f"{otlp_http}.metric_exporter")
+            span_exporter = importlib.import_module(f"{otlp_http}.trace_exporter")
         except ImportError:
-            pass  # no OTLP exporter installed: Prometheus only
+            pass  # Prometheus only
         else:
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-            tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            readers.append(PeriodicExportingMetricReader(metric_exporter.OTLPMetricExporter()))
+            tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter.OTLPSpanExporter()))
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
     trace.set_tracer_provider(tracer_provider)
     return url
