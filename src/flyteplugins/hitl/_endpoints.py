@@ -460,6 +460,16 @@ def _path(request: Request) -> str:
     return request.target.split("?", 1)[0][:200]
 
 
+def route_of(target: str) -> str:
+    """The route `target` takes, as metrics name it (bounded: never an id): ``/form/{id}``, ``/health``;
+    ``other`` for a path no endpoint serves."""
+    path = target.split("?", 1)[0]
+    if path in _EXACT:
+        return path
+    prefix = next((p for p in _PREFIXED if path.startswith(p)), None)
+    return "other" if prefix is None else prefix + "{id}"
+
+
 def _route(method: str, path: str) -> tuple[Endpoint, str]:
     """The endpoint for `method` and `path`, and the path's request id if it has one."""
     param = ""
