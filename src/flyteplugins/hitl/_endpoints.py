@@ -170,15 +170,17 @@ class _Seen:
     A request never changes once written, nor does the outcome or refusal stored in an answer slot, nor
     a vote: each is read once (the `capacity` most recently used are kept). Whether an event has an
     outcome, and in which slot, comes from the listing (`_Listing`, at most a second old), and which votes
-    a waiting approval has from a listing of its votes at each view: a refusal that reopens an event
-    shows within a second on every server, a vote at the next view.
+    a waiting approval has from a listing of its votes at most a second old: a refusal that reopens an
+    event, or a vote, shows within a second on every server.
     """
 
     capacity = 10_000
+    #: Seconds a listing of a waiting approval's votes is used for.
+    votes_seconds = 1.0
 
     def __init__(self) -> None:
         self._kept: OrderedDict[tuple[str, int, bool], Record] = OrderedDict()  # requests and outcomes
-        self._votes: dict[str, dict[str, Record]] = {}
+        self._votes: dict[str, tuple[float, dict[str, Record]]] = {}  # listed when (monotonic), the votes
         self._deadlines: dict[str, float] = {}  # seconds since the epoch, by request id
         self._lock = threading.Lock()
         self._damaged: set[str] = set()  # events whose records cannot be read, logged once each
@@ -241,15 +243,17 @@ class _Seen:
         return Row(request, "withdrawn" if withdrawn else _answers.status_of(request, response), left, refusal, votes)
 
     def votes(self, store: Store, request: Record) -> list[Record]:
-        """The votes on `request` in the order cast: a listing, and a read of each vote not read before."""
+        """The votes on `request` in the order cast: a listing at most once a second, and a read of each
+        vote not read before."""
         request_id = str(request["request_id"])
         with self._lock:
-            known = self._votes.get(request_id)
-        known = store.read_votes(request_id, known)
-        with self._lock:
-            if len(self._votes) >= self.capacity:  # decided events' votes go with the rest
-                self._votes.clear()
-            self._votes[request_id] = known
+            listed_at, known = self._votes.get(request_id, (-math.inf, None))
+        if known is None or time.monotonic() - listed_at >= self.votes_seconds:
+            listed_at, known = time.monotonic(), store.read_votes(request_id, known)
+            with self._lock:
+                if len(self._votes) >= self.capacity:  # decided events' votes go with the rest
+                    self._votes.clear()
+                self._votes[request_id] = (listed_at, known)
         return sorted(known.values(), key=lambda v: str(v.get("voted_at")))
 
     def _left_out(self, event: Listed, e: StorageError) -> None:
