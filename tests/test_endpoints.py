@@ -497,7 +497,9 @@ def test_events_lists_what_the_index_shows_as_json_without_tokens(site: Site, st
     reply = call(site, "GET", "/events")
     assert reply.status == 200
     [listed] = json.loads(reply.body)["events"]
-    assert listed["request_id"] == event["request_id"] and listed["status"] == "waiting"
+    assert (
+        listed["request_id"] == event["request_id"] and listed["state"] == "waiting" and listed["status"] == "pending"
+    )
     assert "token" not in listed and event["token"] not in reply.body.decode()
     assert json.loads(call(site, "GET", "/events?status=answered").body)["events"] == []
     assert call(site, "GET", "/events?status=pending").status == 400, "one vocabulary: waiting"

@@ -584,6 +584,9 @@ def index(site: Site, request: Request, _: str) -> Response:
 MAX_LISTED = 1000
 
 
+_STATUS_2_12 = {state: status for status, state in _answers.STATES.items()}
+
+
 def events(site: Site, request: Request, _: str) -> Response:
     """``GET /events[?status=waiting|answered|expired]``: the events the index shows, as JSON, newest
     first (at most `MAX_LISTED`), never their tokens: what ``hitl list --endpoint`` prints.
@@ -602,7 +605,8 @@ def events(site: Site, request: Request, _: str) -> Response:
         state = _answers.STATES.get(row.status, row.status) if row is not None else ""
         if row is None or wanted not in ("all", state):
             continue
-        item = _answers.public_request(row.request) | {"status": state, "state": state}
+        # `status` in 2.12.1's words, as ``GET /status`` answers it; `state` in today's.
+        item = _answers.public_request(row.request) | {"status": _STATUS_2_12.get(state, "expired"), "state": state}
         if row.refusal is not None and state == "waiting":  # why it waits again
             item["refused"] = {k: row.refusal[k] for k in ("refused_at", "error") if k in row.refusal}
         listed.append(item)
