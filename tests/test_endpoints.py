@@ -497,7 +497,9 @@ def test_events_lists_what_the_index_shows_as_json_without_tokens(site: Site, st
     reply = call(site, "GET", "/events")
     assert reply.status == 200
     [listed] = json.loads(reply.body)["events"]
-    assert listed["request_id"] == event["request_id"] and listed["status"] == "waiting"
+    assert (
+        listed["request_id"] == event["request_id"] and listed["state"] == "waiting" and listed["status"] == "pending"
+    )
     assert "token" not in listed and event["token"] not in reply.body.decode()
     assert json.loads(call(site, "GET", "/events?status=answered").body)["events"] == []
     assert call(site, "GET", "/events?status=pending").status == 400, "one vocabulary: waiting"
@@ -1038,6 +1040,7 @@ def test_the_index_and_inbox_read_each_vote_once(root: Path) -> None:
         store.create_vote(event["request_id"], _policy.vote_key("bob@example.com"), bob)
     site = Site(store, identity_header="X-Forwarded-Email", trusted_proxies=trusted_proxies("10.0.0.0/24"))
     site.listing.seconds = 0  # a listing per view
+    site.seen.votes_seconds = 0  # a listing of the votes per view
     counted = store.counted
     before = counted.requests()
     assert "1 of 2" in call(site, "GET", "/").body.decode()
@@ -1055,3 +1058,8 @@ def test_the_index_and_inbox_read_each_vote_once(root: Path) -> None:
         # No vote is read twice: a later view lists the root, and the votes of each approval it shows.
         assert counted.reads == before[0] and counted.listings == before[2] + 1
         assert counted.vote_listings - before[1] == (PAGE_SIZE if path == "/" else 60)
+    site.seen.votes_seconds = 60  # within the second (here a minute) after a listing, none again
+    for path in ("/", "/inbox", "/"):
+        before = counted.vote_listings
+        assert "1 of 2" in call(site, "GET", path, X_Forwarded_Email=ALICE).body.decode()
+        assert counted.vote_listings == before

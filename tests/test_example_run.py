@@ -292,7 +292,7 @@ def test_blocking_waits_inside_an_async_task_return_their_answers(tmp_path: Path
         assert "could not update the Flyte report" not in run.output
         report = run.report()
         assert report is not None and "HITL: first" in report and "HITL: ship" in report
-        assert "Answer: <code>No (false)</code>" in report
+        assert "Answer: <code>Rejected</code>" in report
     finally:
         run.close()
 

@@ -151,7 +151,7 @@ def test_console_and_report_follow_each_event(run: FlyteRun) -> None:
     assert ">answered<" in count and "Answer: <code>7</code>" in count
     assert "via the JSON API from 127.0.0.1" in count and "Open its page" in count
     approve = report_tab(report, "approve")
-    assert "Ship &lt;v7&gt;?" in approve and "Answer: <code>No (false)</code>" in approve
+    assert "Ship &lt;v7&gt;?" in approve and "Answer: <code>Rejected</code>" in approve
     assert "via the web form from 127.0.0.1" in approve and "Comment: Latency\nregressed" in approve
     region = report_tab(report, "region")
     assert ">expired · default used<" in region and "<code>us-east-1</code>" in region

@@ -377,14 +377,14 @@ def test_when() -> None:
 @pytest.mark.parametrize(
     ("value", "shown"),
     [
-        (True, "Yes (true)"),
-        (False, "No (false)"),
+        (True, "Yes"),
+        (False, "No"),
         ("  a b ", "  a b "),
         (2.5, "2.5"),
         (-7, "-7"),
         (["a", 2], "a, 2"),
         ([], "(none)"),
-        ({"score": 4, "tags": ["x", "y"], "due": None, "ok": True}, "score: 4\ntags: x, y\ndue: —\nok: Yes (true)"),
+        ({"score": 4, "tags": ["x", "y"], "due": None, "ok": True}, "score: 4\ntags: x, y\ndue: —\nok: Yes"),
     ],
 )
 def test_shown_value(value: object, shown: str) -> None:
@@ -440,7 +440,7 @@ def test_report_while_waiting_has_prompt_link_and_curl(event: hitl.Event[Any]) -
 def test_report_once_answered_has_the_value_and_source(event: hitl.Event[Any]) -> None:
     response = answer(False, via="form", client="10.1.2.3", identity="ann@example.com", comment="Not <today>")
     section = _html.report_section(event, response)
-    assert ">answered<" in section and "Answer: <code>No (false)</code>" in section
+    assert ">answered<" in section and "Answer: <code>Rejected</code>" in section
     assert "via the web form by ann@example.com from 10.1.2.3" in section
     assert "Comment: Not &lt;today&gt;" in section
     assert f'href="{event.form_url}"' in section and "Open its page" in section and "Ship it?" in section
@@ -451,7 +451,7 @@ def test_report_after_timeout(event: hitl.Event[Any]) -> None:
     expired = _html.report_section(event, {"status": "expired"})
     assert ">expired<" in expired and "without an answer" in expired
     defaulted = _html.report_section(event, {"status": "expired", "default_applied": True, "value": True})
-    assert ">expired · default used<" in defaulted and "<code>Yes (true)</code>" in defaulted
+    assert ">expired · default used<" in defaulted and "<code>Approved</code>" in defaulted
 
 
 # -- Markdown prompts and details -----------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from conftest import Trickler, run_python, until
 
 import flyteplugins.hitl as hitl
-from flyteplugins.hitl import _notify
+from flyteplugins.hitl import _client, _notify
 
 
 class Receiver(ThreadingHTTPServer):
@@ -50,6 +50,11 @@ class ReceiverHandler(BaseHTTPRequestHandler):
         pass
 
 
+def waiting_notices(receiver: Receiver) -> list[tuple[str, str, dict[str, Any]]]:
+    """The notices that an event waits (an answered one follows each answer)."""
+    return [r for r in receiver.received if r[2].get("type") == "org.flyte.hitl.waiting"]
+
+
 def notice_logs(caplog: pytest.LogCaptureFixture, event_name: str) -> list[logging.LogRecord]:
     # Only this test's: notices of earlier tests may still be logging from their own threads.
     return [r for r in caplog.records if r.name == "flyteplugins.hitl.notify" and repr(event_name) in r.getMessage()]
@@ -72,7 +77,7 @@ def test_notice_is_posted_when_waiting_starts(root: Path, receiver: Receiver) ->
     threading.Timer(0.3, hitl.submit, (event.form_url, True)).start()
     assert event.wait() is True
     until(lambda: receiver.received != [], "the notice")
-    [(path, content_type, notice)] = receiver.received
+    [(path, content_type, notice)] = waiting_notices(receiver)
     assert path == "/hooks/abc" and content_type == "application/cloudevents+json"
     assert notice["specversion"] == "1.0" and notice["type"] == "org.flyte.hitl.waiting"
     assert notice["subject"] == event.request_id and notice["id"] and notice["source"]
@@ -82,8 +87,10 @@ def test_notice_is_posted_when_waiting_starts(root: Path, receiver: Receiver) ->
     assert body["curl"] == event.curl_command and body["expires_at"] == event.expires_at
     assert body["request_id"] == event.request_id
     assert event.form_url in body["text"] and "deploy" in body["text"]
-    # The webhook URL may hold a secret: it is never written to storage.
-    assert receiver.url not in (root / event.request_id / "request.json").read_text()
+    # The webhook URL may hold a secret: kept where the writer of the outcome reads it, shown nowhere.
+    stored = json.loads((root / event.request_id / "request.json").read_text())
+    assert stored["webhooks"] == [receiver.url]
+    assert receiver.url not in json.dumps(_client.status(event.request_id, root=str(root)))
 
 
 def test_a_markdown_prompt_is_plain_text_in_the_notice(root: Path, receiver: Receiver) -> None:
@@ -95,7 +102,7 @@ def test_a_markdown_prompt_is_plain_text_in_the_notice(root: Path, receiver: Rec
     answering.start()
     assert event.wait() is True
     answering.join()
-    [(_, _, notice)] = receiver.received
+    [(_, _, notice)] = waiting_notices(receiver)
     body = notice["data"]
     assert body["text"] == f"Human input needed for 'md': Ship v3? See notes\nAnswer: {event.form_url}"
     assert body["prompt"] == prompt and body["prompt_type"] == "markdown"
@@ -107,7 +114,7 @@ def test_notify_url_from_the_environment(root: Path, receiver: Receiver, monkeyp
     threading.Timer(0.3, hitl.submit, (event.form_url, 3)).start()
     assert event.wait() == 3
     until(lambda: receiver.received != [], "the notice")
-    assert [notice["data"]["event_name"] for _, _, notice in receiver.received] == ["env"]
+    assert [notice["data"]["event_name"] for _, _, notice in waiting_notices(receiver)] == ["env"]
 
 
 @pytest.mark.parametrize("receiver", [500], indirect=True)
@@ -119,10 +126,10 @@ def test_failing_receiver_is_logged_and_the_wait_goes_on(
     event = hitl.new_event("x", data_type=int, timeout_seconds=30, notify=receiver.url)
     threading.Timer(0.3, hitl.submit, (event.form_url, 1)).start()
     assert event.wait() == 1
-    until(lambda: notice_logs(caplog, "x") != [], "the failure's log line")
-    assert len(receiver.received) == 3  # tried again after each delay, then given up
-    [record] = notice_logs(caplog, "x")
-    assert "500" in record.getMessage() and "after 3 attempts" in record.getMessage() and record.exc_info is None
+    until(lambda: len(notice_logs(caplog, "x")) == 2, "the failures' log lines (waiting, answered)")
+    assert len(waiting_notices(receiver)) == 3  # tried again after each delay, then given up
+    for record in notice_logs(caplog, "x"):
+        assert "500" in record.getMessage() and "after 3 attempts" in record.getMessage() and record.exc_info is None
 
 
 def test_unreachable_receiver_is_logged_and_the_wait_goes_on(

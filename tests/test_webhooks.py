@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, until
+from conftest import REPO, request, until
 
 import flyteplugins.hitl as hitl
 from flyteplugins.hitl import _notify
@@ -187,3 +187,35 @@ def test_a_bad_webhook_setting_is_refused_when_the_event_is_created(
     assert isinstance(caught.value, ValueError)
     assert value not in str(caught.value) or name.endswith("FORMAT")  # a secret is never echoed
     assert not root.exists() or list(root.iterdir()) == []  # nothing written
+
+
+def notices(receiver: Receiver) -> list[dict[str, Any]]:
+    return [json.loads(body) for _, body in receiver.received]
+
+
+def test_the_server_that_stores_the_answer_sends_its_notice_once(root: Path, receiver: Receiver, remote: str) -> None:
+    # The form server is another process: the answered notice comes from it, and once.
+    event = hitl.new_event("ship", data_type=bool, timeout_seconds=60, notify=receiver.url)
+    threading.Timer(0.3, hitl.submit, (event.form_url, True)).start()
+    assert event.wait() is True
+    until(lambda: len(receiver.received) >= 2, "the waiting and answered notices")
+    time.sleep(0.5)  # a second answered notice, if one were sent, would come now
+    by_type = {n["type"]: n for n in notices(receiver)}
+    assert sorted(n["type"] for n in notices(receiver)) == ["org.flyte.hitl.answered", "org.flyte.hitl.waiting"]
+    answered = by_type["org.flyte.hitl.answered"]
+    assert answered["subject"] == event.request_id and answered["data"]["value"] is True
+    assert answered["data"]["state"] == "answered" and answered["data"]["via"] == "python"
+    # The webhook's URL is kept for the writers, never shown.
+    status = request(remote, "GET", f"/status/{event.request_id}?token={event.token}").json()
+    assert receiver.url not in json.dumps(status) and "woke" not in json.dumps(status["response"])
+
+
+def test_an_expiry_sends_one_expired_notice(root: Path, receiver: Receiver) -> None:
+    event = hitl.new_event(
+        "late", data_type=int, default=7, timeout_seconds=0.5, poll_interval_seconds=0.1, notify=receiver.url
+    )
+    assert event.wait() == 7
+    until(lambda: len(receiver.received) >= 2, "the waiting and expired notices")
+    [expired] = [n for n in notices(receiver) if n["type"] == "org.flyte.hitl.expired"]
+    assert expired["data"]["state"] == "expired" and expired["data"]["value"] == 7
+    assert expired["data"]["default_applied"] is True

@@ -56,6 +56,9 @@ EXIT_CODES: tuple[tuple[type[HitlError], int], ...] = (
 )
 #: `hitl status`'s exit code for an event still waiting (after ``--wait``, if given).
 STILL_WAITING = 7
+METRICS_PORT_ENV = "FLYTE_HITL_METRICS_PORT"
+#: Seconds `hitl submit` gives the notices of the outcome it stored before it exits.
+NOTICE_SECONDS = 10.0
 #: Each state as 2.12.1's ``status`` says it: the JSON the commands print carries both, as ``GET /status`` does.
 _STATUS = {"waiting": "pending", "answered": "completed", "expired": "expired", "withdrawn": "expired"}
 _T = TypeVar("_T")
@@ -87,9 +90,17 @@ def _serve(args: argparse.Namespace) -> int:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     host = args.host or os.environ.get(HOST_ENV) or "127.0.0.1"
     port = args.port if args.port is not None else _port(os.environ.get(PORT_ENV) or "8080", PORT_ENV)
+    metrics_port = args.metrics_port
+    if metrics_port is None and os.environ.get(METRICS_PORT_ENV):
+        metrics_port = _port(os.environ[METRICS_PORT_ENV], METRICS_PORT_ENV)
     root = args.root or default_root()
     store = Store(root)
     store.check_root()
+    from . import _telemetry
+
+    metrics_url = _telemetry.export(metrics_port, host)
+    if metrics_url:
+        print(printable(f"metrics at {metrics_url}"), flush=True)
     try:
         httpd = make_server(store, host, port)
     except OSError as e:  # port in use, address not on this host, no permission: a usage problem, not a bug
@@ -243,6 +254,8 @@ def _submit(args: argparse.Namespace) -> int:
         groups=frozenset(args.groups),
     )
     _print_json(reply)
+    if (notify := sys.modules.get("flyteplugins.hitl._notify")) is not None:
+        notify.flush(NOTICE_SECONDS)  # the notices of the outcome it stored, if it sent any, before it exits
     return 0
 
 
@@ -374,6 +387,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help=f"address to bind (default: ${HOST_ENV} or 127.0.0.1)")
     serve.add_argument(
         "--port", type=_port_arg, default=None, help=f"port, 0 for any free one (default: ${PORT_ENV} or 8080)"
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=_port_arg,
+        default=None,
+        help=f"serve Prometheus /metrics on this port, never the form's (default: ${METRICS_PORT_ENV}; needs [otel])",
     )
     serve.add_argument(
         "--log-level",

@@ -89,7 +89,7 @@ def status_record(
         "state": state_of(request, response),
         "type": describe(schema) if isinstance(schema, dict) else request.get("data_type"),
         "request": public_request(request),
-        "response": response,
+        "response": public_response(response),
     }
     if refusal is not None:
         record["refused"] = refusal
@@ -109,11 +109,33 @@ def refusal_record(request_id: str, slot: int, answer: Record, error: str, field
 
 
 def public_request(request: Record) -> Record:
-    """The request as anyone may see it: neither the token nor where the waiting process takes
-    wake-ups (an internal address)."""
-    shown = {k: v for k, v in request.items() if k not in ("token", "wake")}
+    """The request as anyone may see it: not its token, not where the waiting process takes wake-ups
+    (an internal address), not its webhooks (their URLs often hold a secret)."""
+    shown = {k: v for k, v in request.items() if k not in ("token", "wake", "webhooks")}
     shown.setdefault("group", request.get("request_id"))  # stored before groups: a group of its own
     return shown
+
+
+def public_response(response: Record | None) -> Record | None:
+    """The outcome as anyone may see it: not where its writer sent the wake-up (an internal address)."""
+    return None if response is None else {k: v for k, v in response.items() if k != "woke"}
+
+
+def store_outcome(
+    store: Store, request: Record, record: Record, slot: int | None = None, *, wake: bool = False
+) -> bool:
+    """Store `record` as the event's outcome in `slot` (default: the current one), create-only; False
+    if one is there. The writer that stores it sends the event's outcome notices (`_notify.outcome`),
+    so each goes out once; with `wake`, `record` first notes where the writer will send its wake-up."""
+    if wake:
+        _wake.mark(store, request, record)
+    if not store.create_response(str(request["request_id"]), record, slot):
+        return False
+    if request.get("webhooks"):
+        from . import _notify
+
+        _notify.outcome(request, record, slot)
+    return True
 
 
 def expired_record(request: Record) -> Record:
@@ -159,13 +181,30 @@ def submit(
     value is looked at. Raises `AlreadyAnsweredError`, `EventExpiredError` or `InvalidValueError`
     (nothing written).
     """
+    from . import _telemetry  # imported with the first answer, not the package
+
+    with _telemetry.answer_span(request, via):
+        return _submit(store, request, raw, via, client, comment, identity, transport, groups)
+
+
+def _submit(
+    store: Store,
+    request: Record,
+    raw: object,
+    via: str,
+    client: str,
+    comment: object,
+    identity: str | None,
+    transport: str,
+    groups: frozenset[str],
+) -> Record:
     request_id = str(request["request_id"])
     who = _policy.Who(identity or "", groups)  # canonical, or InvalidIdentityError
     _policy.check_answerer(request, who)
     # The outcome is settled first: an answered or expired event's token must not buy a value check.
     existing, slot, refusal = outcome(store, request)
     if existing is None and seconds_left(request) <= 0:
-        if store.create_response(request_id, expired_record(request), slot):
+        if store_outcome(store, request, expired_record(request), slot):
             raise EventExpiredError(request_id, str(request["expires_at"]))
     elif existing is None:
         from ._schema import check_answer
@@ -192,8 +231,7 @@ def submit(
             }
         if _policy.quorum(request) > 1:
             return _vote(store, request, response, slot)
-        _wake.mark(store, request, response)
-        if store.create_response(request_id, response, slot):
+        if store_outcome(store, request, response, slot, wake=True):
             return response
     return _decided(request, existing or store.read_response(request_id) or expired_record(request), who.identity)
 
@@ -262,10 +300,8 @@ def _settle(store: Store, request: Record, slot: int) -> tuple[Record | None, li
     deadline = _timestamp(request["expires_at"])
     votes = [v for v in store.list_votes(request_id) if _timestamp(v.get("voted_at")) <= deadline]
     decision = decide(request, votes)
-    if decision is not None:
-        _wake.mark(store, request, decision)
-        if not store.create_response(request_id, decision, slot):
-            decision = store.read_response(request_id) or expired_record(request)
+    if decision is not None and not store_outcome(store, request, decision, slot, wake=True):
+        decision = store.read_response(request_id) or expired_record(request)
     return decision, votes
 
 

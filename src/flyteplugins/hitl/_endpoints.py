@@ -170,15 +170,17 @@ class _Seen:
     A request never changes once written, nor does the outcome or refusal stored in an answer slot, nor
     a vote: each is read once (the `capacity` most recently used are kept). Whether an event has an
     outcome, and in which slot, comes from the listing (`_Listing`, at most a second old), and which votes
-    a waiting approval has from a listing of its votes at each view: a refusal that reopens an event
-    shows within a second on every server, a vote at the next view.
+    a waiting approval has from a listing of its votes at most a second old: a refusal that reopens an
+    event, or a vote, shows within a second on every server.
     """
 
     capacity = 10_000
+    #: Seconds a listing of a waiting approval's votes is used for.
+    votes_seconds = 1.0
 
     def __init__(self) -> None:
         self._kept: OrderedDict[tuple[str, int, bool], Record] = OrderedDict()  # requests and outcomes
-        self._votes: dict[str, dict[str, Record]] = {}
+        self._votes: dict[str, tuple[float, dict[str, Record]]] = {}  # listed when (monotonic), the votes
         self._deadlines: dict[str, float] = {}  # seconds since the epoch, by request id
         self._lock = threading.Lock()
         self._damaged: set[str] = set()  # events whose records cannot be read, logged once each
@@ -241,15 +243,17 @@ class _Seen:
         return Row(request, "withdrawn" if withdrawn else _answers.status_of(request, response), left, refusal, votes)
 
     def votes(self, store: Store, request: Record) -> list[Record]:
-        """The votes on `request` in the order cast: a listing, and a read of each vote not read before."""
+        """The votes on `request` in the order cast: a listing at most once a second, and a read of each
+        vote not read before."""
         request_id = str(request["request_id"])
         with self._lock:
-            known = self._votes.get(request_id)
-        known = store.read_votes(request_id, known)
-        with self._lock:
-            if len(self._votes) >= self.capacity:  # decided events' votes go with the rest
-                self._votes.clear()
-            self._votes[request_id] = known
+            listed_at, known = self._votes.get(request_id, (-math.inf, None))
+        if known is None or time.monotonic() - listed_at >= self.votes_seconds:
+            listed_at, known = time.monotonic(), store.read_votes(request_id, known)
+            with self._lock:
+                if len(self._votes) >= self.capacity:  # decided events' votes go with the rest
+                    self._votes.clear()
+                self._votes[request_id] = (listed_at, known)
         return sorted(known.values(), key=lambda v: str(v.get("voted_at")))
 
     def _left_out(self, event: Listed, e: StorageError) -> None:
@@ -462,6 +466,16 @@ def _path(request: Request) -> str:
     return request.target.split("?", 1)[0][:200]
 
 
+def route_of(target: str) -> str:
+    """The route `target` takes, as metrics name it (bounded: never an id): ``/form/{id}``, ``/health``;
+    ``other`` for a path no endpoint serves."""
+    path = target.split("?", 1)[0]
+    if path in _EXACT:
+        return path
+    prefix = next((p for p in _PREFIXED if path.startswith(p)), None)
+    return "other" if prefix is None else prefix + "{id}"
+
+
 def _route(method: str, path: str) -> tuple[Endpoint, str]:
     """The endpoint for `method` and `path`, and the path's request id if it has one."""
     param = ""
@@ -575,6 +589,9 @@ def index(site: Site, request: Request, _: str) -> Response:
 MAX_LISTED = 1000
 
 
+_STATUS_2_12 = {state: status for status, state in _answers.STATES.items()}
+
+
 def events(site: Site, request: Request, _: str) -> Response:
     """``GET /events[?status=waiting|answered|expired]``: the events the index shows, as JSON, newest
     first (at most `MAX_LISTED`), never their tokens: what ``hitl list --endpoint`` prints.
@@ -593,7 +610,8 @@ def events(site: Site, request: Request, _: str) -> Response:
         state = _answers.STATES.get(row.status, row.status) if row is not None else ""
         if row is None or wanted not in ("all", state):
             continue
-        item = _answers.public_request(row.request) | {"status": state, "state": state}
+        # `status` in 2.12.1's words, as ``GET /status`` answers it; `state` in today's.
+        item = _answers.public_request(row.request) | {"status": _STATUS_2_12.get(state, "expired"), "state": state}
         if row.refusal is not None and state == "waiting":  # why it waits again
             item["refused"] = {k: row.refusal[k] for k in ("refused_at", "error") if k in row.refusal}
         listed.append(item)

@@ -349,10 +349,10 @@ def _heading(request: Mapping[str, Any]) -> tuple[str, str, bool]:
 
 
 def shown_value(value: object) -> str:
-    """An answer as people read it: bools as yes/no, text as is, numbers as JSON writes them,
+    """An answer as people read it: bools as Yes/No, text as is, numbers as JSON writes them,
     lists comma-separated and a structured answer one ``field: value`` line per field."""
     if isinstance(value, bool):
-        return "Yes (true)" if value else "No (false)"
+        return "Yes" if value else "No"
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
@@ -1056,7 +1056,7 @@ def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
         chip = '<span class="hitl-chip hitl-ok">answered</span>'
         by = source(response)
         state = (
-            f'<p class="hitl-answer">Answer: <code>{esc(shown_value(response.get("value")))}</code></p>'
+            f'<p class="hitl-answer">Answer: <code>{esc(_words(request, response.get("value")))}</code></p>'
             f'<p class="hitl-meta">Answered at {esc(when(response.get("answered_at", "")))}'
             + (f" via {esc(by)}" if by else "")
             + ".</p>"
@@ -1066,7 +1066,7 @@ def report_section(event: Any, response: Mapping[str, Any] | None) -> str:
         chip = '<span class="hitl-chip hitl-gone">expired · default used</span>'
         state = (
             '<p class="hitl-answer">No answer in time; the default was used: '
-            f"<code>{esc(shown_value(response.get('value')))}</code></p>"
+            f"<code>{esc(_words(request, response.get('value')))}</code></p>"
         )
     else:
         chip = '<span class="hitl-chip hitl-gone">expired</span>'

@@ -179,6 +179,52 @@ def announce(notify: Sequence[Target], event: Any, store: Any, request: dict[str
         _slack.announce(store, request, slack)
 
 
+#: The notice threads still sending, for `flush`.
+_sending: set[threading.Thread] = set()
+
+
+def outcome(request: dict[str, Any], response: dict[str, Any], slot: int | None = None) -> None:
+    """Send the notices of an outcome just stored for `request` (an answer, a decision, an expiry) to its
+    webhooks, in daemon threads: ``answered`` or ``expired``, with the outcome's facts. Called by the one
+    writer whose create-only write stored it; the CloudEvent's id is the outcome's own, so a receiver
+    that sees one twice (a retry) takes it once."""
+    kind = "answered" if response.get("status") == "completed" else "expired"
+    at = response.get("answered_at") or response.get("expired_at") or response.get("withdrawn_at") or ""
+    data = {
+        "request_id": request.get("request_id"),
+        "event_name": request.get("event_name"),
+        "state": "withdrawn" if "withdrawn_at" in response else kind,
+        **{k: response[k] for k in _OUTCOME_FIELDS if k in response},
+    }
+    data["text"] = f"{request.get('event_name')!r} {data['state']}" + (
+        f": {json.dumps(response['value'])[:200]}" if "value" in response else ""
+    )
+    event_id = f"{request.get('request_id')}/{slot or 0}/{kind}/{at}"
+    for url in request.get("webhooks") or ():
+        if isinstance(url, str):
+            send(url, notice(kind, data, event_id=event_id))
+
+
+_OUTCOME_FIELDS = (
+    "value",
+    "answered_at",
+    "expired_at",
+    "withdrawn_at",
+    "default_applied",
+    "via",
+    "identity",
+    "comment",
+    "votes",
+)
+
+
+def flush(seconds: float) -> None:
+    """Give the notices still being sent up to `seconds` in all (a command about to exit)."""
+    deadline = time.monotonic() + seconds
+    for thread in list(_sending):
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def shown_url(url: object, *, path: bool = False) -> str:
     """`url` as logs may show it: scheme, host and port (and `path` if asked), never credentials or a query.
 
@@ -227,13 +273,15 @@ def send(url: str, body: dict[str, Any], delays: Sequence[float] | None = None) 
     Example:
         >>> send("https://hooks.example.com/services/T0/B0/XYZ", notice("waiting", {"request_id": "a-1"}))
     """
-    thread = threading.Thread(
-        target=post,
-        args=(url, body),
-        kwargs={"delays": RETRY_DELAYS if delays is None else delays},
-        name="hitl-notify",
-        daemon=True,
-    )
+
+    def run() -> None:
+        try:
+            post(url, body, delays=RETRY_DELAYS if delays is None else delays)
+        finally:
+            _sending.discard(thread)
+
+    thread = threading.Thread(target=run, name="hitl-notify", daemon=True)
+    _sending.add(thread)
     thread.start()
     return thread
 

@@ -403,6 +403,9 @@ class Store:
             except Exception as e:
                 if not isinstance(e, _storage_errors()[0]):
                     raise
+                from . import _telemetry  # OpenTelemetry's API: imported at the first failure
+
+                _telemetry.storage_error(what.split(" ", 1)[0])  # read, create, list, put: each failed request
                 if not _is_transient(e):
                     raise StorageError(f"cannot {what} under {self.root!r}: {_brief(e)}", self.root) from e
                 if attempt >= self.attempts:

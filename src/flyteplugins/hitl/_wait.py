@@ -33,10 +33,11 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
-from . import _answers, _console, _flyte, _markdown, _notify, _text, _wake
+from . import _answers, _console, _flyte, _markdown, _notify, _policy, _text, _wake
 from ._answers import expired_record, seconds_left
 from ._errors import EventTimeoutError, InvalidValueError, StorageError
 from ._store import MAX_REFUSALS, Record, Store
@@ -55,6 +56,7 @@ class Event(Protocol):
     _response: Record | None
     _notify_targets: list[Any]
     _unidentified: str | None
+    _span: Any
 
     @property
     def name(self) -> str: ...
@@ -127,6 +129,15 @@ class _Wait:
         #: Storage reads begun.
         self.reads = 0
         self._by_poll = False  # the answer came at a timed poll that a wake-up should have beaten
+        from . import _telemetry  # imported by the first event already
+
+        self._telemetry = _telemetry
+        #: This wait's span: the one its event started when it was created (a later wait starts its own).
+        request = event._request
+        self.span = event._span or _telemetry.start_wait_span(
+            event.name, event.request_id, str(request.get("data_type")), _policy.quorum(request), _answers.utc_now()
+        )
+        event._span = None
 
     def __enter__(self) -> _Wait:
         with _lock:
@@ -136,9 +147,12 @@ class _Wait:
         except BaseException:
             self._unregister()
             raise
+        self._telemetry.waiting.add(1, {"hitl.event.name": self.event.name})
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._telemetry.waiting.add(-1, {"hitl.event.name": self.event.name})
+        self.span.end()
         try:
             _wake.unlisten(self._listening, answered_by_poll=self._by_poll)
         finally:
@@ -173,19 +187,24 @@ class _Wait:
         now = clock()
         deadline = now + seconds_left(event._request)
         next_read, next_note = now, now + event.note_every_seconds
+        reread = False  # read at once: the answer just read was refused, and the event takes answers again
         while True:
             self._clear()  # before the read: a wake-up during it makes the next sleep return at once
             woken, self.woken = self.woken, False
             now = clock()
             if self.handed is not None:  # the first writer's outcome, as a read would return it
                 handed, self.handed = dict(self.handed), None
+                self.span.add_event("woken", {"hitl.by": "this process"})
                 try:
-                    return _outcome(event, handed)
+                    return self._returned(handed)
                 except InvalidValueError as e:
                     yield from self._retried(functools.partial(self._refuse, handed, e), deadline)
-                    woken = True  # read the reopened event at once
-            if woken or now >= next_read:
+                    reread = True
+            if woken or reread or now >= next_read:
                 self.reads += 1
+                reread = False
+                if woken:
+                    self.span.add_event("woken")
                 try:
                     response = yield functools.partial(self._read, now >= deadline)
                 except StorageError as e:
@@ -201,22 +220,36 @@ class _Wait:
                         answered = response.get("status") == "completed"
                         self._by_poll = answered and self._was_woken(response) and not woken and self.reads > 1
                         try:
-                            return _outcome(event, response)
+                            return self._returned(response)
                         except InvalidValueError as e:
                             if not answered:
                                 raise
                             yield from self._retried(functools.partial(self._refuse, response, e), deadline)
-                            self.read_now()  # the event takes answers again: read it at once
+                            reread = True
+                            continue
                     next_read = min(now + event.poll_interval_seconds, deadline)
             if not event._announced:  # after the first read: a re-run that finds its answer prints no form
                 event._announced = True
                 _announce(event)
+                if event._notify_targets:
+                    self.span.add_event("notified")
             if now >= next_note:
                 from . import _html  # the pages' module: imported by the first wait, not with the package
 
                 next_note = now + event.note_every_seconds
                 _say(f"waiting for {event.name!r} … {_html.time_left(max(1.0, deadline - now))}")
             yield min(max(0.0, min(next_read, next_note) - clock()), threading.TIMEOUT_MAX)
+
+    def _returned(self, response: Record) -> Any:
+        """The value of `response` (see `_outcome`), with the outcome recorded on the span and metrics:
+        an answer once the task's type took it (a refusal raises `InvalidValueError` first), an expiry
+        before `EventTimeoutError` is raised."""
+        if response.get("status") != "completed":
+            self._telemetry.outcome(self.span, self.event._request, response, time.time())
+            return _outcome(self.event, response)
+        value = _outcome(self.event, response)
+        self._telemetry.outcome(self.span, self.event._request, response, time.time())
+        return value
 
     def _was_woken(self, response: Record) -> bool:
         """Whether the writer of `response` sent a wake-up to where this wait listens."""
@@ -246,7 +279,8 @@ class _Wait:
         if outcome.slot + 1 >= MAX_REFUSALS:
             raise error
         record = _answers.refusal_record(event.request_id, outcome.slot, response, str(error), error.field_errors)
-        store.create_refusal(event.request_id, outcome.slot, record)
+        if store.create_refusal(event.request_id, outcome.slot, record):
+            self._telemetry.refused(self.span, event._request, response, str(error))
         if event._request.get("slack"):  # its Slack messages get their controls back
             from . import _slack
 
@@ -263,7 +297,7 @@ class _Wait:
         response = found.response
         if response is None and expire:
             expired = expired_record(event._request)
-            if store.create_response(event.request_id, expired, found.slot):
+            if _answers.store_outcome(store, event._request, expired, found.slot):
                 return expired
             response = store.read_response(event.request_id) or expired  # an answer came first: it wins
         if response is not None:
@@ -341,7 +375,7 @@ def _withdraw(event: Event) -> str:
     line that says what became of it."""
     record = {"request_id": event.request_id, "status": "expired", "withdrawn_at": _answers.utc_now()}
     try:
-        withdrawn = event._store.create_response(event.request_id, record)
+        withdrawn = _answers.store_outcome(event._store, event._request, record)
     except StorageError as e:
         return f"{event.name!r} could not be withdrawn ({e}); it takes answers until it expires"
     if not withdrawn:

@@ -308,6 +308,10 @@ def _create(
     endpoint, embedded = _endpoint_for(store)
     request_id = _new_request_id(name)
     now = time.time()
+    from . import _telemetry  # OpenTelemetry's API: imported by the first event, not with the package
+
+    # The wait's span, from now: a child of the current context (a Flyte run's trace, if traced).
+    span = _telemetry.start_wait_span(name, request_id, type_str, quorum, utc(now))
     fresh = {
         "request_id": request_id,
         "event_name": name,
@@ -332,6 +336,9 @@ def _create(
         "wake": _wake.address(request_id),  # where writers send this process wake-ups
         **policy,
         "slack": any(not isinstance(t, str) for t in notify_targets) or None,  # its messages: <id>/slack.json
+        # Where the writer of an outcome sends its notice; no reply, page or list shows them.
+        "webhooks": [t for t in notify_targets if isinstance(t, str)] or None,
+        "trace": _telemetry.carrier(span),  # so that servers link their answer spans to the wait's
     }
     fresh.update({k: v for k, v in optional.items() if v is not None})
     # Create first: a new event is one write (one request on an object store, where reading
@@ -340,8 +347,8 @@ def _create(
     request = fresh if store.create_request(fresh) else _check_reattached(store.read_request(request_id), fresh)
     event = Event(request, data_type, float(poll_interval_seconds), store, endpoint)
     remember(request_id, spec_for(data_type))
-    # Kept off storage: a webhook URL often carries a secret, and a re-run passes it again.
     event._notify_targets = notify_targets
+    event._span = span
     event._unidentified = _unidentified(request, endpoint, embedded)
     _warn_unanswerable(event)
     return event
@@ -382,6 +389,7 @@ class Event(Generic[T]):
         self._response: Record | None = None
         self._notify_targets: list[_notify.Target] = []
         self._unidentified: str | None = None  # why its form server can identify nobody, if it cannot
+        self._span: Any = None  # its wait's span (`_telemetry`), started when it was created
 
     @property
     def name(self) -> str:

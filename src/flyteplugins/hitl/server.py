@@ -191,6 +191,9 @@ class HitlServer(ThreadingHTTPServer):
         # Requests between their read body and their written reply.
         self._busy = 0
         self._idle = threading.Condition()
+        from . import _telemetry  # OpenTelemetry's API: imported by the first server, not the package
+
+        self.telemetry = _telemetry
         _servers.add(self)
 
     @property
@@ -452,10 +455,12 @@ class HitlHandler(BaseHTTPRequestHandler):
         self._busy = True
         self.server.busy(1)
         if isinstance(body, Response):
+            self.server.telemetry.http_request(_endpoints.route_of(self.path), body.status)
             self._write(body, head=self.command == "HEAD")
             return
         request = Request(self.command, self.path, self.headers, body, self.client_address[0])
         reply = _endpoints.handle(self.server.site, request)
+        self.server.telemetry.http_request(_endpoints.route_of(self.path), reply.status)
         try:
             self._write(reply, head=self.command == "HEAD")
         finally:
