@@ -975,7 +975,7 @@ def test_a_refused_answer_reopens_the_event_in_every_view_of_every_server(store:
     assert post(sites[0], "/submit/json", answer, JSON_TYPE, [("X-Forwarded-Email", ALICE)]).status == 200
     for site in sites:
         listed, index, inbox = views(site)
-        assert (listed["status"], listed["state"]) == ("answered", "answered")
+        assert (listed["status"], listed["state"]) == ("completed", "answered")
         assert "Nothing is waiting" in index and f"/form/{rid}" not in inbox
     # The waiting task's own type refuses the answer, as `_wait` records it: the event takes answers again.
     found = store.read_outcome(rid)
@@ -983,11 +983,11 @@ def test_a_refused_answer_reopens_the_event_in_every_view_of_every_server(store:
     error = "5 is more than the maximum 3"
     assert store.create_refusal(rid, found.slot, _answers.refusal_record(rid, found.slot, found.response, error, {}))
 
-    def reopened(site: Site) -> bool:  # once the listing each server shares for a second is new
+    def reopened(site: Site) -> bool:
         listed, index, inbox = views(site)
         if listed["state"] != "waiting":
             return False
-        assert (listed["status"], listed["refused"]["error"]) == ("waiting", error)
+        assert (listed["status"], listed["refused"]["error"]) == ("pending", error)
         assert names_in(index.split("Answered or expired")[0]) == ["ev-001"]
         return f"/form/{rid}" in inbox
 

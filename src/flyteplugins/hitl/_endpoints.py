@@ -169,9 +169,9 @@ class _Seen:
 
     A request never changes once written, nor does the outcome or refusal stored in an answer slot, nor
     a vote: each is read once (the `capacity` most recently used are kept). Whether an event has an
-    outcome, and in which slot, comes from the listing (`_Listing`, at most a second old), and which votes
-    a waiting approval has from a listing of its votes at most a second old: a refusal that reopens an
-    event, or a vote, shows within a second on every server.
+    outcome, and in which slot, comes from the listing (`_Listing`, begun after the visit arrived), and
+    which votes a waiting approval has from a listing of its votes at most a second old: a refusal that
+    reopens an event shows at the next visit on every server, a vote within a second.
     """
 
     capacity = 10_000
@@ -267,19 +267,22 @@ class _Seen:
 
 
 class _Listing:
-    """The last listing of the root, shared by the visits of the next `seconds`: under load one listing
-    a second rather than one per visit, and no view shows a listing begun longer ago than that."""
+    """The listing of the root that views read: one per visit, except that the visits that arrive while
+    a listing runs share the next one (begun after they arrived), so under load a few visits cost one
+    listing and no view misses what was stored before it arrived. `seconds` lets a listing that
+    recent serve too."""
 
-    seconds = 1.0
+    seconds = 0.0
 
     def __init__(self) -> None:
         self._events: list[Listed] = []
-        self._at = -math.inf
+        self._at = -math.inf  # when the kept listing began (monotonic)
         self._lock = threading.Lock()
 
     def get(self, store: Store) -> list[Listed]:
+        arrived = time.monotonic()
         with self._lock:  # one visit lists while the others wait for its result
-            if time.monotonic() - self._at >= self.seconds:
+            if self._at < arrived - self.seconds:
                 began = time.monotonic()
                 self._events, self._at = store.list_events(), began
             return self._events
@@ -547,8 +550,9 @@ def health(site: Site, request: Request, _: str) -> Response:
 def index(site: Site, request: Request, _: str) -> Response:
     """``GET /[?status=pending|done][&page=N]``: events newest first, those still waiting first, a page at a time.
 
-    One listing of the root a second (`_Listing`), plus the records of the shown events not read before
-    (`_Seen`) and those of events without an outcome (whose deadlines tell waiting from expired).
+    One listing of the root (`_Listing`, shared by visits that arrive together), plus the records of the
+    shown events not read before (`_Seen`) and those of events without an outcome (whose deadlines tell
+    waiting from expired).
     """
     query = _query(request)
     status = query.get("status") or None
