@@ -324,7 +324,7 @@ def table(results: dict[str, Any]) -> str:
             "import flyteplugins.hitl after import flyte (median ms)",
             median(imp["old"]),
             median(imp["new"]),
-            "≤ 30 ms",
+            "≤ 15 ms",
             1,
             invert=True,
         )

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -36,6 +37,7 @@ import slack_fake  # noqa: E402
 
 import flyteplugins.hitl as hitl  # noqa: E402
 from flyteplugins.hitl import _slack  # noqa: E402
+from flyteplugins.hitl._store import Store  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -98,6 +100,12 @@ def main() -> None:
             time.sleep(0.05)
     finally:
         slack.close()
+
+    # A record that cannot be read (a file where its event's directory should be): one failed read.
+    store = Store(sys.argv[1])
+    (Path(sys.argv[1]) / "broken-1").write_text("not a directory")
+    with contextlib.suppress(hitl.StorageError):
+        store.read_request("broken-1")
 
     tracer_provider.force_flush()
     data = reader.get_metrics_data()

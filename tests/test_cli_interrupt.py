@@ -15,6 +15,8 @@ from conftest import REPO, read_line, run_python
 
 import flyteplugins.hitl as hitl
 
+_ASYNCIO_310 = "asyncio.run on Python 3.10 cancels the waits only after Ctrl-C has left its loop"
+
 _BARE = """
 import asyncio, sys, threading
 from flyteplugins.hitl import _console
@@ -58,7 +60,12 @@ def _interrupt(proc: subprocess.Popen[str], ready: str) -> str:
     return out
 
 
-@pytest.mark.parametrize("mode", ["sync", "aio"])
+# Python 3.10's asyncio.run lets Ctrl-C out of its loop as a KeyboardInterrupt and cancels the waits only
+# afterwards, so nothing ties the two: there an `.aio` wait ends with Python's usual traceback.
+MODES = ["sync", pytest.param("aio", marks=pytest.mark.skipif(sys.version_info < (3, 11), reason=_ASYNCIO_310))]
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_ctrl_c_in_an_interruptible_wait_is_one_line_and_a_sigint_exit(mode: str) -> None:
     proc = run_python(_BARE, mode)
     out = _interrupt(proc, "ready")
@@ -92,7 +99,7 @@ def _stored_outcome(root: Path) -> dict[str, object]:
     return json.loads((event_dir / "response.json").read_text())  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("mode", ["sync", "aio"])
+@pytest.mark.parametrize("mode", MODES)
 def test_ctrl_c_during_event_wait_withdraws_the_event_in_one_line_with_no_traceback(root: Path, mode: str) -> None:
     proc = run_python(_WAIT, mode, env={"FLYTE_HITL_ROOT": str(root)})
     out = _interrupt(proc, "[hitl] curl:")

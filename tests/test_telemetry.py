@@ -84,6 +84,11 @@ def test_server_requests_are_counted_by_route_and_status_class(seen: dict[str, A
     assert counted[("/submit/json", "2xx")] == 2 and counted[("/slack/interactions", "2xx")] == 1
 
 
+def test_storage_errors_are_counted_by_operation(seen: dict[str, Any]) -> None:
+    [point] = points(seen, "hitl.storage.errors")
+    assert point["attributes"] == {"operation": "read"} and point["value"] == 1
+
+
 def test_one_wait_span_from_creation_with_what_happened_as_events(seen: dict[str, Any]) -> None:
     wait = span(seen, "hitl.wait answered")
     assert wait["kind"] == "INTERNAL" and wait["events"] == ["created", "woken", "answered"]
