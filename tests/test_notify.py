@@ -76,7 +76,7 @@ def test_notice_is_posted_when_waiting_starts(root: Path, receiver: Receiver) ->
     assert receiver.received == []  # creating is not waiting
     threading.Timer(0.3, hitl.submit, (event.form_url, True)).start()
     assert event.wait() is True
-    until(lambda: receiver.received != [], "the notice")
+    until(lambda: waiting_notices(receiver) != [], "the notice")
     [(path, content_type, notice)] = waiting_notices(receiver)
     assert path == "/hooks/abc" and content_type == "application/cloudevents+json"
     assert notice["specversion"] == "1.0" and notice["type"] == "org.flyte.hitl.waiting"
@@ -113,7 +113,7 @@ def test_notify_url_from_the_environment(root: Path, receiver: Receiver, monkeyp
     event = hitl.new_event("env", data_type=int, timeout_seconds=30)
     threading.Timer(0.3, hitl.submit, (event.form_url, 3)).start()
     assert event.wait() == 3
-    until(lambda: receiver.received != [], "the notice")
+    until(lambda: waiting_notices(receiver) != [], "the notice")
     assert [notice["data"]["event_name"] for _, _, notice in waiting_notices(receiver)] == ["env"]
 
 

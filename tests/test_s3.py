@@ -355,8 +355,11 @@ def test_a_killed_flyte_run_rerun_with_its_name_gets_the_answer_given_meanwhile(
     second.finish()
     assert second.proc.returncode == 0, second.output
     assert "[hitl] form:" not in second.output, "the re-run found its event answered: no form shown again"
-    # The re-run's wait recorded where it takes wake-ups: the request names the killed process.
-    assert bucket.keys(s3_root) == [f"{request_id}/{n}.json" for n in ("request", "response", "waiter")]
+    # The re-run's wait recorded where it takes wake-ups (the request names the killed process), in one
+    # attempt that a very busy machine may see fail: then it says so, and the wait polls.
+    recorded = "cannot record where this process takes wake-ups" not in second.output
+    names = ("request", "response", "waiter") if recorded else ("request", "response")
+    assert bucket.keys(s3_root) == [f"{request_id}/{n}.json" for n in names]
 
 
 def test_answer_slots_and_their_listing_on_s3(s3_root: str) -> None:
