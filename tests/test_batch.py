@@ -113,6 +113,7 @@ def test_a_batch_mixing_good_and_bad_answers_stores_the_good_ones(root: Path, pr
         number.request_id: 7,
     }
     assert stored(root, good[0])["comment"] == "fine"  # type: ignore[index]
+    assert stored(root, good[0])["via"] == "batch"  # type: ignore[index]  # the audit trail says how it came
     assert stored(root, good[2])["value"] is True  # type: ignore[index]
     assert stored(root, answered)["value"] is True  # type: ignore[index]
     assert stored(root, alices) is None and stored(root, choice) is None

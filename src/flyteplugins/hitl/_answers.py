@@ -30,7 +30,7 @@ from ._errors import (
 from ._store import Outcome, Record, Store, check_request_id
 
 #: How an answer arrived; recorded in the audit trail.
-VIA = ("form", "json", "cli", "python", "slack")
+VIA = ("form", "json", "cli", "python", "slack", "batch")
 _MAX_COMMENT = 4000
 
 

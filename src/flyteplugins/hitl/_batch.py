@@ -98,7 +98,7 @@ def _one(site: Site, request: Request, identity: str, item: object) -> Record:
             site.store,
             event,
             item["value"],
-            via=str(item["via"]) if item.get("via") in ("cli", "python") else "json",
+            via=str(item["via"]) if item.get("via") in ("cli", "python") else "batch",
             transport="json",
             client=request.client,
             comment=item.get("comment"),

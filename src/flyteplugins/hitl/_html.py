@@ -241,7 +241,13 @@ $details</article>"""
 # How a type is described to the person answering, and how its text field behaves on a phone.
 _TYPE_HINTS = {"int": "a whole number, e.g. 42", "float": "a number, e.g. 0.5", "str": "any text"}
 _INPUT_MODES = {"int": "numeric", "float": "decimal", "str": "text"}
-_VIA = {"form": "the web form", "json": "the JSON API", "cli": "the command line", "python": "the Python API"}
+_VIA = {
+    "form": "the web form",
+    "json": "the JSON API",
+    "cli": "the command line",
+    "python": "the Python API",
+    "batch": "a bulk answer",
+}
 # Choices are shown as buttons while they fit a phone screen comfortably, else as a select.
 _MAX_CHOICE_BUTTONS = 6
 _MAX_CHOICE_BUTTON_TEXT = 40

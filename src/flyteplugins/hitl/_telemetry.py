@@ -64,9 +64,7 @@ VIAS = ("form", "json", "slack", "cli", "storage", "batch")
 def via(response: Mapping[str, Any]) -> str:
     """How `response` came, as one of `VIAS`: a program's answer straight to the root is "storage"."""
     claimed = str(response.get("via", ""))
-    if response.get("batch"):
-        return "batch"
-    if claimed in ("form", "json", "slack", "cli"):
+    if claimed in ("form", "json", "slack", "cli", "batch"):
         return claimed
     return "storage" if response.get("transport", "storage") == "storage" else "json"
 
