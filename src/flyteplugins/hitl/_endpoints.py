@@ -256,6 +256,11 @@ class _Seen:
                 self._votes[request_id] = (listed_at, known)
         return sorted(known.values(), key=lambda v: str(v.get("voted_at")))
 
+    def forget_votes(self, request_id: str) -> None:
+        """A vote on `request_id` was stored here: list its votes again at the next view."""
+        with self._lock:
+            self._votes.pop(request_id, None)
+
     def _left_out(self, event: Listed, e: StorageError) -> None:
         if e.transient:
             raise e  # storage is down: the whole page says so
@@ -1059,7 +1064,9 @@ def _vote_reply(event: Record, vote: Record) -> Record:
 
 
 def _answered(site: Site, event: Record, response: Record) -> None:
-    """An answer was stored: bring the event's Slack messages up to date, if it has any (in the background)."""
+    """An answer or vote was stored here: this server's views list the event's votes again at their next
+    visit, and its Slack messages, if it has any, are brought up to date (in the background)."""
+    site.seen.forget_votes(str(event["request_id"]))
     if event.get("slack"):
         from . import _slack
 
